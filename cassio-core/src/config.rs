@@ -1,0 +1,149 @@
+//! Node configuration as the core sees it (the host parses files and flags).
+
+use crate::placement::PlacementKind;
+use crate::types::NodeId;
+use core::net::SocketAddr;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How many replicas must answer before the coordinator answers the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// Two replicas.
+    Two,
+    /// Three replicas.
+    Three,
+    /// A majority of the replication factor: `rf / 2 + 1`.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// How many replica answers this level needs with replication factor `rf`.
+    pub fn required(self, rf: usize) -> usize {
+        match self {
+            Consistency::One => 1,
+            Consistency::Two => 2,
+            Consistency::Three => 3,
+            Consistency::Quorum => rf / 2 + 1,
+            Consistency::All => rf,
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" => Ok(Consistency::One),
+            "two" => Ok(Consistency::Two),
+            "three" => Ok(Consistency::Three),
+            "quorum" => Ok(Consistency::Quorum),
+            "all" => Ok(Consistency::All),
+            _ => Err(format!(
+                "unknown consistency level {s:?} (expected one, two, three, quorum or all)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Consistency::One => "ONE",
+            Consistency::Two => "TWO",
+            Consistency::Three => "THREE",
+            Consistency::Quorum => "QUORUM",
+            Consistency::All => "ALL",
+        };
+        f.write_str(s)
+    }
+}
+
+/// How a keyspace keeps its replicas in step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicationStrategy {
+    /// Dynamo-style: fan out to all replicas, count acks, last write wins.
+    #[default]
+    Leaderless,
+}
+
+/// A keyspace: a namespace of keys with its own replication settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceConfig {
+    /// Its name (at most 255 bytes).
+    pub name: String,
+    /// How many nodes hold each key.
+    pub replication_factor: usize,
+    /// The level used when a request names none.
+    pub default_consistency: Consistency,
+    /// How replicas are kept in step.
+    pub strategy: ReplicationStrategy,
+}
+
+impl KeyspaceConfig {
+    /// The keyspace that exists from the start.
+    pub fn default_keyspace(replication_factor: usize) -> Self {
+        KeyspaceConfig {
+            name: crate::DEFAULT_KEYSPACE.to_string(),
+            replication_factor,
+            default_consistency: Consistency::Quorum,
+            strategy: ReplicationStrategy::Leaderless,
+        }
+    }
+}
+
+/// A node this one knows of at start (a static peer or a seed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its peer-to-peer listen address.
+    pub addr: SocketAddr,
+}
+
+/// Everything the core needs to know to run one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cluster's name; peers of another cluster are refused.
+    pub cluster: String,
+    /// Seeds the node's random number generator (gossip targets, jitter).
+    pub rng_seed: u64,
+    /// Where peers reach this node.
+    pub listen_addr: SocketAddr,
+    /// The other nodes of the cluster (static membership).
+    pub peers: Vec<PeerInfo>,
+    /// Virtual nodes per node on the token ring.
+    pub vnodes: u16,
+    /// The placement strategy.
+    pub placement: PlacementKind,
+    /// Keyspaces; `default` is added if missing.
+    pub keyspaces: Vec<KeyspaceConfig>,
+    /// How long a coordinator waits for replicas before answering `Timeout`.
+    pub request_timeout: Duration,
+    /// How often a node announces it is alive.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is believed down.
+    pub down_after: Duration,
+}
+
+impl Config {
+    /// A configuration with Cassio's defaults for a node listening at `listen_addr`.
+    pub fn new(cluster: impl Into<String>, listen_addr: SocketAddr) -> Self {
+        Config {
+            cluster: cluster.into(),
+            rng_seed: 0,
+            listen_addr,
+            peers: Vec::new(),
+            vnodes: 256,
+            placement: PlacementKind::TokenRing,
+            keyspaces: vec![KeyspaceConfig::default_keyspace(3)],
+            request_timeout: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(1),
+            down_after: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Cassio's protocol as pure, sans-IO state machines.
+//!
+//! Nothing here performs I/O, reads a clock, spawns a task or uses a global
+//! random number generator: time and randomness come in as arguments, and
+//! everything the core wants done comes out as [`node::Output`] values that a
+//! host (the tokio node, or the deterministic simulator) carries out.
+//!
+//! - [`types`]: keys, values, hybrid-logical-clock timestamps, tokens.
+//! - [`placement`]: the token ring with virtual nodes, and rendezvous placement.
+//! - [`membership`]: who is in the cluster and who is believed alive.
+//! - [`node`]: the node that composes them with the coordinator and replica.
+//! - [`wire`]: peer messages and their versioned, size-capped encoding.
+//! - [`store`] and [`transport`]: the contracts adapters implement.
+
+pub mod config;
+pub mod membership;
+pub mod node;
+pub mod placement;
+pub mod store;
+pub mod time;
+pub mod transport;
+pub mod types;
+pub mod wire;
+
+/// The keyspace every cluster has from the start.
+pub const DEFAULT_KEYSPACE: &str = "default";
+
+pub use config::{Config, Consistency, KeyspaceConfig, PeerInfo, ReplicationStrategy};
+pub use node::{
+    ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
+    StorageOp, StorageResult, StorageToken,
+};
+pub use store::{Store, StoreError};
+pub use time::Instant;
+pub use transport::{InboundFrame, Transport, TransportError};
+pub use types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
+pub use wire::{Envelope, PeerMsg, WireCodec, WireError};

@@ -1,0 +1,112 @@
+//! The storage contract every backend implements (native LSM, RocksDB, sled,
+//! the in-memory reference). The conformance suite tests exactly these words.
+
+use crate::types::{Key, Versioned};
+use std::ops::Bound;
+
+/// Errors a store reports. Corruption is never served as data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The operating system refused an I/O operation.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Bytes on disk failed a checksum or could not be decoded.
+    #[error("corrupt data in {location}: {detail}")]
+    Corruption {
+        /// The file (and offset, where known) that holds the damage.
+        location: String,
+        /// What check failed.
+        detail: String,
+    },
+    /// The store was closed or poisoned by an earlier fatal error.
+    #[error("store is closed")]
+    Closed,
+    /// A key or value is larger than this store accepts.
+    #[error("{what} of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// "key" or "value".
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An error from an embedded engine that has no better category.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+}
+
+/// A versioned key-value store with last-write-wins semantics.
+///
+/// Contract (each sentence is a conformance case):
+/// - Keys and values are arbitrary bytes; the empty key and empty value are valid.
+/// - [`Store::apply`] keeps, per key, the version that wins under
+///   [`Versioned::lww_cmp`]: a newer timestamp replaces, an older one is
+///   ignored, equal timestamps resolve the same way on every store.
+/// - A tombstone (`value: None`) is stored like a value: it hides older values,
+///   it is hidden by newer ones, and [`Store::get`] returns it (the coordinator
+///   needs it to resolve reads). Tombstones may be purged only after the
+///   store's configured grace period has passed since their timestamp.
+/// - Methods take `&self` and may be called from many threads at once.
+/// - After [`Store::sync`] returns `Ok`, every earlier `apply` survives a crash.
+///   Durable stores may also sync on their own (per their sync policy).
+/// - Damage detected on disk is reported as [`StoreError::Corruption`], never
+///   returned as data.
+pub trait Store: Send + Sync {
+    /// Stores `version` under `key` unless the stored version wins under
+    /// last-write-wins; returns `true` when `version` was kept.
+    fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError>;
+
+    /// The stored version of `key` (tombstones included), or `None` if the
+    /// key was never written (or its tombstone was purged).
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError>;
+
+    /// Up to `limit` entries with keys in `(start, end)`, in ascending
+    /// bytewise key order, tombstones included. An empty or inverted range
+    /// yields no entries. Page by calling again with `Bound::Excluded(last_key)`.
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Versioned)>, StoreError>;
+
+    /// Moves buffered writes toward stable storage (for an LSM: the memtable
+    /// into a table). It does not by itself promise durability; see `sync`.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Makes every write applied before this call durable across a crash.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// An estimate of the bytes this store holds, for status and metrics.
+    fn approximate_size(&self) -> u64 {
+        0
+    }
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
+        (**self).apply(key, version)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        (**self).get(key)
+    }
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Versioned)>, StoreError> {
+        (**self).range(start, end, limit)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+    fn approximate_size(&self) -> u64 {
+        (**self).approximate_size()
+    }
+}

@@ -1,0 +1,91 @@
+//! The transport contract every peer-to-peer transport implements (TCP, QUIC).
+//! The conformance suite tests exactly these words.
+
+use bytes::Bytes;
+use core::net::SocketAddr;
+
+/// Errors a transport reports; none of them is a hang.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The peer could not be reached (refused, reset, or down past the
+    /// connect timeout); retried later with backoff.
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// The per-peer send queue is full; the frame was not queued.
+    #[error("send queue to {addr} is full")]
+    QueueFull {
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+    /// The frame is larger than the configured cap; it was not sent.
+    #[error("frame of {len} bytes exceeds the cap of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The peer speaks another protocol version or belongs to another cluster.
+    #[error("handshake with {addr} refused: {reason}")]
+    Handshake {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The mismatch.
+        reason: String,
+    },
+    /// TLS set-up or peer authentication failed.
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The transport was closed.
+    #[error("transport is closed")]
+    Closed,
+    /// A local I/O error (binding, configuration files).
+    #[error("transport I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A frame received from a peer.
+#[derive(Clone, Debug)]
+pub struct InboundFrame {
+    /// The remote address of the connection it came on (not necessarily the
+    /// peer's listen address; the envelope names the sender).
+    pub from: SocketAddr,
+    /// The frame's bytes, exactly as the sender passed them to `send`.
+    pub payload: Bytes,
+}
+
+/// Moves opaque frames between the nodes of one cluster.
+///
+/// Contract (each sentence is a conformance case):
+/// - A frame passed to `send` arrives whole, or not at all; never truncated,
+///   never merged with another.
+/// - Frames from one sender to one peer arrive in the order they were sent,
+///   unless a connection was lost in between (then some may be lost).
+/// - `send` returns once the frame is queued; an error means it was not.
+///   Frames over the cap are refused with `FrameTooLarge`.
+/// - A peer that is down makes `send` fail (or its frames drop) within a
+///   bounded time; nothing blocks forever.
+/// - Connections are re-established after a peer restarts on the same address.
+/// - Both ends exchange protocol version and cluster name first; a mismatch
+///   is refused on both sides.
+/// - Oversize or garbage input closes the offending connection only.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `frame` for delivery to the peer listening at `to`.
+    async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError>;
+
+    /// Waits for the next frame from any peer; `Err(Closed)` after `close`.
+    async fn recv(&self) -> Result<InboundFrame, TransportError>;
+
+    /// The address peers should send to.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Stops accepting, drops connections and wakes `recv` with `Closed`.
+    async fn close(&self);
+}

@@ -1,0 +1,220 @@
+//! The data model: node ids, keys, values, hybrid-logical-clock timestamps,
+//! versioned values (with tombstones) and ring tokens.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A key as the client gave it: arbitrary bytes, empty allowed.
+pub type Key = Bytes;
+/// A value as the client gave it: arbitrary bytes, empty allowed.
+pub type Value = Bytes;
+
+/// Identifies one node of a cluster; stable across restarts of that node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A hybrid-logical-clock timestamp: totally ordered by physical micros, then
+/// the logical counter, then the node id that issued it (the tie-break that
+/// makes two different writes never compare equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Wall-clock microseconds since the Unix epoch, as the issuing node saw it.
+    pub micros: u64,
+    /// Counter that orders events within one microsecond (or behind a clock that went back).
+    pub logical: u32,
+    /// The node that issued the timestamp.
+    pub node: NodeId,
+}
+
+impl Timestamp {
+    /// The smallest timestamp; every real write is newer.
+    pub const ZERO: Timestamp = Timestamp {
+        micros: 0,
+        logical: 0,
+        node: NodeId(0),
+    };
+
+    /// Builds a timestamp from its parts.
+    pub fn new(micros: u64, logical: u32, node: NodeId) -> Self {
+        Timestamp {
+            micros,
+            logical,
+            node,
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}@{}", self.micros, self.logical, self.node)
+    }
+}
+
+/// A hybrid logical clock: issues timestamps that never go backwards on this
+/// node and that move past any timestamp it has observed from others.
+#[derive(Clone, Debug)]
+pub struct HybridClock {
+    node: NodeId,
+    micros: u64,
+    logical: u32,
+}
+
+impl HybridClock {
+    /// A clock for `node` that has issued nothing yet.
+    pub fn new(node: NodeId) -> Self {
+        HybridClock {
+            node,
+            micros: 0,
+            logical: 0,
+        }
+    }
+
+    /// Issues a new timestamp given the current wall time in micros.
+    pub fn now(&mut self, wall_micros: u64) -> Timestamp {
+        if wall_micros > self.micros {
+            self.micros = wall_micros;
+            self.logical = 0;
+        } else {
+            self.bump_logical();
+        }
+        Timestamp::new(self.micros, self.logical, self.node)
+    }
+
+    /// Moves the clock past a timestamp seen in a message from another node.
+    pub fn observe(&mut self, seen: Timestamp, wall_micros: u64) {
+        let max_micros = self.micros.max(seen.micros).max(wall_micros);
+        if max_micros == self.micros && max_micros == seen.micros {
+            self.logical = self.logical.max(seen.logical);
+        } else if max_micros == seen.micros {
+            self.logical = seen.logical;
+        } else if max_micros != self.micros {
+            self.logical = 0;
+        }
+        self.micros = max_micros;
+    }
+
+    fn bump_logical(&mut self) {
+        match self.logical.checked_add(1) {
+            Some(l) => self.logical = l,
+            // 4 billion events in one microsecond cannot happen; if the counter
+            // still runs out, borrow the next microsecond so order is kept.
+            None => {
+                self.micros = self.micros.saturating_add(1);
+                self.logical = 0;
+            }
+        }
+    }
+}
+
+/// A value at a point in time: `value: None` is a tombstone (a delete).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Versioned {
+    /// When the write happened; the newest timestamp wins.
+    pub ts: Timestamp,
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Value>,
+}
+
+impl Versioned {
+    /// A live value written at `ts`.
+    pub fn value(ts: Timestamp, value: impl Into<Value>) -> Self {
+        Versioned {
+            ts,
+            value: Some(value.into()),
+        }
+    }
+
+    /// A tombstone (a delete) written at `ts`.
+    pub fn tombstone(ts: Timestamp) -> Self {
+        Versioned { ts, value: None }
+    }
+
+    /// True when this is a delete marker.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// The last-write-wins order every store and every coordinator uses:
+    /// newer timestamp wins; at equal timestamps a tombstone beats a value and
+    /// a larger value (bytewise) beats a smaller one, so every replica picks
+    /// the same winner whatever order it saw the writes in.
+    pub fn lww_cmp(&self, other: &Versioned) -> Ordering {
+        self.ts.cmp(&other.ts).then_with(|| match (&self.value, &other.value) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) => a.cmp(b),
+        })
+    }
+
+    /// True when `self` should replace `existing` under last-write-wins.
+    pub fn supersedes(&self, existing: &Versioned) -> bool {
+        self.lww_cmp(existing) == Ordering::Greater
+    }
+}
+
+/// A position on the 64-bit token ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Token(pub u64);
+
+impl Token {
+    /// The token of a key: XXH3-64 (seed 0) of the key bytes, as specified by
+    /// the xxHash project. It is the same on every platform and every Cassio
+    /// version; changing it would move every key, so test vectors pin it.
+    pub fn of(key: &[u8]) -> Token {
+        Token(xxhash_rust::xxh3::xxh3_64(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_vectors_are_pinned() {
+        // These values are part of the on-disk and on-wire contract.
+        assert_eq!(Token::of(b"").0, 0x2d06800538d394c2);
+        assert_eq!(Token::of(b"a").0, 0xe6c632b61e964e1f);
+        assert_eq!(Token::of(b"user1").0, Token::of(b"user1").0);
+        assert_ne!(Token::of(b"user1"), Token::of(b"user2"));
+    }
+
+    #[test]
+    fn timestamps_order_by_micros_then_logical_then_node() {
+        let a = Timestamp::new(10, 5, NodeId(9));
+        let b = Timestamp::new(11, 0, NodeId(1));
+        let c = Timestamp::new(11, 0, NodeId(2));
+        assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn clock_never_goes_backwards() {
+        let mut c = HybridClock::new(NodeId(1));
+        let t1 = c.now(100);
+        let t2 = c.now(50); // wall clock jumped back
+        let t3 = c.now(100);
+        assert!(t1 < t2 && t2 < t3, "{t1} {t2} {t3}");
+        c.observe(Timestamp::new(500, 7, NodeId(2)), 120);
+        let t4 = c.now(120);
+        assert!(t4 > Timestamp::new(500, 7, NodeId(2)), "{t4}");
+    }
+
+    #[test]
+    fn lww_ties_are_deterministic() {
+        let ts = Timestamp::new(1, 0, NodeId(1));
+        let a = Versioned::value(ts, "a");
+        let b = Versioned::value(ts, "b");
+        let t = Versioned::tombstone(ts);
+        assert!(b.supersedes(&a) && !a.supersedes(&b));
+        assert!(t.supersedes(&b) && !b.supersedes(&t));
+        assert!(!a.supersedes(&a));
+    }
+}

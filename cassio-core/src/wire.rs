@@ -1,0 +1,183 @@
+//! Peer-to-peer messages and their encoding: a version byte, then a
+//! `postcard`-encoded [`Envelope`] that names the cluster and the sender.
+//! Decoding untrusted bytes never panics and never allocates past the cap.
+
+use crate::types::{Key, NodeId, Versioned};
+use serde::{Deserialize, Serialize};
+
+/// The wire format version written as the first byte of every frame.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The default cap on a frame's size: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Identifies one request a coordinator sent to a replica, echoed in the reply.
+pub type RequestTag = u64;
+
+/// A message between two nodes of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// Coordinator → replica: store this version (keep the newer).
+    Write {
+        /// Echoed in the ack.
+        tag: RequestTag,
+        /// Storage key (keyspace-qualified).
+        key: Key,
+        /// The version to apply.
+        version: Versioned,
+    },
+    /// Replica → coordinator: the write is applied (`ok`) or failed.
+    WriteAck {
+        /// The tag of the write.
+        tag: RequestTag,
+        /// False when the replica's store reported an error.
+        ok: bool,
+    },
+    /// Coordinator → replica: send me your version of `key`.
+    Read {
+        /// Echoed in the reply.
+        tag: RequestTag,
+        /// Storage key (keyspace-qualified).
+        key: Key,
+    },
+    /// Replica → coordinator: my version (tombstones included), or an error.
+    ReadReply {
+        /// The tag of the read.
+        tag: RequestTag,
+        /// `Ok(None)`: never written here; `Err(())`: the store failed.
+        result: Result<Option<Versioned>, ()>,
+    },
+    /// Coordinator → stale replica: apply this newer version; no reply.
+    Repair {
+        /// Storage key (keyspace-qualified).
+        key: Key,
+        /// The winning version.
+        version: Versioned,
+    },
+    /// Liveness and membership gossip; the membership module owns its content.
+    Gossip(crate::membership::GossipMsg),
+}
+
+/// What travels in one frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's cluster; frames from another cluster are refused.
+    pub cluster: String,
+    /// The sending node.
+    pub from: NodeId,
+    /// The message.
+    pub msg: PeerMsg,
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame had no bytes.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is over the cap.
+    #[error("frame of {len} bytes exceeds the cap of {max} bytes")]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The sender speaks another wire version.
+    #[error("wire version {got} is not supported (this node speaks {want})")]
+    Version {
+        /// The version byte received.
+        got: u8,
+        /// The version this node speaks.
+        want: u8,
+    },
+    /// The sender belongs to another cluster.
+    #[error("frame from cluster {got:?}, this node is in cluster {want:?}")]
+    ClusterMismatch {
+        /// The sender's cluster.
+        got: String,
+        /// Ours.
+        want: String,
+    },
+    /// The bytes are not a valid envelope.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encoding and decoding settings shared by both ends of a link.
+#[derive(Clone, Debug)]
+pub struct WireCodec {
+    /// Our cluster's name; checked on every decoded frame.
+    pub cluster: String,
+    /// The largest frame accepted or produced.
+    pub max_frame: usize,
+}
+
+impl WireCodec {
+    /// A codec for `cluster` with the default 16 MiB cap.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        WireCodec {
+            cluster: cluster.into(),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// Encodes an envelope from `from` carrying `msg`.
+    pub fn encode(&self, from: NodeId, msg: &PeerMsg) -> Result<Vec<u8>, WireError> {
+        #[derive(Serialize)]
+        struct EnvelopeRef<'a> {
+            cluster: &'a str,
+            from: NodeId,
+            msg: &'a PeerMsg,
+        }
+        let mut out = vec![WIRE_VERSION];
+        let env = EnvelopeRef {
+            cluster: &self.cluster,
+            from,
+            msg,
+        };
+        out = postcard::to_extend(&env, out).map_err(|e| WireError::Malformed(e.to_string()))?;
+        if out.len() > self.max_frame {
+            return Err(WireError::TooLarge {
+                len: out.len(),
+                max: self.max_frame,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes and checks a frame: size, version, well-formedness, cluster.
+    pub fn decode(&self, frame: &[u8]) -> Result<Envelope, WireError> {
+        if frame.len() > self.max_frame {
+            return Err(WireError::TooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(WireError::Version {
+                got: version,
+                want: WIRE_VERSION,
+            });
+        }
+        // postcard bounds every length prefix by the remaining input, so a
+        // hostile length cannot make it allocate more than the frame holds.
+        let (env, rest): (Envelope, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(WireError::Malformed(format!(
+                "{} trailing bytes after the envelope",
+                rest.len()
+            )));
+        }
+        if env.cluster != self.cluster {
+            return Err(WireError::ClusterMismatch {
+                got: env.cluster,
+                want: self.cluster.clone(),
+            });
+        }
+        Ok(env)
+    }
+}

@@ -1,0 +1,1 @@
+//! The Cassio node host and the `cassio` binary. Not built yet: see the README.

@@ -1,0 +1,1 @@
+//! Cassio's native storage engine (commit log, memtable, SSTables). Not built yet: see the README.

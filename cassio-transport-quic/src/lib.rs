@@ -1,0 +1,1 @@
+//! QUIC transport for Cassio (quinn). Not built yet: see the README.

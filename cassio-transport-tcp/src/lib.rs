@@ -1,0 +1,1 @@
+//! TCP transport for Cassio (tokio). Not built yet: see the README.
