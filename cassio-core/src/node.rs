@@ -412,7 +412,9 @@ impl Node {
     fn rebuild_placement(&mut self) {
         let members = self.membership.members();
         self.placement = match self.placement_kind {
-            PlacementKind::TokenRing => Box::new(TokenRing::with_default_tokens(&members, self.vnodes)),
+            PlacementKind::TokenRing => {
+                Box::new(TokenRing::with_default_tokens(&members, self.vnodes))
+            }
             PlacementKind::Rendezvous => Box::new(Rendezvous::new(members)),
         };
     }
@@ -494,10 +496,16 @@ impl Node {
             PeerMsg::Write { tag, key, version } => {
                 let wall = self.wall_now(now);
                 self.clock.observe(version.ts, wall);
-                self.storage(StorageOp::Apply { key, version }, Waiter::ReplicaWrite { to: from, tag });
+                self.storage(
+                    StorageOp::Apply { key, version },
+                    Waiter::ReplicaWrite { to: from, tag },
+                );
             }
             PeerMsg::Read { tag, key } => {
-                self.storage(StorageOp::Get { key }, Waiter::ReplicaRead { to: from, tag });
+                self.storage(
+                    StorageOp::Get { key },
+                    Waiter::ReplicaRead { to: from, tag },
+                );
             }
             PeerMsg::Repair { key, version } => {
                 let wall = self.wall_now(now);
@@ -562,9 +570,18 @@ impl Node {
             ClientOp::Get { .. } => {
                 for &r in &live {
                     if r == self.id {
-                        self.storage(StorageOp::Get { key: key.clone() }, Waiter::CoordRead { tag });
+                        self.storage(
+                            StorageOp::Get { key: key.clone() },
+                            Waiter::CoordRead { tag },
+                        );
                     } else {
-                        self.send(r, PeerMsg::Read { tag, key: key.clone() });
+                        self.send(
+                            r,
+                            PeerMsg::Read {
+                                tag,
+                                key: key.clone(),
+                            },
+                        );
                     }
                 }
                 PendingKind::Read {
@@ -572,7 +589,9 @@ impl Node {
                     repaired: Vec::new(),
                 }
             }
-            ClientOp::Put { value, .. } => self.fan_out_write(now, tag, &key, Some(value.clone()), &live),
+            ClientOp::Put { value, .. } => {
+                self.fan_out_write(now, tag, &key, Some(value.clone()), &live)
+            }
             ClientOp::Delete { .. } => self.fan_out_write(now, tag, &key, None, &live),
         };
         let deadline = now + self.request_timeout;
@@ -659,10 +678,16 @@ impl Node {
             // contract; treat it as a failed operation rather than guess.
             (Waiter::CoordWrite { tag }, _) => self.on_write_result(tag, self.id, false),
             (Waiter::CoordRead { tag }, _) => self.on_read_result(tag, self.id, None),
-            (Waiter::ReplicaWrite { to, tag }, _) => self.send(to, PeerMsg::WriteAck { tag, ok: false }),
-            (Waiter::ReplicaRead { to, tag }, _) => {
-                self.send(to, PeerMsg::ReadReply { tag, result: Err(()) })
+            (Waiter::ReplicaWrite { to, tag }, _) => {
+                self.send(to, PeerMsg::WriteAck { tag, ok: false })
             }
+            (Waiter::ReplicaRead { to, tag }, _) => self.send(
+                to,
+                PeerMsg::ReadReply {
+                    tag,
+                    result: Err(()),
+                },
+            ),
         }
     }
 

@@ -86,7 +86,11 @@ impl TokenRing {
             // The range (prev, t] belongs to t's owner; wrapping arithmetic
             // covers the range that crosses zero.
             let width = t.0.wrapping_sub(prev.0);
-            let width = if self.ring.len() == 1 { u64::MAX } else { width };
+            let width = if self.ring.len() == 1 {
+                u64::MAX
+            } else {
+                width
+            };
             *out.entry(node).or_insert(0.0) += width as f64 / u64::MAX as f64;
             prev = t;
         }

@@ -147,12 +147,14 @@ impl Versioned {
     /// a larger value (bytewise) beats a smaller one, so every replica picks
     /// the same winner whatever order it saw the writes in.
     pub fn lww_cmp(&self, other: &Versioned) -> Ordering {
-        self.ts.cmp(&other.ts).then_with(|| match (&self.value, &other.value) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) => a.cmp(b),
-        })
+        self.ts
+            .cmp(&other.ts)
+            .then_with(|| match (&self.value, &other.value) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
     }
 
     /// True when `self` should replace `existing` under last-write-wins.

@@ -34,7 +34,10 @@ fn core_sources_perform_no_io_and_read_no_clock() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    assert!(files.len() >= 5, "expected the core's sources, found {files:?}");
+    assert!(
+        files.len() >= 5,
+        "expected the core's sources, found {files:?}"
+    );
     let mut violations = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read source");
@@ -50,13 +53,18 @@ fn core_sources_perform_no_io_and_read_no_clock() {
             }
         }
     }
-    assert!(violations.is_empty(), "impure core:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "impure core:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
 fn core_manifest_has_no_runtime_dependency() {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .expect("read manifest");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .expect("read manifest");
     let deps = manifest
         .split("[dependencies]")
         .nth(1)

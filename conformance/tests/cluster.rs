@@ -1,0 +1,182 @@
+//! The simulated-cluster suite: every scenario runs over a sweep of seeds
+//! (200 by default; `CASSIO_SIM_SEEDS=N` for more, `CASSIO_SIM_SEED=S` to
+//! replay one) and each history must pass the checker.
+
+use cassio_core::Consistency;
+use conformance::cluster::{check, simulate_mem, sweep, Fault, Scenario, SweepStats, Violation};
+use conformance::MemStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn mem(_: cassio_core::NodeId) -> Arc<dyn cassio_core::Store> {
+    Arc::new(MemStore::new())
+}
+
+fn assert_did_work(stats: &SweepStats) {
+    assert!(stats.seeds >= 1);
+    // Each seed completes dozens of operations; a sweep that did nothing
+    // would pass the checker vacuously.
+    assert!(
+        stats.ok >= stats.seeds * 20,
+        "too few successful ops: {stats:?}"
+    );
+    assert!(
+        stats.reads_with_value >= stats.seeds,
+        "reads never saw data: {stats:?}"
+    );
+}
+
+#[test]
+fn no_faults() {
+    let s = Scenario::new("no_faults");
+    let stats = sweep(&s, "no_faults", &mem);
+    assert_did_work(&stats);
+    assert_eq!(stats.failed, 0, "fault-free run had failures: {stats:?}");
+}
+
+#[test]
+fn lossy_network() {
+    let mut s = Scenario::new("lossy_network");
+    s.net.loss = 0.10;
+    s.net.duplicate = 0.10;
+    s.net.max_latency = Duration::from_millis(20); // wide spread: heavy reordering
+    let stats = sweep(&s, "lossy_network", &mem);
+    assert_did_work(&stats);
+}
+
+#[test]
+fn minority_partition() {
+    let mut s = Scenario::new("minority_partition");
+    s.faults = vec![
+        (
+            Duration::from_secs(1),
+            Fault::Partition {
+                from: vec![0, 1],
+                to: vec![2, 3, 4],
+                one_way: false,
+            },
+        ),
+        (Duration::from_secs(7), Fault::Heal),
+    ];
+    let stats = sweep(&s, "minority_partition", &mem);
+    assert_did_work(&stats);
+    assert!(
+        stats.failed > 0,
+        "a partition should fail some requests: {stats:?}"
+    );
+}
+
+#[test]
+fn one_way_partition() {
+    let mut s = Scenario::new("one_way_partition");
+    s.faults = vec![
+        (
+            Duration::from_secs(1),
+            Fault::Partition {
+                from: vec![0],
+                to: vec![1, 2, 3, 4],
+                one_way: true,
+            },
+        ),
+        (Duration::from_secs(7), Fault::Heal),
+    ];
+    assert_did_work(&sweep(&s, "one_way_partition", &mem));
+}
+
+#[test]
+fn crash_and_restart() {
+    let mut s = Scenario::new("crash_and_restart");
+    s.faults = vec![
+        (Duration::from_millis(800), Fault::Crash(1)),
+        (Duration::from_secs(5), Fault::Restart(1)),
+        (Duration::from_secs(6), Fault::Crash(3)),
+        (Duration::from_secs(8), Fault::Restart(3)),
+    ];
+    assert_did_work(&sweep(&s, "crash_and_restart", &mem));
+}
+
+#[test]
+fn clock_skew() {
+    let mut s = Scenario::new("clock_skew");
+    s.clock_skew = Duration::from_millis(500);
+    assert_did_work(&sweep(&s, "clock_skew", &mem));
+}
+
+#[test]
+fn same_seed_gives_identical_history() {
+    let mut s = Scenario::new("determinism");
+    s.net.loss = 0.05;
+    s.net.duplicate = 0.05;
+    s.clock_skew = Duration::from_millis(100);
+    s.faults = vec![
+        (Duration::from_secs(1), Fault::Crash(2)),
+        (Duration::from_secs(3), Fault::Restart(2)),
+    ];
+    let a = simulate_mem(&s, 42).history_text();
+    let b = simulate_mem(&s, 42).history_text();
+    let c = simulate_mem(&s, 43).history_text();
+    assert!(a.len() > 1000, "history too short to mean anything");
+    assert_eq!(a, b, "same seed, different history");
+    assert_ne!(a, c, "different seeds gave the same history");
+}
+
+#[test]
+fn checker_finds_stale_reads_at_one_one() {
+    let mut s = Scenario::new("one_one");
+    s.write_cl = Consistency::One;
+    s.read_cl = Consistency::One;
+    s.net.max_latency = Duration::from_millis(30);
+    s.net.loss = 0.05;
+    assert!(!s.overlapping_quorums());
+    let mut stale_seeds = 0;
+    for seed in 0..50 {
+        let outcome = simulate_mem(&s, seed);
+        let v = check(&s, &outcome);
+        if v.iter().any(|v| {
+            matches!(
+                v,
+                Violation::StaleRead { .. } | Violation::DeleteUndone { .. }
+            )
+        }) {
+            stale_seeds += 1;
+        }
+    }
+    assert!(
+        stale_seeds > 0,
+        "ONE/ONE never produced a stale read in 50 seeds"
+    );
+}
+
+#[test]
+fn checker_flags_a_phantom_value_and_divergence() {
+    let s = Scenario::new("tamper");
+    let mut outcome = simulate_mem(&s, 7);
+    assert!(check(&s, &outcome).is_empty());
+    // Make one successful read return a value that nobody wrote.
+    let read = outcome
+        .history
+        .iter_mut()
+        .find(|op| {
+            matches!(
+                op.outcome,
+                conformance::cluster::OpOutcome::Done(Ok(cassio_core::ClientResponse::Value(_)))
+            )
+        })
+        .expect("some successful read");
+    read.outcome = conformance::cluster::OpOutcome::Done(Ok(cassio_core::ClientResponse::Value(
+        Some(bytes::Bytes::from_static(b"never-written")),
+    )));
+    // And make one replica disagree.
+    let (_, versions) = outcome.replicas.iter_mut().next().expect("some key");
+    versions[0].1 = None;
+    let v = check(&s, &outcome);
+    assert!(
+        v.iter()
+            .any(|v| matches!(v, Violation::PhantomValue { .. })),
+        "{v:?}"
+    );
+    assert!(
+        v.iter().any(|v| matches!(v, Violation::Diverged { .. })),
+        "{v:?}"
+    );
+}
