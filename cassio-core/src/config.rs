@@ -1,7 +1,7 @@
 //! Node configuration as the core sees it (the host parses files and flags).
 
+use crate::membership::GossipConfig;
 use crate::placement::PlacementKind;
-use crate::types::NodeId;
 use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -96,15 +96,6 @@ impl KeyspaceConfig {
     }
 }
 
-/// A node this one knows of at start (a static peer or a seed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    /// Its id.
-    pub id: NodeId,
-    /// Its peer-to-peer listen address.
-    pub addr: SocketAddr,
-}
-
 /// Everything the core needs to know to run one node.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -114,8 +105,11 @@ pub struct Config {
     pub rng_seed: u64,
     /// Where peers reach this node.
     pub listen_addr: SocketAddr,
-    /// The other nodes of the cluster (static membership).
-    pub peers: Vec<PeerInfo>,
+    /// Addresses of seed nodes to join through (this node's own is ignored).
+    pub seeds: Vec<SocketAddr>,
+    /// This node's ring tokens; derived from its id when `None`, so a
+    /// restarted node takes the same place without persisting them.
+    pub tokens: Option<Vec<crate::types::Token>>,
     /// Virtual nodes per node on the token ring.
     pub vnodes: u16,
     /// The placement strategy.
@@ -124,10 +118,8 @@ pub struct Config {
     pub keyspaces: Vec<KeyspaceConfig>,
     /// How long a coordinator waits for replicas before answering `Timeout`.
     pub request_timeout: Duration,
-    /// How often a node announces it is alive.
-    pub heartbeat_interval: Duration,
-    /// Silence after which a peer is believed down.
-    pub down_after: Duration,
+    /// Gossip and failure-detection settings.
+    pub gossip: GossipConfig,
 }
 
 impl Config {
@@ -137,13 +129,13 @@ impl Config {
             cluster: cluster.into(),
             rng_seed: 0,
             listen_addr,
-            peers: Vec::new(),
+            seeds: Vec::new(),
+            tokens: None,
             vnodes: 256,
             placement: PlacementKind::TokenRing,
             keyspaces: vec![KeyspaceConfig::default_keyspace(3)],
             request_timeout: Duration::from_secs(2),
-            heartbeat_interval: Duration::from_secs(1),
-            down_after: Duration::from_secs(5),
+            gossip: GossipConfig::default(),
         }
     }
 }

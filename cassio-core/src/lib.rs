@@ -25,7 +25,8 @@ pub mod wire;
 /// The keyspace every cluster has from the start.
 pub const DEFAULT_KEYSPACE: &str = "default";
 
-pub use config::{Config, Consistency, KeyspaceConfig, PeerInfo, ReplicationStrategy};
+pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
+pub use membership::{GossipConfig, MembershipEvent, NodeStatus};
 pub use node::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
     StorageOp, StorageResult, StorageToken,

@@ -1,115 +1,354 @@
-//! Membership and liveness: who is in the cluster, where they listen, and
-//! who is believed alive. The coordinator asks only this module about
-//! liveness.
+//! Membership and liveness: who is in the cluster, where they listen, what
+//! tokens they own, and who is believed alive. The coordinator asks only
+//! this module about liveness.
 //!
-//! This version is a static peer list with all-to-all heartbeats and a
-//! fixed silence threshold; gossip and phi-accrual detection replace its
-//! insides without changing what the rest of the core asks of it.
+//! Membership spreads by gossip in the style of Cassandra: every node keeps
+//! a state per member (generation, a version it bumps every round as its
+//! heartbeat, and application state: status, tokens, address, schema, load).
+//! Once per round a node sends a `Syn` of digests `(id, generation,
+//! version)` to one random live peer, sometimes to a seed; the peer answers
+//! with an `Ack` holding the states it has newer and the digests it wants;
+//! the initiator completes with an `Ack2`. The newer `(generation, version)`
+//! always wins. Deltas that would not fit in one message are split across
+//! rounds, newest-needed first.
+//!
+//! Liveness is a phi-accrual failure detector per peer, fed by arrivals of
+//! that peer's heartbeat (directly or through others). Peers believed down
+//! are probed directly at doubling intervals (with jitter, up to a cap); any
+//! answer, or any newer heartbeat heard second-hand, brings them back at
+//! once.
 
-use crate::config::PeerInfo;
 use crate::time::Instant;
-use crate::types::NodeId;
+use crate::types::{NodeId, Token};
 use core::net::SocketAddr;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// A member's place in the cluster's life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// Announced itself but does not own tokens yet.
+    Joining,
+    /// Owns its tokens and serves.
+    Normal,
+    /// Still owns its tokens, about to leave.
+    Leaving,
+    /// Left the ring for good; forgotten after a while.
+    Left,
+}
+
+impl NodeStatus {
+    /// Whether a node in this status owns its tokens on the ring.
+    pub fn owns_tokens(self) -> bool {
+        matches!(self, NodeStatus::Normal | NodeStatus::Leaving)
+    }
+}
+
+/// The application state a node gossips about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    /// Life-cycle status.
+    pub status: NodeStatus,
+    /// Where peers reach it.
+    pub addr: SocketAddr,
+    /// Its tokens on the ring.
+    pub tokens: Vec<Token>,
+    /// A digest of its keyspace definitions.
+    pub schema: u64,
+    /// Bytes it stores, as its host last reported.
+    pub load: u64,
+}
+
+/// What a node knows about one member, as gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The member.
+    pub id: NodeId,
+    /// Changes on every restart of the member.
+    pub generation: u64,
+    /// Bumped every gossip round (the heartbeat) and on every state change.
+    pub version: u64,
+    /// The version at which `app` last changed.
+    pub app_version: u64,
+    /// The application state; omitted in a delta when the receiver has it.
+    pub app: Option<AppState>,
+}
+
+/// A digest entry: what the sender knows about one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The member.
+    pub id: NodeId,
+    /// The member's generation as known to the sender.
+    pub generation: u64,
+    /// The member's version as known to the sender.
+    pub version: u64,
+}
 
 /// Membership messages between peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GossipMsg {
-    /// "I am alive": the sender's generation (new on every restart) and a
-    /// version it bumps on every heartbeat.
-    Heartbeat {
-        /// Changes on every restart of the sender.
-        generation: u64,
-        /// Increases with every heartbeat within a generation.
-        version: u64,
+    /// Round opener: where to answer, and a digest of every known member.
+    Syn {
+        /// The sender's listen address (it may be unknown to the receiver).
+        reply_to: SocketAddr,
+        /// One entry per member the sender knows.
+        digests: Vec<Digest>,
+    },
+    /// Answer to `Syn`: states the receiver lacked, and what it wants back.
+    Ack {
+        /// Newer states for the initiator.
+        states: Vec<NodeState>,
+        /// Members the responder wants newer states of.
+        requests: Vec<Digest>,
+    },
+    /// Completion: the states the responder asked for.
+    Ack2 {
+        /// Newer states for the responder.
+        states: Vec<NodeState>,
     },
 }
 
-/// A change in what this node believes about a peer.
+/// A change in what this node believes about a member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipEvent {
-    /// The peer fell silent and is now believed down.
-    PeerDown(NodeId),
-    /// The peer was believed down and has been heard from again.
-    PeerUp(NodeId),
-    /// The peer came back with a new generation: it restarted.
-    PeerRestarted {
-        /// The peer.
+    /// A member was heard of for the first time.
+    Joined(NodeId),
+    /// The failure detector convicted the member: now believed down.
+    Down(NodeId),
+    /// A member believed down was heard from again.
+    Up(NodeId),
+    /// The member came back with a new generation: it restarted.
+    Restarted {
+        /// The member.
         id: NodeId,
         /// Its new generation.
         generation: u64,
     },
+    /// The member's status changed (joining, normal, leaving, left).
+    StatusChanged {
+        /// The member.
+        id: NodeId,
+        /// Its new status.
+        status: NodeStatus,
+    },
+    /// The member was forgotten (left long ago, or down for too long).
+    Removed(NodeId),
+}
+
+/// Gossip and failure-detection settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GossipConfig {
+    /// Time between gossip rounds (and heartbeats).
+    pub interval: Duration,
+    /// Live peers each round gossips with. Two halves how stale second-hand
+    /// heartbeats get, which lets the detector convict a crash sooner
+    /// without convicting live nodes behind lost messages.
+    pub fanout: usize,
+    /// Phi above which a peer is convicted (believed down).
+    pub phi_threshold: f64,
+    /// Heartbeat inter-arrival samples kept per peer.
+    pub window: usize,
+    /// Floor on the standard deviation used by the detector.
+    pub min_std_deviation: Duration,
+    /// Silence tolerated on top of the mean interval before phi rises.
+    pub acceptable_pause: Duration,
+    /// Cap on the doubling interval between probes of a down peer.
+    pub probe_max_interval: Duration,
+    /// A peer down this long is removed from membership.
+    pub remove_dead_after: Duration,
+    /// A peer that left is forgotten this long after it was seen leaving.
+    pub forget_left_after: Duration,
+    /// Largest encoded size of the states in one gossip message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            interval: Duration::from_secs(1),
+            fanout: 2,
+            phi_threshold: 8.0,
+            window: 100,
+            min_std_deviation: Duration::from_millis(1000),
+            acceptable_pause: Duration::from_millis(2000),
+            probe_max_interval: Duration::from_secs(32),
+            remove_dead_after: Duration::from_secs(3 * 24 * 3600),
+            forget_left_after: Duration::from_secs(3 * 24 * 3600),
+            max_message_bytes: 48 * 1024,
+        }
+    }
+}
+
+/// Phi-accrual failure detection over a sliding window of heartbeat
+/// inter-arrival times, with the normal-distribution approximation
+/// (Hayashibara et al.) and a tolerated pause on top of the mean.
+#[derive(Clone, Debug)]
+pub struct ArrivalWindow {
+    last: Option<Instant>,
+    intervals: VecDeque<f64>,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl ArrivalWindow {
+    fn new() -> Self {
+        ArrivalWindow {
+            last: None,
+            intervals: VecDeque::new(),
+            sum: 0.0,
+            sum_sq: 0.0,
+        }
+    }
+
+    /// Records the arrival of `beats` new heartbeats at once. Second-hand
+    /// heartbeats come in bursts (several versions in one delta after a
+    /// quiet spell); spreading the interval over the beats it carried keeps
+    /// the window's spread honest, so the detector neither convicts slowly
+    /// after bursty history nor quickly after smooth history.
+    fn record(&mut self, now: Instant, window: usize, beats: u64) {
+        if let Some(last) = self.last {
+            let beats = beats.clamp(1, 16);
+            let dt = now.saturating_duration_since(last).as_secs_f64() / beats as f64;
+            for _ in 0..beats {
+                self.intervals.push_back(dt);
+                self.sum += dt;
+                self.sum_sq += dt * dt;
+            }
+            while self.intervals.len() > window.max(1) {
+                if let Some(old) = self.intervals.pop_front() {
+                    self.sum -= old;
+                    self.sum_sq -= old * old;
+                }
+            }
+        }
+        self.last = Some(self.last.map_or(now, |l| l.max(now)));
+    }
+
+    /// The suspicion level at `now`: how unlikely the current silence is.
+    pub fn phi(&self, now: Instant, cfg: &GossipConfig) -> f64 {
+        let Some(last) = self.last else { return 0.0 };
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        let n = self.intervals.len() as f64;
+        let (mean, var) = if self.intervals.is_empty() {
+            (cfg.interval.as_secs_f64(), 0.0)
+        } else {
+            let mean = self.sum / n;
+            (mean, (self.sum_sq / n - mean * mean).max(0.0))
+        };
+        let std = var.sqrt().max(cfg.min_std_deviation.as_secs_f64());
+        let y = (elapsed - mean - cfg.acceptable_pause.as_secs_f64()) / std;
+        // Logistic approximation of the normal CDF's tail, as in Akka.
+        let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+        if y > 0.0 {
+            -(e / (1.0 + e)).log10()
+        } else {
+            -(1.0 - 1.0 / (1.0 + e)).log10()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
-struct PeerState {
-    addr: SocketAddr,
-    last_heard: Instant,
+struct Member {
+    state: NodeState,
+    app: AppState,
     alive: bool,
-    generation: Option<u64>,
-    version: u64,
+    detector: ArrivalWindow,
+    down_since: Option<Instant>,
+    left_at: Option<Instant>,
+    next_probe: Instant,
+    probe_interval: Duration,
+}
+
+/// Something membership wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipSend {
+    /// The recipient, if its id is known (a seed may be known by address only).
+    pub to: Option<NodeId>,
+    /// Where to send.
+    pub addr: SocketAddr,
+    /// The message.
+    pub msg: GossipMsg,
 }
 
 /// What this node knows of the cluster's members and their liveness.
 #[derive(Clone, Debug)]
 pub struct Membership {
     me: NodeId,
-    generation: u64,
-    version: u64,
-    peers: BTreeMap<NodeId, PeerState>,
-    heartbeat_interval: Duration,
-    down_after: Duration,
-    next_heartbeat: Instant,
+    own: NodeState,
+    own_app: AppState,
+    members: BTreeMap<NodeId, Member>,
+    seeds: Vec<SocketAddr>,
+    cfg: GossipConfig,
+    next_round: Instant,
+    forgotten: BTreeMap<NodeId, (u64, Instant)>,
+    ring_epoch: u64,
+    leaving_since: Option<Instant>,
+    next_check: Instant,
 }
 
 impl Membership {
-    /// Membership of `me` (in generation `generation`) with static `peers`,
-    /// all presumed alive until they stay silent for `down_after`.
+    /// Membership of `me` in generation `generation`, listening at `addr`
+    /// with `tokens`, joining through `seeds` (its own address is ignored).
     pub fn new(
         me: NodeId,
         generation: u64,
-        peers: &[PeerInfo],
-        heartbeat_interval: Duration,
-        down_after: Duration,
+        app: AppState,
+        seeds: &[SocketAddr],
+        cfg: GossipConfig,
         now: Instant,
     ) -> Self {
-        let peers = peers
-            .iter()
-            .filter(|p| p.id != me)
-            .map(|p| {
-                (
-                    p.id,
-                    PeerState {
-                        addr: p.addr,
-                        last_heard: now,
-                        alive: true,
-                        generation: None,
-                        version: 0,
-                    },
-                )
-            })
-            .collect();
+        let own = NodeState {
+            id: me,
+            generation,
+            version: 1,
+            app_version: 1,
+            app: None,
+        };
+        let seeds = seeds.iter().copied().filter(|s| *s != app.addr).collect();
         Membership {
             me,
-            generation,
-            version: 0,
-            peers,
-            heartbeat_interval,
-            down_after,
-            next_heartbeat: now,
+            own,
+            own_app: app,
+            members: BTreeMap::new(),
+            seeds,
+            cfg,
+            next_round: now,
+            forgotten: BTreeMap::new(),
+            ring_epoch: 1,
+            leaving_since: None,
+            next_check: now,
         }
     }
 
     /// This node's generation.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.own.generation
     }
 
-    /// Every member, this node included.
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        self.own_app.status
+    }
+
+    /// The gossip settings.
+    pub fn config(&self) -> &GossipConfig {
+        &self.cfg
+    }
+
+    /// Bumped whenever the set of token owners or their tokens change, so
+    /// callers can cache placement.
+    pub fn ring_epoch(&self) -> u64 {
+        self.ring_epoch
+    }
+
+    /// Every known member, this node included.
     pub fn members(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.peers.keys().copied().collect();
+        let mut v: Vec<NodeId> = self.members.keys().copied().collect();
         v.push(self.me);
         v.sort();
         v
@@ -117,85 +356,493 @@ impl Membership {
 
     /// Whether `id` is believed alive (this node always is).
     pub fn is_alive(&self, id: NodeId) -> bool {
-        id == self.me || self.peers.get(&id).is_some_and(|p| p.alive)
+        id == self.me || self.members.get(&id).is_some_and(|m| m.alive)
     }
 
     /// Whether `id` is a known member (this node included).
     pub fn is_member(&self, id: NodeId) -> bool {
-        id == self.me || self.peers.contains_key(&id)
+        id == self.me || self.members.contains_key(&id)
     }
 
-    /// Where `id` listens, if it is a known peer.
+    /// Where `id` listens, if known.
     pub fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
-        self.peers.get(&id).map(|p| p.addr)
+        if id == self.me {
+            return Some(self.own_app.addr);
+        }
+        self.members.get(&id).map(|m| m.app.addr)
     }
 
-    /// Records that a message from `from` arrived: any message is a sign of life.
-    pub fn heard_from(&mut self, from: NodeId, now: Instant, events: &mut Vec<MembershipEvent>) {
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.last_heard = p.last_heard.max(now);
-            if !p.alive {
-                p.alive = true;
-                events.push(MembershipEvent::PeerUp(from));
+    /// What is known of `id`: its gossiped state and application state.
+    pub fn state_of(&self, id: NodeId) -> Option<(u64, &AppState)> {
+        if id == self.me {
+            return Some((self.own.generation, &self.own_app));
+        }
+        self.members
+            .get(&id)
+            .map(|m| (m.state.generation, &m.app))
+    }
+
+    /// The current suspicion level of `id` (0 for this node or unknown ids).
+    pub fn phi(&self, id: NodeId, now: Instant) -> f64 {
+        self.members
+            .get(&id)
+            .map_or(0.0, |m| m.detector.phi(now, &self.cfg))
+    }
+
+    /// Each token owner and its tokens, for building the ring.
+    pub fn token_owners(&self) -> Vec<(NodeId, Vec<Token>)> {
+        let mut v: Vec<(NodeId, Vec<Token>)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.app.status.owns_tokens())
+            .map(|(&id, m)| (id, m.app.tokens.clone()))
+            .collect();
+        if self.own_app.status.owns_tokens() {
+            v.push((self.me, self.own_app.tokens.clone()));
+        }
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    fn bump(&mut self) {
+        self.own.version += 1;
+    }
+
+    fn set_own_app(&mut self, f: impl FnOnce(&mut AppState)) {
+        let before = self.own_app.clone();
+        f(&mut self.own_app);
+        if self.own_app != before {
+            self.bump();
+            self.own.app_version = self.own.version;
+            if before.status.owns_tokens() != self.own_app.status.owns_tokens()
+                || before.tokens != self.own_app.tokens
+            {
+                self.ring_epoch += 1;
             }
         }
     }
 
-    /// Handles a membership message from `from`.
+    /// Changes this node's status (e.g. `Normal` after joining, `Leaving`).
+    pub fn set_status(&mut self, status: NodeStatus) {
+        self.set_own_app(|a| a.status = status);
+    }
+
+    /// Starts a graceful leave: `Leaving` now, `Left` two rounds later.
+    pub fn leave(&mut self, now: Instant) {
+        if matches!(self.own_app.status, NodeStatus::Joining | NodeStatus::Normal) {
+            self.set_status(NodeStatus::Leaving);
+            self.leaving_since = Some(now);
+        }
+    }
+
+    /// True once this node has announced `Left`.
+    pub fn has_left(&self) -> bool {
+        self.own_app.status == NodeStatus::Left
+    }
+
+    /// Updates the load this node reports.
+    pub fn set_load(&mut self, load: u64) {
+        self.set_own_app(|a| a.load = load);
+    }
+
+    fn own_state_full(&self) -> NodeState {
+        NodeState {
+            app: Some(self.own_app.clone()),
+            ..self.own.clone()
+        }
+    }
+
+    fn digests(&self) -> Vec<Digest> {
+        let mut v: Vec<Digest> = self
+            .members
+            .values()
+            .map(|m| Digest {
+                id: m.state.id,
+                generation: m.state.generation,
+                version: m.state.version,
+            })
+            .collect();
+        v.push(Digest {
+            id: self.me,
+            generation: self.own.generation,
+            version: self.own.version,
+        });
+        v
+    }
+
+    fn known(&self, id: NodeId) -> Option<(u64, u64, u64)> {
+        if id == self.me {
+            return Some((self.own.generation, self.own.version, self.own.app_version));
+        }
+        self.members
+            .get(&id)
+            .map(|m| (m.state.generation, m.state.version, m.state.app_version))
+    }
+
+    /// The state of `id` for a receiver that knows `(generation, version)`
+    /// of it; app state included only if the receiver lacks it.
+    fn delta_for(&self, id: NodeId, their_gen: u64, their_ver: u64) -> Option<NodeState> {
+        let (gen, ver, app_ver) = self.known(id)?;
+        if (gen, ver) <= (their_gen, their_ver) {
+            return None;
+        }
+        let needs_app = gen > their_gen || their_ver < app_ver;
+        let (state, app) = if id == self.me {
+            (&self.own, &self.own_app)
+        } else {
+            let m = self.members.get(&id)?;
+            (&m.state, &m.app)
+        };
+        Some(NodeState {
+            app: needs_app.then(|| app.clone()),
+            ..state.clone()
+        })
+    }
+
+    /// Rough encoded size of a state, to keep messages under the cap
+    /// (varints are at most 10 bytes; the address at most 19).
+    fn state_size(s: &NodeState) -> usize {
+        40 + s.app.as_ref().map_or(0, |a| 40 + 10 * a.tokens.len())
+    }
+
+    fn fit(&self, mut states: Vec<NodeState>) -> Vec<NodeState> {
+        let mut budget = self.cfg.max_message_bytes;
+        // Heartbeat-only updates are small and keep liveness fresh: first.
+        states.sort_by_key(|s| s.app.is_some());
+        states.retain(|s| {
+            let size = Self::state_size(s);
+            if size <= budget {
+                budget -= size;
+                true
+            } else {
+                false
+            }
+        });
+        states
+    }
+
+    /// Handles a gossip message from `from`; returns what to send back.
     pub fn handle_gossip(
         &mut self,
         from: NodeId,
-        msg: &GossipMsg,
+        msg: GossipMsg,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        events: &mut Vec<MembershipEvent>,
+    ) -> Vec<GossipSend> {
+        let _ = rng;
+        self.heard_from(from, now, events);
+        match msg {
+            GossipMsg::Syn { reply_to, digests } => {
+                let mut states = Vec::new();
+                let mut requests = Vec::new();
+                let mut mentioned = std::collections::BTreeSet::new();
+                for d in &digests {
+                    mentioned.insert(d.id);
+                    match self.known(d.id) {
+                        Some((gen, ver, _)) if (gen, ver) > (d.generation, d.version) => {
+                            if let Some(s) = self.delta_for(d.id, d.generation, d.version) {
+                                states.push(s);
+                            }
+                        }
+                        Some((gen, ver, _)) if (gen, ver) < (d.generation, d.version) => {
+                            requests.push(Digest {
+                                id: d.id,
+                                generation: gen,
+                                version: ver,
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            if !self.is_quarantined(d.id, d.generation) {
+                                requests.push(Digest {
+                                    id: d.id,
+                                    generation: 0,
+                                    version: 0,
+                                });
+                            }
+                        }
+                    }
+                }
+                // Members the initiator has never heard of.
+                for id in self.members().into_iter().filter(|id| !mentioned.contains(id)) {
+                    if let Some(s) = self.delta_for(id, 0, 0) {
+                        states.push(s);
+                    }
+                }
+                let states = self.fit(states);
+                vec![GossipSend {
+                    to: Some(from),
+                    addr: reply_to,
+                    msg: GossipMsg::Ack { states, requests },
+                }]
+            }
+            GossipMsg::Ack { states, requests } => {
+                self.apply_states(states, now, events);
+                // The first answer from the cluster completes a join (there
+                // is no bootstrap streaming yet; read repair fills us in).
+                if self.own_app.status == NodeStatus::Joining {
+                    self.set_status(NodeStatus::Normal);
+                }
+                let answer: Vec<NodeState> = requests
+                    .iter()
+                    .filter_map(|d| self.delta_for(d.id, d.generation, d.version))
+                    .collect();
+                let answer = self.fit(answer);
+                match self.addr_of(from) {
+                    Some(addr) if !answer.is_empty() => vec![GossipSend {
+                        to: Some(from),
+                        addr,
+                        msg: GossipMsg::Ack2 { states: answer },
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            GossipMsg::Ack2 { states } => {
+                self.apply_states(states, now, events);
+                Vec::new()
+            }
+        }
+    }
+
+    fn is_quarantined(&self, id: NodeId, generation: u64) -> bool {
+        id == self.me
+            || self
+                .forgotten
+                .get(&id)
+                .is_some_and(|&(gen, _)| generation <= gen)
+    }
+
+    fn apply_states(
+        &mut self,
+        states: Vec<NodeState>,
         now: Instant,
         events: &mut Vec<MembershipEvent>,
     ) {
-        self.heard_from(from, now, events);
-        let GossipMsg::Heartbeat {
-            generation,
-            version,
-        } = *msg;
-        if let Some(p) = self.peers.get_mut(&from) {
-            match p.generation {
-                Some(g) if generation > g => {
-                    p.generation = Some(generation);
-                    p.version = version;
-                    events.push(MembershipEvent::PeerRestarted {
-                        id: from,
-                        generation,
-                    });
-                }
-                Some(g) if generation == g => p.version = p.version.max(version),
-                Some(_) => {} // a stale heartbeat from before a restart
+        for s in states {
+            if s.id == self.me {
+                // Someone remembers us from a generation we have since
+                // replaced; our own newer state wins on the next exchange.
+                continue;
+            }
+            if self.is_quarantined(s.id, s.generation) {
+                continue;
+            }
+            self.forgotten.remove(&s.id);
+            match self.members.get_mut(&s.id) {
                 None => {
-                    p.generation = Some(generation);
-                    p.version = version;
+                    // A state without app data cannot make a member: we do not
+                    // know its address yet. The next exchange brings it.
+                    let Some(app) = s.app.clone() else { continue };
+                    if app.status == NodeStatus::Left {
+                        continue;
+                    }
+                    let mut detector = ArrivalWindow::new();
+                    detector.record(now, self.cfg.window, 1);
+                    let id = s.id;
+                    let status = app.status;
+                    self.members.insert(
+                        id,
+                        Member {
+                            state: NodeState { app: None, ..s },
+                            app,
+                            alive: true,
+                            detector,
+                            down_since: None,
+                            left_at: None,
+                            next_probe: now,
+                            probe_interval: self.cfg.interval,
+                        },
+                    );
+                    if status.owns_tokens() {
+                        self.ring_epoch += 1;
+                    }
+                    events.push(MembershipEvent::Joined(id));
+                }
+                Some(m) => {
+                    if (s.generation, s.version) <= (m.state.generation, m.state.version) {
+                        continue;
+                    }
+                    let restarted = s.generation > m.state.generation;
+                    if restarted && s.app.is_none() {
+                        // A new generation must come with its app state.
+                        continue;
+                    }
+                    if restarted {
+                        m.detector = ArrivalWindow::new();
+                        events.push(MembershipEvent::Restarted {
+                            id: s.id,
+                            generation: s.generation,
+                        });
+                    }
+                    let beats = if restarted {
+                        1
+                    } else {
+                        s.version - m.state.version
+                    };
+                    m.detector.record(now, self.cfg.window, beats);
+                    if !m.alive {
+                        m.alive = true;
+                        m.down_since = None;
+                        m.probe_interval = self.cfg.interval;
+                        events.push(MembershipEvent::Up(s.id));
+                    }
+                    if let Some(app) = s.app.clone() {
+                        if app.status != m.app.status {
+                            events.push(MembershipEvent::StatusChanged {
+                                id: s.id,
+                                status: app.status,
+                            });
+                            if app.status == NodeStatus::Left {
+                                m.left_at = Some(now);
+                            }
+                        }
+                        if app.status.owns_tokens() != m.app.status.owns_tokens()
+                            || app.tokens != m.app.tokens
+                        {
+                            self.ring_epoch += 1;
+                        }
+                        m.app = app;
+                    }
+                    m.state = NodeState { app: None, ..s };
                 }
             }
         }
     }
 
-    /// Marks silent peers down and, when due, returns the heartbeats to send.
+    /// Records that a message from `from` arrived directly: a sign of life
+    /// that brings a down peer back at once.
+    pub fn heard_from(&mut self, from: NodeId, now: Instant, events: &mut Vec<MembershipEvent>) {
+        if let Some(m) = self.members.get_mut(&from) {
+            if !m.alive {
+                m.alive = true;
+                m.down_since = None;
+                m.probe_interval = self.cfg.interval;
+                m.detector.record(now, self.cfg.window, 1);
+                events.push(MembershipEvent::Up(from));
+            }
+        }
+    }
+
+    fn convict(&mut self, now: Instant, rng: &mut ChaCha8Rng, events: &mut Vec<MembershipEvent>) {
+        for (&id, m) in self.members.iter_mut() {
+            if m.alive && m.detector.phi(now, &self.cfg) > self.cfg.phi_threshold {
+                m.alive = false;
+                m.down_since = Some(now);
+                m.probe_interval = self.cfg.interval;
+                m.next_probe = now + jitter(rng, self.cfg.interval);
+                events.push(MembershipEvent::Down(id));
+            }
+        }
+
+    }
+
+    /// Runs a gossip round when due, convicts silent peers, probes down
+    /// peers whose backoff expired, and forgets long-gone members.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
+        rng: &mut ChaCha8Rng,
         events: &mut Vec<MembershipEvent>,
-    ) -> Vec<(NodeId, SocketAddr, GossipMsg)> {
-        for (&id, p) in self.peers.iter_mut() {
-            if p.alive && now.saturating_duration_since(p.last_heard) >= self.down_after {
-                p.alive = false;
-                events.push(MembershipEvent::PeerDown(id));
+    ) -> Vec<GossipSend> {
+        let mut out = Vec::new();
+        if now >= self.next_check {
+            // Checking suspicion several times a round convicts sooner
+            // than waiting for the next round, at no cost in accuracy.
+            self.next_check = now + self.cfg.interval / 4;
+            self.convict(now, rng, events);
+        }
+        if now < self.next_round {
+            return out;
+        }
+        self.next_round = now + self.cfg.interval;
+        self.bump();
+        if let Some(since) = self.leaving_since {
+            // Two rounds of `Leaving` let the cluster stop routing to us
+            // before we announce `Left`.
+            if self.own_app.status == NodeStatus::Leaving
+                && now.saturating_duration_since(since) >= self.cfg.interval * 2
+            {
+                self.set_status(NodeStatus::Left);
             }
         }
-        let mut out = Vec::new();
-        if now >= self.next_heartbeat {
-            self.version += 1;
-            self.next_heartbeat = now + self.heartbeat_interval;
-            let msg = GossipMsg::Heartbeat {
-                generation: self.generation,
-                version: self.version,
-            };
-            for (&id, p) in &self.peers {
-                out.push((id, p.addr, msg.clone()));
+
+        // Forgetting.
+        let mut gone = Vec::new();
+        for (&id, m) in &self.members {
+            let left_long_ago = m
+                .left_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.forget_left_after);
+            let dead_long = m
+                .down_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.remove_dead_after);
+            if left_long_ago || dead_long {
+                gone.push((id, m.state.generation, m.app.status.owns_tokens()));
+            }
+        }
+        for (id, generation, owned) in gone {
+            self.members.remove(&id);
+            self.forgotten.insert(id, (generation, now));
+            if owned {
+                self.ring_epoch += 1;
+            }
+            events.push(MembershipEvent::Removed(id));
+        }
+        let quarantine = self.cfg.forget_left_after.max(self.cfg.remove_dead_after);
+        self.forgotten
+            .retain(|_, &mut (_, at)| now.saturating_duration_since(at) < quarantine);
+
+        let syn = GossipMsg::Syn {
+            reply_to: self.own_app.addr,
+            digests: self.digests(),
+        };
+        let live: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.alive && m.app.status != NodeStatus::Left)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut target_was_seed = false;
+        for &id in live.choose_multiple(rng, self.cfg.fanout.max(1)) {
+            if let Some(addr) = self.addr_of(id) {
+                target_was_seed |= self.seeds.contains(&addr);
+                out.push(GossipSend {
+                    to: Some(id),
+                    addr,
+                    msg: syn.clone(),
+                });
+            }
+        }
+        // Seeds: always while we know nobody alive, otherwise now and then,
+        // so that partitioned groups find each other again through them.
+        if !self.seeds.is_empty() && !target_was_seed {
+            let p = self.seeds.len() as f64 / (self.members.len() + 1) as f64;
+            if live.is_empty() || rng.random_bool(p.min(1.0)) {
+                if let Some(&addr) = self.seeds.choose(rng) {
+                    let to = self
+                        .members
+                        .iter()
+                        .find(|(_, m)| m.app.addr == addr)
+                        .map(|(&id, _)| id);
+                    out.push(GossipSend {
+                        to,
+                        addr,
+                        msg: syn.clone(),
+                    });
+                }
+            }
+        }
+        // Probes of down peers, with exponential backoff and jitter.
+        let cap = self.cfg.probe_max_interval;
+        for (&id, m) in self.members.iter_mut() {
+            if !m.alive && m.app.status != NodeStatus::Left && now >= m.next_probe {
+                m.probe_interval = (m.probe_interval * 2).min(cap);
+                m.next_probe = now + jitter(rng, m.probe_interval);
+                out.push(GossipSend {
+                    to: Some(id),
+                    addr: m.app.addr,
+                    msg: syn.clone(),
+                });
             }
         }
         out
@@ -203,58 +850,31 @@ impl Membership {
 
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Instant {
-        let next_down = self
-            .peers
-            .values()
-            .filter(|p| p.alive)
-            .map(|p| p.last_heard + self.down_after)
-            .min();
-        match next_down {
-            Some(d) => d.min(self.next_heartbeat),
-            None => self.next_heartbeat,
+        self.next_round.min(self.next_check)
+    }
+
+    /// Encoded `Syn` for this node's current view (for size checks and benchmarks).
+    pub fn syn(&self) -> GossipMsg {
+        GossipMsg::Syn {
+            reply_to: self.own_app.addr,
+            digests: self.digests(),
         }
+    }
+
+    /// Adds a fully-known member directly (tests, benchmarks and tools that
+    /// preload a view); gossip is the normal way members arrive.
+    pub fn insert_member(&mut self, state: NodeState, now: Instant) {
+        let mut ev = Vec::new();
+        self.apply_states(vec![state], now, &mut ev);
+    }
+
+    /// This node's own full state, as it gossips it.
+    pub fn own_state(&self) -> NodeState {
+        self.own_state_full()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    #[test]
-    fn silent_peer_goes_down_and_comes_back() {
-        let peers = [PeerInfo {
-            id: NodeId(2),
-            addr: addr(2),
-        }];
-        let s = Duration::from_secs(1);
-        let mut m = Membership::new(NodeId(1), 1, &peers, s, 5 * s, Instant::ZERO);
-        let mut ev = Vec::new();
-        assert_eq!(m.handle_timeout(Instant::ZERO, &mut ev).len(), 1);
-        assert!(m.is_alive(NodeId(2)));
-        m.handle_timeout(Instant::ZERO + 5 * s, &mut ev);
-        assert_eq!(ev, vec![MembershipEvent::PeerDown(NodeId(2))]);
-        assert!(!m.is_alive(NodeId(2)));
-        ev.clear();
-        let hb = |generation| GossipMsg::Heartbeat {
-            generation,
-            version: 1,
-        };
-        m.handle_gossip(NodeId(2), &hb(7), Instant::ZERO + 6 * s, &mut ev);
-        assert_eq!(ev, vec![MembershipEvent::PeerUp(NodeId(2))]);
-        ev.clear();
-        m.handle_gossip(NodeId(2), &hb(8), Instant::ZERO + 7 * s, &mut ev);
-        assert_eq!(
-            ev,
-            vec![MembershipEvent::PeerRestarted {
-                id: NodeId(2),
-                generation: 8
-            }]
-        );
-        assert!(m.is_alive(NodeId(1)));
-        assert!(!m.is_alive(NodeId(9)));
-    }
+/// `base` scaled by a uniform factor in [0.75, 1.25].
+fn jitter(rng: &mut ChaCha8Rng, base: Duration) -> Duration {
+    base.mul_f64(rng.random_range(0.75..=1.25))
 }

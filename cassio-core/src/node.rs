@@ -5,9 +5,9 @@
 //! until it returns `None`, and calls [`Node::handle_timeout`] at (or after)
 //! [`Node::poll_timeout`]. It never performs I/O, reads a clock or spawns.
 
-use crate::config::{Config, Consistency, KeyspaceConfig, PeerInfo, ReplicationStrategy};
-use crate::membership::{Membership, MembershipEvent};
-use crate::placement::{Placement, PlacementKind, Rendezvous, TokenRing};
+use crate::config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
+use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
+use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
 use crate::time::Instant;
 use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
 use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WireError};
@@ -199,10 +199,10 @@ pub enum NodeEvent {
 /// Work the node asks its host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send `msg` to node `to` at `addr`.
+    /// Send `msg` to the node listening at `addr`.
     Send {
-        /// The recipient.
-        to: NodeId,
+        /// The recipient, when its id is known (seeds may be known by address only).
+        to: Option<NodeId>,
         /// Where it listens.
         addr: SocketAddr,
         /// The message.
@@ -318,11 +318,10 @@ pub struct Node {
     clock: HybridClock,
     membership: Membership,
     placement_kind: PlacementKind,
-    vnodes: u16,
     placement: Box<dyn Placement + Send + Sync>,
+    placement_epoch: u64,
     keyspaces: BTreeMap<String, KeyspaceConfig>,
     request_timeout: std::time::Duration,
-    #[allow(dead_code)] // consumed by gossip peer choice and jitter
     rng: ChaCha8Rng,
     next_tag: RequestTag,
     next_token: u64,
@@ -373,14 +372,32 @@ impl Node {
             return Err(ConfigError::ZeroVnodes);
         }
         let generation = wall_micros / 1_000_000;
-        let mut peers: Vec<PeerInfo> = config.peers.clone();
-        peers.retain(|p| p.id != id);
+        let tokens = config
+            .tokens
+            .clone()
+            .unwrap_or_else(|| default_tokens(id, config.vnodes.max(1)));
+        let schema = {
+            let encoded = postcard::to_allocvec(&keyspaces).unwrap_or_default();
+            xxhash_rust::xxh3::xxh3_64(&encoded)
+        };
+        let joins_through_seeds = config.seeds.iter().any(|s| *s != config.listen_addr);
+        let app = AppState {
+            status: if joins_through_seeds {
+                NodeStatus::Joining
+            } else {
+                NodeStatus::Normal
+            },
+            addr: config.listen_addr,
+            tokens,
+            schema,
+            load: 0,
+        };
         let membership = Membership::new(
             id,
             generation,
-            &peers,
-            config.heartbeat_interval,
-            config.down_after,
+            app,
+            &config.seeds,
+            config.gossip.clone(),
             now,
         );
         let mut node = Node {
@@ -391,8 +408,8 @@ impl Node {
             clock: HybridClock::new(id),
             membership,
             placement_kind: config.placement,
-            vnodes: config.vnodes,
             placement: Box::new(TokenRing::default()),
+            placement_epoch: 0,
             keyspaces,
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
@@ -409,14 +426,24 @@ impl Node {
         Ok(node)
     }
 
-    fn rebuild_placement(&mut self) {
-        let members = self.membership.members();
-        self.placement = match self.placement_kind {
-            PlacementKind::TokenRing => {
-                Box::new(TokenRing::with_default_tokens(&members, self.vnodes))
+    fn build_placement(&self) -> Box<dyn Placement + Send + Sync> {
+        let owners = self.membership.token_owners();
+        match self.placement_kind {
+            PlacementKind::TokenRing => Box::new(TokenRing::new(owners)),
+            PlacementKind::Rendezvous => {
+                Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)))
             }
-            PlacementKind::Rendezvous => Box::new(Rendezvous::new(members)),
-        };
+        }
+    }
+
+    /// Rebuilds the ring only when membership changed who owns what: in a
+    /// large cluster that is joining, rebuilding on every gossip delta
+    /// would cost more than the gossip itself.
+    fn rebuild_placement(&mut self) {
+        if self.placement_epoch != self.membership.ring_epoch() {
+            self.placement = self.build_placement();
+            self.placement_epoch = self.membership.ring_epoch();
+        }
     }
 
     /// This node's id.
@@ -440,7 +467,27 @@ impl Node {
             .keyspaces
             .get(keyspace)
             .map_or(0, |k| k.replication_factor);
-        self.placement.replicas(Token::of(key), rf)
+        if self.placement_epoch == self.membership.ring_epoch() {
+            self.placement.replicas(Token::of(key), rf)
+        } else {
+            self.build_placement().replicas(Token::of(key), rf)
+        }
+    }
+
+    /// Starts a graceful leave: the node gossips `Leaving`, then `Left`;
+    /// the host shuts down once [`Node::has_left`] is true.
+    pub fn leave(&mut self, now: Instant) {
+        self.membership.leave(now);
+    }
+
+    /// True once this node has announced that it left the cluster.
+    pub fn has_left(&self) -> bool {
+        self.membership.has_left()
+    }
+
+    /// Updates the storage load this node gossips (bytes).
+    pub fn set_load(&mut self, load: u64) {
+        self.membership.set_load(load);
     }
 
     /// Requests in flight (answered or not) that still hold state.
@@ -480,19 +527,23 @@ impl Node {
 
     /// Handles a message from peer `from`.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
-        if from == self.id || !self.membership.is_member(from) {
+        let is_gossip = matches!(msg, PeerMsg::Gossip(_));
+        // Gossip is how strangers join; anything else must come from a member.
+        if from == self.id || (!is_gossip && !self.membership.is_member(from)) {
             self.out
                 .push_back(Output::Event(NodeEvent::UnknownPeer(from)));
             return;
         }
-        if let PeerMsg::Gossip(g) = &msg {
-            self.membership
-                .handle_gossip(from, g, now, &mut self.events);
-        } else {
+        if !is_gossip {
             self.membership.heard_from(from, now, &mut self.events);
         }
         match msg {
-            PeerMsg::Gossip(_) => {}
+            PeerMsg::Gossip(g) => {
+                let sends = self
+                    .membership
+                    .handle_gossip(from, g, now, &mut self.rng, &mut self.events);
+                self.push_gossip(sends);
+            }
             PeerMsg::Write { tag, key, version } => {
                 let wall = self.wall_now(now);
                 self.clock.observe(version.ts, wall);
@@ -548,6 +599,7 @@ impl Node {
         let user_key = match &req.op {
             ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
         };
+        self.rebuild_placement();
         let replicas = self.placement.replicas(Token::of(user_key), rf);
         let live: Vec<NodeId> = replicas
             .iter()
@@ -694,13 +746,10 @@ impl Node {
     /// Runs timers: liveness, heartbeats, request deadlines. Early or
     /// spurious calls do nothing harmful.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (to, addr, g) in self.membership.handle_timeout(now, &mut self.events) {
-            self.out.push_back(Output::Send {
-                to,
-                addr,
-                msg: PeerMsg::Gossip(g),
-            });
-        }
+        let sends = self
+            .membership
+            .handle_timeout(now, &mut self.rng, &mut self.events);
+        self.push_gossip(sends);
         self.flush_events();
         while let Some(&(deadline, tag)) = self.deadlines.first() {
             if deadline > now {
@@ -725,7 +774,8 @@ impl Node {
     /// Fails every unanswered request with `ShuttingDown` and refuses new ones.
     pub fn shutdown(&mut self, _now: Instant) {
         self.shutting_down = true;
-        let tags: Vec<RequestTag> = self.pending.keys().copied().collect();
+        let mut tags: Vec<RequestTag> = self.pending.keys().copied().collect();
+        tags.sort_unstable();
         for tag in tags {
             if let Some(p) = self.pending.remove(&tag) {
                 self.deadlines.remove(&(p.deadline, tag));
@@ -748,7 +798,21 @@ impl Node {
 
     fn send(&mut self, to: NodeId, msg: PeerMsg) {
         if let Some(addr) = self.membership.addr_of(to) {
-            self.out.push_back(Output::Send { to, addr, msg });
+            self.out.push_back(Output::Send {
+                to: Some(to),
+                addr,
+                msg,
+            });
+        }
+    }
+
+    fn push_gossip(&mut self, sends: Vec<GossipSend>) {
+        for g in sends {
+            self.out.push_back(Output::Send {
+                to: g.to,
+                addr: g.addr,
+                msg: PeerMsg::Gossip(g.msg),
+            });
         }
     }
 

@@ -1,7 +1,7 @@
 //! The coordinator and replica, driven by hand through the sans-IO API.
 
 use bytes::Bytes;
-use cassio_core::config::{Config, Consistency, PeerInfo};
+use cassio_core::config::{Config, Consistency};
 use cassio_core::node::storage_key;
 use cassio_core::{
     ClientError, ClientRequest, ClientResponse, Instant, Node, NodeEvent, NodeId, Output, PeerMsg,
@@ -15,16 +15,54 @@ fn addr(i: u64) -> core::net::SocketAddr {
     core::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
 }
 
-fn node(me: u64) -> Node {
+fn config(me: u64) -> Config {
     let mut c = Config::new("test", addr(me));
-    c.peers = (1..=3)
-        .map(|i| PeerInfo {
-            id: NodeId(i),
-            addr: addr(i),
-        })
-        .collect();
-    Node::new(NodeId(me), c, Instant::ZERO, WALL).expect("valid config")
+    c.seeds = vec![addr(1)];
+    c
 }
+
+/// Three nodes that found each other by gossip (frames routed by hand);
+/// returns node `me` with every output drained.
+fn node_with(me: u64, make: impl Fn(u64) -> Config) -> Node {
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::new(NodeId(i), make(i), Instant::ZERO, WALL).expect("valid config"))
+        .collect();
+    for round in 0..6u64 {
+        let now = Instant::from_micros(round * 1_000_000);
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        // Deliver until quiet.
+        loop {
+            let mut frames = Vec::new();
+            for n in nodes.iter_mut() {
+                while let Some(o) = n.poll_output() {
+                    if let Output::Send { addr: to, msg, .. } = o {
+                        frames.push((n.id(), to, msg));
+                    }
+                }
+            }
+            if frames.is_empty() {
+                break;
+            }
+            for (from, to, msg) in frames {
+                let idx = usize::from(to.port() - 7001);
+                nodes[idx].handle_message(now, from, msg);
+            }
+        }
+    }
+    let mut n = nodes.swap_remove(usize::try_from(me - 1).expect("small"));
+    assert_eq!(n.membership().members().len(), 3, "gossip did not converge");
+    drain(&mut n);
+    n
+}
+
+fn node(me: u64) -> Node {
+    node_with(me, config)
+}
+
+/// A time after the gossip warm-up.
+const T0: u64 = 10_000;
 
 fn drain(n: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| n.poll_output()).collect()
@@ -42,9 +80,9 @@ fn replies(out: &[Output]) -> Vec<(RequestId, Result<ClientResponse, ClientError
 fn sends(out: &[Output]) -> Vec<(NodeId, PeerMsg)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { to, msg, .. } if !matches!(msg, PeerMsg::Gossip(_)) => {
-                Some((*to, msg.clone()))
-            }
+            Output::Send {
+                to: Some(to), msg, ..
+            } if !matches!(msg, PeerMsg::Gossip(_)) => Some((*to, msg.clone())),
             _ => None,
         })
         .collect()
@@ -60,7 +98,7 @@ fn storage(out: &[Output]) -> Vec<(cassio_core::StorageToken, StorageOp)> {
 }
 
 fn t(ms: u64) -> Instant {
-    Instant::from_micros(ms * 1000)
+    Instant::from_micros((T0 + ms) * 1000)
 }
 
 #[test]
@@ -138,9 +176,9 @@ fn silent_replicas_give_a_typed_timeout_not_a_hang() {
 #[test]
 fn dead_replicas_give_unavailable_without_fan_out() {
     let mut n = node(1);
-    // Nobody else speaks for longer than the down threshold.
+    // Nobody else speaks for far longer than the detector tolerates.
     let mut now = t(0);
-    for _ in 0..8 {
+    for _ in 0..30 {
         now = now + Duration::from_secs(1);
         n.handle_timeout(now);
     }
@@ -151,7 +189,7 @@ fn dead_replicas_give_unavailable_without_fan_out() {
             matches!(
                 o,
                 Output::Event(NodeEvent::Membership(
-                    cassio_core::membership::MembershipEvent::PeerDown(_)
+                    cassio_core::membership::MembershipEvent::Down(_)
                 ))
             )
         })
@@ -297,21 +335,16 @@ fn replica_applies_writes_and_answers_after_storage_completes() {
 
 #[test]
 fn bad_requests_and_strangers_get_typed_answers() {
-    let mut c = Config::new("test", addr(1));
-    c.peers = (1..=3)
-        .map(|i| PeerInfo {
-            id: NodeId(i),
-            addr: addr(i),
-        })
-        .collect();
-    c.keyspaces.push(cassio_core::KeyspaceConfig {
-        name: "small".into(),
-        replication_factor: 2,
-        default_consistency: Consistency::One,
-        strategy: cassio_core::ReplicationStrategy::Leaderless,
+    let mut n = node_with(1, |i| {
+        let mut c = config(i);
+        c.keyspaces.push(cassio_core::KeyspaceConfig {
+            name: "small".into(),
+            replication_factor: 2,
+            default_consistency: Consistency::One,
+            strategy: cassio_core::ReplicationStrategy::Leaderless,
+        });
+        c
     });
-    let mut n = Node::new(NodeId(1), c, Instant::ZERO, WALL).expect("valid config");
-    drain(&mut n);
     n.handle_client(
         t(1),
         RequestId(1),

@@ -1,9 +1,9 @@
 //! The wire format: round trips, typed refusals, and no panics on garbage.
 
 use bytes::Bytes;
-use cassio_core::membership::GossipMsg;
+use cassio_core::membership::{AppState, Digest, GossipMsg, NodeState, NodeStatus};
 use cassio_core::wire::{WireCodec, WireError, WIRE_VERSION};
-use cassio_core::{NodeId, PeerMsg, Timestamp, Versioned};
+use cassio_core::{NodeId, PeerMsg, Timestamp, Token, Versioned};
 use proptest::prelude::*;
 
 fn samples() -> Vec<PeerMsg> {
@@ -43,10 +43,35 @@ fn samples() -> Vec<PeerMsg> {
             key: Bytes::from_static(b"k"),
             version: Versioned::value(ts, ""),
         },
-        PeerMsg::Gossip(GossipMsg::Heartbeat {
-            generation: 9,
-            version: 10,
+        PeerMsg::Gossip(GossipMsg::Syn {
+            reply_to: "127.0.0.1:7000".parse().expect("addr"),
+            digests: vec![Digest {
+                id: NodeId(1),
+                generation: 9,
+                version: 10,
+            }],
         }),
+        PeerMsg::Gossip(GossipMsg::Ack {
+            states: vec![NodeState {
+                id: NodeId(2),
+                generation: 3,
+                version: 4,
+                app_version: 2,
+                app: Some(AppState {
+                    status: NodeStatus::Leaving,
+                    addr: "[::1]:9".parse().expect("addr"),
+                    tokens: vec![Token(1), Token(u64::MAX)],
+                    schema: 5,
+                    load: 6,
+                }),
+            }],
+            requests: vec![Digest {
+                id: NodeId(3),
+                generation: 0,
+                version: 0,
+            }],
+        }),
+        PeerMsg::Gossip(GossipMsg::Ack2 { states: vec![] }),
     ]
 }
 
@@ -117,7 +142,7 @@ proptest! {
     }
 
     #[test]
-    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..9) {
+    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..11) {
         let codec = WireCodec::new("prod");
         let mut frame = codec.encode(NodeId(3), &samples()[which]).expect("encode");
         let i = idx % frame.len();

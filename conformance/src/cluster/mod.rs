@@ -11,9 +11,12 @@
 //! byte for byte.
 
 pub mod checker;
+pub mod gossip;
 
 use bytes::Bytes;
-use cassio_core::config::{Config, Consistency, KeyspaceConfig, PeerInfo};
+use cassio_core::config::{Config, Consistency, KeyspaceConfig};
+use cassio_core::membership::MembershipEvent;
+use cassio_core::NodeEvent;
 use cassio_core::{
     ClientError, ClientRequest, ClientResponse, Instant, Node, NodeId, Output, PeerMsg, RequestId,
     StorageOp, StorageResult, StorageToken, Store, Timestamp, WireCodec,
@@ -113,6 +116,13 @@ pub struct Scenario {
     pub storage_latency: Duration,
     /// The coordinator's request timeout.
     pub request_timeout: Duration,
+    /// How many of the nodes (the first ones) are seeds.
+    pub seeds: usize,
+    /// Time for the cluster to form by gossip before clients start; fault
+    /// times count from its end.
+    pub warmup: Duration,
+    /// Gossip and failure-detection settings of every node.
+    pub gossip: cassio_core::GossipConfig,
 }
 
 impl Scenario {
@@ -133,6 +143,9 @@ impl Scenario {
             think_time: Duration::from_millis(250),
             storage_latency: Duration::from_micros(300),
             request_timeout: Duration::from_secs(2),
+            seeds: 3,
+            warmup: Duration::from_secs(8),
+            gossip: cassio_core::GossipConfig::default(),
         }
     }
 
@@ -249,7 +262,9 @@ struct SimNode {
     timer_at: Option<Instant>,
 }
 
-struct Sim<'a> {
+/// A simulated cluster: nodes, network, clients and virtual time. Most
+/// callers use [`simulate`]; membership experiments drive it step by step.
+pub struct SimCluster<'a> {
     scenario: &'a Scenario,
     rng: ChaCha8Rng,
     now: Instant,
@@ -257,7 +272,9 @@ struct Sim<'a> {
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     events: Vec<Option<Event>>,
     nodes: Vec<SimNode>,
-    peers: Vec<PeerInfo>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    seeds: Vec<SocketAddr>,
+    membership_log: Vec<(Instant, usize, MembershipEvent)>,
     codec: WireCodec,
     cut: BTreeSet<(usize, usize)>,
     loss: f64,
@@ -279,22 +296,21 @@ fn addr_of(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-impl<'a> Sim<'a> {
-    fn new(scenario: &'a Scenario, seed: u64, factory: StoreFactory<'_>) -> Self {
+impl<'a> SimCluster<'a> {
+    /// A cluster for `scenario` whose randomness all comes from `seed`; no
+    /// node runs until [`SimCluster::start_all`] or [`SimCluster::restart`].
+    pub fn new(scenario: &'a Scenario, seed: u64, factory: StoreFactory<'_>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let peers: Vec<PeerInfo> = (0..scenario.nodes)
-            .map(|i| PeerInfo {
-                id: NodeId(i as u64 + 1),
-                addr: addr_of(i),
-            })
-            .collect();
+        let ids: Vec<NodeId> = (0..scenario.nodes).map(|i| NodeId(i as u64 + 1)).collect();
+        let by_addr = (0..scenario.nodes).map(|i| (addr_of(i), i)).collect();
+        let seeds = (0..scenario.seeds.min(scenario.nodes)).map(addr_of).collect();
         let skew = i64::try_from(scenario.clock_skew.as_micros()).unwrap_or(i64::MAX);
-        let nodes = peers
+        let nodes = ids
             .iter()
-            .map(|p| SimNode {
-                id: p.id,
+            .map(|&id| SimNode {
+                id,
                 node: None,
-                store: factory(p.id),
+                store: factory(id),
                 incarnation: 0,
                 skew_micros: if skew > 0 {
                     rng.random_range(-skew..=skew)
@@ -305,7 +321,7 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let codec = WireCodec::new("sim");
-        Sim {
+        SimCluster {
             scenario,
             rng,
             now: Instant::ZERO,
@@ -313,7 +329,9 @@ impl<'a> Sim<'a> {
             queue: BinaryHeap::new(),
             events: Vec::new(),
             nodes,
-            peers,
+            by_addr,
+            seeds,
+            membership_log: Vec::new(),
             codec,
             cut: BTreeSet::new(),
             loss: scenario.net.loss,
@@ -341,8 +359,9 @@ impl<'a> Sim<'a> {
             .incarnation
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ i as u64;
-        c.peers = self.peers.clone();
+        c.seeds = self.seeds.clone();
         c.vnodes = 16;
+        c.gossip = self.scenario.gossip.clone();
         c.keyspaces = vec![KeyspaceConfig {
             default_consistency: Consistency::Quorum,
             ..KeyspaceConfig::default_keyspace(self.scenario.rf)
@@ -372,7 +391,7 @@ impl<'a> Sim<'a> {
                 break;
             };
             match out {
-                Output::Send { to, msg, .. } => self.send(i, to, &msg),
+                Output::Send { addr, msg, .. } => self.send(i, addr, &msg),
                 Output::Reply { id, result } => self.complete(id, result),
                 Output::Storage { token, op } => {
                     if let StorageOp::Apply { version, .. } = &op {
@@ -391,6 +410,9 @@ impl<'a> Sim<'a> {
                             op,
                         },
                     );
+                }
+                Output::Event(NodeEvent::Membership(e)) => {
+                    self.membership_log.push((self.now, i, e));
                 }
                 Output::Event(_) => {}
             }
@@ -421,12 +443,12 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn send(&mut self, from: usize, to: NodeId, msg: &PeerMsg) {
+    fn send(&mut self, from: usize, to: SocketAddr, msg: &PeerMsg) {
         if let PeerMsg::Write { version, .. } = msg {
             self.note_write_ts(version.ts);
         }
         self.frames.0 += 1;
-        let Some(to) = self.nodes.iter().position(|n| n.id == to) else {
+        let Some(&to) = self.by_addr.get(&to) else {
             return;
         };
         let frame = match self.codec.encode(self.nodes[from].id, msg) {
@@ -606,23 +628,20 @@ impl<'a> Sim<'a> {
     }
 
     fn run(mut self, seed: u64) -> SimOutcome {
-        for i in 0..self.nodes.len() {
-            self.start_node(i);
-        }
+        self.start_all();
+        let warmup = Instant::ZERO + self.scenario.warmup;
         for c in 0..self.scenario.clients {
-            let start = Duration::from_millis(500)
-                + Duration::from_micros(self.rng.random_range(0..10_000));
-            self.schedule(Instant::ZERO + start, Event::ClientNext { client: c });
+            let start = Duration::from_micros(self.rng.random_range(0..10_000));
+            self.schedule(warmup + start, Event::ClientNext { client: c });
         }
         let mut last_fault = Duration::ZERO;
         for (at, f) in self.scenario.faults.clone() {
             last_fault = last_fault.max(at);
-            self.schedule(Instant::ZERO + at, Event::Fault(f));
+            self.schedule(warmup + at, Event::Fault(f));
         }
         // Faults stop well after the workload: heal, restore every node,
         // drop loss, let liveness settle, then repair and wait for quiet.
-        let settle =
-            Instant::ZERO + last_fault.max(Duration::from_secs(12)) + Duration::from_secs(1);
+        let settle = warmup + last_fault.max(Duration::from_secs(12)) + Duration::from_secs(1);
         self.schedule(settle, Event::Fault(Fault::Heal));
         self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
         for i in 0..self.nodes.len() {
@@ -635,18 +654,71 @@ impl<'a> Sim<'a> {
                 .as_micros()
                 .saturating_sub(self.scenario.request_timeout.as_micros() as u64 + 1_000_000),
         );
-        let repair_at = settle + Duration::from_secs(8);
+        // Liveness needs a few rounds after healing (phi must fall, probes
+        // must land) before a read at ALL can reach every replica.
+        let repair_at = settle + Duration::from_secs(40);
         self.schedule(repair_at, Event::RepairPass);
         let end = repair_at + Duration::from_secs(5);
+        self.run_until(end);
+        self.outcome(seed)
+    }
 
-        while let Some(Reverse((at, _, idx))) = self.queue.pop() {
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Node `i`'s state machine, if it is running.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i).and_then(|n| n.node.as_ref())
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Membership events so far: (time, node index, event).
+    pub fn membership_log(&self) -> &[(Instant, usize, MembershipEvent)] {
+        &self.membership_log
+    }
+
+    /// Applies a fault now.
+    pub fn inject(&mut self, fault: Fault) {
+        self.apply_fault(fault);
+    }
+
+    /// Processes every event up to and including virtual time `end`.
+    pub fn run_until(&mut self, end: Instant) {
+        while let Some(&Reverse((at, _, idx))) = self.queue.peek() {
             if at > end {
                 break;
             }
+            self.queue.pop();
             self.now = at;
             let Some(ev) = self.events[idx].take() else {
                 continue;
             };
+            self.dispatch(ev);
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn dispatch(&mut self, ev: Event) {
             match ev {
                 Event::Deliver { to, frame } => {
                     if self.nodes[to].node.is_some() {
@@ -677,7 +749,7 @@ impl<'a> Sim<'a> {
                     op,
                 } => {
                     if self.nodes[node].incarnation != incarnation {
-                        continue;
+                        return;
                     }
                     let store = Arc::clone(&self.nodes[node].store);
                     let result = match op {
@@ -698,8 +770,9 @@ impl<'a> Sim<'a> {
                 Event::Fault(f) => self.apply_fault(f),
                 Event::RepairPass => self.repair_pass(),
             }
-        }
+    }
 
+    fn outcome(self, seed: u64) -> SimOutcome {
         let mut replicas = BTreeMap::new();
         let keys: BTreeSet<Bytes> = self.history.iter().map(|o| o.key.clone()).collect();
         for key in keys {
@@ -732,7 +805,7 @@ impl<'a> Sim<'a> {
 
 /// Runs `scenario` once with `seed`, each node on a store from `factory`.
 pub fn simulate(scenario: &Scenario, seed: u64, factory: StoreFactory<'_>) -> SimOutcome {
-    Sim::new(scenario, seed, factory).run(seed)
+    SimCluster::new(scenario, seed, factory).run(seed)
 }
 
 /// Runs `scenario` with `seed` on [`crate::MemStore`]s.
