@@ -1,1 +1,999 @@
-//! The store conformance suite (being built).
+//! The store conformance suite: every backend of [`cassio_core::Store`] runs
+//! the same cases, each a named `#[test]`.
+//!
+//! A backend provides a harness and invokes the macros in a test file:
+//!
+//! ```ignore
+//! struct H;
+//! impl conformance::store::StoreHarness for H { /* open */ }
+//! impl conformance::store::DurableStoreHarness for H { /* log_files, table_files, crash, compact */ }
+//! conformance::store_tests!(H);          // the general cases
+//! conformance::durable_store_tests!(H);  // reopen, crash, corruption, tombstone grace
+//! ```
+//!
+//! Each case opens a fresh store in its own temporary directory (removed when
+//! the case ends). The cases are plain generic functions in [`cases`], so a
+//! backend can also call one directly while debugging.
+
+use cassio_core::StoreError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the store suite needs from a backend.
+pub trait StoreHarness {
+    /// The backend under test.
+    type Store: cassio_core::Store + 'static;
+    /// Opens (creating if needed) a store in `dir` with a tombstone grace period of `grace`.
+    fn open(dir: &Path, grace: Duration) -> Result<Self::Store, StoreError>;
+}
+
+/// What the durability cases additionally need.
+pub trait DurableStoreHarness: StoreHarness {
+    /// Commit-log / WAL files in `dir`, oldest first (the suite damages the last one).
+    fn log_files(dir: &Path) -> Vec<PathBuf>;
+    /// Files holding sorted tables / data blocks (the suite corrupts one).
+    fn table_files(dir: &Path) -> Vec<PathBuf>;
+    /// Simulates a crash: the store goes away without flushing or syncing anything more.
+    fn crash(store: Self::Store);
+    /// Forces a full compaction (used by the tombstone-grace case).
+    fn compact(store: &Self::Store) -> Result<(), StoreError>;
+}
+
+/// The harness for the in-memory reference [`MemStore`](crate::MemStore)
+/// (general cases only: it keeps nothing across a reopen).
+#[derive(Debug)]
+pub struct MemStoreHarness;
+
+impl StoreHarness for MemStoreHarness {
+    type Store = crate::MemStore;
+    fn open(_dir: &Path, _grace: Duration) -> Result<Self::Store, StoreError> {
+        Ok(crate::MemStore::new())
+    }
+}
+
+/// Expands, in the calling module, to one `#[test]` per general store case
+/// for the harness type given (an implementation of [`StoreHarness`]).
+#[macro_export]
+macro_rules! store_tests {
+    ($harness:ty) => {
+        $crate::__store_case_tests!(
+            $harness;
+            get_of_missing_key,
+            put_then_get,
+            newer_timestamp_overwrites,
+            older_timestamp_is_ignored,
+            equal_timestamps_resolve_deterministically,
+            timestamps_order_by_micros_then_logical_then_node,
+            tombstone_hides_older_value,
+            newer_put_hides_tombstone,
+            tombstone_of_unknown_key_is_returned,
+            range_bounds_inclusive_and_exclusive,
+            range_empty_inverted_and_zero_limit,
+            range_limit_and_paging,
+            range_returns_winners_and_tombstones,
+            binary_keys,
+            empty_value_is_not_a_tombstone,
+            large_value_8mib,
+            many_keys_200k,
+            concurrent_writers,
+            flush_keeps_everything_and_lww_still_holds,
+        );
+    };
+}
+
+/// Expands, in the calling module, to one `#[test]` per durability case
+/// (reopen, crash with a damaged log, corrupted table, tombstone grace) for
+/// the harness type given (an implementation of [`DurableStoreHarness`]).
+#[macro_export]
+macro_rules! durable_store_tests {
+    ($harness:ty) => {
+        $crate::__store_case_tests!(
+            $harness;
+            reopen_after_sync_keeps_everything,
+            reopen_after_flush_keeps_everything,
+            reopen_repeatedly_accumulates,
+            crash_after_sync_keeps_synced_writes,
+            crash_with_truncated_log_tail,
+            crash_with_corrupted_log_tail,
+            crash_with_garbage_after_log_tail,
+            writes_after_crash_recovery_survive_another_crash,
+            corrupted_table_block_is_detected,
+            tombstones_purged_only_after_grace,
+        );
+    };
+}
+
+/// Implementation detail of the store macros: one `#[test]` per case name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_case_tests {
+    ($harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::store::cases::$case::<$harness>();
+            }
+        )*
+    };
+}
+
+/// The cases, as generic functions (the macros call these).
+pub mod cases {
+    use super::{DurableStoreHarness, StoreHarness};
+    use bytes::Bytes;
+    use cassio_core::{Key, NodeId, Store, StoreError, Timestamp, Versioned};
+    use std::collections::BTreeMap;
+    use std::ops::Bound;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use tempfile::TempDir;
+
+    /// The grace period of the general cases: long enough that nothing is purged.
+    const GRACE: Duration = Duration::from_secs(10 * 24 * 3600);
+
+    fn ts(micros: u64) -> Timestamp {
+        Timestamp::new(micros, 0, NodeId(1))
+    }
+
+    fn val(micros: u64, v: impl Into<Bytes>) -> Versioned {
+        Versioned::value(ts(micros), v)
+    }
+
+    fn tomb(micros: u64) -> Versioned {
+        Versioned::tombstone(ts(micros))
+    }
+
+    /// Deterministic, key-specific filler of `len` bytes.
+    fn filler(seed: u64, len: usize) -> Bytes {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    fn now_micros() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
+
+    fn fresh<H: StoreHarness>() -> (TempDir, H::Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = H::open(dir.path(), GRACE).expect("open a fresh store");
+        (dir, store)
+    }
+
+    fn reopen<H: StoreHarness>(dir: &Path) -> H::Store {
+        H::open(dir, GRACE).expect("reopen the store")
+    }
+
+    fn put<S: Store + ?Sized>(s: &S, key: &[u8], v: &Versioned) -> bool {
+        s.apply(key, v).expect("apply")
+    }
+
+    fn get<S: Store + ?Sized>(s: &S, key: &[u8]) -> Option<Versioned> {
+        s.get(key).expect("get")
+    }
+
+    fn all<S: Store + ?Sized>(s: &S) -> Vec<(Key, Versioned)> {
+        let mut out: Vec<(Key, Versioned)> = Vec::new();
+        loop {
+            let start = match out.last() {
+                None => Bound::Unbounded,
+                Some((k, _)) => Bound::Excluded(k.as_ref()),
+            };
+            let page = s.range(start, Bound::Unbounded, 1000).expect("range");
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    fn keys(entries: &[(Key, Versioned)]) -> Vec<Vec<u8>> {
+        entries.iter().map(|(k, _)| k.to_vec()).collect()
+    }
+
+    /// A missing key reads as `None`.
+    pub fn get_of_missing_key<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert_eq!(get(&s, b"nope"), None);
+        put(&s, b"a", &val(1, "x"));
+        assert_eq!(get(&s, b"nope"), None);
+        assert_eq!(
+            get(&s, b"a\0"),
+            None,
+            "a key's extension is a different key"
+        );
+        assert_eq!(get(&s, b""), None);
+    }
+
+    /// A write is read back as written.
+    pub fn put_then_get<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert!(put(&s, b"k", &val(5, "v")));
+        assert_eq!(get(&s, b"k"), Some(val(5, "v")));
+        assert!(put(&s, b"other", &val(1, "w")));
+        assert_eq!(get(&s, b"k"), Some(val(5, "v")));
+        assert_eq!(get(&s, b"other"), Some(val(1, "w")));
+    }
+
+    /// A newer timestamp replaces the stored version.
+    pub fn newer_timestamp_overwrites<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert!(put(&s, b"k", &val(5, "old")));
+        assert!(put(&s, b"k", &val(6, "new")));
+        assert_eq!(get(&s, b"k"), Some(val(6, "new")));
+        assert!(put(&s, b"k", &val(1000, "")));
+        assert_eq!(get(&s, b"k"), Some(val(1000, "")));
+    }
+
+    /// An older timestamp is ignored and `apply` says so.
+    pub fn older_timestamp_is_ignored<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert!(put(&s, b"k", &val(5, "five")));
+        assert!(!put(&s, b"k", &val(4, "four")));
+        assert!(!put(&s, b"k", &tomb(3)));
+        assert_eq!(get(&s, b"k"), Some(val(5, "five")));
+    }
+
+    /// At equal timestamps the winner does not depend on arrival order:
+    /// a tombstone beats a value, a bytewise larger value beats a smaller one.
+    pub fn equal_timestamps_resolve_deterministically<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let pairs = [
+            (val(7, "apple"), val(7, "banana")),
+            (val(7, "zzz"), tomb(7)),
+            (val(7, ""), val(7, "\0")),
+        ];
+        for (i, (a, b)) in pairs.iter().enumerate() {
+            let winner = if a.lww_cmp(b).is_gt() { a } else { b };
+            let loser = if winner == a { b } else { a };
+            let k1 = format!("ab{i}");
+            let k2 = format!("ba{i}");
+            assert!(put(&s, k1.as_bytes(), loser));
+            assert!(
+                put(&s, k1.as_bytes(), winner),
+                "the winner replaces the loser"
+            );
+            assert!(put(&s, k2.as_bytes(), winner));
+            assert!(
+                !put(&s, k2.as_bytes(), loser),
+                "the loser does not replace the winner"
+            );
+            assert_eq!(get(&s, k1.as_bytes()).as_ref(), Some(winner));
+            assert_eq!(get(&s, k2.as_bytes()).as_ref(), Some(winner));
+            assert!(
+                !put(&s, k2.as_bytes(), winner),
+                "re-applying the same version changes nothing"
+            );
+        }
+    }
+
+    /// Timestamps compare by micros, then the logical counter, then the node.
+    pub fn timestamps_order_by_micros_then_logical_then_node<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let v = |m, l, n, x: &'static str| Versioned::value(Timestamp::new(m, l, NodeId(n)), x);
+        assert!(put(&s, b"k", &v(5, 0, 9, "a")));
+        assert!(put(&s, b"k", &v(5, 1, 0, "b")));
+        assert!(!put(&s, b"k", &v(5, 0, 99, "c")));
+        assert!(put(&s, b"k", &v(5, 1, 1, "d")));
+        assert!(!put(&s, b"k", &v(4, 100, 100, "e")));
+        assert_eq!(get(&s, b"k"), Some(v(5, 1, 1, "d")));
+    }
+
+    /// A tombstone hides older values and `get` returns the tombstone.
+    pub fn tombstone_hides_older_value<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        put(&s, b"k", &val(1, "v"));
+        assert!(put(&s, b"k", &tomb(2)));
+        assert_eq!(get(&s, b"k"), Some(tomb(2)));
+        assert!(!put(&s, b"k", &val(1, "v-again")));
+        assert_eq!(get(&s, b"k"), Some(tomb(2)));
+    }
+
+    /// A newer value hides a tombstone.
+    pub fn newer_put_hides_tombstone<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        put(&s, b"k", &tomb(2));
+        assert!(put(&s, b"k", &val(3, "back")));
+        assert_eq!(get(&s, b"k"), Some(val(3, "back")));
+        assert!(put(&s, b"k", &tomb(4)));
+        assert_eq!(get(&s, b"k"), Some(tomb(4)));
+    }
+
+    /// A delete of a key never written is stored and returned too.
+    pub fn tombstone_of_unknown_key_is_returned<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert!(put(&s, b"ghost", &tomb(9)));
+        assert_eq!(get(&s, b"ghost"), Some(tomb(9)));
+        assert!(!put(&s, b"ghost", &val(8, "late")));
+    }
+
+    fn twenty<S: Store>(s: &S) -> Vec<Vec<u8>> {
+        let ks: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i:02}").into_bytes()).collect();
+        // Written out of order so the store has to sort.
+        for i in [
+            7, 3, 19, 0, 11, 15, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18,
+        ] {
+            put(s, &ks[i], &val(1, format!("v{i}")));
+        }
+        ks
+    }
+
+    /// Range bounds: inclusive, exclusive, unbounded, in ascending order.
+    pub fn range_bounds_inclusive_and_exclusive<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let ks = twenty(&s);
+        let r = |a: Bound<&[u8]>, b: Bound<&[u8]>| keys(&s.range(a, b, usize::MAX).expect("range"));
+        use Bound::{Excluded as X, Included as I, Unbounded as U};
+        assert_eq!(r(U, U), ks);
+        assert_eq!(r(I(&ks[3]), I(&ks[6])), ks[3..=6].to_vec());
+        assert_eq!(r(I(&ks[3]), X(&ks[6])), ks[3..6].to_vec());
+        assert_eq!(r(X(&ks[3]), I(&ks[6])), ks[4..=6].to_vec());
+        assert_eq!(r(X(&ks[3]), X(&ks[6])), ks[4..6].to_vec());
+        assert_eq!(r(U, X(&ks[2])), ks[..2].to_vec());
+        assert_eq!(r(X(&ks[17]), U), ks[18..].to_vec());
+        assert_eq!(
+            r(I(b"k05x"), I(b"k08")),
+            ks[6..=8].to_vec(),
+            "bounds need not be stored keys"
+        );
+        assert_eq!(r(I(b"a"), X(b"k01")), ks[..1].to_vec());
+        let entries = s.range(I(&ks[0]), I(&ks[0]), 10).expect("range");
+        assert_eq!(entries, vec![(Key::from(ks[0].clone()), val(1, "v0"))]);
+    }
+
+    /// Empty, inverted and zero-limit ranges yield nothing.
+    pub fn range_empty_inverted_and_zero_limit<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        use Bound::{Excluded as X, Included as I, Unbounded as U};
+        assert!(s.range(U, U, 10).expect("range").is_empty(), "empty store");
+        let ks = twenty(&s);
+        let empty = |a: Bound<&[u8]>, b: Bound<&[u8]>, l: usize| {
+            s.range(a, b, l).expect("range").is_empty()
+        };
+        assert!(empty(I(&ks[5]), X(&ks[5]), 10));
+        assert!(empty(X(&ks[5]), I(&ks[5]), 10));
+        assert!(empty(X(&ks[5]), X(&ks[5]), 10));
+        assert!(empty(I(&ks[9]), I(&ks[2]), 10), "inverted");
+        assert!(empty(X(&ks[9]), X(&ks[2]), 10), "inverted");
+        assert!(empty(I(b"k05a"), I(b"k05z"), 10), "no key inside");
+        assert!(empty(I(b"zzz"), U, 10), "past the last key");
+        assert!(empty(U, X(b"k00"), 10), "before the first key");
+        assert!(empty(U, U, 0), "zero limit");
+    }
+
+    /// `limit` caps a page; paging with `Excluded(last)` visits every key once.
+    pub fn range_limit_and_paging<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let ks = twenty(&s);
+        assert_eq!(
+            keys(
+                &s.range(Bound::Unbounded, Bound::Unbounded, 3)
+                    .expect("range")
+            ),
+            ks[..3].to_vec()
+        );
+        let mut seen = Vec::new();
+        let mut start: Option<Vec<u8>> = None;
+        loop {
+            let b = start.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let page = s.range(b, Bound::Included(&ks[16]), 3).expect("range");
+            assert!(page.len() <= 3);
+            let Some((last, _)) = page.last() else { break };
+            start = Some(last.to_vec());
+            seen.extend(keys(&page));
+        }
+        assert_eq!(seen, ks[..=16].to_vec());
+    }
+
+    /// Range shows each key once, with its winning version, tombstones included.
+    pub fn range_returns_winners_and_tombstones<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let ks = twenty(&s);
+        put(&s, &ks[4], &val(2, "newer"));
+        put(&s, &ks[5], &tomb(2));
+        put(&s, &ks[6], &val(0, "older, ignored"));
+        put(&s, b"k04a", &tomb(3));
+        let got = s
+            .range(Bound::Included(&ks[3]), Bound::Included(&ks[6]), 100)
+            .expect("range");
+        let want: Vec<(Key, Versioned)> = vec![
+            (ks[3].clone().into(), val(1, "v3")),
+            (ks[4].clone().into(), val(2, "newer")),
+            (Key::from_static(b"k04a"), tomb(3)),
+            (ks[5].clone().into(), tomb(2)),
+            (ks[6].clone().into(), val(1, "v6")),
+        ];
+        assert_eq!(got, want);
+    }
+
+    /// Keys are arbitrary bytes: empty, NUL, 0xFF runs; bytewise order.
+    pub fn binary_keys<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let mut ks: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![0, 0xff],
+            vec![1],
+            vec![0x7f, 0x80],
+            vec![0xfe, 0xff, 0xff],
+            vec![0xff],
+            vec![0xff; 2],
+            vec![0xff; 64],
+            (0..=255).collect(),
+            "clé-日本".as_bytes().to_vec(),
+        ];
+        for (i, k) in ks.iter().enumerate() {
+            assert!(put(&s, k, &val(1, format!("v{i}"))));
+        }
+        for (i, k) in ks.iter().enumerate() {
+            assert_eq!(get(&s, k), Some(val(1, format!("v{i}"))), "key {k:?}");
+        }
+        ks.sort();
+        assert_eq!(keys(&all(&s)), ks);
+        let from_ff = s
+            .range(Bound::Included(&[0xff][..]), Bound::Unbounded, 100)
+            .expect("range");
+        assert_eq!(
+            keys(&from_ff),
+            vec![vec![0xff], vec![0xff; 2], vec![0xff; 64]]
+        );
+        let upto_empty = s
+            .range(Bound::Unbounded, Bound::Included(&[][..]), 100)
+            .expect("range");
+        assert_eq!(keys(&upto_empty), vec![Vec::<u8>::new()]);
+    }
+
+    /// An empty value is a value, not a tombstone.
+    pub fn empty_value_is_not_a_tombstone<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        put(&s, b"e", &val(1, ""));
+        let got = get(&s, b"e").expect("present");
+        assert_eq!(got.value.as_deref(), Some(&b""[..]));
+        assert!(!got.is_tombstone());
+        put(&s, b"", &val(1, ""));
+        assert_eq!(get(&s, b""), Some(val(1, "")));
+    }
+
+    /// An 8 MiB value is stored and read back intact.
+    pub fn large_value_8mib<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let big = filler(8, 8 << 20);
+        assert!(put(&s, b"big", &val(1, big.clone())));
+        put(&s, b"small", &val(1, "s"));
+        assert_eq!(get(&s, b"big"), Some(val(1, big.clone())));
+        s.flush().expect("flush");
+        assert_eq!(get(&s, b"big"), Some(val(1, big.clone())));
+        let r = s
+            .range(Bound::Unbounded, Bound::Unbounded, 10)
+            .expect("range");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].1, val(1, big));
+    }
+
+    /// 200,000 keys, written in scrambled order, all read back and ranged in order.
+    pub fn many_keys_200k<H: StoreHarness>() {
+        const N: u64 = 200_000;
+        let (_d, s) = fresh::<H>();
+        // A multiplier coprime with N visits every index once, out of order.
+        let key = |i: u64| format!("key{:08}", (i * 7919) % N).into_bytes();
+        for i in 0..N {
+            put(&s, &key(i), &val(1, format!("{i}")));
+        }
+        for i in (0..N).step_by(3) {
+            assert_eq!(get(&s, &key(i)), Some(val(1, format!("{i}"))));
+        }
+        assert_eq!(get(&s, b"key99999999"), None);
+        let everything = all(&s);
+        assert_eq!(everything.len() as u64, N);
+        assert!(
+            everything.windows(2).all(|w| w[0].0 < w[1].0),
+            "ascending order"
+        );
+    }
+
+    /// Four threads writing at once (own keys and contended shared keys):
+    /// nothing is lost and each shared key holds the newest version.
+    pub fn concurrent_writers<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let s = Arc::new(s);
+        const PER: u64 = 3000;
+        const SHARED: u64 = 100;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        put(
+                            &*s,
+                            format!("t{t}-{i}").as_bytes(),
+                            &val(i, format!("{t}/{i}")),
+                        );
+                        let shared = format!("shared-{}", i % SHARED);
+                        // Unique timestamps per (thread, round): node id = thread.
+                        let v =
+                            Versioned::value(Timestamp::new(i, 0, NodeId(t)), format!("{t}/{i}"));
+                        s.apply(shared.as_bytes(), &v).expect("apply");
+                        if i % 50 == 0 {
+                            assert!(s
+                                .get(format!("t{t}-{i}").as_bytes())
+                                .expect("get")
+                                .is_some());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("writer thread");
+        }
+        for t in 0..4 {
+            for i in 0..PER {
+                assert_eq!(
+                    get(&*s, format!("t{t}-{i}").as_bytes()),
+                    Some(val(i, format!("{t}/{i}")))
+                );
+            }
+        }
+        for j in 0..SHARED {
+            // The newest round that touched key j is the last i ≡ j (mod SHARED);
+            // the largest node id (thread 3) breaks the tie.
+            let last = (PER - 1) - ((PER - 1 - j) % SHARED);
+            let want = Versioned::value(Timestamp::new(last, 0, NodeId(3)), format!("3/{last}"));
+            assert_eq!(get(&*s, format!("shared-{j}").as_bytes()), Some(want));
+        }
+        assert_eq!(all(&*s).len() as u64, 4 * PER + SHARED);
+    }
+
+    /// After `flush` and `sync` reads are unchanged, and last-write-wins still
+    /// holds against the flushed versions (older writes ignored, newer win,
+    /// tombstones hide), in gets and in merged ranges.
+    pub fn flush_keeps_everything_and_lww_still_holds<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let mut model = BTreeMap::new();
+        for i in 0..500u64 {
+            let k = format!("f{i:04}").into_bytes();
+            let v = val(10, filler(i, 50));
+            put(&s, &k, &v);
+            model.insert(k, v);
+        }
+        s.flush().expect("flush");
+        s.sync().expect("sync");
+        for i in 0..500u64 {
+            let k = format!("f{i:04}").into_bytes();
+            match i % 5 {
+                0 => assert!(
+                    !put(&s, &k, &val(9, "older")),
+                    "older than a flushed version"
+                ),
+                1 => {
+                    assert!(put(&s, &k, &val(11, "newer")));
+                    model.insert(k, val(11, "newer"));
+                }
+                2 => {
+                    assert!(put(&s, &k, &tomb(12)));
+                    model.insert(k, tomb(12));
+                }
+                _ => {}
+            }
+        }
+        for i in 0..100u64 {
+            let k = format!("g{i:04}").into_bytes();
+            put(&s, &k, &val(1, "g"));
+            model.insert(k, val(1, "g"));
+        }
+        let check = |s: &H::Store| {
+            for (k, v) in &model {
+                assert_eq!(
+                    get(s, k).as_ref(),
+                    Some(v),
+                    "key {}",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            let got = all(s);
+            let want: Vec<(Key, Versioned)> = model
+                .iter()
+                .map(|(k, v)| (Key::from(k.clone()), v.clone()))
+                .collect();
+            assert_eq!(got, want);
+        };
+        check(&s);
+        s.flush().expect("flush");
+        check(&s);
+        assert!(!put(
+            &s,
+            b"f0002",
+            &val(11, "older than the flushed tombstone")
+        ));
+        s.sync().expect("sync");
+        check(&s);
+    }
+
+    // ---------------------------------------------------------------- durable
+
+    fn sample_writes() -> Vec<(Vec<u8>, Versioned)> {
+        let mut w = Vec::new();
+        for i in 0..300u64 {
+            let k = format!("a{i:05}").into_bytes();
+            let v = match i % 10 {
+                0 => tomb(100 + i),
+                1 => val(100 + i, ""),
+                _ => val(100 + i, filler(i, 100)),
+            };
+            w.push((k, v));
+        }
+        w.push((vec![], val(5, "empty key")));
+        w.push((vec![0xff; 8], val(5, "ff key")));
+        w
+    }
+
+    fn write_all<S: Store>(s: &S, writes: &[(Vec<u8>, Versioned)]) {
+        for (k, v) in writes {
+            put(s, k, v);
+        }
+    }
+
+    fn assert_has_all<S: Store>(s: &S, writes: &[(Vec<u8>, Versioned)]) {
+        for (k, v) in writes {
+            assert_eq!(
+                get(s, k).as_ref(),
+                Some(v),
+                "lost key {}",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+
+    /// Everything written before `sync` is there after a clean reopen.
+    pub fn reopen_after_sync_keeps_everything<H: DurableStoreHarness>() {
+        let (d, s) = fresh::<H>();
+        let w = sample_writes();
+        write_all(&s, &w);
+        put(&s, b"a00002", &val(1000, "overwritten"));
+        s.sync().expect("sync");
+        drop(s);
+        let s = reopen::<H>(d.path());
+        let mut want = w.clone();
+        want[2].1 = val(1000, "overwritten");
+        assert_has_all(&s, &want);
+        assert_eq!(all(&s).len(), want.len());
+        assert!(!put(&s, b"a00002", &val(999, "older")));
+    }
+
+    /// Flushed tables and the unflushed tail both survive a reopen, merged.
+    pub fn reopen_after_flush_keeps_everything<H: DurableStoreHarness>() {
+        let (d, s) = fresh::<H>();
+        let w = sample_writes();
+        write_all(&s, &w);
+        s.flush().expect("flush");
+        let mut want = w.clone();
+        for (i, item) in want.iter_mut().enumerate().step_by(7) {
+            item.1 = if i % 2 == 0 {
+                tomb(5000)
+            } else {
+                val(5000, "after flush")
+            };
+            put(&s, &item.0, &item.1);
+        }
+        s.sync().expect("sync");
+        drop(s);
+        let s = reopen::<H>(d.path());
+        assert_has_all(&s, &want);
+        assert_eq!(all(&s).len(), want.len());
+    }
+
+    /// Several reopen cycles, each adding data, lose nothing.
+    pub fn reopen_repeatedly_accumulates<H: DurableStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let mut want = Vec::new();
+        for round in 0..4u64 {
+            let s = reopen::<H>(d.path());
+            assert_has_all(&s, &want);
+            for i in 0..200u64 {
+                let k = format!("r{round}-{i:04}").into_bytes();
+                let v = val(round * 1000 + i, filler(round * 1000 + i, 64));
+                put(&s, &k, &v);
+                want.push((k, v));
+            }
+            if round % 2 == 1 {
+                s.flush().expect("flush");
+            }
+            s.sync().expect("sync");
+        }
+        let s = reopen::<H>(d.path());
+        assert_has_all(&s, &want);
+    }
+
+    /// How the newest log file is damaged after the crash.
+    #[derive(Clone, Copy, Debug)]
+    enum Damage {
+        None,
+        Truncate,
+        Corrupt,
+        Garbage,
+    }
+
+    /// Writes a synced batch and an unsynced batch, crashes, damages the
+    /// unsynced part of the newest log file, reopens, and checks that every
+    /// synced write is there and that nothing else is served but what was
+    /// written.
+    fn crash_case<H: DurableStoreHarness>(damage: Damage) -> (TempDir, Vec<(Vec<u8>, Versioned)>) {
+        let (d, s) = fresh::<H>();
+        let synced = sample_writes();
+        write_all(&s, &synced);
+        s.sync().expect("sync");
+        let logs = H::log_files(d.path());
+        let synced_log = logs
+            .last()
+            .cloned()
+            .expect("a durable store has a log file");
+        let synced_len = std::fs::metadata(&synced_log).map(|m| m.len()).unwrap_or(0);
+
+        // Unsynced: big values (so they pass any user-space buffer) and
+        // newer versions of some synced keys.
+        let mut unsynced = Vec::new();
+        for i in 0..40u64 {
+            unsynced.push((
+                format!("b{i:03}").into_bytes(),
+                val(100, filler(1000 + i, 32 * 1024)),
+            ));
+        }
+        for (k, _) in synced.iter().step_by(9) {
+            unsynced.push((k.clone(), val(10_000, "unsynced overwrite")));
+        }
+        write_all(&s, &unsynced);
+        H::crash(s);
+
+        if let Some(newest) = H::log_files(d.path()).last() {
+            let len = std::fs::metadata(newest).map(|m| m.len()).unwrap_or(0);
+            // Only bytes written after the sync may be damaged by a crash.
+            let from = if *newest == synced_log {
+                synced_len.min(len)
+            } else {
+                0
+            };
+            damage_file(newest, from, len, damage);
+        }
+
+        let s = reopen::<H>(d.path());
+        for (k, v) in &synced {
+            let got = get(&s, k);
+            let overwrite = unsynced.iter().find(|(uk, _)| uk == k).map(|(_, uv)| uv);
+            let ok = got.as_ref() == Some(v) || (overwrite.is_some() && got.as_ref() == overwrite);
+            assert!(
+                ok,
+                "synced key {} reads {got:?} after {damage:?}",
+                String::from_utf8_lossy(k)
+            );
+        }
+        for (k, v) in unsynced.iter().filter(|(k, _)| k.starts_with(b"b")) {
+            let got = get(&s, k);
+            assert!(
+                got.is_none() || got.as_ref() == Some(v),
+                "unsynced key {} must be absent or intact, got another version",
+                String::from_utf8_lossy(k)
+            );
+        }
+        for (k, v) in all(&s) {
+            let known = synced
+                .iter()
+                .chain(&unsynced)
+                .any(|(wk, wv)| wk[..] == k[..] && *wv == v);
+            assert!(known, "range served a version never written under {k:?}");
+        }
+        // The recovered store takes new writes and keeps them.
+        put(&s, b"after-recovery", &val(1, "x"));
+        s.sync().expect("sync");
+        drop(s);
+        let s = reopen::<H>(d.path());
+        assert_eq!(get(&s, b"after-recovery"), Some(val(1, "x")));
+        drop(s);
+        (d, synced)
+    }
+
+    fn damage_file(path: &Path, from: u64, len: u64, damage: Damage) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open log file");
+        match damage {
+            Damage::None => {}
+            Damage::Truncate => {
+                // Cut inside the unsynced region at an odd offset, mid-record.
+                let cut = from + (len - from) / 2 + 3;
+                f.set_len(cut.min(len)).expect("truncate");
+            }
+            Damage::Corrupt => {
+                let n = (len - from).min(512);
+                if n == 0 {
+                    f.seek(SeekFrom::End(0)).expect("seek");
+                    f.write_all(&[0x5a; 64]).expect("write");
+                } else {
+                    let at = len - n;
+                    let mut buf = vec![0u8; n as usize];
+                    use std::io::Read;
+                    f.seek(SeekFrom::Start(at)).expect("seek");
+                    f.read_exact(&mut buf).expect("read");
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        if i % 3 == 0 {
+                            *b ^= 0x5a;
+                        }
+                    }
+                    f.seek(SeekFrom::Start(at)).expect("seek");
+                    f.write_all(&buf).expect("write");
+                }
+            }
+            Damage::Garbage => {
+                f.seek(SeekFrom::End(0)).expect("seek");
+                f.write_all(&filler(77, 4096)).expect("write");
+            }
+        }
+        f.sync_all().expect("sync damaged file");
+    }
+
+    /// A crash after `sync` keeps every synced write.
+    pub fn crash_after_sync_keeps_synced_writes<H: DurableStoreHarness>() {
+        crash_case::<H>(Damage::None);
+    }
+
+    /// A crash that leaves the newest log truncated mid-record recovers the
+    /// synced prefix.
+    pub fn crash_with_truncated_log_tail<H: DurableStoreHarness>() {
+        crash_case::<H>(Damage::Truncate);
+    }
+
+    /// Corrupt bytes at the end of the newest log are detected, not served.
+    pub fn crash_with_corrupted_log_tail<H: DurableStoreHarness>() {
+        crash_case::<H>(Damage::Corrupt);
+    }
+
+    /// Garbage after the last record of the newest log is ignored.
+    pub fn crash_with_garbage_after_log_tail<H: DurableStoreHarness>() {
+        crash_case::<H>(Damage::Garbage);
+    }
+
+    /// After recovering from a damaged log, new synced writes survive the
+    /// next crash too (recovery must leave the log appendable).
+    pub fn writes_after_crash_recovery_survive_another_crash<H: DurableStoreHarness>() {
+        let (d, synced) = crash_case::<H>(Damage::Corrupt);
+        let s = reopen::<H>(d.path());
+        let more: Vec<(Vec<u8>, Versioned)> = (0..100u64)
+            .map(|i| (format!("c{i:03}").into_bytes(), val(7, filler(i, 300))))
+            .collect();
+        write_all(&s, &more);
+        s.sync().expect("sync");
+        H::crash(s);
+        if let Some(newest) = H::log_files(d.path()).last() {
+            let len = std::fs::metadata(newest).map(|m| m.len()).unwrap_or(0);
+            damage_file(newest, len, len, Damage::Garbage);
+        }
+        let s = reopen::<H>(d.path());
+        assert_has_all(&s, &more);
+        for (k, v) in &synced {
+            let got = get(&s, k).expect("synced key survives two crashes");
+            assert!(got == *v || got == val(10_000, "unsynced overwrite"));
+        }
+    }
+
+    /// A damaged data block in a table surfaces as `StoreError::Corruption`
+    /// (at open or on read), never as wrong or missing data.
+    pub fn corrupted_table_block_is_detected<H: DurableStoreHarness>() {
+        let (d, s) = fresh::<H>();
+        let n = 3000u64;
+        let key = |i: u64| format!("t{i:05}").into_bytes();
+        let value = |i: u64| val(1, filler(i, 200));
+        for i in 0..n {
+            put(&s, &key(i), &value(i));
+        }
+        s.flush().expect("flush");
+        s.sync().expect("sync");
+        drop(s);
+
+        let tables = H::table_files(d.path());
+        let victim = tables
+            .iter()
+            .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .expect("a flushed store has table files");
+        let mut bytes = std::fs::read(victim).expect("read table");
+        let at = bytes.len() / 3;
+        for b in &mut bytes[at..at + 16] {
+            *b ^= 0xff;
+        }
+        std::fs::write(victim, &bytes).expect("write table");
+
+        let s = match H::open(d.path(), GRACE) {
+            Err(StoreError::Corruption { .. }) => return,
+            Err(e) => panic!("a corrupt table must be reported as Corruption, got {e}"),
+            Ok(s) => s,
+        };
+        let mut detected = 0;
+        for i in 0..n {
+            match s.get(&key(i)) {
+                Ok(got) => assert_eq!(got, Some(value(i)), "key {i} served wrong or missing data"),
+                Err(StoreError::Corruption { .. }) => detected += 1,
+                Err(e) => panic!("expected Corruption, got {e}"),
+            }
+        }
+        let mut start: Option<Vec<u8>> = None;
+        let mut scan_detected = false;
+        loop {
+            let b = start.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            match s.range(b, Bound::Unbounded, 500) {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    for (k, v) in &page {
+                        let i: u64 = std::str::from_utf8(&k[1..])
+                            .expect("utf8")
+                            .parse()
+                            .expect("index");
+                        assert_eq!(*v, value(i), "range served wrong data");
+                    }
+                    start = page.last().map(|(k, _)| k.to_vec());
+                }
+                Err(StoreError::Corruption { .. }) => {
+                    scan_detected = true;
+                    break;
+                }
+                Err(e) => panic!("expected Corruption, got {e}"),
+            }
+        }
+        assert!(detected > 0, "no read reported the corrupt block");
+        assert!(scan_detected, "a full scan must hit the corrupt block");
+    }
+
+    /// Compaction purges a tombstone only once the grace period has passed
+    /// since its timestamp, without resurrecting the value it hid; younger
+    /// tombstones and live values stay.
+    pub fn tombstones_purged_only_after_grace<H: DurableStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let grace = Duration::from_secs(3600);
+        let s = H::open(d.path(), grace).expect("open");
+        let now = now_micros();
+        let hour = 3_600_000_000u64;
+        put(&s, b"old", &val(now - 3 * hour, "buried"));
+        put(&s, b"young", &val(now - 3 * hour, "buried too"));
+        put(&s, b"live", &val(now - 3 * hour, "alive"));
+        s.flush().expect("flush");
+        put(&s, b"old", &tomb(now - 2 * hour));
+        put(&s, b"young", &tomb(now - 60_000_000));
+        s.flush().expect("flush");
+        assert_eq!(
+            get(&s, b"old"),
+            Some(tomb(now - 2 * hour)),
+            "not purged before compaction"
+        );
+        H::compact(&s).expect("compact");
+        assert_eq!(
+            get(&s, b"old"),
+            None,
+            "expired tombstone purged, value not resurrected"
+        );
+        assert_eq!(
+            get(&s, b"young"),
+            Some(tomb(now - 60_000_000)),
+            "young tombstone kept"
+        );
+        assert_eq!(get(&s, b"live"), Some(val(now - 3 * hour, "alive")));
+        let keys_left = keys(&all(&s));
+        assert_eq!(keys_left, vec![b"live".to_vec(), b"young".to_vec()]);
+        s.sync().expect("sync");
+        drop(s);
+        let s = H::open(d.path(), grace).expect("reopen");
+        assert_eq!(get(&s, b"old"), None);
+        assert_eq!(get(&s, b"young"), Some(tomb(now - 60_000_000)));
+    }
+}
