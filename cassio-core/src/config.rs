@@ -120,6 +120,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Gossip and failure-detection settings.
     pub gossip: GossipConfig,
+    /// This run's generation; it must grow on every restart of the node.
+    /// `None` uses the wall clock's seconds (as Cassandra does); hosts that
+    /// may restart twice in a second persist the last one and pass a larger.
+    pub generation: Option<u64>,
 }
 
 impl Config {
@@ -136,6 +140,7 @@ impl Config {
             keyspaces: vec![KeyspaceConfig::default_keyspace(3)],
             request_timeout: Duration::from_secs(2),
             gossip: GossipConfig::default(),
+            generation: None,
         }
     }
 }

@@ -371,7 +371,7 @@ impl Node {
         if config.vnodes == 0 && config.placement == PlacementKind::TokenRing {
             return Err(ConfigError::ZeroVnodes);
         }
-        let generation = wall_micros / 1_000_000;
+        let generation = config.generation.unwrap_or(wall_micros / 1_000_000);
         let tokens = config
             .tokens
             .clone()
@@ -471,6 +471,19 @@ impl Node {
             self.placement.replicas(Token::of(key), rf)
         } else {
             self.build_placement().replicas(Token::of(key), rf)
+        }
+    }
+
+    /// Each token owner's share of the ring (token-ring placement), or an
+    /// equal share per owner (rendezvous placement); sums to 1.
+    pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
+        let owners = self.membership.token_owners();
+        match self.placement_kind {
+            PlacementKind::TokenRing => TokenRing::new(owners).ownership(),
+            PlacementKind::Rendezvous => {
+                let share = 1.0 / owners.len().max(1) as f64;
+                owners.into_iter().map(|(id, _)| (id, share)).collect()
+            }
         }
     }
 
