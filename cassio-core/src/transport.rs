@@ -66,7 +66,11 @@ pub struct InboundFrame {
 /// - A frame passed to `send` arrives whole, or not at all; never truncated,
 ///   never merged with another.
 /// - Frames from one sender to one peer arrive in the order they were sent,
-///   unless a connection was lost in between (then some may be lost).
+///   unless a connection was lost in between (then some may be lost). A
+///   transport may carry frames above a size threshold it documents on a
+///   separate lane, so that one large frame does not stall small ones; order
+///   then holds within each lane. (The core needs no cross-message order:
+///   every reply is tagged and every write is last-write-wins.)
 /// - `send` returns once the frame is queued; an error means it was not.
 ///   Frames over the cap are refused with `FrameTooLarge`.
 /// - A peer that is down makes `send` fail (or its frames drop) within a
