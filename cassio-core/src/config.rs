@@ -124,6 +124,13 @@ pub struct Config {
     /// `None` uses the wall clock's seconds (as Cassandra does); hosts that
     /// may restart twice in a second persist the last one and pass a larger.
     pub generation: Option<u64>,
+    /// `true` for a node joining the cluster for the first time: it gossips
+    /// `Joining` and takes ownership of its tokens (`Normal`) after the
+    /// cluster first answers. `false` (a restart of an existing member, or
+    /// a cluster's first node): it is `Normal` at once, so its ranges never
+    /// move away and back while it restarts. Data streaming to a new node is
+    /// not built yet: a new node starts empty and is filled by read repair.
+    pub bootstrap: bool,
 }
 
 impl Config {
@@ -141,6 +148,7 @@ impl Config {
             request_timeout: Duration::from_secs(2),
             gossip: GossipConfig::default(),
             generation: None,
+            bootstrap: false,
         }
     }
 }

@@ -155,6 +155,11 @@ pub enum ClientError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node has not yet learned the whole cluster (it just started or
+    /// restarted); coordinating now could pick the wrong replicas. Retry, or
+    /// ask another node.
+    #[error("node is still joining the cluster; retry shortly or ask another node")]
+    Joining,
 }
 
 /// A storage operation for the host to run against its `Store`.
@@ -331,6 +336,10 @@ pub struct Node {
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
     shutting_down: bool,
+    /// True once the node's view of the cluster has settled (see `settle`).
+    ready: bool,
+    /// The ring epoch last seen, and since when it has not changed.
+    view_stable_since: (u64, Instant),
 }
 
 impl Node {
@@ -382,7 +391,7 @@ impl Node {
         };
         let joins_through_seeds = config.seeds.iter().any(|s| *s != config.listen_addr);
         let app = AppState {
-            status: if joins_through_seeds {
+            status: if joins_through_seeds && config.bootstrap {
                 NodeStatus::Joining
             } else {
                 NodeStatus::Normal
@@ -421,6 +430,10 @@ impl Node {
             events: Vec::new(),
             out: VecDeque::new(),
             shutting_down: false,
+            // A node with no one to join coordinates at once; a joining or
+            // restarting node waits until its view has settled.
+            ready: !joins_through_seeds,
+            view_stable_since: (0, now),
         };
         node.rebuild_placement();
         Ok(node)
@@ -586,6 +599,9 @@ impl Node {
     pub fn handle_client(&mut self, now: Instant, id: RequestId, req: ClientRequest) {
         if self.shutting_down {
             return self.reply(id, Err(ClientError::ShuttingDown));
+        }
+        if !self.ready {
+            return self.reply(id, Err(ClientError::Joining));
         }
         let Some(ks) = self.keyspaces.get(&req.keyspace) else {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
@@ -764,6 +780,7 @@ impl Node {
             .handle_timeout(now, &mut self.rng, &mut self.events);
         self.push_gossip(sends);
         self.flush_events();
+        self.settle(now);
         while let Some(&(deadline, tag)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -782,6 +799,32 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// A node that joined through seeds coordinates only once it is `Normal`
+    /// and its ring has not changed for three gossip rounds (as Cassandra
+    /// waits for gossip to settle): a partial view would place keys on the
+    /// wrong replicas and acknowledge writes that reads elsewhere miss.
+    fn settle(&mut self, now: Instant) {
+        if self.ready {
+            return;
+        }
+        let epoch = self.membership.ring_epoch();
+        if self.view_stable_since.0 != epoch {
+            self.view_stable_since = (epoch, now);
+            return;
+        }
+        let settle_for = self.membership.config().interval * 3;
+        if self.membership.status() == NodeStatus::Normal
+            && now.saturating_duration_since(self.view_stable_since.1) >= settle_for
+        {
+            self.ready = true;
+        }
+    }
+
+    /// Whether the node coordinates client requests (its view has settled).
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     /// Fails every unanswered request with `ShuttingDown` and refuses new ones.

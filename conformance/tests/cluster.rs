@@ -29,7 +29,7 @@ fn assert_did_work(stats: &SweepStats) {
 #[test]
 fn no_faults() {
     let s = Scenario::new("no_faults");
-    let stats = sweep(&s, "no_faults", &mem);
+    let stats = sweep(&s, "-p conformance --test cluster no_faults", &mem);
     assert_did_work(&stats);
     assert_eq!(stats.failed, 0, "fault-free run had failures: {stats:?}");
 }
@@ -40,7 +40,7 @@ fn lossy_network() {
     s.net.loss = 0.10;
     s.net.duplicate = 0.10;
     s.net.max_latency = Duration::from_millis(20); // wide spread: heavy reordering
-    let stats = sweep(&s, "lossy_network", &mem);
+    let stats = sweep(&s, "-p conformance --test cluster lossy_network", &mem);
     assert_did_work(&stats);
 }
 
@@ -58,7 +58,7 @@ fn minority_partition() {
         ),
         (Duration::from_secs(7), Fault::Heal),
     ];
-    let stats = sweep(&s, "minority_partition", &mem);
+    let stats = sweep(&s, "-p conformance --test cluster minority_partition", &mem);
     assert_did_work(&stats);
     assert!(
         stats.failed > 0,
@@ -80,7 +80,7 @@ fn one_way_partition() {
         ),
         (Duration::from_secs(7), Fault::Heal),
     ];
-    assert_did_work(&sweep(&s, "one_way_partition", &mem));
+    assert_did_work(&sweep(&s, "-p conformance --test cluster one_way_partition", &mem));
 }
 
 #[test]
@@ -92,14 +92,31 @@ fn crash_and_restart() {
         (Duration::from_secs(6), Fault::Crash(3)),
         (Duration::from_secs(8), Fault::Restart(3)),
     ];
-    assert_did_work(&sweep(&s, "crash_and_restart", &mem));
+    assert_did_work(&sweep(&s, "-p conformance --test cluster crash_and_restart", &mem));
+}
+
+#[test]
+fn crash_restart_with_loss() {
+    // A restarted node must not coordinate on a partial view of the ring,
+    // nor leave and re-enter the ring while it restarts.
+    let mut s = Scenario::new("crash_restart_with_loss");
+    s.net.loss = 0.05;
+    s.faults = vec![
+        (Duration::from_secs(1), Fault::Crash(2)),
+        (Duration::from_secs(4), Fault::Restart(2)),
+    ];
+    assert_did_work(&sweep(
+        &s,
+        "-p conformance --test cluster crash_restart_with_loss",
+        &mem,
+    ));
 }
 
 #[test]
 fn clock_skew() {
     let mut s = Scenario::new("clock_skew");
     s.clock_skew = Duration::from_millis(500);
-    assert_did_work(&sweep(&s, "clock_skew", &mem));
+    assert_did_work(&sweep(&s, "-p conformance --test cluster clock_skew", &mem));
 }
 
 #[test]

@@ -260,6 +260,7 @@ struct SimNode {
     incarnation: u64,
     skew_micros: i64,
     timer_at: Option<Instant>,
+    started_before: bool,
 }
 
 /// A simulated cluster: nodes, network, clients and virtual time. Most
@@ -318,6 +319,7 @@ impl<'a> SimCluster<'a> {
                     0
                 },
                 timer_at: None,
+                started_before: false,
             })
             .collect();
         let codec = WireCodec::new("sim");
@@ -367,6 +369,8 @@ impl<'a> SimCluster<'a> {
             ..KeyspaceConfig::default_keyspace(self.scenario.rf)
         }];
         c.request_timeout = self.scenario.request_timeout;
+        // New on the first start; a restart is an existing member coming back.
+        c.bootstrap = !self.nodes[i].started_before;
         c
     }
 
@@ -381,6 +385,7 @@ impl<'a> SimCluster<'a> {
             .unwrap_or_else(|e| panic!("simulator built a bad config: {e}"));
         self.nodes[i].node = Some(node);
         self.nodes[i].timer_at = None;
+        self.nodes[i].started_before = true;
         self.pump(i);
     }
 
@@ -831,12 +836,24 @@ pub fn sweep_seeds(default_count: u64) -> Vec<u64> {
     (0..n).collect()
 }
 
-/// Runs `scenario` over the sweep's seeds and checks every history; on the
-/// first violation, panics with the seed, the violations and the command
-/// that replays it (`test` names the test function that called this).
-pub fn sweep(scenario: &Scenario, test: &str, factory: StoreFactory<'_>) -> SweepStats {
+/// Runs `scenario` over the sweep's seeds (200 unless `CASSIO_SIM_SEEDS`
+/// says otherwise) and checks every history; on the first violation, panics
+/// with the seed, the violations and the command that replays it.
+/// `test_args` are the `cargo test` arguments that select the calling test,
+/// e.g. `"-p conformance --test cluster no_faults"`.
+pub fn sweep(scenario: &Scenario, test_args: &str, factory: StoreFactory<'_>) -> SweepStats {
+    sweep_with(scenario, test_args, factory, 200)
+}
+
+/// [`sweep`] with another default number of seeds, for costly stores.
+pub fn sweep_with(
+    scenario: &Scenario,
+    test_args: &str,
+    factory: StoreFactory<'_>,
+    default_seeds: u64,
+) -> SweepStats {
     let mut stats = SweepStats::default();
-    for seed in sweep_seeds(200) {
+    for seed in sweep_seeds(default_seeds) {
         let outcome = simulate(scenario, seed, factory);
         let violations = check(scenario, &outcome);
         stats.add(&outcome);
@@ -847,7 +864,7 @@ pub fn sweep(scenario: &Scenario, test: &str, factory: StoreFactory<'_>) -> Swee
                 .map(|v| format!("  - {v}"))
                 .collect();
             panic!(
-                "scenario {:?} failed at seed {seed} ({} violations):\n{}\nreplay with: CASSIO_SIM_SEED={seed} cargo test -p conformance --test cluster {test} -- --nocapture",
+                "scenario {:?} failed at seed {seed} ({} violations):\n{}\nreplay with: CASSIO_SIM_SEED={seed} cargo test {test_args} -- --nocapture",
                 scenario.name,
                 violations.len(),
                 shown.join("\n")
