@@ -377,9 +377,7 @@ impl Membership {
         if id == self.me {
             return Some((self.own.generation, &self.own_app));
         }
-        self.members
-            .get(&id)
-            .map(|m| (m.state.generation, &m.app))
+        self.members.get(&id).map(|m| (m.state.generation, &m.app))
     }
 
     /// The current suspicion level of `id` (0 for this node or unknown ids).
@@ -429,7 +427,10 @@ impl Membership {
 
     /// Starts a graceful leave: `Leaving` now, `Left` two rounds later.
     pub fn leave(&mut self, now: Instant) {
-        if matches!(self.own_app.status, NodeStatus::Joining | NodeStatus::Normal) {
+        if matches!(
+            self.own_app.status,
+            NodeStatus::Joining | NodeStatus::Normal
+        ) {
             self.set_status(NodeStatus::Leaving);
             self.leaving_since = Some(now);
         }
@@ -565,7 +566,11 @@ impl Membership {
                     }
                 }
                 // Members the initiator has never heard of.
-                for id in self.members().into_iter().filter(|id| !mentioned.contains(id)) {
+                for id in self
+                    .members()
+                    .into_iter()
+                    .filter(|id| !mentioned.contains(id))
+                {
                     if let Some(s) = self.delta_for(id, 0, 0) {
                         states.push(s);
                     }
@@ -734,7 +739,6 @@ impl Membership {
                 events.push(MembershipEvent::Down(id));
             }
         }
-
     }
 
     /// Runs a gossip round when due, convicts silent peers, probes down

@@ -565,9 +565,9 @@ impl Node {
         }
         match msg {
             PeerMsg::Gossip(g) => {
-                let sends = self
-                    .membership
-                    .handle_gossip(from, g, now, &mut self.rng, &mut self.events);
+                let sends =
+                    self.membership
+                        .handle_gossip(from, g, now, &mut self.rng, &mut self.events);
                 self.push_gossip(sends);
             }
             PeerMsg::Write { tag, key, version } => {

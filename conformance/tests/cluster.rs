@@ -80,7 +80,11 @@ fn one_way_partition() {
         ),
         (Duration::from_secs(7), Fault::Heal),
     ];
-    assert_did_work(&sweep(&s, "-p conformance --test cluster one_way_partition", &mem));
+    assert_did_work(&sweep(
+        &s,
+        "-p conformance --test cluster one_way_partition",
+        &mem,
+    ));
 }
 
 #[test]
@@ -92,7 +96,11 @@ fn crash_and_restart() {
         (Duration::from_secs(6), Fault::Crash(3)),
         (Duration::from_secs(8), Fault::Restart(3)),
     ];
-    assert_did_work(&sweep(&s, "-p conformance --test cluster crash_and_restart", &mem));
+    assert_did_work(&sweep(
+        &s,
+        "-p conformance --test cluster crash_and_restart",
+        &mem,
+    ));
 }
 
 #[test]
@@ -108,6 +116,22 @@ fn crash_restart_with_loss() {
     assert_did_work(&sweep(
         &s,
         "-p conformance --test cluster crash_restart_with_loss",
+        &mem,
+    ));
+}
+
+#[test]
+fn slow_links_to_one_node() {
+    // Node 4 sits behind slow links (20–80 ms each way), the rest on a LAN.
+    let mut s = Scenario::new("slow_links_to_one_node");
+    for other in 0..4 {
+        let slow = (Duration::from_millis(20), Duration::from_millis(80));
+        s.net.links.insert((4, other), slow);
+        s.net.links.insert((other, 4), slow);
+    }
+    assert_did_work(&sweep(
+        &s,
+        "-p conformance --test cluster slow_links_to_one_node",
         &mem,
     ));
 }

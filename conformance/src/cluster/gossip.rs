@@ -78,9 +78,10 @@ pub fn seconds_to_convict(s: &Scenario, seed: u64, limit: Duration) -> Option<f6
     while t.saturating_duration_since(crashed_at) <= limit {
         t = t + step;
         c.run_until(t);
-        let all = (0..c.len())
-            .filter(|&i| i != victim)
-            .all(|i| c.node(i).is_some_and(|n| !n.membership().is_alive(victim_id)));
+        let all = (0..c.len()).filter(|&i| i != victim).all(|i| {
+            c.node(i)
+                .is_some_and(|n| !n.membership().is_alive(victim_id))
+        });
         if all {
             return Some(t.saturating_duration_since(crashed_at).as_secs_f64());
         }
@@ -182,7 +183,10 @@ pub fn partition_and_heal(
         }
     }
     let members_known = (0..n)
-        .map(|i| c.node(i).map_or(0, |node| node.membership().members().len()))
+        .map(|i| {
+            c.node(i)
+                .map_or(0, |node| node.membership().members().len())
+        })
         .collect();
     PartitionOutcome {
         both_sides_convicted,

@@ -48,6 +48,9 @@ pub struct NetConfig {
     pub loss: f64,
     /// Probability that a frame is delivered twice.
     pub duplicate: f64,
+    /// Per-link latency ranges `(from, to) → (min, max)` that replace the
+    /// defaults above on that directed link (e.g. a far-away node).
+    pub links: BTreeMap<(usize, usize), (Duration, Duration)>,
 }
 
 impl Default for NetConfig {
@@ -57,6 +60,7 @@ impl Default for NetConfig {
             max_latency: Duration::from_millis(2),
             loss: 0.0,
             duplicate: 0.0,
+            links: BTreeMap::new(),
         }
     }
 }
@@ -304,7 +308,9 @@ impl<'a> SimCluster<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ids: Vec<NodeId> = (0..scenario.nodes).map(|i| NodeId(i as u64 + 1)).collect();
         let by_addr = (0..scenario.nodes).map(|i| (addr_of(i), i)).collect();
-        let seeds = (0..scenario.seeds.min(scenario.nodes)).map(addr_of).collect();
+        let seeds = (0..scenario.seeds.min(scenario.nodes))
+            .map(addr_of)
+            .collect();
         let skew = i64::try_from(scenario.clock_skew.as_micros()).unwrap_or(i64::MAX);
         let nodes = ids
             .iter()
@@ -470,8 +476,15 @@ impl<'a> SimCluster<'a> {
                 self.frames.2 += 1;
                 continue;
             }
-            let lo = self.scenario.net.min_latency.as_micros() as u64;
-            let hi = self.scenario.net.max_latency.as_micros() as u64;
+            let (min, max) = self
+                .scenario
+                .net
+                .links
+                .get(&(from, to))
+                .copied()
+                .unwrap_or((self.scenario.net.min_latency, self.scenario.net.max_latency));
+            let lo = min.as_micros() as u64;
+            let hi = max.as_micros() as u64;
             let delay = self.rng.random_range(lo..=hi.max(lo));
             self.schedule(
                 self.now + Duration::from_micros(delay),
@@ -724,57 +737,57 @@ impl<'a> SimCluster<'a> {
     }
 
     fn dispatch(&mut self, ev: Event) {
-            match ev {
-                Event::Deliver { to, frame } => {
-                    if self.nodes[to].node.is_some() {
-                        self.frames.1 += 1;
-                        let now = self.now;
-                        if let Some(n) = self.nodes[to].node.as_mut() {
-                            n.handle_frame(now, &frame);
-                        }
-                        self.pump(to);
+        match ev {
+            Event::Deliver { to, frame } => {
+                if self.nodes[to].node.is_some() {
+                    self.frames.1 += 1;
+                    let now = self.now;
+                    if let Some(n) = self.nodes[to].node.as_mut() {
+                        n.handle_frame(now, &frame);
                     }
+                    self.pump(to);
                 }
-                Event::Timer { node, incarnation } => {
-                    if self.nodes[node].incarnation == incarnation
-                        && self.nodes[node].timer_at.is_some_and(|t| t <= self.now)
-                    {
-                        self.nodes[node].timer_at = None;
-                        let now = self.now;
-                        if let Some(n) = self.nodes[node].node.as_mut() {
-                            n.handle_timeout(now);
-                        }
-                        self.pump(node);
-                    }
-                }
-                Event::StorageDone {
-                    node,
-                    incarnation,
-                    token,
-                    op,
-                } => {
-                    if self.nodes[node].incarnation != incarnation {
-                        return;
-                    }
-                    let store = Arc::clone(&self.nodes[node].store);
-                    let result = match op {
-                        StorageOp::Apply { key, version } => StorageResult::Applied(
-                            store.apply(&key, &version).map_err(|e| e.to_string()),
-                        ),
-                        StorageOp::Get { key } => {
-                            StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
-                        }
-                    };
+            }
+            Event::Timer { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation
+                    && self.nodes[node].timer_at.is_some_and(|t| t <= self.now)
+                {
+                    self.nodes[node].timer_at = None;
                     let now = self.now;
                     if let Some(n) = self.nodes[node].node.as_mut() {
-                        n.handle_storage(now, token, result);
+                        n.handle_timeout(now);
                     }
                     self.pump(node);
                 }
-                Event::ClientNext { client } => self.client_next(client),
-                Event::Fault(f) => self.apply_fault(f),
-                Event::RepairPass => self.repair_pass(),
             }
+            Event::StorageDone {
+                node,
+                incarnation,
+                token,
+                op,
+            } => {
+                if self.nodes[node].incarnation != incarnation {
+                    return;
+                }
+                let store = Arc::clone(&self.nodes[node].store);
+                let result = match op {
+                    StorageOp::Apply { key, version } => StorageResult::Applied(
+                        store.apply(&key, &version).map_err(|e| e.to_string()),
+                    ),
+                    StorageOp::Get { key } => {
+                        StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
+                    }
+                };
+                let now = self.now;
+                if let Some(n) = self.nodes[node].node.as_mut() {
+                    n.handle_storage(now, token, result);
+                }
+                self.pump(node);
+            }
+            Event::ClientNext { client } => self.client_next(client),
+            Event::Fault(f) => self.apply_fault(f),
+            Event::RepairPass => self.repair_pass(),
+        }
     }
 
     fn outcome(self, seed: u64) -> SimOutcome {
