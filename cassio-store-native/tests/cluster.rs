@@ -41,6 +41,9 @@ fn crash_restart_and_loss_on_native_stores() {
         &factory,
         20,
     );
-    assert_eq!(stats.seeds, conformance::cluster::sweep_seeds(20).len() as u64);
+    assert_eq!(
+        stats.seeds,
+        conformance::cluster::sweep_seeds(20).len() as u64
+    );
     assert!(stats.ok > stats.seeds * 20, "{stats:?}");
 }
