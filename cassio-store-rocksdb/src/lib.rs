@@ -1,1 +1,140 @@
-//! RocksDB and sled storage backends for Cassio. Not built yet: see the README.
+//! Embedded-engine storage backends for Cassio.
+//!
+//! - [`RocksStore`]: RocksDB (the `rocksdb` crate, C++ engine built from source).
+//! - [`SledStore`]: sled (pure Rust), behind the cargo feature `sled` (on by default).
+//!
+//! Both implement [`cassio_core::Store`]: each key maps to one engine entry
+//! holding a [`codec`] record (timestamp, tombstone flag, value), and
+//! last-write-wins is decided in [`Store::apply`](cassio_core::Store::apply)
+//! before anything is written, so the engine only ever holds the winner.
+//! Durability is chosen with a [`SyncPolicy`]; each store's rustdoc says how
+//! it maps onto its engine.
+
+pub mod codec;
+mod rocks;
+#[cfg(feature = "sled")]
+mod sled_store;
+mod stripes;
+
+pub use rocks::{RocksOptions, RocksStore};
+#[cfg(feature = "sled")]
+pub use sled_store::{SledOptions, SledStore};
+
+use std::ops::Bound;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// When writes are forced to stable storage (see each store for the mapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every `apply` is durable before it returns.
+    Always,
+    /// Writes become durable within this period (a background flush), and on `sync`.
+    Periodic(Duration),
+    /// Writes become durable only on `sync` (or when the engine chooses to).
+    Never,
+}
+
+impl Default for SyncPolicy {
+    /// Group-commit every 100 ms: at most that much acknowledged work is lost
+    /// in a power failure, in exchange for not paying an fsync per write.
+    fn default() -> Self {
+        SyncPolicy::Periodic(Duration::from_millis(100))
+    }
+}
+
+/// Cassandra's default `gc_grace_seconds` (10 days): long enough for repair
+/// to spread a delete before its tombstone may go.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(10 * 24 * 3600);
+/// Largest key accepted by default (keys are repeated in every index block).
+pub const DEFAULT_MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest value accepted by default: a value must fit in one peer frame anyway.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = cassio_core::wire::DEFAULT_MAX_FRAME;
+
+/// Rejects keys and values over the configured limits.
+fn check_sizes(
+    key: &[u8],
+    value: Option<&[u8]>,
+    max_key: usize,
+    max_value: usize,
+) -> Result<(), cassio_core::StoreError> {
+    if key.len() > max_key {
+        return Err(cassio_core::StoreError::TooLarge {
+            what: "key",
+            len: key.len(),
+            max: max_key,
+        });
+    }
+    if let Some(v) = value {
+        if v.len() > max_value {
+            return Err(cassio_core::StoreError::TooLarge {
+                what: "value",
+                len: v.len(),
+                max: max_value,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// True when `(start, end)` contains no key at all.
+fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s), Bound::Excluded(e)) | (Bound::Excluded(s), Bound::Excluded(e)) => {
+            s >= e
+        }
+        (Bound::Excluded(s), Bound::Included(e)) => s >= e,
+        (_, Bound::Excluded(e)) => e.is_empty(),
+        _ => false,
+    }
+}
+
+/// True when `key` lies at or before the end bound.
+fn before_end(key: &[u8], end: Bound<&[u8]>) -> bool {
+    match end {
+        Bound::Included(e) => key <= e,
+        Bound::Excluded(e) => key < e,
+        Bound::Unbounded => true,
+    }
+}
+
+/// True when a tombstone written at `ts_micros` may be purged now.
+fn tombstone_expired(ts_micros: u64, grace: Duration) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let grace = u64::try_from(grace.as_micros()).unwrap_or(u64::MAX);
+    ts_micros.saturating_add(grace) < now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_ranges_are_recognised() {
+        use Bound::*;
+        let (a, b, e): (&[u8], &[u8], &[u8]) = (b"a", b"b", b"");
+        assert!(range_is_empty(Included(b), Included(a)));
+        assert!(!range_is_empty(Included(a), Included(a)));
+        assert!(range_is_empty(Included(a), Excluded(a)));
+        assert!(range_is_empty(Excluded(a), Included(a)));
+        assert!(range_is_empty(Unbounded, Excluded(e)));
+        assert!(!range_is_empty(Unbounded, Included(e)));
+        assert!(!range_is_empty(Unbounded, Unbounded));
+    }
+
+    #[test]
+    fn tombstones_expire_only_after_grace() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros() as u64;
+        assert!(!tombstone_expired(now, Duration::from_secs(60)));
+        assert!(tombstone_expired(
+            now - 120_000_000,
+            Duration::from_secs(60)
+        ));
+        assert!(!tombstone_expired(u64::MAX, Duration::ZERO));
+    }
+}

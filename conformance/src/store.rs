@@ -103,6 +103,30 @@ macro_rules! durable_store_tests {
     };
 }
 
+/// Expands to the named cases only, for a backend that must mark a case it
+/// cannot honour: list the others here and that one in
+/// [`known_failure_store_case!`], so the failure stays visible in every test
+/// run (as an ignored test with its reason) instead of disappearing.
+#[macro_export]
+macro_rules! store_cases {
+    ($harness:ty; $($case:ident),* $(,)?) => {
+        $crate::__store_case_tests!($harness; $($case),*);
+    };
+}
+
+/// Expands to one case marked `#[ignore = reason]`: the backend cannot
+/// honour it, says why, and `cargo test -- --ignored` still runs it.
+#[macro_export]
+macro_rules! known_failure_store_case {
+    ($harness:ty, $case:ident, $reason:literal) => {
+        #[test]
+        #[ignore = $reason]
+        fn $case() {
+            $crate::store::cases::$case::<$harness>();
+        }
+    };
+}
+
 /// Implementation detail of the store macros: one `#[test]` per case name.
 #[doc(hidden)]
 #[macro_export]
