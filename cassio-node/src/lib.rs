@@ -1,6 +1,22 @@
 //! The Cassio node: a tokio host that drives `cassio_core::Node`, the
 //! gateways clients use, and the pieces of the `cassio` binary.
+//!
+//! - [`driver`]: the task that pumps the core (storage off the event loop).
+//! - [`builder`]: [`NodeBuilder`] assembles a running node from a transport and a store.
+//! - [`handle`]: [`NodeHandle`], how every client path reaches a node.
+//! - [`proto`], [`server`], [`client`]: the native client protocol, its
+//!   server, and the Rust client library.
+//! - [`config`]: the `cassio` binary's configuration (flags and TOML file).
 
+pub mod builder;
+pub mod client;
+pub mod config;
+pub mod driver;
+pub mod gateway;
 pub mod handle;
+pub mod launch;
+pub mod proto;
+pub mod server;
 
+pub use builder::{NodeBuilder, RunningNode};
 pub use handle::{ClusterStatus, MemberStatus, NodeHandle, RequestError};

@@ -1,6 +1,697 @@
-//! The `cassio` binary (being built).
+//! The `cassio` binary: run a node, a local cluster, or talk to one.
 
-fn main() {
-    eprintln!("cassio: the node binary is not built yet");
-    std::process::exit(1);
+use anyhow::Context;
+use cassio_core::Consistency;
+use cassio_node::client::{Client, ClientConfig};
+use cassio_node::config::{ConfigError, LogFormat, RawSettings, Settings};
+use cassio_node::launch::{launch, LaunchError, Launched};
+use cassio_node::ClusterStatus;
+use clap::{Args, Parser, Subcommand};
+use core::net::SocketAddr;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Cassio: a peer-to-peer distributed key-value store.
+#[derive(Parser, Debug)]
+#[command(name = "cassio", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node (defaults: a single node on loopback, data in ./cassio-data).
+    Start(Box<StartArgs>),
+    /// Run N nodes on loopback in this process (development and demos).
+    LocalCluster(LocalClusterArgs),
+    /// Write a development CA and node certificates (for TLS and QUIC).
+    GenCerts(GenCertsArgs),
+    /// Write a value.
+    Set(SetArgs),
+    /// Read a value (prints `(nil)` when absent).
+    Get(KeyArgs),
+    /// Delete a key.
+    Del(KeyArgs),
+    /// Show every node as the contacted node sees it (like `nodetool status`).
+    Status(StatusArgs),
+}
+
+/// Node settings. Each flag is also a key of the `--config` TOML file
+/// (with `_` for `-`); flags override the file.
+#[derive(Args, Debug, Default)]
+struct StartArgs {
+    /// TOML file with settings (keys as the flags, with underscores).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node id (default: generated once, kept in the data dir).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cluster name [default: cassio].
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Peer-to-peer listen address [default: 127.0.0.1:7000].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Peer address announced to others [default: the listen address].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Seed nodes' peer addresses, comma-separated.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Data directory [default: ./cassio-data].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Storage engine: native, rocksdb or sled [default: native].
+    #[arg(long)]
+    store: Option<String>,
+    /// Sync policy: always, never, periodic, periodic:MS [default: periodic (100 ms)].
+    #[arg(long)]
+    sync: Option<String>,
+    /// Peer transport: tcp or quic [default: tcp].
+    #[arg(long)]
+    transport: Option<String>,
+    /// Cluster CA certificate (PEM) for mutual TLS.
+    #[arg(long)]
+    tls_ca: Option<String>,
+    /// This node's certificate (PEM).
+    #[arg(long)]
+    tls_cert: Option<String>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<String>,
+    /// Allow plaintext TCP between peers off loopback (trusted networks only).
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Replication factor of the default keyspace [default: 1].
+    #[arg(long, alias = "rf")]
+    replication_factor: Option<String>,
+    /// Default consistency: one, two, three, quorum, all [default: quorum].
+    #[arg(long)]
+    consistency: Option<String>,
+    /// Virtual nodes on the ring [default: 256].
+    #[arg(long)]
+    vnodes: Option<String>,
+    /// Native client protocol address, or `off` [default: 127.0.0.1:7379].
+    #[arg(long)]
+    client_addr: Option<String>,
+    /// RESP (Redis protocol) address, or `off` [default: 127.0.0.1:6380].
+    #[arg(long)]
+    resp_addr: Option<String>,
+    /// HTTP address, or `off` [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Gossip interval; failure detection scales with it [default: 1000].
+    #[arg(long)]
+    gossip_interval_ms: Option<String>,
+    /// Failure detector threshold [default: 8].
+    #[arg(long)]
+    phi_threshold: Option<String>,
+    /// How long a coordinator waits for replicas [default: 2000].
+    #[arg(long)]
+    request_timeout_ms: Option<String>,
+    /// Threads running storage operations (sync policies other than always) [default: 2].
+    #[arg(long)]
+    storage_threads: Option<String>,
+    /// Leave the ring (gossip `Left`) when stopped by SIGTERM or Ctrl-C.
+    #[arg(long)]
+    leave_on_exit: bool,
+    /// Log format: human or json [default: human].
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter, e.g. `info` or `cassio_node=debug` [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl StartArgs {
+    fn raw(&self) -> RawSettings {
+        let mut r = RawSettings::default();
+        let opts: [(&str, &Option<String>); 24] = [
+            ("node_id", &self.node_id),
+            ("cluster", &self.cluster),
+            ("listen", &self.listen),
+            ("advertise", &self.advertise),
+            ("seeds", &self.seeds),
+            ("data_dir", &self.data_dir),
+            ("store", &self.store),
+            ("sync", &self.sync),
+            ("transport", &self.transport),
+            ("tls_ca", &self.tls_ca),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("replication_factor", &self.replication_factor),
+            ("consistency", &self.consistency),
+            ("vnodes", &self.vnodes),
+            ("client_addr", &self.client_addr),
+            ("resp_addr", &self.resp_addr),
+            ("http_addr", &self.http_addr),
+            ("gossip_interval_ms", &self.gossip_interval_ms),
+            ("phi_threshold", &self.phi_threshold),
+            ("request_timeout_ms", &self.request_timeout_ms),
+            ("storage_threads", &self.storage_threads),
+            ("log_format", &self.log_format),
+            ("log_level", &self.log_level),
+        ];
+        for (k, v) in opts {
+            if let Some(v) = v {
+                r.set(k, v.clone());
+            }
+        }
+        if self.insecure_plaintext {
+            r.set("insecure_plaintext", "true");
+        }
+        if self.leave_on_exit {
+            r.set("leave_on_exit", "true");
+        }
+        r
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let mut raw = match &self.config {
+            Some(path) => RawSettings::from_toml_file(path)?,
+            None => RawSettings::default(),
+        };
+        raw.overlay(&self.raw());
+        Settings::from_raw(&raw)
+    }
+}
+
+#[derive(Args, Debug)]
+struct LocalClusterArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Base data directory; node i uses BASE/node<i>.
+    #[arg(long, default_value = "./cassio-local")]
+    data_dir: PathBuf,
+    /// Replication factor [default: min(3, nodes)].
+    #[arg(long, alias = "rf")]
+    replication_factor: Option<usize>,
+    /// Storage engine: native, rocksdb or sled.
+    #[arg(long, default_value = "native")]
+    store: String,
+    /// Peer transport: tcp or quic (quic generates dev certificates in BASE/certs).
+    #[arg(long, default_value = "tcp")]
+    transport: String,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    log_format: String,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Args, Debug)]
+struct GenCertsArgs {
+    /// Directory to write ca.pem, ca.key and node<i>.pem / node<i>.key into.
+    #[arg(long)]
+    dir: PathBuf,
+    /// How many node certificates.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Cluster name (shown in the CA's name).
+    #[arg(long, default_value = "cassio")]
+    cluster: String,
+}
+
+#[derive(Args, Debug)]
+struct Target {
+    /// Node client addresses, comma-separated (the client fails over in order).
+    #[arg(long, default_value = cassio_node::config::DEFAULT_CLIENT_ADDR, value_delimiter = ',')]
+    node: Vec<String>,
+    /// Per-attempt timeout in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct SetArgs {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    /// Consistency level: one, two, three, quorum, all.
+    #[arg(long)]
+    consistency: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    /// The key.
+    key: String,
+    /// Consistency level: one, two, three, quorum, all.
+    #[arg(long)]
+    consistency: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// A usage error: one line, exit code 2.
+struct Usage(ConfigError);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cassio: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(run(cli));
+    // Storage threads and blocking tasks have finished by now; anything
+    // left (a stuck gateway connection) must not hold the process open.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(Usage(e))) => {
+            eprintln!("cassio: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("cassio: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(Usage),
+    Other(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Usage(Usage(e))
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl From<LaunchError> for Failure {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Config(c) => Failure::Usage(Usage(c)),
+            LaunchError::DataDir(cassio_node::config::DataDirError::Config(c)) => {
+                Failure::Usage(Usage(c))
+            }
+            other => Failure::Other(other.into()),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Start(args) => start(*args).await,
+        Command::LocalCluster(args) => local_cluster(args).await,
+        Command::GenCerts(args) => gen_certs(args),
+        Command::Set(a) => {
+            let level = consistency(a.consistency.as_deref())?;
+            let client = connect(&a.target).await?;
+            let ts = client
+                .set(a.key.into_bytes(), a.value.into_bytes(), level)
+                .await
+                .context("set failed")?;
+            println!("OK {ts}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get(a) => {
+            let level = consistency(a.consistency.as_deref())?;
+            let client = connect(&a.target).await?;
+            let v = client
+                .get(a.key.into_bytes(), level)
+                .await
+                .context("get failed")?;
+            let mut out = std::io::stdout().lock();
+            match v {
+                Some(v) => {
+                    let _ = out.write_all(&v);
+                    let _ = out.write_all(b"\n");
+                }
+                None => {
+                    let _ = writeln!(out, "(nil)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Del(a) => {
+            let level = consistency(a.consistency.as_deref())?;
+            let client = connect(&a.target).await?;
+            let ts = client
+                .del(a.key.into_bytes(), level)
+                .await
+                .context("del failed")?;
+            println!("OK {ts}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(a) => {
+            let client = connect(&a.target).await?;
+            let status = client.status().await.context("status failed")?;
+            if a.json {
+                let text = serde_json::to_string_pretty(&status)
+                    .context("cannot encode the status as JSON")?;
+                println!("{text}");
+            } else {
+                print!("{}", render_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn consistency(v: Option<&str>) -> Result<Option<Consistency>, ConfigError> {
+    v.map(|s| {
+        s.parse()
+            .map_err(|e: String| ConfigError::new("consistency", s, e))
+    })
+    .transpose()
+}
+
+async fn connect(t: &Target) -> Result<Client, Failure> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for n in &t.node {
+        let a: SocketAddr = n
+            .parse()
+            .map_err(|_| ConfigError::new("node", n, "expected IP:PORT"))?;
+        addrs.push(a);
+    }
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(t.timeout_ms.max(1)),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(&addrs, config)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot reach a node: {e}")))
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn render_status(s: &ClusterStatus) -> String {
+    let mut out = format!(
+        "Cluster: {} (as seen by node {})\nStatus=Up/Down State=Normal/Joining/Leaving/Left\n",
+        s.cluster, s.local_id
+    );
+    out.push_str(&format!(
+        "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {}\n",
+        "--", "Address", "State", "Load", "Owns", "Generation", "Node ID"
+    ));
+    for m in &s.members {
+        let code = format!(
+            "{}{}",
+            if m.up { 'U' } else { 'D' },
+            m.state.chars().next().unwrap_or('?')
+        );
+        out.push_str(&format!(
+            "{:<3} {:<22} {:<8} {:>10} {:>6.1}% {:>12}  {}\n",
+            code,
+            m.addr,
+            m.state,
+            human_bytes(m.load),
+            m.ownership * 100.0,
+            m.generation,
+            m.id
+        ));
+    }
+    out
+}
+
+fn init_logs(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| ConfigError::new("log_level", filter, e.to_string()))?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // Only fails if a subscriber is already set, which keeps the first.
+    let _ = result;
+    Ok(())
+}
+
+fn install_metrics() {
+    if let Err(e) = cassio_node::gateway::install_metrics() {
+        tracing::warn!(error = %e, "metrics are not recorded");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
+    let settings = args.settings()?;
+    init_logs(settings.log_format, &settings.log_level)?;
+    install_metrics();
+    let launched = launch(&settings).await?;
+    println!("{}", launched.ready_line());
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    tracing::info!("stopping (signal received)");
+    launched
+        .shutdown(settings.leave_on_exit)
+        .await
+        .context("shutdown was not clean")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gen_certs(args: GenCertsArgs) -> Result<ExitCode, Failure> {
+    use cassio_transport_tcp::tls::{generate_dev_ca, generate_node_cert};
+    if args.nodes == 0 {
+        return Err(ConfigError::new("nodes", "0", "must be at least 1").into());
+    }
+    let ca = generate_dev_ca(&args.dir, &args.cluster)
+        .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
+    println!("CA: {}", ca.cert.display());
+    for i in 1..=args.nodes {
+        let name = format!("node{i}");
+        let tls = generate_node_cert(
+            &ca,
+            &args.dir,
+            &name,
+            &["localhost".to_string(), "127.0.0.1".to_string()],
+        )
+        .with_context(|| format!("cannot issue the certificate of {name}"))?;
+        println!(
+            "{name}: --tls-ca {} --tls-cert {} --tls-key {}",
+            tls.ca_cert.display(),
+            tls.cert.display(),
+            tls.key.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn local_cluster(args: LocalClusterArgs) -> Result<ExitCode, Failure> {
+    if args.nodes == 0 {
+        return Err(ConfigError::new("nodes", "0", "must be at least 1").into());
+    }
+    let rf = args.replication_factor.unwrap_or(args.nodes.min(3));
+    let lf = match args.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "human" => LogFormat::Human,
+        other => {
+            return Err(ConfigError::new("log_format", other, "expected human or json").into())
+        }
+    };
+    init_logs(lf, &args.log_level)?;
+    install_metrics();
+    let quic = args.transport.eq_ignore_ascii_case("quic");
+    let certs = args.data_dir.join("certs");
+    if quic && !certs.join("ca.pem").exists() {
+        gen_certs(GenCertsArgs {
+            dir: certs.clone(),
+            nodes: args.nodes,
+            cluster: "cassio-local".into(),
+        })?;
+    }
+    let mut nodes: Vec<Launched> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for i in 1..=args.nodes {
+        let mut raw = RawSettings::default();
+        raw.set("cluster", "cassio-local");
+        raw.set("listen", "127.0.0.1:0");
+        raw.set("client_addr", "127.0.0.1:0");
+        raw.set("resp_addr", "127.0.0.1:0");
+        raw.set("http_addr", "127.0.0.1:0");
+        raw.set(
+            "data_dir",
+            args.data_dir.join(format!("node{i}")).display().to_string(),
+        );
+        raw.set("replication_factor", rf.to_string());
+        raw.set("store", args.store.clone());
+        raw.set("transport", args.transport.clone());
+        if quic {
+            raw.set("tls_ca", certs.join("ca.pem").display().to_string());
+            raw.set(
+                "tls_cert",
+                certs.join(format!("node{i}.pem")).display().to_string(),
+            );
+            raw.set(
+                "tls_key",
+                certs.join(format!("node{i}.key")).display().to_string(),
+            );
+        }
+        if let Some(s) = seed {
+            raw.set("seeds", s.to_string());
+        }
+        let settings = Settings::from_raw(&raw)?;
+        let launched = match launch(&settings).await {
+            Ok(l) => l,
+            Err(e) => {
+                for n in nodes {
+                    let _ = n.shutdown(false).await;
+                }
+                return Err(e.into());
+            }
+        };
+        seed.get_or_insert(launched.peer_addr);
+        nodes.push(launched);
+    }
+    // Nodes that joined answer `Joining` until their view of the ring has
+    // settled (a few gossip rounds); print the table once all of them serve.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for n in &nodes {
+        let handle = n.node.handle();
+        loop {
+            let probe = cassio_core::ClientRequest::get("local-cluster-probe")
+                .with_consistency(Consistency::One);
+            match handle.execute(probe).await {
+                Err(cassio_node::RequestError::Client(cassio_core::ClientError::Joining))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => break,
+            }
+        }
+    }
+    println!(
+        "local cluster of {} nodes (replication factor {rf}); Ctrl-C stops it",
+        nodes.len()
+    );
+    println!(
+        "{:<6} {:<22} {:<22} {:<22} {:<22}",
+        "node", "peer", "client", "resp", "http"
+    );
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    for (i, n) in nodes.iter().enumerate() {
+        println!(
+            "{:<6} {:<22} {:<22} {:<22} {:<22}",
+            format!("node{}", i + 1),
+            n.peer_addr.to_string(),
+            show(n.client_addr),
+            show(n.resp_addr),
+            show(n.http_addr)
+        );
+    }
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    tracing::info!("stopping the local cluster");
+    let mut clean = true;
+    for n in nodes {
+        if let Err(e) = n.shutdown(false).await {
+            tracing::error!(error = %e, "node did not stop cleanly");
+            clean = false;
+        }
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_has_one_row_per_member() {
+        let s = ClusterStatus {
+            local_id: 1,
+            cluster: "c".into(),
+            members: vec![
+                cassio_node::MemberStatus {
+                    id: 1,
+                    addr: "127.0.0.1:7000".into(),
+                    state: "Normal".into(),
+                    up: true,
+                    load: 2048,
+                    ownership: 0.5,
+                    generation: 10,
+                },
+                cassio_node::MemberStatus {
+                    id: 2,
+                    addr: "127.0.0.1:7001".into(),
+                    state: "Normal".into(),
+                    up: false,
+                    load: 0,
+                    ownership: 0.5,
+                    generation: 11,
+                },
+            ],
+        };
+        let t = render_status(&s);
+        assert!(t.contains("UN  127.0.0.1:7000"), "{t}");
+        assert!(t.contains("DN  127.0.0.1:7001"), "{t}");
+        assert!(t.contains("2.0 KiB"), "{t}");
+        assert!(t.contains("50.0%"), "{t}");
+    }
 }

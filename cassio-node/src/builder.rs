@@ -1,0 +1,344 @@
+//! [`NodeBuilder`]: a running node from a transport, a store and a few settings.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use cassio_node::builder::NodeBuilder;
+//! use cassio_transport_tcp::{TcpConfig, TcpTransport};
+//! use std::sync::Arc;
+//! let transport = TcpTransport::bind("127.0.0.1:0".parse()?, TcpConfig::plaintext("demo")).await?;
+//! let store = cassio_store_native::NativeStore::open("/tmp/n1", Default::default())?;
+//! let node = NodeBuilder::new(1, "demo")
+//!     .transport(Arc::new(transport))
+//!     .store(Arc::new(store))
+//!     .replication_factor(1)
+//!     .client_addr("127.0.0.1:0".parse()?)
+//!     .start()
+//!     .await?;
+//! node.shutdown(false).await?;
+//! # Ok(()) }
+//! ```
+
+use crate::driver::{Clock, Control, Driver, ShutdownError, StorageMode};
+use crate::handle::NodeHandle;
+use cassio_core::{
+    node::ConfigError, Config, Consistency, KeyspaceConfig, Node, NodeId, Store, Transport,
+};
+use core::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Commands queued for the driver before callers wait (back-pressure).
+const COMMAND_QUEUE: usize = 4096;
+
+/// Why a node could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No transport was given.
+    #[error("a transport is required")]
+    NoTransport,
+    /// No store was given.
+    #[error("a store is required")]
+    NoStore,
+    /// The core refused the configuration.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The client port could not be bound.
+    #[error("cannot listen for clients on {addr}: {source}")]
+    ClientBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Assembles a node; see the module docs.
+#[must_use]
+pub struct NodeBuilder {
+    id: NodeId,
+    config: Config,
+    transport: Option<Arc<dyn Transport>>,
+    store: Option<Arc<dyn Store>>,
+    advertise: Option<SocketAddr>,
+    client_addr: Option<SocketAddr>,
+    mode: StorageMode,
+}
+
+impl NodeBuilder {
+    /// A node with id `id` in cluster `cluster`, with Cassio's defaults.
+    pub fn new(id: u64, cluster: impl Into<String>) -> Self {
+        let unspecified = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = Config::new(cluster, unspecified);
+        NodeBuilder {
+            id: NodeId(id),
+            config,
+            transport: None,
+            store: None,
+            advertise: None,
+            client_addr: None,
+            mode: StorageMode::default(),
+        }
+    }
+
+    /// Replaces the whole core configuration (its `listen_addr` is still
+    /// taken from the transport unless [`NodeBuilder::advertise`] is set).
+    pub fn core_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The peer-to-peer transport (already bound).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The storage backend.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Seed nodes' peer addresses to join through.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.config.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The default keyspace's replication factor (its default level stays).
+    pub fn replication_factor(mut self, rf: usize) -> Self {
+        let level = self.default_keyspace().default_consistency;
+        *self.default_keyspace() = KeyspaceConfig {
+            default_consistency: level,
+            ..KeyspaceConfig::default_keyspace(rf)
+        };
+        self
+    }
+
+    /// The default keyspace's default consistency level.
+    pub fn default_consistency(mut self, level: Consistency) -> Self {
+        self.default_keyspace().default_consistency = level;
+        self
+    }
+
+    fn default_keyspace(&mut self) -> &mut KeyspaceConfig {
+        let ks = &mut self.config.keyspaces;
+        let pos = match ks
+            .iter()
+            .position(|k| k.name == cassio_core::DEFAULT_KEYSPACE)
+        {
+            Some(p) => p,
+            None => {
+                ks.push(KeyspaceConfig::default_keyspace(3));
+                ks.len() - 1
+            }
+        };
+        &mut ks[pos]
+    }
+
+    /// Virtual nodes on the token ring.
+    pub fn vnodes(mut self, vnodes: u16) -> Self {
+        self.config.vnodes = vnodes;
+        self
+    }
+
+    /// Gossip round interval; the failure detector's tolerances scale with
+    /// it (minimum deviation one interval, acceptable pause two).
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.config.gossip.interval = interval;
+        self.config.gossip.min_std_deviation = interval;
+        self.config.gossip.acceptable_pause = interval * 2;
+        self
+    }
+
+    /// Phi above which the failure detector convicts a silent peer.
+    pub fn phi_threshold(mut self, phi: f64) -> Self {
+        self.config.gossip.phi_threshold = phi;
+        self
+    }
+
+    /// How long a coordinator waits for replicas.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Whether this node joins the cluster for the first time (`true`: it
+    /// gossips `Joining` until the cluster answers) or restarts as an
+    /// existing member (`false`, the default: `Normal` at once, so its
+    /// ranges do not move away and back).
+    pub fn bootstrap(mut self, bootstrap: bool) -> Self {
+        self.config.bootstrap = bootstrap;
+        self
+    }
+
+    /// This run's generation (must grow across restarts of this node).
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.config.generation = Some(generation);
+        self
+    }
+
+    /// The peer address gossiped to others, when it differs from the
+    /// transport's local address (e.g. bound to 0.0.0.0).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Also serve the native client protocol on `addr`.
+    pub fn client_addr(mut self, addr: SocketAddr) -> Self {
+        self.client_addr = Some(addr);
+        self
+    }
+
+    /// Where storage operations run (default: batched worker threads).
+    pub fn storage_mode(mut self, mode: StorageMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Starts the driver (and the client server, if asked for).
+    pub async fn start(self) -> Result<RunningNode, BuildError> {
+        let transport = self.transport.ok_or(BuildError::NoTransport)?;
+        let store = self.store.ok_or(BuildError::NoStore)?;
+        let mut config = self.config;
+        config.listen_addr = self.advertise.unwrap_or_else(|| transport.local_addr());
+        if config.rng_seed == 0 {
+            config.rng_seed = rand::random();
+        }
+        let clock = Clock::new();
+        let node = Node::new(self.id, config, clock.now(), crate::driver::wall_micros())?;
+        let generation = node.membership().generation();
+        let peer_addr = transport.local_addr();
+
+        let client_listener = match self.client_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::ClientBind { addr, source })?,
+            ),
+            None => None,
+        };
+        let client_addr = match &client_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| BuildError::ClientBind {
+                addr: self.client_addr.unwrap_or(peer_addr),
+                source,
+            })?),
+            None => None,
+        };
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = NodeHandle::new(cmd_tx);
+        let driver = Driver {
+            node,
+            clock,
+            transport,
+            store,
+            commands: cmd_rx,
+            control: ctl_rx,
+            mode: self.mode,
+        };
+        let driver_task = tokio::spawn(driver.run());
+        let client_task = client_listener.map(|l| {
+            tokio::spawn(crate::server::serve_client(
+                l,
+                handle.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        tracing::info!(node = %self.id, peer = %peer_addr, generation, "node started");
+        Ok(RunningNode {
+            id: self.id,
+            handle,
+            peer_addr,
+            client_addr,
+            generation,
+            control: ctl_tx,
+            stop: stop_tx,
+            driver_task: Some(driver_task),
+            client_task,
+        })
+    }
+}
+
+/// A node whose driver is running; shut it down with [`RunningNode::shutdown`].
+#[derive(Debug)]
+pub struct RunningNode {
+    id: NodeId,
+    handle: NodeHandle,
+    peer_addr: SocketAddr,
+    client_addr: Option<SocketAddr>,
+    generation: u64,
+    control: mpsc::Sender<Control>,
+    stop: watch::Sender<bool>,
+    driver_task: Option<tokio::task::JoinHandle<()>>,
+    client_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// A handle for submitting requests (what gateways use).
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The peer-to-peer address (the transport's local address).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The native client protocol's address, if it is served.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_addr
+    }
+
+    /// This run's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A signal that turns `true` when the node starts shutting down: pass
+    /// it to gateways so they stop accepting first.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops the node gracefully: gateways stop accepting, the node leaves
+    /// the ring first if `leave` (gossiping `Leaving`, then `Left`), requests
+    /// in flight fail with `ShuttingDown`, storage is flushed and synced,
+    /// and the transport is closed.
+    pub async fn shutdown(mut self, leave: bool) -> Result<(), ShutdownError> {
+        let _ = self.stop.send(true);
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .control
+            .send(Control::Shutdown { leave, done: tx })
+            .await;
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(ShutdownError::DriverGone)),
+            Err(_) => Err(ShutdownError::DriverGone),
+        };
+        if let Some(t) = self.driver_task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.client_task.take() {
+            let _ = t.await;
+        }
+        result
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the driver still stops (it sees its
+        // control channel close) and flushes storage in the background.
+        let _ = self.stop.send(true);
+    }
+}

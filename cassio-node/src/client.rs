@@ -1,0 +1,307 @@
+//! The native Rust client: talks [`crate::proto`] to any node's client port.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cassio_node::client::Error> {
+//! use cassio_node::client::Client;
+//! let client = Client::connect(&["127.0.0.1:7379".parse().unwrap()]).await?;
+//! client.set("user1", "Jack", None).await?;
+//! assert_eq!(client.get("user1", None).await?.as_deref(), Some(&b"Jack"[..]));
+//! client.del("user1", Some(cassio_core::Consistency::All)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every node can coordinate any request, so the client keeps one
+//! connection to one node and moves to the next known address when that
+//! connection fails (refused, reset, or silent past the timeout). Errors the
+//! cluster reports (`Unavailable`, `Timeout`, ...) are returned as they are:
+//! another coordinator would see the same replicas. The exceptions are a
+//! node that is stopping or still `Joining` (its view of the ring has not
+//! settled): the next node is asked, and if every node says so, that error
+//! is returned.
+
+use crate::handle::{ClusterStatus, RequestError};
+use crate::proto::{self, ProtoError, Reply, Request, RequestOp, Response};
+use bytes::Bytes;
+use cassio_core::{ClientError, Consistency, Timestamp};
+use core::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No node address was given.
+    #[error("no node addresses given")]
+    NoNodes,
+    /// A node failed at the connection level (the last one tried, when
+    /// every known node failed).
+    #[error("node {addr} could not be reached: {reason}")]
+    Unreachable {
+        /// The last node tried.
+        addr: SocketAddr,
+        /// What failed there.
+        reason: String,
+    },
+    /// The cluster answered with an error.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The node answered something this client does not expect.
+    #[error("unexpected answer from {addr}: {detail}")]
+    Protocol {
+        /// The node.
+        addr: SocketAddr,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The coordinator's typed error, if this is one (e.g. `Unavailable`).
+    pub fn client_error(&self) -> Option<&ClientError> {
+        match self {
+            Error::Request(RequestError::Client(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long one attempt (on one node) may take before the client gives
+    /// up on that connection and tries the next node.
+    pub request_timeout: Duration,
+    /// How long connecting to one node may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Conn {
+    addr: SocketAddr,
+    rd: BufReader<OwnedReadHalf>,
+    wr: BufWriter<OwnedWriteHalf>,
+}
+
+struct State {
+    conn: Option<Conn>,
+    /// Index into `addrs` of the node to use next.
+    current: usize,
+    next_id: u64,
+}
+
+/// A connection to a Cassio cluster through its native protocol.
+pub struct Client {
+    addrs: Vec<SocketAddr>,
+    config: ClientConfig,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+/// A connection-level failure: worth trying another node.
+struct Failover(String);
+
+impl Client {
+    /// Connects to the first reachable node of `addrs` with default settings.
+    pub async fn connect(addrs: &[SocketAddr]) -> Result<Client, Error> {
+        Self::connect_with(addrs, ClientConfig::default()).await
+    }
+
+    /// Connects to the first reachable node of `addrs`.
+    pub async fn connect_with(addrs: &[SocketAddr], config: ClientConfig) -> Result<Client, Error> {
+        if addrs.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let client = Client {
+            addrs: addrs.to_vec(),
+            config,
+            state: tokio::sync::Mutex::new(State {
+                conn: None,
+                current: 0,
+                next_id: 1,
+            }),
+        };
+        client.call(RequestOp::Ping).await?;
+        Ok(client)
+    }
+
+    /// The node the client currently talks to, if connected.
+    pub async fn current_node(&self) -> Option<SocketAddr> {
+        self.state.lock().await.conn.as_ref().map(|c| c.addr)
+    }
+
+    /// Reads `key`; `None` when absent or deleted.
+    pub async fn get(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Option<Bytes>, Error> {
+        match self
+            .call(RequestOp::Get {
+                key: key.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Value(v) => Ok(v),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Writes `value` under `key`; returns the write's timestamp.
+    pub async fn set(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Timestamp, Error> {
+        match self
+            .call(RequestOp::Set {
+                key: key.into(),
+                value: value.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Written(ts) => Ok(ts),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Deletes `key` (writes a tombstone); returns its timestamp.
+    pub async fn del(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Timestamp, Error> {
+        match self
+            .call(RequestOp::Del {
+                key: key.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Written(ts) => Ok(ts),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// The cluster as the connected node sees it.
+    pub async fn status(&self) -> Result<ClusterStatus, Error> {
+        match self.call(RequestOp::Status).await? {
+            Reply::Status(s) => Ok(s),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    async fn unexpected(&self, reply: Reply) -> Error {
+        let addr = self.current_node().await.unwrap_or(self.addrs[0]);
+        Error::Protocol {
+            addr,
+            detail: format!("{reply:?}"),
+        }
+    }
+
+    /// Sends `op` to the current node, moving on to the next ones when the
+    /// connection fails; each node is tried at most once per call.
+    async fn call(&self, op: RequestOp) -> Result<Reply, Error> {
+        let mut st = self.state.lock().await;
+        let mut last = None;
+        for _ in 0..self.addrs.len() {
+            let addr = self.addrs[st.current % self.addrs.len()];
+            let id = st.next_id;
+            st.next_id += 1;
+            match self.attempt(&mut st, addr, id, op.clone()).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(e @ RequestError::Client(ClientError::Joining))) => {
+                    // That node cannot coordinate yet; another one may. The
+                    // connection is fine, so it stays open for later calls.
+                    st.current = (st.current + 1) % self.addrs.len();
+                    last = Some(Error::Request(e));
+                }
+                Ok(Err(e @ RequestError::NotRunning))
+                | Ok(Err(e @ RequestError::Client(ClientError::ShuttingDown))) => {
+                    // The node is stopping: another one can serve this.
+                    st.conn = None;
+                    st.current = (st.current + 1) % self.addrs.len();
+                    last = Some(Error::Request(e));
+                }
+                Ok(Err(e)) => return Err(Error::Request(e)),
+                Err(Failover(reason)) => {
+                    tracing::debug!(node = %addr, %reason, "node failed: trying the next one");
+                    st.conn = None;
+                    st.current = (st.current + 1) % self.addrs.len();
+                    last = Some(Error::Unreachable { addr, reason });
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::NoNodes))
+    }
+
+    async fn attempt(
+        &self,
+        st: &mut State,
+        addr: SocketAddr,
+        id: u64,
+        op: RequestOp,
+    ) -> Result<Result<Reply, RequestError>, Failover> {
+        if st.conn.as_ref().is_none_or(|c| c.addr != addr) {
+            let stream =
+                tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| Failover("connect timed out".into()))?
+                    .map_err(|e| Failover(format!("connect: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            let (rd, wr) = stream.into_split();
+            st.conn = Some(Conn {
+                addr,
+                rd: BufReader::new(rd),
+                wr: BufWriter::new(wr),
+            });
+        }
+        let Some(conn) = st.conn.as_mut() else {
+            return Err(Failover("not connected".into()));
+        };
+        let exchange = async {
+            proto::write_msg(&mut conn.wr, &Request { id, op }).await?;
+            conn.wr.flush().await?;
+            loop {
+                match proto::read_msg::<_, Response>(&mut conn.rd).await? {
+                    Some(resp) if resp.id == id => return Ok(resp.result),
+                    // A late answer to an attempt that timed out earlier.
+                    Some(_) => continue,
+                    None => {
+                        return Err(ProtoError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "node closed the connection",
+                        )))
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.config.request_timeout, exchange).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(Failover(e.to_string())),
+            Err(_) => Err(Failover(format!(
+                "no answer within {:?}",
+                self.config.request_timeout
+            ))),
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! The `cassio` binary's configuration: flags and a TOML file (flags win),
+//! parsed into [`Settings`], plus what the node keeps in its data directory
+//! (its id, its last generation, its storage engine).
+//!
+//! Every setting has one name: the TOML key (`replication_factor`) and the
+//! flag (`--replication-factor`) are the same words. Every bad value is
+//! reported as one [`ConfigError`] naming the setting and the value.
+
+use cassio_core::Consistency;
+use cassio_transport_tcp::TlsConfig;
+use core::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A bad setting: which one, its value, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// The setting (TOML key; the flag is the same with dashes).
+    pub field: String,
+    /// The value given.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field` having `value`.
+    pub fn new(field: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_owned(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Every setting's name, as TOML key.
+pub const FIELDS: &[&str] = &[
+    "node_id",
+    "cluster",
+    "listen",
+    "advertise",
+    "seeds",
+    "data_dir",
+    "store",
+    "sync",
+    "transport",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "insecure_plaintext",
+    "replication_factor",
+    "consistency",
+    "vnodes",
+    "client_addr",
+    "resp_addr",
+    "http_addr",
+    "gossip_interval_ms",
+    "phi_threshold",
+    "request_timeout_ms",
+    "storage_threads",
+    "leave_on_exit",
+    "log_format",
+    "log_level",
+];
+
+/// Settings as given (strings), before parsing; later layers override.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSettings(pub BTreeMap<String, String>);
+
+impl RawSettings {
+    /// Sets `field` (must be one of [`FIELDS`]).
+    pub fn set(&mut self, field: &str, value: impl Into<String>) {
+        self.0.insert(field.to_owned(), value.into());
+    }
+
+    /// Overrides these settings with those of `top`.
+    pub fn overlay(&mut self, top: &RawSettings) {
+        for (k, v) in &top.0 {
+            self.0.insert(k.clone(), v.clone());
+        }
+    }
+
+    fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    /// Reads a TOML config file.
+    pub fn from_toml_file(path: &Path) -> Result<RawSettings, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", &shown, format!("cannot read: {e}")))?;
+        Self::from_toml_str(&text).map_err(|mut e| {
+            if e.field == "config" {
+                e.value = shown;
+            }
+            e
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<RawSettings, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.message().replace('\n', " ");
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::new("config", "", format!("not valid TOML{at}: {msg}"))
+        })?;
+        let mut raw = RawSettings::default();
+        for (key, value) in table {
+            if !FIELDS.contains(&key.as_str()) {
+                return Err(ConfigError::new(
+                    &key,
+                    value.to_string(),
+                    "unknown setting (see `cassio start --help`)",
+                ));
+            }
+            let s = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => {
+                    let mut parts = Vec::new();
+                    for item in items {
+                        match item {
+                            toml::Value::String(s) => parts.push(s),
+                            other => {
+                                return Err(ConfigError::new(
+                                    &key,
+                                    other.to_string(),
+                                    "expected a list of strings",
+                                ))
+                            }
+                        }
+                    }
+                    parts.join(",")
+                }
+                other => {
+                    return Err(ConfigError::new(
+                        &key,
+                        other.to_string(),
+                        "expected a string, number or boolean",
+                    ))
+                }
+            };
+            raw.set(&key, s);
+        }
+        Ok(raw)
+    }
+}
+
+/// Which storage engine holds the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEngine {
+    /// Cassio's own LSM (`cassio-store-native`).
+    Native,
+    /// RocksDB (cargo feature `rocksdb`).
+    Rocksdb,
+    /// sled (cargo feature `sled`).
+    Sled,
+}
+
+impl StoreEngine {
+    /// Its name in settings and in the data directory's `engine` file.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreEngine::Native => "native",
+            StoreEngine::Rocksdb => "rocksdb",
+            StoreEngine::Sled => "sled",
+        }
+    }
+}
+
+/// When the store forces writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncSetting {
+    /// Before every write is acknowledged.
+    Always,
+    /// Every period, in the background.
+    Periodic(Duration),
+    /// Only on flush and shutdown.
+    Never,
+}
+
+/// Which peer-to-peer transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP, with mutual TLS when certificates are configured.
+    Tcp,
+    /// QUIC (always mutual TLS).
+    Quic,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A node's complete, validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The node id; `None`: the one in the data dir, or a new random one.
+    pub node_id: Option<u64>,
+    /// Cluster name.
+    pub cluster: String,
+    /// Peer-to-peer listen address.
+    pub listen: SocketAddr,
+    /// Peer address gossiped to others (default: the bound listen address).
+    pub advertise: Option<SocketAddr>,
+    /// Seeds' peer addresses.
+    pub seeds: Vec<SocketAddr>,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Storage engine.
+    pub store: StoreEngine,
+    /// Sync policy.
+    pub sync: SyncSetting,
+    /// Transport.
+    pub transport: TransportKind,
+    /// Mutual TLS certificates, if configured.
+    pub tls: Option<TlsConfig>,
+    /// Plaintext TCP was asked for explicitly.
+    pub insecure_plaintext: bool,
+    /// Replication factor of the default keyspace.
+    pub replication_factor: usize,
+    /// Default consistency level.
+    pub consistency: Consistency,
+    /// Virtual nodes on the ring.
+    pub vnodes: u16,
+    /// Native client protocol address (`None`: off).
+    pub client_addr: Option<SocketAddr>,
+    /// RESP gateway address (`None`: off).
+    pub resp_addr: Option<SocketAddr>,
+    /// HTTP gateway address (`None`: off).
+    pub http_addr: Option<SocketAddr>,
+    /// Gossip round interval.
+    pub gossip_interval: Duration,
+    /// Failure detector threshold.
+    pub phi_threshold: f64,
+    /// Coordinator request timeout.
+    pub request_timeout: Duration,
+    /// Storage worker threads.
+    pub storage_threads: usize,
+    /// Leave the ring (gossip `Left`) when stopped by a signal.
+    pub leave_on_exit: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber `EnvFilter` syntax).
+    pub log_level: String,
+}
+
+/// Default peer port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
+/// Default native client port (Redis' 6379 plus 1000).
+pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:7379";
+/// Default RESP port: next to a real Redis' 6379, not on it.
+pub const DEFAULT_RESP_ADDR: &str = "127.0.0.1:6380";
+/// Default HTTP port.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+fn addr(field: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = v.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match v.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| ConfigError::new(field, v, "resolves to no address")),
+        Err(e) => Err(ConfigError::new(
+            field,
+            v,
+            format!("expected HOST:PORT ({e})"),
+        )),
+    }
+}
+
+fn optional_addr(field: &str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match v {
+        "off" | "none" | "" => Ok(None),
+        _ => addr(field, v).map(Some),
+    }
+}
+
+fn boolean(field: &str, v: &str) -> Result<bool, ConfigError> {
+    match v {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err(ConfigError::new(field, v, "expected true or false")),
+    }
+}
+
+fn number<T: std::str::FromStr>(field: &str, v: &str, what: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(field, v, format!("expected {what}")))
+}
+
+fn sync_setting(v: &str) -> Result<SyncSetting, ConfigError> {
+    let lower = v.to_ascii_lowercase();
+    match lower.as_str() {
+        "always" => return Ok(SyncSetting::Always),
+        "never" => return Ok(SyncSetting::Never),
+        "periodic" => return Ok(SyncSetting::Periodic(Duration::from_millis(100))),
+        _ => {}
+    }
+    let bad = || {
+        ConfigError::new(
+            "sync",
+            v,
+            "expected always, never, periodic or periodic:MILLISECONDS",
+        )
+    };
+    let ms = lower.strip_prefix("periodic:").ok_or_else(bad)?;
+    let ms = ms.strip_suffix("ms").unwrap_or(ms);
+    let ms: u64 = ms.parse().map_err(|_| bad())?;
+    if ms == 0 {
+        return Err(ConfigError::new(
+            "sync",
+            v,
+            "the period must be at least 1 ms",
+        ));
+    }
+    Ok(SyncSetting::Periodic(Duration::from_millis(ms)))
+}
+
+impl Settings {
+    /// Parses and validates `raw`, filling in defaults.
+    pub fn from_raw(raw: &RawSettings) -> Result<Settings, ConfigError> {
+        let get = |f: &str, default: &str| raw.get(f).unwrap_or(default).to_owned();
+        let node_id = match raw.get("node_id") {
+            Some(v) => {
+                let id: u64 = number("node_id", v, "a positive integer")?;
+                if id == 0 {
+                    return Err(ConfigError::new("node_id", v, "must not be 0"));
+                }
+                Some(id)
+            }
+            None => None,
+        };
+        let cluster = get("cluster", "cassio");
+        if cluster.is_empty() || cluster.len() > 255 {
+            return Err(ConfigError::new(
+                "cluster",
+                &cluster,
+                "must be 1 to 255 bytes",
+            ));
+        }
+        let listen = addr("listen", &get("listen", DEFAULT_LISTEN))?;
+        let advertise = match raw.get("advertise") {
+            Some(v) => Some(addr("advertise", v)?),
+            None => None,
+        };
+        let mut seeds = Vec::new();
+        for s in get("seeds", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            seeds.push(addr("seeds", s)?);
+        }
+        let data_dir = PathBuf::from(get("data_dir", "./cassio-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "", "must not be empty"));
+        }
+        let store_name = get("store", "native");
+        let store = match store_name.to_ascii_lowercase().as_str() {
+            "native" => StoreEngine::Native,
+            "rocksdb" => StoreEngine::Rocksdb,
+            "sled" => StoreEngine::Sled,
+            _ => {
+                return Err(ConfigError::new(
+                    "store",
+                    &store_name,
+                    "expected native, rocksdb or sled",
+                ))
+            }
+        };
+        if store == StoreEngine::Rocksdb && !cfg!(feature = "rocksdb") {
+            return Err(ConfigError::new(
+                "store",
+                &store_name,
+                "this binary was built without the `rocksdb` cargo feature (rebuild with `--features rocksdb`)",
+            ));
+        }
+        if store == StoreEngine::Sled && !cfg!(feature = "sled") {
+            return Err(ConfigError::new(
+                "store",
+                &store_name,
+                "this binary was built without the `sled` cargo feature (rebuild with `--features sled`)",
+            ));
+        }
+        let sync = sync_setting(&get("sync", "periodic"))?;
+        let transport_name = get("transport", "tcp");
+        let transport = match transport_name.to_ascii_lowercase().as_str() {
+            "tcp" => TransportKind::Tcp,
+            "quic" => TransportKind::Quic,
+            _ => {
+                return Err(ConfigError::new(
+                    "transport",
+                    &transport_name,
+                    "expected tcp or quic",
+                ))
+            }
+        };
+        let tls_files = [
+            ("tls_ca", raw.get("tls_ca")),
+            ("tls_cert", raw.get("tls_cert")),
+            ("tls_key", raw.get("tls_key")),
+        ];
+        let given = tls_files.iter().filter(|(_, v)| v.is_some()).count();
+        let tls = match tls_files {
+            [(_, Some(ca)), (_, Some(cert)), (_, Some(key))] => {
+                for (field, v) in [("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)] {
+                    if !Path::new(v).is_file() {
+                        return Err(ConfigError::new(field, v, "no such file"));
+                    }
+                }
+                Some(TlsConfig::new(ca, cert, key))
+            }
+            _ if given > 0 => {
+                let (missing, _) = tls_files
+                    .iter()
+                    .find(|(_, v)| v.is_none())
+                    .copied()
+                    .unwrap_or(("tls_ca", None));
+                return Err(ConfigError::new(
+                    missing,
+                    "",
+                    "tls_ca, tls_cert and tls_key must be given together",
+                ));
+            }
+            _ => None,
+        };
+        let insecure_plaintext =
+            boolean("insecure_plaintext", &get("insecure_plaintext", "false"))?;
+        if transport == TransportKind::Quic && tls.is_none() {
+            return Err(ConfigError::new(
+                "transport",
+                &transport_name,
+                "QUIC always uses TLS: give tls_ca, tls_cert and tls_key (`cassio gen-certs` makes development ones)",
+            ));
+        }
+        if transport == TransportKind::Tcp
+            && tls.is_none()
+            && !insecure_plaintext
+            && !listen.ip().is_loopback()
+        {
+            return Err(ConfigError::new(
+                "listen",
+                listen.to_string(),
+                "peer traffic off loopback needs TLS (tls_ca, tls_cert, tls_key) or an explicit insecure_plaintext = true",
+            ));
+        }
+        let rf_text = get("replication_factor", "1");
+        let replication_factor: usize =
+            number("replication_factor", &rf_text, "a positive integer")?;
+        if replication_factor == 0 {
+            return Err(ConfigError::new(
+                "replication_factor",
+                rf_text,
+                "must be at least 1",
+            ));
+        }
+        let level_text = get("consistency", "quorum");
+        let consistency: Consistency = level_text
+            .parse()
+            .map_err(|e: String| ConfigError::new("consistency", &level_text, e))?;
+        if consistency.required(replication_factor) > replication_factor {
+            return Err(ConfigError::new(
+                "consistency",
+                &level_text,
+                format!("needs more replicas than replication_factor = {replication_factor}"),
+            ));
+        }
+        let vnodes_text = get("vnodes", "256");
+        let vnodes: u16 = number("vnodes", &vnodes_text, "an integer from 1 to 65535")?;
+        if vnodes == 0 {
+            return Err(ConfigError::new(
+                "vnodes",
+                vnodes_text,
+                "must be at least 1",
+            ));
+        }
+        let client_addr = optional_addr("client_addr", &get("client_addr", DEFAULT_CLIENT_ADDR))?;
+        let resp_addr = optional_addr("resp_addr", &get("resp_addr", DEFAULT_RESP_ADDR))?;
+        let http_addr = optional_addr("http_addr", &get("http_addr", DEFAULT_HTTP_ADDR))?;
+        let gi_text = get("gossip_interval_ms", "1000");
+        let gi: u64 = number("gossip_interval_ms", &gi_text, "milliseconds")?;
+        if !(10..=60_000).contains(&gi) {
+            return Err(ConfigError::new(
+                "gossip_interval_ms",
+                gi_text,
+                "must be between 10 and 60000",
+            ));
+        }
+        let phi_text = get("phi_threshold", "8");
+        let phi_threshold: f64 = number("phi_threshold", &phi_text, "a number")?;
+        if !(phi_threshold.is_finite() && phi_threshold > 0.0) {
+            return Err(ConfigError::new(
+                "phi_threshold",
+                phi_text,
+                "must be a positive number",
+            ));
+        }
+        let rt_text = get("request_timeout_ms", "2000");
+        let rt: u64 = number("request_timeout_ms", &rt_text, "milliseconds")?;
+        if rt == 0 {
+            return Err(ConfigError::new(
+                "request_timeout_ms",
+                rt_text,
+                "must be at least 1",
+            ));
+        }
+        let st_text = get("storage_threads", "2");
+        let storage_threads: usize = number("storage_threads", &st_text, "a positive integer")?;
+        if !(1..=256).contains(&storage_threads) {
+            return Err(ConfigError::new(
+                "storage_threads",
+                st_text,
+                "must be between 1 and 256",
+            ));
+        }
+        let leave_on_exit = boolean("leave_on_exit", &get("leave_on_exit", "false"))?;
+        let lf_text = get("log_format", "human");
+        let log_format = match lf_text.to_ascii_lowercase().as_str() {
+            "human" | "text" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    lf_text,
+                    "expected human or json",
+                ))
+            }
+        };
+        let log_level = get("log_level", "info");
+        Ok(Settings {
+            node_id,
+            cluster,
+            listen,
+            advertise,
+            seeds,
+            data_dir,
+            store,
+            sync,
+            transport,
+            tls,
+            insecure_plaintext,
+            replication_factor,
+            consistency,
+            vnodes,
+            client_addr,
+            resp_addr,
+            http_addr,
+            gossip_interval: Duration::from_millis(gi),
+            phi_threshold,
+            request_timeout: Duration::from_millis(rt),
+            storage_threads,
+            leave_on_exit,
+            log_format,
+            log_level,
+        })
+    }
+}
+
+/// Why the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory's contents contradict the settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `text` to `path` atomically (temp file, fsync, rename).
+fn write_atomic(path: &Path, text: &str) -> Result<(), DataDirError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+fn read_small(path: &Path) -> Result<Option<String>, DataDirError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// What the node keeps in its data directory, read (and updated) at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    /// The node's id (kept across restarts).
+    pub node_id: u64,
+    /// This run's generation (greater than every earlier run's).
+    pub generation: u64,
+    /// Where the storage engine keeps its files.
+    pub store_dir: PathBuf,
+    /// True when the directory had no node id yet: this node has never
+    /// been a member (it bootstraps, rather than restarts).
+    pub fresh: bool,
+}
+
+/// Prepares `dir`: creates it, checks or records the node id and the
+/// engine, and records a new generation `max(now_secs, last + 1)`, so two
+/// restarts within one second still get distinct generations.
+pub fn prepare_data_dir(
+    dir: &Path,
+    configured_id: Option<u64>,
+    engine: StoreEngine,
+    now_secs: u64,
+) -> Result<DataDir, DataDirError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let id_path = dir.join("node-id");
+    let stored_id = read_small(&id_path)?;
+    let fresh = stored_id.is_none();
+    let node_id = match stored_id {
+        Some(text) => {
+            let stored: u64 = text.parse().map_err(|_| {
+                ConfigError::new(
+                    "data_dir",
+                    dir.display().to_string(),
+                    format!("{} holds {text:?}, not a node id", id_path.display()),
+                )
+            })?;
+            if let Some(want) = configured_id {
+                if want != stored {
+                    return Err(ConfigError::new(
+                        "node_id",
+                        want.to_string(),
+                        format!(
+                            "data_dir {} belongs to node {stored}; use another data_dir",
+                            dir.display()
+                        ),
+                    )
+                    .into());
+                }
+            }
+            stored
+        }
+        None => {
+            // Random ids spread evenly over the ring's token derivation.
+            let id = configured_id.unwrap_or_else(|| rand::random::<u64>().max(1));
+            write_atomic(&id_path, &id.to_string())?;
+            id
+        }
+    };
+    let engine_path = dir.join("engine");
+    match read_small(&engine_path)? {
+        Some(stored) if stored != engine.name() => {
+            return Err(ConfigError::new(
+                "store",
+                engine.name(),
+                format!(
+                    "data_dir {} was created with the {stored} engine",
+                    dir.display()
+                ),
+            )
+            .into())
+        }
+        Some(_) => {}
+        None => write_atomic(&engine_path, engine.name())?,
+    }
+    let gen_path = dir.join("generation");
+    let last: u64 = read_small(&gen_path)?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let generation = now_secs.max(last.saturating_add(1));
+    write_atomic(&gen_path, &generation.to_string())?;
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir).map_err(io_err(&store_dir))?;
+    Ok(DataDir {
+        node_id,
+        generation,
+        store_dir,
+        fresh,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        let mut r = RawSettings::default();
+        for (k, v) in pairs {
+            r.set(k, *v);
+        }
+        r
+    }
+
+    #[test]
+    fn defaults_are_a_usable_single_node() {
+        let s = Settings::from_raw(&RawSettings::default()).unwrap();
+        assert_eq!(s.replication_factor, 1);
+        assert_eq!(s.store, StoreEngine::Native);
+        assert_eq!(s.transport, TransportKind::Tcp);
+        assert!(s.tls.is_none());
+        assert_eq!(s.resp_addr, Some("127.0.0.1:6380".parse().unwrap()));
+        assert_eq!(s.data_dir, PathBuf::from("./cassio-data"));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let e = Settings::from_raw(&raw(&[("replication_factor", "0")])).unwrap_err();
+        assert_eq!(e.field, "replication_factor");
+        assert_eq!(e.value, "0");
+        let e = Settings::from_raw(&raw(&[("consistency", "most")])).unwrap_err();
+        assert_eq!(e.field, "consistency");
+        let e = Settings::from_raw(&raw(&[("replication_factor", "1"), ("consistency", "all")]));
+        assert!(e.is_ok());
+        let e = Settings::from_raw(&raw(&[("consistency", "two")])).unwrap_err();
+        assert!(e.to_string().starts_with("consistency = \"two\""), "{e}");
+        let e = Settings::from_raw(&raw(&[("listen", "nowhere")])).unwrap_err();
+        assert_eq!(e.field, "listen");
+        let e = Settings::from_raw(&raw(&[("sync", "sometimes")])).unwrap_err();
+        assert_eq!(e.field, "sync");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn plaintext_off_loopback_needs_an_explicit_choice() {
+        let e = Settings::from_raw(&raw(&[("listen", "0.0.0.0:7000")])).unwrap_err();
+        assert_eq!(e.field, "listen");
+        let s = Settings::from_raw(&raw(&[
+            ("listen", "0.0.0.0:7000"),
+            ("insecure_plaintext", "true"),
+        ]))
+        .unwrap();
+        assert!(s.insecure_plaintext);
+        let e = Settings::from_raw(&raw(&[("transport", "quic")])).unwrap_err();
+        assert_eq!(e.field, "transport");
+        let e = Settings::from_raw(&raw(&[("tls_ca", "/nonexistent")])).unwrap_err();
+        assert_eq!(e.field, "tls_cert");
+    }
+
+    #[test]
+    fn engines_missing_from_the_build_are_named() {
+        let r = Settings::from_raw(&raw(&[("store", "rocksdb")]));
+        if cfg!(feature = "rocksdb") {
+            assert!(r.is_ok());
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.reason.contains("`rocksdb` cargo feature"), "{e}");
+        }
+    }
+
+    #[test]
+    fn toml_file_values_and_unknown_keys() {
+        let r = RawSettings::from_toml_str(
+            "replication_factor = 3\nseeds = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\nleave_on_exit = true\n",
+        )
+        .unwrap();
+        let s = Settings::from_raw(&r).unwrap();
+        assert_eq!(s.replication_factor, 3);
+        assert_eq!(s.seeds.len(), 2);
+        assert!(s.leave_on_exit);
+        let e = RawSettings::from_toml_str("replicas = 3\n").unwrap_err();
+        assert_eq!(e.field, "replicas");
+        let e = RawSettings::from_toml_str("rf = = 3\n").unwrap_err();
+        assert_eq!(e.field, "config");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut r = RawSettings::from_toml_str("vnodes = 16\ncluster = \"a\"\n").unwrap();
+        r.overlay(&raw(&[("vnodes", "32")]));
+        let s = Settings::from_raw(&r).unwrap();
+        assert_eq!(s.vnodes, 32);
+        assert_eq!(s.cluster, "a");
+    }
+
+    #[test]
+    fn data_dir_keeps_the_id_and_grows_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = prepare_data_dir(dir.path(), None, StoreEngine::Native, 100).unwrap();
+        let b = prepare_data_dir(dir.path(), None, StoreEngine::Native, 100).unwrap();
+        assert_eq!(a.node_id, b.node_id);
+        assert!(a.fresh && !b.fresh);
+        assert_eq!(a.generation, 100);
+        assert_eq!(b.generation, 101, "a restart within the same second");
+        let c = prepare_data_dir(dir.path(), Some(a.node_id), StoreEngine::Native, 500).unwrap();
+        assert_eq!(c.generation, 500);
+        let e = prepare_data_dir(dir.path(), Some(a.node_id ^ 1), StoreEngine::Native, 0);
+        assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "node_id"));
+        let e = prepare_data_dir(dir.path(), None, StoreEngine::Sled, 0);
+        assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "store"));
+    }
+}

@@ -1,0 +1,831 @@
+//! The tokio driver: one task per node that pumps `cassio_core::Node`.
+//!
+//! Inputs, each turned into one `handle_*` call followed by draining
+//! `poll_output` to `None`:
+//! - frames from the transport (one receive task per transport feeds a
+//!   channel) → `handle_frame`;
+//! - client commands from [`NodeHandle`]s → `handle_client` (or a status
+//!   snapshot);
+//! - completed storage operations → `handle_storage`;
+//! - the timer armed at `poll_timeout` → `handle_timeout`.
+//!
+//! Outputs: `Send` is encoded and queued to a per-peer outbound task (so a
+//! peer that is slow to connect never holds up the loop or other peers),
+//! `Reply` completes the caller's oneshot, `Storage` is collected and handed
+//! to the [`StorageMode`] once per loop turn, `Event` is logged.
+//!
+//! # Where storage runs, and why
+//!
+//! `Store` is synchronous and may block on `fsync` (sync policy `Always`) or
+//! on a read that misses memory, so a disk-backed store must not run on the
+//! event loop. `benches/storage_dispatch.rs` measured the candidates on this
+//! 2-core machine: one node with the native store, 64 concurrent clients
+//! each doing a put then a get (128 requests per round; criterion medians
+//! per round, machine shared with a C++ build, see docs/operations.md).
+//!
+//! | sync policy | inline | `spawn_blocking` per op | batched, 1 thread | 2 threads | 4 threads |
+//! | --- | --- | --- | --- | --- | --- |
+//! | periodic 100 ms | 0.68 ms | 4.21 ms | 1.47 ms | 1.42 ms | 2.20 ms |
+//! | always | 72.8 ms | 20.9 ms | | | 36.3 ms |
+//!
+//! With a periodic (or no) sync, batched workers cost one thread hop per
+//! batch instead of one per operation: 3x less than `spawn_blocking` per
+//! op, about 6 µs per request more than inline, and they never stall the
+//! loop (inline only wins while nothing blocks; one fsync or cold read
+//! would stall every peer and client of the node). Two threads keep one
+//! slow read from holding up every other operation; more only add
+//! switching on two cores. Hence the default [`StorageMode::Workers`] with
+//! two threads. With `Always`, every apply fsyncs and the native log shares
+//! one fsync among *concurrent* callers, so running each op on its own
+//! blocking thread is fastest (3.5x inline, 1.7x batched workers, which
+//! fsync one op at a time per batch); the binary picks
+//! [`StorageMode::BlockingPerOp`] for that policy. `Inline` stays available
+//! for stores that never block (the in-memory reference store).
+
+use crate::handle::{ClusterStatus, Command, MemberStatus, RequestError};
+use bytes::Bytes;
+use cassio_core::{
+    ClientOp, ClientRequest, ClientResponse, MembershipEvent, Node, NodeEvent, NodeId, Output,
+    RequestId, StorageOp, StorageResult, StorageToken, Store, Transport, TransportError,
+};
+use core::net::SocketAddr;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The largest key the node accepts from a client (the native store's limit).
+pub const MAX_KEY_LEN: usize = 64 * 1024;
+/// The largest value the node accepts from a client: a replica write must
+/// fit in one peer frame (16 MiB) with its envelope.
+pub const MAX_VALUE_LEN: usize = 15 * 1024 * 1024;
+
+/// Frames queued for one peer before new ones are dropped (gossip and the
+/// coordinator's timeouts cope with loss; memory must stay bounded).
+const PEER_QUEUE: usize = 4096;
+/// Inputs of one kind taken per loop turn, so a flood of one kind cannot
+/// starve the others while still building storage batches.
+const MAX_PER_TURN: usize = 256;
+/// How often the store's size is read for gossip and metrics.
+const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where the driver runs storage operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    /// On the event loop itself; only for stores that never block.
+    Inline,
+    /// One `tokio::task::spawn_blocking` per operation.
+    BlockingPerOp,
+    /// Dedicated threads; each loop turn's operations go to one of them as
+    /// a batch, and come back as one batch.
+    Workers {
+        /// How many threads.
+        threads: usize,
+    },
+}
+
+impl Default for StorageMode {
+    fn default() -> Self {
+        StorageMode::Workers { threads: 2 }
+    }
+}
+
+/// Why a driver stopped uncleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// Flushing or syncing the store failed; recent writes may be lost.
+    #[error("storage flush failed: {0}")]
+    Storage(String),
+    /// The driver task ended before it could report (it panicked or was aborted).
+    #[error("driver task ended unexpectedly")]
+    DriverGone,
+}
+
+/// Instructions from the running-node object to its driver.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Stop: optionally leave the ring first; report when done.
+    Shutdown {
+        leave: bool,
+        done: oneshot::Sender<Result<(), ShutdownError>>,
+    },
+}
+
+/// Maps tokio's monotonic clock onto the core's microseconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> cassio_core::Instant {
+        let micros = self.origin.elapsed().as_micros();
+        cassio_core::Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn to_tokio(self, at: cassio_core::Instant) -> tokio::time::Instant {
+        self.origin + Duration::from_micros(at.as_micros())
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+type StorageBatch = Vec<(StorageToken, StorageOp)>;
+type DoneBatch = Vec<(StorageToken, StorageResult)>;
+
+fn run_op(store: &dyn Store, op: StorageOp) -> StorageResult {
+    match op {
+        StorageOp::Apply { key, version } => {
+            StorageResult::Applied(store.apply(&key, &version).map_err(|e| e.to_string()))
+        }
+        StorageOp::Get { key } => StorageResult::Got(store.get(&key).map_err(|e| e.to_string())),
+    }
+}
+
+/// Runs storage batches on dedicated threads. Threads end when the job
+/// sender is dropped (after they finish what was queued).
+struct Workers {
+    jobs: Option<std::sync::mpsc::Sender<StorageBatch>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(
+        n: usize,
+        store: Arc<dyn Store>,
+        done: mpsc::UnboundedSender<DoneBatch>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<StorageBatch>();
+        let rx = Arc::new(parking_lot::Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..n.max(1) {
+            let rx = rx.clone();
+            let store = store.clone();
+            let done = done.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("cassio-storage-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next batch,
+                    // so idle workers queue up on it and busy ones do not.
+                    let batch = match rx.lock().recv() {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    };
+                    let results: DoneBatch = batch
+                        .into_iter()
+                        .map(|(token, op)| (token, run_op(store.as_ref(), op)))
+                        .collect();
+                    if done.send(results).is_err() {
+                        return;
+                    }
+                })?;
+            threads.push(t);
+        }
+        Ok(Workers {
+            jobs: Some(tx),
+            threads,
+        })
+    }
+
+    fn submit(&self, batch: StorageBatch) -> Result<(), StorageBatch> {
+        match &self.jobs {
+            Some(tx) => tx.send(batch).map_err(|e| e.0),
+            None => Err(batch),
+        }
+    }
+
+    /// Stops the threads once they have drained their queue.
+    fn stop(mut self) -> Vec<std::thread::JoinHandle<()>> {
+        self.jobs = None;
+        std::mem::take(&mut self.threads)
+    }
+}
+
+struct PendingRequest {
+    reply: oneshot::Sender<Result<ClientResponse, RequestError>>,
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+/// Everything the driver task owns.
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) clock: Clock,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) mode: StorageMode,
+}
+
+struct Running {
+    node: Node,
+    clock: Clock,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn Store>,
+    mode: StorageMode,
+    workers: Option<Workers>,
+    done_tx: mpsc::UnboundedSender<DoneBatch>,
+    next_request: u64,
+    requests: HashMap<RequestId, PendingRequest>,
+    storage_out: StorageBatch,
+    storage_in_flight: usize,
+    peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    cluster: String,
+    /// Shutting down (leaving first): new requests are refused at once.
+    stopping: bool,
+}
+
+fn op_name(op: &ClientOp) -> &'static str {
+    match op {
+        ClientOp::Get { .. } => "get",
+        ClientOp::Put { .. } => "set",
+        ClientOp::Delete { .. } => "del",
+    }
+}
+
+fn error_label(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::Client(c) => match c {
+            cassio_core::ClientError::Unavailable { .. } => "unavailable",
+            cassio_core::ClientError::Timeout { .. } => "timeout",
+            cassio_core::ClientError::ReplicaFailure { .. } => "replica_failure",
+            cassio_core::ClientError::UnknownKeyspace(_) => "unknown_keyspace",
+            cassio_core::ClientError::InvalidConsistency { .. } => "invalid_consistency",
+            cassio_core::ClientError::ShuttingDown => "shutting_down",
+            cassio_core::ClientError::Joining => "joining",
+            _ => "error",
+        },
+        RequestError::NotRunning => "not_running",
+        RequestError::BadRequest(_) => "bad_request",
+    }
+}
+
+/// Refuses requests the cluster could not carry (the limits every client
+/// path shares, so each gateway need not repeat them).
+fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
+    let (key, value) = match &req.op {
+        ClientOp::Get { key } | ClientOp::Delete { key } => (key, None),
+        ClientOp::Put { key, value } => (key, Some(value)),
+    };
+    if key.len() > MAX_KEY_LEN {
+        return Err(RequestError::BadRequest(format!(
+            "key of {} bytes exceeds the limit of {MAX_KEY_LEN} bytes",
+            key.len()
+        )));
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_VALUE_LEN {
+            return Err(RequestError::BadRequest(format!(
+                "value of {} bytes exceeds the limit of {MAX_VALUE_LEN} bytes",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Receives frames from the transport and forwards them in batches.
+async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Vec<Bytes>>) {
+    loop {
+        match transport.recv().await {
+            Ok(frame) => {
+                if tx.send(vec![frame.payload]).await.is_err() {
+                    return;
+                }
+            }
+            Err(TransportError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "transport receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Sends queued frames to one peer, in order, without blocking the driver.
+async fn peer_loop(transport: Arc<dyn Transport>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = transport.send(to, frame).await {
+            metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "send_error")
+                .increment(1);
+            tracing::debug!(peer = %to, error = %e, "frame to peer dropped");
+        }
+    }
+}
+
+impl Running {
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { addr, msg, .. } => {
+                    match self.node.codec().encode(self.node.id(), &msg) {
+                        Ok(frame) => self.send_frame(addr, Bytes::from(frame)),
+                        Err(e) => {
+                            tracing::warn!(peer = %addr, error = %e, "could not encode a peer message")
+                        }
+                    }
+                }
+                Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
+                Output::Storage { token, op } => self.storage_out.push((token, op)),
+                Output::Event(e) => log_event(&e),
+            }
+        }
+    }
+
+    fn send_frame(&mut self, addr: SocketAddr, frame: Bytes) {
+        let tx = self.peers.entry(addr).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(peer_loop(self.transport.clone(), addr, rx));
+            tx
+        });
+        if tx.try_send(frame).is_err() {
+            metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "queue_full")
+                .increment(1);
+            tracing::debug!(peer = %addr, "peer queue full: frame dropped");
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, RequestError>) {
+        let Some(p) = self.requests.remove(&id) else {
+            return;
+        };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => error_label(e),
+        };
+        metrics::counter!("cassio_requests_total", "op" => p.op, "result" => label).increment(1);
+        metrics::histogram!("cassio_request_duration_seconds", "op" => p.op)
+            .record(p.started.elapsed().as_secs_f64());
+        // The caller may have given up (timeout, dropped connection).
+        let _ = p.reply.send(result);
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request(req, reply) if self.stopping => {
+                metrics::counter!("cassio_requests_total", "op" => op_name(&req.op), "result" => "shutting_down")
+                    .increment(1);
+                let _ = reply.send(Err(RequestError::Client(
+                    cassio_core::ClientError::ShuttingDown,
+                )));
+            }
+            Command::Request(req, reply) => {
+                let op = op_name(&req.op);
+                if let Err(e) = check_request(&req) {
+                    metrics::counter!("cassio_requests_total", "op" => op, "result" => "bad_request")
+                        .increment(1);
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.requests.insert(
+                    id,
+                    PendingRequest {
+                        reply,
+                        op,
+                        started: std::time::Instant::now(),
+                    },
+                );
+                let now = self.clock.now();
+                self.node.handle_client(now, id, req);
+                self.drain();
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let m = self.node.membership();
+        let ownership = self.node.ownership();
+        let members = m
+            .members()
+            .into_iter()
+            .filter_map(|id| {
+                let (generation, app) = m.state_of(id)?;
+                Some(MemberStatus {
+                    id: id.0,
+                    addr: app.addr.to_string(),
+                    state: format!("{:?}", app.status),
+                    up: m.is_alive(id),
+                    load: app.load,
+                    ownership: ownership.get(&id).copied().unwrap_or(0.0),
+                    generation,
+                })
+            })
+            .collect();
+        ClusterStatus {
+            local_id: self.node.id().0,
+            cluster: self.cluster.clone(),
+            members,
+        }
+    }
+
+    fn record_membership_gauges(&self) {
+        let m = self.node.membership();
+        let mut counts: HashMap<(String, bool), u64> = HashMap::new();
+        for id in m.members() {
+            if let Some((_, app)) = m.state_of(id) {
+                *counts
+                    .entry((format!("{:?}", app.status).to_lowercase(), m.is_alive(id)))
+                    .or_default() += 1;
+            }
+        }
+        for state in ["joining", "normal", "leaving", "left"] {
+            for up in [true, false] {
+                let n = counts.get(&(state.to_string(), up)).copied().unwrap_or(0);
+                metrics::gauge!("cassio_gossip_members", "state" => state, "up" => if up { "true" } else { "false" })
+                    .set(n as f64);
+            }
+        }
+    }
+
+    /// Hands this turn's storage operations to the chosen executor.
+    fn dispatch_storage(&mut self) {
+        loop {
+            if self.storage_out.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.storage_out);
+            metrics::histogram!("cassio_storage_batch_ops").record(batch.len() as f64);
+            match self.mode {
+                StorageMode::Inline => {
+                    let now = self.clock.now();
+                    for (token, op) in batch {
+                        let result = run_op(self.store.as_ref(), op);
+                        self.node.handle_storage(now, token, result);
+                        self.drain();
+                    }
+                    // Completions may have asked for more storage (repairs):
+                    // loop until none is left.
+                }
+                StorageMode::BlockingPerOp => {
+                    for (token, op) in batch {
+                        let store = self.store.clone();
+                        let done = self.done_tx.clone();
+                        self.storage_in_flight += 1;
+                        tokio::task::spawn_blocking(move || {
+                            let r = run_op(store.as_ref(), op);
+                            let _ = done.send(vec![(token, r)]);
+                        });
+                    }
+                    return;
+                }
+                StorageMode::Workers { .. } => {
+                    let n = batch.len();
+                    let refused = match &self.workers {
+                        Some(w) => w.submit(batch).err(),
+                        None => Some(batch),
+                    };
+                    match refused {
+                        None => self.storage_in_flight += n,
+                        Some(batch) => {
+                            // Only reachable if the workers died: answer with
+                            // errors rather than leave requests hanging.
+                            let now = self.clock.now();
+                            for (token, op) in batch {
+                                let r = match op {
+                                    StorageOp::Apply { .. } => StorageResult::Applied(Err(
+                                        "storage workers stopped".into(),
+                                    )),
+                                    StorageOp::Get { .. } => {
+                                        StorageResult::Got(Err("storage workers stopped".into()))
+                                    }
+                                };
+                                self.node.handle_storage(now, token, r);
+                                self.drain();
+                            }
+                            continue;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn storage_done(&mut self, batch: DoneBatch) {
+        let now = self.clock.now();
+        self.storage_in_flight = self.storage_in_flight.saturating_sub(batch.len());
+        for (token, result) in batch {
+            self.node.handle_storage(now, token, result);
+            self.drain();
+        }
+    }
+}
+
+fn log_event(e: &NodeEvent) {
+    match e {
+        NodeEvent::Membership(m) => {
+            metrics::counter!("cassio_membership_events_total", "event" => membership_event_name(m))
+                .increment(1);
+            match m {
+                MembershipEvent::Joined(id) => tracing::info!(node = %id, "member joined"),
+                MembershipEvent::Down(id) => tracing::warn!(node = %id, "member is down"),
+                MembershipEvent::Up(id) => tracing::info!(node = %id, "member is up"),
+                MembershipEvent::Restarted { id, generation } => {
+                    tracing::info!(node = %id, generation, "member restarted")
+                }
+                MembershipEvent::StatusChanged { id, status } => {
+                    tracing::info!(node = %id, status = ?status, "member status changed")
+                }
+                MembershipEvent::Removed(id) => tracing::info!(node = %id, "member removed"),
+            }
+        }
+        NodeEvent::UnknownPeer(id) => {
+            tracing::debug!(node = %id, "message from a non-member dropped")
+        }
+        NodeEvent::BadFrame(err) => {
+            metrics::counter!("cassio_bad_frames_total").increment(1);
+            tracing::warn!(error = %err, "undecodable peer frame dropped")
+        }
+        NodeEvent::StorageFailed(err) => {
+            metrics::counter!("cassio_storage_errors_total").increment(1);
+            tracing::error!(error = %err, "storage operation failed")
+        }
+    }
+}
+
+fn membership_event_name(m: &MembershipEvent) -> &'static str {
+    match m {
+        MembershipEvent::Joined(_) => "joined",
+        MembershipEvent::Down(_) => "down",
+        MembershipEvent::Up(_) => "up",
+        MembershipEvent::Restarted { .. } => "restarted",
+        MembershipEvent::StatusChanged { .. } => "status_changed",
+        MembershipEvent::Removed(_) => "removed",
+    }
+}
+
+fn blocking_size(store: Arc<dyn Store>, tx: mpsc::UnboundedSender<u64>) {
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.send(store.approximate_size());
+    });
+}
+
+impl Driver {
+    /// Runs until told to shut down (or until every handle and the control
+    /// channel are gone), then fails what is in flight and flushes storage.
+    pub(crate) async fn run(self) {
+        let Driver {
+            node,
+            clock,
+            transport,
+            store,
+            mut commands,
+            mut control,
+            mode,
+        } = self;
+        let cluster = node.codec().cluster.clone();
+        let gossip_interval = node.membership().config().interval;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<DoneBatch>();
+        let workers = match mode {
+            StorageMode::Workers { threads } => {
+                match Workers::start(threads, store.clone(), done_tx.clone()) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not start storage threads; running storage on blocking tasks");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mode = match (mode, &workers) {
+            (StorageMode::Workers { .. }, None) => StorageMode::BlockingPerOp,
+            (m, _) => m,
+        };
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<Bytes>>(1024);
+        let recv_task = tokio::spawn(recv_loop(transport.clone(), frames_tx));
+        let (load_tx, mut load_rx) = mpsc::unbounded_channel::<u64>();
+        let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
+        load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let mut r = Running {
+            node,
+            clock,
+            transport,
+            store,
+            mode,
+            workers,
+            done_tx,
+            next_request: 1,
+            requests: HashMap::new(),
+            storage_out: Vec::new(),
+            storage_in_flight: 0,
+            peers: HashMap::new(),
+            cluster,
+            stopping: false,
+        };
+        r.drain();
+        r.dispatch_storage();
+
+        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        let mut left_at: Option<tokio::time::Instant> = None;
+        let mut finish: Option<oneshot::Sender<Result<(), ShutdownError>>> = None;
+        let mut commands_open = true;
+
+        loop {
+            let wake = r
+                .node
+                .poll_timeout()
+                .map(|t| r.clock.to_tokio(t))
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                biased;
+                ctl = control.recv(), if finish.is_none() => {
+                    let (leave, done) = match ctl {
+                        Some(Control::Shutdown { leave, done }) => (leave, Some(done)),
+                        // The running-node object was dropped: stop quietly.
+                        None => (false, None),
+                    };
+                    let (tx, _rx_unused) = oneshot::channel();
+                    finish = Some(done.unwrap_or(tx));
+                    r.stopping = true;
+                    if leave {
+                        tracing::info!("leaving the cluster");
+                        r.node.leave(r.clock.now());
+                        r.drain();
+                        // Leaving takes two gossip rounds; then a couple more
+                        // spread `Left`. Bounded so shutdown always ends.
+                        leave_deadline = Some(tokio::time::Instant::now() + gossip_interval * 6);
+                    } else {
+                        break;
+                    }
+                }
+                // Timers come before the data inputs: under a flood of frames
+                // or requests, gossip rounds and the failure detector must
+                // still run on time, or a busy node would be convicted.
+                _ = tokio::time::sleep_until(wake) => {
+                    r.node.handle_timeout(r.clock.now());
+                    r.drain();
+                }
+                Some(size) = load_rx.recv() => {
+                    metrics::gauge!("cassio_storage_bytes").set(size as f64);
+                    r.node.set_load(size);
+                    r.drain();
+                }
+                _ = load_tick.tick() => {
+                    blocking_size(r.store.clone(), load_tx.clone());
+                    r.record_membership_gauges();
+                }
+                Some(batch) = done_rx.recv() => {
+                    r.storage_done(batch);
+                    let mut n = 0;
+                    while n < MAX_PER_TURN {
+                        match done_rx.try_recv() {
+                            Ok(b) => { n += 1; r.storage_done(b) }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(frames) = frames_rx.recv() => {
+                    let now = r.clock.now();
+                    for f in frames {
+                        r.node.handle_frame(now, &f);
+                        r.drain();
+                    }
+                    let mut n = 0;
+                    while n < MAX_PER_TURN {
+                        match frames_rx.try_recv() {
+                            Ok(frames) => {
+                                n += 1;
+                                let now = r.clock.now();
+                                for f in frames {
+                                    r.node.handle_frame(now, &f);
+                                    r.drain();
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                cmd = commands.recv(), if commands_open => {
+                    match cmd {
+                        Some(cmd) => {
+                            r.command(cmd);
+                            let mut n = 0;
+                            while n < MAX_PER_TURN {
+                                match commands.try_recv() {
+                                    Ok(cmd) => { n += 1; r.command(cmd) }
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        // Every handle is gone; keep serving peers until told to stop.
+                        None => commands_open = false,
+                    }
+                }
+            }
+            r.dispatch_storage();
+            if let Some(deadline) = leave_deadline {
+                let now = tokio::time::Instant::now();
+                if r.node.has_left() && left_at.is_none() {
+                    tracing::info!("announced Left to the cluster");
+                    left_at = Some(now);
+                }
+                let spread = left_at.is_some_and(|t| now >= t + gossip_interval * 2);
+                if spread || now >= deadline {
+                    break;
+                }
+            }
+        }
+
+        // Stop accepting: requests still queued in the channel are refused,
+        // requests in flight fail with ShuttingDown.
+        commands.close();
+        while let Ok(cmd) = commands.try_recv() {
+            if let Command::Request(_, reply) = cmd {
+                let _ = reply.send(Err(RequestError::Client(
+                    cassio_core::ClientError::ShuttingDown,
+                )));
+            }
+        }
+        r.node.shutdown(r.clock.now());
+        r.drain();
+        for (_, p) in r.requests.drain() {
+            let _ = p.reply.send(Err(RequestError::NotRunning));
+        }
+        // Let storage already handed out finish, so flush covers it.
+        let waited = tokio::time::Instant::now() + Duration::from_secs(10);
+        while r.storage_in_flight > 0 {
+            match tokio::time::timeout_at(waited, done_rx.recv()).await {
+                Ok(Some(b)) => {
+                    r.storage_in_flight = r.storage_in_flight.saturating_sub(b.len());
+                }
+                _ => break,
+            }
+        }
+        let joins = r.workers.take().map(Workers::stop).unwrap_or_default();
+        let store = r.store.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            for j in joins {
+                let _ = j.join();
+            }
+            store.flush()?;
+            store.sync()
+        })
+        .await;
+        let result = match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ShutdownError::Storage(e.to_string())),
+            Err(_) => Err(ShutdownError::DriverGone),
+        };
+        match &result {
+            Ok(()) => tracing::info!("storage flushed and synced"),
+            Err(e) => tracing::error!(error = %e, "storage flush at shutdown failed"),
+        }
+        r.peers.clear();
+        recv_task.abort();
+        r.transport.close().await;
+        tracing::info!(node = %NodeId(r.node.id().0), "node stopped");
+        if let Some(done) = finish {
+            let _ = done.send(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_keys_and_values_are_refused_with_bad_request() {
+        let big_key = Bytes::from(vec![0u8; MAX_KEY_LEN + 1]);
+        assert!(matches!(
+            check_request(&ClientRequest::get(big_key)),
+            Err(RequestError::BadRequest(_))
+        ));
+        let big_value = Bytes::from(vec![0u8; MAX_VALUE_LEN + 1]);
+        assert!(matches!(
+            check_request(&ClientRequest::put("k", big_value)),
+            Err(RequestError::BadRequest(_))
+        ));
+        assert!(check_request(&ClientRequest::put("k", "v")).is_ok());
+    }
+
+    #[test]
+    fn clock_maps_tokio_time_monotonically() {
+        let c = Clock::new();
+        let a = c.now();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = c.now();
+        assert!(b > a);
+        assert!(c.to_tokio(b) >= c.to_tokio(a));
+    }
+}

@@ -1,0 +1,297 @@
+//! The HTTP gateway (axum, HTTP/1.1).
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /kv/{key}` | 200 with the value's bytes, or 404 |
+//! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
+//! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
+//! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
+//! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON) |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! The key is the rest of the path after `/kv/`, percent-decoded to bytes,
+//! so any byte string (slashes included) can be a key; the HTTP stack's
+//! URI limit (64 KiB) keeps keys within [`super::MAX_KEY_BYTES`]. `?consistency=one|
+//! two|three|quorum|all` picks the level (default: the keyspace's).
+//!
+//! Every error is JSON, `{"error": "<code>", "message": "<text>"}`, with
+//! its status: 400 `bad_request` (bad consistency or query, refused by the
+//! node), 404 `not_found` (absent key or unknown route), 405
+//! `method_not_allowed`, 413 `too_large` (value over
+//! [`super::MAX_VALUE_BYTES`]), 500 `replica_failure`/`internal`, 503
+//! `unavailable` (too few replicas alive) or `not_running`, 504 `timeout`.
+
+use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::handle::{NodeHandle, RequestError};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cassio_core::{ClientError, ClientRequest, ClientResponse, Consistency};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use std::future::IntoFuture;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The `protocol` label of this gateway's metrics.
+const PROTOCOL: Protocol = Protocol::Http;
+
+/// What every handler shares.
+#[derive(Clone)]
+struct Gateway {
+    handle: NodeHandle,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The HTTP API as a router, for embedding in another axum server. `/metrics`
+/// answers 503 when `metrics` is `None`.
+pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route(
+            "/kv/{*key}",
+            get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
+        )
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Past this, axum refuses the body with 413 before reading it all.
+        .layer(DefaultBodyLimit::max(super::MAX_VALUE_BYTES))
+        .with_state(Gateway { handle, metrics })
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` turns `true`, then
+/// finishes in-flight requests (for at most a few seconds) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let metrics = match super::install_metrics() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "/metrics is disabled");
+            None
+        }
+    };
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "HTTP gateway listening");
+    let app = router(handle, metrics);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => return res,
+        () = shutdown_signal(shutdown) => {}
+    }
+    // Stopped accepting; connections finish their current request. A client
+    // that never reads its answer must not hold the node's shutdown.
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(addr = %local, "HTTP connections still busy after the drain timeout; dropping them");
+            Ok(())
+        }
+    }
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "message": message.to_string() })),
+    )
+        .into_response()
+}
+
+/// The answer to a failed node request.
+fn request_error(e: &RequestError) -> Response {
+    let (status, code) = match e {
+        RequestError::Client(c) => match c {
+            ClientError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ClientError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ClientError::ReplicaFailure { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "replica_failure")
+            }
+            ClientError::UnknownKeyspace(_) | ClientError::InvalidConsistency { .. } => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ClientError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
+            ClientError::Joining => (StatusCode::SERVICE_UNAVAILABLE, "joining"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        },
+        RequestError::NotRunning => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
+        RequestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    error(status, code, e)
+}
+
+/// The query parameters `/kv` understands; others are ignored.
+#[derive(Debug, Deserialize)]
+struct KvParams {
+    consistency: Option<String>,
+}
+
+/// The key from the path and the level from the query, or the error answer.
+fn key_and_level(
+    uri: &Uri,
+    params: Result<Query<KvParams>, QueryRejection>,
+) -> Result<(Bytes, Option<Consistency>), Box<Response>> {
+    let raw = uri.path().strip_prefix("/kv/").unwrap_or_default();
+    let key: Vec<u8> = percent_encoding::percent_decode(raw.as_bytes()).collect();
+    check_key(&key).map_err(|e| Box::new(error(StatusCode::URI_TOO_LONG, "key_too_large", e)))?;
+    let Query(params) = params
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())))?;
+    let level = match params.consistency {
+        None => None,
+        Some(s) => Some(
+            s.parse::<Consistency>()
+                .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", e)))?,
+        ),
+    };
+    Ok((Bytes::from(key), level))
+}
+
+/// The answer to a successful write.
+fn written(res: Result<ClientResponse, RequestError>) -> Response {
+    match res {
+        Ok(ClientResponse::Written { ts }) => {
+            Json(json!({ "ok": true, "timestamp": ts })).into_response()
+        }
+        Ok(ClientResponse::Value(_)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node answered a write with a value",
+        ),
+        Err(e) => request_error(&e),
+    }
+}
+
+async fn get_kv(
+    State(gw): State<Gateway>,
+    uri: Uri,
+    params: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    let (key, level) = match key_and_level(&uri, params) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let mut req = ClientRequest::get(key);
+    req.consistency = level;
+    match execute(&gw.handle, PROTOCOL, req).await {
+        Ok(ClientResponse::Value(Some(v))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()
+        }
+        Ok(ClientResponse::Value(None)) => {
+            error(StatusCode::NOT_FOUND, "not_found", "key not found")
+        }
+        Ok(ClientResponse::Written { .. }) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node answered a read with a write acknowledgement",
+        ),
+        Err(e) => request_error(&e),
+    }
+}
+
+async fn put_kv(
+    State(gw): State<Gateway>,
+    uri: Uri,
+    params: Result<Query<KvParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (key, level) = match key_and_level(&uri, params) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let value = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "value exceeds the limit of {} bytes",
+                    super::MAX_VALUE_BYTES
+                ),
+            )
+        }
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let mut req = ClientRequest::put(key, value);
+    req.consistency = level;
+    written(execute(&gw.handle, PROTOCOL, req).await)
+}
+
+async fn delete_kv(
+    State(gw): State<Gateway>,
+    uri: Uri,
+    params: Result<Query<KvParams>, QueryRejection>,
+) -> Response {
+    let (key, level) = match key_and_level(&uri, params) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let mut req = ClientRequest::delete(key);
+    req.consistency = level;
+    written(execute(&gw.handle, PROTOCOL, req).await)
+}
+
+async fn health(State(gw): State<Gateway>) -> Response {
+    match gw.handle.status().await {
+        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "down", "error": "not_running", "message": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(gw): State<Gateway>) -> Response {
+    match gw.handle.status().await {
+        Ok(st) => Json(st).into_response(),
+        Err(e) => request_error(&e),
+    }
+}
+
+async fn render_metrics(State(gw): State<Gateway>) -> Response {
+    match &gw.metrics {
+        Some(m) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            m.render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "the Prometheus recorder is not installed in this process",
+        ),
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {} (try /kv/{{key}}, /health, /status, /metrics)",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,950 @@
+//! The RESP gateway: Cassio behind the Redis protocol, so `redis-cli`,
+//! `redis-benchmark` and Redis client libraries work unchanged.
+//!
+//! Supported (RESP2): `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO
+//! INFO COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
+//! Anything else is answered with an error that names what is unsupported
+//! (`ERR SET options (EX) are not supported by Cassio`), never by dropping
+//! the connection. Malformed protocol is answered with `-ERR Protocol
+//! error: ...` and the connection is closed, as Redis does.
+//!
+//! Consistency: requests use the keyspace's default level. The extension
+//! command `CASSIO.CONSISTENCY <one|two|three|quorum|all|default>` sets the
+//! level for the rest of the connection; without an argument it returns the
+//! current one.
+//!
+//! Semantics worth knowing:
+//! - `DEL` and `EXISTS` count keys by reading them first (at the
+//!   connection's level); `DEL`'s count and its tombstone are not atomic.
+//! - `MSET` writes its keys concurrently and is not atomic: on an error some
+//!   keys may have been written.
+//! - Errors from the cluster carry their own code: `-UNAVAILABLE ...`,
+//!   `-TIMEOUT ...`, otherwise `-ERR ...`.
+//!
+//! Pipelining: every complete command in the read buffer is parsed, their
+//! node requests run concurrently, and the answers go out in order in one
+//! write. Requests stay in order where it matters: a read of a key that an
+//! earlier command of the batch writes (or the reverse) waits for it; writes
+//! to the same key are submitted in order and so get increasing timestamps.
+
+use super::resp_proto::{self as proto, Limits, Parser};
+use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::handle::{NodeHandle, RequestError};
+use bytes::{Bytes, BytesMut};
+use cassio_core::{ClientError, ClientRequest, ClientResponse, Consistency};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The `protocol` label of this gateway's metrics.
+const PROTOCOL: Protocol = Protocol::Resp;
+
+/// The Redis version reported to clients that check one (HELLO, INFO):
+/// the command subset above behaves as in this version.
+const COMPAT_REDIS_VERSION: &str = "7.0.0";
+
+/// Most commands answered per write; bounds a connection's reply buffer
+/// when a client pipelines without pause.
+const MAX_BATCH: usize = 1024;
+
+/// Read buffer capacity reserved before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Connection ids, for `CLIENT ID` and `HELLO`.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Serves RESP on `listener` until `shutdown` turns `true`.
+pub async fn serve(
+    listener: TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "RESP gateway listening");
+    let port = local.port();
+    let mut conns = JoinSet::new();
+    let stop = shutdown_signal(shutdown.clone());
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let handle = handle.clone();
+                    let shutdown = shutdown.clone();
+                    conns.spawn(async move {
+                        metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
+                            .increment(1.0);
+                        if let Err(e) = connection(sock, handle, shutdown, port).await {
+                            tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
+                        }
+                        metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
+                            .decrement(1.0);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: transient, so wait and
+                    // retry rather than end the gateway.
+                    tracing::warn!(error = %e, "RESP gateway accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!(addr = %local, open = conns.len(), "RESP gateway stopping");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "RESP connections still busy after the drain timeout; dropping them"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Per-connection state that commands read and change.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    name: Option<Bytes>,
+    consistency: Option<Consistency>,
+    quit: bool,
+    port: u16,
+}
+
+/// One connection: read, answer every complete command, write, repeat.
+async fn connection(
+    mut sock: TcpStream,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    port: u16,
+) -> std::io::Result<()> {
+    // Replies are written whole per batch, so Nagle would only add latency.
+    sock.set_nodelay(true)?;
+    let mut conn = Conn {
+        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        name: None,
+        consistency: None,
+        quit: false,
+        port,
+    };
+    let mut parser = Parser::new(Limits::default());
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut cmds: Vec<Vec<Bytes>> = Vec::new();
+    let stop = shutdown_signal(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let mut fatal = None;
+        let mut batch_full = false;
+        loop {
+            if cmds.len() >= MAX_BATCH {
+                batch_full = true;
+                break;
+            }
+            match parser.next(&mut rbuf) {
+                Ok(Some(c)) => cmds.push(c),
+                Ok(None) => break,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        if !cmds.is_empty() {
+            run_batch(&handle, &mut conn, std::mem::take(&mut cmds), &mut out).await;
+        }
+        if let Some(e) = &fatal {
+            proto::error(&mut out, &format!("ERR {e}"));
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).await?;
+            out.clear();
+        }
+        if conn.quit {
+            return Ok(());
+        }
+        if fatal.is_some() {
+            linger(&mut sock).await;
+            return Ok(());
+        }
+        if batch_full {
+            continue;
+        }
+        rbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            () = &mut stop => return Ok(()),
+            n = sock.read_buf(&mut rbuf) => {
+                if n? == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Closes after a protocol error without losing the error reply: closing a
+/// socket with unread input makes the kernel send a reset, which can
+/// discard the reply before the client reads it. So: send FIN, then discard
+/// input until the client closes, within bounds.
+async fn linger(sock: &mut TcpStream) {
+    let _ = sock.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut left: usize = 1024 * 1024;
+    let drain = async {
+        while left > 0 {
+            match sock.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// A reply waiting to be encoded.
+#[derive(Debug)]
+enum Reply {
+    Simple(&'static str),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Bytes>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Simple(s) => proto::simple(out, s),
+            Reply::Error(e) => proto::error(out, e),
+            Reply::Int(n) => proto::int(out, *n),
+            Reply::Bulk(b) => proto::bulk(out, b.as_deref()),
+            Reply::Array(items) => {
+                proto::array(out, items.len());
+                for i in items {
+                    i.encode(out);
+                }
+            }
+        }
+    }
+
+    fn bulk_str(s: &str) -> Reply {
+        Reply::Bulk(Some(Bytes::copy_from_slice(s.as_bytes())))
+    }
+}
+
+/// Work on the node that one command needs.
+#[derive(Debug)]
+enum IoKind {
+    Get(Bytes),
+    Set(Bytes, Bytes),
+    Del(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    MGet(Vec<Bytes>),
+    MSet(Vec<(Bytes, Bytes)>),
+    Info(Option<String>, u16),
+}
+
+/// A command turned into node work at the connection's level at that point.
+#[derive(Debug)]
+struct IoOp {
+    kind: IoKind,
+    consistency: Option<Consistency>,
+}
+
+impl IoOp {
+    fn reads(&self) -> &[Bytes] {
+        match &self.kind {
+            IoKind::Get(k) => std::slice::from_ref(k),
+            IoKind::Exists(ks) | IoKind::MGet(ks) | IoKind::Del(ks) => ks,
+            _ => &[],
+        }
+    }
+
+    fn writes(&self) -> impl Iterator<Item = &Bytes> {
+        let (one, many, pairs): (Option<&Bytes>, &[Bytes], &[(Bytes, Bytes)]) = match &self.kind {
+            IoKind::Set(k, _) => (Some(k), &[], &[]),
+            IoKind::Del(ks) => (None, ks, &[]),
+            IoKind::MSet(kvs) => (None, &[], kvs),
+            _ => (None, &[], &[]),
+        };
+        one.into_iter()
+            .chain(many.iter())
+            .chain(pairs.iter().map(|(k, _)| k))
+    }
+}
+
+/// A command after parsing: answered already, or waiting on the node.
+#[derive(Debug)]
+enum Plan {
+    Ready(Reply),
+    Io(IoOp),
+}
+
+/// Answers `cmds` in order into `out`.
+async fn run_batch(
+    handle: &NodeHandle,
+    conn: &mut Conn,
+    cmds: Vec<Vec<Bytes>>,
+    out: &mut BytesMut,
+) {
+    let mut plans = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        if conn.quit {
+            // Redis closes after QUIT's reply; later commands get no answer.
+            break;
+        }
+        plans.push(plan(cmd, conn));
+    }
+    if let [Plan::Io(op)] = plans.as_slice() {
+        run_io(handle, op).await.encode(out);
+        return;
+    }
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(plans.len());
+    let mut start = 0;
+    while start < plans.len() {
+        let end = wave_end(&plans, start);
+        let ops: Vec<&IoOp> = plans[start..end]
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Io(op) => Some(op),
+                Plan::Ready(_) => None,
+            })
+            .collect();
+        let mut results =
+            futures_util::future::join_all(ops.into_iter().map(|op| run_io(handle, op)))
+                .await
+                .into_iter();
+        for p in &plans[start..end] {
+            replies.push(match p {
+                Plan::Io(_) => results.next(),
+                Plan::Ready(_) => None,
+            });
+        }
+        start = end;
+    }
+    for (plan, reply) in plans.iter().zip(replies) {
+        match (plan, reply) {
+            (_, Some(r)) => r.encode(out),
+            (Plan::Ready(r), None) => r.encode(out),
+            (Plan::Io(_), None) => proto::error(out, "ERR internal error: missing reply"),
+        }
+    }
+}
+
+/// The end of the run of commands from `start` that may run concurrently:
+/// it stops before a command that reads a key the run writes, or writes a
+/// key the run reads.
+fn wave_end(plans: &[Plan], start: usize) -> usize {
+    let mut reads: HashSet<&[u8]> = HashSet::new();
+    let mut writes: HashSet<&[u8]> = HashSet::new();
+    for (i, p) in plans.iter().enumerate().skip(start) {
+        let Plan::Io(op) = p else { continue };
+        let conflict = op.reads().iter().any(|k| writes.contains(&k[..]))
+            || op.writes().any(|k| reads.contains(&k[..]));
+        if conflict && i > start {
+            return i;
+        }
+        reads.extend(op.reads().iter().map(|k| &k[..]));
+        writes.extend(op.writes().map(|k| &k[..]));
+    }
+    plans.len()
+}
+
+/// The upper-case command name in `buf`, without allocating (this runs for
+/// every command); names too long or not ASCII for any supported command
+/// give `""`, which matches nothing.
+fn command_name<'a>(arg: &[u8], buf: &'a mut [u8; 24]) -> &'a str {
+    if arg.len() > buf.len() || !arg.is_ascii() {
+        return "";
+    }
+    let out = &mut buf[..arg.len()];
+    out.copy_from_slice(arg);
+    out.make_ascii_uppercase();
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// The upper-case form of an argument, for matching and messages.
+fn name_of(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).to_ascii_uppercase()
+}
+
+fn wrong_arity(cmd: &str) -> Plan {
+    Plan::Ready(Reply::Error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        cmd.to_ascii_lowercase()
+    )))
+}
+
+fn err(msg: impl Into<String>) -> Plan {
+    Plan::Ready(Reply::Error(msg.into()))
+}
+
+/// Checks every key (and value) against the gateway limits.
+fn check_sizes<'a>(
+    keys: impl IntoIterator<Item = &'a Bytes>,
+    values: impl IntoIterator<Item = &'a Bytes>,
+) -> Result<(), Plan> {
+    for k in keys {
+        check_key(k).map_err(|e| err(format!("ERR {e}")))?;
+    }
+    for v in values {
+        check_value(v).map_err(|e| err(format!("ERR {e}")))?;
+    }
+    Ok(())
+}
+
+/// Turns one command into its reply or its node work, applying connection
+/// state changes (level, name, QUIT) in command order.
+fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
+    let mut upper = [0u8; 24];
+    let name = command_name(&args[0], &mut upper);
+    let argc = args.len();
+    let io = |kind| {
+        Plan::Io(IoOp {
+            kind,
+            consistency: conn.consistency,
+        })
+    };
+    match name {
+        "GET" => {
+            if argc != 2 {
+                return wrong_arity(name);
+            }
+            let key = args.swap_remove(1);
+            if let Err(p) = check_sizes([&key], []) {
+                return p;
+            }
+            io(IoKind::Get(key))
+        }
+        "SET" => {
+            if argc < 3 {
+                return wrong_arity(name);
+            }
+            if argc > 3 {
+                let opts: Vec<String> = args[3..].iter().map(|a| name_of(a)).collect();
+                return err(format!(
+                    "ERR SET options ({}) are not supported by Cassio",
+                    opts.join(" ")
+                ));
+            }
+            let value = args.swap_remove(2);
+            let key = args.swap_remove(1);
+            if let Err(p) = check_sizes([&key], [&value]) {
+                return p;
+            }
+            io(IoKind::Set(key, value))
+        }
+        "DEL" | "UNLINK" | "EXISTS" | "MGET" => {
+            if argc < 2 {
+                return wrong_arity(name);
+            }
+            let mut keys = args.split_off(1);
+            if let Err(p) = check_sizes(&keys, []) {
+                return p;
+            }
+            match name {
+                "EXISTS" => io(IoKind::Exists(keys)),
+                "MGET" => io(IoKind::MGet(keys)),
+                _ => {
+                    // Redis counts a key named twice once.
+                    let mut seen = HashSet::new();
+                    keys.retain(|k| seen.insert(k.clone()));
+                    io(IoKind::Del(keys))
+                }
+            }
+        }
+        "MSET" => {
+            if argc < 3 || argc & 1 == 0 {
+                return wrong_arity(name);
+            }
+            let mut pairs = Vec::with_capacity(argc / 2);
+            let mut it = args.into_iter().skip(1);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            if let Err(p) = check_sizes(pairs.iter().map(|(k, _)| k), pairs.iter().map(|(_, v)| v))
+            {
+                return p;
+            }
+            io(IoKind::MSet(pairs))
+        }
+        "PING" => match argc {
+            1 => Plan::Ready(Reply::Simple("PONG")),
+            2 => Plan::Ready(Reply::Bulk(Some(args.swap_remove(1)))),
+            _ => wrong_arity(name),
+        },
+        "ECHO" => {
+            if argc != 2 {
+                return wrong_arity(name);
+            }
+            Plan::Ready(Reply::Bulk(Some(args.swap_remove(1))))
+        }
+        "QUIT" => {
+            conn.quit = true;
+            Plan::Ready(Reply::Simple("OK"))
+        }
+        "SELECT" => {
+            if argc != 2 {
+                return wrong_arity(name);
+            }
+            if &args[1][..] == b"0" {
+                Plan::Ready(Reply::Simple("OK"))
+            } else {
+                err("ERR DB index is out of range (Cassio has only database 0)")
+            }
+        }
+        "HELLO" => hello(&args, conn),
+        "INFO" => {
+            if argc > 2 {
+                return err("ERR INFO with more than one section is not supported by Cassio");
+            }
+            let section = args
+                .get(1)
+                .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+            io(IoKind::Info(section, conn.port))
+        }
+        "COMMAND" => command(&args),
+        "CLIENT" => client(&args, conn),
+        "CONFIG" => config(&args),
+        "CASSIO.CONSISTENCY" => match argc {
+            1 => Plan::Ready(Reply::bulk_str(
+                &conn
+                    .consistency
+                    .map_or_else(|| "DEFAULT".to_string(), |c| c.to_string()),
+            )),
+            2 => {
+                let level = String::from_utf8_lossy(&args[1]);
+                if level.eq_ignore_ascii_case("default") {
+                    conn.consistency = None;
+                    return Plan::Ready(Reply::Simple("OK"));
+                }
+                match level.parse::<Consistency>() {
+                    Ok(c) => {
+                        conn.consistency = Some(c);
+                        Plan::Ready(Reply::Simple("OK"))
+                    }
+                    Err(e) => err(format!("ERR {e}")),
+                }
+            }
+            _ => wrong_arity(name),
+        },
+        _ => err(format!(
+            "ERR unknown or unsupported command '{}' (Cassio supports {})",
+            name_of(&args[0]).chars().take(64).collect::<String>(),
+            COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(" ")
+        )),
+    }
+}
+
+/// `HELLO [protover [AUTH u p] [SETNAME name]]`: RESP2 only.
+fn hello(args: &[Bytes], conn: &mut Conn) -> Plan {
+    if let Some(v) = args.get(1) {
+        match &v[..] {
+            b"2" => {}
+            b"3" => {
+                return err(
+                    "NOPROTO RESP3 is not supported by Cassio; use RESP2 (HELLO 2 or no HELLO)",
+                )
+            }
+            _ => return err("NOPROTO unsupported protocol version"),
+        }
+    }
+    let mut i = 2;
+    let mut name = None;
+    while i < args.len() {
+        match name_of(&args[i]).as_str() {
+            "AUTH" => return err("ERR HELLO AUTH is not supported by Cassio (no authentication)"),
+            "SETNAME" if i + 1 < args.len() => {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            other => return err(format!("ERR syntax error in HELLO option '{other}'")),
+        }
+    }
+    if name.is_some() {
+        conn.name = name;
+    }
+    let s = Reply::bulk_str;
+    Plan::Ready(Reply::Array(vec![
+        s("server"),
+        s("redis"),
+        s("version"),
+        s(COMPAT_REDIS_VERSION),
+        s("proto"),
+        Reply::Int(2),
+        s("id"),
+        Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX)),
+        s("mode"),
+        s("standalone"),
+        s("role"),
+        s("master"),
+        s("modules"),
+        Reply::Array(Vec::new()),
+    ]))
+}
+
+/// A supported command as `COMMAND` reports it: name, arity (negative = at
+/// least), flags, first key, last key, key step.
+type CommandSpec = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// Every supported command.
+const COMMANDS: &[CommandSpec] = &[
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", 3, &["write", "denyoom"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("ping", -1, &["fast", "stale"], 0, 0, 0),
+    ("echo", 2, &["fast", "stale"], 0, 0, 0),
+    ("quit", -1, &["fast", "stale"], 0, 0, 0),
+    ("hello", -1, &["fast", "stale", "noauth"], 0, 0, 0),
+    ("info", -1, &["stale"], 0, 0, 0),
+    ("command", -1, &["stale"], 0, 0, 0),
+    ("client", -2, &["stale"], 0, 0, 0),
+    ("select", 2, &["fast", "stale"], 0, 0, 0),
+    ("config", -2, &["stale"], 0, 0, 0),
+    ("cassio.consistency", -1, &["fast"], 0, 0, 0),
+];
+
+fn command_info(name: &str) -> Reply {
+    let Some(c) = COMMANDS.iter().find(|c| c.0.eq_ignore_ascii_case(name)) else {
+        return Reply::Bulk(None);
+    };
+    Reply::Array(vec![
+        Reply::bulk_str(c.0),
+        Reply::Int(c.1),
+        Reply::Array(c.2.iter().map(|f| Reply::bulk_str(f)).collect()),
+        Reply::Int(c.3),
+        Reply::Int(c.4),
+        Reply::Int(c.5),
+    ])
+}
+
+/// `COMMAND`, `COMMAND COUNT|INFO|LIST|DOCS`.
+fn command(args: &[Bytes]) -> Plan {
+    let Some(sub) = args.get(1) else {
+        return Plan::Ready(Reply::Array(
+            COMMANDS.iter().map(|c| command_info(c.0)).collect(),
+        ));
+    };
+    let sub = name_of(sub);
+    let rest = || {
+        args[2..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).to_string())
+    };
+    Plan::Ready(match sub.as_str() {
+        "COUNT" => Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX)),
+        "INFO" => Reply::Array(rest().map(|n| command_info(&n)).collect()),
+        "LIST" => Reply::Array(COMMANDS.iter().map(|c| Reply::bulk_str(c.0)).collect()),
+        // An empty map: clients (redis-cli's hints) fall back to no docs.
+        "DOCS" => Reply::Array(Vec::new()),
+        other => Reply::Error(format!(
+            "ERR COMMAND {other} is not supported by Cassio (try COUNT, INFO, LIST, DOCS)"
+        )),
+    })
+}
+
+/// `CLIENT SETNAME|GETNAME|ID|SETINFO`.
+fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
+    let sub = name_of(&args[1]);
+    match (sub.as_str(), args.len()) {
+        ("SETNAME", 3) => {
+            if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+                return err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            conn.name = (!args[2].is_empty()).then(|| args[2].clone());
+            Plan::Ready(Reply::Simple("OK"))
+        }
+        ("GETNAME", 2) => Plan::Ready(Reply::Bulk(conn.name.clone())),
+        ("ID", 2) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
+        // Client libraries announce themselves (LIB-NAME, LIB-VER); accepted
+        // and ignored.
+        ("SETINFO", 4) => Plan::Ready(Reply::Simple("OK")),
+        ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => wrong_arity(&format!("client|{sub}")),
+        (other, _) => err(format!(
+            "ERR CLIENT {other} is not supported by Cassio (try SETNAME, GETNAME, ID, SETINFO)"
+        )),
+    }
+}
+
+/// `CONFIG GET param`: the two parameters `redis-benchmark` asks for, so it
+/// runs without warnings; Cassio persists through its own commit log, not
+/// RDB snapshots or an AOF.
+fn config(args: &[Bytes]) -> Plan {
+    let sub = name_of(&args[1]);
+    if sub != "GET" {
+        return err(format!("ERR CONFIG {sub} is not supported by Cassio"));
+    }
+    let mut items = Vec::new();
+    for p in &args[2..] {
+        let p = String::from_utf8_lossy(p).to_ascii_lowercase();
+        let v = match p.as_str() {
+            "save" => "",
+            "appendonly" => "no",
+            "databases" => "1",
+            _ => continue,
+        };
+        items.push(Reply::bulk_str(&p));
+        items.push(Reply::bulk_str(v));
+    }
+    Plan::Ready(Reply::Array(items))
+}
+
+/// The reply to a failed node request, with a code clients can match on.
+fn request_error(e: &RequestError) -> Reply {
+    let code = match e {
+        RequestError::Client(ClientError::Unavailable { .. }) => "UNAVAILABLE",
+        RequestError::Client(ClientError::Timeout { .. }) => "TIMEOUT",
+        RequestError::Client(ClientError::Joining) => "TRYAGAIN",
+        _ => "ERR",
+    };
+    Reply::Error(format!("{code} {e}"))
+}
+
+async fn get(
+    handle: &NodeHandle,
+    key: &Bytes,
+    c: Option<Consistency>,
+) -> Result<Option<Bytes>, RequestError> {
+    let mut req = ClientRequest::get(key.clone());
+    req.consistency = c;
+    match execute(handle, PROTOCOL, req).await? {
+        ClientResponse::Value(v) => Ok(v),
+        ClientResponse::Written { .. } => Err(RequestError::BadRequest(
+            "the node answered a read with a write acknowledgement".into(),
+        )),
+    }
+}
+
+async fn put(
+    handle: &NodeHandle,
+    key: &Bytes,
+    value: &Bytes,
+    c: Option<Consistency>,
+) -> Result<(), RequestError> {
+    let mut req = ClientRequest::put(key.clone(), value.clone());
+    req.consistency = c;
+    execute(handle, PROTOCOL, req).await.map(|_| ())
+}
+
+async fn delete(
+    handle: &NodeHandle,
+    key: &Bytes,
+    c: Option<Consistency>,
+) -> Result<bool, RequestError> {
+    let existed = get(handle, key, c).await?.is_some();
+    let mut req = ClientRequest::delete(key.clone());
+    req.consistency = c;
+    execute(handle, PROTOCOL, req).await?;
+    Ok(existed)
+}
+
+fn count(n: usize) -> Reply {
+    Reply::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Runs one command's node work; keys of multi-key commands concurrently.
+async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
+    use futures_util::future::join_all;
+    let c = op.consistency;
+    match &op.kind {
+        IoKind::Get(k) => match get(handle, k, c).await {
+            Ok(v) => Reply::Bulk(v),
+            Err(e) => request_error(&e),
+        },
+        IoKind::Set(k, v) => match put(handle, k, v, c).await {
+            Ok(()) => Reply::Simple("OK"),
+            Err(e) => request_error(&e),
+        },
+        IoKind::MGet(keys) => {
+            let got = join_all(keys.iter().map(|k| get(handle, k, c))).await;
+            let mut items = Vec::with_capacity(got.len());
+            for g in got {
+                match g {
+                    Ok(v) => items.push(Reply::Bulk(v)),
+                    Err(e) => return request_error(&e),
+                }
+            }
+            Reply::Array(items)
+        }
+        IoKind::Exists(keys) => {
+            let got = join_all(keys.iter().map(|k| get(handle, k, c))).await;
+            let mut n = 0;
+            for g in got {
+                match g {
+                    Ok(v) => n += usize::from(v.is_some()),
+                    Err(e) => return request_error(&e),
+                }
+            }
+            count(n)
+        }
+        IoKind::Del(keys) => {
+            let done = join_all(keys.iter().map(|k| delete(handle, k, c))).await;
+            let mut n = 0;
+            for d in done {
+                match d {
+                    Ok(existed) => n += usize::from(existed),
+                    Err(e) => return request_error(&e),
+                }
+            }
+            count(n)
+        }
+        IoKind::MSet(pairs) => {
+            let done = join_all(pairs.iter().map(|(k, v)| put(handle, k, v, c))).await;
+            match done.into_iter().find_map(Result::err) {
+                None => Reply::Simple("OK"),
+                Some(e) => request_error(&e),
+            }
+        }
+        IoKind::Info(section, port) => info(handle, section.as_deref(), *port).await,
+    }
+}
+
+/// `INFO [section]`: server facts and the cluster as this node sees it.
+async fn info(handle: &NodeHandle, section: Option<&str>, port: u16) -> Reply {
+    let want = |s: &str| {
+        matches!(section, None | Some("all" | "everything" | "default")) || section == Some(s)
+    };
+    let mut text = String::new();
+    if want("server") {
+        text.push_str(&format!(
+            "# Server\r\nredis_version:{COMPAT_REDIS_VERSION}\r\ncassio_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            usize::BITS,
+            std::process::id(),
+            port,
+        ));
+    }
+    if want("replication") {
+        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("cluster") || want("cassio") {
+        match handle.status().await {
+            Ok(st) => {
+                let up = st.members.iter().filter(|m| m.up).count();
+                text.push_str(&format!(
+                    "# Cassio\r\ncluster_name:{}\r\nnode_id:{}\r\nmembers:{}\r\nmembers_up:{}\r\n",
+                    st.cluster,
+                    st.local_id,
+                    st.members.len(),
+                    up
+                ));
+                for m in &st.members {
+                    text.push_str(&format!(
+                        "member_{}:addr={},state={},up={},load={},ownership={:.4},generation={}\r\n",
+                        m.id, m.addr, m.state, u8::from(m.up), m.load, m.ownership, m.generation
+                    ));
+                }
+                text.push_str("\r\n");
+            }
+            Err(e) => return request_error(&e),
+        }
+    }
+    Reply::Bulk(Some(Bytes::from(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn conn() -> Conn {
+        Conn {
+            id: 1,
+            name: None,
+            consistency: None,
+            quit: false,
+            port: 0,
+        }
+    }
+
+    fn cmd(s: &str) -> Vec<Bytes> {
+        s.split(' ').map(b).collect()
+    }
+
+    #[test]
+    fn waves_split_only_on_read_write_conflicts() {
+        let mut c = conn();
+        let plans: Vec<Plan> = [
+            "SET a 1", "SET a 2", "GET b", "PING", "GET a", "SET c 1", "GET a", "MGET c d",
+        ]
+        .iter()
+        .map(|s| plan(cmd(s), &mut c))
+        .collect();
+        // SET a, SET a, GET b, PING run together; GET a waits for the sets.
+        assert_eq!(wave_end(&plans, 0), 4);
+        // GET a, SET c, GET a together; MGET c waits for SET c.
+        assert_eq!(wave_end(&plans, 4), 7);
+        assert_eq!(wave_end(&plans, 7), 8);
+    }
+
+    #[test]
+    fn consistency_is_captured_in_command_order() {
+        let mut c = conn();
+        let p1 = plan(cmd("GET a"), &mut c);
+        assert!(matches!(
+            plan(cmd("CASSIO.CONSISTENCY all"), &mut c),
+            Plan::Ready(Reply::Simple("OK"))
+        ));
+        let p2 = plan(cmd("GET a"), &mut c);
+        assert!(matches!(
+            p1,
+            Plan::Io(IoOp {
+                consistency: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p2,
+            Plan::Io(IoOp {
+                consistency: Some(Consistency::All),
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(cmd("CASSIO.CONSISTENCY bogus"), &mut c),
+            Plan::Ready(Reply::Error(_))
+        ));
+    }
+
+    #[test]
+    fn unsupported_things_are_named() {
+        let mut c = conn();
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("SET k v EX 10"), &mut c) else {
+            panic!("SET EX should be refused");
+        };
+        assert!(e.contains("SET options (EX 10) are not supported"), "{e}");
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("HINCRBY h f 1"), &mut c) else {
+            panic!("HINCRBY should be refused");
+        };
+        assert!(e.contains("'HINCRBY'"), "{e}");
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("HELLO 3"), &mut c) else {
+            panic!("HELLO 3 should be refused");
+        };
+        assert!(e.starts_with("NOPROTO") && e.contains("RESP3"), "{e}");
+    }
+}

@@ -1,0 +1,634 @@
+//! Real `cassio` processes on 127.0.0.1: a three-node cluster formed from
+//! one seed, reads and writes at several levels, a SIGKILLed node convicted
+//! and restarted on its data, and graceful shutdown on SIGTERM.
+//!
+//! Every port is chosen by the OS (the node prints what it bound), every
+//! wait is bounded, and every child is killed when its guard drops.
+
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use cassio_core::{ClientError, Consistency};
+use cassio_node::client::{Client, ClientConfig};
+use cassio_node::ClusterStatus;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cassio");
+
+/// What a node printed once it was ready.
+#[derive(Clone, Debug)]
+struct Ready {
+    id: u64,
+    peer: SocketAddr,
+    client: SocketAddr,
+    resp: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    generation: u64,
+}
+
+fn parse_ready(line: &str) -> Option<Ready> {
+    let rest = line.strip_prefix("cassio: node ")?;
+    let (id, rest) = rest.split_once(' ')?;
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    let opt = |name: &str| field(name).and_then(|v| v.parse().ok());
+    Some(Ready {
+        id: id.parse().ok()?,
+        peer: field("peer")?.parse().ok()?,
+        client: field("client")?.parse().ok()?,
+        resp: opt("resp"),
+        http: opt("http"),
+        generation: field("generation")?.parse().ok()?,
+    })
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop after SIGTERM; log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `cassio start ARGS` and waits (bounded) for its ready line.
+fn start_node(name: &str, dir: &Path, args: &[String]) -> (Proc, Ready) {
+    let log = dir.join(format!("{name}.log"));
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("start")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut proc = Proc {
+        name: name.to_owned(),
+        child,
+        log,
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(r) = parse_ready(&line) {
+                    return (proc, r);
+                }
+            }
+            Err(_) => {
+                let status = proc.child.try_wait().ok().flatten();
+                let log = proc.log_text();
+                proc.kill();
+                panic!("{name} never became ready (exit: {status:?}); log:\n{log}");
+            }
+        }
+    }
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    // The CLI's own client timeouts bound this call.
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn status_of(client: SocketAddr) -> Option<ClusterStatus> {
+    let out = cli(&[
+        "status",
+        "--json",
+        "--node",
+        &client.to_string(),
+        "--timeout-ms",
+        "2000",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls `cassio status` on `client` until `ok` holds; panics after `limit`.
+fn wait_status(
+    what: &str,
+    client: SocketAddr,
+    limit: Duration,
+    ok: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some(s) = status_of(client) {
+            if ok(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {last:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the node at `client` coordinates: a node that joined or
+/// restarted answers `Joining` until its view of the ring has settled.
+fn wait_ready(rt: &tokio::runtime::Runtime, client: SocketAddr) {
+    let c = rt.block_on(Client::connect(&[client])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rt.block_on(c.get("ready-probe", Some(Consistency::One))) {
+            Ok(_) => return,
+            Err(e) if matches!(e.client_error(), Some(ClientError::Joining)) => {}
+            Err(e) => panic!("{client}: {e:?}"),
+        }
+        assert!(Instant::now() < deadline, "{client} never settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn all_normal_and_up(s: &ClusterStatus, n: usize) -> bool {
+    s.members.len() == n && s.members.iter().all(|m| m.up && m.state == "Normal")
+}
+
+/// A RESP `SET` then `GET` over a raw socket; returns the GET's reply bytes.
+fn resp_set_get(addr: SocketAddr, key: &str, value: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let cmd = |parts: &[&str]| {
+        let mut out = format!("*{}\r\n", parts.len());
+        for p in parts {
+            out.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+        }
+        out
+    };
+    s.write_all(cmd(&["SET", key, value]).as_bytes()).unwrap();
+    s.write_all(cmd(&["GET", key]).as_bytes()).unwrap();
+    let want = format!("+OK\r\n${}\r\n{value}\r\n", value.len());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < want.len() {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// An HTTP request over a raw socket; returns (status code, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+struct Scenario {
+    name: &'static str,
+    transport: &'static str,
+    store: &'static str,
+}
+
+fn node_args(
+    sc: &Scenario,
+    dir: &Path,
+    i: usize,
+    seed: Option<SocketAddr>,
+    ports: Option<&Ready>,
+) -> Vec<String> {
+    let addr =
+        |a: Option<SocketAddr>| a.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+    let mut a: Vec<String> = [
+        "--cluster",
+        sc.name,
+        "--data-dir",
+        &dir.join(format!("node{i}")).display().to_string(),
+        "--replication-factor",
+        "3",
+        "--store",
+        sc.store,
+        "--transport",
+        sc.transport,
+        "--gossip-interval-ms",
+        "250",
+        "--request-timeout-ms",
+        "3000",
+        "--vnodes",
+        "32",
+        "--listen",
+        &addr(ports.map(|r| r.peer)),
+        "--client-addr",
+        &addr(ports.map(|r| r.client)),
+        "--resp-addr",
+        &addr(ports.and_then(|r| r.resp)),
+        "--http-addr",
+        &addr(ports.and_then(|r| r.http)),
+        "--log-level",
+        "info",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(s) = seed {
+        a.push("--seeds".into());
+        a.push(s.to_string());
+    }
+    if sc.transport == "quic" {
+        let certs = dir.join("certs");
+        a.extend([
+            "--tls-ca".to_string(),
+            certs.join("ca.pem").display().to_string(),
+            "--tls-cert".to_string(),
+            certs.join(format!("node{i}.pem")).display().to_string(),
+            "--tls-key".to_string(),
+            certs.join(format!("node{i}.key")).display().to_string(),
+        ]);
+    }
+    a
+}
+
+fn run_scenario(sc: Scenario) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    if sc.transport == "quic" {
+        let out = cli(&[
+            "gen-certs",
+            "--dir",
+            &dir.join("certs").display().to_string(),
+            "--nodes",
+            "3",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (mut p1, r1) = start_node("node1", dir, &node_args(&sc, dir, 1, None, None));
+    let (mut p2, r2) = start_node("node2", dir, &node_args(&sc, dir, 2, Some(r1.peer), None));
+    let (p3, r3) = start_node("node3", dir, &node_args(&sc, dir, 3, Some(r1.peer), None));
+    let mut p3 = Some(p3);
+
+    // The cluster forms from one seed: every node sees three Normal members.
+    for r in [&r1, &r2, &r3] {
+        wait_status(
+            "three Normal nodes",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
+    }
+    let table = cli(&["status", "--node", &r2.client.to_string()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.matches("UN ").count(), 3, "{table}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+    };
+    for r in [&r1, &r2, &r3] {
+        wait_ready(&rt, r.client);
+    }
+    let c1 = rt
+        .block_on(Client::connect_with(&[r1.client], cfg.clone()))
+        .unwrap();
+    let c2 = rt
+        .block_on(Client::connect_with(&[r2.client], cfg.clone()))
+        .unwrap();
+
+    // QUORUM through the native client, written on one node, read on another.
+    rt.block_on(c1.set("q", "quorum-value", Some(Consistency::Quorum)))
+        .unwrap();
+    let v = rt.block_on(c2.get("q", Some(Consistency::Quorum))).unwrap();
+    assert_eq!(v.as_deref(), Some(&b"quorum-value"[..]));
+
+    // The CLI uses the same client.
+    let out = cli(&[
+        "set",
+        "cli-key",
+        "cli-value",
+        "--consistency",
+        "quorum",
+        "--node",
+        &r2.client.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["get", "cli-key", "--node", &r3.client.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-value");
+
+    // RESP and HTTP end in the same coordinator.
+    if let Some(resp) = r1.resp {
+        let got = resp_set_get(resp, "resp-key", "resp-value");
+        assert_eq!(got, "+OK\r\n$10\r\nresp-value\r\n");
+        let v = rt
+            .block_on(c2.get("resp-key", Some(Consistency::Quorum)))
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(&b"resp-value"[..]));
+    }
+    if let Some(h) = r2.http {
+        let (code, _) = http(h, "PUT", "/kv/http-key?consistency=quorum", "http-value");
+        assert!((200..300).contains(&code), "PUT answered {code}");
+        let (code, body) = http(r3.http.unwrap_or(h), "GET", "/kv/http-key", "");
+        assert_eq!(code, 200);
+        assert!(body.contains("http-value"), "{body}");
+    }
+
+    // Data node 3 holds before it is killed (ALL: every replica has it).
+    for i in 0..20 {
+        rt.block_on(c1.set(format!("pre-{i}"), format!("v{i}"), Some(Consistency::All)))
+            .unwrap();
+    }
+
+    // The default sync policy makes writes durable within 100 ms (a
+    // SIGKILL loses what is younger); "held before the kill" means past that.
+    std::thread::sleep(Duration::from_millis(500));
+
+    // SIGKILL node 3.
+    if let Some(mut p) = p3.take() {
+        p.kill();
+    }
+    for level in [Consistency::Quorum, Consistency::One] {
+        rt.block_on(c1.set("after-kill", "x", Some(level))).unwrap();
+        let v = rt.block_on(c2.get("after-kill", Some(level))).unwrap();
+        assert_eq!(v.as_deref(), Some(&b"x"[..]));
+    }
+
+    // Once node 3 is convicted, ALL fails at once with Unavailable.
+    wait_status(
+        "node 3 seen down",
+        r1.client,
+        Duration::from_secs(30),
+        |s| s.members.iter().any(|m| m.id == r3.id && !m.up),
+    );
+    let started = Instant::now();
+    let e = rt
+        .block_on(c1.set("all-key", "x", Some(Consistency::All)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.client_error(),
+            Some(ClientError::Unavailable {
+                needed: 3,
+                alive: 2
+            })
+        ),
+        "{e:?}"
+    );
+    let e = rt
+        .block_on(c1.get("pre-1", Some(Consistency::All)))
+        .unwrap_err();
+    assert!(
+        matches!(e.client_error(), Some(ClientError::Unavailable { .. })),
+        "{e:?}"
+    );
+    // Far below the 3 s request timeout: nothing was sent and waited for.
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    for level in [Consistency::Quorum, Consistency::One] {
+        rt.block_on(c1.set("after-down", "y", Some(level))).unwrap();
+        let v = rt.block_on(c2.get("after-down", Some(level))).unwrap();
+        assert_eq!(v.as_deref(), Some(&b"y"[..]));
+    }
+
+    // Restart node 3 on the same data dir and ports; it keeps its id.
+    let (p3b, r3b) = start_node(
+        "node3-restarted",
+        dir,
+        &node_args(&sc, dir, 3, Some(r1.peer), Some(&r3)),
+    );
+    let _p3b = p3b;
+    assert_eq!(r3b.id, r3.id);
+    assert!(r3b.generation > r3.generation);
+    wait_status(
+        "node 3 up again with a new generation",
+        r1.client,
+        Duration::from_secs(30),
+        |s| {
+            s.members
+                .iter()
+                .any(|m| m.id == r3.id && m.up && m.generation == r3b.generation)
+        },
+    );
+    wait_status(
+        "node 3 sees the cluster",
+        r3b.client,
+        Duration::from_secs(30),
+        |s| all_normal_and_up(s, 3),
+    );
+    wait_ready(&rt, r3b.client);
+    // It serves (at ONE, as coordinator) what it held before the kill.
+    let c3 = rt
+        .block_on(Client::connect_with(&[r3b.client], cfg))
+        .unwrap();
+    for i in 0..20 {
+        let v = rt
+            .block_on(c3.get(format!("pre-{i}"), Some(Consistency::One)))
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()), "pre-{i}");
+    }
+    // With everyone back, ALL works again: once every node has heard of the
+    // new incarnation and the peers' connections to it are re-established
+    // (a transport may still be in its reconnect backoff for a moment).
+    wait_status(
+        "node 2 sees node 3 up",
+        r2.client,
+        Duration::from_secs(30),
+        |s| {
+            s.members
+                .iter()
+                .any(|m| m.id == r3.id && m.up && m.generation == r3b.generation)
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rt.block_on(c3.set("all-key", "z", Some(Consistency::All))) {
+            Ok(_) => break,
+            Err(e) => {
+                eprintln!("ALL after the restart not yet: {e}");
+                assert!(Instant::now() < deadline, "ALL never recovered: {e:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    // Graceful shutdown on SIGTERM: a clean exit.
+    drop((c1, c2, c3));
+    let mut p3b = _p3b;
+    for p in [&mut p3b, &mut p2, &mut p1] {
+        let status = p.terminate();
+        assert!(
+            status.success(),
+            "{} exited with {status}; log:\n{}",
+            p.name,
+            p.log_text()
+        );
+    }
+}
+
+#[test]
+fn three_processes_tcp_native() {
+    run_scenario(Scenario {
+        name: "proc-tcp",
+        transport: "tcp",
+        store: "native",
+    });
+}
+
+#[test]
+fn three_processes_quic_native() {
+    run_scenario(Scenario {
+        name: "proc-quic",
+        transport: "quic",
+        store: "native",
+    });
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn three_processes_tcp_rocksdb() {
+    run_scenario(Scenario {
+        name: "proc-rocks",
+        transport: "tcp",
+        store: "rocksdb",
+    });
+}
+
+#[cfg(feature = "sled")]
+#[test]
+fn three_processes_tcp_sled() {
+    run_scenario(Scenario {
+        name: "proc-sled",
+        transport: "tcp",
+        store: "sled",
+    });
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_code_2() {
+    for (args, field) in [
+        (
+            vec!["--replication-factor", "0"],
+            "replication_factor = \"0\"",
+        ),
+        (vec!["--consistency", "most"], "consistency = \"most\""),
+        (
+            vec!["--listen", "not-an-address"],
+            "listen = \"not-an-address\"",
+        ),
+        (vec!["--transport", "quic"], "transport = \"quic\""),
+        (vec!["--sync", "sometimes"], "sync = \"sometimes\""),
+    ] {
+        let out = Command::new(BIN)
+            .arg("start")
+            .args(&args)
+            .args(["--data-dir", "/nonexistent/never-created"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
+    if !cfg!(feature = "rocksdb") {
+        let out = cli(&["start", "--store", "rocksdb"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("`rocksdb` cargo feature"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cassio.toml");
+    std::fs::write(&file, "replication_factor = 3\nreplicas = 2\n").unwrap();
+    let out = cli(&["start", "--config", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replicas = \"2\": unknown setting"), "{err}");
+}

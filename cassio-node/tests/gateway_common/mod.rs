@@ -1,0 +1,178 @@
+//! A fake node for the gateway tests: a task answering `Command`s from an
+//! in-memory map, so the gateways are tested without the real driver.
+//!
+//! Keys starting with `unavailable`, `timeout`, `badrequest` or
+//! `replicafail` fail with that error; a request at consistency `ALL` fails
+//! with `Unavailable` (as one node of three would); every request seen is
+//! recorded.
+
+// Test helpers: a failed unwrap is a failed test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use bytes::Bytes;
+use cassio_core::{
+    ClientError, ClientOp, ClientRequest, ClientResponse, Consistency, NodeId, Timestamp,
+};
+use cassio_node::handle::Command;
+use cassio_node::{ClusterStatus, MemberStatus, NodeHandle, RequestError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// What the fake node has seen.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<ClientRequest>,
+}
+
+/// A running fake node.
+pub struct Fake {
+    pub handle: NodeHandle,
+    pub seen: Arc<Mutex<Seen>>,
+    pub data: Arc<Mutex<HashMap<Bytes, Bytes>>>,
+}
+
+pub fn status() -> ClusterStatus {
+    ClusterStatus {
+        local_id: 1,
+        cluster: "test".into(),
+        members: vec![MemberStatus {
+            id: 1,
+            addr: "127.0.0.1:7000".into(),
+            state: "Normal".into(),
+            up: true,
+            load: 42,
+            ownership: 1.0,
+            generation: 7,
+        }],
+    }
+}
+
+/// Spawns the fake node on the current runtime.
+pub fn spawn_fake() -> Fake {
+    let (tx, mut rx) = mpsc::channel::<Command>(1024);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let data: Arc<Mutex<HashMap<Bytes, Bytes>>> = Arc::default();
+    let (seen2, data2) = (seen.clone(), data.clone());
+    tokio::spawn(async move {
+        let mut clock = 0u64;
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Status(reply) => {
+                    let _ = reply.send(status());
+                }
+                Command::Request(req, reply) => {
+                    seen2.lock().unwrap().requests.push(req.clone());
+                    clock += 1;
+                    let ts = Timestamp::new(clock, 0, NodeId(1));
+                    let res = answer(&req, ts, &mut data2.lock().unwrap());
+                    let _ = reply.send(res);
+                }
+            }
+        }
+    });
+    Fake {
+        handle: NodeHandle::new(tx),
+        seen,
+        data,
+    }
+}
+
+/// A handle whose driver is gone.
+pub fn dead_handle() -> NodeHandle {
+    let (tx, rx) = mpsc::channel::<Command>(1);
+    drop(rx);
+    NodeHandle::new(tx)
+}
+
+fn answer(
+    req: &ClientRequest,
+    ts: Timestamp,
+    data: &mut HashMap<Bytes, Bytes>,
+) -> Result<ClientResponse, RequestError> {
+    let key = match &req.op {
+        ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
+    };
+    if req.consistency == Some(Consistency::All) {
+        return Err(ClientError::Unavailable {
+            needed: 3,
+            alive: 1,
+        }
+        .into());
+    }
+    if key.starts_with(b"unavailable") {
+        return Err(ClientError::Unavailable {
+            needed: 2,
+            alive: 1,
+        }
+        .into());
+    }
+    if key.starts_with(b"timeout") {
+        return Err(ClientError::Timeout {
+            acked: 1,
+            needed: 2,
+        }
+        .into());
+    }
+    if key.starts_with(b"replicafail") {
+        return Err(ClientError::ReplicaFailure {
+            acked: 0,
+            failed: 2,
+            needed: 2,
+        }
+        .into());
+    }
+    if key.starts_with(b"badrequest") {
+        return Err(RequestError::BadRequest("refused by the fake".into()));
+    }
+    Ok(match &req.op {
+        ClientOp::Get { key } => ClientResponse::Value(data.get(key).cloned()),
+        ClientOp::Put { key, value } => {
+            data.insert(key.clone(), value.clone());
+            ClientResponse::Written { ts }
+        }
+        ClientOp::Delete { key } => {
+            data.remove(key);
+            ClientResponse::Written { ts }
+        }
+    })
+}
+
+/// A gateway serving in the background, stopped on drop of `stop`.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Stops the gateway and checks it returns cleanly and promptly.
+    pub async fn shutdown(self) {
+        self.stop.send(true).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("gateway stops within 10 s")
+            .expect("gateway task did not panic");
+        res.expect("gateway returned Ok");
+    }
+}
+
+/// Serves the RESP gateway for `handle` on a free loopback port.
+pub async fn serve_resp(handle: NodeHandle) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(cassio_node::gateway::serve_resp(listener, handle, rx));
+    Served { addr, stop, task }
+}
+
+/// Serves the HTTP gateway for `handle` on a free loopback port.
+pub async fn serve_http(handle: NodeHandle) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(cassio_node::gateway::serve_http(listener, handle, rx));
+    Served { addr, stop, task }
+}

@@ -1,0 +1,276 @@
+//! The HTTP gateway against a fake node: every route and error code.
+
+// Helpers outside #[test] fns unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod gateway_common;
+
+use bytes::Bytes;
+use cassio_core::{ClientOp, Consistency};
+use gateway_common::{dead_handle, serve_http, spawn_fake, status};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn json_error(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("application/json")));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_routes_store_read_and_delete_bytes() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+
+    // The README's example: the body bytes become the value.
+    let r = c
+        .post(format!("{base}/kv/user1"))
+        .body(r#"{"name": "Jack"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ok"], true);
+    assert!(body["timestamp"]["micros"].as_u64().is_some(), "{body}");
+
+    let r = c.get(format!("{base}/kv/user1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().await.unwrap(), r#"{"name": "Jack"}"#);
+
+    // PUT overwrites; binary bodies and percent-encoded keys with slashes.
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let r = c
+        .put(format!("{base}/kv/dir/a%20b%00"))
+        .body(bin.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        fake.data
+            .lock()
+            .unwrap()
+            .get(&Bytes::from_static(b"dir/a b\0")),
+        Some(&Bytes::from(bin.clone()))
+    );
+    let r = c
+        .get(format!("{base}/kv/dir/a%20b%00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), bin);
+
+    let r = c.delete(format!("{base}/kv/user1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c.get(format!("{base}/kv/user1")).send().await.unwrap();
+    json_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_query_parameter() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    let r = c
+        .put(format!("{base}/kv/k?consistency=one"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .get(format!("{base}/kv/k?consistency=QUORUM"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .get(format!("{base}/kv/k?other=ignored"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The fake answers ALL with Unavailable, as one live node of three would.
+    let r = c
+        .delete(format!("{base}/kv/k?consistency=all"))
+        .send()
+        .await
+        .unwrap();
+    let body = json_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 replicas needed"),
+        "{body}"
+    );
+    let r = c
+        .get(format!("{base}/kv/k?consistency=most"))
+        .send()
+        .await
+        .unwrap();
+    let body = json_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("\"most\""),
+        "{body}"
+    );
+
+    let levels: Vec<(&'static str, Option<Consistency>)> = fake
+        .seen
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| {
+            let op = match r.op {
+                ClientOp::Get { .. } => "get",
+                ClientOp::Put { .. } => "put",
+                ClientOp::Delete { .. } => "delete",
+            };
+            (op, r.consistency)
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        vec![
+            ("put", Some(Consistency::One)),
+            ("get", Some(Consistency::Quorum)),
+            ("get", None),
+            ("delete", Some(Consistency::All)),
+        ]
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    let r = c
+        .get(format!("{base}/kv/unavailable"))
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let r = c
+        .put(format!("{base}/kv/timeout"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::GATEWAY_TIMEOUT, "timeout").await;
+    let r = c
+        .put(format!("{base}/kv/replicafail"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::INTERNAL_SERVER_ERROR, "replica_failure").await;
+    let r = c
+        .put(format!("{base}/kv/badrequest"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    let r = c.get(format!("{base}/kv/missing")).send().await.unwrap();
+    json_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = c.get(format!("{base}/nope")).send().await.unwrap();
+    json_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = c
+        .patch(format!("{base}/kv/k"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+
+    let too_big = vec![7u8; cassio_node::gateway::MAX_VALUE_BYTES + 1];
+    let r = c
+        .put(format!("{base}/kv/big"))
+        .body(too_big)
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
+    let just_fits = vec![7u8; cassio_node::gateway::MAX_VALUE_BYTES];
+    let r = c
+        .put(format!("{base}/kv/big"))
+        .body(just_fits)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    srv.shutdown().await;
+
+    // A node whose driver has stopped.
+    let srv = serve_http(dead_handle()).await;
+    let base = format!("http://{}", srv.addr);
+    let r = c.get(format!("{base}/kv/k")).send().await.unwrap();
+    json_error(r, StatusCode::SERVICE_UNAVAILABLE, "not_running").await;
+    let r = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "down");
+    let r = c.get(format!("{base}/status")).send().await.unwrap();
+    json_error(r, StatusCode::SERVICE_UNAVAILABLE, "not_running").await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_status() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    let r = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let r = c.get(format!("{base}/status")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let got: cassio_node::ClusterStatus = r.json().await.unwrap();
+    assert_eq!(got, status());
+
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let addr = srv.addr;
+    let c = client();
+    let r = c.get(format!("http://{addr}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(c);
+    srv.shutdown().await;
+    let c = client();
+    assert!(c.get(format!("http://{addr}/health")).send().await.is_err());
+}
