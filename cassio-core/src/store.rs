@@ -85,6 +85,29 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// True when no key can lie in `(start, end)`: an inverted range, an empty
+/// one, or one that ends before the empty key. Stores answer such a range
+/// with no entries without touching their data.
+pub fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s), Bound::Excluded(e))
+        | (Bound::Excluded(s), Bound::Included(e))
+        | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+        (Bound::Unbounded, Bound::Excluded(e)) => e.is_empty(),
+        _ => false,
+    }
+}
+
+/// True when `key` lies at or before the `end` bound of a range.
+pub fn key_before_end(key: &[u8], end: Bound<&[u8]>) -> bool {
+    match end {
+        Bound::Included(e) => key <= e,
+        Bound::Excluded(e) => key < e,
+        Bound::Unbounded => true,
+    }
+}
+
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
         (**self).apply(key, version)

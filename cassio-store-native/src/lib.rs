@@ -774,23 +774,7 @@ fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), StoreErro
     Ok(())
 }
 
-fn inverted(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s), Bound::Excluded(e))
-        | (Bound::Excluded(s), Bound::Included(e))
-        | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
-        _ => false,
-    }
-}
-
-fn before_end(key: &[u8], end: Bound<&[u8]>) -> bool {
-    match end {
-        Bound::Unbounded => true,
-        Bound::Included(e) => key <= e,
-        Bound::Excluded(e) => key < e,
-    }
-}
+use cassio_core::store::{key_before_end as before_end, range_is_empty as inverted};
 
 impl Store for NativeStore {
     fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {

@@ -20,7 +20,6 @@ pub use rocks::{RocksOptions, RocksStore};
 #[cfg(feature = "sled")]
 pub use sled_store::{SledOptions, SledStore};
 
-use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// When writes are forced to stable storage (see each store for the mapping).
@@ -76,27 +75,7 @@ fn check_sizes(
     Ok(())
 }
 
-/// True when `(start, end)` contains no key at all.
-fn range_is_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
-    match (start, end) {
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s), Bound::Excluded(e)) | (Bound::Excluded(s), Bound::Excluded(e)) => {
-            s >= e
-        }
-        (Bound::Excluded(s), Bound::Included(e)) => s >= e,
-        (_, Bound::Excluded(e)) => e.is_empty(),
-        _ => false,
-    }
-}
-
-/// True when `key` lies at or before the end bound.
-fn before_end(key: &[u8], end: Bound<&[u8]>) -> bool {
-    match end {
-        Bound::Included(e) => key <= e,
-        Bound::Excluded(e) => key < e,
-        Bound::Unbounded => true,
-    }
-}
+pub(crate) use cassio_core::store::{key_before_end as before_end, range_is_empty};
 
 /// True when a tombstone written at `ts_micros` may be purged now.
 fn tombstone_expired(ts_micros: u64, grace: Duration) -> bool {
@@ -113,7 +92,7 @@ mod tests {
 
     #[test]
     fn empty_ranges_are_recognised() {
-        use Bound::*;
+        use std::ops::Bound::*;
         let (a, b, e): (&[u8], &[u8], &[u8]) = (b"a", b"b", b"");
         assert!(range_is_empty(Included(b), Included(a)));
         assert!(!range_is_empty(Included(a), Included(a)));

@@ -60,14 +60,7 @@ impl Store for MemStore {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Key, Versioned)>, StoreError> {
-        let inverted = match (start, end) {
-            (Bound::Included(s), Bound::Included(e)) => s > e,
-            (Bound::Included(s), Bound::Excluded(e))
-            | (Bound::Excluded(s), Bound::Included(e))
-            | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
-            _ => false,
-        };
-        if inverted {
+        if cassio_core::store::range_is_empty(start, end) {
             return Ok(Vec::new());
         }
         let map = self.map();
