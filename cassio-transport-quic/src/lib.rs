@@ -90,7 +90,6 @@ impl QuicConfig {
 #[derive(Debug)]
 pub struct QuicTransport {
     local: SocketAddr,
-    max_frame: usize,
     endpoint: Endpoint,
     inbox: Arc<Inbox>,
     peers: Peers<QuicLink>,
@@ -186,10 +185,9 @@ impl QuicTransport {
         tracing::info!(addr = %local, cluster = %config.cluster, "quic transport listening");
         Ok(QuicTransport {
             local,
-            max_frame: config.max_frame,
             endpoint,
             inbox,
-            peers: Peers::new(link, config.peer, tasks.clone()),
+            peers: Peers::new(link, config.peer, config.max_frame, tasks.clone()),
             tasks,
         })
     }
@@ -211,12 +209,6 @@ impl Drop for QuicTransport {
 #[async_trait::async_trait]
 impl Transport for QuicTransport {
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        if frame.len() > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            });
-        }
         self.peers.send(to, frame).await
     }
 

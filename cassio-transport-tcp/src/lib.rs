@@ -102,7 +102,6 @@ type BoxIo = Box<dyn Io>;
 #[derive(Debug)]
 pub struct TcpTransport {
     local: SocketAddr,
-    max_frame: usize,
     inbox: Arc<Inbox>,
     peers: Peers<TcpLink>,
     tasks: Arc<Tasks>,
@@ -170,9 +169,8 @@ impl TcpTransport {
         tracing::info!(addr = %local, cluster = %config.cluster, tls = link.tls.is_some(), "tcp transport listening");
         Ok(TcpTransport {
             local,
-            max_frame: config.max_frame,
             inbox,
-            peers: Peers::new(link, config.peer, tasks.clone()),
+            peers: Peers::new(link, config.peer, config.max_frame, tasks.clone()),
             tasks,
         })
     }
@@ -192,12 +190,6 @@ impl Drop for TcpTransport {
 #[async_trait::async_trait]
 impl Transport for TcpTransport {
     async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        if frame.len() > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            });
-        }
         self.peers.send(to, frame).await
     }
 

@@ -193,6 +193,7 @@ impl Peer {
 pub struct Peers<L: Link> {
     link: Arc<L>,
     config: PeerConfig,
+    max_frame: usize,
     tasks: Arc<Tasks>,
     map: parking_lot::Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     closed: AtomicBool,
@@ -207,11 +208,13 @@ impl<L: Link> std::fmt::Debug for Peers<L> {
 }
 
 impl<L: Link> Peers<L> {
-    /// An empty table whose peer tasks are spawned into `tasks`.
-    pub fn new(link: L, config: PeerConfig, tasks: Arc<Tasks>) -> Self {
+    /// An empty table whose peer tasks are spawned into `tasks`; frames over
+    /// `max_frame` bytes are refused by [`Peers::send`].
+    pub fn new(link: L, config: PeerConfig, max_frame: usize, tasks: Arc<Tasks>) -> Self {
         Peers {
             link: Arc::new(link),
             config,
+            max_frame,
             tasks,
             map: parking_lot::Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -221,6 +224,12 @@ impl<L: Link> Peers<L> {
     /// Queues `frame` for `to`, connecting first if needed (see the module
     /// documentation for how long this may wait).
     pub async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+        if frame.len() > self.max_frame {
+            return Err(TransportError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
         let peer = self.peer(to)?;
         if matches!(*peer.state.borrow(), State::Up) {
             return peer.enqueue(to, frame, self.config.queue_bytes);
