@@ -25,7 +25,7 @@ fn app(i: u64) -> AppState {
         status: NodeStatus::Normal,
         addr: addr(i),
         tokens: default_tokens(NodeId(i), 256),
-        schema: 1,
+        keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 1 << 30,
     }
 }

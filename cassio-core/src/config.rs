@@ -131,6 +131,44 @@ pub struct Config {
     /// move away and back while it restarts. Data streaming to a new node is
     /// not built yet: a new node starts empty and is filled by read repair.
     pub bootstrap: bool,
+    /// How far ahead of this node's clock (wall clock and hybrid clock alike)
+    /// a timestamp from a peer may be. A write stamped further ahead is
+    /// refused with [`crate::ClientError::ClockOffset`] at its coordinator,
+    /// and no farther timestamp is ever observed, so one node whose clock
+    /// runs a day ahead cannot drag every node's clock with it. 500 ms by
+    /// default, as CockroachDB's `max-offset`.
+    pub max_clock_offset: Duration,
+    /// What the previous run of this node persisted (its view of the
+    /// cluster and its clock's high-water mark), or `None` for a node whose
+    /// data directory is new.
+    pub persisted: Option<crate::persist::PersistedState>,
+    /// Coordinate at once after a restart instead of waiting to hear from a
+    /// majority of the persisted view. Only for an operator who knows the
+    /// other members are gone for good: with an incomplete view this node
+    /// may place writes on the wrong replicas, and acknowledged writes can
+    /// then be missed by later reads.
+    pub start_without_quorum: bool,
+    /// Deliberate faults for the simulator's mutation tests, which prove the
+    /// checker can see a broken system. Never set them in production.
+    #[cfg(feature = "mutations")]
+    pub mutations: Mutations,
+}
+
+/// Switches that break the node on purpose (feature `mutations`), so that
+/// mutation tests can show the simulator's checker catches each breakage.
+#[cfg(feature = "mutations")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Stamp every write with a random timestamp instead of the clock's.
+    pub random_timestamps: bool,
+    /// Count a replica's "superseded" answer as an acknowledgement instead of
+    /// re-stamping the write above the newer version (trust the local clock).
+    pub trust_local_clock: bool,
+    /// Ignore the persisted clock high-water mark at start (and do not wait).
+    pub ignore_persisted_clock: bool,
+    /// Coordinate even when this node's keyspace settings differ from the
+    /// rest of the cluster's.
+    pub skip_config_check: bool,
 }
 
 impl Config {
@@ -149,6 +187,11 @@ impl Config {
             gossip: GossipConfig::default(),
             generation: None,
             bootstrap: false,
+            max_clock_offset: Duration::from_millis(500),
+            persisted: None,
+            start_without_quorum: false,
+            #[cfg(feature = "mutations")]
+            mutations: Mutations::default(),
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod membership;
 pub mod node;
+pub mod persist;
 pub mod placement;
 pub mod store;
 pub mod time;
@@ -31,8 +32,9 @@ pub use node::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
     StorageOp, StorageResult, StorageToken,
 };
+pub use persist::{PersistedMember, PersistedState};
 pub use store::{Store, StoreError};
-pub use time::Instant;
+pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};
 pub use types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
-pub use wire::{Envelope, PeerMsg, WireCodec, WireError};
+pub use wire::{Envelope, PeerMsg, WireCodec, WireError, WriteOutcome};

@@ -4,7 +4,7 @@
 //!
 //! Membership spreads by gossip in the style of Cassandra: every node keeps
 //! a state per member (generation, a version it bumps every round as its
-//! heartbeat, and application state: status, tokens, address, schema, load).
+//! heartbeat, and application state: status, tokens, address, keyspaces, load).
 //! Once per round a node sends a `Syn` of digests `(id, generation,
 //! version)` to one random live peer, sometimes to a seed; the peer answers
 //! with an `Ack` holding the states it has newer and the digests it wants;
@@ -57,8 +57,10 @@ pub struct AppState {
     pub addr: SocketAddr,
     /// Its tokens on the ring.
     pub tokens: Vec<Token>,
-    /// A digest of its keyspace definitions.
-    pub schema: u64,
+    /// Its keyspace definitions, compared across the cluster so that a node
+    /// configured differently refuses to coordinate instead of acknowledging
+    /// writes with too few copies.
+    pub keyspaces: Vec<crate::config::KeyspaceConfig>,
     /// Bytes it stores, as its host last reported.
     pub load: u64,
 }
@@ -98,6 +100,9 @@ pub enum GossipMsg {
         reply_to: SocketAddr,
         /// One entry per member the sender knows.
         digests: Vec<Digest>,
+        /// The sender's wall clock when it sent this (0: unknown), so peers
+        /// can tell a node whose clock is off from the rest.
+        wall_micros: u64,
     },
     /// Answer to `Syn`: states the receiver lacked, and what it wants back.
     Ack {
@@ -105,6 +110,8 @@ pub enum GossipMsg {
         states: Vec<NodeState>,
         /// Members the responder wants newer states of.
         requests: Vec<Digest>,
+        /// The responder's wall clock when it sent this (0: unknown).
+        wall_micros: u64,
     },
     /// Completion: the states the responder asked for.
     Ack2 {
@@ -262,6 +269,8 @@ struct Member {
     left_at: Option<Instant>,
     next_probe: Instant,
     probe_interval: Duration,
+    /// Its wall clock minus ours, as last measured from its gossip.
+    clock_offset: Option<i64>,
 }
 
 /// Something membership wants sent.
@@ -289,7 +298,16 @@ pub struct Membership {
     ring_epoch: u64,
     leaving_since: Option<Instant>,
     next_check: Instant,
+    /// Bumped whenever what [`Membership::persisted_members`] returns changes.
+    view_epoch: u64,
+    /// The wall clock (micros) at the current input, 0 when unknown.
+    wall_micros: u64,
 }
+
+/// A generation more than this far ahead of our wall clock (in seconds) is
+/// refused: generations are wall-clock seconds, and one far in the future
+/// would shadow every later restart of that node.
+const MAX_GENERATION_AHEAD_SECS: u64 = 24 * 3600;
 
 impl Membership {
     /// Membership of `me` in generation `generation`, listening at `addr`
@@ -322,6 +340,103 @@ impl Membership {
             ring_epoch: 1,
             leaving_since: None,
             next_check: now,
+            view_epoch: 1,
+            wall_micros: 0,
+        }
+    }
+
+    /// Tells membership the wall clock at the current input; it stamps
+    /// outgoing gossip with it and measures peers' offsets against it.
+    pub fn set_wall(&mut self, wall_micros: u64) {
+        self.wall_micros = wall_micros;
+    }
+
+    /// Bumped whenever the persisted view would change (a member added or
+    /// removed, a new generation, a new address, tokens or status).
+    pub fn view_epoch(&self) -> u64 {
+        self.view_epoch
+    }
+
+    /// The other members as they should be persisted.
+    pub fn persisted_members(&self) -> Vec<crate::persist::PersistedMember> {
+        self.members
+            .iter()
+            .map(|(&id, m)| crate::persist::PersistedMember {
+                id,
+                generation: m.state.generation,
+                addr: m.app.addr,
+                tokens: m.app.tokens.clone(),
+                status: m.app.status,
+            })
+            .collect()
+    }
+
+    /// Loads the view a previous run persisted: every member is known (so
+    /// the ring is whole from the start) but believed down until heard from.
+    pub fn load_persisted(&mut self, members: &[crate::persist::PersistedMember], now: Instant) {
+        for p in members {
+            if p.id == self.me || p.status == NodeStatus::Left {
+                continue;
+            }
+            let app = AppState {
+                status: p.status,
+                addr: p.addr,
+                tokens: p.tokens.clone(),
+                keyspaces: Vec::new(),
+                load: 0,
+            };
+            self.members.insert(
+                p.id,
+                Member {
+                    state: NodeState {
+                        id: p.id,
+                        generation: p.generation,
+                        version: 0,
+                        app_version: 0,
+                        app: None,
+                    },
+                    app,
+                    alive: false,
+                    detector: ArrivalWindow::new(),
+                    down_since: Some(now),
+                    left_at: None,
+                    next_probe: now,
+                    probe_interval: self.cfg.interval,
+                    clock_offset: None,
+                },
+            );
+        }
+        self.ring_epoch += 1;
+        self.view_epoch += 1;
+    }
+
+    /// Measured wall-clock offsets (theirs minus ours, micros) of the live
+    /// members that have reported one.
+    pub fn live_clock_offsets(&self) -> Vec<i64> {
+        self.members
+            .values()
+            .filter(|m| m.alive)
+            .filter_map(|m| m.clock_offset)
+            .collect()
+    }
+
+    /// Each member's gossiped keyspace definitions (token owners only).
+    pub fn member_keyspaces(&self) -> Vec<(NodeId, &[crate::config::KeyspaceConfig])> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.app.status.owns_tokens() && !m.app.keyspaces.is_empty())
+            .map(|(&id, m)| (id, m.app.keyspaces.as_slice()))
+            .collect()
+    }
+
+    fn record_offset(&mut self, from: NodeId, their_wall: u64) {
+        if their_wall == 0 || self.wall_micros == 0 {
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&from) {
+            let theirs = i64::try_from(their_wall).unwrap_or(i64::MAX);
+            let ours = i64::try_from(self.wall_micros).unwrap_or(i64::MAX);
+            m.clock_offset = Some(theirs.saturating_sub(ours));
         }
     }
 
@@ -417,6 +532,9 @@ impl Membership {
             {
                 self.ring_epoch += 1;
             }
+            if before.status != self.own_app.status || before.tokens != self.own_app.tokens {
+                self.view_epoch += 1;
+            }
         }
     }
 
@@ -501,9 +619,12 @@ impl Membership {
     }
 
     /// Rough encoded size of a state, to keep messages under the cap
-    /// (varints are at most 10 bytes; the address at most 19).
-    fn state_size(s: &NodeState) -> usize {
-        40 + s.app.as_ref().map_or(0, |a| 40 + 10 * a.tokens.len())
+    /// (varints are at most 10 bytes; the address at most 19). An upper
+    /// bound: a state larger than the message cap can never be sent.
+    pub fn state_size(s: &NodeState) -> usize {
+        40 + s.app.as_ref().map_or(0, |a| {
+            40 + 10 * a.tokens.len() + a.keyspaces.iter().map(|k| 24 + k.name.len()).sum::<usize>()
+        })
     }
 
     fn fit(&self, mut states: Vec<NodeState>) -> Vec<NodeState> {
@@ -534,7 +655,12 @@ impl Membership {
         let _ = rng;
         self.heard_from(from, now, events);
         match msg {
-            GossipMsg::Syn { reply_to, digests } => {
+            GossipMsg::Syn {
+                reply_to,
+                digests,
+                wall_micros,
+            } => {
+                self.record_offset(from, wall_micros);
                 let mut states = Vec::new();
                 let mut requests = Vec::new();
                 let mut mentioned = std::collections::BTreeSet::new();
@@ -579,11 +705,21 @@ impl Membership {
                 vec![GossipSend {
                     to: Some(from),
                     addr: reply_to,
-                    msg: GossipMsg::Ack { states, requests },
+                    msg: GossipMsg::Ack {
+                        states,
+                        requests,
+                        wall_micros: self.wall_micros,
+                    },
                 }]
             }
-            GossipMsg::Ack { states, requests } => {
+            GossipMsg::Ack {
+                states,
+                requests,
+                wall_micros,
+            } => {
+                let states = self.vouched(from, states);
                 self.apply_states(states, now, events);
+                self.record_offset(from, wall_micros);
                 // The first answer from the cluster completes a join (there
                 // is no bootstrap streaming yet; read repair fills us in).
                 if self.own_app.status == NodeStatus::Joining {
@@ -604,10 +740,22 @@ impl Membership {
                 }
             }
             GossipMsg::Ack2 { states } => {
+                let states = self.vouched(from, states);
                 self.apply_states(states, now, events);
                 Vec::new()
             }
         }
+    }
+
+    /// The states `from` may speak for: a member (or any node while this one
+    /// knows nobody and is joining through its seeds) speaks for everyone; a
+    /// stranger only for itself, so a non-member cannot inject or overwrite
+    /// other nodes' states.
+    fn vouched(&self, from: NodeId, mut states: Vec<NodeState>) -> Vec<NodeState> {
+        if !self.members.is_empty() && !self.members.contains_key(&from) {
+            states.retain(|s| s.id == from);
+        }
+        states
     }
 
     fn is_quarantined(&self, id: NodeId, generation: u64) -> bool {
@@ -631,6 +779,13 @@ impl Membership {
                 continue;
             }
             if self.is_quarantined(s.id, s.generation) {
+                continue;
+            }
+            if self.wall_micros > 0
+                && s.generation > self.wall_micros / 1_000_000 + MAX_GENERATION_AHEAD_SECS
+            {
+                // A generation a day in the future: a broken clock or a
+                // forged state. Accepting it would shadow every honest restart.
                 continue;
             }
             self.forgotten.remove(&s.id);
@@ -657,11 +812,13 @@ impl Membership {
                             left_at: None,
                             next_probe: now,
                             probe_interval: self.cfg.interval,
+                            clock_offset: None,
                         },
                     );
                     if status.owns_tokens() {
                         self.ring_epoch += 1;
                     }
+                    self.view_epoch += 1;
                     events.push(MembershipEvent::Joined(id));
                 }
                 Some(m) => {
@@ -674,6 +831,7 @@ impl Membership {
                         continue;
                     }
                     if restarted {
+                        self.view_epoch += 1;
                         m.detector = ArrivalWindow::new();
                         events.push(MembershipEvent::Restarted {
                             id: s.id,
@@ -706,6 +864,12 @@ impl Membership {
                             || app.tokens != m.app.tokens
                         {
                             self.ring_epoch += 1;
+                        }
+                        if app.status != m.app.status
+                            || app.tokens != m.app.tokens
+                            || app.addr != m.app.addr
+                        {
+                            self.view_epoch += 1;
                         }
                         m.app = app;
                     }
@@ -786,6 +950,7 @@ impl Membership {
         }
         for (id, generation, owned) in gone {
             self.members.remove(&id);
+            self.view_epoch += 1;
             self.forgotten.insert(id, (generation, now));
             if owned {
                 self.ring_epoch += 1;
@@ -799,6 +964,7 @@ impl Membership {
         let syn = GossipMsg::Syn {
             reply_to: self.own_app.addr,
             digests: self.digests(),
+            wall_micros: self.wall_micros,
         };
         let live: Vec<NodeId> = self
             .members
@@ -862,6 +1028,7 @@ impl Membership {
         GossipMsg::Syn {
             reply_to: self.own_app.addr,
             digests: self.digests(),
+            wall_micros: self.wall_micros,
         }
     }
 

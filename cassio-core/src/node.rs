@@ -7,10 +7,11 @@
 
 use crate::config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
+use crate::persist::PersistedState;
 use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
-use crate::time::Instant;
+use crate::time::{Instant, Now};
 use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
-use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WireError};
+use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WireError, WriteOutcome};
 use bytes::{BufMut, BytesMut};
 use core::net::SocketAddr;
 use rand::SeedableRng;
@@ -160,6 +161,38 @@ pub enum ClientError {
     /// ask another node.
     #[error("node is still joining the cluster; retry shortly or ask another node")]
     Joining,
+    /// This node's wall clock is further from the rest of the cluster's than
+    /// the maximum clock offset, so it refuses to stamp writes (a write
+    /// stamped far ahead would shadow later ones; far behind, it would lose
+    /// to earlier ones). Fix the clock (NTP), or ask another node.
+    #[error("this node's clock is {offset_ms} ms off the cluster's (max {max_ms} ms); fix its time source or ask another node")]
+    ClockOffset {
+        /// This node's wall clock minus the cluster's median, in ms.
+        offset_ms: i64,
+        /// The configured maximum offset, in ms.
+        max_ms: u64,
+    },
+    /// This node's definition of the keyspace differs from the rest of the
+    /// cluster's; it refuses to coordinate rather than place or count
+    /// replicas differently. Start it with the cluster's settings.
+    #[error("keyspace {keyspace:?}: this node has {setting} = {ours}, the cluster has {theirs}; restart it with the cluster's settings")]
+    ConfigMismatch {
+        /// The keyspace.
+        keyspace: String,
+        /// The setting that differs (e.g. `replication_factor`).
+        setting: String,
+        /// This node's value.
+        ours: String,
+        /// The value most of the cluster has.
+        theirs: String,
+    },
+    /// The write kept losing to newer writes of the same key that arrived
+    /// while it was re-stamped; it may or may not be visible. Retry.
+    #[error("write kept losing to concurrent writes of the same key ({attempts} attempts); it may or may not be visible")]
+    Contended {
+        /// Stamps tried.
+        attempts: u8,
+    },
 }
 
 /// A storage operation for the host to run against its `Store`.
@@ -199,6 +232,34 @@ pub enum NodeEvent {
     BadFrame(WireError),
     /// A storage operation failed.
     StorageFailed(String),
+    /// A peer sent a timestamp further ahead of this node's clock than the
+    /// maximum offset; the write was refused and the clock not moved.
+    ClockAheadRefused {
+        /// The peer.
+        from: NodeId,
+        /// How far ahead of our reference time it was, in micros.
+        ahead_micros: u64,
+    },
+    /// This node's clock is off the cluster's by more than the maximum
+    /// offset (reported when it changes).
+    ClockOffset {
+        /// Our wall clock minus the cluster's median, in micros.
+        offset_micros: i64,
+    },
+    /// A keyspace's settings differ between this node and the cluster.
+    ConfigMismatch {
+        /// The keyspace.
+        keyspace: String,
+        /// The differing setting, ours and theirs.
+        detail: String,
+    },
+    /// A coordinator re-stamped a superseded write above the newer version.
+    Restamped {
+        /// The old timestamp.
+        from: Timestamp,
+        /// The new timestamp.
+        to: Timestamp,
+    },
 }
 
 /// Work the node asks its host to do.
@@ -229,6 +290,10 @@ pub enum Output {
     },
     /// Something worth logging.
     Event(NodeEvent),
+    /// Persist this state in the data directory (atomically, replacing the
+    /// previous one) and give it back in [`Config::persisted`] at the next
+    /// start. The node relies on it: a restart must never see an older one.
+    Persist(PersistedState),
 }
 
 /// Why a node could not be built from a configuration.
@@ -256,6 +321,17 @@ pub enum ConfigError {
     /// `vnodes` is zero with the token ring placement.
     #[error("vnodes must be at least 1")]
     ZeroVnodes,
+    /// The node's gossiped state (its tokens and keyspaces) would not fit in
+    /// one gossip message, so the node could never join.
+    #[error("{vnodes} vnodes make this node's gossip state {bytes} bytes, over the gossip message cap of {max} bytes; use fewer vnodes")]
+    TooManyVnodes {
+        /// Vnodes asked for.
+        vnodes: usize,
+        /// The state's size.
+        bytes: usize,
+        /// The cap (`GossipConfig::max_message_bytes`).
+        max: usize,
+    },
 }
 
 /// The key under which `key` of `keyspace` is stored: one length byte, the
@@ -280,19 +356,53 @@ pub fn split_storage_key(skey: &[u8]) -> Option<(&str, &[u8])> {
     Some((ks, &rest[len..]))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiter {
-    CoordWrite { tag: RequestTag },
-    CoordRead { tag: RequestTag },
-    ReplicaWrite { to: NodeId, tag: RequestTag },
-    ReplicaRead { to: NodeId, tag: RequestTag },
+    CoordWrite {
+        tag: RequestTag,
+        ts: Timestamp,
+        key: Key,
+    },
+    /// The local store kept a newer version: read it to learn its stamp.
+    CoordSuperseded {
+        tag: RequestTag,
+        ts: Timestamp,
+    },
+    CoordRead {
+        tag: RequestTag,
+    },
+    ReplicaWrite {
+        to: NodeId,
+        tag: RequestTag,
+        ts: Timestamp,
+        key: Key,
+    },
+    ReplicaSuperseded {
+        to: NodeId,
+        tag: RequestTag,
+        ts: Timestamp,
+    },
+    ReplicaRead {
+        to: NodeId,
+        tag: RequestTag,
+    },
     Repair,
 }
+
+/// How many times a coordinator re-stamps a superseded write before it
+/// gives up with [`ClientError::Contended`].
+const MAX_STAMPS: u8 = 4;
+
+/// How far above its newest timestamp a node persists its clock's
+/// high-water mark: one persist per this much clock progress at most.
+const CLOCK_RESERVE_MICROS: u64 = 1_000_000;
 
 #[derive(Debug)]
 enum PendingKind {
     Write {
         ts: Timestamp,
+        value: Option<Value>,
+        stamps: u8,
     },
     Read {
         responses: Vec<(NodeId, Option<Versioned>)>,
@@ -338,8 +448,29 @@ pub struct Node {
     shutting_down: bool,
     /// True once the node's view of the cluster has settled (see `settle`).
     ready: bool,
+    /// Whether this node joins through seeds (it must wait for its view).
+    joins_through_seeds: bool,
     /// The ring epoch last seen, and since when it has not changed.
     view_stable_since: (u64, Instant),
+    /// The last wall-clock reading from the host, and when it was taken.
+    wall: (Instant, u64),
+    max_clock_offset: u64,
+    /// The clock high-water mark last persisted.
+    clock_persisted: u64,
+    /// The membership view epoch last persisted.
+    view_persisted: u64,
+    /// Before coordinating after a restart: the persisted view's members, a
+    /// majority of which (this node included) must be heard from.
+    restart_quorum: Option<Vec<NodeId>>,
+    /// Before coordinating after a restart: the wall clock must pass the
+    /// persisted high-water mark, so new writes are stamped near real time.
+    clock_floor: u64,
+    /// Whether the clock was last found off the cluster's (for events).
+    clock_off: bool,
+    /// Keyspace agreement, cached per membership view epoch.
+    agreement: (u64, BTreeMap<String, Option<ClientError>>),
+    #[cfg(feature = "mutations")]
+    mutations: crate::config::Mutations,
 }
 
 impl Node {
@@ -385,10 +516,6 @@ impl Node {
             .tokens
             .clone()
             .unwrap_or_else(|| default_tokens(id, config.vnodes.max(1)));
-        let schema = {
-            let encoded = postcard::to_allocvec(&keyspaces).unwrap_or_default();
-            xxhash_rust::xxh3::xxh3_64(&encoded)
-        };
         let joins_through_seeds = config.seeds.iter().any(|s| *s != config.listen_addr);
         let app = AppState {
             status: if joins_through_seeds && config.bootstrap {
@@ -398,10 +525,24 @@ impl Node {
             },
             addr: config.listen_addr,
             tokens,
-            schema,
+            keyspaces: keyspaces.values().cloned().collect(),
             load: 0,
         };
-        let membership = Membership::new(
+        let own_size = Membership::state_size(&crate::membership::NodeState {
+            id,
+            generation,
+            version: u64::MAX,
+            app_version: u64::MAX,
+            app: Some(app.clone()),
+        });
+        if own_size > config.gossip.max_message_bytes {
+            return Err(ConfigError::TooManyVnodes {
+                vnodes: app.tokens.len(),
+                bytes: own_size,
+                max: config.gossip.max_message_bytes,
+            });
+        }
+        let mut membership = Membership::new(
             id,
             generation,
             app,
@@ -409,12 +550,29 @@ impl Node {
             config.gossip.clone(),
             now,
         );
+        membership.set_wall(wall_micros);
+        #[cfg(feature = "mutations")]
+        let ignore_clock = config.mutations.ignore_persisted_clock;
+        #[cfg(not(feature = "mutations"))]
+        let ignore_clock = false;
+        let persisted = config.persisted.clone().unwrap_or_default();
+        let clock_floor = if ignore_clock {
+            0
+        } else {
+            persisted.clock_high_water
+        };
+        let restart_quorum = if persisted.members.is_empty() || config.start_without_quorum {
+            None
+        } else {
+            membership.load_persisted(&persisted.members, now);
+            Some(persisted.members.iter().map(|m| m.id).collect())
+        };
         let mut node = Node {
             id,
             codec: WireCodec::new(config.cluster.clone()),
             start: now,
             wall_at_start: wall_micros,
-            clock: HybridClock::new(id),
+            clock: HybridClock::starting_above(id, clock_floor),
             membership,
             placement_kind: config.placement,
             placement: Box::new(TokenRing::default()),
@@ -422,7 +580,9 @@ impl Node {
             keyspaces,
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
-            next_tag: 1,
+            // Tags carry the generation, so a late reply to the previous
+            // run of this node can never match a request of this one.
+            next_tag: ((generation & 0xFFFF_FFFF) << 32) | 1,
             next_token: 1,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -430,12 +590,32 @@ impl Node {
             events: Vec::new(),
             out: VecDeque::new(),
             shutting_down: false,
-            // A node with no one to join coordinates at once; a joining or
-            // restarting node waits until its view has settled.
-            ready: !joins_through_seeds,
+            joins_through_seeds: false,
+            // A node with no one to join and nothing persisted coordinates at
+            // once; a joining or restarting node waits until its view has
+            // settled (see `settle`).
+            ready: false,
             view_stable_since: (0, now),
+            wall: (now, wall_micros),
+            max_clock_offset: u64::try_from(config.max_clock_offset.as_micros())
+                .unwrap_or(u64::MAX),
+            clock_persisted: 0,
+            view_persisted: 0,
+            restart_quorum,
+            clock_floor: if config.start_without_quorum {
+                0
+            } else {
+                clock_floor
+            },
+            clock_off: false,
+            agreement: (0, BTreeMap::new()),
+            #[cfg(feature = "mutations")]
+            mutations: config.mutations.clone(),
         };
+        node.joins_through_seeds = joins_through_seeds;
         node.rebuild_placement();
+        node.settle(now);
+        node.persist_if_changed();
         Ok(node)
     }
 
@@ -502,8 +682,10 @@ impl Node {
 
     /// Starts a graceful leave: the node gossips `Leaving`, then `Left`;
     /// the host shuts down once [`Node::has_left`] is true.
-    pub fn leave(&mut self, now: Instant) {
+    pub fn leave(&mut self, now: impl Into<Now>) {
+        let now = self.enter(now);
         self.membership.leave(now);
+        self.leave_input();
     }
 
     /// True once this node has announced that it left the cluster.
@@ -521,9 +703,103 @@ impl Node {
         self.pending.len()
     }
 
+    /// The wall clock at monotonic time `now`: the host's latest reading
+    /// plus the monotonic time since it was taken.
     fn wall_now(&self, now: Instant) -> u64 {
-        self.wall_at_start
-            .saturating_add(now.as_micros().saturating_sub(self.start.as_micros()))
+        let _ = (self.start, self.wall_at_start);
+        self.wall
+            .1
+            .saturating_add(now.as_micros().saturating_sub(self.wall.0.as_micros()))
+    }
+
+    /// Takes in the host's clock readings at an input.
+    fn enter(&mut self, now: impl Into<Now>) -> Instant {
+        let now = now.into();
+        if let Some(w) = now.wall_micros {
+            self.wall = (now.mono, w);
+        }
+        let wall = self.wall_now(now.mono);
+        self.membership.set_wall(wall);
+        now.mono
+    }
+
+    /// Work every input ends with: persist what changed.
+    fn leave_input(&mut self) {
+        self.flush_events();
+        self.persist_if_changed();
+    }
+
+    /// Emits [`Output::Persist`] when the view changed or the clock nears
+    /// the persisted high-water mark.
+    fn persist_if_changed(&mut self) {
+        let clock = self.clock.micros();
+        let view = self.membership.view_epoch();
+        if view == self.view_persisted
+            && clock.saturating_add(CLOCK_RESERVE_MICROS / 2) < self.clock_persisted
+        {
+            return;
+        }
+        self.view_persisted = view;
+        self.clock_persisted = self
+            .clock_persisted
+            .max(clock.saturating_add(CLOCK_RESERVE_MICROS))
+            .max(self.clock_floor);
+        self.out.push_back(Output::Persist(PersistedState {
+            clock_high_water: self.clock_persisted,
+            members: self.membership.persisted_members(),
+        }));
+    }
+
+    /// The cluster's time as this node estimates it: the median of its own
+    /// wall clock and its live peers' (from their gossip), so one node whose
+    /// clock is off, this one or another, cannot move it.
+    fn reference_wall(&self, now: Instant) -> u64 {
+        let wall = self.wall_now(now);
+        let mut offsets = self.membership.live_clock_offsets();
+        offsets.push(0);
+        offsets.sort_unstable();
+        let median = offsets[offsets.len() / 2];
+        wall.saturating_add_signed(median)
+    }
+
+    /// This node's wall clock minus the cluster's median, when the node
+    /// has peers' readings.
+    fn own_clock_offset(&self) -> i64 {
+        let mut offsets = self.membership.live_clock_offsets();
+        if offsets.is_empty() {
+            return 0;
+        }
+        offsets.push(0);
+        offsets.sort_unstable();
+        offsets[offsets.len() / 2].saturating_neg()
+    }
+
+    /// Moves the clock past `ts` if it is within the maximum offset of the
+    /// cluster's time; returns how far ahead it was otherwise.
+    fn observe_bounded(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
+        let limit = self
+            .reference_wall(now)
+            .max(self.clock.micros())
+            .saturating_add(self.max_clock_offset);
+        if ts.micros > limit {
+            return Err(ts.micros - limit);
+        }
+        let wall = self.wall_now(now);
+        self.clock.observe(ts, wall);
+        Ok(())
+    }
+
+    /// A new timestamp for a write this node coordinates.
+    fn stamp(&mut self, now: Instant) -> Timestamp {
+        let wall = self.wall_now(now);
+        #[cfg(feature = "mutations")]
+        if self.mutations.random_timestamps {
+            use rand::Rng;
+            let micros = wall.saturating_sub(2_000_000) + self.rng.random_range(0..4_000_000);
+            let logical = self.rng.random_range(0..4);
+            return Timestamp::new(micros, logical, self.id);
+        }
+        self.clock.now(wall)
     }
 
     /// The next thing for the host to do, or `None` when there is nothing.
@@ -544,7 +820,7 @@ impl Node {
 
     /// Decodes a frame and handles the message in it; a bad frame is
     /// reported as an event and dropped.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+    pub fn handle_frame(&mut self, now: impl Into<Now>, frame: &[u8]) {
         match self.codec.decode(frame) {
             Ok(Envelope { from, msg, .. }) => self.handle_message(now, from, msg),
             Err(e) => self.out.push_back(Output::Event(NodeEvent::BadFrame(e))),
@@ -552,7 +828,14 @@ impl Node {
     }
 
     /// Handles a message from peer `from`.
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
+    pub fn handle_message(&mut self, now: impl Into<Now>, from: NodeId, msg: PeerMsg) {
+        let now = self.enter(now);
+        self.handle_peer(now, from, msg);
+        self.settle(now);
+        self.leave_input();
+    }
+
+    fn handle_peer(&mut self, now: Instant, from: NodeId, msg: PeerMsg) {
         let is_gossip = matches!(msg, PeerMsg::Gossip(_));
         // Gossip is how strangers join; anything else must come from a member.
         if from == self.id || (!is_gossip && !self.membership.is_member(from)) {
@@ -571,12 +854,34 @@ impl Node {
                 self.push_gossip(sends);
             }
             PeerMsg::Write { tag, key, version } => {
-                let wall = self.wall_now(now);
-                self.clock.observe(version.ts, wall);
-                self.storage(
-                    StorageOp::Apply { key, version },
-                    Waiter::ReplicaWrite { to: from, tag },
-                );
+                if let Err(ahead_micros) = self.observe_bounded(now, version.ts) {
+                    self.out
+                        .push_back(Output::Event(NodeEvent::ClockAheadRefused {
+                            from,
+                            ahead_micros,
+                        }));
+                    self.send(
+                        from,
+                        PeerMsg::WriteAck {
+                            tag,
+                            outcome: WriteOutcome::ClockAhead,
+                        },
+                    );
+                } else {
+                    let ts = version.ts;
+                    self.storage(
+                        StorageOp::Apply {
+                            key: key.clone(),
+                            version,
+                        },
+                        Waiter::ReplicaWrite {
+                            to: from,
+                            tag,
+                            ts,
+                            key,
+                        },
+                    );
+                }
             }
             PeerMsg::Read { tag, key } => {
                 self.storage(
@@ -585,23 +890,67 @@ impl Node {
                 );
             }
             PeerMsg::Repair { key, version } => {
-                let wall = self.wall_now(now);
-                self.clock.observe(version.ts, wall);
-                self.storage(StorageOp::Apply { key, version }, Waiter::Repair);
+                if let Err(ahead_micros) = self.observe_bounded(now, version.ts) {
+                    self.out
+                        .push_back(Output::Event(NodeEvent::ClockAheadRefused {
+                            from,
+                            ahead_micros,
+                        }));
+                } else {
+                    self.storage(StorageOp::Apply { key, version }, Waiter::Repair);
+                }
             }
-            PeerMsg::WriteAck { tag, ok } => self.on_write_result(tag, from, ok),
-            PeerMsg::ReadReply { tag, result } => self.on_read_result(tag, from, result.ok()),
+            PeerMsg::WriteAck { tag, outcome } => self.on_write_result(now, tag, from, outcome),
+            PeerMsg::ReadReply { tag, result } => {
+                if let Ok(Some(v)) = &result {
+                    // A version too far ahead still answers the read (it is
+                    // stored data) but does not drag this node's clock.
+                    let _ = self.observe_bounded(now, v.ts);
+                }
+                self.on_read_result(tag, from, result.ok())
+            }
         }
-        self.flush_events();
     }
 
     /// Starts a client request; its answer comes out as `Output::Reply { id, .. }`.
-    pub fn handle_client(&mut self, now: Instant, id: RequestId, req: ClientRequest) {
+    pub fn handle_client(&mut self, now: impl Into<Now>, id: RequestId, req: ClientRequest) {
+        let now = self.enter(now);
+        self.client_request(now, id, req);
+        self.leave_input();
+    }
+
+    fn client_request(&mut self, now: Instant, id: RequestId, req: ClientRequest) {
         if self.shutting_down {
             return self.reply(id, Err(ClientError::ShuttingDown));
         }
+        self.settle(now);
         if !self.ready {
             return self.reply(id, Err(ClientError::Joining));
+        }
+        if !self.keyspaces.contains_key(&req.keyspace) {
+            return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
+        }
+        if let Some(e) = self.disagreement(&req.keyspace) {
+            return self.reply(id, Err(e));
+        }
+        if !matches!(req.op, ClientOp::Get { .. }) {
+            let offset = self.own_clock_offset();
+            let off = offset.unsigned_abs() > self.max_clock_offset;
+            if off != self.clock_off {
+                self.clock_off = off;
+                self.out.push_back(Output::Event(NodeEvent::ClockOffset {
+                    offset_micros: offset,
+                }));
+            }
+            if off {
+                return self.reply(
+                    id,
+                    Err(ClientError::ClockOffset {
+                        offset_ms: offset / 1000,
+                        max_ms: self.max_clock_offset / 1000,
+                    }),
+                );
+            }
         }
         let Some(ks) = self.keyspaces.get(&req.keyspace) else {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
@@ -635,7 +984,9 @@ impl Node {
             .copied()
             .filter(|&r| self.membership.is_alive(r))
             .collect();
-        if live.len() < needed {
+        // Fewer nodes on the ring than the replication factor: a "quorum"
+        // of the few would not intersect the quorum of the full set later.
+        if live.len() < needed || replicas.len() < rf {
             return self.reply(
                 id,
                 Err(ClientError::Unavailable {
@@ -645,8 +996,7 @@ impl Node {
             );
         }
         let key = storage_key(&req.keyspace, user_key);
-        let tag = self.next_tag;
-        self.next_tag += 1;
+        let tag = self.new_tag();
         let kind = match &req.op {
             ClientOp::Get { .. } => {
                 for &r in &live {
@@ -694,6 +1044,12 @@ impl Node {
         self.deadlines.insert((deadline, tag));
     }
 
+    fn new_tag(&mut self) -> RequestTag {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        tag
+    }
+
     fn fan_out_write(
         &mut self,
         now: Instant,
@@ -702,9 +1058,25 @@ impl Node {
         value: Option<Value>,
         live: &[NodeId],
     ) -> PendingKind {
-        let wall = self.wall_now(now);
-        let ts = self.clock.now(wall);
-        let version = Versioned { ts, value };
+        let ts = self.stamp(now);
+        self.send_write(
+            tag,
+            key,
+            Versioned {
+                ts,
+                value: value.clone(),
+            },
+            live,
+        );
+        PendingKind::Write {
+            ts,
+            value,
+            stamps: 1,
+        }
+    }
+
+    fn send_write(&mut self, tag: RequestTag, key: &Key, version: Versioned, live: &[NodeId]) {
+        let ts = version.ts;
         for &r in live {
             if r == self.id {
                 self.storage(
@@ -712,7 +1084,11 @@ impl Node {
                         key: key.clone(),
                         version: version.clone(),
                     },
-                    Waiter::CoordWrite { tag },
+                    Waiter::CoordWrite {
+                        tag,
+                        ts,
+                        key: key.clone(),
+                    },
                 );
             } else {
                 self.send(
@@ -725,11 +1101,21 @@ impl Node {
                 );
             }
         }
-        PendingKind::Write { ts }
     }
 
     /// Completes a storage operation the node asked for.
-    pub fn handle_storage(&mut self, _now: Instant, token: StorageToken, result: StorageResult) {
+    pub fn handle_storage(
+        &mut self,
+        now: impl Into<Now>,
+        token: StorageToken,
+        result: StorageResult,
+    ) {
+        let now = self.enter(now);
+        self.storage_done(now, token, result);
+        self.leave_input();
+    }
+
+    fn storage_done(&mut self, now: Instant, token: StorageToken, result: StorageResult) {
         let Some(waiter) = self.waiters.remove(&token.0) else {
             return; // unknown or duplicate completion
         };
@@ -738,14 +1124,43 @@ impl Node {
                 .push_back(Output::Event(NodeEvent::StorageFailed(e.clone())));
         }
         match (waiter, result) {
-            (Waiter::CoordWrite { tag }, StorageResult::Applied(r)) => {
-                self.on_write_result(tag, self.id, r.is_ok())
+            (Waiter::CoordWrite { tag, ts, key }, StorageResult::Applied(r)) => match r {
+                Ok(true) => self.on_write_result(now, tag, self.id, WriteOutcome::Applied),
+                Ok(false) => {
+                    self.storage(StorageOp::Get { key }, Waiter::CoordSuperseded { tag, ts })
+                }
+                Err(_) => self.on_write_result(now, tag, self.id, WriteOutcome::Failed),
+            },
+            (Waiter::CoordSuperseded { tag, ts }, StorageResult::Got(r)) => {
+                let outcome = superseded_outcome(ts, r);
+                self.on_write_result(now, tag, self.id, outcome)
             }
             (Waiter::CoordRead { tag }, StorageResult::Got(r)) => {
                 self.on_read_result(tag, self.id, r.ok())
             }
-            (Waiter::ReplicaWrite { to, tag }, StorageResult::Applied(r)) => {
-                self.send(to, PeerMsg::WriteAck { tag, ok: r.is_ok() })
+            (Waiter::ReplicaWrite { to, tag, ts, key }, StorageResult::Applied(r)) => match r {
+                Ok(true) => self.send(
+                    to,
+                    PeerMsg::WriteAck {
+                        tag,
+                        outcome: WriteOutcome::Applied,
+                    },
+                ),
+                Ok(false) => self.storage(
+                    StorageOp::Get { key },
+                    Waiter::ReplicaSuperseded { to, tag, ts },
+                ),
+                Err(_) => self.send(
+                    to,
+                    PeerMsg::WriteAck {
+                        tag,
+                        outcome: WriteOutcome::Failed,
+                    },
+                ),
+            },
+            (Waiter::ReplicaSuperseded { to, tag, ts }, StorageResult::Got(r)) => {
+                let outcome = superseded_outcome(ts, r);
+                self.send(to, PeerMsg::WriteAck { tag, outcome })
             }
             (Waiter::ReplicaRead { to, tag }, StorageResult::Got(r)) => self.send(
                 to,
@@ -757,11 +1172,20 @@ impl Node {
             (Waiter::Repair, _) => {}
             // A host that answers an Apply with Got (or the reverse) broke the
             // contract; treat it as a failed operation rather than guess.
-            (Waiter::CoordWrite { tag }, _) => self.on_write_result(tag, self.id, false),
-            (Waiter::CoordRead { tag }, _) => self.on_read_result(tag, self.id, None),
-            (Waiter::ReplicaWrite { to, tag }, _) => {
-                self.send(to, PeerMsg::WriteAck { tag, ok: false })
+            (Waiter::CoordWrite { tag, .. } | Waiter::CoordSuperseded { tag, .. }, _) => {
+                self.on_write_result(now, tag, self.id, WriteOutcome::Failed)
             }
+            (Waiter::CoordRead { tag }, _) => self.on_read_result(tag, self.id, None),
+            (
+                Waiter::ReplicaWrite { to, tag, .. } | Waiter::ReplicaSuperseded { to, tag, .. },
+                _,
+            ) => self.send(
+                to,
+                PeerMsg::WriteAck {
+                    tag,
+                    outcome: WriteOutcome::Failed,
+                },
+            ),
             (Waiter::ReplicaRead { to, tag }, _) => self.send(
                 to,
                 PeerMsg::ReadReply {
@@ -774,7 +1198,13 @@ impl Node {
 
     /// Runs timers: liveness, heartbeats, request deadlines. Early or
     /// spurious calls do nothing harmful.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: impl Into<Now>) {
+        let now = self.enter(now);
+        self.timers(now);
+        self.leave_input();
+    }
+
+    fn timers(&mut self, now: Instant) {
         let sends = self
             .membership
             .handle_timeout(now, &mut self.rng, &mut self.events);
@@ -805,6 +1235,13 @@ impl Node {
     /// and its ring has not changed for three gossip rounds (as Cassandra
     /// waits for gossip to settle): a partial view would place keys on the
     /// wrong replicas and acknowledge writes that reads elsewhere miss.
+    ///
+    /// A node that restarts with a persisted view also waits until it has
+    /// heard from a majority of that view (itself included): the first
+    /// nodes of a whole-cluster restart must not acknowledge writes on a
+    /// ring where most replicas are still down and unknown-state. And it
+    /// waits until its wall clock has passed the persisted clock high-water
+    /// mark, so its first writes are not stamped far ahead of real time.
     fn settle(&mut self, now: Instant) {
         if self.ready {
             return;
@@ -812,14 +1249,102 @@ impl Node {
         let epoch = self.membership.ring_epoch();
         if self.view_stable_since.0 != epoch {
             self.view_stable_since = (epoch, now);
+            if self.joins_through_seeds {
+                return;
+            }
+        }
+        if self.joins_through_seeds && self.restart_quorum.is_none() {
+            let settle_for = self.membership.config().interval * 3;
+            if self.membership.status() != NodeStatus::Normal
+                || now.saturating_duration_since(self.view_stable_since.1) < settle_for
+            {
+                return;
+            }
+        }
+        if let Some(view) = &self.restart_quorum {
+            let heard = view
+                .iter()
+                .filter(|&&id| self.membership.is_alive(id))
+                .count();
+            // This node counts as heard; a majority of view + 1.
+            if (heard + 1) * 2 <= view.len() + 1 {
+                return;
+            }
+        }
+        if self.wall_now(now) < self.clock_floor {
             return;
         }
-        let settle_for = self.membership.config().interval * 3;
-        if self.membership.status() == NodeStatus::Normal
-            && now.saturating_duration_since(self.view_stable_since.1) >= settle_for
-        {
-            self.ready = true;
+        self.ready = true;
+    }
+
+    /// Whether this node's definition of `keyspace` disagrees with most of
+    /// the cluster's token owners that gossip one; the error says how.
+    fn disagreement(&mut self, keyspace: &str) -> Option<ClientError> {
+        #[cfg(feature = "mutations")]
+        if self.mutations.skip_config_check {
+            return None;
         }
+        let epoch = self.membership.view_epoch();
+        if self.agreement.0 != epoch {
+            self.agreement = (epoch, BTreeMap::new());
+        }
+        if let Some(cached) = self.agreement.1.get(keyspace) {
+            return cached.clone();
+        }
+        let ours = self.keyspaces.get(keyspace)?.clone();
+        let mut same = 1usize;
+        let mut others: Vec<KeyspaceConfig> = Vec::new();
+        for (_, defs) in self.membership.member_keyspaces() {
+            match defs.iter().find(|k| k.name == keyspace) {
+                Some(k) if *k == ours => same += 1,
+                Some(k) => others.push(k.clone()),
+                None => {}
+            }
+        }
+        let verdict = if same * 2 > same + others.len() {
+            None
+        } else {
+            // The most common other definition is "the cluster's".
+            let theirs = others
+                .iter()
+                .max_by_key(|k| others.iter().filter(|o| o == k).count())
+                .cloned();
+            theirs.map(|theirs| {
+                let (setting, a, b) = if theirs.replication_factor != ours.replication_factor {
+                    (
+                        "replication_factor",
+                        ours.replication_factor.to_string(),
+                        theirs.replication_factor.to_string(),
+                    )
+                } else if theirs.default_consistency != ours.default_consistency {
+                    (
+                        "default_consistency",
+                        ours.default_consistency.to_string(),
+                        theirs.default_consistency.to_string(),
+                    )
+                } else {
+                    (
+                        "strategy",
+                        format!("{:?}", ours.strategy),
+                        format!("{:?}", theirs.strategy),
+                    )
+                };
+                self.out.push_back(Output::Event(NodeEvent::ConfigMismatch {
+                    keyspace: keyspace.to_string(),
+                    detail: format!("{setting}: ours {a}, cluster {b}"),
+                }));
+                ClientError::ConfigMismatch {
+                    keyspace: keyspace.to_string(),
+                    setting: setting.to_string(),
+                    ours: a,
+                    theirs: b,
+                }
+            })
+        };
+        self.agreement
+            .1
+            .insert(keyspace.to_string(), verdict.clone());
+        verdict
     }
 
     /// Whether the node coordinates client requests (its view has settled).
@@ -828,7 +1353,8 @@ impl Node {
     }
 
     /// Fails every unanswered request with `ShuttingDown` and refuses new ones.
-    pub fn shutdown(&mut self, _now: Instant) {
+    pub fn shutdown(&mut self, now: impl Into<Now>) {
+        let _ = self.enter(now);
         self.shutting_down = true;
         let mut tags: Vec<RequestTag> = self.pending.keys().copied().collect();
         tags.sort_unstable();
@@ -894,14 +1420,32 @@ impl Node {
         }
     }
 
-    fn on_write_result(&mut self, tag: RequestTag, from: NodeId, ok: bool) {
+    fn on_write_result(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        from: NodeId,
+        outcome: WriteOutcome,
+    ) {
         if !self.record_response(tag, from) {
             return;
+        }
+        #[cfg(feature = "mutations")]
+        let outcome = match outcome {
+            WriteOutcome::Superseded(_) if self.mutations.trust_local_clock => {
+                WriteOutcome::Applied
+            }
+            o => o,
+        };
+        if let WriteOutcome::Superseded(newer) = outcome {
+            if self.restamp(now, tag, newer) {
+                return;
+            }
         }
         let Some(p) = self.pending.get_mut(&tag) else {
             return;
         };
-        if ok {
+        if outcome == WriteOutcome::Applied {
             p.ok += 1;
         } else {
             p.failed += 1;
@@ -911,21 +1455,87 @@ impl Node {
         let mut answer = None;
         if !p.answered && acked >= needed {
             p.answered = true;
-            if let PendingKind::Write { ts } = p.kind {
+            if let PendingKind::Write { ts, .. } = p.kind {
                 answer = Some(Ok(ClientResponse::Written { ts }));
             }
         } else if !p.answered && acked + outstanding < needed {
             p.answered = true;
-            answer = Some(Err(ClientError::ReplicaFailure {
-                acked,
-                failed,
-                needed,
+            answer = Some(Err(if outcome == WriteOutcome::ClockAhead {
+                // Replicas refused our stamp: our clock is ahead of theirs.
+                ClientError::ClockOffset {
+                    offset_ms: i64::try_from(self.max_clock_offset / 1000).unwrap_or(i64::MAX),
+                    max_ms: self.max_clock_offset / 1000,
+                }
+            } else {
+                ClientError::ReplicaFailure {
+                    acked,
+                    failed,
+                    needed,
+                }
             }));
         }
         if let Some(a) = answer {
             self.reply(client, a);
         }
         self.finish_if_complete(tag);
+    }
+
+    /// A replica holds a version newer than the write's: unless the client
+    /// was already answered, stamp the write again above it and send it to
+    /// every replica anew under a fresh tag (late acks of the old stamp then
+    /// match nothing). A write acknowledged before this one began is on a
+    /// quorum, which intersects this write's quorum, so this write cannot be
+    /// acknowledged below it. Returns whether the write was re-sent.
+    fn restamp(&mut self, now: Instant, tag: RequestTag, newer: Timestamp) -> bool {
+        let Some(p) = self.pending.get(&tag) else {
+            return false;
+        };
+        let PendingKind::Write { ts, stamps, .. } = &p.kind else {
+            return false;
+        };
+        if p.answered || newer <= *ts {
+            return false;
+        }
+        if *stamps >= MAX_STAMPS {
+            let (client, attempts) = (p.client, *stamps);
+            if let Some(p) = self.pending.get_mut(&tag) {
+                p.answered = true;
+            }
+            self.reply(client, Err(ClientError::Contended { attempts }));
+            return true;
+        }
+        if self.observe_bounded(now, newer).is_err() {
+            // A version stamped beyond the clock bound: count it as a failed
+            // replica rather than chase it.
+            return false;
+        }
+        let Some(mut p) = self.pending.remove(&tag) else {
+            return false;
+        };
+        self.deadlines.remove(&(p.deadline, tag));
+        let PendingKind::Write { ts, value, stamps } = p.kind else {
+            return false;
+        };
+        let new_ts = self.stamp(now);
+        self.out.push_back(Output::Event(NodeEvent::Restamped {
+            from: ts,
+            to: new_ts,
+        }));
+        let new_tag = self.new_tag();
+        p.kind = PendingKind::Write {
+            ts: new_ts,
+            value: value.clone(),
+            stamps: stamps + 1,
+        };
+        p.responded.clear();
+        p.ok = 0;
+        p.failed = 0;
+        let key = p.key.clone();
+        let targets = p.sent_to.clone();
+        self.deadlines.insert((p.deadline, new_tag));
+        self.pending.insert(new_tag, p);
+        self.send_write(new_tag, &key, Versioned { ts: new_ts, value }, &targets);
+        true
     }
 
     fn on_read_result(&mut self, tag: RequestTag, from: NodeId, result: Option<Option<Versioned>>) {
@@ -1021,6 +1631,19 @@ impl Node {
                 self.pending.remove(&tag);
             }
         }
+    }
+}
+
+/// What a replica answers when its store kept a newer version than `ts`:
+/// the stored version's stamp, or `Applied` if it is this very write (a
+/// duplicate delivery).
+fn superseded_outcome(ts: Timestamp, stored: Result<Option<Versioned>, String>) -> WriteOutcome {
+    match stored {
+        Ok(Some(v)) if v.ts > ts => WriteOutcome::Superseded(v.ts),
+        Ok(Some(v)) if v.ts == ts => WriteOutcome::Applied,
+        // Equal-or-older stamp yet not kept, or gone: the store contradicts
+        // itself; do not count it.
+        Ok(_) | Err(_) => WriteOutcome::Failed,
     }
 }
 

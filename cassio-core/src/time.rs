@@ -46,3 +46,39 @@ impl Sub<Instant> for Instant {
         self.saturating_duration_since(rhs)
     }
 }
+
+/// What the host tells the core about time with every input: the monotonic
+/// instant, and the wall clock (microseconds since the Unix epoch) read at
+/// the same moment. The hybrid logical clock takes the maximum with the wall
+/// clock on every input, so a wall clock that steps forward is followed at
+/// once and one that steps back is ridden out.
+///
+/// An [`Instant`] converts into a `Now` without a wall reading; the core then
+/// derives the wall clock from the reading given at start plus the monotonic
+/// time elapsed (what hosts that cannot read a wall clock, and old tests, get).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time: deadlines, timers and failure detection use it.
+    pub mono: Instant,
+    /// The wall clock at `mono`, if the host read it.
+    pub wall_micros: Option<u64>,
+}
+
+impl Now {
+    /// A reading of both clocks.
+    pub fn new(mono: Instant, wall_micros: u64) -> Self {
+        Now {
+            mono,
+            wall_micros: Some(wall_micros),
+        }
+    }
+}
+
+impl From<Instant> for Now {
+    fn from(mono: Instant) -> Self {
+        Now {
+            mono,
+            wall_micros: None,
+        }
+    }
+}

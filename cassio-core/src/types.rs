@@ -88,6 +88,22 @@ impl HybridClock {
         Timestamp::new(self.micros, self.logical, self.node)
     }
 
+    /// A clock for `node` whose next timestamp is above `floor_micros`: a
+    /// restarted node starts above every timestamp its previous run could
+    /// have issued (the persisted high-water mark).
+    pub fn starting_above(node: NodeId, floor_micros: u64) -> Self {
+        HybridClock {
+            node,
+            micros: floor_micros,
+            logical: 0,
+        }
+    }
+
+    /// The physical part of the newest timestamp issued or observed.
+    pub fn micros(&self) -> u64 {
+        self.micros
+    }
+
     /// Moves the clock past a timestamp seen in a message from another node.
     pub fn observe(&mut self, seen: Timestamp, wall_micros: u64) {
         let max_micros = self.micros.max(seen.micros).max(wall_micros);

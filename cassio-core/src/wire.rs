@@ -2,11 +2,11 @@
 //! `postcard`-encoded [`Envelope`] that names the cluster and the sender.
 //! Decoding untrusted bytes never panics and never allocates past the cap.
 
-use crate::types::{Key, NodeId, Versioned};
+use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -26,12 +26,12 @@ pub enum PeerMsg {
         /// The version to apply.
         version: Versioned,
     },
-    /// Replica → coordinator: the write is applied (`ok`) or failed.
+    /// Replica → coordinator: what became of the write.
     WriteAck {
         /// The tag of the write.
         tag: RequestTag,
-        /// False when the replica's store reported an error.
-        ok: bool,
+        /// Applied, superseded by a newer version, refused or failed.
+        outcome: WriteOutcome,
     },
     /// Coordinator → replica: send me your version of `key`.
     Read {
@@ -56,6 +56,23 @@ pub enum PeerMsg {
     },
     /// Liveness and membership gossip; the membership module owns its content.
     Gossip(crate::membership::GossipMsg),
+}
+
+/// What a replica did with a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    /// The write's version is now the replica's newest (or already was).
+    Applied,
+    /// The replica already holds a newer version, stamped with this
+    /// timestamp; the coordinator re-stamps its write above it, so that a
+    /// write never loses to one acknowledged before it began because of
+    /// clock skew.
+    Superseded(Timestamp),
+    /// The write's timestamp is further ahead of the replica's clock than
+    /// the cluster's maximum clock offset; it was not applied.
+    ClockAhead,
+    /// The replica's store failed.
+    Failed,
 }
 
 /// What travels in one frame.

@@ -22,7 +22,7 @@ fn app(i: u64, vnodes: u16) -> AppState {
         status: NodeStatus::Normal,
         addr: addr(i),
         tokens: default_tokens(NodeId(i), vnodes),
-        schema: 0x1234_5678_9abc_def0,
+        keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 123_456_789_012,
     }
 }
@@ -244,4 +244,41 @@ fn a_new_generation_is_announced_as_a_restart() {
         "{ev:?}"
     );
     assert_eq!(a.state_of(NodeId(2)).map(|(g, _)| g), Some(1_763_000_102));
+}
+
+#[test]
+fn a_stranger_speaks_only_for_itself_and_far_future_generations_are_refused() {
+    let cfg = GossipConfig::default();
+    let mut a = member(1, &cfg, &[]);
+    a.set_wall(1_763_000_000 * 1_000_000);
+    a.insert_member(state(2, 5), Instant::ZERO);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut ev = Vec::new();
+    // Node 9 is not a member: it may introduce itself, not others, and may
+    // not overwrite what we know of node 2.
+    let mut forged2 = state(2, 50);
+    forged2.app = Some(AppState {
+        addr: addr(99),
+        ..app(2, 256)
+    });
+    let msg = GossipMsg::Ack2 {
+        states: vec![state(9, 1), state(7, 1), forged2],
+    };
+    a.handle_gossip(NodeId(9), msg, Instant::from_micros(1), &mut rng, &mut ev);
+    assert!(a.is_member(NodeId(9)), "a stranger introduces itself");
+    assert!(!a.is_member(NodeId(7)), "but not a third node");
+    assert_eq!(a.addr_of(NodeId(2)), Some(addr(2)), "nor rewrites a member");
+    // A member's state from a generation a year ahead is refused.
+    let mut future = state(3, 1);
+    future.generation += 365 * 24 * 3600;
+    a.handle_gossip(
+        NodeId(2),
+        GossipMsg::Ack2 {
+            states: vec![future],
+        },
+        Instant::from_micros(2),
+        &mut rng,
+        &mut ev,
+    );
+    assert!(!a.is_member(NodeId(3)));
 }

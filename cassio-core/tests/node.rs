@@ -5,7 +5,7 @@ use cassio_core::config::{Config, Consistency};
 use cassio_core::node::storage_key;
 use cassio_core::{
     ClientError, ClientRequest, ClientResponse, Instant, Node, NodeEvent, NodeId, Output, PeerMsg,
-    RequestId, StorageOp, StorageResult, Timestamp, Versioned,
+    RequestId, StorageOp, StorageResult, Timestamp, Versioned, WriteOutcome,
 };
 use std::time::Duration;
 
@@ -120,8 +120,22 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
         m => panic!("expected a write, got {m:?}"),
     };
     // The same ack twice counts once.
-    n.handle_message(t(2), NodeId(2), PeerMsg::WriteAck { tag, ok: true });
-    n.handle_message(t(2), NodeId(2), PeerMsg::WriteAck { tag, ok: true });
+    n.handle_message(
+        t(2),
+        NodeId(2),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Applied,
+        },
+    );
+    n.handle_message(
+        t(2),
+        NodeId(2),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Applied,
+        },
+    );
     assert!(
         replies(&drain(&mut n)).is_empty(),
         "one distinct ack is not a quorum"
@@ -136,7 +150,14 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
         "{r:?}"
     );
     // A late ack and a replayed storage completion change nothing.
-    n.handle_message(t(4), NodeId(3), PeerMsg::WriteAck { tag, ok: true });
+    n.handle_message(
+        t(4),
+        NodeId(3),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Applied,
+        },
+    );
     n.handle_storage(t(4), local[0].0, StorageResult::Applied(Ok(true)));
     assert!(replies(&drain(&mut n)).is_empty());
     assert_eq!(n.in_flight(), 0);
@@ -318,7 +339,13 @@ fn replica_applies_writes_and_answers_after_storage_completes() {
     let out = drain(&mut n);
     assert_eq!(
         sends(&out),
-        vec![(NodeId(1), PeerMsg::WriteAck { tag: 77, ok: false })]
+        vec![(
+            NodeId(1),
+            PeerMsg::WriteAck {
+                tag: 77,
+                outcome: WriteOutcome::Failed
+            }
+        )]
     );
     // The replica's clock moved past the coordinator's timestamp.
     n.handle_client(t(3), RequestId(1), ClientRequest::put("k", "y"));
@@ -376,7 +403,14 @@ fn bad_requests_and_strangers_get_typed_answers() {
     );
     // The small keyspace really places keys on two nodes.
     assert_eq!(n.replicas_of("small", b"k").len(), 2);
-    n.handle_message(t(1), NodeId(99), PeerMsg::WriteAck { tag: 1, ok: true });
+    n.handle_message(
+        t(1),
+        NodeId(99),
+        PeerMsg::WriteAck {
+            tag: 1,
+            outcome: WriteOutcome::Applied,
+        },
+    );
     assert_eq!(
         drain(&mut n),
         vec![Output::Event(NodeEvent::UnknownPeer(NodeId(99)))]
@@ -403,7 +437,14 @@ fn failing_replicas_end_the_request_early_with_replica_failure() {
         storage(&out)[0].0,
         StorageResult::Applied(Err("io".into())),
     );
-    n.handle_message(t(2), NodeId(2), PeerMsg::WriteAck { tag, ok: false });
+    n.handle_message(
+        t(2),
+        NodeId(2),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Failed,
+        },
+    );
     let r = replies(&drain(&mut n));
     assert_eq!(
         r,
@@ -433,5 +474,333 @@ fn shutdown_fails_in_flight_and_new_requests() {
             (RequestId(1), Err(ClientError::ShuttingDown)),
             (RequestId(2), Err(ClientError::ShuttingDown))
         ]
+    );
+}
+
+fn write_tag(msg: &PeerMsg) -> (u64, Timestamp) {
+    match msg {
+        PeerMsg::Write { tag, version, .. } => (*tag, version.ts),
+        m => panic!("expected a write, got {m:?}"),
+    }
+}
+
+#[test]
+fn a_superseded_write_is_restamped_above_the_newer_version() {
+    let mut n = node(1);
+    n.handle_client(t(1), RequestId(1), ClientRequest::put("k", "v2"));
+    let out = drain(&mut n);
+    let local = storage(&out);
+    let remote = sends(&out);
+    let (tag, ts) = write_tag(&remote[0].1);
+    // Replica 2 holds a version stamped 5 s ahead (a skewed coordinator
+    // wrote it before this write began): it must not win.
+    let newer = Timestamp::new(ts.micros + 400_000, 0, NodeId(3));
+    n.handle_message(
+        t(2),
+        NodeId(2),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Superseded(newer),
+        },
+    );
+    let out = drain(&mut n);
+    assert!(replies(&out).is_empty(), "a superseded ack is not an ack");
+    let resent = sends(&out);
+    assert_eq!(resent.len(), 2, "re-sent to both remote replicas: {out:?}");
+    let (tag2, ts2) = write_tag(&resent[0].1);
+    assert_ne!(
+        tag2, tag,
+        "a fresh tag, so late acks of the old stamp match nothing"
+    );
+    assert!(
+        ts2 > newer,
+        "re-stamped above the newer version: {ts2} vs {newer}"
+    );
+    assert_eq!(storage(&out).len(), 1, "and applied locally again");
+    // Late acks of the first stamp count for nothing.
+    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(true)));
+    n.handle_message(
+        t(3),
+        NodeId(3),
+        PeerMsg::WriteAck {
+            tag,
+            outcome: WriteOutcome::Applied,
+        },
+    );
+    assert!(replies(&drain(&mut n)).is_empty());
+    for r in [2, 3] {
+        n.handle_message(
+            t(4),
+            NodeId(r),
+            PeerMsg::WriteAck {
+                tag: tag2,
+                outcome: WriteOutcome::Applied,
+            },
+        );
+    }
+    let rs = replies(&drain(&mut n));
+    assert_eq!(
+        rs,
+        vec![(RequestId(1), Ok(ClientResponse::Written { ts: ts2 }))]
+    );
+}
+
+#[test]
+fn a_replica_reports_the_newer_stamp_it_kept() {
+    let mut n = node(2);
+    let key = storage_key("default", b"k");
+    let old = Timestamp::new(WALL + 1, 0, NodeId(1));
+    n.handle_message(
+        t(1),
+        NodeId(1),
+        PeerMsg::Write {
+            tag: 5,
+            key: key.clone(),
+            version: Versioned::value(old, "old"),
+        },
+    );
+    let st = storage(&drain(&mut n));
+    n.handle_storage(t(2), st[0].0, StorageResult::Applied(Ok(false)));
+    let st = storage(&drain(&mut n));
+    assert_eq!(
+        st[0].1,
+        StorageOp::Get { key: key.clone() },
+        "it reads the kept version"
+    );
+    let kept = Timestamp::new(WALL + 9, 0, NodeId(3));
+    n.handle_storage(
+        t(3),
+        st[0].0,
+        StorageResult::Got(Ok(Some(Versioned::value(kept, "new")))),
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(
+            NodeId(1),
+            PeerMsg::WriteAck {
+                tag: 5,
+                outcome: WriteOutcome::Superseded(kept)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_write_stamped_beyond_the_clock_bound_is_refused_and_not_observed() {
+    let mut n = node(2);
+    let key = storage_key("default", b"k");
+    // An hour ahead of every clock in the cluster.
+    let far = Timestamp::new(WALL + 3_600_000_000, 0, NodeId(1));
+    n.handle_message(
+        t(1),
+        NodeId(1),
+        PeerMsg::Write {
+            tag: 6,
+            key,
+            version: Versioned::value(far, "future"),
+        },
+    );
+    let out = drain(&mut n);
+    assert!(storage(&out).is_empty(), "not applied: {out:?}");
+    assert_eq!(
+        sends(&out),
+        vec![(
+            NodeId(1),
+            PeerMsg::WriteAck {
+                tag: 6,
+                outcome: WriteOutcome::ClockAhead
+            }
+        )]
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(NodeEvent::ClockAheadRefused {
+            from: NodeId(1),
+            ..
+        })
+    )));
+    // The clock did not move: this node's next write is stamped near now.
+    n.handle_client(t(2), RequestId(2), ClientRequest::put("k", "v"));
+    let (_, ts) = write_tag(&sends(&drain(&mut n))[0].1);
+    assert!(ts.micros < WALL + 60_000_000, "clock dragged to {ts}");
+}
+
+#[test]
+fn a_replica_set_smaller_than_the_replication_factor_is_unavailable() {
+    // One node alone with RF 3 must not acknowledge a "quorum" of one.
+    let mut c = Config::new("test", addr(1));
+    c.keyspaces = vec![cassio_core::KeyspaceConfig::default_keyspace(3)];
+    let mut n = Node::new(NodeId(1), c, Instant::ZERO, WALL).expect("config");
+    drain(&mut n);
+    n.handle_client(
+        t(1),
+        RequestId(3),
+        ClientRequest::put("k", "v").with_consistency(Consistency::One),
+    );
+    let out = drain(&mut n);
+    assert!(
+        storage(&out).is_empty() && sends(&out).is_empty(),
+        "nothing sent: {out:?}"
+    );
+    assert!(matches!(
+        replies(&out)[..],
+        [(RequestId(3), Err(ClientError::Unavailable { .. }))]
+    ));
+}
+
+#[test]
+fn a_node_with_another_replication_factor_refuses_to_coordinate() {
+    let mut odd = node_with(3, |i| {
+        let mut c = config(i);
+        if i == 3 {
+            c.keyspaces = vec![cassio_core::KeyspaceConfig::default_keyspace(1)];
+        }
+        c
+    });
+    odd.handle_client(t(1), RequestId(4), ClientRequest::put("k", "v"));
+    let out = drain(&mut odd);
+    assert!(storage(&out).is_empty() && sends(&out).is_empty());
+    match &replies(&out)[..] {
+        [(
+            _,
+            Err(ClientError::ConfigMismatch {
+                setting,
+                ours,
+                theirs,
+                ..
+            }),
+        )] => {
+            assert_eq!(
+                (setting.as_str(), ours.as_str(), theirs.as_str()),
+                ("replication_factor", "1", "3")
+            );
+        }
+        r => panic!("expected a config mismatch, got {r:?}"),
+    }
+    // The two that agree keep serving.
+    let mut ok = node_with(1, |i| {
+        let mut c = config(i);
+        if i == 3 {
+            c.keyspaces = vec![cassio_core::KeyspaceConfig::default_keyspace(1)];
+        }
+        c
+    });
+    ok.handle_client(t(1), RequestId(5), ClientRequest::put("k", "v"));
+    assert!(
+        replies(&drain(&mut ok)).is_empty(),
+        "the write is in flight"
+    );
+}
+
+#[test]
+fn too_many_vnodes_for_a_gossip_message_is_a_config_error() {
+    let mut c = Config::new("test", addr(1));
+    c.vnodes = 6000;
+    assert!(matches!(
+        Node::new(NodeId(1), c, Instant::ZERO, WALL),
+        Err(cassio_core::node::ConfigError::TooManyVnodes { vnodes: 6000, .. })
+    ));
+    let mut c = Config::new("test", addr(1));
+    c.vnodes = 4000;
+    assert!(Node::new(NodeId(1), c, Instant::ZERO, WALL).is_ok());
+}
+
+fn persisted_of(out: &[Output]) -> Option<cassio_core::PersistedState> {
+    out.iter().rev().find_map(|o| match o {
+        Output::Persist(p) => Some(p.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
+    let mut first = node(1);
+    // Drive a write so the clock moves, then collect the state to persist.
+    first.handle_client(t(1), RequestId(1), ClientRequest::put("k", "v"));
+    let mut state = persisted_of(&drain(&mut first));
+    first.handle_timeout(t(2000));
+    if let Some(p) = persisted_of(&drain(&mut first)) {
+        state = Some(p);
+    }
+    let state = state.expect("the node persists its view and clock");
+    assert_eq!(state.members.len(), 2, "both peers persisted: {state:?}");
+    assert!(state.clock_high_water > WALL);
+
+    // Restart as a seed (no one to join through), wall clock a little
+    // behind the persisted high-water mark.
+    let mut c = Config::new("test", addr(1));
+    c.persisted = Some(state.clone());
+    let wall = state.clock_high_water - 300_000;
+    let mut n = Node::new(NodeId(1), c, Instant::ZERO, wall).expect("config");
+    assert!(
+        !n.is_ready(),
+        "a seed restart must not serve on an empty view"
+    );
+    assert_eq!(
+        n.replicas_of("default", b"k").len(),
+        3,
+        "the ring is whole at once"
+    );
+    n.handle_client(
+        Instant::from_micros(1),
+        RequestId(2),
+        ClientRequest::get("k"),
+    );
+    assert!(matches!(
+        replies(&drain(&mut n))[..],
+        [(_, Err(ClientError::Joining))]
+    ));
+    // Hearing from one of two peers makes 2 of 3: a majority, but the
+    // wall clock has not passed the high-water mark yet.
+    let syn = cassio_core::membership::GossipMsg::Syn {
+        reply_to: addr(2),
+        digests: vec![],
+        wall_micros: wall,
+    };
+    let mut peer2 = state
+        .members
+        .iter()
+        .find(|m| m.id == NodeId(2))
+        .cloned()
+        .expect("n2");
+    peer2.generation += 1;
+    let ack2 = cassio_core::membership::GossipMsg::Ack2 {
+        states: vec![cassio_core::membership::NodeState {
+            id: NodeId(2),
+            generation: peer2.generation,
+            version: 5,
+            app_version: 1,
+            app: Some(cassio_core::membership::AppState {
+                status: cassio_core::NodeStatus::Normal,
+                addr: peer2.addr,
+                tokens: peer2.tokens.clone(),
+                keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
+                load: 0,
+            }),
+        }],
+    };
+    n.handle_message(Instant::from_micros(2), NodeId(2), PeerMsg::Gossip(syn));
+    n.handle_message(Instant::from_micros(3), NodeId(2), PeerMsg::Gossip(ack2));
+    drain(&mut n);
+    assert!(n.membership().is_alive(NodeId(2)));
+    assert!(!n.is_ready(), "clock still behind the high-water mark");
+    n.handle_timeout(Instant::from_micros(400_000));
+    assert!(n.is_ready(), "majority heard and clock past the mark");
+    n.handle_client(
+        Instant::from_micros(400_001),
+        RequestId(3),
+        ClientRequest::put("k", "w"),
+    );
+    let out = drain(&mut n);
+    let ts = sends(&out)
+        .iter()
+        .find_map(|(_, m)| match m {
+            PeerMsg::Write { version, .. } => Some(version.ts),
+            _ => None,
+        })
+        .expect("a write to the live peer");
+    assert!(
+        ts.micros > state.clock_high_water,
+        "stamped above everything before the crash"
     );
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use cassio_core::membership::{AppState, Digest, GossipMsg, NodeState, NodeStatus};
 use cassio_core::wire::{WireCodec, WireError, WIRE_VERSION};
-use cassio_core::{NodeId, PeerMsg, Timestamp, Token, Versioned};
+use cassio_core::{NodeId, PeerMsg, Timestamp, Token, Versioned, WriteOutcome};
 use proptest::prelude::*;
 
 fn samples() -> Vec<PeerMsg> {
@@ -21,7 +21,15 @@ fn samples() -> Vec<PeerMsg> {
         },
         PeerMsg::WriteAck {
             tag: u64::MAX,
-            ok: false,
+            outcome: WriteOutcome::Failed,
+        },
+        PeerMsg::WriteAck {
+            tag: 2,
+            outcome: WriteOutcome::Superseded(ts),
+        },
+        PeerMsg::WriteAck {
+            tag: 1,
+            outcome: WriteOutcome::ClockAhead,
         },
         PeerMsg::Read {
             tag: 3,
@@ -50,6 +58,7 @@ fn samples() -> Vec<PeerMsg> {
                 generation: 9,
                 version: 10,
             }],
+            wall_micros: 1_700_000_000_000_000,
         }),
         PeerMsg::Gossip(GossipMsg::Ack {
             states: vec![NodeState {
@@ -61,7 +70,7 @@ fn samples() -> Vec<PeerMsg> {
                     status: NodeStatus::Leaving,
                     addr: "[::1]:9".parse().expect("addr"),
                     tokens: vec![Token(1), Token(u64::MAX)],
-                    schema: 5,
+                    keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
                     load: 6,
                 }),
             }],
@@ -70,6 +79,7 @@ fn samples() -> Vec<PeerMsg> {
                 generation: 0,
                 version: 0,
             }],
+            wall_micros: 0,
         }),
         PeerMsg::Gossip(GossipMsg::Ack2 { states: vec![] }),
     ]
@@ -110,7 +120,10 @@ fn mismatches_and_oversize_are_refused_with_typed_errors() {
     assert_eq!(codec.decode(&[]), Err(WireError::Empty));
     let mut small = WireCodec::new("prod");
     small.max_frame = 64;
-    let big = samples()[3].clone();
+    let big = samples()
+        .into_iter()
+        .find(|m| matches!(m, PeerMsg::Read { key, .. } if key.len() == 300))
+        .expect("the 300-byte read sample");
     assert!(matches!(
         small.encode(NodeId(1), &big),
         Err(WireError::TooLarge { .. })

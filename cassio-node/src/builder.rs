@@ -20,6 +20,7 @@
 
 use crate::driver::{Clock, Control, Driver, ShutdownError, StorageMode};
 use crate::handle::NodeHandle;
+use crate::node_state::NodeStateFile;
 use cassio_core::{
     node::ConfigError, Config, Consistency, KeyspaceConfig, Node, NodeId, Store, Transport,
 };
@@ -43,6 +44,9 @@ pub enum BuildError {
     /// The core refused the configuration.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The persisted node state could not be read.
+    #[error(transparent)]
+    State(#[from] crate::node_state::NodeStateError),
     /// The client port could not be bound.
     #[error("cannot listen for clients on {addr}: {source}")]
     ClientBind {
@@ -63,6 +67,7 @@ pub struct NodeBuilder {
     advertise: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
     mode: StorageMode,
+    state_file: Option<NodeStateFile>,
 }
 
 impl NodeBuilder {
@@ -78,6 +83,7 @@ impl NodeBuilder {
             advertise: None,
             client_addr: None,
             mode: StorageMode::default(),
+            state_file: None,
         }
     }
 
@@ -198,17 +204,34 @@ impl NodeBuilder {
         self
     }
 
+    /// Where the node keeps its persisted view and clock high-water mark
+    /// (normally the data directory's [`crate::node_state::FILE_NAME`]). It
+    /// is loaded at start and kept up to date; without it a restarted node
+    /// starts with an empty view.
+    pub fn state_file(mut self, file: NodeStateFile) -> Self {
+        self.state_file = Some(file);
+        self
+    }
+
     /// Starts the driver (and the client server, if asked for).
     pub async fn start(self) -> Result<RunningNode, BuildError> {
         let transport = self.transport.ok_or(BuildError::NoTransport)?;
         let store = self.store.ok_or(BuildError::NoStore)?;
         let mut config = self.config;
+        if let Some(f) = &self.state_file {
+            config.persisted = f.load()?;
+        }
         config.listen_addr = self.advertise.unwrap_or_else(|| transport.local_addr());
         if config.rng_seed == 0 {
             config.rng_seed = rand::random();
         }
         let clock = Clock::new();
-        let node = Node::new(self.id, config, clock.now(), crate::driver::wall_micros())?;
+        let node = Node::new(
+            self.id,
+            config,
+            clock.instant(),
+            crate::driver::wall_micros(),
+        )?;
         let generation = node.membership().generation();
         let peer_addr = transport.local_addr();
 
@@ -235,6 +258,7 @@ impl NodeBuilder {
         let driver = Driver {
             node,
             clock,
+            state_file: self.state_file,
             transport,
             store,
             commands: cmd_rx,

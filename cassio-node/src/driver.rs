@@ -124,7 +124,13 @@ impl Clock {
         }
     }
 
-    pub(crate) fn now(&self) -> cassio_core::Instant {
+    /// Both clocks, read now: the core takes the wall clock with every input.
+    pub(crate) fn now(&self) -> cassio_core::Now {
+        cassio_core::Now::new(self.instant(), wall_micros())
+    }
+
+    /// The monotonic clock alone.
+    pub(crate) fn instant(&self) -> cassio_core::Instant {
         let micros = self.origin.elapsed().as_micros();
         cassio_core::Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
@@ -225,6 +231,8 @@ pub(crate) struct Driver {
     pub(crate) clock: Clock,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<dyn Store>,
+    /// Where the core's persisted state goes, if anywhere.
+    pub(crate) state_file: Option<crate::node_state::NodeStateFile>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) mode: StorageMode,
@@ -233,6 +241,7 @@ pub(crate) struct Driver {
 struct Running {
     node: Node,
     clock: Clock,
+    state_file: Option<crate::node_state::NodeStateFile>,
     transport: Arc<dyn Transport>,
     store: Arc<dyn Store>,
     mode: StorageMode,
@@ -341,7 +350,21 @@ impl Running {
                 Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
                 Output::Storage { token, op } => self.storage_out.push((token, op)),
                 Output::Event(e) => log_event(&e),
+                Output::Persist(state) => self.persist(&state),
             }
+        }
+    }
+
+    /// Saves the core's state before anything else happens: the core has
+    /// not issued a timestamp above the previous high-water mark yet, and
+    /// will not until this returns. Rare (about once a second at most), so
+    /// it runs inline.
+    fn persist(&mut self, state: &cassio_core::PersistedState) {
+        let Some(f) = &self.state_file else { return };
+        if let Err(e) = f.save(state) {
+            metrics::counter!("cassio_node_state_persist_errors_total").increment(1);
+            tracing::error!(path = %f.path().display(), error = %e,
+                "could not persist the node state; a restart may start with a stale view or clock");
         }
     }
 
@@ -558,6 +581,25 @@ fn log_event(e: &NodeEvent) {
             metrics::counter!("cassio_storage_errors_total").increment(1);
             tracing::error!(error = %err, "storage operation failed")
         }
+        NodeEvent::ClockAheadRefused { from, ahead_micros } => {
+            metrics::counter!("cassio_clock_offset_refusals_total").increment(1);
+            tracing::warn!(node = %from, ahead_ms = ahead_micros / 1000,
+                "refused a timestamp beyond the maximum clock offset; check that peer's time source")
+        }
+        NodeEvent::ClockOffset { offset_micros } => {
+            metrics::gauge!("cassio_clock_offset_micros").set(*offset_micros as f64);
+            tracing::error!(offset_ms = offset_micros / 1000,
+                "this node's clock is off the cluster's by more than the maximum offset; it refuses to stamp writes")
+        }
+        NodeEvent::ConfigMismatch { keyspace, detail } => {
+            metrics::counter!("cassio_config_mismatch_total").increment(1);
+            tracing::error!(keyspace = %keyspace, %detail,
+                "keyspace settings differ from the cluster's; this node refuses to coordinate it")
+        }
+        NodeEvent::Restamped { from, to } => {
+            metrics::counter!("cassio_writes_restamped_total").increment(1);
+            tracing::debug!(%from, %to, "write re-stamped above a newer version")
+        }
     }
 }
 
@@ -585,6 +627,7 @@ impl Driver {
         let Driver {
             node,
             clock,
+            state_file,
             transport,
             store,
             mut commands,
@@ -619,6 +662,7 @@ impl Driver {
         let mut r = Running {
             node,
             clock,
+            state_file,
             transport,
             store,
             mode,
@@ -822,10 +866,14 @@ mod tests {
     #[test]
     fn clock_maps_tokio_time_monotonically() {
         let c = Clock::new();
-        let a = c.now();
+        let a = c.instant();
         std::thread::sleep(Duration::from_millis(2));
-        let b = c.now();
+        let b = c.instant();
         assert!(b > a);
         assert!(c.to_tokio(b) >= c.to_tokio(a));
+        // The reading the core gets carries the wall clock too.
+        let both = c.now();
+        assert!(both.mono >= b);
+        assert!(both.wall_micros.is_some_and(|w| w > 1_600_000_000_000_000));
     }
 }

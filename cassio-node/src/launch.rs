@@ -290,6 +290,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         .gossip_interval(settings.gossip_interval)
         .request_timeout(settings.request_timeout)
         .generation(dd.generation)
+        .state_file(crate::node_state::NodeStateFile::in_dir(&settings.data_dir))
         // A node that has never been a member joins as `Joining`; one whose
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())

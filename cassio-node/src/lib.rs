@@ -15,6 +15,7 @@ pub mod driver;
 pub mod gateway;
 pub mod handle;
 pub mod launch;
+pub mod node_state;
 pub mod proto;
 pub mod server;
 

@@ -148,15 +148,17 @@ fn acked_ts(op: &OpRecord) -> Option<Timestamp> {
 fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
     // Every write that may have reached a replica, by value.
     let mut value_ts: BTreeMap<&Bytes, (&OpRecord, Timestamp)> = BTreeMap::new();
+    // A coordinator may re-stamp a write above a newer version; the stamp
+    // it acknowledged is the one that counts.
     for op in ops {
-        if let (OpKind::Put(v), Some(ts)) = (&op.kind, op.ts) {
+        if let (OpKind::Put(v), Some(ts)) = (&op.kind, acked_ts(op).or(op.ts)) {
             value_ts.insert(v, (op, ts));
         }
     }
     let deletes: Vec<(&OpRecord, Timestamp)> = ops
         .iter()
         .filter(|op| op.kind == OpKind::Delete)
-        .filter_map(|op| op.ts.map(|ts| (*op, ts)))
+        .filter_map(|op| acked_ts(op).or(op.ts).map(|ts| (*op, ts)))
         .collect();
     let acked: Vec<(&OpRecord, Timestamp)> = ops
         .iter()

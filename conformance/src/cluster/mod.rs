@@ -265,6 +265,8 @@ struct SimNode {
     skew_micros: i64,
     timer_at: Option<Instant>,
     started_before: bool,
+    /// What the node last asked to persist (its "disk" besides the store).
+    persisted: Option<cassio_core::PersistedState>,
 }
 
 /// A simulated cluster: nodes, network, clients and virtual time. Most
@@ -291,6 +293,8 @@ pub struct SimCluster<'a> {
     frames: (u64, u64, u64),
     capture_ts_for: Option<usize>,
     workload_end: Instant,
+    /// Which history entry each write stamp belongs to (re-stamps included).
+    stamp_owner: BTreeMap<Timestamp, usize>,
 }
 
 /// Wall-clock time (micros since the epoch) at the start of every simulation.
@@ -326,6 +330,7 @@ impl<'a> SimCluster<'a> {
                 },
                 timer_at: None,
                 started_before: false,
+                persisted: None,
             })
             .collect();
         let codec = WireCodec::new("sim");
@@ -351,6 +356,7 @@ impl<'a> SimCluster<'a> {
             frames: (0, 0, 0),
             capture_ts_for: None,
             workload_end: Instant::ZERO,
+            stamp_owner: BTreeMap::new(),
         }
     }
 
@@ -377,6 +383,7 @@ impl<'a> SimCluster<'a> {
         c.request_timeout = self.scenario.request_timeout;
         // New on the first start; a restart is an existing member coming back.
         c.bootstrap = !self.nodes[i].started_before;
+        c.persisted = self.nodes[i].persisted.clone();
         c
     }
 
@@ -425,7 +432,18 @@ impl<'a> SimCluster<'a> {
                 Output::Event(NodeEvent::Membership(e)) => {
                     self.membership_log.push((self.now, i, e));
                 }
+                Output::Event(NodeEvent::Restamped { from, to }) => {
+                    // The write now carries the new stamp: record it as the
+                    // op's stamp, so the checker sees what replicas hold.
+                    if let Some(&idx) = self.stamp_owner.get(&from) {
+                        self.stamp_owner.insert(to, idx);
+                        if let Some(op) = self.history.get_mut(idx) {
+                            op.ts = Some(to);
+                        }
+                    }
+                }
                 Output::Event(_) => {}
+                Output::Persist(state) => self.nodes[i].persisted = Some(state),
             }
         }
         let next = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout());
@@ -450,6 +468,7 @@ impl<'a> SimCluster<'a> {
         if let Some(idx) = self.capture_ts_for {
             if let Some(op) = self.history.get_mut(idx) {
                 op.ts.get_or_insert(ts);
+                self.stamp_owner.insert(ts, idx);
             }
         }
     }

@@ -1,0 +1,139 @@
+//! What a node keeps across restarts besides its data: the membership view
+//! it last had (ids, addresses, tokens, generations, statuses) and the
+//! high-water mark of its hybrid logical clock.
+//!
+//! The core decides what to keep and when ([`crate::Output::Persist`]); the
+//! host writes the bytes of [`PersistedState::encode`] to its data directory
+//! (atomically, by rename) and hands the decoded state back in
+//! [`crate::Config::persisted`] at the next start. A restarted node thus
+//! knows the whole ring before it hears from anyone (so it never places keys
+//! on a partial ring) and never issues a timestamp below one it issued
+//! before the crash.
+
+use crate::membership::NodeStatus;
+use crate::types::{NodeId, Token};
+use core::net::SocketAddr;
+use serde::{Deserialize, Serialize};
+
+/// The format version written first in every encoded state.
+const FORMAT: u8 = 1;
+
+/// One member of the persisted view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedMember {
+    /// The member.
+    pub id: NodeId,
+    /// Its generation when last seen.
+    pub generation: u64,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its ring tokens.
+    pub tokens: Vec<Token>,
+    /// Its life-cycle status when last seen.
+    pub status: NodeStatus,
+}
+
+/// Everything a node persists besides its data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// Every timestamp this node issued is below this many micros; the next
+    /// run starts its clock above it.
+    pub clock_high_water: u64,
+    /// The other members as last known (this node excluded).
+    pub members: Vec<PersistedMember>,
+}
+
+/// Why persisted bytes could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// Too short to hold a version byte and a checksum.
+    #[error("persisted node state is truncated ({0} bytes)")]
+    Truncated(usize),
+    /// Written by another format version.
+    #[error("persisted node state has format {got}, this node reads {want}")]
+    Format {
+        /// The version byte found.
+        got: u8,
+        /// The version this node reads.
+        want: u8,
+    },
+    /// The checksum does not match: the file is damaged.
+    #[error("persisted node state is corrupt (checksum mismatch)")]
+    Checksum,
+    /// The checksum matched but the contents do not decode.
+    #[error("persisted node state does not decode: {0}")]
+    Malformed(String),
+}
+
+impl PersistedState {
+    /// The bytes to write: a format byte, the postcard body, and an XXH3-64
+    /// checksum of both (little-endian), so a torn or damaged file is
+    /// refused instead of trusted.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT];
+        // Encoding plain data into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Decodes bytes written by [`PersistedState::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, PersistError> {
+        if bytes.len() < 9 {
+            return Err(PersistError::Truncated(bytes.len()));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        let mut want = [0u8; 8];
+        want.copy_from_slice(sum);
+        if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(want) {
+            return Err(PersistError::Checksum);
+        }
+        if body[0] != FORMAT {
+            return Err(PersistError::Format {
+                got: body[0],
+                want: FORMAT,
+            });
+        }
+        postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PersistedState {
+        PersistedState {
+            clock_high_water: 1_700_000_000_000_000,
+            members: vec![PersistedMember {
+                id: NodeId(7),
+                generation: 42,
+                addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+                tokens: vec![Token(1), Token(u64::MAX)],
+                status: NodeStatus::Normal,
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = sample();
+        assert_eq!(PersistedState::decode(&s.encode()), Ok(s));
+    }
+
+    #[test]
+    fn damage_is_refused() {
+        let bytes = sample().encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(PersistedState::decode(&b).is_err(), "flip at {i} accepted");
+        }
+        assert_eq!(
+            PersistedState::decode(&bytes[..5]),
+            Err(PersistError::Truncated(5))
+        );
+        assert!(PersistedState::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
