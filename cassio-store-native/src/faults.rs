@@ -14,13 +14,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 ///   `EIO` from a dying disk would), which poisons the log.
 /// - `fail_next_writes(n)`: the next `n` writes to the segment file fail.
 /// - `stall()` / `resume()`: every write and fsync blocks until `resume`, as
-///   on a disk that stopped answering. Dropping the store resumes, so a
+///   on a disk that stopped answering; `stall_syncs()` blocks only fsyncs (a
+///   slow flush of the disk cache). Dropping the store resumes, so a
 ///   forgotten stall cannot hang a test's teardown.
 #[derive(Debug, Default)]
 pub struct LogFaults {
     fail_syncs: AtomicU32,
     fail_writes: AtomicU32,
-    stalled: Mutex<bool>,
+    /// (writes stalled, fsyncs stalled)
+    stalled: Mutex<(bool, bool)>,
     resumed: Condvar,
     /// Operations blocked in a stall right now.
     waiting: AtomicU64,
@@ -45,12 +47,17 @@ impl LogFaults {
 
     /// Blocks every later commit-log write and fsync until [`Self::resume`].
     pub fn stall(&self) {
-        *self.stalled.lock() = true;
+        *self.stalled.lock() = (true, true);
+    }
+
+    /// Blocks every later commit-log fsync (not writes) until [`Self::resume`].
+    pub fn stall_syncs(&self) {
+        self.stalled.lock().1 = true;
     }
 
     /// Ends a stall; blocked operations carry on.
     pub fn resume(&self) {
-        *self.stalled.lock() = false;
+        *self.stalled.lock() = (false, false);
         self.resumed.notify_all();
     }
 
@@ -60,13 +67,14 @@ impl LogFaults {
         self.waiting.load(Ordering::Acquire)
     }
 
-    fn wait_while_stalled(&self) {
+    fn wait_while_stalled(&self, sync: bool) {
+        let stalled = |s: &(bool, bool)| if sync { s.1 } else { s.0 };
         let mut g = self.stalled.lock();
-        if !*g {
+        if !stalled(&g) {
             return;
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        while *g {
+        while stalled(&g) {
             self.resumed.wait(&mut g);
         }
         self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -74,7 +82,7 @@ impl LogFaults {
 
     /// Called before each fsync of a segment.
     pub(crate) fn before_sync(&self) -> std::io::Result<()> {
-        self.wait_while_stalled();
+        self.wait_while_stalled(true);
         if take_one(&self.fail_syncs) {
             return Err(std::io::Error::other("injected fsync failure"));
         }
@@ -83,7 +91,7 @@ impl LogFaults {
 
     /// Called before each write of buffered records to a segment.
     pub(crate) fn before_write(&self) -> std::io::Result<()> {
-        self.wait_while_stalled();
+        self.wait_while_stalled(false);
         if take_one(&self.fail_writes) {
             return Err(std::io::Error::other("injected write failure"));
         }
@@ -121,5 +129,16 @@ mod tests {
         f.resume();
         assert!(t.join().unwrap().is_ok());
         assert_eq!(f.stalled_operations(), 0);
+        // A sync-only stall lets writes through.
+        f.stall_syncs();
+        assert!(f.before_write().is_ok());
+        let g = f.clone();
+        let t = std::thread::spawn(move || g.before_sync());
+        while f.stalled_operations() == 0 {
+            assert!(Instant::now() < deadline, "the stall never caught the sync");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        f.resume();
+        assert!(t.join().unwrap().is_ok());
     }
 }
