@@ -33,29 +33,29 @@ fn opts(truncate: bool) -> NativeOptions {
 /// one record.
 fn write_segment(dir: &Path, prefix: &str) -> (PathBuf, u64) {
     let before = NativeStore::log_files(dir);
-    let s = NativeStore::open(dir, opts(false)).unwrap();
+    let s = NativeStore::open(dir, opts(false)).expect("open");
     for i in 0..RECORDS {
-        s.apply(&key(prefix, i), &v(i)).unwrap();
+        s.apply(&key(prefix, i), &v(i)).expect("write");
     }
     drop(s);
     let seg = NativeStore::log_files(dir)
         .into_iter()
         .find(|p| !before.contains(p))
         .expect("the store started a new segment");
-    let len = std::fs::metadata(&seg).unwrap().len();
+    let len = std::fs::metadata(&seg).expect("segment").len();
     assert_eq!(len % RECORDS, 0, "records have one size");
     (seg, len / RECORDS)
 }
 
 fn flip(path: &Path, at: u64) {
-    let mut b = std::fs::read(path).unwrap();
+    let mut b = std::fs::read(path).expect("read segment");
     b[at as usize] ^= 0x40;
-    std::fs::write(path, &b).unwrap();
+    std::fs::write(path, &b).expect("write segment");
 }
 
 fn present(s: &NativeStore, prefix: &str) -> Vec<bool> {
     (0..RECORDS)
-        .map(|i| s.get(&key(prefix, i)).unwrap() == Some(v(i)))
+        .map(|i| s.get(&key(prefix, i)).expect("read") == Some(v(i)))
         .collect()
 }
 

@@ -85,7 +85,7 @@ fn flood(s: Arc<NativeStore>, only_syncs: bool) -> Flood {
         peak_memtable,
     };
     for h in handles {
-        for (r, after) in h.join().unwrap() {
+        for (r, after) in h.join().expect("writer thread") {
             match r {
                 Ok(_) if after => f.ok_after_resume += 1,
                 Ok(_) => f.ok_before_resume += 1,
@@ -127,9 +127,9 @@ fn check(s: &NativeStore, f: &Flood, sync: SyncPolicy) {
     );
     assert_eq!((st.write_queue_bytes, st.write_queue_len), (0, 0));
     // The store works once the disk does.
-    s.apply(b"after", &v(9)).unwrap();
-    s.sync().unwrap();
-    assert_eq!(s.get(b"after").unwrap(), Some(v(9)));
+    s.apply(b"after", &v(9)).expect("write after the stall");
+    s.sync().expect("sync after the stall");
+    assert_eq!(s.get(b"after").expect("read"), Some(v(9)));
 }
 
 #[test]
