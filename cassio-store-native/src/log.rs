@@ -531,4 +531,75 @@ mod tests {
         assert_eq!(log.fsyncs.load(AtomicOrdering::Relaxed), 3);
         assert_eq!(log.segment(), 2);
     }
+
+    #[test]
+    fn a_failed_fsync_poisons_but_earlier_syncs_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(LogFaults::default());
+        let log = CommitLog::create(dir.path(), 1, faults.clone(), []).unwrap();
+        let a = log.append(b"a", &v(1)).unwrap();
+        log.sync_to(a).unwrap();
+        let b = log.append(b"b", &v(2)).unwrap();
+        faults.fail_next_syncs(1);
+        assert!(matches!(log.sync_to(b), Err(StoreError::Poisoned { .. })));
+        // `a` was durable before the failure; nothing after it is vouched for.
+        assert!(log.sync_to(a).is_ok());
+        assert!(matches!(log.sync_to(b), Err(StoreError::Poisoned { .. })));
+        assert!(matches!(log.sync_all(), Err(StoreError::Poisoned { .. })));
+        assert!(matches!(
+            log.append(b"c", &v(3)),
+            Err(StoreError::Poisoned { .. })
+        ));
+        assert!(matches!(log.rotate(2), Err(StoreError::Poisoned { .. })));
+        // The durable length is the one of the last good fsync.
+        let rec = std::fs::metadata(dir.path().join(format::file_name(1, EXT)))
+            .unwrap()
+            .len()
+            / 2;
+        assert_eq!(log.power_loss().get(&1), Some(&rec));
+    }
+
+    #[test]
+    fn durable_lengths_follow_fsyncs_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::create(dir.path(), 1, Default::default(), [(0, 77)]).unwrap();
+        log.append(b"a", &v(1)).unwrap();
+        log.rotate(2).unwrap();
+        log.append(b"b", &v(2)).unwrap();
+        let len = |id| {
+            std::fs::metadata(dir.path().join(format::file_name(id, EXT)))
+                .unwrap()
+                .len()
+        };
+        // Rotation hands segment 1 to the OS but fsyncs nothing.
+        assert!(len(1) > 0);
+        let d = log.durable.lock().clone();
+        assert_eq!((d[&0], d[&1], d[&2]), (77, 0, 0));
+        log.sync_all().unwrap();
+        let d = log.power_loss();
+        assert_eq!((d[&1], d[&2]), (len(1), len(2)));
+        log.forget_below(2);
+        assert_eq!(log.durable.lock().keys().copied().collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn find_record_finds_a_whole_record_after_garbage_and_nothing_in_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::create(dir.path(), 1, Default::default(), []).unwrap();
+        log.append(b"k", &v(1)).unwrap();
+        log.close().unwrap();
+        let rec = std::fs::read(dir.path().join(format::file_name(1, EXT))).unwrap();
+        let mut data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        assert_eq!(
+            find_record(&data, 0),
+            None,
+            "pseudo-random bytes hold no record"
+        );
+        assert_eq!(find_record(&[0u8; 4096], 0), None);
+        data.extend_from_slice(&rec);
+        assert_eq!(find_record(&data, 0), Some(5000));
+        assert_eq!(find_record(&data, 5001), None);
+    }
 }
