@@ -10,6 +10,19 @@
 //! backlog. (Before this gate, each concurrent writer could add its whole
 //! value to the active memtable past the flush threshold, so a stalled disk
 //! plus many threads writing 15 MiB values grew memory without limit.)
+//!
+//! Every queue in the store that callers feed, and its bound:
+//!
+//! | queue | bound |
+//! | --- | --- |
+//! | writers waiting for a group-commit fsync | this gate (count and bytes) |
+//! | writers waiting for the append lock | this gate |
+//! | the active memtable | `memtable_bytes`, overshot by at most this gate's bytes |
+//! | frozen memtables waiting for a flush | `max_immutable_memtables`; writers then wait in `stall_if_needed`, holding a permit, up to `write_queue_wait`, then `Overloaded` |
+//! | the log's user-space buffer | 256 KiB |
+//! | bytes written to the OS and not fsynced | the kernel's dirty-page limits (not process memory) |
+//! | flush and compaction hand-off | boolean signals, one background thread each |
+//! | tables awaiting compaction | `max_tables` (compaction merges the newest beyond it) |
 
 use cassio_core::StoreError;
 use parking_lot::{Condvar, Mutex};

@@ -55,6 +55,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 /// The largest value accepted, in bytes.
 pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
+/// Bytes charged to the write queue per write besides its key and value
+/// (the memtable's per-entry overhead, as `memtable::ENTRY_OVERHEAD`).
+const WRITE_OVERHEAD: usize = 96;
 
 /// When the commit log is fsynced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -913,7 +916,7 @@ impl Store for NativeStore {
         )?;
         // Held until the write is synced: it bounds every queue a write can
         // wait in (memtable space, append lock, group commit).
-        let charge = key.len() + version.value.as_ref().map_or(0, |v| v.len()) + 96;
+        let charge = key.len() + version.value.as_ref().map_or(0, |v| v.len()) + WRITE_OVERHEAD;
         let _permit = inner.gate.admit(charge as u64)?;
         inner.stall_if_needed()?;
         let h = KeyHash::of(key);
