@@ -1003,3 +1003,69 @@ impl Store for NativeStore {
         s.table_bytes + s.memtable_bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use cassio_core::{NodeId, Timestamp};
+
+    /// With the flush held (its lock taken here, as a disk too slow to write
+    /// tables would), writers fill the memtable and the one frozen slot, then
+    /// wait the configured time and get `Overloaded`; memtables stay bounded.
+    #[test]
+    fn a_stuck_flush_answers_overloaded_and_bounds_memtables() {
+        let dir = tempfile::tempdir().unwrap();
+        let memtable = 64 * 1024;
+        let s = NativeStore::open(
+            dir.path(),
+            NativeOptions {
+                sync: SyncPolicy::Never,
+                memtable_bytes: memtable,
+                max_immutable_memtables: 1,
+                write_queue_wait: Duration::from_millis(50),
+                ..NativeOptions::default()
+            },
+        )
+        .unwrap();
+        let value = |i: u64| {
+            Versioned::value(
+                Timestamp::new(i + 1, 0, NodeId(1)),
+                Bytes::from(vec![7u8; 4096]),
+            )
+        };
+        let held = s.inner.flush_lock.lock();
+        let mut refused = 0;
+        let mut written = Vec::new();
+        for i in 0..200u64 {
+            if refused == 5 {
+                break;
+            }
+            match s.apply(&i.to_be_bytes(), &value(i)) {
+                Ok(_) => written.push(i),
+                Err(StoreError::Overloaded { what, .. }) => {
+                    assert_eq!(what, "memtables waiting for a flush");
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let st = s.stats();
+            assert!(st.immutable_memtables <= 1);
+            // One frozen memtable plus the active one, each overshooting by
+            // at most one write.
+            assert!(st.memtable_bytes <= 2 * (memtable as u64 + 4096 + 200));
+        }
+        assert!(
+            refused == 5 && !written.is_empty(),
+            "{written:?} written, {refused} refused"
+        );
+        assert_eq!(s.stats().writes_overloaded, refused);
+        drop(held);
+        // Once the flush runs, writes are accepted again.
+        s.flush().unwrap();
+        assert!(s.apply(b"after", &value(1000)).unwrap());
+        for i in written {
+            assert_eq!(s.get(&i.to_be_bytes()).unwrap(), Some(value(i)));
+        }
+    }
+}
