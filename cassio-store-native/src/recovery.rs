@@ -18,6 +18,13 @@
 //! "Last segment" therefore means the last one holding a record: a segment
 //! followed only by empty ones (a rotation just before the crash) is still
 //! the log's tail.
+//!
+//! Known limit: records carry no position or per-segment salt, so a value
+//! that itself contains a whole encoded record, torn by a crash inside the
+//! record carrying it, looks like damage followed by a valid record and the
+//! store refuses to open. That fails safe (nothing is dropped silently) and
+//! the operator option recovers it; salting records would fix it at the cost
+//! of a log format change.
 
 use crate::format::{self, corruption};
 use crate::log;
