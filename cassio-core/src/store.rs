@@ -35,6 +35,28 @@ pub enum StoreError {
     /// An error from an embedded engine that has no better category.
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// An earlier fsync (or write) of the commit log failed, so what the OS
+    /// holds is unknown (a failed fsync may drop dirty pages and a retry may
+    /// then "succeed" falsely): the store refuses every write and sync until
+    /// it is reopened, which replays what really reached the disk.
+    #[error("commit log poisoned by an earlier fsync failure; reopen the store ({detail})")]
+    Poisoned {
+        /// The failure that poisoned the log.
+        detail: String,
+    },
+    /// The store's bounded write queue stayed full for the whole wait (the
+    /// disk is not keeping up); the write was not applied. Retry later.
+    #[error("store overloaded: {what} stayed full ({queued} of {cap} in use) for {waited_ms} ms")]
+    Overloaded {
+        /// Which limit was hit ("in-flight write bytes", "memtables").
+        what: &'static str,
+        /// Units in use when the wait ended.
+        queued: u64,
+        /// The limit.
+        cap: u64,
+        /// How long the write waited before giving up.
+        waited_ms: u64,
+    },
 }
 
 /// A versioned key-value store with last-write-wins semantics.

@@ -47,6 +47,7 @@ pub const FIELDS: &[&str] = &[
     "data_dir",
     "store",
     "sync",
+    "truncate_corrupt_log",
     "transport",
     "tls_ca",
     "tls_cert",
@@ -228,6 +229,9 @@ pub struct Settings {
     pub store: StoreEngine,
     /// Sync policy.
     pub sync: SyncSetting,
+    /// Native store: cut the commit log at damage that valid records follow
+    /// instead of refusing to start (loses those records; see operations.md).
+    pub truncate_corrupt_log: bool,
     /// Transport.
     pub transport: TransportKind,
     /// Mutual TLS certificates, if configured.
@@ -403,6 +407,10 @@ impl Settings {
             ));
         }
         let sync = sync_setting(&get("sync", "periodic"))?;
+        let truncate_corrupt_log = boolean(
+            "truncate_corrupt_log",
+            &get("truncate_corrupt_log", "false"),
+        )?;
         let transport_name = get("transport", "tcp");
         let transport = match transport_name.to_ascii_lowercase().as_str() {
             "tcp" => TransportKind::Tcp,
@@ -556,6 +564,7 @@ impl Settings {
             data_dir,
             store,
             sync,
+            truncate_corrupt_log,
             transport,
             tls,
             insecure_plaintext,
@@ -729,6 +738,18 @@ mod tests {
         assert!(s.tls.is_none());
         assert_eq!(s.resp_addr, Some("127.0.0.1:6380".parse().unwrap()));
         assert_eq!(s.data_dir, PathBuf::from("./cassio-data"));
+    }
+
+    #[test]
+    fn truncate_corrupt_log_is_off_unless_asked_for() {
+        let s = Settings::from_raw(&RawSettings::default()).unwrap();
+        assert!(!s.truncate_corrupt_log);
+        let s = Settings::from_raw(&raw(&[("truncate_corrupt_log", "true")])).unwrap();
+        assert!(s.truncate_corrupt_log);
+        let toml = RawSettings::from_toml_str("truncate_corrupt_log = true\n").unwrap();
+        assert!(Settings::from_raw(&toml).unwrap().truncate_corrupt_log);
+        let e = Settings::from_raw(&raw(&[("truncate_corrupt_log", "maybe")])).unwrap_err();
+        assert_eq!(e.field, "truncate_corrupt_log");
     }
 
     #[test]

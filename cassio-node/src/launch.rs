@@ -133,11 +133,14 @@ fn open_store(settings: &Settings, dir: &std::path::Path) -> Result<Arc<dyn Stor
                 dir,
                 NativeOptions {
                     sync,
+                    truncate_corrupt_log: settings.truncate_corrupt_log,
                     ..NativeOptions::default()
                 },
             )?;
             if let Some(d) = &store.recovery_report().damage {
-                tracing::warn!(segment = %d.segment.display(), offset = d.offset, detail = %d.detail, "commit log had a damaged tail; it was cut there");
+                tracing::warn!(segment = %d.segment.display(), offset = d.offset, detail = %d.detail,
+                    bytes_dropped = d.bytes_dropped, valid_records_dropped = d.valid_records_dropped,
+                    "commit log was damaged; it was cut there");
             }
             Ok(Arc::new(store))
         }

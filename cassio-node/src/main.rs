@@ -118,6 +118,12 @@ struct StartArgs {
     /// Leave the ring (gossip `Left`) when stopped by SIGTERM or Ctrl-C.
     #[arg(long)]
     leave_on_exit: bool,
+    /// Native store: if the commit log is damaged in the middle (valid records
+    /// after the damage), cut it there and start, instead of refusing. RISK:
+    /// every write after the damage is lost on this node, acknowledged ones
+    /// included; repair it from replicas. Use once, after reading the error.
+    #[arg(long)]
+    truncate_corrupt_log: bool,
     /// Log format: human or json [default: human].
     #[arg(long)]
     log_format: Option<String>,
@@ -165,6 +171,9 @@ impl StartArgs {
         }
         if self.leave_on_exit {
             r.set("leave_on_exit", "true");
+        }
+        if self.truncate_corrupt_log {
+            r.set("truncate_corrupt_log", "true");
         }
         r
     }

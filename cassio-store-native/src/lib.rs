@@ -3,7 +3,13 @@
 //! - **Commit log** ([`SyncPolicy`]): every write is appended to a segment
 //!   file with a CRC32 per record before it is applied; `Always` fsyncs before
 //!   acknowledging, and concurrent writers share one fsync (group commit).
-//!   Recovery replays the log and stops cleanly at a torn tail.
+//!   Recovery replays the log and cuts a torn tail; damage followed by valid
+//!   records refuses to open (see [`NativeOptions::truncate_corrupt_log`]).
+//!   A failed write or fsync poisons the log ([`StoreError::Poisoned`]): no
+//!   durability is reported after it until the store is reopened.
+//! - **Backpressure**: writes in flight are bounded by bytes and count
+//!   ([`NativeOptions::max_write_queue_bytes`]); past the bound a writer waits,
+//!   then gets [`StoreError::Overloaded`].
 //! - **Memtable**: a concurrent skip list. When it passes
 //!   [`NativeOptions::memtable_bytes`] it is frozen and a background thread
 //!   writes it to a table while writers carry on in a fresh one.
@@ -18,14 +24,20 @@
 
 mod bloom;
 mod compaction;
+mod faults;
 mod format;
+mod gate;
 mod log;
 mod manifest;
 mod memtable;
+mod recovery;
 mod sstable;
+
+pub use crate::faults::LogFaults;
 
 use crate::bloom::KeyHash;
 use crate::compaction::{Merge, Source};
+use crate::gate::WriteGate;
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::sstable::{ReadCounters, Table, TableIter, TableWriter};
@@ -43,6 +55,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 /// The largest value accepted, in bytes.
 pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
+/// Bytes charged to the write queue per write besides its key and value
+/// (the memtable's per-entry overhead, as `memtable::ENTRY_OVERHEAD`).
+const WRITE_OVERHEAD: usize = 96;
 
 /// When the commit log is fsynced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +96,33 @@ pub struct NativeOptions {
     pub max_tables: usize,
     /// Whether a background thread compacts on its own.
     pub background_compaction: bool,
+    /// What to do with damage in the commit log that valid records follow
+    /// (so it is not a torn tail). `false` (the default): refuse to open with
+    /// [`StoreError::Corruption`] naming the file and offset. `true`: cut the
+    /// log at the damage and set every later record aside (as `*.discarded`
+    /// files), logging what was dropped. That loses writes that may have been
+    /// acknowledged; an operator chooses it, for one start, after reading the
+    /// error (`cassio start --truncate-corrupt-log`).
+    pub truncate_corrupt_log: bool,
+    /// Bytes of writes (key + value + 96 bytes of bookkeeping each) admitted
+    /// at once: waiting for memtable space, the append lock or a group-commit
+    /// fsync. Bounds what a stalled disk lets writers pile up in memory, on
+    /// top of the memtables. A single larger write is admitted alone.
+    ///
+    /// Default 64 MiB: one maximal value (64 MiB) still gets in, and the
+    /// bound on memory (memtables plus this) stays near
+    /// `memtable_bytes * (1 + max_immutable_memtables)` + 64 MiB = 256 MiB.
+    /// In `tests/overload.rs` 32 writers of 1 MiB values against a 4 MiB cap
+    /// and a stalled fsync never held more than the cap.
+    pub max_write_queue_bytes: usize,
+    /// Writes admitted at once (each is a blocked thread at worst). Default
+    /// 1024: far above the node's storage pool, so only a flood reaches it.
+    pub max_write_queue_len: usize,
+    /// How long a write waits for room (in the gate, or for a memtable flush)
+    /// before it fails with [`StoreError::Overloaded`]. Default 5 s: longer
+    /// than the node's request timeout (2 s), so a node sees its own timeout
+    /// first and the store's error only when the disk is really stuck.
+    pub write_queue_wait: Duration,
 }
 
 impl Default for NativeOptions {
@@ -96,6 +138,10 @@ impl Default for NativeOptions {
             compaction_max_tables: 32,
             max_tables: 12,
             background_compaction: true,
+            truncate_corrupt_log: false,
+            max_write_queue_bytes: 64 << 20,
+            max_write_queue_len: 1024,
+            write_queue_wait: Duration::from_secs(5),
         }
     }
 }
@@ -131,9 +177,19 @@ pub struct NativeStats {
     pub bloom_false_positives: u64,
     /// fsync calls on the commit log.
     pub log_fsyncs: u64,
+    /// Bytes of writes admitted and not finished (the write queue).
+    pub write_queue_bytes: u64,
+    /// Writes admitted and not finished.
+    pub write_queue_len: u64,
+    /// The most bytes the write queue ever held.
+    pub write_queue_peak_bytes: u64,
+    /// Writes refused with [`StoreError::Overloaded`].
+    pub writes_overloaded: u64,
+    /// Whether a failed write or fsync poisoned the commit log.
+    pub log_poisoned: bool,
 }
 
-/// Damage found at the end of the commit log when the store was opened.
+/// Damage found in the commit log when the store was opened, and cut.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogDamage {
     /// The segment holding the first bad record.
@@ -142,8 +198,25 @@ pub struct LogDamage {
     pub offset: u64,
     /// What was wrong with it.
     pub detail: String,
-    /// Later segments, set aside (renamed `*.log.discarded`) and not replayed.
+    /// Later segments holding bytes, set aside (renamed `*.log.discarded`)
+    /// and not replayed. Empty later segments are removed.
     pub discarded: Vec<PathBuf>,
+    /// Bytes cut from the segment and in later segments.
+    pub bytes_dropped: u64,
+    /// True when valid records followed the damage and were dropped because
+    /// [`NativeOptions::truncate_corrupt_log`] was set (the cut bytes of the
+    /// segment are kept as `*.log.from-{offset}.discarded`); false for a
+    /// torn tail.
+    pub valid_records_dropped: bool,
+}
+
+/// What [`NativeStore::simulate_power_loss`] did to the directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PowerLossReport {
+    /// Log segments cut back to their durable length.
+    pub segments_truncated: usize,
+    /// Bytes the OS had been handed but not fsynced, now gone.
+    pub bytes_dropped: u64,
 }
 
 /// What opening the store found and did.
@@ -185,6 +258,8 @@ struct Inner {
     /// that is already being flushed.
     version: RwLock<Arc<Version>>,
     log: log::CommitLog,
+    faults: Arc<LogFaults>,
+    gate: WriteGate,
     next_id: AtomicU64,
     flush_lock: Mutex<()>,
     compaction_lock: Mutex<()>,
@@ -265,52 +340,31 @@ impl NativeStore {
         let new_segment = next_id;
         let memtable = Memtable::new(replay.first().map_or(new_segment, |(id, _)| *id));
         let counters = ReadCounters::default();
-        for (i, (_, path)) in replay.iter().enumerate() {
-            let r = log::replay_segment(path, |k, v| {
-                let h = KeyHash::of(&k);
-                for t in &tables {
-                    if let Some(existing) = t.get(&k, h, &counters)? {
-                        if !v.supersedes(&existing) {
-                            return Ok(());
-                        }
-                        break;
+        let recovered = recovery::recover_log(&dir, &replay, opts.truncate_corrupt_log, |k, v| {
+            let h = KeyHash::of(&k);
+            for t in &tables {
+                if let Some(existing) = t.get(&k, h, &counters)? {
+                    if !v.supersedes(&existing) {
+                        return Ok(());
                     }
+                    break;
                 }
-                memtable.insert(&k, &v);
-                Ok(())
-            })?;
-            report.segments_replayed += 1;
-            report.records_replayed += r.records;
-            if let Some((offset, detail)) = r.damage {
-                // Point-in-time recovery: keep the clean prefix, set aside the
-                // rest. Anything synced lies before the damage.
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
-                f.set_len(offset)?;
-                f.sync_all()?;
-                let mut discarded = Vec::new();
-                for (_, later) in &replay[i + 1..] {
-                    let mut to = later.clone().into_os_string();
-                    to.push(".discarded");
-                    std::fs::rename(later, &to)?;
-                    discarded.push(PathBuf::from(to));
-                }
-                format::sync_dir(&dir)?;
-                tracing::warn!(
-                    segment = %path.display(), offset, %detail, discarded = discarded.len(),
-                    "commit log damaged; recovered the records before it"
-                );
-                report.damage = Some(LogDamage {
-                    segment: path.clone(),
-                    offset,
-                    detail,
-                    discarded,
-                });
-                break;
             }
-        }
+            memtable.insert(&k, &v);
+            Ok(())
+        })?;
+        report.segments_replayed = recovered.segments_replayed;
+        report.records_replayed = recovered.records_replayed;
+        report.damage = recovered.damage;
         let _ = std::fs::remove_file(dir.join("MANIFEST.tmp"));
 
-        let log = log::CommitLog::create(&dir, new_segment)?;
+        let faults = Arc::new(LogFaults::default());
+        let log = log::CommitLog::create(&dir, new_segment, faults.clone(), recovered.durable)?;
+        let gate = WriteGate::new(
+            opts.max_write_queue_bytes as u64,
+            opts.max_write_queue_len as u64,
+            opts.write_queue_wait,
+        );
         let inner = Arc::new(Inner {
             dir,
             version: RwLock::new(Arc::new(Version {
@@ -319,6 +373,8 @@ impl NativeStore {
                 tables,
             })),
             log,
+            faults,
+            gate,
             next_id: AtomicU64::new(next_id + 1),
             flush_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
@@ -392,7 +448,60 @@ impl NativeStore {
             bloom_true_positives: c.bloom_true_positives.load(Ordering::Relaxed),
             bloom_false_positives: c.bloom_false_positives.load(Ordering::Relaxed),
             log_fsyncs: self.inner.log.fsyncs.load(Ordering::Relaxed),
+            write_queue_bytes: self.inner.gate.held().0,
+            write_queue_len: self.inner.gate.held().1,
+            write_queue_peak_bytes: self.inner.gate.peak_bytes(),
+            writes_overloaded: self.inner.gate.refused.load(Ordering::Relaxed),
+            log_poisoned: self.inner.log.check_poison().is_err(),
         }
+    }
+
+    /// The fault-injection seam of this store's commit log (for tests and
+    /// the simulator): make its writes or fsyncs fail, or stall them.
+    pub fn log_faults(&self) -> &LogFaults {
+        &self.inner.faults
+    }
+
+    /// Simulates a power cut, for tests and the simulator, and consumes the
+    /// store. Afterwards `dir` holds exactly what a power cut could leave:
+    ///
+    /// - user-space buffers are dropped, background threads stop, memtables
+    ///   are gone (as in [`Self::crash`]);
+    /// - every commit-log segment is truncated to the length last made
+    ///   durable by an fsync (bytes handed to the OS but never fsynced are
+    ///   lost: the harshest outcome a power cut may have);
+    /// - tables and the manifest are untouched: they are fsynced (and the
+    ///   directory too) before they are installed.
+    ///
+    /// Reopening then must find every write acknowledged under
+    /// `SyncPolicy::Always` and every write before a successful
+    /// [`Store::sync`], and no write that was never fsynced, unless a memtable
+    /// flush had already written it to a (synced) table.
+    pub fn simulate_power_loss(mut self) -> Result<PowerLossReport, StoreError> {
+        self.crashed = true;
+        // A stalled fsync finishes first (it was "in the disk" before the
+        // cut); a stalled write must not keep the append lock forever.
+        self.inner.faults.resume();
+        self.inner.log.crash();
+        self.stop_threads();
+        let durable = self.inner.log.power_loss();
+        let mut report = PowerLossReport::default();
+        for (id, path) in format::list_numbered(&self.inner.dir, log::EXT)? {
+            // Untracked segments are below the manifest's log start (their
+            // deletion was cut short) and are ignored by the next open.
+            let Some(&keep) = durable.get(&id) else {
+                continue;
+            };
+            let len = std::fs::metadata(&path)?.len();
+            if len > keep {
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(keep)?;
+                f.sync_all()?;
+                report.segments_truncated += 1;
+                report.bytes_dropped += len - keep;
+            }
+        }
+        Ok(report)
     }
 
     /// Simulates a process crash, for tests: buffered commit-log records are
@@ -428,6 +537,8 @@ impl NativeStore {
 
 impl Drop for NativeStore {
     fn drop(&mut self) {
+        // An injected stall must not hang the teardown.
+        self.inner.faults.resume();
         self.stop_threads();
         if !self.crashed {
             if let Err(e) = self.inner.log.close() {
@@ -444,6 +555,7 @@ impl Inner {
     }
 
     fn check_failed(&self) -> Result<(), StoreError> {
+        self.log.check_poison()?;
         match &*self.failed.lock() {
             None => Ok(()),
             Some(e) => Err(StoreError::Engine(format!(
@@ -479,8 +591,10 @@ impl Inner {
     }
 
     /// Holds a writer back while the memtable is full and the flush queue is
-    /// too, so memory stays bounded when the disk falls behind.
+    /// too, so memory stays bounded when the disk falls behind; past the
+    /// write-queue wait it gives up with `Overloaded`.
     fn stall_if_needed(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + self.gate.wait();
         loop {
             {
                 let v = self.version.read();
@@ -491,6 +605,16 @@ impl Inner {
                 }
             }
             self.check_failed()?;
+            if std::time::Instant::now() >= deadline {
+                self.gate.refused.fetch_add(1, Ordering::Relaxed);
+                let v = self.version.read();
+                return Err(StoreError::Overloaded {
+                    what: "memtables waiting for a flush",
+                    queued: v.immutables.len() as u64,
+                    cap: self.opts.max_immutable_memtables.max(1) as u64,
+                    waited_ms: u64::try_from(self.gate.wait().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
             let mut g = self.stall.lock();
             self.stall_cv.wait_for(&mut g, Duration::from_millis(20));
         }
@@ -604,6 +728,7 @@ impl Inner {
                     std::fs::remove_file(path)?;
                 }
             }
+            self.log.forget_below(log_start);
             self.signal(|s| s.compact = true);
         }
     }
@@ -760,8 +885,11 @@ impl Inner {
                     return;
                 }
             }
-            if let Err(e) = self.log.sync_all() {
-                tracing::warn!(error = %e, "periodic commit-log sync failed");
+            match self.log.sync_all() {
+                Ok(()) => {}
+                // Logged once, when it was poisoned; every write now fails.
+                Err(StoreError::Poisoned { .. }) => return,
+                Err(e) => tracing::warn!(error = %e, "periodic commit-log sync failed"),
             }
         }
     }
@@ -786,6 +914,10 @@ impl Store for NativeStore {
             version.value.as_ref().map_or(0, |v| v.len()),
             MAX_VALUE_LEN,
         )?;
+        // Held until the write is synced: it bounds every queue a write can
+        // wait in (memtable space, append lock, group commit).
+        let charge = key.len() + version.value.as_ref().map_or(0, |v| v.len()) + WRITE_OVERHEAD;
+        let _permit = inner.gate.admit(charge as u64)?;
         inner.stall_if_needed()?;
         let h = KeyHash::of(key);
         let (lsn, kept, full) = {
@@ -869,5 +1001,71 @@ impl Store for NativeStore {
     fn approximate_size(&self) -> u64 {
         let s = self.stats();
         s.table_bytes + s.memtable_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use cassio_core::{NodeId, Timestamp};
+
+    /// With the flush held (its lock taken here, as a disk too slow to write
+    /// tables would), writers fill the memtable and the one frozen slot, then
+    /// wait the configured time and get `Overloaded`; memtables stay bounded.
+    #[test]
+    fn a_stuck_flush_answers_overloaded_and_bounds_memtables() {
+        let dir = tempfile::tempdir().unwrap();
+        let memtable = 64 * 1024;
+        let s = NativeStore::open(
+            dir.path(),
+            NativeOptions {
+                sync: SyncPolicy::Never,
+                memtable_bytes: memtable,
+                max_immutable_memtables: 1,
+                write_queue_wait: Duration::from_millis(50),
+                ..NativeOptions::default()
+            },
+        )
+        .unwrap();
+        let value = |i: u64| {
+            Versioned::value(
+                Timestamp::new(i + 1, 0, NodeId(1)),
+                Bytes::from(vec![7u8; 4096]),
+            )
+        };
+        let held = s.inner.flush_lock.lock();
+        let mut refused = 0;
+        let mut written = Vec::new();
+        for i in 0..200u64 {
+            if refused == 5 {
+                break;
+            }
+            match s.apply(&i.to_be_bytes(), &value(i)) {
+                Ok(_) => written.push(i),
+                Err(StoreError::Overloaded { what, .. }) => {
+                    assert_eq!(what, "memtables waiting for a flush");
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let st = s.stats();
+            assert!(st.immutable_memtables <= 1);
+            // One frozen memtable plus the active one, each overshooting by
+            // at most one write.
+            assert!(st.memtable_bytes <= 2 * (memtable as u64 + 4096 + 200));
+        }
+        assert!(
+            refused == 5 && !written.is_empty(),
+            "{written:?} written, {refused} refused"
+        );
+        assert_eq!(s.stats().writes_overloaded, refused);
+        drop(held);
+        // Once the flush runs, writes are accepted again.
+        s.flush().unwrap();
+        assert!(s.apply(b"after", &value(1000)).unwrap());
+        for i in written {
+            assert_eq!(s.get(&i.to_be_bytes()).unwrap(), Some(value(i)));
+        }
     }
 }
