@@ -33,7 +33,7 @@ async fn node(id: u64, cert: &TlsConfig, dir: &Path, seed: Option<&RunningNode>)
     let transport = TcpTransport::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
-    let store = NativeStore::open(&dir.join(format!("store-{id}")), Default::default()).unwrap();
+    let store = NativeStore::open(dir.join(format!("store-{id}")), Default::default()).unwrap();
     NodeBuilder::new(id, CLUSTER)
         .transport(Arc::new(transport))
         .store(Arc::new(store))
