@@ -91,7 +91,7 @@ pub enum TlsError {
 
 /// Why a peer certificate does not establish a node id; the handshake is
 /// refused with it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerIdError {
     /// The connection carried no certificate at all.
@@ -115,6 +115,14 @@ pub enum PeerIdError {
     /// The certificate itself could not be parsed.
     #[error("the certificate cannot be parsed: {0}")]
     Unparsable(String),
+}
+
+/// rustls and quinn print a verifier's error with `Debug` inside their own
+/// messages; printing the sentence there makes the refusal readable in logs.
+impl std::fmt::Debug for PeerIdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// The node id a DER certificate names (see [`NODE_ID_URI_PREFIX`]).
@@ -786,5 +794,78 @@ mod tests {
         }
         // Both load: whether a peer is accepted is decided in the handshake.
         anon.load().unwrap();
+    }
+
+    /// Runs a TLS handshake in memory; returns the first error each side
+    /// hit (`None` if it completed).
+    fn handshake(
+        client: &TlsMaterial,
+        server: &TlsMaterial,
+    ) -> (Option<rustls::Error>, Option<rustls::Error>) {
+        let mut c =
+            rustls::ClientConnection::new(client.client.clone(), client.server_name.clone())
+                .unwrap();
+        let mut s = rustls::ServerConnection::new(server.server.clone()).unwrap();
+        let (mut c_err, mut s_err) = (None, None);
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                s.read_tls(&mut buf.as_slice()).unwrap();
+                if let Err(e) = s.process_new_packets() {
+                    s_err.get_or_insert(e);
+                }
+            }
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                c.read_tls(&mut buf.as_slice()).unwrap();
+                if let Err(e) = c.process_new_packets() {
+                    c_err.get_or_insert(e);
+                }
+            }
+            if c_err.is_some() || s_err.is_some() {
+                break;
+            }
+        }
+        (c_err, s_err)
+    }
+
+    fn peer_id_error(e: &rustls::Error) -> Option<PeerIdError> {
+        match e {
+            rustls::Error::InvalidCertificate(CertificateError::Other(o)) => {
+                o.0.downcast_ref::<PeerIdError>().cloned()
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_handshake_refuses_a_certificate_without_node_id_with_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = generate_dev_ca(dir.path(), "test").unwrap();
+        let good = generate_node_cert(&ca, dir.path(), NodeId(1), &[])
+            .unwrap()
+            .load()
+            .unwrap();
+        let other = generate_node_cert(&ca, dir.path(), NodeId(2), &[])
+            .unwrap()
+            .load()
+            .unwrap();
+        let anon = generate_cert_without_node_id(&ca, dir.path(), "anon", &[])
+            .unwrap()
+            .load()
+            .unwrap();
+        let (c, s) = handshake(&other, &good);
+        assert!(c.is_none() && s.is_none(), "{c:?} {s:?}");
+        // As a client: the server refuses it.
+        let (_, s) = handshake(&anon, &good);
+        let s = s.expect("server accepted a client certificate without node id");
+        assert_eq!(peer_id_error(&s), Some(PeerIdError::Missing), "{s}");
+        assert!(s.to_string().contains("names no node id"), "{s}");
+        // As a server: the client refuses it.
+        let (c, _) = handshake(&good, &anon);
+        let c = c.expect("client accepted a server certificate without node id");
+        assert_eq!(peer_id_error(&c), Some(PeerIdError::Missing), "{c}");
     }
 }
