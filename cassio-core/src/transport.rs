@@ -1,6 +1,7 @@
 //! The transport contract every peer-to-peer transport implements (TCP, QUIC).
 //! The conformance suite tests exactly these words.
 
+use crate::types::NodeId;
 use bytes::Bytes;
 use core::net::SocketAddr;
 
@@ -39,9 +40,19 @@ pub enum TransportError {
         /// The mismatch.
         reason: String,
     },
-    /// TLS set-up or peer authentication failed.
+    /// TLS set-up or peer authentication failed (including a peer
+    /// certificate that names no node id).
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The transport already tracks its cap of peers and none of them is
+    /// idle enough to be evicted; the frame was not queued.
+    #[error("cannot add peer {addr}: {max} peers are already connected and busy")]
+    TooManyPeers {
+        /// The peer that was refused.
+        addr: SocketAddr,
+        /// The cap.
+        max: usize,
+    },
     /// The transport was closed.
     #[error("transport is closed")]
     Closed,
@@ -58,6 +69,11 @@ pub struct InboundFrame {
     pub from: SocketAddr,
     /// The frame's bytes, exactly as the sender passed them to `send`.
     pub payload: Bytes,
+    /// The node id the peer's certificate names, checked by mutual TLS when
+    /// the connection was set up; `None` on transports that do not
+    /// authenticate peers (plaintext). The host refuses a frame whose
+    /// envelope names another sender, so a peer speaks only for itself.
+    pub peer_id: Option<NodeId>,
 }
 
 /// Moves opaque frames between the nodes of one cluster.
@@ -79,6 +95,11 @@ pub struct InboundFrame {
 /// - Both ends exchange protocol version and cluster name first; a mismatch
 ///   is refused on both sides.
 /// - Oversize or garbage input closes the offending connection only.
+/// - Under mutual TLS, every received frame carries the node id its sender's
+///   certificate names (`InboundFrame::peer_id`); a certificate that names
+///   none is refused in the handshake, on both sides.
+/// - The transport tracks a bounded number of peers; `forget` drops one
+///   (its connection and queued frames) at once.
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Queues `frame` for delivery to the peer listening at `to`.
@@ -92,4 +113,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops accepting, drops connections and wakes `recv` with `Closed`.
     async fn close(&self);
+
+    /// Drops everything kept for the peer at `addr` (its outbound
+    /// connection and the frames queued for it), because it left the
+    /// cluster. A later `send` to `addr` starts afresh. The default does
+    /// nothing, for transports that keep no per-peer state.
+    fn forget(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
 }

@@ -3,7 +3,8 @@
 //! Inputs, each turned into one `handle_*` call followed by draining
 //! `poll_output` to `None`:
 //! - frames from the transport (one receive task per transport feeds a
-//!   channel) → `handle_frame`;
+//!   channel) → [`crate::peer_auth::deliver`] (the sender is checked
+//!   against the peer's certificate) → `handle_message`;
 //! - client commands from [`NodeHandle`]s → `handle_client` (or a status
 //!   snapshot);
 //! - completed storage operations → `handle_storage`;
@@ -45,8 +46,9 @@
 use crate::handle::{ClusterStatus, Command, MemberStatus, RequestError};
 use bytes::Bytes;
 use cassio_core::{
-    ClientOp, ClientRequest, ClientResponse, MembershipEvent, Node, NodeEvent, NodeId, Output,
-    RequestId, StorageOp, StorageResult, StorageToken, Store, Transport, TransportError,
+    ClientOp, ClientRequest, ClientResponse, InboundFrame, MembershipEvent, Node, NodeEvent,
+    NodeId, Output, RequestId, StorageOp, StorageResult, StorageToken, Store, Transport,
+    TransportError,
 };
 use core::net::SocketAddr;
 use std::collections::HashMap;
@@ -307,11 +309,11 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
 }
 
 /// Receives frames from the transport and forwards them in batches.
-async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Vec<Bytes>>) {
+async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Vec<InboundFrame>>) {
     loop {
         match transport.recv().await {
             Ok(frame) => {
-                if tx.send(vec![frame.payload]).await.is_err() {
+                if tx.send(vec![frame]).await.is_err() {
                     return;
                 }
             }
@@ -567,6 +569,10 @@ fn log_event(e: &NodeEvent) {
                 MembershipEvent::StatusChanged { id, status } => {
                     tracing::info!(node = %id, status = ?status, "member status changed")
                 }
+                // TODO(lead): once `Removed` (or an output) carries the
+                // member's address, call `transport.forget(addr)` here so
+                // the transport drops its connection and queue at once
+                // (until then its peer table's LRU cap reclaims them).
                 MembershipEvent::Removed(id) => tracing::info!(node = %id, "member removed"),
             }
         }
@@ -653,7 +659,7 @@ impl Driver {
             (StorageMode::Workers { .. }, None) => StorageMode::BlockingPerOp,
             (m, _) => m,
         };
-        let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<Bytes>>(1024);
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<InboundFrame>>(1024);
         let recv_task = tokio::spawn(recv_loop(transport.clone(), frames_tx));
         let (load_tx, mut load_rx) = mpsc::unbounded_channel::<u64>();
         let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
@@ -741,7 +747,7 @@ impl Driver {
                 Some(frames) = frames_rx.recv() => {
                     let now = r.clock.now();
                     for f in frames {
-                        r.node.handle_frame(now, &f);
+                        crate::peer_auth::deliver(&mut r.node, now, &f);
                         r.drain();
                     }
                     let mut n = 0;
@@ -751,7 +757,7 @@ impl Driver {
                                 n += 1;
                                 let now = r.clock.now();
                                 for f in frames {
-                                    r.node.handle_frame(now, &f);
+                                    crate::peer_auth::deliver(&mut r.node, now, &f);
                                     r.drain();
                                 }
                             }

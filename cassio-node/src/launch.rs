@@ -241,13 +241,43 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Launc
         .map_err(|source| LaunchError::Bind { what, addr, source })
 }
 
+/// The node id this node must run with: under mutual TLS, the one its
+/// certificate names (peers hold every frame to it), which a configured
+/// `node_id` must then equal; without TLS, the configured one if any.
+pub fn effective_node_id(settings: &Settings) -> Result<Option<u64>, ConfigError> {
+    let Some(tls) = &settings.tls else {
+        return Ok(settings.node_id);
+    };
+    let named = tls
+        .node_id()
+        .map_err(|e| {
+            ConfigError::new(
+                "tls_cert",
+                tls.cert.display().to_string(),
+                format!("{e}; under TLS the certificate must name this node's id (`cassio gen-certs --node-ids ...` issues such certificates)"),
+            )
+        })?
+        .0;
+    match settings.node_id {
+        Some(configured) if configured != named => Err(ConfigError::new(
+            "node_id",
+            configured.to_string(),
+            format!(
+                "the TLS certificate {} names node {named}: peers would refuse every frame of this node; use that id or a certificate issued for {configured}",
+                tls.cert.display()
+            ),
+        )),
+        _ => Ok(Some(named)),
+    }
+}
+
 /// Prepares the data directory, opens the store, binds the transport and
 /// the client ports, and starts the node and its gateways.
 pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     let now_secs = crate::driver::wall_micros() / 1_000_000;
     let dd = {
         let dir = settings.data_dir.clone();
-        let id = settings.node_id;
+        let id = effective_node_id(settings)?;
         let engine = settings.store;
         tokio::task::spawn_blocking(move || prepare_data_dir(&dir, id, engine, now_secs))
             .await

@@ -7,6 +7,8 @@
 //! - [`proto`], [`server`], [`client`]: the native client protocol, its
 //!   server, and the Rust client library.
 //! - [`config`]: the `cassio` binary's configuration (flags and TOML file).
+//! - [`peer_auth`]: refuses frames whose sender is not the node the peer's
+//!   TLS certificate names.
 
 pub mod builder;
 pub mod client;
@@ -16,6 +18,7 @@ pub mod gateway;
 pub mod handle;
 pub mod launch;
 pub mod node_state;
+pub mod peer_auth;
 pub mod proto;
 pub mod server;
 

@@ -27,7 +27,7 @@ enum Command {
     Start(Box<StartArgs>),
     /// Run N nodes on loopback in this process (development and demos).
     LocalCluster(LocalClusterArgs),
-    /// Write a development CA and node certificates (for TLS and QUIC).
+    /// Write a development CA and node certificates naming node ids (for TLS and QUIC).
     GenCerts(GenCertsArgs),
     /// Write a value.
     Set(SetArgs),
@@ -46,7 +46,8 @@ struct StartArgs {
     /// TOML file with settings (keys as the flags, with underscores).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Node id (default: generated once, kept in the data dir).
+    /// Node id (default: under TLS, the id the certificate names; otherwise
+    /// generated once; either way kept in the data dir).
     #[arg(long)]
     node_id: Option<String>,
     /// Cluster name [default: cassio].
@@ -213,17 +214,50 @@ struct LocalClusterArgs {
     log_level: String,
 }
 
+/// Issues one certificate per node id; each names its node
+/// (`cassio://node/<id>`), and a node started with it runs as that id.
+/// A CA already in `--dir` is reused, so more nodes can be added later.
 #[derive(Args, Debug)]
 struct GenCertsArgs {
-    /// Directory to write ca.pem, ca.key and node<i>.pem / node<i>.key into.
+    /// Directory to write ca.pem, ca.key and node<id>.pem / node<id>.key into.
     #[arg(long)]
     dir: PathBuf,
-    /// How many node certificates.
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
+    /// Issue certificates for nodes 1..=N [default: 3 unless --node-ids is given].
+    #[arg(long, conflicts_with = "node_ids")]
+    nodes: Option<u64>,
+    /// Issue certificates for these node ids, comma-separated (e.g. 4,5).
+    #[arg(long, value_delimiter = ',')]
+    node_ids: Vec<String>,
     /// Cluster name (shown in the CA's name).
     #[arg(long, default_value = "cassio")]
     cluster: String,
+}
+
+impl GenCertsArgs {
+    /// The node ids to issue certificates for.
+    fn ids(&self) -> Result<Vec<u64>, ConfigError> {
+        if self.node_ids.is_empty() {
+            let n = self.nodes.unwrap_or(3);
+            if n == 0 {
+                return Err(ConfigError::new("nodes", "0", "must be at least 1"));
+            }
+            return Ok((1..=n).collect());
+        }
+        let mut ids = Vec::with_capacity(self.node_ids.len());
+        for text in &self.node_ids {
+            let id = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&id| id != 0)
+                .ok_or_else(|| ConfigError::new("node_ids", text, "expected node ids from 1"))?;
+            if ids.contains(&id) {
+                return Err(ConfigError::new("node_ids", text, "listed twice"));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -521,24 +555,30 @@ async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
 }
 
 fn gen_certs(args: GenCertsArgs) -> Result<ExitCode, Failure> {
-    use cassio_transport_tcp::tls::{generate_dev_ca, generate_node_cert};
-    if args.nodes == 0 {
-        return Err(ConfigError::new("nodes", "0", "must be at least 1").into());
-    }
-    let ca = generate_dev_ca(&args.dir, &args.cluster)
-        .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
-    println!("CA: {}", ca.cert.display());
-    for i in 1..=args.nodes {
-        let name = format!("node{i}");
+    use cassio_transport_tcp::tls::{generate_dev_ca, generate_node_cert, DevCa};
+    let ids = args.ids()?;
+    let ca = match DevCa::existing(&args.dir) {
+        Some(ca) => {
+            println!("CA: {} (existing, reused)", ca.cert.display());
+            ca
+        }
+        None => {
+            let ca = generate_dev_ca(&args.dir, &args.cluster)
+                .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
+            println!("CA: {}", ca.cert.display());
+            ca
+        }
+    };
+    for id in ids {
         let tls = generate_node_cert(
             &ca,
             &args.dir,
-            &name,
+            cassio_core::NodeId(id),
             &["localhost".to_string(), "127.0.0.1".to_string()],
         )
-        .with_context(|| format!("cannot issue the certificate of {name}"))?;
+        .with_context(|| format!("cannot issue the certificate of node {id}"))?;
         println!(
-            "{name}: --tls-ca {} --tls-cert {} --tls-key {}",
+            "node {id}: --tls-ca {} --tls-cert {} --tls-key {}",
             tls.ca_cert.display(),
             tls.cert.display(),
             tls.key.display()
@@ -563,10 +603,16 @@ async fn local_cluster(args: LocalClusterArgs) -> Result<ExitCode, Failure> {
     install_metrics();
     let quic = args.transport.eq_ignore_ascii_case("quic");
     let certs = args.data_dir.join("certs");
-    if quic && !certs.join("ca.pem").exists() {
+    // Node i runs as node id i: the id its certificate names.
+    let missing: Vec<String> = (1..=args.nodes)
+        .filter(|i| !certs.join(format!("node{i}.pem")).exists())
+        .map(|i| i.to_string())
+        .collect();
+    if quic && !missing.is_empty() {
         gen_certs(GenCertsArgs {
             dir: certs.clone(),
-            nodes: args.nodes,
+            nodes: None,
+            node_ids: missing,
             cluster: "cassio-local".into(),
         })?;
     }

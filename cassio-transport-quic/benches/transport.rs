@@ -243,7 +243,7 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = tls::generate_dev_ca(dir.path(), "bench").unwrap();
-    let certs = tls::generate_node_cert(&ca, dir.path(), "node", &[]).unwrap();
+    let certs = tls::generate_node_cert(&ca, dir.path(), cassio_core::NodeId(1), &[]).unwrap();
     let rows = rt.block_on(async {
         let mut rows = Vec::new();
         rows.push(("bare tokio TCP echo (baseline)", bare(&sizes).await));

@@ -8,13 +8,19 @@
 //! does not hold up the gossip and acks queued behind it. Order is kept
 //! within each stream; a large frame may overtake or be overtaken by small
 //! ones.
+//!
+//! Every certificate names its node's id (see `cassio_transport_tcp::tls`);
+//! the accepting side hands the dialler's id with each of its frames
+//! (`InboundFrame::peer_id`), and either side refuses a peer whose
+//! certificate names none.
 
 use bytes::{Bytes, BytesMut};
-use cassio_core::{InboundFrame, Transport, TransportError};
+use cassio_core::{InboundFrame, NodeId, Transport, TransportError};
 use cassio_transport_tcp::framing::{self, ReadFrameError};
 use cassio_transport_tcp::handshake::{self, HandshakeError, Hello};
 use cassio_transport_tcp::inbox::{Inbox, Tasks};
 use cassio_transport_tcp::peers::{Link, Outbox, Peers};
+use cassio_transport_tcp::tls;
 pub use cassio_transport_tcp::{PeerConfig, TlsConfig, TlsMaterial, TransportStats};
 use core::net::SocketAddr;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -196,6 +202,12 @@ impl QuicTransport {
     pub fn stats(&self) -> TransportStats {
         self.inbox.stats()
     }
+
+    /// How many destination peers are tracked (bounded by
+    /// [`PeerConfig::max_peers`]).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
 }
 
 impl Drop for QuicTransport {
@@ -218,6 +230,10 @@ impl Transport for QuicTransport {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.peers.forget(addr);
     }
 
     async fn close(&self) {
@@ -275,19 +291,37 @@ async fn accept_loop(endpoint: Endpoint, acceptor: Arc<Acceptor>, tasks: Weak<Ta
     }
 }
 
+/// The node id the peer's certificate names. Our verifiers already required
+/// it; configurations built by the caller may not have, so it is checked
+/// after every handshake.
+fn peer_id_of(conn: &Connection, addr: SocketAddr) -> Result<NodeId, TransportError> {
+    let chain = conn.peer_identity().and_then(|any| {
+        any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    tls::peer_node_id(chain.as_deref().map(Vec::as_slice)).map_err(|e| {
+        conn.close(
+            VarInt::from_u32(close_code::HANDSHAKE_REFUSED),
+            e.to_string().as_bytes(),
+        );
+        TransportError::Tls(format!("{addr}: {e}"))
+    })
+}
+
 async fn inbound_handshake(
     incoming: quinn::Incoming,
     from: SocketAddr,
     acceptor: &Acceptor,
-) -> Result<Connection, TransportError> {
+) -> Result<(Connection, NodeId), TransportError> {
     let conn = incoming.await.map_err(|e| connection_error(from, &e))?;
+    let peer_id = peer_id_of(&conn, from)?;
     let (send, recv) = conn
         .accept_bi()
         .await
         .map_err(|e| connection_error(from, &e))?;
     let mut stream = tokio::io::join(recv, send);
     match handshake::server(&mut stream, &acceptor.hello, from).await {
-        Ok(()) => Ok(conn),
+        Ok(()) => Ok((conn, peer_id)),
         Err(HandshakeError::Refused(reason)) => {
             // Let the refusal reach the peer before the connection goes: it
             // closes on reading it, and that close is our cue.
@@ -318,13 +352,13 @@ async fn inbound_handshake(
 
 async fn serve_connection(incoming: quinn::Incoming, acceptor: Arc<Acceptor>, tasks: Weak<Tasks>) {
     let from = incoming.remote_address();
-    let conn = match tokio::time::timeout(
+    let (conn, peer_id) = match tokio::time::timeout(
         acceptor.handshake_timeout,
         inbound_handshake(incoming, from, &acceptor),
     )
     .await
     {
-        Ok(Ok(conn)) => conn,
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             acceptor.inbox.note_refused();
             tracing::warn!(peer = %from, error = %e, "inbound connection refused");
@@ -337,12 +371,17 @@ async fn serve_connection(incoming: quinn::Incoming, acceptor: Arc<Acceptor>, ta
         }
     };
     acceptor.inbox.note_accepted();
-    tracing::debug!(peer = %from, "inbound connection accepted");
+    tracing::debug!(peer = %from, node = %peer_id, "inbound connection accepted");
     loop {
         match conn.accept_uni().await {
             Ok(stream) => {
                 let Some(tasks) = tasks.upgrade() else { return };
-                tasks.spawn(read_stream(stream, conn.clone(), from, acceptor.clone()));
+                tasks.spawn(read_stream(
+                    stream,
+                    conn.clone(),
+                    (from, peer_id),
+                    acceptor.clone(),
+                ));
             }
             Err(e) => {
                 tracing::debug!(peer = %from, error = %e, "inbound connection ended");
@@ -355,13 +394,18 @@ async fn serve_connection(incoming: quinn::Incoming, acceptor: Arc<Acceptor>, ta
 async fn read_stream(
     mut stream: quinn::RecvStream,
     conn: Connection,
-    from: SocketAddr,
+    (from, peer_id): (SocketAddr, NodeId),
     acceptor: Arc<Acceptor>,
 ) {
     loop {
         match framing::read_frame(&mut stream, acceptor.max_frame).await {
             Ok(Some(payload)) => {
-                if acceptor.inbox.deliver(from, payload).await.is_err() {
+                if acceptor
+                    .inbox
+                    .deliver(from, Some(peer_id), payload)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -397,6 +441,7 @@ impl Link for QuicLink {
             }
         })?;
         let conn = connecting.await.map_err(|e| connection_error(to, &e))?;
+        peer_id_of(&conn, to)?;
         let result = async {
             let (send, recv) = conn.open_bi().await.map_err(|e| connection_error(to, &e))?;
             let mut stream = tokio::io::join(recv, send);

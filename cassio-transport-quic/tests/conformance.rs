@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bytes::Bytes;
-use cassio_core::{Transport, TransportError};
+use cassio_core::{NodeId, Transport, TransportError};
 use cassio_transport_quic::{QuicConfig, QuicTls, QuicTransport};
 use cassio_transport_tcp::tls::{self, TlsConfig, TlsMaterial};
 use conformance::transport::{BindOptions, InboundStats, TlsTransportHarness, TransportHarness};
@@ -14,6 +14,9 @@ use std::time::Duration;
 /// Short timeouts, so the reconnect cases run quickly.
 fn tune(mut config: QuicConfig, opts: &BindOptions) -> QuicConfig {
     config.max_frame = opts.max_frame;
+    if let Some(max) = opts.max_peers {
+        config.peer.max_peers = max;
+    }
     config.peer.connect_timeout = Duration::from_secs(1);
     config.peer.backoff_initial = Duration::from_millis(20);
     config.peer.backoff_max = Duration::from_millis(300);
@@ -24,12 +27,33 @@ fn tune(mut config: QuicConfig, opts: &BindOptions) -> QuicConfig {
 }
 
 struct Quic {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    ca: tls::DevCa,
     node: TlsConfig,
     foreign: TlsConfig,
 }
 
 impl Quic {
+    /// Node `id`'s certificate from the harness CA, issued on first use.
+    fn cert_for(&self, id: NodeId) -> TlsConfig {
+        let dir = self.dir.path().join("ca");
+        let cfg = TlsConfig::from_dev_dir(&dir, id);
+        if cfg.cert.exists() {
+            cfg
+        } else {
+            tls::generate_node_cert(&self.ca, &dir, id, &[]).unwrap()
+        }
+    }
+
+    async fn bind_with(
+        &self,
+        opts: BindOptions,
+        files: TlsConfig,
+    ) -> Result<QuicTransport, TransportError> {
+        let config = tune(QuicConfig::with_files(opts.cluster.clone(), files), &opts);
+        QuicTransport::bind(opts.addr, config).await
+    }
+
     fn anonymous_client(&self) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         for ca in tls::read_certs(&self.node.ca_cert).unwrap() {
@@ -48,27 +72,25 @@ impl Quic {
 #[async_trait::async_trait]
 impl TransportHarness for Quic {
     type Transport = QuicTransport;
+    const AUTHENTICATES_PEERS: bool = true;
 
     async fn setup() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = tls::generate_dev_ca(&dir.path().join("ca"), "conformance").unwrap();
-        let node = tls::generate_node_cert(&ca, &dir.path().join("ca"), "node", &[]).unwrap();
+        let node = tls::generate_node_cert(&ca, &dir.path().join("ca"), NodeId(1), &[]).unwrap();
         let other = tls::generate_dev_ca(&dir.path().join("other"), "other").unwrap();
         let foreign =
-            tls::generate_node_cert(&other, &dir.path().join("other"), "node", &[]).unwrap();
+            tls::generate_node_cert(&other, &dir.path().join("other"), NodeId(1), &[]).unwrap();
         Quic {
-            _dir: dir,
+            dir,
+            ca,
             node,
             foreign,
         }
     }
 
     async fn bind(&self, opts: BindOptions) -> Result<QuicTransport, TransportError> {
-        let config = tune(
-            QuicConfig::with_files(opts.cluster.clone(), self.node.clone()),
-            &opts,
-        );
-        QuicTransport::bind(opts.addr, config).await
+        self.bind_with(opts, self.node.clone()).await
     }
 
     /// Junk UDP datagrams first (they must be ignored without harm), then
@@ -111,6 +133,10 @@ impl TransportHarness for Quic {
             bad_frames: s.inbound_bad_frames,
         }
     }
+
+    fn peer_count(t: &QuicTransport) -> usize {
+        t.peer_count()
+    }
 }
 
 #[async_trait::async_trait]
@@ -132,11 +158,32 @@ impl TlsTransportHarness for Quic {
         &self,
         opts: BindOptions,
     ) -> Result<QuicTransport, TransportError> {
-        let config = tune(
-            QuicConfig::with_files(opts.cluster.clone(), self.foreign.clone()),
-            &opts,
-        );
-        QuicTransport::bind(opts.addr, config).await
+        self.bind_with(opts, self.foreign.clone()).await
+    }
+
+    async fn bind_as(
+        &self,
+        opts: BindOptions,
+        id: NodeId,
+    ) -> Result<QuicTransport, TransportError> {
+        self.bind_with(opts, self.cert_for(id)).await
+    }
+
+    async fn bind_without_node_id(
+        &self,
+        opts: BindOptions,
+    ) -> Result<QuicTransport, TransportError> {
+        let dir = self.dir.path().join("ca");
+        let files = if dir.join("anon.pem").exists() {
+            TlsConfig::new(
+                self.ca.cert.clone(),
+                dir.join("anon.pem"),
+                dir.join("anon.key"),
+            )
+        } else {
+            tls::generate_cert_without_node_id(&self.ca, &dir, "anon", &[]).unwrap()
+        };
+        self.bind_with(opts, files).await
     }
 }
 

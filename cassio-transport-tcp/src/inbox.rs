@@ -4,13 +4,13 @@
 //! read) instead of growing memory.
 
 use bytes::Bytes;
-use cassio_core::{InboundFrame, TransportError};
+use cassio_core::{InboundFrame, NodeId, TransportError};
 use core::net::SocketAddr;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// Counted as if every frame were at least this long, so a flood of empty
 /// frames is bounded too.
@@ -89,10 +89,20 @@ impl Inbox {
     }
 
     /// Hands a received frame to `recv`, waiting while the inbox is full;
-    /// `Err(Closed)` once the transport is closed.
-    pub async fn deliver(&self, from: SocketAddr, payload: Bytes) -> Result<(), TransportError> {
-        self.deliver_batch(vec![InboundFrame { from, payload }])
-            .await
+    /// `Err(Closed)` once the transport is closed. `peer_id` is the node id
+    /// the connection's peer certificate names (`None` without TLS).
+    pub async fn deliver(
+        &self,
+        from: SocketAddr,
+        peer_id: Option<NodeId>,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        self.deliver_batch(vec![InboundFrame {
+            from,
+            payload,
+            peer_id,
+        }])
+        .await
     }
 
     /// Hands several frames to `recv` at once (one wake-up instead of many).
@@ -196,17 +206,21 @@ impl Tasks {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_abortable(fut).is_some()
+    }
+
+    /// Spawns `fut` and returns a handle that stops it alone; `None` (and
+    /// `fut` dropped) after shutdown.
+    pub fn spawn_abortable<F>(&self, fut: F) -> Option<AbortHandle>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let mut guard = self.set.lock();
-        match guard.as_mut() {
-            Some(set) => {
-                // Reap finished tasks so a long-lived transport with many
-                // short connections does not accumulate handles.
-                while set.try_join_next().is_some() {}
-                set.spawn(fut);
-                true
-            }
-            None => false,
-        }
+        let set = guard.as_mut()?;
+        // Reap finished tasks so a long-lived transport with many short
+        // connections does not accumulate handles.
+        while set.try_join_next().is_some() {}
+        Some(set.spawn(fut))
     }
 
     /// Aborts every task.

@@ -3,7 +3,9 @@
 //!
 //! Every connection starts with TLS (unless plaintext was chosen
 //! explicitly) and then the [`handshake`], which checks protocol versions and
-//! the cluster name on both ends. After that the dialling side writes frames
+//! the cluster name on both ends. Under TLS, the accepting side reads the
+//! node id from the dialler's certificate and hands it with every frame of
+//! that connection (`InboundFrame::peer_id`). After that the dialling side writes frames
 //! and the accepting side reads them; each node dials the peers it sends to,
 //! so two nodes that talk both ways hold two connections.
 //!
@@ -23,7 +25,7 @@ pub use peers::PeerConfig;
 pub use tls::{TlsConfig, TlsMaterial};
 
 use bytes::Bytes;
-use cassio_core::{InboundFrame, Transport, TransportError};
+use cassio_core::{InboundFrame, NodeId, Transport, TransportError};
 use core::net::SocketAddr;
 use framing::ReadFrameError;
 use handshake::{HandshakeError, Hello};
@@ -179,6 +181,12 @@ impl TcpTransport {
     pub fn stats(&self) -> TransportStats {
         self.inbox.stats()
     }
+
+    /// How many destination peers are tracked (bounded by
+    /// [`PeerConfig::max_peers`]).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
 }
 
 impl Drop for TcpTransport {
@@ -199,6 +207,10 @@ impl Transport for TcpTransport {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.peers.forget(addr);
     }
 
     async fn close(&self) {
@@ -240,19 +252,28 @@ fn stream_error(addr: SocketAddr, e: &std::io::Error) -> TransportError {
     }
 }
 
+/// The accepted connection and, under TLS, the node id its certificate names.
+type Accepted = (BoxIo, Option<NodeId>);
+
 async fn inbound_handshake(
     stream: TcpStream,
     from: SocketAddr,
     acceptor: &Acceptor,
-) -> Result<BoxIo, TransportError> {
+) -> Result<Accepted, TransportError> {
     let _ = stream.set_nodelay(true);
-    let mut io: BoxIo = match &acceptor.tls {
-        Some(tls) => Box::new(
-            tls.accept(stream)
+    let (mut io, peer_id): Accepted = match &acceptor.tls {
+        Some(tls) => {
+            let stream = tls
+                .accept(stream)
                 .await
-                .map_err(|e| stream_error(from, &e))?,
-        ),
-        None => Box::new(stream),
+                .map_err(|e| stream_error(from, &e))?;
+            // Our verifier already required the id; configurations built by
+            // the caller may not have, so it is checked here for all.
+            let id = tls::peer_node_id(stream.get_ref().1.peer_certificates())
+                .map_err(|e| TransportError::Tls(format!("{from}: {e}")))?;
+            (Box::new(stream), Some(id))
+        }
+        None => (Box::new(stream), None),
     };
     handshake::server(&mut io, &acceptor.hello, from)
         .await
@@ -260,17 +281,17 @@ async fn inbound_handshake(
             HandshakeError::Io(io) => stream_error(from, &io),
             refused => refused.into_transport(from),
         })?;
-    Ok(io)
+    Ok((io, peer_id))
 }
 
 async fn serve_inbound(stream: TcpStream, from: SocketAddr, acceptor: Arc<Acceptor>) {
-    let io = match tokio::time::timeout(
+    let (io, peer_id) = match tokio::time::timeout(
         acceptor.handshake_timeout,
         inbound_handshake(stream, from, &acceptor),
     )
     .await
     {
-        Ok(Ok(io)) => io,
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             acceptor.inbox.note_refused();
             tracing::warn!(peer = %from, error = %e, "inbound connection refused");
@@ -283,19 +304,27 @@ async fn serve_inbound(stream: TcpStream, from: SocketAddr, acceptor: Arc<Accept
         }
     };
     acceptor.inbox.note_accepted();
-    tracing::debug!(peer = %from, "inbound connection accepted");
+    tracing::debug!(peer = %from, node = ?peer_id, "inbound connection accepted");
     let mut reader = BufReader::with_capacity(BUF_SIZE, io);
     loop {
         match framing::read_frame(&mut reader, acceptor.max_frame).await {
             Ok(Some(payload)) => {
-                let mut batch = vec![InboundFrame { from, payload }];
+                let mut batch = vec![InboundFrame {
+                    from,
+                    payload,
+                    peer_id,
+                }];
                 // Frames already in the read buffer are taken now and
                 // handed over together.
                 while batch.len() < MAX_BATCH
                     && whole_frame_buffered(reader.buffer(), acceptor.max_frame)
                 {
                     match framing::read_frame(&mut reader, acceptor.max_frame).await {
-                        Ok(Some(payload)) => batch.push(InboundFrame { from, payload }),
+                        Ok(Some(payload)) => batch.push(InboundFrame {
+                            from,
+                            payload,
+                            peer_id,
+                        }),
                         _ => break,
                     }
                 }
@@ -345,12 +374,16 @@ impl Link for TcpLink {
         // writer, so Nagle would only add delay.
         stream.set_nodelay(true)?;
         let mut io: BoxIo = match &self.tls {
-            Some((connector, name)) => Box::new(
-                connector
+            Some((connector, name)) => {
+                let stream = connector
                     .connect(name.clone(), stream)
                     .await
-                    .map_err(|e| stream_error(to, &e))?,
-            ),
+                    .map_err(|e| stream_error(to, &e))?;
+                // A server must name its node id too (see the acceptor).
+                tls::peer_node_id(stream.get_ref().1.peer_certificates())
+                    .map_err(|e| TransportError::Tls(format!("{to}: {e}")))?;
+                Box::new(stream)
+            }
             None => Box::new(stream),
         };
         handshake::client(&mut io, &self.hello, to)

@@ -8,6 +8,14 @@
 //! the connect timeout); while the peer is in backoff after a failure, it
 //! fails at once with the error that put it there. A peer that is down thus
 //! costs a caller one connect timeout at most, never a hang.
+//!
+//! The table is bounded: past [`PeerConfig::max_peers`] destinations, the
+//! least recently used idle peer (nothing queued, no send in progress) is
+//! evicted to make room, and if every peer is busy the new one is refused
+//! with `TooManyPeers`. [`Peers::forget`] drops one peer at once (the host
+//! calls it for nodes that left). Evicting or forgetting a peer aborts its
+//! task, which closes its connection and frees its queue; a later send to
+//! the same address starts afresh.
 
 use crate::inbox::Tasks;
 use bytes::Bytes;
@@ -15,10 +23,11 @@ use cassio_core::TransportError;
 use core::net::SocketAddr;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// Queueing and reconnection settings for outbound peers.
@@ -36,6 +45,9 @@ pub struct PeerConfig {
     pub backoff_initial: Duration,
     /// The longest backoff.
     pub backoff_max: Duration,
+    /// Most destinations tracked at once (each holds a task, a queue and a
+    /// connection); see the module documentation for what happens past it.
+    pub max_peers: usize,
 }
 
 impl Default for PeerConfig {
@@ -46,6 +58,9 @@ impl Default for PeerConfig {
             connect_timeout: Duration::from_secs(3),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            // Far above any cluster Cassio's gossip supports, far below
+            // what would exhaust file descriptors or memory.
+            max_peers: 4096,
         }
     }
 }
@@ -166,9 +181,20 @@ struct Peer {
     bytes: Arc<AtomicUsize>,
     state: watch::Receiver<State>,
     demand: Arc<Notify>,
+    /// Stops the peer's task: its connection and queue go with it.
+    task: AbortHandle,
+    /// The table's use counter when a send last looked this peer up.
+    last_used: AtomicU64,
 }
 
 impl Peer {
+    /// Whether this peer may be evicted: no frame queued and no send
+    /// holding it (only the table's reference exists). Exact while the
+    /// table is locked, since sends take their reference under that lock.
+    fn is_idle(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1 && self.tx.capacity() == self.tx.max_capacity()
+    }
+
     fn enqueue(&self, to: SocketAddr, frame: Bytes, cap: usize) -> Result<(), TransportError> {
         let len = frame.len();
         let before = self.bytes.fetch_add(len, Ordering::AcqRel);
@@ -196,6 +222,8 @@ pub struct Peers<L: Link> {
     max_frame: usize,
     tasks: Arc<Tasks>,
     map: parking_lot::Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    /// Ticks once per lookup; orders peers by last use for eviction.
+    uses: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -217,6 +245,7 @@ impl<L: Link> Peers<L> {
             max_frame,
             tasks,
             map: parking_lot::Mutex::new(HashMap::new()),
+            uses: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -232,7 +261,7 @@ impl<L: Link> Peers<L> {
         }
         let peer = self.peer(to)?;
         if matches!(*peer.state.borrow(), State::Up) {
-            return peer.enqueue(to, frame, self.config.queue_bytes);
+            return self.enqueue(&peer, to, frame);
         }
         // One connect attempt, plus slack for a backoff that is just ending.
         let deadline = Instant::now() + self.config.connect_timeout * 2 + Duration::from_secs(1);
@@ -240,7 +269,7 @@ impl<L: Link> Peers<L> {
         loop {
             let now = state.borrow_and_update().clone();
             match now {
-                State::Up => return peer.enqueue(to, frame, self.config.queue_bytes),
+                State::Up => return self.enqueue(&peer, to, frame),
                 State::Connecting => {}
                 State::Down {
                     kind,
@@ -255,7 +284,7 @@ impl<L: Link> Peers<L> {
             }
             match tokio::time::timeout_at(deadline, state.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(TransportError::Closed),
+                Ok(Err(_)) => return Err(self.gone(to)),
                 Err(_) => {
                     return Err(TransportError::Unreachable {
                         addr: to,
@@ -266,38 +295,107 @@ impl<L: Link> Peers<L> {
         }
     }
 
+    fn enqueue(&self, peer: &Peer, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+        match peer.enqueue(to, frame, self.config.queue_bytes) {
+            Err(TransportError::Closed) => Err(self.gone(to)),
+            other => other,
+        }
+    }
+
+    /// The error for a peer whose task ended under a send: the transport
+    /// closed, or the peer was forgotten meanwhile.
+    fn gone(&self, to: SocketAddr) -> TransportError {
+        if self.closed.load(Ordering::Acquire) {
+            TransportError::Closed
+        } else {
+            TransportError::Unreachable {
+                addr: to,
+                reason: "the peer was forgotten while the frame was being queued".into(),
+            }
+        }
+    }
+
     fn peer(&self, to: SocketAddr) -> Result<Arc<Peer>, TransportError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
+        let now = self.uses.fetch_add(1, Ordering::Relaxed);
         let mut map = self.map.lock();
         if let Some(p) = map.get(&to) {
+            p.last_used.store(now, Ordering::Relaxed);
             return Ok(p.clone());
+        }
+        let max = self.config.max_peers.max(1);
+        if map.len() >= max {
+            // A linear scan, only when full and a new destination appears:
+            // cheaper than keeping an ordered index on every send.
+            let victim = map
+                .iter()
+                .filter(|(_, p)| p.is_idle())
+                .min_by_key(|(_, p)| p.last_used.load(Ordering::Relaxed))
+                .map(|(addr, _)| *addr);
+            let Some(victim) = victim else {
+                tracing::warn!(peer = %to, max, "peer table is full of busy peers: frame refused");
+                return Err(TransportError::TooManyPeers { addr: to, max });
+            };
+            if let Some(old) = map.remove(&victim) {
+                old.task.abort();
+                tracing::debug!(evicted = %victim, peer = %to, max, "peer table full: least recently used idle peer evicted");
+            }
         }
         let (tx, rx) = mpsc::channel(self.config.queue_frames.max(1));
         let bytes = Arc::new(AtomicUsize::new(0));
         let (state_tx, state_rx) = watch::channel(State::Connecting);
         let demand = Arc::new(Notify::new());
+        let outbox = Outbox {
+            rx,
+            bytes: bytes.clone(),
+        };
+        let task = self
+            .tasks
+            .spawn_abortable(run_peer(
+                self.link.clone(),
+                self.config.clone(),
+                to,
+                state_tx,
+                outbox,
+                demand.clone(),
+            ))
+            .ok_or(TransportError::Closed)?;
         let peer = Arc::new(Peer {
             tx,
-            bytes: bytes.clone(),
+            bytes,
             state: state_rx,
-            demand: demand.clone(),
-        });
-        let outbox = Outbox { rx, bytes };
-        let spawned = self.tasks.spawn(run_peer(
-            self.link.clone(),
-            self.config.clone(),
-            to,
-            state_tx,
-            outbox,
             demand,
-        ));
-        if !spawned {
-            return Err(TransportError::Closed);
-        }
+            task,
+            last_used: AtomicU64::new(now),
+        });
         map.insert(to, peer.clone());
         Ok(peer)
+    }
+
+    /// Drops the peer at `to`: aborts its task, which closes its connection
+    /// and discards the frames queued for it. Returns whether it was known.
+    pub fn forget(&self, to: SocketAddr) -> bool {
+        let removed = self.map.lock().remove(&to);
+        match removed {
+            Some(peer) => {
+                peer.task.abort();
+                tracing::debug!(peer = %to, "peer forgotten");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many destinations are tracked now.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Whether no destination is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Refuses further sends and forgets every peer (their tasks end when
@@ -305,7 +403,9 @@ impl<L: Link> Peers<L> {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let old = std::mem::take(&mut *self.map.lock());
-        drop(old);
+        for peer in old.values() {
+            peer.task.abort();
+        }
     }
 }
 
@@ -391,5 +491,189 @@ mod tests {
         }
         let spread: std::collections::HashSet<_> = (0..50).map(|_| cfg.backoff(2)).collect();
         assert!(spread.len() > 1, "jitter must vary the delay");
+    }
+
+    /// A link that connects at once and either delivers what it is given
+    /// or, when `stall` is set, never reads its queue (a stuck peer).
+    struct FakeLink {
+        stall: bool,
+        live: Arc<AtomicUsize>,
+        connects: Arc<AtomicUsize>,
+        delivered: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
+    }
+
+    struct FakeConn(Arc<AtomicUsize>);
+
+    impl Drop for FakeConn {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Link for FakeLink {
+        type Conn = FakeConn;
+
+        async fn connect(&self, _to: SocketAddr) -> Result<FakeConn, TransportError> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            self.live.fetch_add(1, Ordering::SeqCst);
+            Ok(FakeConn(self.live.clone()))
+        }
+
+        async fn pump(
+            &self,
+            to: SocketAddr,
+            conn: FakeConn,
+            outbox: &mut Outbox,
+        ) -> Option<String> {
+            let _conn = conn;
+            if self.stall {
+                std::future::pending::<()>().await;
+            }
+            while let Some(frame) = outbox.recv().await {
+                let _ = self.delivered.send((to, frame));
+            }
+            None
+        }
+    }
+
+    struct Fixture {
+        peers: Peers<FakeLink>,
+        live: Arc<AtomicUsize>,
+        connects: Arc<AtomicUsize>,
+        delivered: mpsc::UnboundedReceiver<(SocketAddr, Bytes)>,
+        _tasks: Arc<Tasks>,
+    }
+
+    fn fixture(max_peers: usize, stall: bool) -> Fixture {
+        let (tx, delivered) = mpsc::unbounded_channel();
+        let live = Arc::new(AtomicUsize::new(0));
+        let connects = Arc::new(AtomicUsize::new(0));
+        let tasks = Tasks::new();
+        let link = FakeLink {
+            stall,
+            live: live.clone(),
+            connects: connects.clone(),
+            delivered: tx,
+        };
+        let config = PeerConfig {
+            max_peers,
+            ..PeerConfig::default()
+        };
+        Fixture {
+            peers: Peers::new(link, config, 1 << 20, tasks.clone()),
+            live,
+            connects,
+            delivered,
+            _tasks: tasks,
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}: timed out");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn delivered(f: &mut Fixture) -> (SocketAddr, Bytes) {
+        tokio::time::timeout(Duration::from_secs(10), f.delivered.recv())
+            .await
+            .expect("frame not delivered in time")
+            .expect("link gone")
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_under_many_distinct_peers() {
+        let cap = 8;
+        let mut f = fixture(cap, false);
+        for port in 1..=500u16 {
+            f.peers
+                .send(addr(port), Bytes::from(port.to_be_bytes().to_vec()))
+                .await
+                .unwrap();
+            let (to, frame) = delivered(&mut f).await;
+            assert_eq!((to, &frame[..]), (addr(port), &port.to_be_bytes()[..]));
+            assert!(f.peers.len() <= cap, "{} peers tracked", f.peers.len());
+        }
+        assert_eq!(f.peers.len(), cap);
+        assert_eq!(f.connects.load(Ordering::SeqCst), 500);
+        // Evicted peers' connections are closed, not merely untracked.
+        let live = f.live.clone();
+        wait_until("evicted connections closed", || {
+            live.load(Ordering::SeqCst) <= cap
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_idle_peer_is_evicted() {
+        let mut f = fixture(3, false);
+        for port in [1, 2, 3, 1] {
+            f.peers.send(addr(port), Bytes::new()).await.unwrap();
+            delivered(&mut f).await;
+        }
+        // 2 is now the least recently used.
+        f.peers.send(addr(4), Bytes::new()).await.unwrap();
+        delivered(&mut f).await;
+        let mut kept: Vec<_> = f.peers.map.lock().keys().map(|a| a.port()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![1, 3, 4]);
+        // The evicted one reconnects on demand.
+        f.peers.send(addr(2), Bytes::new()).await.unwrap();
+        assert_eq!(delivered(&mut f).await.0, addr(2));
+        assert_eq!(f.connects.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn busy_peers_are_not_evicted_and_a_new_one_is_refused() {
+        let f = fixture(2, true);
+        for port in [1, 2] {
+            f.peers.send(addr(port), Bytes::new()).await.unwrap();
+        }
+        let err = f.peers.send(addr(3), Bytes::new()).await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::TooManyPeers { addr: a, max: 2 } if a == addr(3)),
+            "{err:?}"
+        );
+        assert_eq!(f.peers.len(), 2);
+        // Forgetting one makes room.
+        assert!(f.peers.forget(addr(1)));
+        f.peers.send(addr(3), Bytes::new()).await.unwrap();
+        let mut kept: Vec<_> = f.peers.map.lock().keys().map(|a| a.port()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn forget_drops_the_connection_and_the_queue() {
+        let f = fixture(16, true);
+        for i in 0..5u8 {
+            f.peers.send(addr(1), Bytes::from(vec![i])).await.unwrap();
+        }
+        f.peers.send(addr(2), Bytes::new()).await.unwrap();
+        assert_eq!(f.live.load(Ordering::SeqCst), 2);
+        let queue = f.peers.map.lock()[&addr(1)].tx.clone();
+        assert_eq!(queue.max_capacity() - queue.capacity(), 5);
+
+        assert!(f.peers.forget(addr(1)));
+        assert!(!f.peers.forget(addr(1)), "forgotten twice");
+        assert_eq!(f.peers.len(), 1);
+        let live = f.live.clone();
+        wait_until("forgotten connection closed", || {
+            live.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // The queue went with the task: its frames were dropped.
+        wait_until("forgotten queue dropped", || queue.is_closed()).await;
+        // A later send starts afresh with a new connection.
+        f.peers.send(addr(1), Bytes::new()).await.unwrap();
+        assert_eq!(f.connects.load(Ordering::SeqCst), 3);
+        assert_eq!(f.live.load(Ordering::SeqCst), 2);
     }
 }

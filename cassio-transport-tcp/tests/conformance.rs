@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use cassio_core::TransportError;
+use cassio_core::{NodeId, TransportError};
 use cassio_transport_tcp::tls::{self, TlsConfig, TlsMaterial};
 use cassio_transport_tcp::{TcpConfig, TcpTransport};
 use conformance::transport::{BindOptions, InboundStats, TlsTransportHarness, TransportHarness};
@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Short timeouts, so the reconnect cases run in well under a second each.
 fn tune(mut config: TcpConfig, opts: &BindOptions) -> TcpConfig {
     config.max_frame = opts.max_frame;
+    if let Some(max) = opts.max_peers {
+        config.peer.max_peers = max;
+    }
     config.peer.connect_timeout = Duration::from_secs(1);
     config.peer.backoff_initial = Duration::from_millis(20);
     config.peer.backoff_max = Duration::from_millis(300);
@@ -56,6 +59,7 @@ struct Plain;
 #[async_trait::async_trait]
 impl TransportHarness for Plain {
     type Transport = TcpTransport;
+    const AUTHENTICATES_PEERS: bool = false;
 
     async fn setup() -> Self {
         Plain
@@ -73,38 +77,63 @@ impl TransportHarness for Plain {
     fn stats(t: &TcpTransport) -> InboundStats {
         stats(t)
     }
+
+    fn peer_count(t: &TcpTransport) -> usize {
+        t.peer_count()
+    }
 }
 
 struct Tls {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    ca: tls::DevCa,
     node: TlsConfig,
     foreign: TlsConfig,
+}
+
+impl Tls {
+    /// Node `id`'s certificate from the harness CA, issued on first use.
+    fn cert_for(&self, id: NodeId) -> TlsConfig {
+        let dir = self.dir.path().join("ca");
+        let cfg = TlsConfig::from_dev_dir(&dir, id);
+        if cfg.cert.exists() {
+            cfg
+        } else {
+            tls::generate_node_cert(&self.ca, &dir, id, &[]).unwrap()
+        }
+    }
+
+    async fn bind_with(
+        &self,
+        opts: BindOptions,
+        files: TlsConfig,
+    ) -> Result<TcpTransport, TransportError> {
+        let config = tune(TcpConfig::mutual_tls(opts.cluster.clone(), files), &opts);
+        TcpTransport::bind(opts.addr, config).await
+    }
 }
 
 #[async_trait::async_trait]
 impl TransportHarness for Tls {
     type Transport = TcpTransport;
+    const AUTHENTICATES_PEERS: bool = true;
 
     async fn setup() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = tls::generate_dev_ca(&dir.path().join("ca"), "conformance").unwrap();
-        let node = tls::generate_node_cert(&ca, &dir.path().join("ca"), "node", &[]).unwrap();
+        let node = tls::generate_node_cert(&ca, &dir.path().join("ca"), NodeId(1), &[]).unwrap();
         let other = tls::generate_dev_ca(&dir.path().join("other"), "other").unwrap();
         let foreign =
-            tls::generate_node_cert(&other, &dir.path().join("other"), "node", &[]).unwrap();
+            tls::generate_node_cert(&other, &dir.path().join("other"), NodeId(1), &[]).unwrap();
         Tls {
-            _dir: dir,
+            dir,
+            ca,
             node,
             foreign,
         }
     }
 
     async fn bind(&self, opts: BindOptions) -> Result<TcpTransport, TransportError> {
-        let config = tune(
-            TcpConfig::mutual_tls(opts.cluster.clone(), self.node.clone()),
-            &opts,
-        );
-        TcpTransport::bind(opts.addr, config).await
+        self.bind_with(opts, self.node.clone()).await
     }
 
     async fn inject_garbage(&self, target: SocketAddr) -> bool {
@@ -113,6 +142,10 @@ impl TransportHarness for Tls {
 
     fn stats(t: &TcpTransport) -> InboundStats {
         stats(t)
+    }
+
+    fn peer_count(t: &TcpTransport) -> usize {
+        t.peer_count()
     }
 }
 
@@ -142,11 +175,28 @@ impl TlsTransportHarness for Tls {
         &self,
         opts: BindOptions,
     ) -> Result<TcpTransport, TransportError> {
-        let config = tune(
-            TcpConfig::mutual_tls(opts.cluster.clone(), self.foreign.clone()),
-            &opts,
-        );
-        TcpTransport::bind(opts.addr, config).await
+        self.bind_with(opts, self.foreign.clone()).await
+    }
+
+    async fn bind_as(&self, opts: BindOptions, id: NodeId) -> Result<TcpTransport, TransportError> {
+        self.bind_with(opts, self.cert_for(id)).await
+    }
+
+    async fn bind_without_node_id(
+        &self,
+        opts: BindOptions,
+    ) -> Result<TcpTransport, TransportError> {
+        let dir = self.dir.path().join("ca");
+        let files = if dir.join("anon.pem").exists() {
+            TlsConfig::new(
+                self.ca.cert.clone(),
+                dir.join("anon.pem"),
+                dir.join("anon.key"),
+            )
+        } else {
+            tls::generate_cert_without_node_id(&self.ca, &dir, "anon", &[]).unwrap()
+        };
+        self.bind_with(opts, files).await
     }
 }
 

@@ -23,7 +23,7 @@
 //! backoff of at most 1 s) so the reconnect cases finish quickly.
 
 use bytes::Bytes;
-use cassio_core::{InboundFrame, Transport, TransportError};
+use cassio_core::{InboundFrame, NodeId, Transport, TransportError};
 use core::net::SocketAddr;
 use std::future::Future;
 use std::time::Duration;
@@ -43,6 +43,9 @@ pub struct BindOptions {
     pub cluster: String,
     /// The largest frame this transport sends or accepts.
     pub max_frame: usize,
+    /// The most destination peers it tracks; `None` keeps the transport's
+    /// default.
+    pub max_peers: Option<usize>,
 }
 
 impl BindOptions {
@@ -52,6 +55,7 @@ impl BindOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cluster: cluster.to_owned(),
             max_frame: cassio_core::wire::DEFAULT_MAX_FRAME,
+            max_peers: None,
         }
     }
 
@@ -64,6 +68,12 @@ impl BindOptions {
     /// The same options with another frame cap.
     pub fn max_frame(mut self, max: usize) -> Self {
         self.max_frame = max;
+        self
+    }
+
+    /// The same options with a cap on tracked peers.
+    pub fn max_peers(mut self, max: usize) -> Self {
+        self.max_peers = Some(max);
         self
     }
 }
@@ -87,6 +97,11 @@ pub trait TransportHarness: Send + Sync + Sized + 'static {
     /// The transport under test.
     type Transport: Transport;
 
+    /// Whether [`TransportHarness::bind`] gives transports that
+    /// authenticate peers, so that every received frame names its sender's
+    /// node id (`InboundFrame::peer_id` is `Some`); otherwise it is `None`.
+    const AUTHENTICATES_PEERS: bool;
+
     /// A fresh harness for one case (e.g. with its own certificates).
     async fn setup() -> Self;
 
@@ -100,6 +115,9 @@ pub trait TransportHarness: Send + Sync + Sized + 'static {
 
     /// The transport's inbound counters.
     fn stats(transport: &Self::Transport) -> InboundStats;
+
+    /// How many destination peers the transport tracks now.
+    fn peer_count(transport: &Self::Transport) -> usize;
 }
 
 /// Extra cases for transports that authenticate peers with mutual TLS.
@@ -112,6 +130,21 @@ pub trait TlsTransportHarness: TransportHarness {
     /// Binds a transport whose certificate (and trusted CA) come from a
     /// different CA than the one [`TransportHarness::bind`] uses.
     async fn bind_with_foreign_ca(
+        &self,
+        opts: BindOptions,
+    ) -> Result<Self::Transport, TransportError>;
+
+    /// Binds a transport whose certificate, from the right CA, names node
+    /// `id`.
+    async fn bind_as(
+        &self,
+        opts: BindOptions,
+        id: NodeId,
+    ) -> Result<Self::Transport, TransportError>;
+
+    /// Binds a transport whose certificate, from the right CA, names no
+    /// node id.
+    async fn bind_without_node_id(
         &self,
         opts: BindOptions,
     ) -> Result<Self::Transport, TransportError>;
@@ -158,6 +191,8 @@ macro_rules! transport_tests {
             eight_peers_send_to_one,
             wrong_cluster_is_refused_on_both_sides,
             close_wakes_recv_and_refuses_send,
+            forget_drops_the_peer_and_a_later_send_reconnects,
+            peer_cap_holds_under_many_distinct_peers,
         );
     };
 }
@@ -176,6 +211,8 @@ macro_rules! tls_transport_tests {
         $crate::__transport_cases!($harness;
             peer_without_certificate_is_refused,
             peer_from_another_ca_is_refused,
+            frames_carry_the_node_id_of_the_senders_certificate,
+            certificate_without_node_id_is_refused_on_both_sides,
         );
     };
 }
@@ -340,10 +377,12 @@ pub mod cases {
         let got = recv_within(&b, "a -> b").await;
         assert_eq!(got.payload, Bytes::from_static(b"ping"));
         assert!(got.from.ip().is_loopback(), "from = {}", got.from);
+        assert_eq!(got.peer_id.is_some(), H::AUTHENTICATES_PEERS, "{got:?}");
         send_ok(&b, a.local_addr(), Bytes::from_static(b"pong")).await;
         let got = recv_within(&a, "b -> a").await;
         assert_eq!(got.payload, Bytes::from_static(b"pong"));
         assert!(got.from.ip().is_loopback(), "from = {}", got.from);
+        assert_eq!(got.peer_id.is_some(), H::AUTHENTICATES_PEERS, "{got:?}");
         a.close().await;
         b.close().await;
     }
@@ -728,6 +767,61 @@ pub mod cases {
         b.close().await;
     }
 
+    /// `forget` drops the peer's connection: the next send opens a new
+    /// one (the receiver counts a second accepted connection) and arrives.
+    pub async fn forget_drops_the_peer_and_a_later_send_reconnects<H: TransportHarness>() {
+        let h = H::setup().await;
+        let a = bind(&h, BindOptions::new(CLUSTER)).await;
+        let b = bind(&h, BindOptions::new(CLUSTER)).await;
+        send_ok(&a, b.local_addr(), Bytes::from_static(b"before")).await;
+        assert_eq!(recv_within(&b, "before").await.payload, &b"before"[..]);
+        assert_eq!(H::peer_count(&a), 1);
+        assert_eq!(H::stats(&b).accepted, 1);
+        a.forget(b.local_addr());
+        assert_eq!(H::peer_count(&a), 0, "forgotten peer still tracked");
+        // Forgetting an unknown peer is harmless.
+        a.forget(b.local_addr());
+        send_ok(&a, b.local_addr(), Bytes::from_static(b"after")).await;
+        assert_eq!(recv_within(&b, "after").await.payload, &b"after"[..]);
+        wait_for_stats::<H>(&b, "a new connection after forget", |s| s.accepted == 2).await;
+        for t in [&a, &b] {
+            t.close().await;
+        }
+    }
+
+    /// A sender capped at 2 peers talks to 6 in turn: every frame
+    /// arrives, the number of tracked peers never exceeds the cap, and an
+    /// evicted peer is reached again on demand.
+    pub async fn peer_cap_holds_under_many_distinct_peers<H: TransportHarness>() {
+        const CAP: usize = 2;
+        let h = H::setup().await;
+        let a = bind(&h, BindOptions::new(CLUSTER).max_peers(CAP)).await;
+        let mut receivers = Vec::new();
+        for _ in 0..6 {
+            receivers.push(bind(&h, BindOptions::new(CLUSTER)).await);
+        }
+        for round in 0..2u32 {
+            for (i, r) in receivers.iter().enumerate() {
+                let frame = payload(round * 100 + i as u32, 32);
+                send_ok(&a, r.local_addr(), frame.clone()).await;
+                assert_eq!(recv_within(r, "capped sender").await.payload, frame);
+                assert!(
+                    H::peer_count(&a) <= CAP,
+                    "{} peers tracked, cap {CAP}",
+                    H::peer_count(&a)
+                );
+            }
+        }
+        // Every receiver was evicted once and reached again afterwards.
+        for r in &receivers {
+            assert_eq!(H::stats(r).accepted, 2);
+        }
+        a.close().await;
+        for r in &receivers {
+            r.close().await;
+        }
+    }
+
     fn refused(e: &TransportError) -> bool {
         matches!(
             e,
@@ -791,6 +885,81 @@ pub mod cases {
         assert_eq!(H::stats(&foreign).accepted, 0);
         assert_eq!(H::stats(&b).accepted, 0);
         for t in [&b, &foreign] {
+            t.close().await;
+        }
+    }
+
+    /// Every frame carries the node id its sender's certificate names, in
+    /// both directions, whatever the frame itself says.
+    pub async fn frames_carry_the_node_id_of_the_senders_certificate<H: TlsTransportHarness>() {
+        let h = H::setup().await;
+        let a = h
+            .bind_as(BindOptions::new(CLUSTER), NodeId(7))
+            .await
+            .expect("bind as 7");
+        let b = h
+            .bind_as(BindOptions::new(CLUSTER), NodeId(9))
+            .await
+            .expect("bind as 9");
+        // The payload claims to be from node 9: the transport does not care.
+        send_ok(&a, b.local_addr(), Bytes::from_static(b"I am node 9")).await;
+        let got = recv_within(&b, "a -> b").await;
+        assert_eq!(got.payload, &b"I am node 9"[..]);
+        assert_eq!(got.peer_id, Some(NodeId(7)));
+        send_ok(&b, a.local_addr(), Bytes::from_static(b"pong")).await;
+        let got = recv_within(&a, "b -> a").await;
+        assert_eq!(got.peer_id, Some(NodeId(9)));
+        // Many frames on one connection all carry it.
+        for i in 0..100 {
+            send_ok(&a, b.local_addr(), payload(i, 16)).await;
+        }
+        for _ in 0..100 {
+            assert_eq!(recv_within(&b, "batch").await.peer_id, Some(NodeId(7)));
+        }
+        for t in [&a, &b] {
+            t.close().await;
+        }
+    }
+
+    /// A certificate from the cluster CA that names no node id is refused
+    /// as a client and as a server; members keep talking.
+    pub async fn certificate_without_node_id_is_refused_on_both_sides<H: TlsTransportHarness>() {
+        let h = H::setup().await;
+        let b = h
+            .bind_as(BindOptions::new(CLUSTER), NodeId(2))
+            .await
+            .expect("bind as 2");
+        let anon = h
+            .bind_without_node_id(BindOptions::new(CLUSTER))
+            .await
+            .expect("bind without node id");
+        let err = expect_send_error(
+            anon.send(b.local_addr(), Bytes::from_static(b"let me in")),
+            "send without node id",
+        )
+        .await;
+        assert!(refused(&err), "{err:?}");
+        wait_for_stats::<H>(&b, "no-id refusal counted", |s| s.refused >= 1).await;
+        assert_nothing_arrives(&b, Duration::from_millis(200), "no node id").await;
+        assert_eq!(H::stats(&b).accepted, 0);
+
+        let err = expect_send_error(
+            b.send(anon.local_addr(), Bytes::from_static(b"secret")),
+            "send to a server without node id",
+        )
+        .await;
+        assert!(refused(&err), "{err:?}");
+        assert_nothing_arrives(&anon, Duration::from_millis(200), "to no node id").await;
+        assert_eq!(H::stats(&anon).accepted, 0);
+
+        let a = h
+            .bind_as(BindOptions::new(CLUSTER), NodeId(1))
+            .await
+            .expect("bind as 1");
+        send_ok(&a, b.local_addr(), Bytes::from_static(b"member")).await;
+        let got = recv_within(&b, "member").await;
+        assert_eq!(got.peer_id, Some(NodeId(1)));
+        for t in [&a, &b, &anon] {
             t.close().await;
         }
     }
