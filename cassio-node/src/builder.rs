@@ -18,7 +18,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::driver::{Clock, Control, Driver, ShutdownError, StorageMode};
+use crate::driver::{Clock, Control, Driver, ShutdownError, StorageLimits, StorageMode};
+use crate::gateway::GatewayLimits;
 use crate::handle::NodeHandle;
 use cassio_core::{
     node::ConfigError, Config, Consistency, KeyspaceConfig, Node, NodeId, Store, Transport,
@@ -63,6 +64,8 @@ pub struct NodeBuilder {
     advertise: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
     mode: StorageMode,
+    storage_limits: StorageLimits,
+    client_limits: GatewayLimits,
 }
 
 impl NodeBuilder {
@@ -78,6 +81,8 @@ impl NodeBuilder {
             advertise: None,
             client_addr: None,
             mode: StorageMode::default(),
+            storage_limits: StorageLimits::default(),
+            client_limits: GatewayLimits::default(),
         }
     }
 
@@ -198,6 +203,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Bounds on storage work in flight; past them the node pushes back
+    /// (see [`crate::storage_exec`]).
+    pub fn storage_limits(mut self, limits: StorageLimits) -> Self {
+        self.storage_limits = limits;
+        self
+    }
+
+    /// Caps on the native client port (connections, buffered bytes).
+    pub fn client_limits(mut self, limits: GatewayLimits) -> Self {
+        self.client_limits = limits;
+        self
+    }
+
     /// Starts the driver (and the client server, if asked for).
     pub async fn start(self) -> Result<RunningNode, BuildError> {
         let transport = self.transport.ok_or(BuildError::NoTransport)?;
@@ -208,6 +226,7 @@ impl NodeBuilder {
             config.rng_seed = rand::random();
         }
         let clock = Clock::new();
+        let op_timeout = config.request_timeout;
         let node = Node::new(self.id, config, clock.now(), crate::driver::wall_micros())?;
         let generation = node.membership().generation();
         let peer_addr = transport.local_addr();
@@ -240,13 +259,16 @@ impl NodeBuilder {
             commands: cmd_rx,
             control: ctl_rx,
             mode: self.mode,
+            limits: self.storage_limits,
+            op_timeout,
         };
         let driver_task = tokio::spawn(driver.run());
         let client_task = client_listener.map(|l| {
-            tokio::spawn(crate::server::serve_client(
+            tokio::spawn(crate::server::serve_client_with(
                 l,
                 handle.clone(),
                 stop_rx.clone(),
+                self.client_limits,
             ))
         });
         tracing::info!(node = %self.id, peer = %peer_addr, generation, "node started");

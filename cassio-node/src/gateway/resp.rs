@@ -21,12 +21,22 @@
 //! - Errors from the cluster carry their own code: `-UNAVAILABLE ...`,
 //!   `-TIMEOUT ...`, otherwise `-ERR ...`.
 //!
+//! Caps ([`GatewayLimits`]): past `max_connections` a new connection is
+//! answered `-ERR max number of clients reached` and closed (as Redis does);
+//! a connection holding more than `max_query_buffer_bytes` of unanswered
+//! input, or one whose input takes the port's total over
+//! `max_total_query_buffer_bytes`, is answered an error naming the setting
+//! and closed; a multi-key command naming more than `max_keys_per_command`
+//! keys is refused with an error naming the cap. A node that is overloaded
+//! answers `-BUSY ...`: back off and retry.
+//!
 //! Pipelining: every complete command in the read buffer is parsed, their
 //! node requests run concurrently, and the answers go out in order in one
 //! write. Requests stay in order where it matters: a read of a key that an
 //! earlier command of the batch writes (or the reverse) waits for it; writes
 //! to the same key are submitted in order and so get increasing timestamps.
 
+use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
 use crate::handle::{NodeHandle, RequestError};
@@ -57,15 +67,22 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Connection ids, for `CLIENT ID` and `HELLO`.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Serves RESP on `listener` until `shutdown` turns `true`.
+/// What a connection past `max_connections` is told before it is closed
+/// (Redis' words, which clients and operators recognise).
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Serves RESP on `listener` until `shutdown` turns `true`, within `limits`.
 pub async fn serve(
     listener: TcpListener,
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "RESP gateway listening");
+    tracing::info!(addr = %local, max_connections = limits.max_connections, "RESP gateway listening");
     let port = local.port();
+    let slots = ConnectionSlots::new(limits.max_connections);
+    let budget = BufferBudget::new(limits.max_total_query_buffer_bytes);
     let mut conns = JoinSet::new();
     let stop = shutdown_signal(shutdown.clone());
     tokio::pin!(stop);
@@ -77,16 +94,22 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let Some(slot) = slots.admit("resp") else {
+                        slots.refuse(sock, MAX_CLIENTS_REPLY);
+                        continue;
+                    };
                     let handle = handle.clone();
                     let shutdown = shutdown.clone();
+                    let share = budget.share();
                     conns.spawn(async move {
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
                             .increment(1.0);
-                        if let Err(e) = connection(sock, handle, shutdown, port).await {
+                        if let Err(e) = connection(sock, handle, shutdown, port, limits, share).await {
                             tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
                         }
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
                             .decrement(1.0);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -123,6 +146,39 @@ struct Conn {
     consistency: Option<Consistency>,
     quit: bool,
     port: u16,
+    /// Most keys one multi-key command may name.
+    max_keys: usize,
+}
+
+/// Why a connection is closed for the input it holds, as the client is told.
+fn buffer_limit_error(
+    share: &mut BufferShare,
+    held: usize,
+    limits: &GatewayLimits,
+) -> Option<String> {
+    let (limit, msg) = if held > limits.max_query_buffer_bytes {
+        (
+            "connection",
+            format!(
+                "ERR client query buffer of {held} bytes exceeds the limit of {} bytes (max_query_buffer_bytes); closing the connection",
+                limits.max_query_buffer_bytes
+            ),
+        )
+    } else if !share.set(held) {
+        (
+            "total",
+            format!(
+                "ERR client query buffers of all connections exceed the limit of {} bytes (max_total_query_buffer_bytes); closing the connection",
+                limits.max_total_query_buffer_bytes
+            ),
+        )
+    } else {
+        return None;
+    };
+    metrics::counter!("cassio_gateway_buffer_limit_closes_total", "protocol" => "resp", "limit" => limit)
+        .increment(1);
+    tracing::info!(held, limit, "RESP connection closed: query buffer limit");
+    Some(msg)
 }
 
 /// One connection: read, answer every complete command, write, repeat.
@@ -131,6 +187,8 @@ async fn connection(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
     port: u16,
+    limits: GatewayLimits,
+    mut share: BufferShare,
 ) -> std::io::Result<()> {
     // Replies are written whole per batch, so Nagle would only add latency.
     sock.set_nodelay(true)?;
@@ -140,8 +198,15 @@ async fn connection(
         consistency: None,
         quit: false,
         port,
+        max_keys: limits.max_keys_per_command,
     };
-    let mut parser = Parser::new(Limits::default());
+    // One command can never be larger than the connection's whole buffer.
+    let mut parser = Parser::new(Limits {
+        max_command: Limits::default()
+            .max_command
+            .min(limits.max_query_buffer_bytes),
+        ..Limits::default()
+    });
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut cmds: Vec<Vec<Bytes>> = Vec::new();
@@ -167,6 +232,9 @@ async fn connection(
         if !cmds.is_empty() {
             run_batch(&handle, &mut conn, std::mem::take(&mut cmds), &mut out).await;
         }
+        // The batch's commands are answered: only the unparsed rest is held.
+        // (While it ran, the share still counted them.)
+        share.set(rbuf.len());
         if let Some(e) = &fatal {
             proto::error(&mut out, &format!("ERR {e}"));
         }
@@ -178,7 +246,7 @@ async fn connection(
             return Ok(());
         }
         if fatal.is_some() {
-            linger(&mut sock).await;
+            limits::linger(&mut sock).await;
             return Ok(());
         }
         if batch_full {
@@ -194,26 +262,13 @@ async fn connection(
                 }
             }
         }
-    }
-}
-
-/// Closes after a protocol error without losing the error reply: closing a
-/// socket with unread input makes the kernel send a reset, which can
-/// discard the reply before the client reads it. So: send FIN, then discard
-/// input until the client closes, within bounds.
-async fn linger(sock: &mut TcpStream) {
-    let _ = sock.shutdown().await;
-    let mut sink = [0u8; 8192];
-    let mut left: usize = 1024 * 1024;
-    let drain = async {
-        while left > 0 {
-            match sock.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
+        if let Some(msg) = buffer_limit_error(&mut share, rbuf.len(), &limits) {
+            proto::error(&mut out, &msg);
+            sock.write_all(&out).await?;
+            limits::linger(&mut sock).await;
+            return Ok(());
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
 }
 
 /// A reply waiting to be encoded.
@@ -394,6 +449,17 @@ fn err(msg: impl Into<String>) -> Plan {
     Plan::Ready(Reply::Error(msg.into()))
 }
 
+/// Refuses a multi-key command naming more than `max` keys.
+fn check_key_count(name: &str, keys: usize, max: usize) -> Result<(), Plan> {
+    if keys <= max {
+        return Ok(());
+    }
+    metrics::counter!("cassio_gateway_key_limit_refusals_total", "protocol" => "resp").increment(1);
+    Err(err(format!(
+        "ERR too many keys: {name} names {keys} keys, the limit is {max} (max_keys_per_command)"
+    )))
+}
+
 /// Checks every key (and value) against the gateway limits.
 fn check_sizes<'a>(
     keys: impl IntoIterator<Item = &'a Bytes>,
@@ -411,8 +477,13 @@ fn check_sizes<'a>(
 /// Turns one command into its reply or its node work, applying connection
 /// state changes (level, name, QUIT) in command order.
 fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
+    let Some(first) = args.first() else {
+        // The parser never yields an empty command; answered anyway so the
+        // handler stands on its own.
+        return err("ERR empty command");
+    };
     let mut upper = [0u8; 24];
-    let name = command_name(&args[0], &mut upper);
+    let name = command_name(first, &mut upper);
     let argc = args.len();
     let io = |kind| {
         Plan::Io(IoOp {
@@ -453,6 +524,9 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             if argc < 2 {
                 return wrong_arity(name);
             }
+            if let Err(p) = check_key_count(name, argc - 1, conn.max_keys) {
+                return p;
+            }
             let mut keys = args.split_off(1);
             if let Err(p) = check_sizes(&keys, []) {
                 return p;
@@ -471,6 +545,9 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         "MSET" => {
             if argc < 3 || argc & 1 == 0 {
                 return wrong_arity(name);
+            }
+            if let Err(p) = check_key_count(name, argc / 2, conn.max_keys) {
+                return p;
             }
             let mut pairs = Vec::with_capacity(argc / 2);
             let mut it = args.into_iter().skip(1);
@@ -502,7 +579,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             if argc != 2 {
                 return wrong_arity(name);
             }
-            if &args[1][..] == b"0" {
+            if args.get(1).is_some_and(|a| &a[..] == b"0") {
                 Plan::Ready(Reply::Simple("OK"))
             } else {
                 err("ERR DB index is out of range (Cassio has only database 0)")
@@ -528,7 +605,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
                     .map_or_else(|| "DEFAULT".to_string(), |c| c.to_string()),
             )),
             2 => {
-                let level = String::from_utf8_lossy(&args[1]);
+                let level = String::from_utf8_lossy(args.get(1).map_or(&[][..], |a| &a[..]));
                 if level.eq_ignore_ascii_case("default") {
                     conn.consistency = None;
                     return Plan::Ready(Reply::Simple("OK"));
@@ -545,7 +622,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         },
         _ => err(format!(
             "ERR unknown or unsupported command '{}' (Cassio supports {})",
-            name_of(&args[0]).chars().take(64).collect::<String>(),
+            name_of(first).chars().take(64).collect::<String>(),
             COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(" ")
         )),
     }
@@ -646,8 +723,8 @@ fn command(args: &[Bytes]) -> Plan {
     };
     let sub = name_of(sub);
     let rest = || {
-        args[2..]
-            .iter()
+        args.iter()
+            .skip(2)
             .map(|a| String::from_utf8_lossy(a).to_string())
     };
     Plan::Ready(match sub.as_str() {
@@ -664,22 +741,25 @@ fn command(args: &[Bytes]) -> Plan {
 
 /// `CLIENT SETNAME|GETNAME|ID|SETINFO`.
 fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
-    let sub = name_of(&args[1]);
-    match (sub.as_str(), args.len()) {
-        ("SETNAME", 3) => {
-            if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+    let Some(sub) = args.get(1) else {
+        return wrong_arity("client");
+    };
+    let sub = name_of(sub);
+    match (sub.as_str(), args.get(2)) {
+        ("SETNAME", Some(name)) if args.len() == 3 => {
+            if name.iter().any(|b| *b <= b' ' || *b > b'~') {
                 return err(
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            conn.name = (!args[2].is_empty()).then(|| args[2].clone());
+            conn.name = (!name.is_empty()).then(|| name.clone());
             Plan::Ready(Reply::Simple("OK"))
         }
-        ("GETNAME", 2) => Plan::Ready(Reply::Bulk(conn.name.clone())),
-        ("ID", 2) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
+        ("GETNAME", None) => Plan::Ready(Reply::Bulk(conn.name.clone())),
+        ("ID", None) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
         // Client libraries announce themselves (LIB-NAME, LIB-VER); accepted
         // and ignored.
-        ("SETINFO", 4) => Plan::Ready(Reply::Simple("OK")),
+        ("SETINFO", Some(_)) if args.len() == 4 => Plan::Ready(Reply::Simple("OK")),
         ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => wrong_arity(&format!("client|{sub}")),
         (other, _) => err(format!(
             "ERR CLIENT {other} is not supported by Cassio (try SETNAME, GETNAME, ID, SETINFO)"
@@ -691,12 +771,21 @@ fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
 /// runs without warnings; Cassio persists through its own commit log, not
 /// RDB snapshots or an AOF.
 fn config(args: &[Bytes]) -> Plan {
-    let sub = name_of(&args[1]);
+    let Some(sub) = args.get(1) else {
+        return wrong_arity("config");
+    };
+    let sub = name_of(sub);
     if sub != "GET" {
-        return err(format!("ERR CONFIG {sub} is not supported by Cassio"));
+        return err(format!(
+            "ERR CONFIG {} is not supported by Cassio",
+            sub.chars().take(64).collect::<String>()
+        ));
+    }
+    if args.len() < 3 {
+        return wrong_arity("config|get");
     }
     let mut items = Vec::new();
-    for p in &args[2..] {
+    for p in args.iter().skip(2) {
         let p = String::from_utf8_lossy(p).to_ascii_lowercase();
         let v = match p.as_str() {
             "save" => "",
@@ -716,6 +805,8 @@ fn request_error(e: &RequestError) -> Reply {
         RequestError::Client(ClientError::Unavailable { .. }) => "UNAVAILABLE",
         RequestError::Client(ClientError::Timeout { .. }) => "TIMEOUT",
         RequestError::Client(ClientError::Joining) => "TRYAGAIN",
+        // Redis' code for "the server is busy, retry later".
+        RequestError::Client(ClientError::Overloaded) => "BUSY",
         _ => "ERR",
     };
     Reply::Error(format!("{code} {e}"))
@@ -879,6 +970,7 @@ mod tests {
             consistency: None,
             quit: false,
             port: 0,
+            max_keys: 3,
         }
     }
 
