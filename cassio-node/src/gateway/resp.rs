@@ -1039,4 +1039,266 @@ mod tests {
         };
         assert!(e.starts_with("NOPROTO") && e.contains("RESP3"), "{e}");
     }
+
+    #[test]
+    fn multi_key_commands_over_the_key_cap_are_refused_naming_it() {
+        let mut c = conn();
+        for cmd_text in [
+            "MGET a b c d",
+            "DEL a b c d",
+            "EXISTS a b c d",
+            "MSET a 1 b 2 c 3 d 4",
+        ] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(cmd_text), &mut c) else {
+                panic!("{cmd_text} should be refused");
+            };
+            assert!(
+                e.contains("names 4 keys") && e.contains("limit is 3 (max_keys_per_command)"),
+                "{e}"
+            );
+        }
+        assert!(matches!(plan(cmd("MGET a b c"), &mut c), Plan::Io(_)));
+        assert!(matches!(plan(cmd("MSET a 1 b 2 c 3"), &mut c), Plan::Io(_)));
+    }
+
+    #[test]
+    fn bare_client_and_config_are_arity_errors() {
+        let mut c = conn();
+        for name in ["CLIENT", "CONFIG", "client", "config"] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(name), &mut c) else {
+                panic!("bare {name} should be an error");
+            };
+            assert!(e.starts_with("ERR wrong number of arguments"), "{e}");
+        }
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("CONFIG GET"), &mut c) else {
+            panic!("CONFIG GET without a parameter should be an error");
+        };
+        assert!(e.contains("config|get"), "{e}");
+        assert!(matches!(
+            plan(Vec::new(), &mut c),
+            Plan::Ready(Reply::Error(_))
+        ));
+    }
+
+    /// Parses one RESP2 reply off the front of `buf`: the rest, or why not.
+    fn one_reply(buf: &[u8]) -> Result<&[u8], String> {
+        let line_end = buf.windows(2).position(|w| w == b"\r\n").ok_or("no CRLF")?;
+        let (kind, line) = (buf.first().ok_or("empty")?, &buf[1..line_end]);
+        let rest = &buf[line_end + 2..];
+        let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+        match kind {
+            b'+' | b'-' => {
+                if text.contains('\r') || text.contains('\n') {
+                    return Err(format!("line break inside {text:?}"));
+                }
+                Ok(rest)
+            }
+            b':' => text.parse::<i64>().map(|_| rest).map_err(|e| e.to_string()),
+            b'$' => {
+                let n: i64 = text
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                if n == -1 {
+                    return Ok(rest);
+                }
+                let n = usize::try_from(n).map_err(|e| e.to_string())?;
+                if rest.len() < n + 2 || &rest[n..n + 2] != b"\r\n" {
+                    return Err("bulk string shorter than announced".into());
+                }
+                Ok(&rest[n + 2..])
+            }
+            b'*' => {
+                let n: usize = text
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                let mut rest = rest;
+                for _ in 0..n {
+                    rest = one_reply(rest)?;
+                }
+                Ok(rest)
+            }
+            other => Err(format!("unknown reply type {:?}", char::from(*other))),
+        }
+    }
+
+    #[test]
+    fn the_reply_checker_rejects_what_is_not_one_reply() {
+        assert_eq!(one_reply(b"+OK\r\n"), Ok(&b""[..]));
+        assert_eq!(one_reply(b"*2\r\n$1\r\na\r\n:3\r\n"), Ok(&b""[..]));
+        assert!(one_reply(b"$5\r\nab\r\n").is_err());
+        assert!(one_reply(b"*2\r\n+OK\r\n").is_err());
+        assert!(one_reply(b"OK\r\n").is_err());
+        assert_eq!(one_reply(b"+OK\r\n+OK\r\n"), Ok(&b"+OK\r\n"[..]));
+    }
+
+    /// A node double: reads succeed empty, writes succeed, status answers;
+    /// keys starting with `busy` are refused as overloaded.
+    fn fake_handle() -> NodeHandle {
+        use crate::handle::{ClusterStatus, Command};
+        use cassio_core::{ClientOp, NodeId, Timestamp};
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Command>(64);
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Command::Status(reply) => {
+                        let _ = reply.send(ClusterStatus {
+                            local_id: 1,
+                            cluster: "t".into(),
+                            members: Vec::new(),
+                        });
+                    }
+                    Command::Request(req, reply) => {
+                        let key = match &req.op {
+                            ClientOp::Get { key }
+                            | ClientOp::Put { key, .. }
+                            | ClientOp::Delete { key } => key.clone(),
+                        };
+                        let res = if key.starts_with(b"busy") {
+                            Err(RequestError::Client(ClientError::Overloaded))
+                        } else if matches!(req.op, ClientOp::Get { .. }) {
+                            Ok(ClientResponse::Value(None))
+                        } else {
+                            Ok(ClientResponse::Written {
+                                ts: Timestamp::new(1, 0, NodeId(1)),
+                            })
+                        };
+                        let _ = reply.send(res);
+                    }
+                }
+            }
+        });
+        NodeHandle::new(tx)
+    }
+
+    /// Answers `cmd` as a connection would, into the bytes sent back.
+    fn answer(rt: &tokio::runtime::Runtime, cmd: Vec<Bytes>) -> BytesMut {
+        rt.block_on(async move {
+            let handle = fake_handle();
+            let mut c = conn();
+            let mut out = BytesMut::new();
+            run_batch(&handle, &mut c, vec![cmd], &mut out).await;
+            out
+        })
+    }
+
+    #[test]
+    fn overloaded_is_answered_busy() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let out = answer(&rt, cmd("GET busy-key"));
+        assert!(
+            out.starts_with(b"-BUSY "),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(String::from_utf8_lossy(&out).contains("back off and retry"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Words the handlers branch on, so arguments reach every arm.
+        const WORDS: &[&str] = &[
+            "GET",
+            "SETNAME",
+            "GETNAME",
+            "ID",
+            "SETINFO",
+            "COUNT",
+            "INFO",
+            "LIST",
+            "DOCS",
+            "0",
+            "1",
+            "2",
+            "3",
+            "AUTH",
+            "all",
+            "quorum",
+            "default",
+            "one",
+            "save",
+            "appendonly",
+            "databases",
+            "EX",
+            "busy",
+            "",
+            " ",
+            "\r\n",
+            "server",
+            "cluster",
+        ];
+
+        fn names() -> Vec<String> {
+            let mut v: Vec<String> = COMMANDS.iter().map(|c| c.0.to_string()).collect();
+            v.extend(COMMANDS.iter().map(|c| c.0.to_ascii_uppercase()));
+            // Unknown ones, odd ones, and names longer than the name buffer.
+            v.extend(
+                [
+                    "HGET",
+                    "FLUSHALL",
+                    "",
+                    "x",
+                    "GETX",
+                    "CASSIO.",
+                    "\u{e9}t\u{e9}",
+                    "A_VERY_LONG_COMMAND_NAME_INDEED",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            v
+        }
+
+        fn arg() -> impl Strategy<Value = Bytes> {
+            prop_oneof![
+                prop::sample::select(WORDS).prop_map(|w| Bytes::copy_from_slice(w.as_bytes())),
+                prop::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// Every command the gateway knows (and some it does not), with
+            /// 0 to 3 arbitrary arguments: no panic, and exactly one
+            /// well-formed reply.
+            #[test]
+            fn every_command_with_up_to_three_arguments_gets_one_reply(
+                name in prop::sample::select(names()),
+                args in prop::collection::vec(arg(), 0..=3),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("runtime: {e}"));
+                let mut full = vec![Bytes::from(name.clone())];
+                full.extend(args);
+                let out = answer(&rt, full.clone());
+                let rest = one_reply(&out);
+                prop_assert_eq!(rest, Ok(&b""[..]), "{:?} answered {:?}", full, String::from_utf8_lossy(&out));
+            }
+        }
+
+        #[test]
+        fn every_known_name_with_zero_to_three_empty_arguments() {
+            // The exhaustive corner the random search may miss: each known
+            // command with exactly 0, 1, 2 and 3 empty arguments.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            for name in names() {
+                for n in 0..=3 {
+                    let mut full = vec![Bytes::from(name.clone())];
+                    full.extend(std::iter::repeat_n(Bytes::new(), n));
+                    let out = answer(&rt, full.clone());
+                    assert_eq!(one_reply(&out), Ok(&b""[..]), "{full:?}");
+                }
+            }
+        }
+    }
 }
