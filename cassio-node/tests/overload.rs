@@ -361,3 +361,95 @@ async fn operations_whose_deadline_passed_while_queued_never_reach_the_store() {
         n.shutdown(false).await.unwrap();
     }
 }
+
+async fn peer(
+    id: u64,
+    store: Arc<dyn Store>,
+    seeds: Vec<std::net::SocketAddr>,
+    limits: StorageLimits,
+) -> RunningNode {
+    let transport = TcpTransport::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        TcpConfig::plaintext("overload-peers"),
+    )
+    .await
+    .unwrap();
+    NodeBuilder::new(id, "overload-peers")
+        .transport(Arc::new(transport))
+        .store(store)
+        .seeds(seeds)
+        .replication_factor(2)
+        .default_consistency(Consistency::One)
+        .gossip_interval(Duration::from_millis(100))
+        .storage_mode(StorageMode::BlockingPerOp)
+        .storage_limits(limits)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits until `h` coordinates a request at ALL (both replicas up and
+/// settled).
+async fn wait_all(h: &NodeHandle, key: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let req = ClientRequest::put(Bytes::copy_from_slice(key.as_bytes()), "v")
+            .with_consistency(Consistency::All);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), h.execute(req)).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write at ALL succeeded through {key}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_stalled_store_stops_taking_peer_writes_and_catches_up() {
+    let _serial = SERIAL.lock().await;
+    const CAP: usize = 2;
+    let limits = StorageLimits {
+        max_in_flight: CAP,
+        max_in_flight_bytes: usize::MAX,
+    };
+    let a = peer(1, Arc::new(MemStore::new()), Vec::new(), limits).await;
+    let slow = Arc::new(Faulty::default());
+    let b = peer(2, slow.clone(), vec![a.local_addr()], limits).await;
+    let (ha, hb) = (a.handle(), b.handle());
+    wait_all(&ha, "ready-a").await;
+    wait_all(&hb, "ready-b").await;
+    slow.stall();
+    // Writes at ONE through A: A's own copy acknowledges them, whatever B
+    // does; B receives a replica write for each one.
+    let mut acked = 0;
+    for i in 0..200 {
+        let req = ClientRequest::put(Bytes::from(format!("p{i}")), "v");
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), ha.execute(req)).await {
+            acked += 1;
+        }
+    }
+    assert!(acked >= 190, "A kept serving at ONE: {acked} of 200");
+    // B ran at most CAP storage calls at once, however many frames came.
+    assert!(
+        slow.max_running.load(Ordering::SeqCst) <= CAP,
+        "{} storage calls at once on B",
+        slow.max_running.load(Ordering::SeqCst)
+    );
+    // B refuses its own clients while saturated.
+    let r = hb
+        .execute(ClientRequest::get(Bytes::from_static(b"p0")))
+        .await;
+    assert!(
+        matches!(r, Err(RequestError::Client(ClientError::Overloaded))),
+        "{r:?}"
+    );
+    slow.release();
+    // B catches up and the pair serves writes at ALL again, through either.
+    wait_all(&ha, "after-a").await;
+    wait_all(&hb, "after-b").await;
+    assert!(slow.max_running.load(Ordering::SeqCst) <= CAP);
+    b.shutdown(false).await.unwrap();
+    a.shutdown(false).await.unwrap();
+}

@@ -19,7 +19,8 @@
 //! - `MSET` writes its keys concurrently and is not atomic: on an error some
 //!   keys may have been written.
 //! - Errors from the cluster carry their own code: `-UNAVAILABLE ...`,
-//!   `-TIMEOUT ...`, otherwise `-ERR ...`.
+//!   `-TIMEOUT ...`, `-TRYAGAIN ...` (still joining), `-BUSY ...`
+//!   (overloaded: back off and retry), otherwise `-ERR ...`.
 //!
 //! Caps ([`GatewayLimits`]): past `max_connections` a new connection is
 //! answered `-ERR max number of clients reached` and closed (as Redis does);
