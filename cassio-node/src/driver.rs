@@ -472,28 +472,11 @@ impl Running {
                     for job in d.run {
                         let store = self.store.clone();
                         let done = self.done_tx.clone();
-                        let (token, bytes) = (job.token, job.bytes);
-                        let is_apply = matches!(job.op, cassio_core::StorageOp::Apply { .. });
-                        let task = tokio::task::spawn_blocking(move || {
-                            storage_exec::execute(store.as_ref(), job)
-                        });
-                        // The blocking task catches store panics itself; a
-                        // JoinError (cancelled at runtime shutdown) still
-                        // answers the core, so nothing waits forever.
-                        tokio::spawn(async move {
-                            let d = match task.await {
-                                Ok(d) => d,
-                                Err(e) => storage_exec::Done {
-                                    token,
-                                    bytes,
-                                    result: if is_apply {
-                                        cassio_core::StorageResult::Applied(Err(e.to_string()))
-                                    } else {
-                                        cassio_core::StorageResult::Got(Err(e.to_string()))
-                                    },
-                                },
-                            };
-                            let _ = done.send(vec![d]);
+                        // `execute` catches a panicking store, so every op
+                        // is answered; a task cancelled by runtime shutdown
+                        // has no driver left to answer.
+                        tokio::task::spawn_blocking(move || {
+                            let _ = done.send(vec![storage_exec::execute(store.as_ref(), job)]);
                         });
                     }
                     break;
