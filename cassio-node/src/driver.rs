@@ -80,6 +80,11 @@ pub const MAX_VALUE_LEN: usize = 15 * 1024 * 1024;
 /// Frames queued for one peer before new ones are dropped (gossip and the
 /// coordinator's timeouts cope with loss; memory must stay bounded).
 const PEER_QUEUE: usize = 4096;
+/// Bytes queued for one peer before new frames are dropped: a peer that
+/// pushes back (its store is stalled) must not make this node hold
+/// thousands of 15 MiB writes for it. One frame larger than this is still
+/// queued when the queue is empty.
+pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Inputs of one kind taken per loop turn, so a flood of one kind cannot
 /// starve the others while still building storage batches.
 const MAX_PER_TURN: usize = 256;
@@ -196,7 +201,7 @@ struct Running {
     next_request: u64,
     requests: HashMap<RequestId, PendingRequest>,
     storage: StorageQueue,
-    peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    peers: HashMap<SocketAddr, PeerQueue>,
     cluster: String,
     /// Shutting down (leaving first): new requests are refused at once.
     stopping: bool,
@@ -282,9 +287,21 @@ async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Frame>) {
     }
 }
 
+/// The outbound queue of one peer and the bytes in it.
+struct PeerQueue {
+    tx: mpsc::Sender<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// Sends queued frames to one peer, in order, without blocking the driver.
-async fn peer_loop(transport: Arc<dyn Transport>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+async fn peer_loop(
+    transport: Arc<dyn Transport>,
+    to: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some(frame) = rx.recv().await {
+        queued.fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = transport.send(to, frame).await {
             metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "send_error")
                 .increment(1);
@@ -313,12 +330,25 @@ impl Running {
     }
 
     fn send_frame(&mut self, addr: SocketAddr, frame: Bytes) {
-        let tx = self.peers.entry(addr).or_insert_with(|| {
+        use std::sync::atomic::Ordering;
+        let q = self.peers.entry(addr).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(peer_loop(self.transport.clone(), addr, rx));
-            tx
+            let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            tokio::spawn(peer_loop(self.transport.clone(), addr, rx, bytes.clone()));
+            PeerQueue { tx, bytes }
         });
-        if tx.try_send(frame).is_err() {
+        let len = frame.len();
+        let held = q.bytes.load(Ordering::Relaxed);
+        let fits = held == 0 || held + len <= PEER_QUEUE_BYTES;
+        // Counted before sending, so the peer task's subtraction never
+        // comes first.
+        if fits {
+            q.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        if !fits || q.tx.try_send(frame).is_err() {
+            if fits {
+                q.bytes.fetch_sub(len, Ordering::Relaxed);
+            }
             metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "queue_full")
                 .increment(1);
             tracing::debug!(peer = %addr, "peer queue full: frame dropped");
