@@ -160,10 +160,10 @@ pub enum ClientError {
     /// ask another node.
     #[error("node is still joining the cluster; retry shortly or ask another node")]
     Joining,
-    /// The node has as much work queued as it is allowed to hold (storage
-    /// operations in flight, buffered client input); the request was refused
-    /// before anything was sent or stored. Back off, then retry (or ask
-    /// another node).
+    /// The node holds as much work as it is allowed to (storage operations
+    /// queued behind a slow store, or connections at a client port's cap);
+    /// the request was refused before anything was sent or stored. Back
+    /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
 }
