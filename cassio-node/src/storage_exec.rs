@@ -301,10 +301,15 @@ impl StorageQueue {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
     }
 
-    /// As many operations (or bytes) wait as may run: take no new work.
+    /// As many operations (or bytes) wait as may run, besides those that
+    /// run or could start now: take no new work. (Counted over both, so
+    /// operations queued in one loop turn, before the turn's dispatch,
+    /// do not count as waiting while free slots would take them.)
     pub(crate) fn saturated(&self) -> bool {
-        self.waiting.len() >= self.limits.max_in_flight
-            || self.waiting_bytes >= self.limits.max_in_flight_bytes
+        let held = self.in_flight + self.waiting.len();
+        let held_bytes = self.in_flight_bytes.saturating_add(self.waiting_bytes);
+        held >= self.limits.max_in_flight.saturating_mul(2)
+            || held_bytes >= self.limits.max_in_flight_bytes.saturating_mul(2)
     }
 
     /// Operations handed to the executor and not yet completed.
@@ -353,6 +358,7 @@ mod tests {
         for i in 0..5 {
             q.push(StorageToken(i), apply(i as usize));
         }
+        assert!(!q.saturated(), "three of the five could start at once");
         let d = q.dispatch();
         assert_eq!(d.run.len(), 3);
         assert_eq!((q.in_flight(), q.waiting()), (3, 2));

@@ -78,6 +78,16 @@ impl Faulty {
     }
 }
 
+/// Releases a stalled store when dropped, so a failing assertion does not
+/// leave storage threads blocked until their own timeout.
+struct ReleaseOnDrop(Arc<Faulty>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 struct Guard<'a>(&'a Faulty);
 
 impl Drop for Guard<'_> {
@@ -229,6 +239,7 @@ async fn a_stalled_store_bounds_in_flight_work_refuses_the_excess_and_recovers()
         let h = n.handle();
         assert!(set(&h, "warm").await.is_ok());
         store.stall();
+        let _release = ReleaseOnDrop(store.clone());
         let mut tasks = Vec::new();
         for i in 0..40 {
             let h = h.clone();
@@ -271,7 +282,8 @@ async fn a_stalled_store_bounds_in_flight_work_refuses_the_excess_and_recovers()
         let depth = value("cassio_storage_queue_depth");
         assert!(
             (1.0..=CAP as f64).contains(&depth),
-            "queue depth {depth} while stalled"
+            "{mode:?}: queue depth {depth} while stalled ({overloaded} refused, {} held)",
+            pending.len()
         );
         assert!(value("cassio_storage_in_flight") <= CAP as f64);
         let seen_while_stalled = store.max_running.load(Ordering::SeqCst);
@@ -322,6 +334,7 @@ async fn operations_whose_deadline_passed_while_queued_never_reach_the_store() {
         .await;
         let h = n.handle();
         store.stall();
+        let _release = ReleaseOnDrop(store.clone());
         let first = {
             let h = h.clone();
             tokio::spawn(async move { set(&h, "first").await })
@@ -421,6 +434,7 @@ async fn a_replica_with_a_stalled_store_stops_taking_peer_writes_and_catches_up(
     wait_all(&ha, "ready-a").await;
     wait_all(&hb, "ready-b").await;
     slow.stall();
+    let _release = ReleaseOnDrop(slow.clone());
     // Writes at ONE through A: A's own copy acknowledges them, whatever B
     // does; B receives a replica write for each one.
     let mut acked = 0;
