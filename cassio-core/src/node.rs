@@ -193,6 +193,12 @@ pub enum ClientError {
         /// Stamps tried.
         attempts: u8,
     },
+    /// The node holds as much work as it is allowed to (storage operations
+    /// queued behind a slow store, or connections at a client port's cap);
+    /// the request was refused before anything was sent or stored. Back
+    /// off, then retry (or ask another node).
+    #[error("node is overloaded; back off and retry, or ask another node")]
+    Overloaded,
 }
 
 /// A storage operation for the host to run against its `Store`.

@@ -18,7 +18,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::driver::{Clock, Control, Driver, ShutdownError, StorageMode};
+use crate::driver::{Clock, Control, Driver, ShutdownError, StorageLimits, StorageMode};
+use crate::gateway::GatewayLimits;
 use crate::handle::NodeHandle;
 use crate::node_state::NodeStateFile;
 use cassio_core::{
@@ -68,6 +69,8 @@ pub struct NodeBuilder {
     client_addr: Option<SocketAddr>,
     mode: StorageMode,
     state_file: Option<NodeStateFile>,
+    storage_limits: StorageLimits,
+    client_limits: GatewayLimits,
 }
 
 impl NodeBuilder {
@@ -84,6 +87,8 @@ impl NodeBuilder {
             client_addr: None,
             mode: StorageMode::default(),
             state_file: None,
+            storage_limits: StorageLimits::default(),
+            client_limits: GatewayLimits::default(),
         }
     }
 
@@ -213,6 +218,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Bounds on storage work in flight; past them the node pushes back
+    /// (see [`crate::storage_exec`]).
+    pub fn storage_limits(mut self, limits: StorageLimits) -> Self {
+        self.storage_limits = limits;
+        self
+    }
+
+    /// Caps on the native client port (connections, buffered bytes).
+    pub fn client_limits(mut self, limits: GatewayLimits) -> Self {
+        self.client_limits = limits;
+        self
+    }
+
     /// Starts the driver (and the client server, if asked for).
     pub async fn start(self) -> Result<RunningNode, BuildError> {
         let transport = self.transport.ok_or(BuildError::NoTransport)?;
@@ -226,6 +244,7 @@ impl NodeBuilder {
             config.rng_seed = rand::random();
         }
         let clock = Clock::new();
+        let op_timeout = config.request_timeout;
         let node = Node::new(
             self.id,
             config,
@@ -264,13 +283,16 @@ impl NodeBuilder {
             commands: cmd_rx,
             control: ctl_rx,
             mode: self.mode,
+            limits: self.storage_limits,
+            op_timeout,
         };
         let driver_task = tokio::spawn(driver.run());
         let client_task = client_listener.map(|l| {
-            tokio::spawn(crate::server::serve_client(
+            tokio::spawn(crate::server::serve_client_with(
                 l,
                 handle.clone(),
                 stop_rx.clone(),
+                self.client_limits,
             ))
         });
         tracing::info!(node = %self.id, peer = %peer_addr, generation, "node started");

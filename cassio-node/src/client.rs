@@ -15,8 +15,8 @@
 //! connection fails (refused, reset, or silent past the timeout). Errors the
 //! cluster reports (`Unavailable`, `Timeout`, ...) are returned as they are:
 //! another coordinator would see the same replicas. The exceptions are a
-//! node that is stopping or still `Joining` (its view of the ring has not
-//! settled): the next node is asked, and if every node says so, that error
+//! node that is stopping, `Overloaded`, or still `Joining` (its view of the
+//! ring has not settled): the next node is asked, and if every node says so, that error
 //! is returned.
 
 use crate::handle::{ClusterStatus, RequestError};
@@ -236,8 +236,11 @@ impl Client {
                     last = Some(Error::Request(e));
                 }
                 Ok(Err(e @ RequestError::NotRunning))
-                | Ok(Err(e @ RequestError::Client(ClientError::ShuttingDown))) => {
-                    // The node is stopping: another one can serve this.
+                | Ok(Err(e @ RequestError::Client(ClientError::ShuttingDown)))
+                | Ok(Err(e @ RequestError::Client(ClientError::Overloaded))) => {
+                    // The node is stopping or overloaded (and may have closed
+                    // the connection, past its connection cap): another one
+                    // can serve this.
                     st.conn = None;
                     st.current = (st.current + 1) % self.addrs.len();
                     last = Some(Error::Request(e));

@@ -66,6 +66,13 @@ pub const FIELDS: &[&str] = &[
     "leave_on_exit",
     "log_format",
     "log_level",
+    // Overload caps (see docs/operations.md, "Limits").
+    "max_connections",
+    "max_query_buffer_bytes",
+    "max_total_query_buffer_bytes",
+    "max_keys_per_command",
+    "storage_max_in_flight",
+    "storage_max_in_flight_bytes",
 ];
 
 /// Settings as given (strings), before parsing; later layers override.
@@ -264,6 +271,11 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
     pub log_level: String,
+    /// Caps on every client port (connections, buffered input, keys per
+    /// command).
+    pub gateway_limits: crate::gateway::GatewayLimits,
+    /// Bounds on storage work in flight.
+    pub storage_limits: crate::driver::StorageLimits,
 }
 
 /// Default peer port.
@@ -310,6 +322,64 @@ fn number<T: std::str::FromStr>(field: &str, v: &str, what: &str) -> Result<T, C
     v.trim()
         .parse()
         .map_err(|_| ConfigError::new(field, v, format!("expected {what}")))
+}
+
+/// A byte count: an integer with an optional binary suffix (`64MiB`,
+/// `1GiB`, `512k`).
+fn byte_size(field: &str, v: &str) -> Result<usize, ConfigError> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(ConfigError::new(
+                field,
+                v,
+                "expected a byte count such as 67108864, 64MiB or 1GiB",
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .ok_or_else(|| {
+            ConfigError::new(
+                field,
+                v,
+                "expected a byte count such as 67108864, 64MiB or 1GiB",
+            )
+        })
+}
+
+/// A count or byte size that must be at least `min`.
+fn at_least(
+    raw: &RawSettings,
+    field: &str,
+    default: usize,
+    min: usize,
+    bytes: bool,
+) -> Result<usize, ConfigError> {
+    let Some(v) = raw.get(field) else {
+        return Ok(default);
+    };
+    let n = if bytes {
+        byte_size(field, v)?
+    } else {
+        number(field, v, "a positive integer")?
+    };
+    if n < min {
+        return Err(ConfigError::new(
+            field,
+            v,
+            format!("must be at least {min}"),
+        ));
+    }
+    Ok(n)
 }
 
 fn sync_setting(v: &str) -> Result<SyncSetting, ConfigError> {
@@ -555,6 +625,56 @@ impl Settings {
             }
         };
         let log_level = get("log_level", "info");
+        let gateway_limits = {
+            use crate::gateway::limits::*;
+            GatewayLimits {
+                max_connections: at_least(
+                    raw,
+                    "max_connections",
+                    DEFAULT_MAX_CONNECTIONS,
+                    1,
+                    false,
+                )?,
+                // A command needs room for its framing besides its bytes.
+                max_query_buffer_bytes: at_least(
+                    raw,
+                    "max_query_buffer_bytes",
+                    DEFAULT_MAX_QUERY_BUFFER_BYTES,
+                    1024,
+                    true,
+                )?,
+                max_total_query_buffer_bytes: at_least(
+                    raw,
+                    "max_total_query_buffer_bytes",
+                    DEFAULT_MAX_TOTAL_QUERY_BUFFER_BYTES,
+                    1024,
+                    true,
+                )?,
+                max_keys_per_command: at_least(
+                    raw,
+                    "max_keys_per_command",
+                    DEFAULT_MAX_KEYS_PER_COMMAND,
+                    1,
+                    false,
+                )?,
+            }
+        };
+        let storage_limits = crate::driver::StorageLimits {
+            max_in_flight: at_least(
+                raw,
+                "storage_max_in_flight",
+                crate::driver::DEFAULT_STORAGE_MAX_IN_FLIGHT,
+                1,
+                false,
+            )?,
+            max_in_flight_bytes: at_least(
+                raw,
+                "storage_max_in_flight_bytes",
+                crate::driver::DEFAULT_STORAGE_MAX_IN_FLIGHT_BYTES,
+                1024,
+                true,
+            )?,
+        };
         Ok(Settings {
             node_id,
             cluster,
@@ -581,6 +701,8 @@ impl Settings {
             leave_on_exit,
             log_format,
             log_level,
+            gateway_limits,
+            storage_limits,
         })
     }
 }
@@ -784,6 +906,45 @@ mod tests {
         assert_eq!(e.field, "transport");
         let e = Settings::from_raw(&raw(&[("tls_ca", "/nonexistent")])).unwrap_err();
         assert_eq!(e.field, "tls_cert");
+    }
+
+    #[test]
+    fn overload_caps_parse_with_units_and_refuse_zero() {
+        let s = Settings::from_raw(&RawSettings::default()).unwrap();
+        assert_eq!(s.gateway_limits, crate::gateway::GatewayLimits::default());
+        assert_eq!(s.storage_limits, crate::driver::StorageLimits::default());
+        let s = Settings::from_raw(&raw(&[
+            ("max_connections", "7"),
+            ("max_query_buffer_bytes", "64MiB"),
+            ("max_total_query_buffer_bytes", "2g"),
+            ("max_keys_per_command", "100"),
+            ("storage_max_in_flight", "16"),
+            ("storage_max_in_flight_bytes", "4096"),
+        ]))
+        .unwrap();
+        assert_eq!(s.gateway_limits.max_connections, 7);
+        assert_eq!(s.gateway_limits.max_query_buffer_bytes, 64 << 20);
+        assert_eq!(s.gateway_limits.max_total_query_buffer_bytes, 2 << 30);
+        assert_eq!(s.gateway_limits.max_keys_per_command, 100);
+        assert_eq!(s.storage_limits.max_in_flight, 16);
+        assert_eq!(s.storage_limits.max_in_flight_bytes, 4096);
+        for (field, bad) in [
+            ("max_connections", "0"),
+            ("storage_max_in_flight", "0"),
+            ("max_keys_per_command", "-1"),
+            ("max_query_buffer_bytes", "12 parsecs"),
+            ("storage_max_in_flight_bytes", "99999999999999999999G"),
+        ] {
+            let e = Settings::from_raw(&raw(&[(field, bad)])).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert_eq!(e.value, bad);
+        }
+        let r =
+            RawSettings::from_toml_str("max_connections = 50\nmax_query_buffer_bytes = \"1MiB\"\n")
+                .unwrap();
+        let s = Settings::from_raw(&r).unwrap();
+        assert_eq!(s.gateway_limits.max_connections, 50);
+        assert_eq!(s.gateway_limits.max_query_buffer_bytes, 1 << 20);
     }
 
     #[test]

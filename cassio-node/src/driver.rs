@@ -42,19 +42,35 @@
 //! fsync one op at a time per batch); the binary picks
 //! [`StorageMode::BlockingPerOp`] for that policy. `Inline` stays available
 //! for stores that never block (the in-memory reference store).
+//!
+//! # Overload
+//!
+//! Storage work is bounded by [`StorageLimits`] (see
+//! [`crate::storage_exec`]): when as many operations wait as may run, the
+//! driver stops reading peer frames (the transport's bounded queues push
+//! back on peers) and answers client requests
+//! [`cassio_core::ClientError::Overloaded`] at once (counted in
+//! `cassio_overloaded_total{source="client"}`), until completions drain the
+//! queue. Timers and storage completions are always served, so a node under
+//! load still gossips on time and recovers as soon as its store does. Peer
+//! frames waiting for the loop hold at most [`FRAME_BUDGET_BYTES`].
 
 use crate::handle::{ClusterStatus, Command, MemberStatus, RequestError};
+use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
 use bytes::Bytes;
 use cassio_core::{
     ClientOp, ClientRequest, ClientResponse, InboundFrame, MembershipEvent, Node, NodeEvent,
-    NodeId, Output, RequestId, StorageOp, StorageResult, StorageToken, Store, Transport,
-    TransportError,
+    NodeId, Output, RequestId, Store, Transport, TransportError,
 };
 use core::net::SocketAddr;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+pub use crate::storage_exec::{
+    StorageLimits, DEFAULT_STORAGE_MAX_IN_FLIGHT, DEFAULT_STORAGE_MAX_IN_FLIGHT_BYTES,
+};
 
 /// The largest key the node accepts from a client (the native store's limit).
 pub const MAX_KEY_LEN: usize = 64 * 1024;
@@ -65,11 +81,22 @@ pub const MAX_VALUE_LEN: usize = 15 * 1024 * 1024;
 /// Frames queued for one peer before new ones are dropped (gossip and the
 /// coordinator's timeouts cope with loss; memory must stay bounded).
 const PEER_QUEUE: usize = 4096;
+/// Bytes queued for one peer before new frames are dropped: a peer that
+/// pushes back (its store is stalled) must not make this node hold
+/// thousands of 15 MiB writes for it. One frame larger than this is still
+/// queued when the queue is empty.
+pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Inputs of one kind taken per loop turn, so a flood of one kind cannot
 /// starve the others while still building storage batches.
 const MAX_PER_TURN: usize = 256;
 /// How often the store's size is read for gossip and metrics.
 const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// Bytes of received peer frames waiting for the event loop; past it the
+/// receive task stops taking frames from the transport (a frame is at most
+/// 16 MiB, so several always fit).
+pub const FRAME_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Received frames waiting for the event loop, whatever their size.
+const FRAME_QUEUE: usize = 1024;
 
 /// Where the driver runs storage operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,77 +177,6 @@ pub(crate) fn wall_micros() -> u64 {
         .unwrap_or(0)
 }
 
-type StorageBatch = Vec<(StorageToken, StorageOp)>;
-type DoneBatch = Vec<(StorageToken, StorageResult)>;
-
-fn run_op(store: &dyn Store, op: StorageOp) -> StorageResult {
-    match op {
-        StorageOp::Apply { key, version } => {
-            StorageResult::Applied(store.apply(&key, &version).map_err(|e| e.to_string()))
-        }
-        StorageOp::Get { key } => StorageResult::Got(store.get(&key).map_err(|e| e.to_string())),
-    }
-}
-
-/// Runs storage batches on dedicated threads. Threads end when the job
-/// sender is dropped (after they finish what was queued).
-struct Workers {
-    jobs: Option<std::sync::mpsc::Sender<StorageBatch>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(
-        n: usize,
-        store: Arc<dyn Store>,
-        done: mpsc::UnboundedSender<DoneBatch>,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<StorageBatch>();
-        let rx = Arc::new(parking_lot::Mutex::new(rx));
-        let mut threads = Vec::new();
-        for i in 0..n.max(1) {
-            let rx = rx.clone();
-            let store = store.clone();
-            let done = done.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("cassio-storage-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for the next batch,
-                    // so idle workers queue up on it and busy ones do not.
-                    let batch = match rx.lock().recv() {
-                        Ok(b) => b,
-                        Err(_) => return,
-                    };
-                    let results: DoneBatch = batch
-                        .into_iter()
-                        .map(|(token, op)| (token, run_op(store.as_ref(), op)))
-                        .collect();
-                    if done.send(results).is_err() {
-                        return;
-                    }
-                })?;
-            threads.push(t);
-        }
-        Ok(Workers {
-            jobs: Some(tx),
-            threads,
-        })
-    }
-
-    fn submit(&self, batch: StorageBatch) -> Result<(), StorageBatch> {
-        match &self.jobs {
-            Some(tx) => tx.send(batch).map_err(|e| e.0),
-            None => Err(batch),
-        }
-    }
-
-    /// Stops the threads once they have drained their queue.
-    fn stop(mut self) -> Vec<std::thread::JoinHandle<()>> {
-        self.jobs = None;
-        std::mem::take(&mut self.threads)
-    }
-}
-
 struct PendingRequest {
     reply: oneshot::Sender<Result<ClientResponse, RequestError>>,
     op: &'static str,
@@ -238,6 +194,9 @@ pub(crate) struct Driver {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) mode: StorageMode,
+    pub(crate) limits: StorageLimits,
+    /// How long a storage operation stays worth running (the request timeout).
+    pub(crate) op_timeout: Duration,
 }
 
 struct Running {
@@ -251,9 +210,8 @@ struct Running {
     done_tx: mpsc::UnboundedSender<DoneBatch>,
     next_request: u64,
     requests: HashMap<RequestId, PendingRequest>,
-    storage_out: StorageBatch,
-    storage_in_flight: usize,
-    peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    storage: StorageQueue,
+    peers: HashMap<SocketAddr, PeerQueue>,
     cluster: String,
     /// Shutting down (leaving first): new requests are refused at once.
     stopping: bool,
@@ -277,6 +235,7 @@ fn error_label(e: &RequestError) -> &'static str {
             cassio_core::ClientError::InvalidConsistency { .. } => "invalid_consistency",
             cassio_core::ClientError::ShuttingDown => "shutting_down",
             cassio_core::ClientError::Joining => "joining",
+            cassio_core::ClientError::Overloaded => "overloaded",
             _ => "error",
         },
         RequestError::NotRunning => "not_running",
@@ -308,12 +267,24 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// Receives frames from the transport and forwards them in batches.
-async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Vec<InboundFrame>>) {
+/// A received frame and its share of [`FRAME_BUDGET_BYTES`], released
+/// once the core has handled it.
+type Frame = (InboundFrame, OwnedSemaphorePermit);
+
+/// Receives frames from the transport and forwards them, within the byte
+/// budget: when the loop is slow (or paused by back-pressure) this task
+/// stops taking frames, and the transport's bounded queues push back.
+async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Frame>) {
+    let budget = Arc::new(Semaphore::new(FRAME_BUDGET_BYTES));
     loop {
         match transport.recv().await {
             Ok(frame) => {
-                if tx.send(vec![frame]).await.is_err() {
+                let n = frame.payload.len().clamp(1, FRAME_BUDGET_BYTES);
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                let Ok(permit) = budget.clone().acquire_many_owned(n).await else {
+                    return;
+                };
+                if tx.send((frame, permit)).await.is_err() {
                     return;
                 }
             }
@@ -326,9 +297,21 @@ async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Vec<InboundFr
     }
 }
 
+/// The outbound queue of one peer and the bytes in it.
+struct PeerQueue {
+    tx: mpsc::Sender<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// Sends queued frames to one peer, in order, without blocking the driver.
-async fn peer_loop(transport: Arc<dyn Transport>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+async fn peer_loop(
+    transport: Arc<dyn Transport>,
+    to: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some(frame) = rx.recv().await {
+        queued.fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = transport.send(to, frame).await {
             metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "send_error")
                 .increment(1);
@@ -350,7 +333,7 @@ impl Running {
                     }
                 }
                 Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
-                Output::Storage { token, op } => self.storage_out.push((token, op)),
+                Output::Storage { token, op } => self.storage.push(token, op),
                 Output::Event(e) => log_event(&e),
                 Output::Persist(state) => self.persist(&state),
             }
@@ -371,12 +354,25 @@ impl Running {
     }
 
     fn send_frame(&mut self, addr: SocketAddr, frame: Bytes) {
-        let tx = self.peers.entry(addr).or_insert_with(|| {
+        use std::sync::atomic::Ordering;
+        let q = self.peers.entry(addr).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(peer_loop(self.transport.clone(), addr, rx));
-            tx
+            let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            tokio::spawn(peer_loop(self.transport.clone(), addr, rx, bytes.clone()));
+            PeerQueue { tx, bytes }
         });
-        if tx.try_send(frame).is_err() {
+        let len = frame.len();
+        let held = q.bytes.load(Ordering::Relaxed);
+        let fits = held == 0 || held + len <= PEER_QUEUE_BYTES;
+        // Counted before sending, so the peer task's subtraction never
+        // comes first.
+        if fits {
+            q.bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        if !fits || q.tx.try_send(frame).is_err() {
+            if fits {
+                q.bytes.fetch_sub(len, Ordering::Relaxed);
+            }
             metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "queue_full")
                 .increment(1);
             tracing::debug!(peer = %addr, "peer queue full: frame dropped");
@@ -405,6 +401,14 @@ impl Running {
                     .increment(1);
                 let _ = reply.send(Err(RequestError::Client(
                     cassio_core::ClientError::ShuttingDown,
+                )));
+            }
+            Command::Request(req, reply) if self.storage.saturated() => {
+                metrics::counter!("cassio_requests_total", "op" => op_name(&req.op), "result" => "overloaded")
+                    .increment(1);
+                metrics::counter!("cassio_overloaded_total", "source" => "client").increment(1);
+                let _ = reply.send(Err(RequestError::Client(
+                    cassio_core::ClientError::Overloaded,
                 )));
             }
             Command::Request(req, reply) => {
@@ -480,75 +484,85 @@ impl Running {
         }
     }
 
-    /// Hands this turn's storage operations to the chosen executor.
+    /// Hands the storage operations that may start to the chosen executor,
+    /// and answers those that expired while waiting.
     fn dispatch_storage(&mut self) {
         loop {
-            if self.storage_out.is_empty() {
-                return;
+            let d = self.storage.dispatch();
+            if d.run.is_empty() && d.expired.is_empty() {
+                break;
             }
-            let batch = std::mem::take(&mut self.storage_out);
-            metrics::histogram!("cassio_storage_batch_ops").record(batch.len() as f64);
+            if !d.expired.is_empty() {
+                let now = self.clock.now();
+                for job in d.expired {
+                    metrics::counter!("cassio_storage_dropped_total", "reason" => "deadline")
+                        .increment(1);
+                    let r = storage_exec::failed(
+                        &job.op,
+                        "storage operation dropped: its request's deadline passed while it was queued"
+                            .into(),
+                    );
+                    self.node.handle_storage(now, job.token, r);
+                    self.drain();
+                }
+            }
+            if d.run.is_empty() {
+                continue;
+            }
+            metrics::histogram!("cassio_storage_batch_ops").record(d.run.len() as f64);
             match self.mode {
                 StorageMode::Inline => {
-                    let now = self.clock.now();
-                    for (token, op) in batch {
-                        let result = run_op(self.store.as_ref(), op);
-                        self.node.handle_storage(now, token, result);
+                    for job in d.run {
+                        let done = storage_exec::execute(self.store.as_ref(), job);
+                        self.storage.completed(done.bytes);
+                        self.node
+                            .handle_storage(self.clock.now(), done.token, done.result);
                         self.drain();
                     }
                     // Completions may have asked for more storage (repairs):
-                    // loop until none is left.
+                    // loop until none may start.
                 }
                 StorageMode::BlockingPerOp => {
-                    for (token, op) in batch {
+                    for job in d.run {
                         let store = self.store.clone();
                         let done = self.done_tx.clone();
-                        self.storage_in_flight += 1;
+                        // `execute` catches a panicking store, so every op
+                        // is answered; a task cancelled by runtime shutdown
+                        // has no driver left to answer.
                         tokio::task::spawn_blocking(move || {
-                            let r = run_op(store.as_ref(), op);
-                            let _ = done.send(vec![(token, r)]);
+                            let _ = done.send(vec![storage_exec::execute(store.as_ref(), job)]);
                         });
                     }
-                    return;
+                    break;
                 }
                 StorageMode::Workers { .. } => {
-                    let n = batch.len();
                     let refused = match &self.workers {
-                        Some(w) => w.submit(batch).err(),
-                        None => Some(batch),
+                        Some(w) => w.submit(d.run).err(),
+                        None => Some(d.run),
                     };
-                    match refused {
-                        None => self.storage_in_flight += n,
-                        Some(batch) => {
-                            // Only reachable if the workers died: answer with
-                            // errors rather than leave requests hanging.
-                            let now = self.clock.now();
-                            for (token, op) in batch {
-                                let r = match op {
-                                    StorageOp::Apply { .. } => StorageResult::Applied(Err(
-                                        "storage workers stopped".into(),
-                                    )),
-                                    StorageOp::Get { .. } => {
-                                        StorageResult::Got(Err("storage workers stopped".into()))
-                                    }
-                                };
-                                self.node.handle_storage(now, token, r);
-                                self.drain();
-                            }
-                            continue;
-                        }
+                    let Some(batch) = refused else {
+                        break;
+                    };
+                    // Only reachable if the workers died: answer with
+                    // errors rather than leave requests hanging.
+                    let now = self.clock.now();
+                    for job in batch {
+                        self.storage.completed(job.bytes);
+                        let r = storage_exec::failed(&job.op, "storage workers stopped".into());
+                        self.node.handle_storage(now, job.token, r);
+                        self.drain();
                     }
-                    return;
                 }
             }
         }
+        self.storage.record_gauges();
     }
 
     fn storage_done(&mut self, batch: DoneBatch) {
         let now = self.clock.now();
-        self.storage_in_flight = self.storage_in_flight.saturating_sub(batch.len());
-        for (token, result) in batch {
-            self.node.handle_storage(now, token, result);
+        for done in batch {
+            self.storage.completed(done.bytes);
+            self.node.handle_storage(now, done.token, done.result);
             self.drain();
         }
     }
@@ -639,6 +653,8 @@ impl Driver {
             mut commands,
             mut control,
             mode,
+            limits,
+            op_timeout,
         } = self;
         let cluster = node.codec().cluster.clone();
         let gossip_interval = node.membership().config().interval;
@@ -659,7 +675,7 @@ impl Driver {
             (StorageMode::Workers { .. }, None) => StorageMode::BlockingPerOp,
             (m, _) => m,
         };
-        let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<InboundFrame>>(1024);
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
         let recv_task = tokio::spawn(recv_loop(transport.clone(), frames_tx));
         let (load_tx, mut load_rx) = mpsc::unbounded_channel::<u64>();
         let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
@@ -676,8 +692,7 @@ impl Driver {
             done_tx,
             next_request: 1,
             requests: HashMap::new(),
-            storage_out: Vec::new(),
-            storage_in_flight: 0,
+            storage: StorageQueue::new(limits, op_timeout),
             peers: HashMap::new(),
             cluster,
             stopping: false,
@@ -744,22 +759,20 @@ impl Driver {
                         }
                     }
                 }
-                Some(frames) = frames_rx.recv() => {
-                    let now = r.clock.now();
-                    for f in frames {
-                        crate::peer_auth::deliver(&mut r.node, now, &f);
-                        r.drain();
-                    }
+                // Back-pressure: while storage is saturated, frames wait in
+                // the (bounded) channel and the transport behind it.
+                Some((frame, permit)) = frames_rx.recv(), if !r.storage.saturated() => {
+                    crate::peer_auth::deliver(&mut r.node, r.clock.now(), &frame);
+                    r.drain();
+                    drop(permit);
                     let mut n = 0;
-                    while n < MAX_PER_TURN {
+                    while n < MAX_PER_TURN && !r.storage.saturated() {
                         match frames_rx.try_recv() {
-                            Ok(frames) => {
+                            Ok((frame, permit)) => {
                                 n += 1;
-                                let now = r.clock.now();
-                                for f in frames {
-                                    crate::peer_auth::deliver(&mut r.node, now, &f);
-                                    r.drain();
-                                }
+                                crate::peer_auth::deliver(&mut r.node, r.clock.now(), &frame);
+                                r.drain();
+                                drop(permit);
                             }
                             Err(_) => break,
                         }
@@ -811,12 +824,15 @@ impl Driver {
         for (_, p) in r.requests.drain() {
             let _ = p.reply.send(Err(RequestError::NotRunning));
         }
-        // Let storage already handed out finish, so flush covers it.
+        // Let storage already asked for finish (queued operations run as
+        // running ones complete), so flush covers it.
         let waited = tokio::time::Instant::now() + Duration::from_secs(10);
-        while r.storage_in_flight > 0 {
+        r.dispatch_storage();
+        while r.storage.in_flight() > 0 {
             match tokio::time::timeout_at(waited, done_rx.recv()).await {
                 Ok(Some(b)) => {
-                    r.storage_in_flight = r.storage_in_flight.saturating_sub(b.len());
+                    r.storage_done(b);
+                    r.dispatch_storage();
                 }
                 _ => break,
             }

@@ -324,6 +324,8 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         .request_timeout(settings.request_timeout)
         .generation(dd.generation)
         .state_file(crate::node_state::NodeStateFile::in_dir(&settings.data_dir))
+        .storage_limits(settings.storage_limits)
+        .client_limits(settings.gateway_limits)
         // A node that has never been a member joins as `Joining`; one whose
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())
@@ -357,10 +359,11 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let resp_addr = local(&resp);
     let http_addr = local(&http);
+    let limits = settings.gateway_limits;
     if let Some(l) = resp {
         let (h, stop) = (node.handle(), node.shutdown_signal());
         gateways.push(tokio::spawn(async move {
-            if let Err(e) = crate::gateway::serve_resp(l, h, stop).await {
+            if let Err(e) = crate::gateway::serve_resp_with(l, h, stop, limits).await {
                 tracing::error!(error = %e, "RESP gateway stopped");
             }
         }));
@@ -368,7 +371,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     if let Some(l) = http {
         let (h, stop) = (node.handle(), node.shutdown_signal());
         gateways.push(tokio::spawn(async move {
-            if let Err(e) = crate::gateway::serve_http(l, h, stop).await {
+            if let Err(e) = crate::gateway::serve_http_with(l, h, stop, limits).await {
                 tracing::error!(error = %e, "HTTP gateway stopped");
             }
         }));

@@ -2,6 +2,7 @@
 //! gateways clients use, and the pieces of the `cassio` binary.
 //!
 //! - [`driver`]: the task that pumps the core (storage off the event loop).
+//! - [`storage_exec`]: how storage operations run, bounded ([`driver::StorageLimits`]).
 //! - [`builder`]: [`NodeBuilder`] assembles a running node from a transport and a store.
 //! - [`handle`]: [`NodeHandle`], how every client path reaches a node.
 //! - [`proto`], [`server`], [`client`]: the native client protocol, its
@@ -21,6 +22,7 @@ pub mod node_state;
 pub mod peer_auth;
 pub mod proto;
 pub mod server;
+pub mod storage_exec;
 
 pub use builder::{NodeBuilder, RunningNode};
 pub use handle::{ClusterStatus, MemberStatus, NodeHandle, RequestError};

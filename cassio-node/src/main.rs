@@ -131,6 +131,25 @@ struct StartArgs {
     /// Log filter, e.g. `info` or `cassio_node=debug` [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// Open connections per client port (RESP, HTTP, native) [default: 10000].
+    #[arg(long)]
+    max_connections: Option<String>,
+    /// Unanswered input one client connection may hold, e.g. 64MiB [default: 64MiB].
+    #[arg(long)]
+    max_query_buffer_bytes: Option<String>,
+    /// Unanswered input all connections of a port may hold [default: 1GiB].
+    #[arg(long)]
+    max_total_query_buffer_bytes: Option<String>,
+    /// Keys one MGET/MSET/DEL/EXISTS may name [default: 10000].
+    #[arg(long)]
+    max_keys_per_command: Option<String>,
+    /// Storage operations running at once; as many more may wait, then the
+    /// node pushes back (answers Overloaded) [default: 1024].
+    #[arg(long)]
+    storage_max_in_flight: Option<String>,
+    /// Bytes of storage operations running at once [default: 256MiB].
+    #[arg(long)]
+    storage_max_in_flight_bytes: Option<String>,
 }
 
 impl StartArgs {
@@ -162,7 +181,21 @@ impl StartArgs {
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ];
-        for (k, v) in opts {
+        let limits: [(&str, &Option<String>); 6] = [
+            ("max_connections", &self.max_connections),
+            ("max_query_buffer_bytes", &self.max_query_buffer_bytes),
+            (
+                "max_total_query_buffer_bytes",
+                &self.max_total_query_buffer_bytes,
+            ),
+            ("max_keys_per_command", &self.max_keys_per_command),
+            ("storage_max_in_flight", &self.storage_max_in_flight),
+            (
+                "storage_max_in_flight_bytes",
+                &self.storage_max_in_flight_bytes,
+            ),
+        ];
+        for (k, v) in opts.into_iter().chain(limits) {
             if let Some(v) = v {
                 r.set(k, v.clone());
             }

@@ -8,7 +8,7 @@
 //! TLS (`peer_id` is `None`) nothing can be checked and every decodable
 //! frame goes through.
 
-use cassio_core::{Envelope, InboundFrame, Instant, Node, NodeId, WireCodec};
+use cassio_core::{Envelope, InboundFrame, Node, NodeId, Now, WireCodec};
 
 /// What to do with one inbound frame.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub fn admit(codec: &WireCodec, frame: &InboundFrame) -> Admission {
 
 /// Hands `frame` to `node` if [`admit`] accepts it (the driver's one call
 /// per inbound frame).
-pub fn deliver(node: &mut Node, now: Instant, frame: &InboundFrame) {
+pub fn deliver(node: &mut Node, now: impl Into<Now>, frame: &InboundFrame) {
     match admit(node.codec(), frame) {
         Admission::Accept(env) => node.handle_message(now, env.from, env.msg),
         // Decoded again by the core, which reports why it is bad; bad
@@ -75,7 +75,7 @@ mod tests {
     fn frame(codec: &WireCodec, from: u64, peer_id: Option<u64>) -> InboundFrame {
         let msg = PeerMsg::WriteAck {
             tag: Default::default(),
-            ok: true,
+            outcome: cassio_core::WriteOutcome::Applied,
         };
         InboundFrame {
             from: "127.0.0.1:7000".parse().unwrap(),

@@ -19,8 +19,14 @@
 //! node), 404 `not_found` (absent key or unknown route), 405
 //! `method_not_allowed`, 413 `too_large` (value over
 //! [`super::MAX_VALUE_BYTES`]), 500 `replica_failure`/`internal`, 503
-//! `unavailable` (too few replicas alive) or `not_running`, 504 `timeout`.
+//! `unavailable` (too few replicas alive), `not_running` or `overloaded`
+//! (with `Retry-After`: back off, then retry), 504 `timeout`.
+//!
+//! At most `max_connections` ([`GatewayLimits`]) connections are served at
+//! once; past it a new connection is answered 503 `too_many_connections`
+//! with `Retry-After` and closed.
 
+use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
 use crate::handle::{NodeHandle, RequestError};
 use axum::body::Bytes;
@@ -35,8 +41,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 use std::future::IntoFuture;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// The `protocol` label of this gateway's metrics.
 const PROTOCOL: Protocol = Protocol::Http;
@@ -66,12 +75,101 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
         .with_state(Gateway { handle, metrics })
 }
 
+/// Seconds a client is asked to wait before retrying an overloaded node.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The whole answer to a connection past `max_connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 87\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"max number of clients reached; retry later\"}";
+
+/// A listener that serves at most `max_connections` connections at once.
+struct CappedListener {
+    inner: TcpListener,
+    slots: ConnectionSlots,
+}
+
+/// A connection holding its slot until it closes.
+struct Admitted {
+    sock: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = Admitted;
+    type Addr = core::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let mut backoff = std::time::Duration::from_millis(5);
+        loop {
+            match self.inner.accept().await {
+                Ok((sock, addr)) => {
+                    backoff = std::time::Duration::from_millis(5);
+                    match self.slots.admit("http") {
+                        Some(slot) => return (Admitted { sock, _slot: slot }, addr),
+                        None => self.slots.refuse(sock, TOO_MANY_CONNECTIONS),
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: transient.
+                    tracing::warn!(error = %e, "HTTP gateway accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.sock).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.sock).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.sock).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.sock).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.sock).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.sock.is_write_vectored()
+    }
+}
+
 /// Serves the HTTP API on `listener` until `shutdown` turns `true`, then
 /// finishes in-flight requests (for at most a few seconds) and returns.
 pub async fn serve(
     listener: TcpListener,
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
 ) -> std::io::Result<()> {
     let metrics = match super::install_metrics() {
         Ok(h) => Some(h),
@@ -83,6 +181,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "HTTP gateway listening");
     let app = router(handle, metrics);
+    let listener = CappedListener {
+        inner: listener,
+        slots: ConnectionSlots::new(limits.max_connections),
+    };
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
         .into_future();
@@ -125,6 +227,14 @@ fn request_error(e: &RequestError) -> Response {
             }
             ClientError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
             ClientError::Joining => (StatusCode::SERVICE_UNAVAILABLE, "joining"),
+            ClientError::Overloaded => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e);
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+                return r;
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         },
         RequestError::NotRunning => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
@@ -294,4 +404,23 @@ async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "method not allowed on this route",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_one_well_formed_response() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.parse::<usize>().ok());
+        assert_eq!(len, Some(body.len()));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(v["error"], "too_many_connections");
+        assert!(head.starts_with("HTTP/1.1 503"));
+    }
 }

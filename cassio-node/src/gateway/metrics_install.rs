@@ -64,7 +64,7 @@ pub(crate) const PROTOCOLS: [&str; 2] = ["resp", "http"];
 /// The `op` label values.
 pub(crate) const OPS: [&str; 3] = ["get", "put", "delete"];
 /// The `result` label values.
-pub(crate) const RESULTS: [&str; 7] = [
+pub(crate) const RESULTS: [&str; 8] = [
     "ok",
     "unavailable",
     "timeout",
@@ -72,6 +72,7 @@ pub(crate) const RESULTS: [&str; 7] = [
     "bad_request",
     "not_running",
     "error",
+    "overloaded",
 ];
 
 /// The gateways' metric handles, registered once with the Prometheus

@@ -10,9 +10,14 @@
 //! - `cassio_gateway_requests_total{protocol, op, result}`: one per request
 //!   sent to the node (`op` is `get`, `put` or `delete`; `result` is `ok`,
 //!   `unavailable`, `timeout`, `replica_failure`, `bad_request`,
-//!   `not_running` or `error`).
+//!   `not_running`, `overloaded` or `error`).
 //! - `cassio_gateway_request_duration_seconds{protocol, op}`: their latency.
 //! - `cassio_gateway_connections{protocol}`: open RESP connections (gauge).
+//! - the caps' refusals, listed in [`limits`].
+//!
+//! A node that is overloaded ([`ClientError::Overloaded`]) is reported as
+//! such by every gateway, so clients back off: RESP `-BUSY ...`, HTTP 503
+//! with `Retry-After`, the native protocol's typed error.
 
 use crate::handle::{NodeHandle, RequestError};
 use cassio_core::{ClientError, ClientRequest, ClientResponse};
@@ -20,10 +25,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub mod http;
+pub mod limits;
 mod metrics_install;
 pub mod resp;
 mod resp_proto;
 
+pub use limits::GatewayLimits;
 pub use metrics_install::{install_metrics, MetricsError};
 
 /// The largest key the gateways accept. It matches the native store's limit,
@@ -42,7 +49,17 @@ pub async fn serve_resp(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    resp::serve(listener, handle, shutdown).await
+    resp::serve(listener, handle, shutdown, GatewayLimits::default()).await
+}
+
+/// [`serve_resp`] with the given caps.
+pub async fn serve_resp_with(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
+) -> std::io::Result<()> {
+    resp::serve(listener, handle, shutdown, limits).await
 }
 
 /// Serves the HTTP API (`/kv/{key}`, `/health`, `/status`, `/metrics`) on
@@ -52,7 +69,17 @@ pub async fn serve_http(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    http::serve(listener, handle, shutdown).await
+    http::serve(listener, handle, shutdown, GatewayLimits::default()).await
+}
+
+/// [`serve_http`] with the given caps (HTTP uses `max_connections`).
+pub async fn serve_http_with(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
+) -> std::io::Result<()> {
+    http::serve(listener, handle, shutdown, limits).await
 }
 
 /// Resolves once `true` is on the watch or its sender is gone: a node whose
@@ -93,6 +120,7 @@ pub(crate) fn result_index(res: &Result<ClientResponse, RequestError>) -> usize 
             ClientError::ReplicaFailure { .. } => 3,
             ClientError::UnknownKeyspace(_) | ClientError::InvalidConsistency { .. } => 4,
             ClientError::ShuttingDown | ClientError::Joining => 5,
+            ClientError::Overloaded => 7,
             _ => 6,
         },
         Err(RequestError::NotRunning) => 5,

@@ -19,7 +19,17 @@
 //! - `MSET` writes its keys concurrently and is not atomic: on an error some
 //!   keys may have been written.
 //! - Errors from the cluster carry their own code: `-UNAVAILABLE ...`,
-//!   `-TIMEOUT ...`, otherwise `-ERR ...`.
+//!   `-TIMEOUT ...`, `-TRYAGAIN ...` (still joining), `-BUSY ...`
+//!   (overloaded: back off and retry), otherwise `-ERR ...`.
+//!
+//! Caps ([`GatewayLimits`]): past `max_connections` a new connection is
+//! answered `-ERR max number of clients reached` and closed (as Redis does);
+//! a connection holding more than `max_query_buffer_bytes` of unanswered
+//! input, or one whose input takes the port's total over
+//! `max_total_query_buffer_bytes`, is answered an error naming the setting
+//! and closed; a multi-key command naming more than `max_keys_per_command`
+//! keys is refused with an error naming the cap. A node that is overloaded
+//! answers `-BUSY ...`: back off and retry.
 //!
 //! Pipelining: every complete command in the read buffer is parsed, their
 //! node requests run concurrently, and the answers go out in order in one
@@ -27,6 +37,7 @@
 //! earlier command of the batch writes (or the reverse) waits for it; writes
 //! to the same key are submitted in order and so get increasing timestamps.
 
+use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
 use crate::handle::{NodeHandle, RequestError};
@@ -57,15 +68,22 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Connection ids, for `CLIENT ID` and `HELLO`.
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Serves RESP on `listener` until `shutdown` turns `true`.
+/// What a connection past `max_connections` is told before it is closed
+/// (Redis' words, which clients and operators recognise).
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Serves RESP on `listener` until `shutdown` turns `true`, within `limits`.
 pub async fn serve(
     listener: TcpListener,
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "RESP gateway listening");
+    tracing::info!(addr = %local, max_connections = limits.max_connections, "RESP gateway listening");
     let port = local.port();
+    let slots = ConnectionSlots::new(limits.max_connections);
+    let budget = BufferBudget::new(limits.max_total_query_buffer_bytes);
     let mut conns = JoinSet::new();
     let stop = shutdown_signal(shutdown.clone());
     tokio::pin!(stop);
@@ -77,16 +95,22 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let Some(slot) = slots.admit("resp") else {
+                        slots.refuse(sock, MAX_CLIENTS_REPLY);
+                        continue;
+                    };
                     let handle = handle.clone();
                     let shutdown = shutdown.clone();
+                    let share = budget.share();
                     conns.spawn(async move {
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
                             .increment(1.0);
-                        if let Err(e) = connection(sock, handle, shutdown, port).await {
+                        if let Err(e) = connection(sock, handle, shutdown, port, limits, share).await {
                             tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
                         }
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
                             .decrement(1.0);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -123,6 +147,39 @@ struct Conn {
     consistency: Option<Consistency>,
     quit: bool,
     port: u16,
+    /// Most keys one multi-key command may name.
+    max_keys: usize,
+}
+
+/// Why a connection is closed for the input it holds, as the client is told.
+fn buffer_limit_error(
+    share: &mut BufferShare,
+    held: usize,
+    limits: &GatewayLimits,
+) -> Option<String> {
+    let (limit, msg) = if held > limits.max_query_buffer_bytes {
+        (
+            "connection",
+            format!(
+                "ERR client query buffer of {held} bytes exceeds the limit of {} bytes (max_query_buffer_bytes); closing the connection",
+                limits.max_query_buffer_bytes
+            ),
+        )
+    } else if !share.set(held) {
+        (
+            "total",
+            format!(
+                "ERR client query buffers of all connections exceed the limit of {} bytes (max_total_query_buffer_bytes); closing the connection",
+                limits.max_total_query_buffer_bytes
+            ),
+        )
+    } else {
+        return None;
+    };
+    metrics::counter!("cassio_gateway_buffer_limit_closes_total", "protocol" => "resp", "limit" => limit)
+        .increment(1);
+    tracing::info!(held, limit, "RESP connection closed: query buffer limit");
+    Some(msg)
 }
 
 /// One connection: read, answer every complete command, write, repeat.
@@ -131,6 +188,8 @@ async fn connection(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
     port: u16,
+    limits: GatewayLimits,
+    mut share: BufferShare,
 ) -> std::io::Result<()> {
     // Replies are written whole per batch, so Nagle would only add latency.
     sock.set_nodelay(true)?;
@@ -140,8 +199,15 @@ async fn connection(
         consistency: None,
         quit: false,
         port,
+        max_keys: limits.max_keys_per_command,
     };
-    let mut parser = Parser::new(Limits::default());
+    // One command can never be larger than the connection's whole buffer.
+    let mut parser = Parser::new(Limits {
+        max_command: Limits::default()
+            .max_command
+            .min(limits.max_query_buffer_bytes),
+        ..Limits::default()
+    });
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut cmds: Vec<Vec<Bytes>> = Vec::new();
@@ -167,6 +233,9 @@ async fn connection(
         if !cmds.is_empty() {
             run_batch(&handle, &mut conn, std::mem::take(&mut cmds), &mut out).await;
         }
+        // The batch's commands are answered: only the unparsed rest is held.
+        // (While it ran, the share still counted them.)
+        share.set(rbuf.len());
         if let Some(e) = &fatal {
             proto::error(&mut out, &format!("ERR {e}"));
         }
@@ -178,7 +247,7 @@ async fn connection(
             return Ok(());
         }
         if fatal.is_some() {
-            linger(&mut sock).await;
+            limits::linger(&mut sock).await;
             return Ok(());
         }
         if batch_full {
@@ -194,26 +263,13 @@ async fn connection(
                 }
             }
         }
-    }
-}
-
-/// Closes after a protocol error without losing the error reply: closing a
-/// socket with unread input makes the kernel send a reset, which can
-/// discard the reply before the client reads it. So: send FIN, then discard
-/// input until the client closes, within bounds.
-async fn linger(sock: &mut TcpStream) {
-    let _ = sock.shutdown().await;
-    let mut sink = [0u8; 8192];
-    let mut left: usize = 1024 * 1024;
-    let drain = async {
-        while left > 0 {
-            match sock.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
+        if let Some(msg) = buffer_limit_error(&mut share, rbuf.len(), &limits) {
+            proto::error(&mut out, &msg);
+            sock.write_all(&out).await?;
+            limits::linger(&mut sock).await;
+            return Ok(());
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
 }
 
 /// A reply waiting to be encoded.
@@ -394,6 +450,17 @@ fn err(msg: impl Into<String>) -> Plan {
     Plan::Ready(Reply::Error(msg.into()))
 }
 
+/// Refuses a multi-key command naming more than `max` keys.
+fn check_key_count(name: &str, keys: usize, max: usize) -> Result<(), Plan> {
+    if keys <= max {
+        return Ok(());
+    }
+    metrics::counter!("cassio_gateway_key_limit_refusals_total", "protocol" => "resp").increment(1);
+    Err(err(format!(
+        "ERR too many keys: {name} names {keys} keys, the limit is {max} (max_keys_per_command)"
+    )))
+}
+
 /// Checks every key (and value) against the gateway limits.
 fn check_sizes<'a>(
     keys: impl IntoIterator<Item = &'a Bytes>,
@@ -411,8 +478,13 @@ fn check_sizes<'a>(
 /// Turns one command into its reply or its node work, applying connection
 /// state changes (level, name, QUIT) in command order.
 fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
+    let Some(first) = args.first() else {
+        // The parser never yields an empty command; answered anyway so the
+        // handler stands on its own.
+        return err("ERR empty command");
+    };
     let mut upper = [0u8; 24];
-    let name = command_name(&args[0], &mut upper);
+    let name = command_name(first, &mut upper);
     let argc = args.len();
     let io = |kind| {
         Plan::Io(IoOp {
@@ -453,6 +525,9 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             if argc < 2 {
                 return wrong_arity(name);
             }
+            if let Err(p) = check_key_count(name, argc - 1, conn.max_keys) {
+                return p;
+            }
             let mut keys = args.split_off(1);
             if let Err(p) = check_sizes(&keys, []) {
                 return p;
@@ -471,6 +546,9 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         "MSET" => {
             if argc < 3 || argc & 1 == 0 {
                 return wrong_arity(name);
+            }
+            if let Err(p) = check_key_count(name, argc / 2, conn.max_keys) {
+                return p;
             }
             let mut pairs = Vec::with_capacity(argc / 2);
             let mut it = args.into_iter().skip(1);
@@ -502,7 +580,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             if argc != 2 {
                 return wrong_arity(name);
             }
-            if &args[1][..] == b"0" {
+            if args.get(1).is_some_and(|a| &a[..] == b"0") {
                 Plan::Ready(Reply::Simple("OK"))
             } else {
                 err("ERR DB index is out of range (Cassio has only database 0)")
@@ -528,7 +606,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
                     .map_or_else(|| "DEFAULT".to_string(), |c| c.to_string()),
             )),
             2 => {
-                let level = String::from_utf8_lossy(&args[1]);
+                let level = String::from_utf8_lossy(args.get(1).map_or(&[][..], |a| &a[..]));
                 if level.eq_ignore_ascii_case("default") {
                     conn.consistency = None;
                     return Plan::Ready(Reply::Simple("OK"));
@@ -545,7 +623,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         },
         _ => err(format!(
             "ERR unknown or unsupported command '{}' (Cassio supports {})",
-            name_of(&args[0]).chars().take(64).collect::<String>(),
+            name_of(first).chars().take(64).collect::<String>(),
             COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(" ")
         )),
     }
@@ -646,8 +724,8 @@ fn command(args: &[Bytes]) -> Plan {
     };
     let sub = name_of(sub);
     let rest = || {
-        args[2..]
-            .iter()
+        args.iter()
+            .skip(2)
             .map(|a| String::from_utf8_lossy(a).to_string())
     };
     Plan::Ready(match sub.as_str() {
@@ -664,22 +742,25 @@ fn command(args: &[Bytes]) -> Plan {
 
 /// `CLIENT SETNAME|GETNAME|ID|SETINFO`.
 fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
-    let sub = name_of(&args[1]);
-    match (sub.as_str(), args.len()) {
-        ("SETNAME", 3) => {
-            if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+    let Some(sub) = args.get(1) else {
+        return wrong_arity("client");
+    };
+    let sub = name_of(sub);
+    match (sub.as_str(), args.get(2)) {
+        ("SETNAME", Some(name)) if args.len() == 3 => {
+            if name.iter().any(|b| *b <= b' ' || *b > b'~') {
                 return err(
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            conn.name = (!args[2].is_empty()).then(|| args[2].clone());
+            conn.name = (!name.is_empty()).then(|| name.clone());
             Plan::Ready(Reply::Simple("OK"))
         }
-        ("GETNAME", 2) => Plan::Ready(Reply::Bulk(conn.name.clone())),
-        ("ID", 2) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
+        ("GETNAME", None) => Plan::Ready(Reply::Bulk(conn.name.clone())),
+        ("ID", None) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
         // Client libraries announce themselves (LIB-NAME, LIB-VER); accepted
         // and ignored.
-        ("SETINFO", 4) => Plan::Ready(Reply::Simple("OK")),
+        ("SETINFO", Some(_)) if args.len() == 4 => Plan::Ready(Reply::Simple("OK")),
         ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => wrong_arity(&format!("client|{sub}")),
         (other, _) => err(format!(
             "ERR CLIENT {other} is not supported by Cassio (try SETNAME, GETNAME, ID, SETINFO)"
@@ -691,12 +772,21 @@ fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
 /// runs without warnings; Cassio persists through its own commit log, not
 /// RDB snapshots or an AOF.
 fn config(args: &[Bytes]) -> Plan {
-    let sub = name_of(&args[1]);
+    let Some(sub) = args.get(1) else {
+        return wrong_arity("config");
+    };
+    let sub = name_of(sub);
     if sub != "GET" {
-        return err(format!("ERR CONFIG {sub} is not supported by Cassio"));
+        return err(format!(
+            "ERR CONFIG {} is not supported by Cassio",
+            sub.chars().take(64).collect::<String>()
+        ));
+    }
+    if args.len() < 3 {
+        return wrong_arity("config|get");
     }
     let mut items = Vec::new();
-    for p in &args[2..] {
+    for p in args.iter().skip(2) {
         let p = String::from_utf8_lossy(p).to_ascii_lowercase();
         let v = match p.as_str() {
             "save" => "",
@@ -716,6 +806,8 @@ fn request_error(e: &RequestError) -> Reply {
         RequestError::Client(ClientError::Unavailable { .. }) => "UNAVAILABLE",
         RequestError::Client(ClientError::Timeout { .. }) => "TIMEOUT",
         RequestError::Client(ClientError::Joining) => "TRYAGAIN",
+        // Redis' code for "the server is busy, retry later".
+        RequestError::Client(ClientError::Overloaded) => "BUSY",
         _ => "ERR",
     };
     Reply::Error(format!("{code} {e}"))
@@ -879,6 +971,7 @@ mod tests {
             consistency: None,
             quit: false,
             port: 0,
+            max_keys: 3,
         }
     }
 
@@ -946,5 +1039,267 @@ mod tests {
             panic!("HELLO 3 should be refused");
         };
         assert!(e.starts_with("NOPROTO") && e.contains("RESP3"), "{e}");
+    }
+
+    #[test]
+    fn multi_key_commands_over_the_key_cap_are_refused_naming_it() {
+        let mut c = conn();
+        for cmd_text in [
+            "MGET a b c d",
+            "DEL a b c d",
+            "EXISTS a b c d",
+            "MSET a 1 b 2 c 3 d 4",
+        ] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(cmd_text), &mut c) else {
+                panic!("{cmd_text} should be refused");
+            };
+            assert!(
+                e.contains("names 4 keys") && e.contains("limit is 3 (max_keys_per_command)"),
+                "{e}"
+            );
+        }
+        assert!(matches!(plan(cmd("MGET a b c"), &mut c), Plan::Io(_)));
+        assert!(matches!(plan(cmd("MSET a 1 b 2 c 3"), &mut c), Plan::Io(_)));
+    }
+
+    #[test]
+    fn bare_client_and_config_are_arity_errors() {
+        let mut c = conn();
+        for name in ["CLIENT", "CONFIG", "client", "config"] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(name), &mut c) else {
+                panic!("bare {name} should be an error");
+            };
+            assert!(e.starts_with("ERR wrong number of arguments"), "{e}");
+        }
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("CONFIG GET"), &mut c) else {
+            panic!("CONFIG GET without a parameter should be an error");
+        };
+        assert!(e.contains("config|get"), "{e}");
+        assert!(matches!(
+            plan(Vec::new(), &mut c),
+            Plan::Ready(Reply::Error(_))
+        ));
+    }
+
+    /// Parses one RESP2 reply off the front of `buf`: the rest, or why not.
+    fn one_reply(buf: &[u8]) -> Result<&[u8], String> {
+        let line_end = buf.windows(2).position(|w| w == b"\r\n").ok_or("no CRLF")?;
+        let (kind, line) = (buf.first().ok_or("empty")?, &buf[1..line_end]);
+        let rest = &buf[line_end + 2..];
+        let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+        match kind {
+            b'+' | b'-' => {
+                if text.contains('\r') || text.contains('\n') {
+                    return Err(format!("line break inside {text:?}"));
+                }
+                Ok(rest)
+            }
+            b':' => text.parse::<i64>().map(|_| rest).map_err(|e| e.to_string()),
+            b'$' => {
+                let n: i64 = text
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                if n == -1 {
+                    return Ok(rest);
+                }
+                let n = usize::try_from(n).map_err(|e| e.to_string())?;
+                if rest.len() < n + 2 || &rest[n..n + 2] != b"\r\n" {
+                    return Err("bulk string shorter than announced".into());
+                }
+                Ok(&rest[n + 2..])
+            }
+            b'*' => {
+                let n: usize = text
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                let mut rest = rest;
+                for _ in 0..n {
+                    rest = one_reply(rest)?;
+                }
+                Ok(rest)
+            }
+            other => Err(format!("unknown reply type {:?}", char::from(*other))),
+        }
+    }
+
+    #[test]
+    fn the_reply_checker_rejects_what_is_not_one_reply() {
+        assert_eq!(one_reply(b"+OK\r\n"), Ok(&b""[..]));
+        assert_eq!(one_reply(b"*2\r\n$1\r\na\r\n:3\r\n"), Ok(&b""[..]));
+        assert!(one_reply(b"$5\r\nab\r\n").is_err());
+        assert!(one_reply(b"*2\r\n+OK\r\n").is_err());
+        assert!(one_reply(b"OK\r\n").is_err());
+        assert_eq!(one_reply(b"+OK\r\n+OK\r\n"), Ok(&b"+OK\r\n"[..]));
+    }
+
+    /// A node double: reads succeed empty, writes succeed, status answers;
+    /// keys starting with `busy` are refused as overloaded.
+    fn fake_handle() -> NodeHandle {
+        use crate::handle::{ClusterStatus, Command};
+        use cassio_core::{ClientOp, NodeId, Timestamp};
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Command>(64);
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Command::Status(reply) => {
+                        let _ = reply.send(ClusterStatus {
+                            local_id: 1,
+                            cluster: "t".into(),
+                            members: Vec::new(),
+                        });
+                    }
+                    Command::Request(req, reply) => {
+                        let key = match &req.op {
+                            ClientOp::Get { key }
+                            | ClientOp::Put { key, .. }
+                            | ClientOp::Delete { key } => key.clone(),
+                        };
+                        let res = if key.starts_with(b"busy") {
+                            Err(RequestError::Client(ClientError::Overloaded))
+                        } else if matches!(req.op, ClientOp::Get { .. }) {
+                            Ok(ClientResponse::Value(None))
+                        } else {
+                            Ok(ClientResponse::Written {
+                                ts: Timestamp::new(1, 0, NodeId(1)),
+                            })
+                        };
+                        let _ = reply.send(res);
+                    }
+                }
+            }
+        });
+        NodeHandle::new(tx)
+    }
+
+    /// Answers `cmd` as a connection would, into the bytes sent back.
+    fn answer(rt: &tokio::runtime::Runtime, cmd: Vec<Bytes>) -> BytesMut {
+        rt.block_on(async move {
+            let handle = fake_handle();
+            let mut c = conn();
+            let mut out = BytesMut::new();
+            run_batch(&handle, &mut c, vec![cmd], &mut out).await;
+            out
+        })
+    }
+
+    #[test]
+    fn overloaded_is_answered_busy() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let out = answer(&rt, cmd("GET busy-key"));
+        assert!(
+            out.starts_with(b"-BUSY "),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(String::from_utf8_lossy(&out).contains("back off and retry"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Words the handlers branch on, so arguments reach every arm.
+        const WORDS: &[&str] = &[
+            "GET",
+            "SETNAME",
+            "GETNAME",
+            "ID",
+            "SETINFO",
+            "COUNT",
+            "INFO",
+            "LIST",
+            "DOCS",
+            "0",
+            "1",
+            "2",
+            "3",
+            "AUTH",
+            "all",
+            "quorum",
+            "default",
+            "one",
+            "save",
+            "appendonly",
+            "databases",
+            "EX",
+            "busy",
+            "",
+            " ",
+            "\r\n",
+            "server",
+            "cluster",
+        ];
+
+        fn names() -> Vec<String> {
+            let mut v: Vec<String> = COMMANDS.iter().map(|c| c.0.to_string()).collect();
+            v.extend(COMMANDS.iter().map(|c| c.0.to_ascii_uppercase()));
+            // Unknown ones, odd ones, and names longer than the name buffer.
+            v.extend(
+                [
+                    "HGET",
+                    "FLUSHALL",
+                    "",
+                    "x",
+                    "GETX",
+                    "CASSIO.",
+                    "\u{e9}t\u{e9}",
+                    "A_VERY_LONG_COMMAND_NAME_INDEED",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            v
+        }
+
+        fn arg() -> impl Strategy<Value = Bytes> {
+            prop_oneof![
+                prop::sample::select(WORDS).prop_map(|w| Bytes::copy_from_slice(w.as_bytes())),
+                prop::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// Every command the gateway knows (and some it does not), with
+            /// 0 to 3 arbitrary arguments: no panic, and exactly one
+            /// well-formed reply.
+            #[test]
+            fn every_command_with_up_to_three_arguments_gets_one_reply(
+                name in prop::sample::select(names()),
+                args in prop::collection::vec(arg(), 0..=3),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("runtime: {e}"));
+                let mut full = vec![Bytes::from(name.clone())];
+                full.extend(args);
+                let out = answer(&rt, full.clone());
+                let rest = one_reply(&out);
+                prop_assert_eq!(rest, Ok(&b""[..]), "{:?} answered {:?}", full, String::from_utf8_lossy(&out));
+            }
+        }
+
+        #[test]
+        fn every_known_name_with_zero_to_three_empty_arguments() {
+            // The exhaustive corner the random search may miss: each known
+            // command with exactly 0, 1, 2 and 3 empty arguments.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            for name in names() {
+                for n in 0..=3 {
+                    let mut full = vec![Bytes::from(name.clone())];
+                    full.extend(std::iter::repeat_n(Bytes::new(), n));
+                    let out = answer(&rt, full.clone());
+                    assert_eq!(one_reply(&out), Ok(&b""[..]), "{full:?}");
+                }
+            }
+        }
     }
 }

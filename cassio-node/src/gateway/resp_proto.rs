@@ -441,4 +441,121 @@ mod tests {
             b"+OK\r\n-ERR bad  thing\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*2\r\n"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn small_limits() -> Limits {
+            // Small caps so random input reaches every limit too.
+            Limits {
+                max_args: 8,
+                max_bulk: 64,
+                max_inline: 64,
+                max_command: 256,
+            }
+        }
+
+        /// Feeds `wire` in pieces cut at `cuts`; each step must end in a
+        /// command, "need more", or a protocol error (after which the
+        /// connection would close, so feeding stops).
+        fn feed(
+            limits: Limits,
+            wire: &[u8],
+            cuts: &[usize],
+        ) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+            let mut p = Parser::new(limits);
+            let mut buf = BytesMut::new();
+            let mut cmds = Vec::new();
+            let mut at = 0;
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+            points.push(wire.len());
+            points.sort_unstable();
+            for end in points {
+                if end < at {
+                    continue;
+                }
+                buf.extend_from_slice(&wire[at..end]);
+                at = end;
+                while let Some(c) = p.next(&mut buf)? {
+                    assert!(!c.is_empty(), "a returned command has a name");
+                    cmds.push(c);
+                }
+            }
+            Ok(cmds)
+        }
+
+        fn encode(cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
+            let mut w = Vec::new();
+            for c in cmds {
+                w.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
+                for a in c {
+                    w.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                    w.extend_from_slice(a);
+                    w.extend_from_slice(b"\r\n");
+                }
+            }
+            w
+        }
+
+        /// Protocol fragments, so random input often looks almost valid.
+        fn wire() -> impl Strategy<Value = Vec<u8>> {
+            let frag = prop_oneof![
+                prop::sample::select(vec![
+                    &b"*"[..],
+                    b"$",
+                    b"\r\n",
+                    b"\n",
+                    b"\r",
+                    b"-1",
+                    b"0",
+                    b"1",
+                    b"3",
+                    b"99999999999",
+                    b"*2\r\n",
+                    b"$3\r\nGET\r\n",
+                    b" ",
+                    b"PING",
+                    b"-",
+                    b"+",
+                ])
+                .prop_map(<[u8]>::to_vec),
+                prop::collection::vec(any::<u8>(), 0..24),
+            ];
+            prop::collection::vec(frag, 0..24).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            /// Arbitrary bytes, cut anywhere: never a panic.
+            #[test]
+            fn arbitrary_bytes_give_commands_need_more_or_an_error(
+                wire in wire(),
+                cuts in prop::collection::vec(any::<usize>(), 0..6),
+                small in any::<bool>(),
+            ) {
+                let limits = if small { small_limits() } else { Limits::default() };
+                let _ = feed(limits, &wire, &cuts);
+            }
+
+            /// Valid commands, cut anywhere, come back exactly.
+            #[test]
+            fn valid_commands_cut_anywhere_round_trip(
+                cmds in prop::collection::vec(
+                    prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..5),
+                    1..6,
+                ),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let wire = encode(&cmds);
+                let got = feed(Limits::default(), &wire, &cuts);
+                let want: Vec<Vec<Bytes>> = cmds
+                    .iter()
+                    .map(|c| c.iter().map(|a| Bytes::copy_from_slice(a)).collect())
+                    .collect();
+                prop_assert_eq!(got, Ok(want));
+            }
+        }
+    }
 }

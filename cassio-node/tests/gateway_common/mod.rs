@@ -1,8 +1,8 @@
 //! A fake node for the gateway tests: a task answering `Command`s from an
 //! in-memory map, so the gateways are tested without the real driver.
 //!
-//! Keys starting with `unavailable`, `timeout`, `badrequest` or
-//! `replicafail` fail with that error; a request at consistency `ALL` fails
+//! Keys starting with `unavailable`, `timeout`, `badrequest`,
+//! `replicafail` or `overloaded` fail with that error; a request at consistency `ALL` fails
 //! with `Unavailable` (as one node of three would); every request seen is
 //! recorded.
 
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use cassio_core::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Consistency, NodeId, Timestamp,
 };
+use cassio_node::gateway::GatewayLimits;
 use cassio_node::handle::Command;
 use cassio_node::{ClusterStatus, MemberStatus, NodeHandle, RequestError};
 use std::collections::HashMap;
@@ -124,6 +125,9 @@ fn answer(
         }
         .into());
     }
+    if key.starts_with(b"overloaded") {
+        return Err(ClientError::Overloaded.into());
+    }
     if key.starts_with(b"badrequest") {
         return Err(RequestError::BadRequest("refused by the fake".into()));
     }
@@ -165,6 +169,28 @@ pub async fn serve_resp(handle: NodeHandle) -> Served {
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(cassio_node::gateway::serve_resp(listener, handle, rx));
+    Served { addr, stop, task }
+}
+
+/// Serves the RESP gateway for `handle` within `limits`.
+pub async fn serve_resp_with(handle: NodeHandle, limits: GatewayLimits) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(cassio_node::gateway::serve_resp_with(
+        listener, handle, rx, limits,
+    ));
+    Served { addr, stop, task }
+}
+
+/// Serves the HTTP gateway for `handle` within `limits`.
+pub async fn serve_http_with(handle: NodeHandle, limits: GatewayLimits) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(cassio_node::gateway::serve_http_with(
+        listener, handle, rx, limits,
+    ));
     Served { addr, stop, task }
 }
 
