@@ -143,8 +143,14 @@ pub enum MembershipEvent {
         /// Its new status.
         status: NodeStatus,
     },
-    /// The member was forgotten (left long ago, or down for too long).
-    Removed(NodeId),
+    /// The member was forgotten (left long ago, or down for too long); hosts
+    /// drop what they keep per peer for `addr` (connections, queues).
+    Removed {
+        /// The member.
+        id: NodeId,
+        /// Where it listened.
+        addr: SocketAddr,
+    },
 }
 
 /// Gossip and failure-detection settings.
@@ -945,17 +951,22 @@ impl Membership {
                 .down_since
                 .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.remove_dead_after);
             if left_long_ago || dead_long {
-                gone.push((id, m.state.generation, m.app.status.owns_tokens()));
+                gone.push((
+                    id,
+                    m.state.generation,
+                    m.app.status.owns_tokens(),
+                    m.app.addr,
+                ));
             }
         }
-        for (id, generation, owned) in gone {
+        for (id, generation, owned, addr) in gone {
             self.members.remove(&id);
             self.view_epoch += 1;
             self.forgotten.insert(id, (generation, now));
             if owned {
                 self.ring_epoch += 1;
             }
-            events.push(MembershipEvent::Removed(id));
+            events.push(MembershipEvent::Removed { id, addr });
         }
         let quarantine = self.cfg.forget_left_after.max(self.cfg.remove_dead_after);
         self.forgotten

@@ -567,10 +567,12 @@ impl Node {
         } else {
             persisted.clock_high_water
         };
+        if !persisted.members.is_empty() {
+            membership.load_persisted(&persisted.members, now);
+        }
         let restart_quorum = if persisted.members.is_empty() || config.start_without_quorum {
             None
         } else {
-            membership.load_persisted(&persisted.members, now);
             Some(persisted.members.iter().map(|m| m.id).collect())
         };
         let mut node = Node {

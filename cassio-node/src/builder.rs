@@ -184,6 +184,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Coordinate at once after a restart, without waiting to hear from a
+    /// majority of the persisted view ([`cassio_core::Config::start_without_quorum`]
+    /// says what it risks).
+    pub fn start_without_quorum(mut self, yes: bool) -> Self {
+        self.config.start_without_quorum = yes;
+        self
+    }
+
     /// This run's generation (must grow across restarts of this node).
     pub fn generation(mut self, generation: u64) -> Self {
         self.config.generation = Some(generation);

@@ -48,6 +48,7 @@ pub const FIELDS: &[&str] = &[
     "store",
     "sync",
     "truncate_corrupt_log",
+    "start_without_quorum",
     "transport",
     "tls_ca",
     "tls_cert",
@@ -239,6 +240,9 @@ pub struct Settings {
     /// Native store: cut the commit log at damage that valid records follow
     /// instead of refusing to start (loses those records; see operations.md).
     pub truncate_corrupt_log: bool,
+    /// Coordinate at once after a restart instead of waiting to hear from a
+    /// majority of the persisted view (see operations.md for the risk).
+    pub start_without_quorum: bool,
     /// Transport.
     pub transport: TransportKind,
     /// Mutual TLS certificates, if configured.
@@ -481,6 +485,10 @@ impl Settings {
             "truncate_corrupt_log",
             &get("truncate_corrupt_log", "false"),
         )?;
+        let start_without_quorum = boolean(
+            "start_without_quorum",
+            &get("start_without_quorum", "false"),
+        )?;
         let transport_name = get("transport", "tcp");
         let transport = match transport_name.to_ascii_lowercase().as_str() {
             "tcp" => TransportKind::Tcp,
@@ -685,6 +693,7 @@ impl Settings {
             store,
             sync,
             truncate_corrupt_log,
+            start_without_quorum,
             transport,
             tls,
             insecure_plaintext,

@@ -334,7 +334,16 @@ impl Running {
                 }
                 Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
                 Output::Storage { token, op } => self.storage.push(token, op),
-                Output::Event(e) => log_event(&e),
+                Output::Event(e) => {
+                    if let NodeEvent::Membership(MembershipEvent::Removed { addr, .. }) = &e {
+                        // A member that left or died for good: drop its send
+                        // task and queue here and its connection in the
+                        // transport, so neither grows with departed peers.
+                        self.peers.remove(addr);
+                        self.transport.forget(*addr);
+                    }
+                    log_event(&e)
+                }
                 Output::Persist(state) => self.persist(&state),
             }
         }
@@ -583,11 +592,9 @@ fn log_event(e: &NodeEvent) {
                 MembershipEvent::StatusChanged { id, status } => {
                     tracing::info!(node = %id, status = ?status, "member status changed")
                 }
-                // TODO(lead): once `Removed` (or an output) carries the
-                // member's address, call `transport.forget(addr)` here so
-                // the transport drops its connection and queue at once
-                // (until then its peer table's LRU cap reclaims them).
-                MembershipEvent::Removed(id) => tracing::info!(node = %id, "member removed"),
+                MembershipEvent::Removed { id, addr } => {
+                    tracing::info!(node = %id, %addr, "member removed")
+                }
             }
         }
         NodeEvent::UnknownPeer(id) => {
@@ -630,7 +637,7 @@ fn membership_event_name(m: &MembershipEvent) -> &'static str {
         MembershipEvent::Up(_) => "up",
         MembershipEvent::Restarted { .. } => "restarted",
         MembershipEvent::StatusChanged { .. } => "status_changed",
-        MembershipEvent::Removed(_) => "removed",
+        MembershipEvent::Removed { .. } => "removed",
     }
 }
 

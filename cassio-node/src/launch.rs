@@ -329,6 +329,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         // A node that has never been a member joins as `Joining`; one whose
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())
+        .start_without_quorum(settings.start_without_quorum)
         // Measured (see the driver's docs): group commit needs concurrent
         // callers, which per-op blocking tasks give and batches do not.
         .storage_mode(match settings.sync {

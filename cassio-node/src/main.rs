@@ -125,6 +125,12 @@ struct StartArgs {
     /// included; repair it from replicas. Use once, after reading the error.
     #[arg(long)]
     truncate_corrupt_log: bool,
+    /// After a restart, coordinate at once instead of waiting to hear from a
+    /// majority of the cluster this node last knew. RISK: with most of the
+    /// ring unheard from, this node may acknowledge writes that later reads
+    /// miss. Only when the other members are gone for good.
+    #[arg(long)]
+    start_without_quorum: bool,
     /// Log format: human or json [default: human].
     #[arg(long)]
     log_format: Option<String>,
@@ -208,6 +214,9 @@ impl StartArgs {
         }
         if self.truncate_corrupt_log {
             r.set("truncate_corrupt_log", "true");
+        }
+        if self.start_without_quorum {
+            r.set("start_without_quorum", "true");
         }
         r
     }

@@ -632,3 +632,144 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("replicas = \"2\": unknown setting"), "{err}");
 }
+
+/// Issue 10's whole-cluster restart: three nodes with `--sync always` all
+/// killed with SIGKILL, then restarted one at a time with delays. While only
+/// one is back it knows the ring (persisted view) but has heard from no
+/// majority, so it acknowledges nothing; once all are back, every QUORUM
+/// write acknowledged before the kill reads back at QUORUM.
+#[test]
+fn whole_cluster_sigkill_and_staggered_restart_loses_no_acknowledged_write() {
+    let sc = Scenario {
+        name: "cold-restart",
+        transport: "tcp",
+        store: "native",
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let with_sync = |mut a: Vec<String>| {
+        a.extend(["--sync".to_string(), "always".to_string()]);
+        a
+    };
+    let (p1, r1) = start_node("node1", dir, &with_sync(node_args(&sc, dir, 1, None, None)));
+    let (p2, r2) = start_node(
+        "node2",
+        dir,
+        &with_sync(node_args(&sc, dir, 2, Some(r1.peer), None)),
+    );
+    let (p3, r3) = start_node(
+        "node3",
+        dir,
+        &with_sync(node_args(&sc, dir, 3, Some(r1.peer), None)),
+    );
+    for r in [&r1, &r2, &r3] {
+        wait_status(
+            "three Normal nodes",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in [&r1, &r2, &r3] {
+        wait_ready(&rt, r.client);
+    }
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+    };
+    let c = rt
+        .block_on(Client::connect_with(
+            &[r1.client, r2.client, r3.client],
+            cfg.clone(),
+        ))
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        let (k, v) = (format!("cold-{i}"), format!("value-{i}"));
+        if rt
+            .block_on(c.set(k.clone(), v.clone(), Some(Consistency::Quorum)))
+            .is_ok()
+        {
+            acked.push((k, v));
+        }
+    }
+    assert_eq!(
+        acked.len(),
+        60,
+        "a healthy cluster acknowledges every write"
+    );
+    drop(c);
+    for mut p in [p1, p2, p3] {
+        p.kill();
+    }
+
+    // Node 1 alone, on its old ports and data: it must refuse to coordinate.
+    let (p1, r1b) = start_node(
+        "node1-again",
+        dir,
+        &with_sync(node_args(&sc, dir, 1, None, Some(&r1))),
+    );
+    let c1 = rt
+        .block_on(Client::connect_with(&[r1b.client], cfg.clone()))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut refused = 0;
+    while Instant::now() < until {
+        let r = rt.block_on(c1.set("alone", "x", Some(Consistency::One)));
+        assert!(
+            r.is_err(),
+            "a lone restarted node acknowledged a write with two of three replicas unknown"
+        );
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(refused > 5);
+
+    // Node 2 joins it after a delay: two of three is a majority.
+    let (p2, r2b) = start_node(
+        "node2-again",
+        dir,
+        &with_sync(node_args(&sc, dir, 2, Some(r1.peer), Some(&r2))),
+    );
+    wait_ready(&rt, r1b.client);
+    wait_ready(&rt, r2b.client);
+    std::thread::sleep(Duration::from_secs(2));
+    let (p3, r3b) = start_node(
+        "node3-again",
+        dir,
+        &with_sync(node_args(&sc, dir, 3, Some(r1.peer), Some(&r3))),
+    );
+    for r in [&r1b, &r2b, &r3b] {
+        wait_status(
+            "three Normal nodes again",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
+    }
+    wait_ready(&rt, r3b.client);
+    let c = rt
+        .block_on(Client::connect_with(
+            &[r1b.client, r2b.client, r3b.client],
+            cfg,
+        ))
+        .unwrap();
+    let mut missing = Vec::new();
+    for (k, v) in &acked {
+        match rt.block_on(c.get(k.clone(), Some(Consistency::Quorum))) {
+            Ok(Some(got)) if got.as_ref() == v.as_bytes() => {}
+            other => missing.push(format!("{k}: {other:?}")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    drop((p1, p2, p3));
+}
