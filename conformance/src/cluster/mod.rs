@@ -205,6 +205,16 @@ pub struct OpRecord {
     pub outcome: OpOutcome,
     /// Part of the final repair pass rather than the workload.
     pub repair_pass: bool,
+    /// For writes: every virtual time at which some store executed an
+    /// `Apply` of this write's version (replica writes, the coordinator's
+    /// own, and read repairs), from the simulator's delivery log.
+    pub applied: Vec<Instant>,
+    /// Whether the coordinator sent replica requests or ran storage for
+    /// this request while handling it.
+    pub fanned_out: bool,
+    /// Whether the coordinator was paused while the request was in flight
+    /// (its answer may then be late through no fault of the protocol).
+    pub coordinator_paused: bool,
 }
 
 /// The result of one simulation.
@@ -265,8 +275,6 @@ struct SimNode {
     skew_micros: i64,
     timer_at: Option<Instant>,
     started_before: bool,
-    /// What the node last asked to persist (its "disk" besides the store).
-    persisted: Option<cassio_core::PersistedState>,
 }
 
 /// A simulated cluster: nodes, network, clients and virtual time. Most
@@ -292,9 +300,16 @@ pub struct SimCluster<'a> {
     next_value: u64,
     frames: (u64, u64, u64),
     capture_ts_for: Option<usize>,
+    /// Which client operation each write timestamp belongs to.
+    ts_owner: BTreeMap<Timestamp, usize>,
+    /// Which client operation each written value belongs to (values are
+    /// unique across a history).
+    value_owner: BTreeMap<Bytes, usize>,
+    /// Which client operation each coordinator's request tag serves:
+    /// (node, incarnation, tag) → history index, so that a write the
+    /// coordinator re-stamps and sends again is still attributed.
+    tag_owner: BTreeMap<(usize, u64, u64), usize>,
     workload_end: Instant,
-    /// Which history entry each write stamp belongs to (re-stamps included).
-    stamp_owner: BTreeMap<Timestamp, usize>,
 }
 
 /// Wall-clock time (micros since the epoch) at the start of every simulation.
@@ -330,7 +345,6 @@ impl<'a> SimCluster<'a> {
                 },
                 timer_at: None,
                 started_before: false,
-                persisted: None,
             })
             .collect();
         let codec = WireCodec::new("sim");
@@ -355,8 +369,10 @@ impl<'a> SimCluster<'a> {
             next_value: 1,
             frames: (0, 0, 0),
             capture_ts_for: None,
+            ts_owner: BTreeMap::new(),
+            value_owner: BTreeMap::new(),
+            tag_owner: BTreeMap::new(),
             workload_end: Instant::ZERO,
-            stamp_owner: BTreeMap::new(),
         }
     }
 
@@ -383,7 +399,6 @@ impl<'a> SimCluster<'a> {
         c.request_timeout = self.scenario.request_timeout;
         // New on the first start; a restart is an existing member coming back.
         c.bootstrap = !self.nodes[i].started_before;
-        c.persisted = self.nodes[i].persisted.clone();
         c
     }
 
@@ -415,6 +430,7 @@ impl<'a> SimCluster<'a> {
                     if let StorageOp::Apply { version, .. } = &op {
                         self.note_write_ts(version.ts);
                     }
+                    self.note_fan_out();
                     let delay = self
                         .rng
                         .random_range(0..=self.scenario.storage_latency.as_micros() as u64);
@@ -432,18 +448,7 @@ impl<'a> SimCluster<'a> {
                 Output::Event(NodeEvent::Membership(e)) => {
                     self.membership_log.push((self.now, i, e));
                 }
-                Output::Event(NodeEvent::Restamped { from, to }) => {
-                    // The write now carries the new stamp: record it as the
-                    // op's stamp, so the checker sees what replicas hold.
-                    if let Some(&idx) = self.stamp_owner.get(&from) {
-                        self.stamp_owner.insert(to, idx);
-                        if let Some(op) = self.history.get_mut(idx) {
-                            op.ts = Some(to);
-                        }
-                    }
-                }
                 Output::Event(_) => {}
-                Output::Persist(state) => self.nodes[i].persisted = Some(state),
             }
         }
         let next = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout());
@@ -468,14 +473,49 @@ impl<'a> SimCluster<'a> {
         if let Some(idx) = self.capture_ts_for {
             if let Some(op) = self.history.get_mut(idx) {
                 op.ts.get_or_insert(ts);
-                self.stamp_owner.insert(ts, idx);
+                self.ts_owner.entry(ts).or_insert(idx);
             }
         }
     }
 
+    /// Notes that the request being handled made the coordinator act.
+    fn note_fan_out(&mut self) {
+        if let Some(op) = self.capture_ts_for.and_then(|i| self.history.get_mut(i)) {
+            op.fanned_out = true;
+        }
+    }
+
+    /// Attributes a coordinator's `Write` to its client operation: during
+    /// `handle_client` by capture, later (a re-stamped rewrite) by its tag.
+    fn note_write_msg(&mut self, from: usize, tag: u64, ts: Timestamp) {
+        let key = (from, self.nodes[from].incarnation, tag);
+        if let Some(idx) = self.capture_ts_for {
+            self.note_write_ts(ts);
+            self.tag_owner.insert(key, idx);
+        } else if let Some(&idx) = self.tag_owner.get(&key) {
+            self.ts_owner.entry(ts).or_insert(idx);
+        }
+    }
+
+    /// Records that a store executed `version`, for the operation that wrote it.
+    fn note_applied(&mut self, version: &cassio_core::Versioned) {
+        let owner = match &version.value {
+            Some(v) => self.value_owner.get(v),
+            None => self.ts_owner.get(&version.ts),
+        };
+        if let Some(op) = owner.copied().and_then(|i| self.history.get_mut(i)) {
+            op.applied.push(self.now);
+        }
+    }
+
     fn send(&mut self, from: usize, to: SocketAddr, msg: &PeerMsg) {
-        if let PeerMsg::Write { version, .. } = msg {
-            self.note_write_ts(version.ts);
+        match msg {
+            PeerMsg::Write { tag, version, .. } => {
+                self.note_write_msg(from, *tag, version.ts);
+                self.note_fan_out();
+            }
+            PeerMsg::Read { .. } => self.note_fan_out(),
+            _ => {}
         }
         self.frames.0 += 1;
         let Some(&to) = self.by_addr.get(&to) else {
@@ -561,8 +601,14 @@ impl<'a> SimCluster<'a> {
             completed: None,
             outcome: OpOutcome::Pending,
             repair_pass,
+            applied: Vec::new(),
+            fanned_out: false,
+            coordinator_paused: false,
         });
         let idx = self.history.len() - 1;
+        if let OpKind::Put(v) = &self.history[idx].kind {
+            self.value_owner.insert(v.clone(), idx);
+        }
         if self.nodes[node].node.is_none() {
             self.history[idx].outcome = OpOutcome::Refused;
             self.history[idx].completed = Some(self.now);
@@ -790,9 +836,14 @@ impl<'a> SimCluster<'a> {
                 }
                 let store = Arc::clone(&self.nodes[node].store);
                 let result = match op {
-                    StorageOp::Apply { key, version } => StorageResult::Applied(
-                        store.apply(&key, &version).map_err(|e| e.to_string()),
-                    ),
+                    StorageOp::Apply { key, version } => {
+                        let r = store.apply(&key, &version).map_err(|e| e.to_string());
+                        // A store that refused the write did not apply it.
+                        if r.is_ok() {
+                            self.note_applied(&version);
+                        }
+                        StorageResult::Applied(r)
+                    }
                     StorageOp::Get { key } => {
                         StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
                     }
