@@ -7,7 +7,6 @@
 use cassio_core::{NodeId, Store};
 use cassio_store_native::{NativeOptions, NativeStore, SyncPolicy};
 use conformance::cluster::{nemesis, sweep_with, Fault, NodeStores, Scenario};
-use conformance::known_failure_scenario;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -130,26 +129,22 @@ fn crash_each_in_turn_sync_always() {
     );
 }
 
-known_failure_scenario!(
-    crash_each_in_turn_sync_never,
-    "waits for issue 11: a replica that lost unsynced acknowledged writes serves QUORUM reads before hinted handoff/anti-entropy catch it up (no Syncing state)",
-    {
-        run(
-            &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
-            "crash_each_in_turn_sync_never -- --ignored",
-            &NativeStores::new(SyncPolicy::Never, None),
-        );
-    }
-);
+#[test]
+fn crash_each_in_turn_sync_never() {
+    // A process crash (not a power loss) keeps what reached the OS; only
+    // the commit log's userspace buffer is lost.
+    run(
+        &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
+        "crash_each_in_turn_sync_never",
+        &NativeStores::new(SyncPolicy::Never, None),
+    );
+}
 
-known_failure_scenario!(
-    crash_each_in_turn_sync_periodic,
-    "waits for issue 11: a replica that lost the last sync period's acknowledged writes serves QUORUM reads before hinted handoff/anti-entropy catch it up (no Syncing state)",
-    {
-        run(
-            &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_periodic"),
-            "crash_each_in_turn_sync_periodic -- --ignored",
-            &NativeStores::new(SyncPolicy::Never, Some(Duration::from_millis(1000))),
-        );
-    }
-);
+#[test]
+fn crash_each_in_turn_sync_periodic() {
+    run(
+        &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_periodic"),
+        "crash_each_in_turn_sync_periodic",
+        &NativeStores::new(SyncPolicy::Never, Some(Duration::from_millis(1000))),
+    );
+}
