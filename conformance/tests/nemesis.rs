@@ -160,6 +160,17 @@ fn wipe_same_id() {
 }
 
 known_failure_scenario!(
+    wipe_after_missed_writes,
+    "waits for issues 11 and 12: a wiped node rejoins and serves reads without streaming its ranges (range movements), next to a replica that never got the writes it missed while down (hinted handoff)",
+    {
+        run(
+            &nemesis::wipe_after_missed_writes(),
+            "wipe_after_missed_writes -- --ignored",
+        );
+    }
+);
+
+known_failure_scenario!(
     wipe_new_id,
     "waits for issue 12: range movements (streaming on join/leave/replace)",
     {

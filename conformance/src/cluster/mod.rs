@@ -91,6 +91,10 @@ pub struct Scenario {
     /// Broken on purpose: node `.0`'s store acknowledges every `.1`-th
     /// apply without applying it.
     pub drop_every_nth_write: Option<(usize, u32)>,
+    /// How long the workload goes on after the last fault (a restart, a
+    /// heal) before the simulator stops faults and heals everything: what
+    /// a node does right after it comes back is observed under load.
+    pub aftermath: Duration,
     /// Time from healing to the repair pass: liveness needs a few rounds
     /// (phi must fall, probes must land) before a read at ALL can work.
     pub heal_time: Duration,
@@ -125,6 +129,7 @@ impl Scenario {
             join_later: Vec::new(),
             seedless_first_node: false,
             drop_every_nth_write: None,
+            aftermath: Duration::ZERO,
             heal_time: Duration::from_secs(40),
             liveness_phase: true,
         }

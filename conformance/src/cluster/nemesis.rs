@@ -35,13 +35,15 @@ fn ms(m: u64) -> Duration {
 }
 
 /// The common base: 5 nodes, RF 3, QUORUM; clients spread their operations
-/// over ≈ 35 s so that every fault happens under load. Fewer clients than
+/// over ≈ 40 s so that every fault happens under load, and the workload
+/// goes on for 12 s after the last fault. Fewer clients than
 /// the cluster suite, so the whole catalog runs 200 seeds each in minutes.
 pub fn base(name: &str) -> Scenario {
     let mut s = Scenario::new(name);
     s.clients = 3;
-    s.ops_per_client = 50;
+    s.ops_per_client = 60;
     s.think_time = ms(1400);
+    s.aftermath = secs(12);
     s
 }
 
@@ -187,6 +189,27 @@ pub fn wipe_same_id() -> Scenario {
             },
         ),
         (secs(13), Fault::Restart(2)),
+    ];
+    s
+}
+
+/// Node 3 is down for 10 s and misses writes; right after it is back,
+/// node 2 loses its data directory and comes back empty (same id): writes
+/// made while node 3 was down are then on one replica of three.
+pub fn wipe_after_missed_writes() -> Scenario {
+    let mut s = base("wipe_after_missed_writes");
+    s.keys = 16;
+    s.faults = vec![
+        (secs(2), Fault::Crash(3)),
+        (secs(12) + ms(500), Fault::Restart(3)),
+        (
+            secs(13),
+            Fault::Wipe {
+                node: 2,
+                new_id: false,
+            },
+        ),
+        (secs(13) + ms(300), Fault::Restart(2)),
     ];
     s
 }
@@ -492,6 +515,7 @@ pub fn catalog() -> Vec<Scenario> {
         crash_all_restart_in_waves(),
         crash_each_in_turn("crash_each_in_turn"),
         wipe_same_id(),
+        wipe_after_missed_writes(),
         wipe_new_id(),
         seedless_first_node_restart(),
         clock_jumps(),

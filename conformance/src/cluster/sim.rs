@@ -764,7 +764,9 @@ impl<'a> SimCluster<'a> {
         }
         // Faults stop well after the workload: heal, restore every node,
         // drop loss, let liveness settle, then repair and wait for quiet.
-        let settle = warmup + last_fault.max(Duration::from_secs(12)) + Duration::from_secs(1);
+        let settle = warmup
+            + (last_fault + self.scenario.aftermath).max(Duration::from_secs(12))
+            + Duration::from_secs(1);
         self.schedule(settle, Event::Fault(Fault::Heal));
         self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
         for i in 0..self.nodes.len() {
