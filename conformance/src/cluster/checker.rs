@@ -72,8 +72,9 @@ pub enum Violation {
         /// Each replica's version.
         versions: String,
     },
-    /// Guarantee 4: a read of the repair pass (at ALL, after faults stopped
-    /// and the cluster healed) failed: the cluster is not live.
+    /// Guarantee 4: a request of the repair pass (a read at ALL) or of the
+    /// liveness phase, after faults stopped and the cluster healed, failed:
+    /// the cluster is not live.
     RepairFailed {
         /// The read.
         op: String,
@@ -120,7 +121,10 @@ impl fmt::Display for Violation {
                 write!(f, "replicas of {key:?} diverged after repair: {versions}")
             }
             Violation::RepairFailed { op } => {
-                write!(f, "repair-pass read failed after healing: {op}")
+                write!(
+                    f,
+                    "request of the repair pass or liveness phase failed after healing: {op}"
+                )
             }
             Violation::Unanswered { op } => write!(f, "unanswered or late: {op}"),
             Violation::UnavailableAfterSending { op } => {
