@@ -2,8 +2,9 @@
 //! `conformance::cluster::nemesis` over a sweep of seeds (200 by default;
 //! `CASSIO_SIM_SEEDS=N` for more, `CASSIO_SIM_SEED=S` to replay one,
 //! `CASSIO_SIM_KEEP_GOING=1` to list every failing seed), each history
-//! judged by the checker; the swarm; and the mutation tests, which break
-//! the system on purpose and assert that the checker notices.
+//! judged by the checker; and the swarm. The mutation tests, which break
+//! the system on purpose and assert that the checker notices, are in
+//! `mutations.rs`.
 //!
 //! Scenarios that wait for a later issue are ignored tests whose reason
 //! names the missing capability; `cargo test -- --ignored` runs them.
@@ -11,8 +12,7 @@
 use cassio_core::{NodeId, Store};
 use conformance::cluster::nemesis;
 use conformance::cluster::{
-    check, simulate, sweep, sweep_each, NodeStores, Scenario, SimStores, SimSync, SweepStats,
-    Violation,
+    sweep, sweep_each, NodeStores, Scenario, SimStores, SimSync, SweepStats, Violation,
 };
 use conformance::known_failure_scenario;
 use conformance::MemStore;
@@ -267,38 +267,5 @@ fn swarm() {
     assert!(
         stats.failed > 0,
         "the swarm injected no effective fault: {stats:?}"
-    );
-}
-
-// --- mutations: the checker must catch a system broken on purpose ---------
-
-/// The first seed of the sweep whose history has a violation, with it.
-fn first_violation(s: &Scenario, stores: &dyn NodeStores) -> Option<(u64, Violation)> {
-    conformance::cluster::sweep_seeds(200)
-        .into_iter()
-        .find_map(|seed| {
-            let o = simulate(s, seed, stores);
-            check(s, &o).into_iter().next().map(|v| (seed, v))
-        })
-}
-
-#[test]
-fn mutation_replica_drops_every_tenth_write() {
-    let mut s = nemesis::crash_each_in_turn("mutation_drop_every_tenth");
-    s.drop_every_nth_write = Some((2, 10));
-    let found = first_violation(&s, &mem);
-    assert!(
-        found.is_some(),
-        "a replica that acknowledges every tenth write without applying it went unnoticed"
-    );
-}
-
-#[test]
-fn mutation_store_loses_synced_writes_on_crash() {
-    let s = nemesis::crash_each_in_turn("mutation_lose_synced");
-    let found = first_violation(&s, &SimStores::losing_synced_writes(SimSync::Always));
-    assert!(
-        found.is_some(),
-        "a store that loses synced writes on crash went unnoticed"
     );
 }

@@ -45,6 +45,9 @@ pub enum Fault {
         /// The jump, in microseconds.
         micros: i64,
     },
+    /// Every node's wall clock is corrected (as NTP would): skews, offsets
+    /// and jumps end. The simulator does this when faults stop.
+    SyncClocks,
     /// The node's store fails this fraction of applies and gets (0 stops it).
     StorageErrors {
         /// The node.

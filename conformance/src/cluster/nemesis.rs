@@ -5,9 +5,9 @@
 //! in which the cluster must converge and answer every request.
 //!
 //! Fault times count from the end of the warm-up. Every scenario ends the
-//! same way (see [`super::sim`]): faults stop, partitions heal, every node
-//! restarts, a repair pass reads every key at ALL, then every key is written
-//! and read again; all of it must succeed.
+//! same way (see [`super::sim`]): faults stop, partitions heal, clocks are
+//! corrected, every node restarts, a repair pass reads every key at ALL,
+//! then every key is written and read again; all of it must succeed.
 
 use super::{Fault, Scenario};
 use rand::{Rng, SeedableRng};

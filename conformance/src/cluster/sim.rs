@@ -639,6 +639,11 @@ impl<'a> SimCluster<'a> {
                     n.skew_micros = n.skew_micros.saturating_add(micros);
                 }
             }
+            Fault::SyncClocks => {
+                for n in &mut self.nodes {
+                    n.skew_micros = 0;
+                }
+            }
             Fault::StorageErrors { node, rate } => {
                 if let Some(s) = self.nodes.get(node).and_then(|n| n.store.as_ref()) {
                     s.set_error_rate(rate);
@@ -769,6 +774,7 @@ impl<'a> SimCluster<'a> {
             + Duration::from_secs(1);
         self.schedule(settle, Event::Fault(Fault::Heal));
         self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
+        self.schedule(settle, Event::Fault(Fault::SyncClocks));
         for i in 0..self.nodes.len() {
             self.schedule(
                 settle,
