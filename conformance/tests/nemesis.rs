@@ -12,7 +12,7 @@
 use cassio_core::{NodeId, Store};
 use conformance::cluster::nemesis;
 use conformance::cluster::{
-    sweep, sweep_each, NodeStores, Scenario, SimStores, SimSync, SweepStats, Violation,
+    sweep, sweep_each, NodeStores, Scenario, SimStores, SimSync, SweepStats,
 };
 use conformance::known_failure_scenario;
 use conformance::MemStore;
