@@ -79,6 +79,9 @@ struct SimNode {
     store: Option<Arc<FaultyStore>>,
     incarnation: u64,
     skew_micros: i64,
+    /// Its wall clock was, at some point, further from true time than
+    /// [`CLOCK_OUTLIER_MICROS`].
+    clock_outlier: bool,
     timer_at: Option<Instant>,
     started_before: bool,
     /// Its data directory is empty: the next start bootstraps (as the node
@@ -128,6 +131,14 @@ pub struct SimCluster<'a> {
     workload_end: Instant,
 }
 
+/// A node whose wall clock was ever this far from true time (twice Cassio's
+/// default `max_clock_offset` of 500 ms) may, by design, refuse to
+/// coordinate until its clock and hybrid clock are back in line (it
+/// refuses rather than risk last-write-wins inversions); the repair pass and
+/// the liveness phase do not send it their requests. It still serves as a
+/// replica, and every safety check still applies to what it did.
+const CLOCK_OUTLIER_MICROS: u64 = 1_000_000;
+
 /// Wall-clock time (micros since the epoch) at the start of every simulation.
 const SIM_EPOCH_MICROS: u64 = 1_700_000_000_000_000;
 
@@ -167,6 +178,8 @@ impl<'a> SimCluster<'a> {
                     store: Some(Arc::new(store)),
                     incarnation: 0,
                     skew_micros: drift.saturating_add(offset),
+                    clock_outlier: drift.saturating_add(offset).unsigned_abs()
+                        >= CLOCK_OUTLIER_MICROS,
                     timer_at: None,
                     started_before: false,
                     fresh: true,

@@ -181,14 +181,16 @@ impl SimCluster<'_> {
         v
     }
 
-    /// The nodes a client may trust after healing: running, not leaving, and
-    /// configured as the cluster is.
+    /// The nodes a client may trust after healing: running, not leaving,
+    /// configured as the cluster is, and whose clock was never an outlier
+    /// (see `CLOCK_OUTLIER_MICROS`).
     pub(super) fn regular_nodes(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| {
                 self.nodes[i].node.is_some()
                     && !self.nodes[i].left
                     && !self.scenario.rf_overrides.contains_key(&i)
+                    && !self.nodes[i].clock_outlier
             })
             .collect()
     }

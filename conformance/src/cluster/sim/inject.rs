@@ -113,6 +113,7 @@ impl SimCluster<'_> {
             Fault::ClockJump { node, micros } => {
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.skew_micros = n.skew_micros.saturating_add(micros);
+                    n.clock_outlier |= n.skew_micros.unsigned_abs() >= super::CLOCK_OUTLIER_MICROS;
                 }
             }
             Fault::SyncClocks => {
