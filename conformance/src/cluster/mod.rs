@@ -101,6 +101,8 @@ pub struct Scenario {
     /// After the repair pass, every key is written and read once more at
     /// the scenario's levels; each must succeed (the cluster is live).
     pub liveness_phase: bool,
+    /// Deliberate faults in every node's core, for the mutation tests.
+    pub mutations: cassio_core::config::Mutations,
 }
 
 impl Scenario {
@@ -132,6 +134,7 @@ impl Scenario {
             aftermath: Duration::ZERO,
             heal_time: Duration::from_secs(40),
             liveness_phase: true,
+            mutations: cassio_core::config::Mutations::default(),
         }
     }
 

@@ -90,6 +90,9 @@ struct SimNode {
     paused_until: Instant,
     stall_until: Instant,
     left: bool,
+    /// The node state it last asked to persist (on its "disk": a crash
+    /// keeps it, a wipe drops it).
+    persisted: Option<cassio_core::persist::PersistedState>,
 }
 
 /// A simulated cluster: nodes, network, clients and virtual time. Most
@@ -126,7 +129,8 @@ pub struct SimCluster<'a> {
     value_owner: BTreeMap<Bytes, usize>,
     /// Which client operation each coordinator's request tag serves:
     /// (node, incarnation, tag) → history index, so that a write the
-    /// coordinator re-stamps and sends again is still attributed.
+    /// coordinator sends again under the same tag is still attributed
+    /// (re-stamps under a new tag are followed through `Restamped`).
     tag_owner: BTreeMap<(usize, u64, u64), usize>,
     workload_end: Instant,
 }
@@ -186,6 +190,7 @@ impl<'a> SimCluster<'a> {
                     paused_until: Instant::ZERO,
                     stall_until: Instant::ZERO,
                     left: false,
+                    persisted: None,
                 }
             })
             .collect();
@@ -235,11 +240,10 @@ impl<'a> SimCluster<'a> {
             .saturating_add_signed(self.nodes[i].skew_micros)
     }
 
-    /// The time given to node `i` with an input. The core reads the wall
-    /// clock once at start for now; every input will carry
-    /// [`Self::wall_of`] once nodes take it.
-    fn now_for(&self, _i: usize) -> Instant {
-        self.now
+    /// The time given to node `i` with every input: virtual time and the
+    /// node's own wall clock (skewed, possibly jumping).
+    fn now_for(&self, i: usize) -> cassio_core::time::Now {
+        cassio_core::time::Now::new(self.now, self.wall_of(i))
     }
 
     fn config_for(&self, i: usize) -> Config {
@@ -266,6 +270,8 @@ impl<'a> SimCluster<'a> {
             ..KeyspaceConfig::default_keyspace(rf)
         }];
         c.request_timeout = self.scenario.request_timeout;
+        c.mutations = self.scenario.mutations.clone();
+        c.persisted = self.nodes[i].persisted.clone();
         // New on the first start or on a wiped directory; a restart is an
         // existing member coming back.
         c.bootstrap = self.nodes[i].fresh;
@@ -313,6 +319,14 @@ impl<'a> SimCluster<'a> {
                             op,
                         },
                     );
+                }
+                Output::Persist(state) => self.nodes[i].persisted = Some(state),
+                Output::Event(NodeEvent::Restamped { from, to }) => {
+                    // The coordinator re-stamped a superseded write: stores
+                    // will execute it under the new stamp.
+                    if let Some(&idx) = self.ts_owner.get(&from) {
+                        self.ts_owner.entry(to).or_insert(idx);
+                    }
                 }
                 Output::Event(NodeEvent::Membership(e)) => {
                     self.membership_log.push((self.now, i, e));

@@ -108,6 +108,7 @@ impl SimCluster<'_> {
                 self.put_store(node, empty);
                 self.nodes[node].id = id;
                 self.nodes[node].fresh = true;
+                self.nodes[node].persisted = None;
             }
             Fault::SetLoss(p) => self.loss = p,
             Fault::ClockJump { node, micros } => {
