@@ -1,12 +1,14 @@
 //! The simulated cluster on the native engine: the same guarantees the
 //! checker enforces on `MemStore` hold with each node on a `NativeStore`
 //! (small memtables, so flushes and compactions happen mid-run), and a
-//! simulated crash really crashes the store (`NativeStore::crash`: buffered
-//! commit-log records are lost) and reopens it from its directory.
+//! simulated crash is a power loss (`NativeStore::simulate_power_loss`:
+//! whatever was not fsynced is gone) before the store is reopened from its
+//! directory.
 
 use cassio_core::{NodeId, Store};
 use cassio_store_native::{NativeOptions, NativeStore, SyncPolicy};
 use conformance::cluster::{nemesis, sweep_with, Fault, NodeStores, Scenario};
+use conformance::known_failure_scenario;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,7 +69,9 @@ impl NodeStores for NativeStores {
             panic!("crash of a store that was never opened");
         };
         match Arc::try_unwrap(mine) {
-            Ok(native) => native.crash(),
+            Ok(native) => {
+                native.simulate_power_loss().expect("simulated power loss");
+            }
             Err(_) => panic!("the simulator still holds the store it crashed"),
         }
         self.open_at(node, path)
@@ -129,16 +133,17 @@ fn crash_each_in_turn_sync_always() {
     );
 }
 
-#[test]
-fn crash_each_in_turn_sync_never() {
-    // A process crash (not a power loss) keeps what reached the OS; only
-    // the commit log's userspace buffer is lost.
-    run(
-        &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
-        "crash_each_in_turn_sync_never",
-        &NativeStores::new(SyncPolicy::Never, None),
-    );
-}
+known_failure_scenario!(
+    crash_each_in_turn_sync_never,
+    "waits for issue 11: a replica that lost unsynced acknowledged writes serves QUORUM reads before hinted handoff/anti-entropy catch it up (no Syncing state)",
+    {
+        run(
+            &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
+            "crash_each_in_turn_sync_never -- --ignored",
+            &NativeStores::new(SyncPolicy::Never, None),
+        );
+    }
+);
 
 #[test]
 fn crash_each_in_turn_sync_periodic() {
