@@ -221,3 +221,102 @@ fn checker_flags_a_phantom_value_and_divergence() {
         "{v:?}"
     );
 }
+
+#[test]
+fn checker_judges_by_real_time_not_by_timestamps() {
+    use cassio_core::{ClientError, ClientResponse, Timestamp};
+    use conformance::cluster::{OpKind, OpOutcome};
+    let s = Scenario::new("tamper_real_time");
+    let clean = simulate_mem(&s, 11);
+    assert!(check(&s, &clean).is_empty());
+
+    // A read after two acknowledged puts (in real-time order) returns the
+    // first one's value: stale, whatever timestamps the system chose.
+    let mut o = simulate_mem(&s, 11);
+    let acked_put = |op: &conformance::cluster::OpRecord| {
+        matches!(op.kind, OpKind::Put(_))
+            && matches!(
+                op.outcome,
+                OpOutcome::Done(Ok(ClientResponse::Written { .. }))
+            )
+    };
+    let (i1, i2) = {
+        let h = &o.history;
+        let mut found = None;
+        'outer: for (i, w1) in h.iter().enumerate().filter(|(_, op)| acked_put(op)) {
+            for (j, w2) in h.iter().enumerate().filter(|(_, op)| acked_put(op)) {
+                if w2.key == w1.key && w2.invoked > w1.completed.expect("acked") {
+                    found = Some((i, j));
+                    break 'outer;
+                }
+            }
+        }
+        found.expect("two acknowledged puts of one key in real-time order")
+    };
+    let OpKind::Put(v1) = o.history[i1].kind.clone() else {
+        unreachable!()
+    };
+    let key = o.history[i2].key.clone();
+    let after = o.history[i2].completed.expect("acked") + Duration::from_millis(1);
+    // Give w1 a timestamp far above w2's, as a lying clock would: the
+    // checker must not care.
+    o.history[i1].ts = Some(Timestamp::new(u64::MAX / 2, 0, cassio_core::NodeId(1)));
+    let mut read = o.history[i2].clone();
+    read.kind = OpKind::Get;
+    read.invoked = after;
+    read.completed = Some(after + Duration::from_millis(1));
+    read.outcome = OpOutcome::Done(Ok(ClientResponse::Value(Some(v1))));
+    read.applied.clear();
+    o.history.push(read.clone());
+    let v = check(&s, &o);
+    assert!(
+        v.iter().any(|v| matches!(v, Violation::StaleRead { .. })),
+        "{v:?}"
+    );
+
+    // The same read answering empty, with no delete executed anywhere: stale.
+    let mut o2 = simulate_mem(&s, 11);
+    o2.history
+        .retain(|op| op.key != key || op.kind != OpKind::Delete);
+    let mut empty = read.clone();
+    empty.outcome = OpOutcome::Done(Ok(ClientResponse::Value(None)));
+    o2.history.push(empty);
+    assert!(
+        check(&s, &o2)
+            .iter()
+            .any(|v| matches!(v, Violation::StaleRead { .. })),
+        "an empty read with no applied delete must be stale"
+    );
+
+    // A failed repair-pass read, and an Unavailable answer after sending.
+    let mut o3 = simulate_mem(&s, 11);
+    let rp = o3
+        .history
+        .iter_mut()
+        .find(|op| op.repair_pass)
+        .expect("a repair-pass read");
+    rp.outcome = OpOutcome::Done(Err(ClientError::Timeout {
+        acked: 2,
+        needed: 3,
+    }));
+    let sent = o3
+        .history
+        .iter_mut()
+        .find(|op| op.fanned_out && !op.repair_pass)
+        .expect("a request that fanned out");
+    sent.outcome = OpOutcome::Done(Err(ClientError::Unavailable {
+        needed: 2,
+        alive: 1,
+    }));
+    let v = check(&s, &o3);
+    assert!(
+        v.iter()
+            .any(|v| matches!(v, Violation::RepairFailed { .. })),
+        "{v:?}"
+    );
+    assert!(
+        v.iter()
+            .any(|v| matches!(v, Violation::UnavailableAfterSending { .. })),
+        "{v:?}"
+    );
+}

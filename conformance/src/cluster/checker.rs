@@ -1,22 +1,34 @@
-//! Judges a recorded history against the guarantees Cassio promises:
+//! Judges a recorded history against the guarantees Cassio promises. Every
+//! judgement uses only what an outside observer saw: the virtual times at
+//! which clients invoked operations and received answers, and the
+//! simulator's delivery log (when a store executed a write). The
+//! timestamps the system assigned itself are never trusted; a system whose
+//! clocks lie must fail here.
 //!
-//! 1. With R + W > N, a read that begins after a write was acknowledged
-//!    returns that write's value or a version with a higher timestamp.
-//! 2. No read returns a value that was never written.
-//! 3. An acknowledged delete is not undone by older data.
-//! 4. After faults stop and the network heals, the replicas of every key
-//!    hold the same version once reads have repaired them.
+//! 1. Real-time order (R + W > N): a successful read invoked after an
+//!    acknowledged write `w2` completed must not return the value of a write
+//!    `w1` whose acknowledgement completed before `w2` was invoked
+//!    (`w1 acked < w2 invoked < w2 acked < read invoked`). `w2` may be a put
+//!    (a stale read) or a delete (a delete undone).
+//! 2. An empty read is stale if an acknowledged put completed before the read
+//!    was invoked and no delete explains it. A delete explains it only if the
+//!    delivery log shows its tombstone executed on some store before the read
+//!    completed, and no acknowledged put follows it in real time as in (1).
+//! 3. No read returns a value nobody wrote, a value whose put was invoked
+//!    after the read completed, or a value no store had applied by then.
+//! 4. After faults stop and the network heals, the repair pass (a read at
+//!    ALL of every key) succeeds, and the replicas of every key then hold
+//!    the same version.
+//! 5. Every request is answered within its timeout (unless its coordinator
+//!    crashed or was paused); `Unavailable` means nothing was sent.
 //!
-//! Also: every request is answered (no hangs) within its timeout, unless its
-//! coordinator crashed first.
-//!
-//! Guarantee 1 holds only when reads and writes overlap (R + W > N); the
-//! checker looks for stale reads in every history, so a run at ONE/ONE shows
-//! the stale reads that weaker levels allow.
+//! Guarantees 1 and 2 hold only when reads and writes overlap (R + W > N);
+//! the checker looks for stale reads in every history, so a run at ONE/ONE
+//! shows the stale reads that weaker levels allow.
 
 use super::{OpKind, OpOutcome, OpRecord, Scenario, SimOutcome};
 use bytes::Bytes;
-use cassio_core::{ClientResponse, Timestamp};
+use cassio_core::{ClientError, ClientResponse, Instant};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -24,24 +36,34 @@ use std::time::Duration;
 /// A broken guarantee, with the operations that show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// Guarantee 1: a read missed an acknowledged write.
+    /// Guarantees 1 and 2: a read returned something older, in real time,
+    /// than an acknowledged put that completed before it began.
     StaleRead {
         /// The read.
         read: String,
-        /// The acknowledged write it should have seen.
+        /// The acknowledged put it should have seen.
         write: String,
+        /// What the read returned instead (the write, or the delete that
+        /// could explain an empty read, or why none could).
+        returned: String,
     },
-    /// Guarantee 2: a read returned a value nobody wrote.
+    /// Guarantee 3: a read returned a value nobody wrote, a value from the
+    /// future, or a value no store held yet.
     PhantomValue {
         /// The read.
         read: String,
+        /// Why the value cannot have been read.
+        why: String,
     },
-    /// Guarantee 3: an acknowledged delete was undone by older data.
+    /// Guarantee 1: a read returned a value that an acknowledged delete,
+    /// later in real time, had removed.
     DeleteUndone {
         /// The read that saw the older data.
         read: String,
         /// The acknowledged delete.
         delete: String,
+        /// The put whose value came back.
+        returned: String,
     },
     /// Guarantee 4: replicas disagree after repair.
     Diverged {
@@ -50,9 +72,22 @@ pub enum Violation {
         /// Each replica's version.
         versions: String,
     },
-    /// A request got no answer although its coordinator stayed up, or got
-    /// it later than its timeout.
+    /// Guarantee 4: a request of the repair pass (a read at ALL) or of the
+    /// liveness phase, after faults stopped and the cluster healed, failed:
+    /// the cluster is not live.
+    RepairFailed {
+        /// The read.
+        op: String,
+    },
+    /// Guarantee 5: a request got no answer although its coordinator stayed
+    /// up, or got it later than its timeout.
     Unanswered {
+        /// The request.
+        op: String,
+    },
+    /// Guarantee 5: a request was answered `Unavailable` although its
+    /// coordinator had sent replica requests or run storage for it.
+    UnavailableAfterSending {
         /// The request.
         op: String,
     },
@@ -61,22 +96,47 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::StaleRead { read, write } => {
-                write!(f, "stale read: {read} missed acknowledged {write}")
+            Violation::StaleRead {
+                read,
+                write,
+                returned,
+            } => {
+                write!(
+                    f,
+                    "stale read: {read} missed acknowledged {write}; it returned {returned}"
+                )
             }
-            Violation::PhantomValue { read } => write!(f, "phantom value: {read}"),
-            Violation::DeleteUndone { read, delete } => {
-                write!(f, "delete undone: {read} after acknowledged {delete}")
+            Violation::PhantomValue { read, why } => write!(f, "phantom value: {read}: {why}"),
+            Violation::DeleteUndone {
+                read,
+                delete,
+                returned,
+            } => {
+                write!(
+                    f,
+                    "delete undone: {read} returned {returned} after acknowledged {delete}"
+                )
             }
             Violation::Diverged { key, versions } => {
                 write!(f, "replicas of {key:?} diverged after repair: {versions}")
             }
+            Violation::RepairFailed { op } => {
+                write!(
+                    f,
+                    "request of the repair pass or liveness phase failed after healing: {op}"
+                )
+            }
             Violation::Unanswered { op } => write!(f, "unanswered or late: {op}"),
+            Violation::UnavailableAfterSending { op } => {
+                write!(f, "answered Unavailable after sending: {op}")
+            }
         }
     }
 }
 
-fn describe(op: &OpRecord) -> String {
+/// One operation as text, with its invocation and completion times (µs of
+/// virtual time) and, for writes, the times a store executed it.
+pub fn describe(op: &OpRecord) -> String {
     let kind = match &op.kind {
         OpKind::Get => "get".to_string(),
         OpKind::Put(v) => format!("put {v:?}"),
@@ -87,8 +147,14 @@ fn describe(op: &OpRecord) -> String {
         .completed
         .map(|c| format!("{}", c.as_micros()))
         .unwrap_or_else(|| "-".into());
+    let applied = match op.applied.first() {
+        Some(first) if op.kind != OpKind::Get => {
+            format!(" applied {}x from @{}", op.applied.len(), first.as_micros())
+        }
+        _ => String::new(),
+    };
     format!(
-        "[client {} via {}: {kind} {:?}{ts} @{}..{} -> {:?}]",
+        "[client {} via {}: {kind} {:?}{ts} @{}..{}{applied} -> {:?}]",
         op.client,
         op.node,
         op.key,
@@ -109,11 +175,24 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
     for op in &outcome.history {
         let late = match (op.completed, &op.outcome) {
             (_, OpOutcome::Pending) => true,
-            (Some(c), OpOutcome::Done(_)) => c - op.invoked > scenario.request_timeout + slack,
+            (Some(c), OpOutcome::Done(_)) => {
+                !op.coordinator_paused && c - op.invoked > scenario.request_timeout + slack
+            }
             _ => false,
         };
         if late {
             violations.push(Violation::Unanswered { op: describe(op) });
+        }
+        if op.fanned_out
+            && matches!(
+                op.outcome,
+                OpOutcome::Done(Err(ClientError::Unavailable { .. }))
+            )
+        {
+            violations.push(Violation::UnavailableAfterSending { op: describe(op) });
+        }
+        if op.repair_pass && !matches!(op.outcome, OpOutcome::Done(Ok(_))) {
+            violations.push(Violation::RepairFailed { op: describe(op) });
         }
     }
     for ops in by_key.values() {
@@ -138,31 +217,48 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
     violations
 }
 
-fn acked_ts(op: &OpRecord) -> Option<Timestamp> {
+/// When the operation was acknowledged as a successful write, if it was.
+fn acked_at(op: &OpRecord) -> Option<Instant> {
     match &op.outcome {
-        OpOutcome::Done(Ok(ClientResponse::Written { ts })) => Some(*ts),
+        OpOutcome::Done(Ok(ClientResponse::Written { .. })) => op.completed,
         _ => None,
     }
 }
 
+/// An acknowledged write that began after `after` and completed before
+/// `before` (both strictly), if any: the latest such, for the message.
+fn acked_between<'a>(
+    writes: &[(&'a OpRecord, Instant)],
+    after: Instant,
+    before: Instant,
+    deletes_count: bool,
+) -> Option<&'a OpRecord> {
+    writes
+        .iter()
+        .filter(|(w, acked)| {
+            w.invoked > after && *acked < before && (deletes_count || w.kind != OpKind::Delete)
+        })
+        .max_by_key(|(_, acked)| *acked)
+        .map(|(w, _)| *w)
+}
+
 fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
-    // Every write that may have reached a replica, by value.
-    let mut value_ts: BTreeMap<&Bytes, (&OpRecord, Timestamp)> = BTreeMap::new();
-    // A coordinator may re-stamp a write above a newer version; the stamp
-    // it acknowledged is the one that counts.
-    for op in ops {
-        if let (OpKind::Put(v), Some(ts)) = (&op.kind, acked_ts(op).or(op.ts)) {
-            value_ts.insert(v, (op, ts));
-        }
-    }
-    let deletes: Vec<(&OpRecord, Timestamp)> = ops
+    let puts_by_value: BTreeMap<&Bytes, &OpRecord> = ops
         .iter()
-        .filter(|op| op.kind == OpKind::Delete)
-        .filter_map(|op| acked_ts(op).or(op.ts).map(|ts| (*op, ts)))
+        .filter_map(|op| match &op.kind {
+            OpKind::Put(v) => Some((v, *op)),
+            _ => None,
+        })
         .collect();
-    let acked: Vec<(&OpRecord, Timestamp)> = ops
+    let deletes: Vec<&OpRecord> = ops
         .iter()
-        .filter_map(|op| acked_ts(op).map(|ts| (*op, ts)))
+        .copied()
+        .filter(|op| op.kind == OpKind::Delete)
+        .collect();
+    // Acknowledged writes with the time of their acknowledgement.
+    let acked: Vec<(&OpRecord, Instant)> = ops
+        .iter()
+        .filter_map(|op| acked_at(op).map(|t| (*op, t)))
         .collect();
 
     for read in ops.iter().filter(|op| op.kind == OpKind::Get) {
@@ -171,42 +267,101 @@ fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
         else {
             continue;
         };
-        // The timestamp of the version the read returned.
-        let returned_ts = match value {
-            Some(v) => match value_ts.get(v) {
-                Some((w, ts)) if w.invoked <= done => Some(*ts),
-                _ => {
+        match value {
+            Some(v) => {
+                let Some(w1) = puts_by_value.get(v) else {
                     violations.push(Violation::PhantomValue {
                         read: describe(read),
+                        why: "no client ever wrote this value".into(),
+                    });
+                    continue;
+                };
+                if w1.invoked > done {
+                    violations.push(Violation::PhantomValue {
+                        read: describe(read),
+                        why: format!("its put was invoked after the read: {}", describe(w1)),
                     });
                     continue;
                 }
-            },
-            // Absent: the newest delete that could explain it, if any.
-            None => deletes
-                .iter()
-                .filter(|(d, _)| d.invoked <= done)
-                .map(|(_, ts)| *ts)
-                .max(),
-        };
-        for (w, wts) in &acked {
-            let Some(w_done) = w.completed else { continue };
-            if w_done >= read.invoked {
-                continue;
+                if !w1.applied.iter().any(|&t| t <= done) {
+                    violations.push(Violation::PhantomValue {
+                        read: describe(read),
+                        why: format!(
+                            "no store had executed its put when the read completed: {}",
+                            describe(w1)
+                        ),
+                    });
+                    continue;
+                }
+                // Only an acknowledged w1 has a place in real time; a failed
+                // or unanswered put may take effect at any later moment.
+                let Some(w1_acked) = acked_at(w1) else {
+                    continue;
+                };
+                if let Some(w2) = acked_between(&acked, w1_acked, read.invoked, true) {
+                    if w2.kind == OpKind::Delete {
+                        violations.push(Violation::DeleteUndone {
+                            read: describe(read),
+                            delete: describe(w2),
+                            returned: describe(w1),
+                        });
+                    } else {
+                        violations.push(Violation::StaleRead {
+                            read: describe(read),
+                            write: describe(w2),
+                            returned: describe(w1),
+                        });
+                    }
+                }
             }
-            if returned_ts.is_some_and(|r| r >= *wts) {
-                continue;
-            }
-            if w.kind == OpKind::Delete {
-                violations.push(Violation::DeleteUndone {
-                    read: describe(read),
-                    delete: describe(w),
+            None => {
+                // The newest put acknowledged before the read began; with none,
+                // an empty read is what a never-written key returns.
+                let Some(&(latest_put, _)) = acked
+                    .iter()
+                    .filter(|(w, t)| w.kind != OpKind::Delete && *t < read.invoked)
+                    .max_by_key(|(_, t)| *t)
+                else {
+                    continue;
+                };
+                // Deletes whose tombstone some store executed before the read
+                // completed: only they can explain the empty answer.
+                let explaining: Vec<&OpRecord> = deletes
+                    .iter()
+                    .copied()
+                    .filter(|d| d.applied.iter().any(|&t| t <= done))
+                    .collect();
+                if explaining.is_empty() {
+                    violations.push(Violation::StaleRead {
+                        read: describe(read),
+                        write: describe(latest_put),
+                        returned: "nothing, and no delete of the key had executed on any store"
+                            .into(),
+                    });
+                    continue;
+                }
+                // Some explaining delete must not be followed, in real time,
+                // by an acknowledged put that completed before the read.
+                let mut blocked = None;
+                let explained = explaining.iter().any(|d| match acked_at(d) {
+                    None => true,
+                    Some(d_acked) => match acked_between(&acked, d_acked, read.invoked, false) {
+                        None => true,
+                        Some(w2) => {
+                            blocked = Some((*d, w2));
+                            false
+                        }
+                    },
                 });
-            } else {
-                violations.push(Violation::StaleRead {
-                    read: describe(read),
-                    write: describe(w),
-                });
+                if !explained {
+                    if let Some((d, w2)) = blocked {
+                        violations.push(Violation::StaleRead {
+                            read: describe(read),
+                            write: describe(w2),
+                            returned: format!("nothing, as after {}", describe(d)),
+                        });
+                    }
+                }
             }
         }
     }

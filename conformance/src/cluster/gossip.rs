@@ -55,7 +55,7 @@ pub fn rounds_to_converge(s: &Scenario, seed: u64, max_rounds: u32) -> Option<u3
     None
 }
 
-fn converged_cluster<'a>(s: &'a Scenario, seed: u64, factory: StoreFactory<'_>) -> SimCluster<'a> {
+fn converged_cluster<'a>(s: &'a Scenario, seed: u64, factory: StoreFactory<'a>) -> SimCluster<'a> {
     let mut c = SimCluster::new(s, seed, factory);
     c.start_all();
     // Two minutes: the failure detectors' windows hold steady-state

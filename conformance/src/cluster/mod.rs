@@ -2,92 +2,41 @@
 //!
 //! Many [`cassio_core::Node`]s run in one thread on virtual time. A simulated
 //! network delays, drops, duplicates and reorders frames and can be split by
-//! partitions (symmetric or one-way); nodes crash (their in-memory state is
-//! lost, their store keeps what it had acknowledged) and restart with a new
-//! generation; every node's wall clock can be skewed. Clients record a
-//! history that [`checker`] judges against the guarantees Cassio promises.
+//! partitions (symmetric, one-way, non-transitive); nodes crash (their
+//! in-memory state is lost, their store keeps what its model says survives)
+//! and restart with a new generation, or come back on a wiped directory;
+//! clocks are skewed and jump; stores fail and stall; processes pause.
+//! Clients record a history that [`checker`] judges against the guarantees
+//! Cassio promises; [`nemesis`] names the scenarios.
+//!
+//! Files: [`sim`] (the engine), [`net`], [`faults`], [`stores`] (store
+//! models and wrappers), [`history`], [`checker`], [`nemesis`] (catalog
+//! and swarm), [`gossip`] (membership experiments).
 //!
 //! One `u64` seed decides everything: the same seed gives the same history,
 //! byte for byte.
 
 pub mod checker;
+pub mod faults;
 pub mod gossip;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod sim;
+pub mod stores;
 
-use bytes::Bytes;
-use cassio_core::config::{Config, Consistency, KeyspaceConfig};
-use cassio_core::membership::MembershipEvent;
-use cassio_core::NodeEvent;
-use cassio_core::{
-    ClientError, ClientRequest, ClientResponse, Instant, Node, NodeId, Output, PeerMsg, RequestId,
-    StorageOp, StorageResult, StorageToken, Store, Timestamp, WireCodec,
-};
-use core::net::SocketAddr;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::fmt::Write as _;
+use cassio_core::config::Consistency;
+use cassio_core::{ClientResponse, Store};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use checker::{check, Violation};
-
-/// Makes the store for a node; called once per node per simulation (the
-/// store outlives crashes of the node that uses it).
-pub type StoreFactory<'a> = &'a dyn Fn(NodeId) -> Arc<dyn Store>;
-
-/// How the simulated network behaves.
-#[derive(Clone, Debug)]
-pub struct NetConfig {
-    /// Smallest one-way latency.
-    pub min_latency: Duration,
-    /// Largest one-way latency (latencies are uniform in between, so frames
-    /// sent close together may arrive reordered).
-    pub max_latency: Duration,
-    /// Probability that a frame is lost.
-    pub loss: f64,
-    /// Probability that a frame is delivered twice.
-    pub duplicate: f64,
-    /// Per-link latency ranges `(from, to) → (min, max)` that replace the
-    /// defaults above on that directed link (e.g. a far-away node).
-    pub links: BTreeMap<(usize, usize), (Duration, Duration)>,
-}
-
-impl Default for NetConfig {
-    fn default() -> Self {
-        NetConfig {
-            min_latency: Duration::from_micros(200),
-            max_latency: Duration::from_millis(2),
-            loss: 0.0,
-            duplicate: 0.0,
-            links: BTreeMap::new(),
-        }
-    }
-}
-
-/// A fault injected at a point in virtual time.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fault {
-    /// Frames from any node in `from` to any node in `to` are dropped; both
-    /// directions unless `one_way`. Nodes are indices `0..nodes`.
-    Partition {
-        /// One side.
-        from: Vec<usize>,
-        /// The other side.
-        to: Vec<usize>,
-        /// Only `from → to` is cut.
-        one_way: bool,
-    },
-    /// Every partition is removed.
-    Heal,
-    /// The node loses its in-memory state and stops; in-flight storage
-    /// operations are lost; its store keeps what it had completed.
-    Crash(usize),
-    /// The node starts again on the same store with a new generation.
-    Restart(usize),
-    /// Changes the loss probability.
-    SetLoss(f64),
-}
+pub use faults::Fault;
+pub use history::{OpKind, OpOutcome, OpRecord, SimOutcome};
+pub use net::NetConfig;
+pub use sim::{SimCluster, StoreFactory};
+pub use stores::{FaultyStore, NodeStores, SimStore, SimStores, SimSync};
 
 /// A simulated workload and the faults that hit it.
 #[derive(Clone, Debug)]
@@ -127,6 +76,33 @@ pub struct Scenario {
     pub warmup: Duration,
     /// Gossip and failure-detection settings of every node.
     pub gossip: cassio_core::GossipConfig,
+    /// Nodes whose default keyspace has another replication factor than
+    /// `rf` (a misconfigured node): index → its RF.
+    pub rf_overrides: BTreeMap<usize, usize>,
+    /// Fixed wall-clock offsets (microseconds, negative: behind) added to
+    /// some nodes' skew, e.g. one node an hour ahead.
+    pub clock_offsets: BTreeMap<usize, i64>,
+    /// Nodes that are not started with the others; a [`Fault::Join`] starts
+    /// them (a new node joining under load).
+    pub join_later: Vec<usize>,
+    /// The first node has no seeds (the cluster's founder, as an operator
+    /// starts it); the others join through the seeds.
+    pub seedless_first_node: bool,
+    /// Broken on purpose: node `.0`'s store acknowledges every `.1`-th
+    /// apply without applying it.
+    pub drop_every_nth_write: Option<(usize, u32)>,
+    /// How long the workload goes on after the last fault (a restart, a
+    /// heal) before the simulator stops faults and heals everything: what
+    /// a node does right after it comes back is observed under load.
+    pub aftermath: Duration,
+    /// Time from healing to the repair pass: liveness needs a few rounds
+    /// (phi must fall, probes must land) before a read at ALL can work.
+    pub heal_time: Duration,
+    /// After the repair pass, every key is written and read once more at
+    /// the scenario's levels; each must succeed (the cluster is live).
+    pub liveness_phase: bool,
+    /// Deliberate faults in every node's core, for the mutation tests.
+    pub mutations: cassio_core::config::Mutations,
 }
 
 impl Scenario {
@@ -150,6 +126,15 @@ impl Scenario {
             seeds: 3,
             warmup: Duration::from_secs(8),
             gossip: cassio_core::GossipConfig::default(),
+            rf_overrides: BTreeMap::new(),
+            clock_offsets: BTreeMap::new(),
+            join_later: Vec::new(),
+            seedless_first_node: false,
+            drop_every_nth_write: None,
+            aftermath: Duration::ZERO,
+            heal_time: Duration::from_secs(40),
+            liveness_phase: true,
+            mutations: cassio_core::config::Mutations::default(),
         }
     }
 
@@ -159,690 +144,9 @@ impl Scenario {
     }
 }
 
-/// What a client operation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    /// A read.
-    Get,
-    /// A write of this value (values are unique across a history).
-    Put(Bytes),
-    /// A delete.
-    Delete,
-}
-
-/// How a client operation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OpOutcome {
-    /// No answer (the coordinator crashed, or the run ended first).
-    Pending,
-    /// The node was down; nothing was attempted.
-    Refused,
-    /// The coordinator crashed before answering; the write may or may not
-    /// have reached replicas.
-    CoordinatorCrashed,
-    /// The coordinator answered.
-    Done(Result<ClientResponse, ClientError>),
-}
-
-/// One client operation in the history.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpRecord {
-    /// Which client issued it.
-    pub client: usize,
-    /// The coordinator it was sent to.
-    pub node: NodeId,
-    /// The key.
-    pub key: Bytes,
-    /// The operation.
-    pub kind: OpKind,
-    /// The timestamp the coordinator gave a write, if it got that far.
-    pub ts: Option<Timestamp>,
-    /// When it was sent.
-    pub invoked: Instant,
-    /// When it was answered.
-    pub completed: Option<Instant>,
-    /// The answer.
-    pub outcome: OpOutcome,
-    /// Part of the final repair pass rather than the workload.
-    pub repair_pass: bool,
-}
-
-/// The result of one simulation.
-#[derive(Debug)]
-pub struct SimOutcome {
-    /// The seed that produced it.
-    pub seed: u64,
-    /// Every client operation, in invocation order.
-    pub history: Vec<OpRecord>,
-    /// For each key, each replica's final stored version (after repair).
-    pub replicas: BTreeMap<Bytes, Vec<(NodeId, Option<cassio_core::Versioned>)>>,
-    /// Frames sent, delivered, dropped.
-    pub frames: (u64, u64, u64),
-}
-
-impl SimOutcome {
-    /// The history as text: identical seeds must give identical text.
-    pub fn history_text(&self) -> String {
-        let mut s = String::new();
-        for op in &self.history {
-            let _ = writeln!(s, "{op:?}");
-        }
-        for (k, rs) in &self.replicas {
-            let _ = writeln!(s, "{k:?} {rs:?}");
-        }
-        s
-    }
-}
-
-#[derive(Debug)]
-enum Event {
-    Deliver {
-        to: usize,
-        frame: Vec<u8>,
-    },
-    Timer {
-        node: usize,
-        incarnation: u64,
-    },
-    StorageDone {
-        node: usize,
-        incarnation: u64,
-        token: StorageToken,
-        op: StorageOp,
-    },
-    ClientNext {
-        client: usize,
-    },
-    Fault(Fault),
-    RepairPass,
-}
-
-struct SimNode {
-    id: NodeId,
-    node: Option<Node>,
-    store: Arc<dyn Store>,
-    incarnation: u64,
-    skew_micros: i64,
-    timer_at: Option<Instant>,
-    started_before: bool,
-    /// What the node last asked to persist (its "disk" besides the store).
-    persisted: Option<cassio_core::PersistedState>,
-}
-
-/// A simulated cluster: nodes, network, clients and virtual time. Most
-/// callers use [`simulate`]; membership experiments drive it step by step.
-pub struct SimCluster<'a> {
-    scenario: &'a Scenario,
-    rng: ChaCha8Rng,
-    now: Instant,
-    seq: u64,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    events: Vec<Option<Event>>,
-    nodes: Vec<SimNode>,
-    by_addr: BTreeMap<SocketAddr, usize>,
-    seeds: Vec<SocketAddr>,
-    membership_log: Vec<(Instant, usize, MembershipEvent)>,
-    codec: WireCodec,
-    cut: BTreeSet<(usize, usize)>,
-    loss: f64,
-    history: Vec<OpRecord>,
-    in_flight: BTreeMap<RequestId, usize>,
-    client_ops_left: Vec<usize>,
-    next_request: u64,
-    next_value: u64,
-    frames: (u64, u64, u64),
-    capture_ts_for: Option<usize>,
-    workload_end: Instant,
-    /// Which history entry each write stamp belongs to (re-stamps included).
-    stamp_owner: BTreeMap<Timestamp, usize>,
-}
-
-/// Wall-clock time (micros since the epoch) at the start of every simulation.
-const SIM_EPOCH_MICROS: u64 = 1_700_000_000_000_000;
-
-fn addr_of(i: usize) -> SocketAddr {
-    let port = u16::try_from(10_000 + i).unwrap_or(u16::MAX);
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-impl<'a> SimCluster<'a> {
-    /// A cluster for `scenario` whose randomness all comes from `seed`; no
-    /// node runs until [`SimCluster::start_all`] or [`SimCluster::restart`].
-    pub fn new(scenario: &'a Scenario, seed: u64, factory: StoreFactory<'_>) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ids: Vec<NodeId> = (0..scenario.nodes).map(|i| NodeId(i as u64 + 1)).collect();
-        let by_addr = (0..scenario.nodes).map(|i| (addr_of(i), i)).collect();
-        let seeds = (0..scenario.seeds.min(scenario.nodes))
-            .map(addr_of)
-            .collect();
-        let skew = i64::try_from(scenario.clock_skew.as_micros()).unwrap_or(i64::MAX);
-        let nodes = ids
-            .iter()
-            .map(|&id| SimNode {
-                id,
-                node: None,
-                store: factory(id),
-                incarnation: 0,
-                skew_micros: if skew > 0 {
-                    rng.random_range(-skew..=skew)
-                } else {
-                    0
-                },
-                timer_at: None,
-                started_before: false,
-                persisted: None,
-            })
-            .collect();
-        let codec = WireCodec::new("sim");
-        SimCluster {
-            scenario,
-            rng,
-            now: Instant::ZERO,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: Vec::new(),
-            nodes,
-            by_addr,
-            seeds,
-            membership_log: Vec::new(),
-            codec,
-            cut: BTreeSet::new(),
-            loss: scenario.net.loss,
-            history: Vec::new(),
-            in_flight: BTreeMap::new(),
-            client_ops_left: vec![scenario.ops_per_client; scenario.clients],
-            next_request: 1,
-            next_value: 1,
-            frames: (0, 0, 0),
-            capture_ts_for: None,
-            workload_end: Instant::ZERO,
-            stamp_owner: BTreeMap::new(),
-        }
-    }
-
-    fn schedule(&mut self, at: Instant, ev: Event) {
-        self.seq += 1;
-        self.events.push(Some(ev));
-        self.queue
-            .push(Reverse((at, self.seq, self.events.len() - 1)));
-    }
-
-    fn config_for(&self, i: usize) -> Config {
-        let mut c = Config::new("sim", addr_of(i));
-        c.rng_seed = self.nodes[i]
-            .incarnation
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ i as u64;
-        c.seeds = self.seeds.clone();
-        c.vnodes = 16;
-        c.gossip = self.scenario.gossip.clone();
-        c.keyspaces = vec![KeyspaceConfig {
-            default_consistency: Consistency::Quorum,
-            ..KeyspaceConfig::default_keyspace(self.scenario.rf)
-        }];
-        c.request_timeout = self.scenario.request_timeout;
-        // New on the first start; a restart is an existing member coming back.
-        c.bootstrap = !self.nodes[i].started_before;
-        c.persisted = self.nodes[i].persisted.clone();
-        c
-    }
-
-    fn start_node(&mut self, i: usize) {
-        self.nodes[i].incarnation += 1;
-        let wall = SIM_EPOCH_MICROS
-            .saturating_add_signed(self.nodes[i].skew_micros)
-            .saturating_add(self.now.as_micros());
-        let config = self.config_for(i);
-        // A simulated configuration is valid by construction.
-        let node = Node::new(self.nodes[i].id, config, self.now, wall)
-            .unwrap_or_else(|e| panic!("simulator built a bad config: {e}"));
-        self.nodes[i].node = Some(node);
-        self.nodes[i].timer_at = None;
-        self.nodes[i].started_before = true;
-        self.pump(i);
-    }
-
-    /// Drains a node's outputs and arms its timer.
-    fn pump(&mut self, i: usize) {
-        loop {
-            let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
-                break;
-            };
-            match out {
-                Output::Send { addr, msg, .. } => self.send(i, addr, &msg),
-                Output::Reply { id, result } => self.complete(id, result),
-                Output::Storage { token, op } => {
-                    if let StorageOp::Apply { version, .. } = &op {
-                        self.note_write_ts(version.ts);
-                    }
-                    let delay = self
-                        .rng
-                        .random_range(0..=self.scenario.storage_latency.as_micros() as u64);
-                    let incarnation = self.nodes[i].incarnation;
-                    self.schedule(
-                        self.now + Duration::from_micros(delay),
-                        Event::StorageDone {
-                            node: i,
-                            incarnation,
-                            token,
-                            op,
-                        },
-                    );
-                }
-                Output::Event(NodeEvent::Membership(e)) => {
-                    self.membership_log.push((self.now, i, e));
-                }
-                Output::Event(NodeEvent::Restamped { from, to }) => {
-                    // The write now carries the new stamp: record it as the
-                    // op's stamp, so the checker sees what replicas hold.
-                    if let Some(&idx) = self.stamp_owner.get(&from) {
-                        self.stamp_owner.insert(to, idx);
-                        if let Some(op) = self.history.get_mut(idx) {
-                            op.ts = Some(to);
-                        }
-                    }
-                }
-                Output::Event(_) => {}
-                Output::Persist(state) => self.nodes[i].persisted = Some(state),
-            }
-        }
-        let next = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout());
-        if let Some(t) = next {
-            if self.nodes[i].timer_at != Some(t) {
-                self.nodes[i].timer_at = Some(t);
-                let incarnation = self.nodes[i].incarnation;
-                self.schedule(
-                    t.max(self.now),
-                    Event::Timer {
-                        node: i,
-                        incarnation,
-                    },
-                );
-            }
-        }
-    }
-
-    /// The coordinator's outputs right after `handle_client` carry the
-    /// write's timestamp; remember it for the checker.
-    fn note_write_ts(&mut self, ts: Timestamp) {
-        if let Some(idx) = self.capture_ts_for {
-            if let Some(op) = self.history.get_mut(idx) {
-                op.ts.get_or_insert(ts);
-                self.stamp_owner.insert(ts, idx);
-            }
-        }
-    }
-
-    fn send(&mut self, from: usize, to: SocketAddr, msg: &PeerMsg) {
-        if let PeerMsg::Write { version, .. } = msg {
-            self.note_write_ts(version.ts);
-        }
-        self.frames.0 += 1;
-        let Some(&to) = self.by_addr.get(&to) else {
-            return;
-        };
-        let frame = match self.codec.encode(self.nodes[from].id, msg) {
-            Ok(f) => f,
-            Err(e) => panic!("simulated message does not encode: {e}"),
-        };
-        let copies = if self.rng.random_bool(self.scenario.net.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
-                self.frames.2 += 1;
-                continue;
-            }
-            let (min, max) = self
-                .scenario
-                .net
-                .links
-                .get(&(from, to))
-                .copied()
-                .unwrap_or((self.scenario.net.min_latency, self.scenario.net.max_latency));
-            let lo = min.as_micros() as u64;
-            let hi = max.as_micros() as u64;
-            let delay = self.rng.random_range(lo..=hi.max(lo));
-            self.schedule(
-                self.now + Duration::from_micros(delay),
-                Event::Deliver {
-                    to,
-                    frame: frame.clone(),
-                },
-            );
-        }
-    }
-
-    fn complete(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
-        let Some(idx) = self.in_flight.remove(&id) else {
-            return;
-        };
-        let op = &mut self.history[idx];
-        op.completed = Some(self.now);
-        op.outcome = OpOutcome::Done(result);
-        let client = op.client;
-        if !op.repair_pass {
-            let think = self
-                .rng
-                .random_range(0..=self.scenario.think_time.as_micros() as u64);
-            self.schedule(
-                self.now + Duration::from_micros(think),
-                Event::ClientNext { client },
-            );
-        }
-    }
-
-    fn issue(
-        &mut self,
-        client: usize,
-        node: usize,
-        kind: OpKind,
-        key: Bytes,
-        level: Consistency,
-        repair_pass: bool,
-    ) {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        let req = match &kind {
-            OpKind::Get => ClientRequest::get(key.clone()),
-            OpKind::Put(v) => ClientRequest::put(key.clone(), v.clone()),
-            OpKind::Delete => ClientRequest::delete(key.clone()),
-        }
-        .with_consistency(level);
-        self.history.push(OpRecord {
-            client,
-            node: self.nodes[node].id,
-            key,
-            kind,
-            ts: None,
-            invoked: self.now,
-            completed: None,
-            outcome: OpOutcome::Pending,
-            repair_pass,
-        });
-        let idx = self.history.len() - 1;
-        if self.nodes[node].node.is_none() {
-            self.history[idx].outcome = OpOutcome::Refused;
-            self.history[idx].completed = Some(self.now);
-            if !repair_pass {
-                self.schedule(
-                    self.now + Duration::from_millis(5),
-                    Event::ClientNext { client },
-                );
-            }
-            return;
-        }
-        self.in_flight.insert(id, idx);
-        let now = self.now;
-        if let Some(n) = self.nodes[node].node.as_mut() {
-            n.handle_client(now, id, req);
-        }
-        self.capture_ts_for = Some(idx);
-        self.pump(node);
-        self.capture_ts_for = None;
-    }
-
-    fn client_next(&mut self, client: usize) {
-        if self.client_ops_left[client] == 0 || self.now >= self.workload_end {
-            return;
-        }
-        self.client_ops_left[client] -= 1;
-        let node = self.rng.random_range(0..self.nodes.len());
-        let key = Bytes::from(format!("k{}", self.rng.random_range(0..self.scenario.keys)));
-        let roll = self.rng.random_range(0..100);
-        let (kind, level) = if roll < 45 {
-            (OpKind::Get, self.scenario.read_cl)
-        } else if roll < 90 {
-            let v = Bytes::from(format!("v{}", self.next_value));
-            self.next_value += 1;
-            (OpKind::Put(v), self.scenario.write_cl)
-        } else {
-            (OpKind::Delete, self.scenario.write_cl)
-        };
-        self.issue(client, node, kind, key, level, false);
-    }
-
-    fn apply_fault(&mut self, fault: Fault) {
-        match fault {
-            Fault::Partition { from, to, one_way } => {
-                for &a in &from {
-                    for &b in &to {
-                        self.cut.insert((a, b));
-                        if !one_way {
-                            self.cut.insert((b, a));
-                        }
-                    }
-                }
-            }
-            Fault::Heal => self.cut.clear(),
-            Fault::Crash(i) => {
-                let id = self.nodes.get(i).map(|n| n.id);
-                let lost: Vec<RequestId> = self
-                    .in_flight
-                    .iter()
-                    .filter(|(_, &idx)| Some(self.history[idx].node) == id)
-                    .map(|(&r, _)| r)
-                    .collect();
-                for r in lost {
-                    if let Some(idx) = self.in_flight.remove(&r) {
-                        self.history[idx].outcome = OpOutcome::CoordinatorCrashed;
-                        let client = self.history[idx].client;
-                        if !self.history[idx].repair_pass {
-                            self.schedule(
-                                self.now + Duration::from_millis(5),
-                                Event::ClientNext { client },
-                            );
-                        }
-                    }
-                }
-                if let Some(n) = self.nodes.get_mut(i) {
-                    n.node = None;
-                    // Bumping the incarnation orphans its timers and
-                    // in-flight storage operations.
-                    n.incarnation += 1;
-                    n.timer_at = None;
-                }
-            }
-            Fault::Restart(i) => {
-                if self.nodes.get(i).is_some_and(|n| n.node.is_none()) {
-                    self.start_node(i);
-                }
-            }
-            Fault::SetLoss(p) => self.loss = p,
-        }
-    }
-
-    /// After faults stop: read every key at ALL from a live node so that read
-    /// repair brings every replica to the newest version.
-    fn repair_pass(&mut self) {
-        let keys: BTreeSet<Bytes> = self.history.iter().map(|o| o.key.clone()).collect();
-        for key in keys {
-            let node = self.rng.random_range(0..self.nodes.len());
-            self.issue(usize::MAX, node, OpKind::Get, key, Consistency::All, true);
-        }
-    }
-
-    fn run(mut self, seed: u64) -> SimOutcome {
-        self.start_all();
-        let warmup = Instant::ZERO + self.scenario.warmup;
-        for c in 0..self.scenario.clients {
-            let start = Duration::from_micros(self.rng.random_range(0..10_000));
-            self.schedule(warmup + start, Event::ClientNext { client: c });
-        }
-        let mut last_fault = Duration::ZERO;
-        for (at, f) in self.scenario.faults.clone() {
-            last_fault = last_fault.max(at);
-            self.schedule(warmup + at, Event::Fault(f));
-        }
-        // Faults stop well after the workload: heal, restore every node,
-        // drop loss, let liveness settle, then repair and wait for quiet.
-        let settle = warmup + last_fault.max(Duration::from_secs(12)) + Duration::from_secs(1);
-        self.schedule(settle, Event::Fault(Fault::Heal));
-        self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
-        for i in 0..self.nodes.len() {
-            self.schedule(settle, Event::Fault(Fault::Restart(i)));
-        }
-        // Clients stop early enough that every request is answered (or
-        // times out) before the faults stop.
-        self.workload_end = Instant::from_micros(
-            settle
-                .as_micros()
-                .saturating_sub(self.scenario.request_timeout.as_micros() as u64 + 1_000_000),
-        );
-        // Liveness needs a few rounds after healing (phi must fall, probes
-        // must land) before a read at ALL can reach every replica.
-        let repair_at = settle + Duration::from_secs(40);
-        self.schedule(repair_at, Event::RepairPass);
-        let end = repair_at + Duration::from_secs(5);
-        self.run_until(end);
-        self.outcome(seed)
-    }
-
-    /// Starts every node that is not running.
-    pub fn start_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].node.is_none() {
-                self.start_node(i);
-            }
-        }
-    }
-
-    /// Virtual time now.
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    /// Node `i`'s state machine, if it is running.
-    pub fn node(&self, i: usize) -> Option<&Node> {
-        self.nodes.get(i).and_then(|n| n.node.as_ref())
-    }
-
-    /// How many nodes the cluster has (running or not).
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Whether the cluster has no nodes.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// Membership events so far: (time, node index, event).
-    pub fn membership_log(&self) -> &[(Instant, usize, MembershipEvent)] {
-        &self.membership_log
-    }
-
-    /// Applies a fault now.
-    pub fn inject(&mut self, fault: Fault) {
-        self.apply_fault(fault);
-    }
-
-    /// Processes every event up to and including virtual time `end`.
-    pub fn run_until(&mut self, end: Instant) {
-        while let Some(&Reverse((at, _, idx))) = self.queue.peek() {
-            if at > end {
-                break;
-            }
-            self.queue.pop();
-            self.now = at;
-            let Some(ev) = self.events[idx].take() else {
-                continue;
-            };
-            self.dispatch(ev);
-        }
-        self.now = self.now.max(end);
-    }
-
-    fn dispatch(&mut self, ev: Event) {
-        match ev {
-            Event::Deliver { to, frame } => {
-                if self.nodes[to].node.is_some() {
-                    self.frames.1 += 1;
-                    let now = self.now;
-                    if let Some(n) = self.nodes[to].node.as_mut() {
-                        n.handle_frame(now, &frame);
-                    }
-                    self.pump(to);
-                }
-            }
-            Event::Timer { node, incarnation } => {
-                if self.nodes[node].incarnation == incarnation
-                    && self.nodes[node].timer_at.is_some_and(|t| t <= self.now)
-                {
-                    self.nodes[node].timer_at = None;
-                    let now = self.now;
-                    if let Some(n) = self.nodes[node].node.as_mut() {
-                        n.handle_timeout(now);
-                    }
-                    self.pump(node);
-                }
-            }
-            Event::StorageDone {
-                node,
-                incarnation,
-                token,
-                op,
-            } => {
-                if self.nodes[node].incarnation != incarnation {
-                    return;
-                }
-                let store = Arc::clone(&self.nodes[node].store);
-                let result = match op {
-                    StorageOp::Apply { key, version } => StorageResult::Applied(
-                        store.apply(&key, &version).map_err(|e| e.to_string()),
-                    ),
-                    StorageOp::Get { key } => {
-                        StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
-                    }
-                };
-                let now = self.now;
-                if let Some(n) = self.nodes[node].node.as_mut() {
-                    n.handle_storage(now, token, result);
-                }
-                self.pump(node);
-            }
-            Event::ClientNext { client } => self.client_next(client),
-            Event::Fault(f) => self.apply_fault(f),
-            Event::RepairPass => self.repair_pass(),
-        }
-    }
-
-    fn outcome(self, seed: u64) -> SimOutcome {
-        let mut replicas = BTreeMap::new();
-        let keys: BTreeSet<Bytes> = self.history.iter().map(|o| o.key.clone()).collect();
-        for key in keys {
-            let Some(view) = self.nodes.iter().find_map(|n| n.node.as_ref()) else {
-                break;
-            };
-            let skey = cassio_core::node::storage_key(cassio_core::DEFAULT_KEYSPACE, &key);
-            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &key);
-            let versions = owners
-                .into_iter()
-                .map(|id| {
-                    let v = self
-                        .nodes
-                        .iter()
-                        .find(|n| n.id == id)
-                        .and_then(|n| n.store.get(&skey).ok().flatten());
-                    (id, v)
-                })
-                .collect();
-            replicas.insert(key, versions);
-        }
-        SimOutcome {
-            seed,
-            history: self.history,
-            replicas,
-            frames: self.frames,
-        }
-    }
-}
-
 /// Runs `scenario` once with `seed`, each node on a store from `factory`.
 pub fn simulate(scenario: &Scenario, seed: u64, factory: StoreFactory<'_>) -> SimOutcome {
-    SimCluster::new(scenario, seed, factory).run(seed)
+    SimCluster::new(scenario, seed, factory).run()
 }
 
 /// Runs `scenario` with `seed` on [`crate::MemStore`]s.
@@ -884,24 +188,52 @@ pub fn sweep_with(
     factory: StoreFactory<'_>,
     default_seeds: u64,
 ) -> SweepStats {
+    sweep_each(&|_| scenario.clone(), test_args, factory, default_seeds)
+}
+
+/// [`sweep`] over scenarios made per seed by `make` (the swarm draws its
+/// faults from the seed). With `CASSIO_SIM_KEEP_GOING=1` the sweep runs
+/// every seed and then lists all that failed.
+pub fn sweep_each(
+    make: &dyn Fn(u64) -> Scenario,
+    test_args: &str,
+    factory: StoreFactory<'_>,
+    default_seeds: u64,
+) -> SweepStats {
+    let keep_going = std::env::var_os("CASSIO_SIM_KEEP_GOING").is_some();
     let mut stats = SweepStats::default();
+    let mut failed: Vec<(u64, String)> = Vec::new();
     for seed in sweep_seeds(default_seeds) {
-        let outcome = simulate(scenario, seed, factory);
-        let violations = check(scenario, &outcome);
+        let scenario = make(seed);
+        let outcome = simulate(&scenario, seed, factory);
+        let violations = check(&scenario, &outcome);
         stats.add(&outcome);
-        if !violations.is_empty() {
-            let shown: Vec<String> = violations
-                .iter()
-                .take(5)
-                .map(|v| format!("  - {v}"))
-                .collect();
-            panic!(
-                "scenario {:?} failed at seed {seed} ({} violations):\n{}\nreplay with: CASSIO_SIM_SEED={seed} cargo test {test_args} -- --nocapture",
-                scenario.name,
-                violations.len(),
-                shown.join("\n")
-            );
+        if violations.is_empty() {
+            continue;
         }
+        let shown: Vec<String> = violations
+            .iter()
+            .take(5)
+            .map(|v| format!("  - {v}"))
+            .collect();
+        let report = format!(
+            "scenario {:?} failed at seed {seed} ({} violations):\n{}\nreplay with: CASSIO_SIM_SEED={seed} cargo test {test_args} -- --nocapture",
+            scenario.name,
+            violations.len(),
+            shown.join("\n")
+        );
+        if !keep_going {
+            panic!("{report}");
+        }
+        failed.push((seed, report));
+    }
+    if let Some((_, first)) = failed.first() {
+        let seeds: Vec<u64> = failed.iter().map(|(s, _)| *s).collect();
+        panic!(
+            "{} of {} seeds failed: {seeds:?}\nfirst: {first}",
+            failed.len(),
+            stats.seeds
+        );
     }
     stats
 }

@@ -1,0 +1,94 @@
+//! What clients did and saw: the history the checker judges.
+
+use bytes::Bytes;
+use cassio_core::{ClientError, ClientResponse, Instant, NodeId, Timestamp};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What a client operation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A read.
+    Get,
+    /// A write of this value (values are unique across a history).
+    Put(Bytes),
+    /// A delete.
+    Delete,
+}
+
+/// How a client operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// No answer (the coordinator crashed, or the run ended first).
+    Pending,
+    /// The node was down; nothing was attempted.
+    Refused,
+    /// The coordinator crashed before answering; the write may or may not
+    /// have reached replicas.
+    CoordinatorCrashed,
+    /// The coordinator answered.
+    Done(Result<ClientResponse, ClientError>),
+}
+
+/// One client operation in the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    /// Which client issued it.
+    pub client: usize,
+    /// The coordinator it was sent to.
+    pub node: NodeId,
+    /// The key.
+    pub key: Bytes,
+    /// The operation.
+    pub kind: OpKind,
+    /// The timestamp the coordinator gave a write, if it got that far. Kept
+    /// for messages only: the checker never judges by it.
+    pub ts: Option<Timestamp>,
+    /// When it was sent.
+    pub invoked: Instant,
+    /// When it was answered.
+    pub completed: Option<Instant>,
+    /// The answer.
+    pub outcome: OpOutcome,
+    /// Part of the final repair and liveness pass rather than the workload:
+    /// it runs after faults stopped and the cluster healed, so it must
+    /// succeed.
+    pub repair_pass: bool,
+    /// For writes: every virtual time at which some store executed an
+    /// `Apply` of this write's version (replica writes, the coordinator's
+    /// own, and read repairs), from the simulator's delivery log.
+    pub applied: Vec<Instant>,
+    /// Whether the coordinator sent replica requests or ran storage for
+    /// this request while handling it.
+    pub fanned_out: bool,
+    /// Whether the coordinator was paused while the request was in flight
+    /// (its answer may then be late through no fault of the protocol).
+    pub coordinator_paused: bool,
+}
+
+/// The result of one simulation.
+#[derive(Debug)]
+pub struct SimOutcome {
+    /// The seed that produced it.
+    pub seed: u64,
+    /// Every client operation, in invocation order.
+    pub history: Vec<OpRecord>,
+    /// For each key, each replica's final stored version (after repair).
+    pub replicas: BTreeMap<Bytes, Vec<(NodeId, Option<cassio_core::Versioned>)>>,
+    /// Frames sent, delivered, dropped.
+    pub frames: (u64, u64, u64),
+}
+
+impl SimOutcome {
+    /// The history as text: identical seeds must give identical text.
+    pub fn history_text(&self) -> String {
+        let mut s = String::new();
+        for op in &self.history {
+            let _ = writeln!(s, "{op:?}");
+        }
+        for (k, rs) in &self.replicas {
+            let _ = writeln!(s, "{k:?} {rs:?}");
+        }
+        s
+    }
+}

@@ -1,0 +1,662 @@
+//! The simulator's engine: nodes, network, storage, clients and faults on
+//! one virtual clock, driven by one seeded random number generator.
+
+use super::history::{OpRecord, SimOutcome};
+use super::stores::{FaultyStore, NodeStores};
+use super::{Fault, Scenario};
+use bytes::Bytes;
+use cassio_core::config::{Config, Consistency, KeyspaceConfig};
+use cassio_core::membership::MembershipEvent;
+use cassio_core::NodeEvent;
+use cassio_core::{
+    ClientRequest, Instant, Node, NodeId, Output, PeerMsg, RequestId, StorageOp, StorageResult,
+    StorageToken, Store, Timestamp, WireCodec,
+};
+use core::net::SocketAddr;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod clients;
+mod inject;
+
+/// Makes and crashes the stores of the nodes of a simulation.
+pub type StoreFactory<'a> = &'a dyn NodeStores;
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        frame: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        incarnation: u64,
+    },
+    StorageDone {
+        node: usize,
+        incarnation: u64,
+        token: StorageToken,
+        op: StorageOp,
+    },
+    ClientNext {
+        client: usize,
+    },
+    /// A client request that reached a paused coordinator.
+    Client {
+        node: usize,
+        incarnation: u64,
+        id: RequestId,
+        idx: usize,
+        req: ClientRequest,
+    },
+    Fault(Fault),
+    RepairPass,
+    LivenessWrites,
+    LivenessReads,
+    SyncTick,
+}
+
+impl Event {
+    /// The node whose process handles this event, if one does.
+    fn node(&self) -> Option<usize> {
+        match self {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. }
+            | Event::StorageDone { node, .. }
+            | Event::Client { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    node: Option<Node>,
+    store: Option<Arc<FaultyStore>>,
+    incarnation: u64,
+    skew_micros: i64,
+    /// Its wall clock was, at some point, further from true time than
+    /// [`CLOCK_OUTLIER_MICROS`].
+    clock_outlier: bool,
+    timer_at: Option<Instant>,
+    started_before: bool,
+    /// Its data directory is empty: the next start bootstraps (as the node
+    /// host decides from the directory).
+    fresh: bool,
+    paused_until: Instant,
+    stall_until: Instant,
+    left: bool,
+    /// The node state it last asked to persist (on its "disk": a crash
+    /// keeps it, a wipe drops it).
+    persisted: Option<cassio_core::persist::PersistedState>,
+}
+
+/// A simulated cluster: nodes, network, clients and virtual time. Most
+/// callers use [`super::simulate`]; membership experiments drive it step by
+/// step.
+pub struct SimCluster<'a> {
+    scenario: &'a Scenario,
+    factory: StoreFactory<'a>,
+    seed: u64,
+    rng: ChaCha8Rng,
+    now: Instant,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    events: Vec<Option<Event>>,
+    nodes: Vec<SimNode>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    seeds: Vec<SocketAddr>,
+    membership_log: Vec<(Instant, usize, MembershipEvent)>,
+    codec: WireCodec,
+    cut: BTreeSet<(usize, usize)>,
+    loss: f64,
+    history: Vec<OpRecord>,
+    in_flight: BTreeMap<RequestId, usize>,
+    client_ops_left: Vec<usize>,
+    next_request: u64,
+    next_value: u64,
+    next_node_id: u64,
+    frames: (u64, u64, u64),
+    capture: Option<usize>,
+    /// Which client operation each write timestamp belongs to.
+    ts_owner: BTreeMap<Timestamp, usize>,
+    /// Which client operation each written value belongs to (values are
+    /// unique across a history).
+    value_owner: BTreeMap<Bytes, usize>,
+    /// Which client operation each coordinator's request tag serves:
+    /// (node, incarnation, tag) → history index, so that a write the
+    /// coordinator sends again under the same tag is still attributed
+    /// (re-stamps under a new tag are followed through `Restamped`).
+    tag_owner: BTreeMap<(usize, u64, u64), usize>,
+    workload_end: Instant,
+}
+
+/// A node whose wall clock was ever this far from true time (twice Cassio's
+/// default `max_clock_offset` of 500 ms) may, by design, refuse to
+/// coordinate until its clock and hybrid clock are back in line (it
+/// refuses rather than risk last-write-wins inversions); the repair pass and
+/// the liveness phase do not send it their requests. It still serves as a
+/// replica, and every safety check still applies to what it did.
+const CLOCK_OUTLIER_MICROS: u64 = 1_000_000;
+
+/// Wall-clock time (micros since the epoch) at the start of every simulation.
+const SIM_EPOCH_MICROS: u64 = 1_700_000_000_000_000;
+
+fn addr_of(i: usize) -> SocketAddr {
+    let port = u16::try_from(10_000 + i).unwrap_or(u16::MAX);
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl<'a> SimCluster<'a> {
+    /// A cluster for `scenario` whose randomness all comes from `seed`; no
+    /// node runs until [`SimCluster::start_all`] or a restart.
+    pub fn new(scenario: &'a Scenario, seed: u64, factory: StoreFactory<'a>) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let by_addr = (0..scenario.nodes).map(|i| (addr_of(i), i)).collect();
+        let seeds = (0..scenario.seeds.min(scenario.nodes))
+            .map(addr_of)
+            .collect();
+        let skew = i64::try_from(scenario.clock_skew.as_micros()).unwrap_or(i64::MAX);
+        let nodes = (0..scenario.nodes)
+            .map(|i| {
+                let id = NodeId(i as u64 + 1);
+                let drift = if skew > 0 {
+                    rng.random_range(-skew..=skew)
+                } else {
+                    0
+                };
+                let offset = scenario.clock_offsets.get(&i).copied().unwrap_or(0);
+                let store = FaultyStore::new(factory.open(id), seed ^ ((i as u64) << 32));
+                if let Some((n, every)) = scenario.drop_every_nth_write {
+                    if n == i {
+                        store.set_drop_every(Some(every));
+                    }
+                }
+                SimNode {
+                    id,
+                    node: None,
+                    store: Some(Arc::new(store)),
+                    incarnation: 0,
+                    skew_micros: drift.saturating_add(offset),
+                    clock_outlier: drift.saturating_add(offset).unsigned_abs()
+                        >= CLOCK_OUTLIER_MICROS,
+                    timer_at: None,
+                    started_before: false,
+                    fresh: true,
+                    paused_until: Instant::ZERO,
+                    stall_until: Instant::ZERO,
+                    left: false,
+                    persisted: None,
+                }
+            })
+            .collect();
+        SimCluster {
+            scenario,
+            factory,
+            seed,
+            rng,
+            now: Instant::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            nodes,
+            by_addr,
+            seeds,
+            membership_log: Vec::new(),
+            codec: WireCodec::new("sim"),
+            cut: BTreeSet::new(),
+            loss: scenario.net.loss,
+            history: Vec::new(),
+            in_flight: BTreeMap::new(),
+            client_ops_left: vec![scenario.ops_per_client; scenario.clients],
+            next_request: 1,
+            next_value: 1,
+            next_node_id: scenario.nodes as u64 + 1,
+            frames: (0, 0, 0),
+            capture: None,
+            ts_owner: BTreeMap::new(),
+            value_owner: BTreeMap::new(),
+            tag_owner: BTreeMap::new(),
+            workload_end: Instant::ZERO,
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Event) {
+        self.seq += 1;
+        self.events.push(Some(ev));
+        self.queue
+            .push(Reverse((at, self.seq, self.events.len() - 1)));
+    }
+
+    /// Node `i`'s wall clock now (microseconds since the Unix epoch): the
+    /// virtual time plus its skew and every jump it took.
+    fn wall_of(&self, i: usize) -> u64 {
+        SIM_EPOCH_MICROS
+            .saturating_add(self.now.as_micros())
+            .saturating_add_signed(self.nodes[i].skew_micros)
+    }
+
+    /// The time given to node `i` with every input: virtual time and the
+    /// node's own wall clock (skewed, possibly jumping).
+    fn now_for(&self, i: usize) -> cassio_core::time::Now {
+        cassio_core::time::Now::new(self.now, self.wall_of(i))
+    }
+
+    fn config_for(&self, i: usize) -> Config {
+        let mut c = Config::new("sim", addr_of(i));
+        c.rng_seed = self.nodes[i]
+            .incarnation
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ i as u64;
+        c.seeds = if self.scenario.seedless_first_node && i == 0 {
+            Vec::new()
+        } else {
+            self.seeds.clone()
+        };
+        c.vnodes = 16;
+        c.gossip = self.scenario.gossip.clone();
+        let rf = self
+            .scenario
+            .rf_overrides
+            .get(&i)
+            .copied()
+            .unwrap_or(self.scenario.rf);
+        c.keyspaces = vec![KeyspaceConfig {
+            default_consistency: Consistency::Quorum,
+            ..KeyspaceConfig::default_keyspace(rf)
+        }];
+        c.request_timeout = self.scenario.request_timeout;
+        c.mutations = self.scenario.mutations.clone();
+        c.persisted = self.nodes[i].persisted.clone();
+        // New on the first start or on a wiped directory; a restart is an
+        // existing member coming back.
+        c.bootstrap = self.nodes[i].fresh;
+        c
+    }
+
+    fn start_node(&mut self, i: usize) {
+        self.nodes[i].incarnation += 1;
+        let wall = self.wall_of(i);
+        let config = self.config_for(i);
+        // A simulated configuration is valid by construction.
+        let node = Node::new(self.nodes[i].id, config, self.now, wall)
+            .unwrap_or_else(|e| panic!("simulator built a bad config: {e}"));
+        self.nodes[i].node = Some(node);
+        self.nodes[i].timer_at = None;
+        self.nodes[i].started_before = true;
+        self.nodes[i].fresh = false;
+        self.pump(i);
+    }
+
+    /// Drains a node's outputs and arms its timer.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
+                break;
+            };
+            match out {
+                Output::Send { addr, msg, .. } => self.send(i, addr, &msg),
+                Output::Reply { id, result } => self.complete(id, result),
+                Output::Storage { token, op } => {
+                    if let StorageOp::Apply { version, .. } = &op {
+                        self.note_write_ts(version.ts);
+                    }
+                    self.note_fan_out();
+                    let delay = self
+                        .rng
+                        .random_range(0..=self.scenario.storage_latency.as_micros() as u64);
+                    let incarnation = self.nodes[i].incarnation;
+                    self.schedule(
+                        self.now + Duration::from_micros(delay),
+                        Event::StorageDone {
+                            node: i,
+                            incarnation,
+                            token,
+                            op,
+                        },
+                    );
+                }
+                Output::Persist(state) => self.nodes[i].persisted = Some(state),
+                Output::Event(NodeEvent::Restamped { from, to }) => {
+                    // The coordinator re-stamped a superseded write: stores
+                    // will execute it under the new stamp.
+                    if let Some(&idx) = self.ts_owner.get(&from) {
+                        self.ts_owner.entry(to).or_insert(idx);
+                    }
+                }
+                Output::Event(NodeEvent::Membership(e)) => {
+                    self.membership_log.push((self.now, i, e));
+                }
+                Output::Event(_) => {}
+            }
+        }
+        let next = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout());
+        if let Some(t) = next {
+            if self.nodes[i].timer_at != Some(t) {
+                self.nodes[i].timer_at = Some(t);
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule(
+                    t.max(self.now),
+                    Event::Timer {
+                        node: i,
+                        incarnation,
+                    },
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, to: SocketAddr, msg: &PeerMsg) {
+        match msg {
+            PeerMsg::Write { tag, version, .. } => {
+                self.note_write_msg(from, *tag, version.ts);
+                self.note_fan_out();
+            }
+            PeerMsg::Read { .. } => self.note_fan_out(),
+            _ => {}
+        }
+        self.frames.0 += 1;
+        let Some(&to) = self.by_addr.get(&to) else {
+            return;
+        };
+        let Some(sender) = self.nodes[from].node.as_ref().map(|n| n.id()) else {
+            return;
+        };
+        let frame = match self.codec.encode(sender, msg) {
+            Ok(f) => f,
+            Err(e) => panic!("simulated message does not encode: {e}"),
+        };
+        let copies = if self.rng.random_bool(self.scenario.net.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
+                self.frames.2 += 1;
+                continue;
+            }
+            let (min, max) = self
+                .scenario
+                .net
+                .links
+                .get(&(from, to))
+                .copied()
+                .unwrap_or((self.scenario.net.min_latency, self.scenario.net.max_latency));
+            let lo = min.as_micros() as u64;
+            let hi = max.as_micros() as u64;
+            let delay = self.rng.random_range(lo..=hi.max(lo));
+            self.schedule(
+                self.now + Duration::from_micros(delay),
+                Event::Deliver {
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn run(mut self) -> SimOutcome {
+        for i in 0..self.nodes.len() {
+            if !self.scenario.join_later.contains(&i) {
+                self.start_node(i);
+            }
+        }
+        let warmup = Instant::ZERO + self.scenario.warmup;
+        for c in 0..self.scenario.clients {
+            let start = Duration::from_micros(self.rng.random_range(0..10_000));
+            self.schedule(warmup + start, Event::ClientNext { client: c });
+        }
+        let mut last_fault = Duration::ZERO;
+        for (at, f) in self.scenario.faults.clone() {
+            let end = match &f {
+                Fault::Pause { duration, .. } | Fault::StorageStall { duration, .. } => {
+                    at + *duration
+                }
+                _ => at,
+            };
+            last_fault = last_fault.max(end);
+            self.schedule(warmup + at, Event::Fault(f));
+        }
+        if let Some(every) = self.factory.sync_interval() {
+            self.schedule(Instant::ZERO + every, Event::SyncTick);
+        }
+        // Faults stop well after the workload: heal, restore every node,
+        // drop loss, let liveness settle, then repair and wait for quiet.
+        let settle = warmup
+            + (last_fault + self.scenario.aftermath).max(Duration::from_secs(12))
+            + Duration::from_secs(1);
+        self.schedule(settle, Event::Fault(Fault::Heal));
+        self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
+        self.schedule(settle, Event::Fault(Fault::SyncClocks));
+        for i in 0..self.nodes.len() {
+            self.schedule(
+                settle,
+                Event::Fault(Fault::StorageErrors { node: i, rate: 0.0 }),
+            );
+            self.schedule(settle, Event::Fault(Fault::Restart(i)));
+        }
+        // Clients stop early enough that every request is answered (or
+        // times out) before the faults stop.
+        self.workload_end = Instant::from_micros(
+            settle
+                .as_micros()
+                .saturating_sub(self.scenario.request_timeout.as_micros() as u64 + 1_000_000),
+        );
+        // Liveness needs a few rounds after healing (phi must fall, probes
+        // must land) before a read at ALL can reach every replica.
+        let repair_at = settle + self.scenario.heal_time;
+        self.schedule(repair_at, Event::RepairPass);
+        let mut end = repair_at + Duration::from_secs(5);
+        if self.scenario.liveness_phase {
+            self.schedule(end, Event::LivenessWrites);
+            self.schedule(end + Duration::from_secs(3), Event::LivenessReads);
+            end = end + Duration::from_secs(6);
+        }
+        self.run_until(end);
+        self.outcome()
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Node `i`'s state machine, if it is running.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i).and_then(|n| n.node.as_ref())
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Membership events so far: (time, node index, event).
+    pub fn membership_log(&self) -> &[(Instant, usize, MembershipEvent)] {
+        &self.membership_log
+    }
+
+    /// Applies a fault now.
+    pub fn inject(&mut self, fault: Fault) {
+        self.apply_fault(fault);
+    }
+
+    /// Processes every event up to and including virtual time `end`.
+    pub fn run_until(&mut self, end: Instant) {
+        while let Some(&Reverse((at, _, idx))) = self.queue.peek() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let Some(ev) = self.events[idx].take() else {
+                continue;
+            };
+            // A paused process handles nothing: its inputs wait.
+            if let Some(i) = ev.node() {
+                let until = self.nodes[i].paused_until;
+                if until > self.now && self.nodes[i].node.is_some() {
+                    self.schedule(until, ev);
+                    continue;
+                }
+            }
+            self.dispatch(ev);
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::Deliver { to, frame } => {
+                if self.nodes[to].node.is_some() {
+                    self.frames.1 += 1;
+                    let now = self.now_for(to);
+                    if let Some(n) = self.nodes[to].node.as_mut() {
+                        n.handle_frame(now, &frame);
+                    }
+                    self.pump(to);
+                }
+            }
+            Event::Timer { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation
+                    && self.nodes[node].timer_at.is_some_and(|t| t <= self.now)
+                {
+                    self.nodes[node].timer_at = None;
+                    let now = self.now_for(node);
+                    if let Some(n) = self.nodes[node].node.as_mut() {
+                        n.handle_timeout(now);
+                    }
+                    self.pump(node);
+                }
+            }
+            Event::StorageDone {
+                node,
+                incarnation,
+                token,
+                op,
+            } => self.storage_done(node, incarnation, token, op),
+            Event::Client {
+                node,
+                incarnation,
+                id,
+                idx,
+                req,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.handle_client(node, id, idx, req);
+                }
+            }
+            Event::ClientNext { client } => self.client_next(client),
+            Event::Fault(f) => self.apply_fault(f),
+            Event::RepairPass => self.repair_pass(),
+            Event::LivenessWrites => self.liveness(true),
+            Event::LivenessReads => self.liveness(false),
+            Event::SyncTick => {
+                for n in &self.nodes {
+                    if let (Some(_), Some(s)) = (&n.node, &n.store) {
+                        // A failed sync is the store's to report; the model
+                        // then simply keeps less.
+                        let _ = s.sync();
+                    }
+                }
+                if let Some(every) = self.factory.sync_interval() {
+                    self.schedule(self.now + every, Event::SyncTick);
+                }
+            }
+        }
+    }
+
+    fn storage_done(&mut self, node: usize, incarnation: u64, token: StorageToken, op: StorageOp) {
+        if self.nodes[node].incarnation != incarnation {
+            return;
+        }
+        // A stalled disk completes nothing until it recovers.
+        let stall = self.nodes[node].stall_until;
+        if stall > self.now {
+            self.schedule(
+                stall,
+                Event::StorageDone {
+                    node,
+                    incarnation,
+                    token,
+                    op,
+                },
+            );
+            return;
+        }
+        let Some(store) = self.nodes[node].store.clone() else {
+            return;
+        };
+        let result = match op {
+            StorageOp::Apply { key, version } => {
+                let r = store.apply(&key, &version).map_err(|e| e.to_string());
+                // A store that refused the write did not apply it.
+                if r.is_ok() {
+                    self.note_applied(&version);
+                }
+                StorageResult::Applied(r)
+            }
+            StorageOp::Get { key } => {
+                StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
+            }
+        };
+        let now = self.now_for(node);
+        if let Some(n) = self.nodes[node].node.as_mut() {
+            n.handle_storage(now, token, result);
+        }
+        self.pump(node);
+    }
+
+    fn outcome(self) -> SimOutcome {
+        let mut replicas = BTreeMap::new();
+        let view = self
+            .regular_nodes()
+            .first()
+            .and_then(|&i| self.nodes[i].node.as_ref());
+        for key in self.keys() {
+            let Some(view) = view else {
+                break;
+            };
+            let skey = cassio_core::node::storage_key(cassio_core::DEFAULT_KEYSPACE, &key);
+            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &key);
+            let versions = owners
+                .into_iter()
+                .map(|id| {
+                    let v = self
+                        .nodes
+                        .iter()
+                        .find(|n| n.id == id)
+                        .and_then(|n| n.store.as_ref())
+                        .and_then(|s| s.get(&skey).ok().flatten());
+                    (id, v)
+                })
+                .collect();
+            replicas.insert(key, versions);
+        }
+        SimOutcome {
+            seed: self.seed,
+            history: self.history,
+            replicas,
+            frames: self.frames,
+        }
+    }
+}

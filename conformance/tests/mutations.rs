@@ -1,0 +1,123 @@
+//! Mutation tests: each breaks the system on purpose and asserts that the
+//! checker reports a violation in some seed of the sweep (200 seeds unless
+//! `CASSIO_SIM_SEEDS` says otherwise) where the same scenario, unbroken,
+//! passes: the violation is the mutation's doing. They prove the checker
+//! can fail. The first such seed and violation are printed. Host-side
+//! mutations break the stores; the core's are switched on through
+//! `Scenario::mutations` (cassio-core feature `mutations`).
+
+use cassio_core::{NodeId, Store};
+use conformance::cluster::{
+    check, nemesis, simulate, Fault, NodeStores, Scenario, SimStores, SimSync,
+};
+use conformance::MemStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn mem(_: NodeId) -> Arc<dyn Store> {
+    Arc::new(MemStore::new())
+}
+
+/// The first seed at which `broken` (on `broken_stores`) has a violation
+/// and `control` (on `control_stores`) has none, with that violation.
+fn caught(
+    broken: &Scenario,
+    broken_stores: &dyn NodeStores,
+    control: &Scenario,
+    control_stores: &dyn NodeStores,
+) -> Option<(u64, String)> {
+    let found = conformance::cluster::sweep_seeds(200)
+        .into_iter()
+        .find_map(|seed| {
+            let v = check(broken, &simulate(broken, seed, broken_stores));
+            let first = v.first()?;
+            check(control, &simulate(control, seed, control_stores))
+                .is_empty()
+                .then(|| (seed, first.to_string()))
+        });
+    if let Some((seed, v)) = &found {
+        println!("{}: seed {seed}: {v}", broken.name);
+    }
+    found
+}
+
+#[test]
+fn mutation_replica_drops_every_tenth_write() {
+    let control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    let mut broken = control.clone();
+    broken.name = "mutation_replica_drops_every_tenth_write".into();
+    broken.drop_every_nth_write = Some((2, 10));
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a replica that acknowledges every tenth write without applying it went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_store_loses_synced_writes_on_crash() {
+    let control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    let mut broken = control.clone();
+    broken.name = "mutation_store_loses_synced_writes_on_crash".into();
+    assert!(
+        caught(
+            &broken,
+            &SimStores::losing_synced_writes(SimSync::Always),
+            &control,
+            &SimStores::new(SimSync::Always),
+        )
+        .is_some(),
+        "a store that loses synced writes on crash went unnoticed"
+    );
+}
+
+// --- mutations of the core (cassio-core feature `mutations`) -------------
+
+#[test]
+fn mutation_random_timestamps() {
+    let control = nemesis::base("no_faults");
+    let mut broken = control.clone();
+    broken.name = "mutation_random_timestamps".into();
+    broken.mutations.random_timestamps = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "random write timestamps went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_hlc_reset_on_restart_with_a_clock_behind() {
+    // Node 1's wall clock is 400 ms behind the others' (within the allowed
+    // offset); it restarts. Broken on purpose, it ignores its persisted
+    // clock and starts its HLC from its own (late) wall clock. The
+    // coordinator's re-stamping of superseded writes would mask the reset
+    // (defence in depth), so it is switched off too: trusting the local
+    // clock is what an HLC reset costs when nothing else catches it.
+    let mut control = nemesis::base("restart_with_a_clock_behind");
+    control.clock_offsets.insert(1, -400_000);
+    control.faults = vec![
+        (Duration::from_secs(3), Fault::Crash(1)),
+        (Duration::from_secs(4), Fault::Restart(1)),
+    ];
+    let mut broken = control.clone();
+    broken.name = "mutation_hlc_reset_on_restart_with_a_clock_behind".into();
+    broken.mutations.ignore_persisted_clock = true;
+    broken.mutations.trust_local_clock = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "an HLC reset on restart, behind the others, went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_one_node_with_rf_1() {
+    // Node 4 has RF 1 where the cluster has RF 3; broken on purpose, it
+    // coordinates anyway instead of refusing.
+    let control = nemesis::config_mismatch();
+    let mut broken = control.clone();
+    broken.name = "mutation_one_node_with_rf_1".into();
+    broken.mutations.skip_config_check = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a node acknowledging QUORUM writes with RF 1 went unnoticed"
+    );
+}

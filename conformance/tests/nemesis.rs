@@ -1,0 +1,271 @@
+//! The nemesis catalog: every named scenario of
+//! `conformance::cluster::nemesis` over a sweep of seeds (200 by default;
+//! `CASSIO_SIM_SEEDS=N` for more, `CASSIO_SIM_SEED=S` to replay one,
+//! `CASSIO_SIM_KEEP_GOING=1` to list every failing seed), each history
+//! judged by the checker; and the swarm. The mutation tests, which break
+//! the system on purpose and assert that the checker notices, are in
+//! `mutations.rs`.
+//!
+//! Scenarios that wait for a later issue are ignored tests whose reason
+//! names the missing capability; `cargo test -- --ignored` runs them.
+
+use cassio_core::{NodeId, Store};
+use conformance::cluster::nemesis;
+use conformance::cluster::{
+    sweep, sweep_each, NodeStores, Scenario, SimStores, SimSync, SweepStats,
+};
+use conformance::known_failure_scenario;
+use conformance::MemStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn mem(_: NodeId) -> Arc<dyn Store> {
+    Arc::new(MemStore::new())
+}
+
+fn args(test: &str) -> String {
+    format!("-p conformance --test nemesis {test}")
+}
+
+/// Runs `s` over the sweep on `MemStore`s and checks the sweep did work.
+fn run(s: &Scenario, test: &str) -> SweepStats {
+    run_on(s, test, &mem)
+}
+
+fn run_on(s: &Scenario, test: &str, stores: &dyn NodeStores) -> SweepStats {
+    let stats = sweep(s, &args(test), stores);
+    assert_did_work(&stats);
+    stats
+}
+
+fn assert_did_work(stats: &SweepStats) {
+    assert!(stats.seeds >= 1);
+    // A sweep that did nothing would pass the checker vacuously.
+    assert!(
+        stats.ok >= stats.seeds * 15,
+        "too few successful ops: {stats:?}"
+    );
+    assert!(
+        stats.reads_with_value >= stats.seeds,
+        "reads never saw data: {stats:?}"
+    );
+}
+
+// --- partitions -----------------------------------------------------------
+
+#[test]
+fn partition_minority() {
+    let stats = run(&nemesis::partition_minority(), "partition_minority");
+    assert!(
+        stats.failed > 0,
+        "a 25 s partition failed nothing: {stats:?}"
+    );
+}
+
+#[test]
+fn partition_majority() {
+    let stats = run(&nemesis::partition_majority(), "partition_majority");
+    assert!(stats.failed > 0, "{stats:?}");
+}
+
+#[test]
+fn partition_one_way() {
+    run(&nemesis::partition_one_way(), "partition_one_way");
+}
+
+#[test]
+fn partition_flapping() {
+    run(&nemesis::partition_flapping(), "partition_flapping");
+}
+
+#[test]
+fn partition_bridge() {
+    run(&nemesis::partition_bridge(), "partition_bridge");
+}
+
+// --- crashes and restarts -------------------------------------------------
+
+#[test]
+fn crash_majority() {
+    let stats = run(&nemesis::crash_majority(), "crash_majority");
+    assert!(stats.failed > 0, "{stats:?}");
+}
+
+#[test]
+fn crash_all_restart_in_waves() {
+    run(
+        &nemesis::crash_all_restart_in_waves(),
+        "crash_all_restart_in_waves",
+    );
+}
+
+#[test]
+fn crash_all_restart_in_waves_synced_store() {
+    // The same waves on stores that sync every write: nothing acknowledged
+    // may be lost.
+    run_on(
+        &nemesis::crash_all_restart_in_waves(),
+        "crash_all_restart_in_waves_synced_store",
+        &SimStores::new(SimSync::Always),
+    );
+}
+
+#[test]
+fn seedless_first_node_restart() {
+    run(
+        &nemesis::seedless_first_node_restart(),
+        "seedless_first_node_restart",
+    );
+}
+
+// --- durability: crashes that lose unsynced writes ------------------------
+
+known_failure_scenario!(
+    crash_loses_unsynced_writes_sync_never,
+    "waits for issue 11: a replica that lost unsynced acknowledged writes serves QUORUM reads before hinted handoff/anti-entropy catch it up (no Syncing state)",
+    {
+        run_on(
+            &nemesis::crash_each_in_turn("crash_loses_unsynced_writes_sync_never"),
+            "crash_loses_unsynced_writes_sync_never -- --ignored",
+            &SimStores::new(SimSync::Never),
+        );
+    }
+);
+
+#[test]
+fn crash_loses_unsynced_writes_sync_periodic() {
+    // One crash at a time, each losing the last second of writes: the
+    // other replicas still hold every acknowledged write.
+    run_on(
+        &nemesis::crash_each_in_turn("crash_loses_unsynced_writes_sync_periodic"),
+        "crash_loses_unsynced_writes_sync_periodic",
+        &SimStores::new(SimSync::Periodic(Duration::from_millis(1000))),
+    );
+}
+
+#[test]
+fn crash_in_turn_synced_store() {
+    run_on(
+        &nemesis::crash_each_in_turn("crash_in_turn_synced_store"),
+        "crash_in_turn_synced_store",
+        &SimStores::new(SimSync::Always),
+    );
+}
+
+// --- wiped data directories -----------------------------------------------
+
+#[test]
+fn wipe_same_id() {
+    run(&nemesis::wipe_same_id(), "wipe_same_id");
+}
+
+known_failure_scenario!(
+    wipe_after_missed_writes,
+    "waits for issues 11 and 12: a wiped node rejoins and serves reads without streaming its ranges (range movements), next to a replica that never got the writes it missed while down (hinted handoff)",
+    {
+        run(
+            &nemesis::wipe_after_missed_writes(),
+            "wipe_after_missed_writes -- --ignored",
+        );
+    }
+);
+
+known_failure_scenario!(
+    wipe_new_id,
+    "waits for issue 12: range movements (streaming on join/leave/replace)",
+    {
+        run(&nemesis::wipe_new_id(), "wipe_new_id -- --ignored");
+    }
+);
+
+// --- clocks ---------------------------------------------------------------
+
+#[test]
+fn clock_jumps() {
+    run(&nemesis::clock_jumps(), "clock_jumps");
+}
+
+#[test]
+fn clock_one_node_hour_ahead() {
+    run(
+        &nemesis::clock_one_node_hour_ahead(),
+        "clock_one_node_hour_ahead",
+    );
+}
+
+#[test]
+fn clock_skew_with_restart() {
+    run(
+        &nemesis::clock_skew_with_restart(),
+        "clock_skew_with_restart",
+    );
+}
+
+// --- storage faults and pauses --------------------------------------------
+
+#[test]
+fn storage_errors() {
+    let stats = run(&nemesis::storage_errors(), "storage_errors");
+    assert!(stats.failed > 0, "failing disks failed nothing: {stats:?}");
+}
+
+#[test]
+fn storage_stalls() {
+    run(&nemesis::storage_stalls(), "storage_stalls");
+}
+
+#[test]
+fn process_pauses() {
+    run(&nemesis::process_pauses(), "process_pauses");
+}
+
+// --- configuration --------------------------------------------------------
+
+#[test]
+fn config_mismatch() {
+    run(&nemesis::config_mismatch(), "config_mismatch");
+}
+
+// --- range movements (issue 12) -------------------------------------------
+
+known_failure_scenario!(
+    join_under_load,
+    "waits for issue 12: range movements (streaming on join/leave/replace)",
+    {
+        run(&nemesis::join_under_load(), "join_under_load -- --ignored");
+    }
+);
+
+known_failure_scenario!(
+    leave_under_load,
+    "waits for issue 12: range movements (streaming on join/leave/replace)",
+    {
+        run(
+            &nemesis::leave_under_load(),
+            "leave_under_load -- --ignored",
+        );
+    }
+);
+
+known_failure_scenario!(
+    replace_under_load,
+    "waits for issue 12: range movements (streaming on join/leave/replace)",
+    {
+        run(
+            &nemesis::replace_under_load(),
+            "replace_under_load -- --ignored",
+        );
+    }
+);
+
+// --- swarm ----------------------------------------------------------------
+
+#[test]
+fn swarm() {
+    let stats = sweep_each(&nemesis::swarm, &args("swarm"), &mem, 200);
+    assert_did_work(&stats);
+    assert!(
+        stats.failed > 0,
+        "the swarm injected no effective fault: {stats:?}"
+    );
+}
