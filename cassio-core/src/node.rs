@@ -517,7 +517,16 @@ impl Node {
         if config.vnodes == 0 && config.placement == PlacementKind::TokenRing {
             return Err(ConfigError::ZeroVnodes);
         }
-        let generation = config.generation.unwrap_or(wall_micros / 1_000_000);
+        // Generations must grow across restarts even if the wall clock went
+        // back: start above the one persisted by the previous run.
+        let after_persisted = config
+            .persisted
+            .as_ref()
+            .map_or(0, |p| p.generation.saturating_add(1));
+        let generation = config
+            .generation
+            .unwrap_or(wall_micros / 1_000_000)
+            .max(after_persisted);
         let tokens = config
             .tokens
             .clone()
@@ -754,6 +763,7 @@ impl Node {
             .max(self.clock_floor);
         self.out.push_back(Output::Persist(PersistedState {
             clock_high_water: self.clock_persisted,
+            generation: self.membership.generation(),
             members: self.membership.persisted_members(),
         }));
     }

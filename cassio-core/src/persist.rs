@@ -39,6 +39,10 @@ pub struct PersistedState {
     /// Every timestamp this node issued is below this many micros; the next
     /// run starts its clock above it.
     pub clock_high_water: u64,
+    /// The generation of the run that wrote this state: the next run's must
+    /// be larger, or peers would keep the old run's state and never see the
+    /// new one (a wall clock that stepped back across a restart).
+    pub generation: u64,
     /// The other members as last known (this node excluded).
     pub members: Vec<PersistedMember>,
 }
@@ -106,6 +110,7 @@ mod tests {
     fn sample() -> PersistedState {
         PersistedState {
             clock_high_water: 1_700_000_000_000_000,
+            generation: 1_700_000_000,
             members: vec![PersistedMember {
                 id: NodeId(7),
                 generation: 42,

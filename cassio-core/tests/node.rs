@@ -804,3 +804,18 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
         "stamped above everything before the crash"
     );
 }
+
+#[test]
+fn a_restart_behind_a_clock_step_back_still_gets_a_larger_generation() {
+    let first = Node::new(NodeId(1), config(1), Instant::ZERO, WALL).expect("config");
+    let g1 = first.membership().generation();
+    let mut c = config(1);
+    c.persisted = Some(cassio_core::PersistedState {
+        clock_high_water: WALL,
+        generation: g1,
+        members: Vec::new(),
+    });
+    // The wall clock stepped 20 s back across the restart.
+    let again = Node::new(NodeId(1), c, Instant::ZERO, WALL - 20_000_000).expect("config");
+    assert!(again.membership().generation() > g1);
+}

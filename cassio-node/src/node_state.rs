@@ -106,6 +106,7 @@ mod tests {
         assert!(f.load().expect("no file is fine").is_none());
         let state = PersistedState {
             clock_high_water: 42,
+            generation: 7,
             members: Vec::new(),
         };
         f.save(&state).expect("save");
