@@ -167,8 +167,11 @@ async fn redis_crate_speaks_every_supported_command() {
         };
         assert!(items.contains(&Value::BulkString(b"proto".to_vec())));
         assert!(items.contains(&Value::Int(2)));
-        let err = q::<Value>(&mut c, &["HELLO", "3"]).unwrap_err();
-        assert!(err.to_string().contains("RESP3 is not supported"), "{err}");
+        let err = q::<Value>(&mut c, &["HELLO", "4"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported protocol version"),
+            "{err}"
+        );
 
         let info: String = q(&mut c, &["INFO"]).unwrap();
         assert!(info.contains("redis_version:"), "{info}");
@@ -674,5 +677,236 @@ async fn redis_benchmark_runs_cleanly() {
         !out.contains("ERR") && !err.contains("WARNING") && !err.contains("ERR"),
         "stdout {out:?} stderr {err:?}"
     );
+    srv.shutdown().await;
+}
+
+/// Sends `request` and checks that exactly `expected` comes back.
+fn exchange(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
+    s.write_all(request).unwrap();
+    let mut got = vec![0u8; expected.len()];
+    if let Err(e) = s.read_exact(&mut got) {
+        panic!(
+            "{:?}: wanted {:?}: {e}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(expected)
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "answer to {:?}",
+        String::from_utf8_lossy(request)
+    );
+}
+
+/// A command as a RESP array of bulk strings.
+fn resp_cmd(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// The `HELLO` reply Redis 7 gives, in RESP3 (a map) or RESP2 (a flat array).
+fn hello_reply(proto: u8, id: &str) -> Vec<u8> {
+    let head = if proto == 3 { "%7" } else { "*14" };
+    format!(
+        "{head}\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n\
+         $5\r\nproto\r\n:{proto}\r\n$2\r\nid\r\n:{id}\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+         $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_resp3_after_hello_3_and_back_to_resp2() {
+    let fake = spawn_fake();
+    let srv = serve_resp(fake.handle.clone()).await;
+    let addr = srv.addr;
+    blocking(move || {
+        let mut s = raw_connect(addr);
+        s.write_all(&resp_cmd(&["CLIENT", "ID"])).unwrap();
+        let id_line = read_until(&mut s, b"\r\n");
+        let id = std::str::from_utf8(&id_line[1..id_line.len() - 2])
+            .unwrap()
+            .to_string();
+        assert!(id_line.starts_with(b":") && id.parse::<u64>().is_ok());
+
+        // RESP2 first: the nil bulk, as always.
+        exchange(&mut s, &resp_cmd(&["GET", "missing"]), b"$-1\r\n");
+        exchange(&mut s, &resp_cmd(&["HELLO", "3"]), &hello_reply(3, &id));
+        exchange(&mut s, &resp_cmd(&["PING"]), b"+PONG\r\n");
+        exchange(&mut s, &resp_cmd(&["SET", "k", "v"]), b"+OK\r\n");
+        exchange(&mut s, &resp_cmd(&["GET", "k"]), b"$1\r\nv\r\n");
+        exchange(&mut s, &resp_cmd(&["GET", "missing"]), b"_\r\n");
+        exchange(
+            &mut s,
+            &resp_cmd(&["MGET", "k", "missing", "k"]),
+            b"*3\r\n$1\r\nv\r\n_\r\n$1\r\nv\r\n",
+        );
+        exchange(&mut s, &resp_cmd(&["EXISTS", "k", "missing"]), b":1\r\n");
+        exchange(
+            &mut s,
+            &resp_cmd(&["CONFIG", "GET", "appendonly"]),
+            b"%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        );
+        exchange(&mut s, &resp_cmd(&["CLIENT", "GETNAME"]), b"_\r\n");
+        exchange(
+            &mut s,
+            &resp_cmd(&["COMMAND", "INFO", "get", "nosuch"]),
+            b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n~2\r\n$8\r\nreadonly\r\n$4\r\nfast\r\n:1\r\n:1\r\n:1\r\n_\r\n",
+        );
+        exchange(&mut s, &resp_cmd(&["COMMAND", "DOCS"]), b"%0\r\n");
+        exchange(&mut s, &resp_cmd(&["DEL", "k", "missing"]), b":1\r\n");
+        exchange(&mut s, &resp_cmd(&["GET", "k"]), b"_\r\n");
+        // INFO is a verbatim string whose length counts the `txt:` prefix.
+        s.write_all(&resp_cmd(&["INFO", "replication"])).unwrap();
+        let text = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n";
+        let want = format!("={}\r\ntxt:{text}\r\n", text.len() + 4);
+        let got = read_until(&mut s, b"\r\n\r\n\r\n");
+        assert_eq!(String::from_utf8_lossy(&got), want);
+
+        // A refused HELLO changes nothing: still RESP3, still no name.
+        exchange(
+            &mut s,
+            &resp_cmd(&["HELLO", "4"]),
+            b"-NOPROTO unsupported protocol version\r\n",
+        );
+        s.write_all(&resp_cmd(&["HELLO", "2", "AUTH", "default", "secret"]))
+            .unwrap();
+        let refused = String::from_utf8(read_until(&mut s, b"\r\n")).unwrap();
+        assert!(
+            refused.starts_with("-ERR AUTH refused: Cassio has no client authentication yet"),
+            "{refused}"
+        );
+        s.write_all(&resp_cmd(&["AUTH", "secret"])).unwrap();
+        let refused = String::from_utf8(read_until(&mut s, b"\r\n")).unwrap();
+        assert!(
+            refused.contains("no client authentication yet"),
+            "{refused}"
+        );
+        exchange(&mut s, &resp_cmd(&["GET", "missing"]), b"_\r\n");
+        exchange(&mut s, &resp_cmd(&["CLIENT", "GETNAME"]), b"_\r\n");
+
+        // HELLO 2 goes back, naming the connection on the way.
+        exchange(
+            &mut s,
+            &resp_cmd(&["HELLO", "2", "SETNAME", "myapp"]),
+            &hello_reply(2, &id),
+        );
+        exchange(&mut s, &resp_cmd(&["GET", "missing"]), b"$-1\r\n");
+        exchange(
+            &mut s,
+            &resp_cmd(&["CLIENT", "GETNAME"]),
+            b"$5\r\nmyapp\r\n",
+        );
+        exchange(
+            &mut s,
+            &resp_cmd(&["CONFIG", "GET", "appendonly"]),
+            b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        );
+        // No protover: the current protocol, answered in it.
+        exchange(&mut s, &resp_cmd(&["HELLO"]), &hello_reply(2, &id));
+
+        // One pipeline across the switch: each reply in the protocol in
+        // force after its command.
+        let mut pipe = resp_cmd(&["GET", "missing"]);
+        pipe.extend(resp_cmd(&["HELLO", "3"]));
+        pipe.extend(resp_cmd(&["GET", "missing"]));
+        pipe.extend(resp_cmd(&["MGET", "missing"]));
+        let mut want = b"$-1\r\n".to_vec();
+        want.extend(hello_reply(3, &id));
+        want.extend_from_slice(b"_\r\n*1\r\n_\r\n");
+        exchange(&mut s, &pipe, &want);
+    })
+    .await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crate_with_resp3() {
+    let fake = spawn_fake();
+    let srv = serve_resp(fake.handle.clone()).await;
+    let addr = srv.addr;
+    blocking(move || {
+        let client = redis::Client::open(format!("redis://{addr}/?protocol=resp3")).unwrap();
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(q::<String>(&mut c, &["PING"]).unwrap(), "PONG");
+        assert_eq!(q::<String>(&mut c, &["SET", "a", "1"]).unwrap(), "OK");
+        assert_eq!(q::<Value>(&mut c, &["GET", "nobody"]).unwrap(), Value::Nil);
+        assert_eq!(
+            q::<Vec<Option<String>>>(&mut c, &["MGET", "a", "nobody"]).unwrap(),
+            vec![Some("1".to_string()), None]
+        );
+        let hello: Value = q(&mut c, &["HELLO"]).unwrap();
+        let Value::Map(pairs) = hello else {
+            panic!("HELLO answers a map under RESP3: {hello:?}")
+        };
+        assert!(pairs.contains(&(Value::BulkString(b"proto".to_vec()), Value::Int(3))));
+        let cfg: Value = q(&mut c, &["CONFIG", "GET", "databases"]).unwrap();
+        assert_eq!(
+            cfg,
+            Value::Map(vec![(
+                Value::BulkString(b"databases".to_vec()),
+                Value::BulkString(b"1".to_vec())
+            )])
+        );
+        let info: Value = q(&mut c, &["INFO", "server"]).unwrap();
+        let Value::VerbatimString { text, .. } = info else {
+            panic!("INFO is a verbatim string under RESP3: {info:?}")
+        };
+        assert!(text.contains("redis_version:"), "{text}");
+        assert_eq!(q::<i64>(&mut c, &["DEL", "a", "nobody"]).unwrap(), 1);
+    })
+    .await;
+    assert!(fake.data.lock().unwrap().is_empty());
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_speaks_resp3() {
+    if !std::path::Path::new("/usr/bin/redis-cli").exists() {
+        eprintln!("skipped: /usr/bin/redis-cli is missing (apt-get install -y redis-tools)");
+        return;
+    }
+    let fake = spawn_fake();
+    let srv = serve_resp(fake.handle.clone()).await;
+    let port = srv.addr.port().to_string();
+    blocking(move || {
+        // `-3` makes redis-cli open every connection with `HELLO 3`.
+        let cli = |args: &[&str]| {
+            let mut all = vec![
+                "-3".to_string(),
+                "-h".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.clone(),
+            ];
+            all.extend(args.iter().map(|s| s.to_string()));
+            run_tool("redis-cli", &all, None).0
+        };
+        assert_eq!(cli(&["PING"]), "PONG\n");
+        assert_eq!(cli(&["SET", "user1", "Jack"]), "OK\n");
+        assert_eq!(cli(&["GET", "user1"]), "Jack\n");
+        assert_eq!(cli(&["--no-raw", "GET", "missing"]), "(nil)\n");
+        assert_eq!(
+            cli(&["--no-raw", "MGET", "user1", "missing"]),
+            "1) \"Jack\"\n2) (nil)\n"
+        );
+        assert_eq!(
+            cli(&["--no-raw", "CONFIG", "GET", "appendonly"]),
+            "1# \"appendonly\" => \"no\"\n"
+        );
+        let hello = cli(&["--no-raw", "HELLO"]);
+        assert!(hello.contains("3# \"proto\" => (integer) 3"), "{hello}");
+        assert!(cli(&["INFO", "server"]).contains("redis_version:"));
+        assert_eq!(cli(&["DEL", "user1"]), "1\n");
+    })
+    .await;
+    assert!(fake.data.lock().unwrap().is_empty());
     srv.shutdown().await;
 }

@@ -28,6 +28,7 @@ pub mod http;
 pub mod limits;
 mod metrics_install;
 pub mod resp;
+mod resp3;
 mod resp_proto;
 
 pub use limits::GatewayLimits;
@@ -42,7 +43,7 @@ pub const MAX_KEY_BYTES: usize = 64 * 1024;
 /// with the key and envelope, so values stay a margin below it.
 pub const MAX_VALUE_BYTES: usize = 15 * 1024 * 1024;
 
-/// Serves the Redis protocol (RESP2) on `listener` until `shutdown` turns
+/// Serves the Redis protocol (RESP2, and RESP3 after `HELLO 3`) on `listener` until `shutdown` turns
 /// `true`; see [`resp`] for the commands.
 pub async fn serve_resp(
     listener: tokio::net::TcpListener,

@@ -1,8 +1,16 @@
 //! The RESP gateway: Cassio behind the Redis protocol, so `redis-cli`,
 //! `redis-benchmark` and Redis client libraries work unchanged.
 //!
-//! Supported (RESP2): `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO
-//! INFO COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
+//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO INFO
+//! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
+//!
+//! Protocols: a connection starts in RESP2; `HELLO 3` switches it to RESP3
+//! and `HELLO 2` back. Under RESP3 replies take the types Redis 7 gives
+//! them: `_` for a missing value (GET, MGET holes, CLIENT GETNAME), maps for
+//! HELLO, CONFIG GET and COMMAND DOCS, sets for COMMAND's flags, a verbatim
+//! string for INFO. Under RESP2 they are what they always were. `HELLO`'s
+//! `SETNAME` names the connection; its `AUTH` (and the `AUTH` command) are
+//! refused, since Cassio has no client authentication yet.
 //! Anything else is answered with an error that names what is unsupported
 //! (`ERR SET options (EX) are not supported by Cassio`), never by dropping
 //! the connection. Malformed protocol is answered with `-ERR Protocol
@@ -38,6 +46,7 @@
 //! to the same key are submitted in order and so get increasing timestamps.
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
+use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
 use crate::handle::{NodeHandle, RequestError};
@@ -139,11 +148,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// The reply protocol of a connection, chosen by `HELLO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Resp2,
+    Resp3,
+}
+
+impl Proto {
+    fn version(self) -> i64 {
+        match self {
+            Proto::Resp2 => 2,
+            Proto::Resp3 => 3,
+        }
+    }
+}
+
 /// Per-connection state that commands read and change.
 #[derive(Debug)]
 struct Conn {
     id: u64,
     name: Option<Bytes>,
+    /// How replies are encoded from the current command on.
+    proto: Proto,
     consistency: Option<Consistency>,
     quit: bool,
     port: u16,
@@ -196,6 +223,7 @@ async fn connection(
     let mut conn = Conn {
         id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
         name: None,
+        proto: Proto::Resp2,
         consistency: None,
         quit: false,
         port,
@@ -272,29 +300,62 @@ async fn connection(
     }
 }
 
-/// A reply waiting to be encoded.
+/// A reply waiting to be encoded, in the protocol of the connection at the
+/// command it answers.
 #[derive(Debug)]
 enum Reply {
     Simple(&'static str),
     Error(String),
     Int(i64),
+    /// A bulk string, or the null: `$-1` in RESP2, `_` in RESP3.
     Bulk(Option<Bytes>),
     Array(Vec<Reply>),
+    /// A map: `%` in RESP3, a flat key, value, key, value array in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// A set: `~` in RESP3, an array in RESP2.
+    Set(Vec<Reply>),
+    /// Plain text: a `txt` verbatim string in RESP3, a bulk string in RESP2.
+    Text(Bytes),
 }
 
 impl Reply {
-    fn encode(&self, out: &mut BytesMut) {
-        match self {
-            Reply::Simple(s) => proto::simple(out, s),
-            Reply::Error(e) => proto::error(out, e),
-            Reply::Int(n) => proto::int(out, *n),
-            Reply::Bulk(b) => proto::bulk(out, b.as_deref()),
-            Reply::Array(items) => {
+    fn encode(&self, out: &mut BytesMut, p: Proto) {
+        match (self, p) {
+            (Reply::Simple(s), _) => proto::simple(out, s),
+            (Reply::Error(e), _) => proto::error(out, e),
+            (Reply::Int(n), _) => proto::int(out, *n),
+            (Reply::Bulk(None), Proto::Resp3) => resp3::null(out),
+            (Reply::Bulk(b), _) => proto::bulk(out, b.as_deref()),
+            (Reply::Array(items), _) => {
                 proto::array(out, items.len());
-                for i in items {
-                    i.encode(out);
+                Self::encode_all(items, out, p);
+            }
+            (Reply::Set(items), Proto::Resp2) => {
+                proto::array(out, items.len());
+                Self::encode_all(items, out, p);
+            }
+            (Reply::Set(items), Proto::Resp3) => {
+                resp3::set(out, items.len());
+                Self::encode_all(items, out, p);
+            }
+            (Reply::Map(pairs), _) => {
+                match p {
+                    Proto::Resp2 => proto::array(out, pairs.len() * 2),
+                    Proto::Resp3 => resp3::map(out, pairs.len()),
+                }
+                for (k, v) in pairs {
+                    k.encode(out, p);
+                    v.encode(out, p);
                 }
             }
+            (Reply::Text(t), Proto::Resp2) => proto::bulk(out, Some(t)),
+            (Reply::Text(t), Proto::Resp3) => resp3::verbatim(out, b"txt", t),
+        }
+    }
+
+    fn encode_all(items: &[Reply], out: &mut BytesMut, p: Proto) {
+        for i in items {
+            i.encode(out, p);
         }
     }
 
@@ -359,15 +420,19 @@ async fn run_batch(
     out: &mut BytesMut,
 ) {
     let mut plans = Vec::with_capacity(cmds.len());
+    // Each reply is encoded in the protocol in force after its command ran:
+    // `HELLO 3` is itself answered in RESP3, the commands before it in RESP2.
+    let mut protos = Vec::with_capacity(cmds.len());
     for cmd in cmds {
         if conn.quit {
             // Redis closes after QUIT's reply; later commands get no answer.
             break;
         }
         plans.push(plan(cmd, conn));
+        protos.push(conn.proto);
     }
-    if let [Plan::Io(op)] = plans.as_slice() {
-        run_io(handle, op).await.encode(out);
+    if let ([Plan::Io(op)], [p]) = (plans.as_slice(), protos.as_slice()) {
+        run_io(handle, op).await.encode(out, *p);
         return;
     }
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(plans.len());
@@ -393,10 +458,10 @@ async fn run_batch(
         }
         start = end;
     }
-    for (plan, reply) in plans.iter().zip(replies) {
+    for ((plan, reply), p) in plans.iter().zip(replies).zip(protos) {
         match (plan, reply) {
-            (_, Some(r)) => r.encode(out),
-            (Plan::Ready(r), None) => r.encode(out),
+            (_, Some(r)) => r.encode(out, p),
+            (Plan::Ready(r), None) => r.encode(out, p),
             (Plan::Io(_), None) => proto::error(out, "ERR internal error: missing reply"),
         }
     }
@@ -587,6 +652,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             }
         }
         "HELLO" => hello(&args, conn),
+        "AUTH" => err(NO_AUTH),
         "INFO" => {
             if argc > 2 {
                 return err("ERR INFO with more than one section is not supported by Cassio");
@@ -629,50 +695,74 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
     }
 }
 
-/// `HELLO [protover [AUTH u p] [SETNAME name]]`: RESP2 only.
+/// What `AUTH` (alone or in `HELLO`) is told: there are no users or
+/// passwords to check yet, and accepting any would pretend there were.
+const NO_AUTH: &str = "ERR AUTH refused: Cassio has no client authentication yet, so it cannot check a username or password; connect without AUTH (and keep client ports on loopback)";
+
+/// Why a client name is refused, as Redis words it: names show up in
+/// space-separated listings, so they may not contain spaces or controls.
+fn client_name_error(name: &[u8]) -> Option<&'static str> {
+    name.iter()
+        .any(|b| *b <= b' ' || *b > b'~')
+        .then_some("ERR Client names cannot contain spaces, newlines or special characters.")
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`:
+/// switches the connection to RESP2 or RESP3 (no `protover` keeps the
+/// current one) and answers the server's facts in the new protocol. As in
+/// Redis, options are checked whole before anything changes, so a refused
+/// `HELLO` leaves the protocol and the name as they were.
 fn hello(args: &[Bytes], conn: &mut Conn) -> Plan {
-    if let Some(v) = args.get(1) {
-        match &v[..] {
-            b"2" => {}
-            b"3" => {
-                return err(
-                    "NOPROTO RESP3 is not supported by Cassio; use RESP2 (HELLO 2 or no HELLO)",
-                )
-            }
-            _ => return err("NOPROTO unsupported protocol version"),
-        }
-    }
+    let proto = match args.get(1).map(|v| &v[..]) {
+        None => conn.proto,
+        Some(b"2") => Proto::Resp2,
+        Some(b"3") => Proto::Resp3,
+        Some(_) => return err("NOPROTO unsupported protocol version"),
+    };
     let mut i = 2;
+    let mut auth = false;
     let mut name = None;
     while i < args.len() {
+        let more = args.len() - 1 - i;
         match name_of(&args[i]).as_str() {
-            "AUTH" => return err("ERR HELLO AUTH is not supported by Cassio (no authentication)"),
-            "SETNAME" if i + 1 < args.len() => {
+            "AUTH" if more >= 2 => {
+                auth = true;
+                i += 3;
+            }
+            "SETNAME" if more >= 1 => {
                 name = Some(args[i + 1].clone());
                 i += 2;
             }
-            other => return err(format!("ERR syntax error in HELLO option '{other}'")),
+            other => {
+                return err(format!(
+                    "ERR syntax error in HELLO option '{}'",
+                    other.chars().take(64).collect::<String>()
+                ))
+            }
         }
     }
-    if name.is_some() {
-        conn.name = name;
+    if auth {
+        return err(NO_AUTH);
     }
+    if let Some(name) = name {
+        if let Some(e) = client_name_error(&name) {
+            return err(e);
+        }
+        conn.name = (!name.is_empty()).then_some(name);
+    }
+    conn.proto = proto;
     let s = Reply::bulk_str;
-    Plan::Ready(Reply::Array(vec![
-        s("server"),
-        s("redis"),
-        s("version"),
-        s(COMPAT_REDIS_VERSION),
-        s("proto"),
-        Reply::Int(2),
-        s("id"),
-        Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX)),
-        s("mode"),
-        s("standalone"),
-        s("role"),
-        s("master"),
-        s("modules"),
-        Reply::Array(Vec::new()),
+    Plan::Ready(Reply::Map(vec![
+        (s("server"), s("redis")),
+        (s("version"), s(COMPAT_REDIS_VERSION)),
+        (s("proto"), Reply::Int(proto.version())),
+        (
+            s("id"),
+            Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX)),
+        ),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(Vec::new())),
     ]))
 }
 
@@ -708,7 +798,8 @@ fn command_info(name: &str) -> Reply {
     Reply::Array(vec![
         Reply::bulk_str(c.0),
         Reply::Int(c.1),
-        Reply::Array(c.2.iter().map(|f| Reply::bulk_str(f)).collect()),
+        // Redis 7 answers the flags as a set (an array in RESP2).
+        Reply::Set(c.2.iter().map(|f| Reply::bulk_str(f)).collect()),
         Reply::Int(c.3),
         Reply::Int(c.4),
         Reply::Int(c.5),
@@ -733,7 +824,7 @@ fn command(args: &[Bytes]) -> Plan {
         "INFO" => Reply::Array(rest().map(|n| command_info(&n)).collect()),
         "LIST" => Reply::Array(COMMANDS.iter().map(|c| Reply::bulk_str(c.0)).collect()),
         // An empty map: clients (redis-cli's hints) fall back to no docs.
-        "DOCS" => Reply::Array(Vec::new()),
+        "DOCS" => Reply::Map(Vec::new()),
         other => Reply::Error(format!(
             "ERR COMMAND {other} is not supported by Cassio (try COUNT, INFO, LIST, DOCS)"
         )),
@@ -748,10 +839,8 @@ fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
     let sub = name_of(sub);
     match (sub.as_str(), args.get(2)) {
         ("SETNAME", Some(name)) if args.len() == 3 => {
-            if name.iter().any(|b| *b <= b' ' || *b > b'~') {
-                return err(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                );
+            if let Some(e) = client_name_error(name) {
+                return err(e);
             }
             conn.name = (!name.is_empty()).then(|| name.clone());
             Plan::Ready(Reply::Simple("OK"))
@@ -794,10 +883,9 @@ fn config(args: &[Bytes]) -> Plan {
             "databases" => "1",
             _ => continue,
         };
-        items.push(Reply::bulk_str(&p));
-        items.push(Reply::bulk_str(v));
+        items.push((Reply::bulk_str(&p), Reply::bulk_str(v)));
     }
-    Plan::Ready(Reply::Array(items))
+    Plan::Ready(Reply::Map(items))
 }
 
 /// The reply to a failed node request, with a code clients can match on.
@@ -953,7 +1041,7 @@ async fn info(handle: &NodeHandle, section: Option<&str>, port: u16) -> Reply {
             Err(e) => return request_error(&e),
         }
     }
-    Reply::Bulk(Some(Bytes::from(text)))
+    Reply::Text(Bytes::from(text))
 }
 
 #[cfg(test)]
@@ -968,6 +1056,7 @@ mod tests {
         Conn {
             id: 1,
             name: None,
+            proto: Proto::Resp2,
             consistency: None,
             quit: false,
             port: 0,
@@ -1035,10 +1124,89 @@ mod tests {
             panic!("HINCRBY should be refused");
         };
         assert!(e.contains("'HINCRBY'"), "{e}");
-        let Plan::Ready(Reply::Error(e)) = plan(cmd("HELLO 3"), &mut c) else {
-            panic!("HELLO 3 should be refused");
+        for bad in ["HELLO 4", "HELLO 1", "HELLO x", "HELLO 03"] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(bad), &mut c) else {
+                panic!("{bad} should be refused");
+            };
+            assert_eq!(e, "NOPROTO unsupported protocol version");
+        }
+        assert_eq!(c.proto, Proto::Resp2);
+    }
+
+    #[test]
+    fn hello_switches_the_protocol_only_when_it_succeeds() {
+        let mut c = conn();
+        assert!(matches!(
+            plan(cmd("HELLO"), &mut c),
+            Plan::Ready(Reply::Map(_))
+        ));
+        assert_eq!(c.proto, Proto::Resp2);
+        assert!(matches!(
+            plan(cmd("HELLO 3"), &mut c),
+            Plan::Ready(Reply::Map(_))
+        ));
+        assert_eq!(c.proto, Proto::Resp3);
+        // No protover keeps RESP3.
+        assert!(matches!(
+            plan(cmd("HELLO"), &mut c),
+            Plan::Ready(Reply::Map(_))
+        ));
+        assert_eq!(c.proto, Proto::Resp3);
+        // Refused HELLOs change nothing: not the protocol, not the name.
+        for bad in [
+            "HELLO 2 AUTH default secret",
+            "HELLO 2 SETNAME app AUTH u p",
+            "HELLO 2 SETNAME",
+            "HELLO 2 AUTH onlyuser",
+            "HELLO 2 BOGUS",
+        ] {
+            let Plan::Ready(Reply::Error(e)) = plan(cmd(bad), &mut c) else {
+                panic!("{bad} should be refused");
+            };
+            assert!(!e.is_empty());
+            assert_eq!(c.proto, Proto::Resp3, "{bad}");
+            assert_eq!(c.name, None, "{bad}");
+        }
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("HELLO 2 AUTH default secret"), &mut c) else {
+            panic!("AUTH should be refused");
         };
-        assert!(e.starts_with("NOPROTO") && e.contains("RESP3"), "{e}");
+        assert!(e.contains("no client authentication yet"), "{e}");
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("AUTH secret"), &mut c) else {
+            panic!("AUTH should be refused");
+        };
+        assert!(e.contains("no client authentication yet"), "{e}");
+        assert!(matches!(
+            plan(cmd("HELLO 2 SETNAME app"), &mut c),
+            Plan::Ready(Reply::Map(_))
+        ));
+        assert_eq!(c.proto, Proto::Resp2);
+        assert_eq!(c.name.as_deref(), Some(&b"app"[..]));
+    }
+
+    fn encoded(r: &Reply, p: Proto) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        r.encode(&mut out, p);
+        out.to_vec()
+    }
+
+    #[test]
+    fn replies_take_resp3_types_only_under_resp3() {
+        let r = Reply::Array(vec![
+            Reply::Bulk(None),
+            Reply::Map(vec![(Reply::bulk_str("k"), Reply::Int(1))]),
+            Reply::Set(vec![Reply::bulk_str("f")]),
+            Reply::Text(Bytes::from_static(b"a:1\r\n")),
+            Reply::Simple("OK"),
+            Reply::Error("ERR x".into()),
+        ]);
+        assert_eq!(
+            encoded(&r, Proto::Resp2),
+            b"*6\r\n$-1\r\n*2\r\n$1\r\nk\r\n:1\r\n*1\r\n$1\r\nf\r\n$5\r\na:1\r\n\r\n+OK\r\n-ERR x\r\n"
+        );
+        assert_eq!(
+            encoded(&r, Proto::Resp3),
+            b"*6\r\n_\r\n%1\r\n$1\r\nk\r\n:1\r\n~1\r\n$1\r\nf\r\n=9\r\ntxt:a:1\r\n\r\n+OK\r\n-ERR x\r\n"
+        );
     }
 
     #[test]
@@ -1081,7 +1249,8 @@ mod tests {
         ));
     }
 
-    /// Parses one RESP2 reply off the front of `buf`: the rest, or why not.
+    /// Parses one RESP2 or RESP3 reply off the front of `buf`: the rest, or
+    /// why not.
     fn one_reply(buf: &[u8]) -> Result<&[u8], String> {
         let line_end = buf.windows(2).position(|w| w == b"\r\n").ok_or("no CRLF")?;
         let (kind, line) = (buf.first().ok_or("empty")?, &buf[1..line_end]);
@@ -1095,29 +1264,39 @@ mod tests {
                 Ok(rest)
             }
             b':' => text.parse::<i64>().map(|_| rest).map_err(|e| e.to_string()),
-            b'$' => {
+            b'$' | b'=' => {
                 let n: i64 = text
                     .parse()
                     .map_err(|e: std::num::ParseIntError| e.to_string())?;
-                if n == -1 {
+                if n == -1 && *kind == b'$' {
                     return Ok(rest);
                 }
                 let n = usize::try_from(n).map_err(|e| e.to_string())?;
                 if rest.len() < n + 2 || &rest[n..n + 2] != b"\r\n" {
                     return Err("bulk string shorter than announced".into());
                 }
+                if *kind == b'=' && (n < 4 || rest[3] != b':') {
+                    return Err("verbatim string without its format".into());
+                }
                 Ok(&rest[n + 2..])
             }
-            b'*' => {
+            b'*' | b'~' | b'%' => {
                 let n: usize = text
                     .parse()
                     .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                let n = if *kind == b'%' { n * 2 } else { n };
                 let mut rest = rest;
                 for _ in 0..n {
                     rest = one_reply(rest)?;
                 }
                 Ok(rest)
             }
+            b'_' if text.is_empty() => Ok(rest),
+            b'#' if text == "t" || text == "f" => Ok(rest),
+            b',' => match text {
+                "inf" | "-inf" | "nan" => Ok(rest),
+                _ => text.parse::<f64>().map(|_| rest).map_err(|e| e.to_string()),
+            },
             other => Err(format!("unknown reply type {:?}", char::from(*other))),
         }
     }
@@ -1130,6 +1309,11 @@ mod tests {
         assert!(one_reply(b"*2\r\n+OK\r\n").is_err());
         assert!(one_reply(b"OK\r\n").is_err());
         assert_eq!(one_reply(b"+OK\r\n+OK\r\n"), Ok(&b"+OK\r\n"[..]));
+        assert_eq!(one_reply(b"%1\r\n$1\r\nk\r\n_\r\n"), Ok(&b""[..]));
+        assert!(one_reply(b"%1\r\n$1\r\nk\r\n").is_err());
+        assert!(one_reply(b"_x\r\n").is_err());
+        assert!(one_reply(b"=3\r\ntxt\r\n").is_err());
+        assert_eq!(one_reply(b"~1\r\n=5\r\ntxt:a\r\n"), Ok(&b""[..]));
     }
 
     /// A node double: reads succeed empty, writes succeed, status answers;
@@ -1173,9 +1357,15 @@ mod tests {
 
     /// Answers `cmd` as a connection would, into the bytes sent back.
     fn answer(rt: &tokio::runtime::Runtime, cmd: Vec<Bytes>) -> BytesMut {
+        answer_in(rt, cmd, Proto::Resp2)
+    }
+
+    /// [`answer`] on a connection speaking `proto`.
+    fn answer_in(rt: &tokio::runtime::Runtime, cmd: Vec<Bytes>, proto: Proto) -> BytesMut {
         rt.block_on(async move {
             let handle = fake_handle();
             let mut c = conn();
+            c.proto = proto;
             let mut out = BytesMut::new();
             run_batch(&handle, &mut c, vec![cmd], &mut out).await;
             out
@@ -1271,6 +1461,7 @@ mod tests {
             fn every_command_with_up_to_three_arguments_gets_one_reply(
                 name in prop::sample::select(names()),
                 args in prop::collection::vec(arg(), 0..=3),
+                resp3 in any::<bool>(),
             ) {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -1278,7 +1469,8 @@ mod tests {
                     .unwrap_or_else(|e| panic!("runtime: {e}"));
                 let mut full = vec![Bytes::from(name.clone())];
                 full.extend(args);
-                let out = answer(&rt, full.clone());
+                let proto = if resp3 { Proto::Resp3 } else { Proto::Resp2 };
+                let out = answer_in(&rt, full.clone(), proto);
                 let rest = one_reply(&out);
                 prop_assert_eq!(rest, Ok(&b""[..]), "{:?} answered {:?}", full, String::from_utf8_lossy(&out));
             }
@@ -1296,8 +1488,10 @@ mod tests {
                 for n in 0..=3 {
                     let mut full = vec![Bytes::from(name.clone())];
                     full.extend(std::iter::repeat_n(Bytes::new(), n));
-                    let out = answer(&rt, full.clone());
-                    assert_eq!(one_reply(&out), Ok(&b""[..]), "{full:?}");
+                    for proto in [Proto::Resp2, Proto::Resp3] {
+                        let out = answer_in(&rt, full.clone(), proto);
+                        assert_eq!(one_reply(&out), Ok(&b""[..]), "{full:?} {proto:?}");
+                    }
                 }
             }
         }
