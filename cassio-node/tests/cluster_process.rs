@@ -774,9 +774,9 @@ fn whole_cluster_sigkill_and_staggered_restart_loses_no_acknowledged_write() {
     drop((p1, p2, p3));
 }
 
-/// A node started without the cluster's replication factor (the default is
-/// 1) must not acknowledge "QUORUM" writes with one copy: it refuses to
-/// coordinate and says which setting differs, while the others serve.
+/// A node started without the cluster's replication factor (its default
+/// is one) must not acknowledge "QUORUM" writes with one copy: it refuses
+/// to coordinate and says which setting differs, while the others serve.
 #[test]
 fn a_node_with_another_replication_factor_refuses_and_says_why() {
     let sc = Scenario {
@@ -789,13 +789,19 @@ fn a_node_with_another_replication_factor_refuses_and_says_why() {
     let (_p1, r1) = start_node("node1", dir, &node_args(&sc, dir, 1, None, None));
     let (_p2, r2) = start_node("node2", dir, &node_args(&sc, dir, 2, Some(r1.peer), None));
     let mut odd = node_args(&sc, dir, 3, Some(r1.peer), None);
-    let at = odd.iter().position(|a| a == "--replication-factor").unwrap();
+    let at = odd
+        .iter()
+        .position(|a| a == "--replication-factor")
+        .unwrap();
     odd[at + 1] = "1".into();
     let (_p3, r3) = start_node("node3", dir, &odd);
     for r in [&r1, &r2, &r3] {
-        wait_status("three Normal nodes", r.client, Duration::from_secs(30), |s| {
-            all_normal_and_up(s, 3)
-        });
+        wait_status(
+            "three Normal nodes",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -827,9 +833,13 @@ fn a_node_with_another_replication_factor_refuses_and_says_why() {
     );
     // A client that knows the others fails over to them.
     let c = rt
-        .block_on(Client::connect_with(&[r3.client, r1.client, r2.client], cfg))
+        .block_on(Client::connect_with(
+            &[r3.client, r1.client, r2.client],
+            cfg,
+        ))
         .unwrap();
-    rt.block_on(c.set("k", "v", Some(Consistency::Quorum))).unwrap();
+    rt.block_on(c.set("k", "v", Some(Consistency::Quorum)))
+        .unwrap();
     let v = rt.block_on(c.get("k", Some(Consistency::Quorum))).unwrap();
     assert_eq!(v.as_deref(), Some(&b"v"[..]));
 }
