@@ -229,7 +229,15 @@ impl Client {
             st.next_id += 1;
             match self.attempt(&mut st, addr, id, op.clone()).await {
                 Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(e @ RequestError::Client(ClientError::Joining))) => {
+                // That node cannot coordinate (yet, or with its clock or
+                // settings as they are); another one may.
+                Ok(Err(
+                    e @ RequestError::Client(
+                        ClientError::Joining
+                        | ClientError::ClockOffset { .. }
+                        | ClientError::ConfigMismatch { .. },
+                    ),
+                )) => {
                     // That node cannot coordinate yet; another one may. The
                     // connection is fine, so it stays open for later calls.
                     st.current = (st.current + 1) % self.addrs.len();

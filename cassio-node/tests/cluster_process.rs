@@ -773,3 +773,73 @@ fn whole_cluster_sigkill_and_staggered_restart_loses_no_acknowledged_write() {
     );
     drop((p1, p2, p3));
 }
+
+/// A node started without the cluster's replication factor (its default
+/// is one) must not acknowledge "QUORUM" writes with one copy: it refuses
+/// to coordinate and says which setting differs, while the others serve.
+#[test]
+fn a_node_with_another_replication_factor_refuses_and_says_why() {
+    let sc = Scenario {
+        name: "rf-mismatch",
+        transport: "tcp",
+        store: "native",
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_p1, r1) = start_node("node1", dir, &node_args(&sc, dir, 1, None, None));
+    let (_p2, r2) = start_node("node2", dir, &node_args(&sc, dir, 2, Some(r1.peer), None));
+    let mut odd = node_args(&sc, dir, 3, Some(r1.peer), None);
+    let at = odd
+        .iter()
+        .position(|a| a == "--replication-factor")
+        .unwrap();
+    odd[at + 1] = "1".into();
+    let (_p3, r3) = start_node("node3", dir, &odd);
+    for r in [&r1, &r2, &r3] {
+        wait_status(
+            "three Normal nodes",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_ready(&rt, r1.client);
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+    };
+    let lone = rt
+        .block_on(Client::connect_with(&[r3.client], cfg.clone()))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        match rt.block_on(lone.set("k", "v", Some(Consistency::One))) {
+            Err(e) if matches!(e.client_error(), Some(ClientError::Joining)) => {}
+            Err(e) => break e,
+            Ok(_) => panic!("a node with RF 1 in an RF 3 cluster acknowledged a write"),
+        }
+        assert!(Instant::now() < deadline, "node 3 never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = err.to_string();
+    assert!(
+        matches!(err.client_error(), Some(ClientError::ConfigMismatch { .. }))
+            && text.contains("replication_factor"),
+        "{text}"
+    );
+    // A client that knows the others fails over to them.
+    let c = rt
+        .block_on(Client::connect_with(
+            &[r3.client, r1.client, r2.client],
+            cfg,
+        ))
+        .unwrap();
+    rt.block_on(c.set("k", "v", Some(Consistency::Quorum)))
+        .unwrap();
+    let v = rt.block_on(c.get("k", Some(Consistency::Quorum))).unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v"[..]));
+}

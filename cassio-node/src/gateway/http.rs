@@ -227,6 +227,12 @@ fn request_error(e: &RequestError) -> Response {
             }
             ClientError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
             ClientError::Joining => (StatusCode::SERVICE_UNAVAILABLE, "joining"),
+            // This node cannot coordinate; another may.
+            ClientError::ClockOffset { .. } => (StatusCode::SERVICE_UNAVAILABLE, "clock_offset"),
+            ClientError::ConfigMismatch { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "config_mismatch")
+            }
+            ClientError::Contended { .. } => (StatusCode::CONFLICT, "contended"),
             ClientError::Overloaded => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e);
                 r.headers_mut().insert(

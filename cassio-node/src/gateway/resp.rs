@@ -894,6 +894,9 @@ fn request_error(e: &RequestError) -> Reply {
         RequestError::Client(ClientError::Unavailable { .. }) => "UNAVAILABLE",
         RequestError::Client(ClientError::Timeout { .. }) => "TIMEOUT",
         RequestError::Client(ClientError::Joining) => "TRYAGAIN",
+        RequestError::Client(ClientError::ClockOffset { .. }) => "CLOCKOFFSET",
+        RequestError::Client(ClientError::ConfigMismatch { .. }) => "CONFIGMISMATCH",
+        RequestError::Client(ClientError::Contended { .. }) => "CONTENDED",
         // Redis' code for "the server is busy, retry later".
         RequestError::Client(ClientError::Overloaded) => "BUSY",
         _ => "ERR",
