@@ -34,6 +34,11 @@ fn run(s: &Scenario, test: &str) -> SweepStats {
 
 fn run_on(s: &Scenario, test: &str, stores: &dyn NodeStores) -> SweepStats {
     let stats = sweep(s, &args(test), stores);
+    // Shown with `-- --nocapture`: how many seeds the sweep judged.
+    println!(
+        "{test}: {} seeds, {} ops ok, {} failed or refused, every history passed the checker",
+        stats.seeds, stats.ok, stats.failed
+    );
     assert_did_work(&stats);
     stats
 }
@@ -263,6 +268,10 @@ known_failure_scenario!(
 #[test]
 fn swarm() {
     let stats = sweep_each(&nemesis::swarm, &args("swarm"), &mem, 200);
+    println!(
+        "swarm: {} seeds, {} ops ok, {} failed or refused, every history passed the checker",
+        stats.seeds, stats.ok, stats.failed
+    );
     assert_did_work(&stats);
     assert!(
         stats.failed > 0,
