@@ -813,7 +813,11 @@ impl Node {
         #[cfg(feature = "mutations")]
         if self.mutations.random_timestamps {
             use rand::Rng;
-            let micros = wall.saturating_sub(2_000_000) + self.rng.random_range(0..4_000_000);
+            // Anywhere from 2 s behind to just inside the offset bound ahead,
+            // so replicas accept them: wrong, but not refused.
+            let ahead = self.max_clock_offset.saturating_sub(100_000);
+            let micros =
+                wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
             let logical = self.rng.random_range(0..4);
             return Timestamp::new(micros, logical, self.id);
         }
