@@ -156,10 +156,11 @@ pub enum ClientError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
-    /// The node has not yet learned the whole cluster (it just started or
-    /// restarted); coordinating now could pick the wrong replicas. Retry, or
+    /// The node has not yet learned the whole cluster (it just joined), or
+    /// it restarted and has not yet heard from a majority of the members it
+    /// last knew; coordinating now could pick the wrong replicas. Retry, or
     /// ask another node.
-    #[error("node is still joining the cluster; retry shortly or ask another node")]
+    #[error("node is not ready to coordinate yet (joining, or restarted and waiting to hear from a majority of the cluster); retry shortly or ask another node")]
     Joining,
     /// This node's wall clock is further from the rest of the cluster's than
     /// the maximum clock offset, so it refuses to stamp writes (a write
