@@ -474,6 +474,8 @@ pub struct Node {
     clock_floor: u64,
     /// Whether the clock was last found off the cluster's (for events).
     clock_off: bool,
+    /// The median peer clock offset, and when it was computed.
+    clock_median: (Instant, i64),
     /// Keyspace agreement, cached per membership view epoch.
     agreement: (u64, BTreeMap<String, Option<ClientError>>),
     #[cfg(feature = "mutations")]
@@ -626,6 +628,7 @@ impl Node {
                 clock_floor
             },
             clock_off: false,
+            clock_median: (Instant::ZERO, 0),
             agreement: (0, BTreeMap::new()),
             #[cfg(feature = "mutations")]
             mutations: config.mutations.clone(),
@@ -772,25 +775,31 @@ impl Node {
     /// The cluster's time as this node estimates it: the median of its own
     /// wall clock and its live peers' (from their gossip), so one node whose
     /// clock is off, this one or another, cannot move it.
-    fn reference_wall(&self, now: Instant) -> u64 {
+    fn reference_wall(&mut self, now: Instant) -> u64 {
         let wall = self.wall_now(now);
+        wall.saturating_add_signed(self.median_offset(now))
+    }
+
+    /// This node's wall clock minus the cluster's median (0 until peers
+    /// have reported readings).
+    fn own_clock_offset(&mut self, now: Instant) -> i64 {
+        self.median_offset(now).saturating_neg()
+    }
+
+    /// The median of the live peers' clock offsets and ours (0). Offsets
+    /// change with gossip, about once a second, so the median is computed
+    /// at most every 100 ms rather than on every request.
+    fn median_offset(&mut self, now: Instant) -> i64 {
+        let (at, median) = self.clock_median;
+        if at != Instant::ZERO && now.saturating_duration_since(at).as_millis() < 100 {
+            return median;
+        }
         let mut offsets = self.membership.live_clock_offsets();
         offsets.push(0);
         offsets.sort_unstable();
         let median = offsets[offsets.len() / 2];
-        wall.saturating_add_signed(median)
-    }
-
-    /// This node's wall clock minus the cluster's median, when the node
-    /// has peers' readings.
-    fn own_clock_offset(&self) -> i64 {
-        let mut offsets = self.membership.live_clock_offsets();
-        if offsets.is_empty() {
-            return 0;
-        }
-        offsets.push(0);
-        offsets.sort_unstable();
-        offsets[offsets.len() / 2].saturating_neg()
+        self.clock_median = (now.max(Instant::from_micros(1)), median);
+        median
     }
 
     /// Moves the clock past `ts` if it is within the maximum offset of the
@@ -957,7 +966,7 @@ impl Node {
             return self.reply(id, Err(e));
         }
         if !matches!(req.op, ClientOp::Get { .. }) {
-            let offset = self.own_clock_offset();
+            let offset = self.own_clock_offset(now);
             let off = offset.unsigned_abs() > self.max_clock_offset;
             if off != self.clock_off {
                 self.clock_off = off;
