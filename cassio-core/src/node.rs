@@ -435,8 +435,6 @@ struct Pending {
 pub struct Node {
     id: NodeId,
     codec: WireCodec,
-    start: Instant,
-    wall_at_start: u64,
     clock: HybridClock,
     membership: Membership,
     placement_kind: PlacementKind,
@@ -590,8 +588,6 @@ impl Node {
         let mut node = Node {
             id,
             codec: WireCodec::new(config.cluster.clone()),
-            start: now,
-            wall_at_start: wall_micros,
             clock: HybridClock::starting_above(id, clock_floor),
             membership,
             placement_kind: config.placement,
@@ -727,7 +723,6 @@ impl Node {
     /// The wall clock at monotonic time `now`: the host's latest reading
     /// plus the monotonic time since it was taken.
     fn wall_now(&self, now: Instant) -> u64 {
-        let _ = (self.start, self.wall_at_start);
         self.wall
             .1
             .saturating_add(now.as_micros().saturating_sub(self.wall.0.as_micros()))

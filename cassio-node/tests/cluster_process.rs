@@ -329,6 +329,47 @@ fn node_args(
     a
 }
 
+/// The runtime the tests drive their clients on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Client timeouts that bound every call of these tests.
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Starts nodes 1 to 3 (node 1 the seed) with `node_args` as `edit` changes
+/// them, and waits until each sees three Normal members.
+fn start_three(
+    sc: &Scenario,
+    dir: &Path,
+    edit: impl Fn(usize, &mut Vec<String>),
+) -> Vec<(Proc, Ready)> {
+    let mut nodes: Vec<(Proc, Ready)> = Vec::new();
+    for i in 1..=3 {
+        let seed = nodes.first().map(|(_, r)| r.peer);
+        let mut args = node_args(sc, dir, i, seed, None);
+        edit(i, &mut args);
+        nodes.push(start_node(&format!("node{i}"), dir, &args));
+    }
+    for (_, r) in &nodes {
+        wait_status(
+            "three Normal nodes",
+            r.client,
+            Duration::from_secs(30),
+            |s| all_normal_and_up(s, 3),
+        );
+    }
+    nodes
+}
+
 fn run_scenario(sc: Scenario) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -364,14 +405,8 @@ fn run_scenario(sc: Scenario) {
     let table = String::from_utf8_lossy(&table.stdout);
     assert_eq!(table.matches("UN ").count(), 3, "{table}");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cfg = ClientConfig {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-    };
+    let rt = runtime();
+    let cfg = client_config();
     for r in [&r1, &r2, &r3] {
         wait_ready(&rt, r.client);
     }
@@ -651,36 +686,15 @@ fn whole_cluster_sigkill_and_staggered_restart_loses_no_acknowledged_write() {
         a.extend(["--sync".to_string(), "always".to_string()]);
         a
     };
-    let (p1, r1) = start_node("node1", dir, &with_sync(node_args(&sc, dir, 1, None, None)));
-    let (p2, r2) = start_node(
-        "node2",
-        dir,
-        &with_sync(node_args(&sc, dir, 2, Some(r1.peer), None)),
-    );
-    let (p3, r3) = start_node(
-        "node3",
-        dir,
-        &with_sync(node_args(&sc, dir, 3, Some(r1.peer), None)),
-    );
-    for r in [&r1, &r2, &r3] {
-        wait_status(
-            "three Normal nodes",
-            r.client,
-            Duration::from_secs(30),
-            |s| all_normal_and_up(s, 3),
-        );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut nodes = start_three(&sc, dir, |_, a| *a = with_sync(std::mem::take(a)));
+    let (p3, r3) = nodes.pop().unwrap();
+    let (p2, r2) = nodes.pop().unwrap();
+    let (p1, r1) = nodes.pop().unwrap();
+    let rt = runtime();
     for r in [&r1, &r2, &r3] {
         wait_ready(&rt, r.client);
     }
-    let cfg = ClientConfig {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-    };
+    let cfg = client_config();
     let c = rt
         .block_on(Client::connect_with(
             &[r1.client, r2.client, r3.client],
@@ -786,32 +800,16 @@ fn a_node_with_another_replication_factor_refuses_and_says_why() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (_p1, r1) = start_node("node1", dir, &node_args(&sc, dir, 1, None, None));
-    let (_p2, r2) = start_node("node2", dir, &node_args(&sc, dir, 2, Some(r1.peer), None));
-    let mut odd = node_args(&sc, dir, 3, Some(r1.peer), None);
-    let at = odd
-        .iter()
-        .position(|a| a == "--replication-factor")
-        .unwrap();
-    odd[at + 1] = "1".into();
-    let (_p3, r3) = start_node("node3", dir, &odd);
-    for r in [&r1, &r2, &r3] {
-        wait_status(
-            "three Normal nodes",
-            r.client,
-            Duration::from_secs(30),
-            |s| all_normal_and_up(s, 3),
-        );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let nodes = start_three(&sc, dir, |i, a| {
+        if i == 3 {
+            let at = a.iter().position(|x| x == "--replication-factor").unwrap();
+            a[at + 1] = "1".into();
+        }
+    });
+    let (r1, r2, r3) = (&nodes[0].1, &nodes[1].1, &nodes[2].1);
+    let rt = runtime();
     wait_ready(&rt, r1.client);
-    let cfg = ClientConfig {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-    };
+    let cfg = client_config();
     let lone = rt
         .block_on(Client::connect_with(&[r3.client], cfg.clone()))
         .unwrap();

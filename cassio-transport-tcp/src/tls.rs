@@ -549,6 +549,17 @@ pub fn generate_cert_without_node_id(
     issue(ca, dir, name, None, extra_names)
 }
 
+/// The certificate without a node id at `dir/<name>.pem`: issued by `ca`
+/// the first time, reused after (tests bind many transports with it).
+pub fn cert_without_node_id(ca: &DevCa, dir: &Path, name: &str) -> Result<TlsConfig, TlsError> {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    if cert.exists() && key.exists() {
+        return Ok(TlsConfig::new(ca.cert.clone(), cert, key));
+    }
+    generate_cert_without_node_id(ca, dir, name, &[])
+}
+
 fn issue(
     ca: &DevCa,
     dir: &Path,

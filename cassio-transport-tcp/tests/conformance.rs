@@ -186,16 +186,8 @@ impl TlsTransportHarness for Tls {
         &self,
         opts: BindOptions,
     ) -> Result<TcpTransport, TransportError> {
-        let dir = self.dir.path().join("ca");
-        let files = if dir.join("anon.pem").exists() {
-            TlsConfig::new(
-                self.ca.cert.clone(),
-                dir.join("anon.pem"),
-                dir.join("anon.key"),
-            )
-        } else {
-            tls::generate_cert_without_node_id(&self.ca, &dir, "anon", &[]).unwrap()
-        };
+        let files =
+            tls::cert_without_node_id(&self.ca, &self.dir.path().join("ca"), "anon").unwrap();
         self.bind_with(opts, files).await
     }
 }
