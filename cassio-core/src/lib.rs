@@ -10,13 +10,16 @@
 //! - [`membership`]: who is in the cluster and who is believed alive.
 //! - [`node`]: the node that composes them with the coordinator and replica.
 //! - [`wire`]: peer messages and their versioned, size-capped encoding.
-//! - [`store`] and [`transport`]: the contracts adapters implement.
+//! - [`store`], [`hint_log`] and [`transport`]: the contracts adapters implement;
+//!   [`storage_ops`] the operations a node asks its host to run on them.
 
 pub mod config;
+pub mod hint_log;
 pub mod membership;
 pub mod node;
 pub mod persist;
 pub mod placement;
+pub mod storage_ops;
 pub mod store;
 pub mod time;
 pub mod transport;
@@ -33,7 +36,8 @@ pub use node::{
     StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
-pub use store::{Store, StoreError};
+pub use hint_log::{Hint, HintBacklog, HintLog};
+pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};
 pub use types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};

@@ -8,10 +8,12 @@
 use crate::config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
+use crate::store::ApplyOutcome;
 use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
 use crate::time::{Instant, Now};
 use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
 use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WireError, WriteOutcome};
+pub use crate::storage_ops::{StorageOp, StorageResult};
 use bytes::{BufMut, BytesMut};
 use core::net::SocketAddr;
 use rand::SeedableRng;
@@ -200,32 +202,6 @@ pub enum ClientError {
     /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
-}
-
-/// A storage operation for the host to run against its `Store`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StorageOp {
-    /// `Store::apply(key, version)`.
-    Apply {
-        /// Storage key (keyspace-qualified).
-        key: Key,
-        /// The version to keep if newer.
-        version: Versioned,
-    },
-    /// `Store::get(key)`.
-    Get {
-        /// Storage key (keyspace-qualified).
-        key: Key,
-    },
-}
-
-/// The completion of a [`StorageOp`]; errors are carried as text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StorageResult {
-    /// The result of an `Apply`.
-    Applied(Result<bool, String>),
-    /// The result of a `Get`.
-    Got(Result<Option<Versioned>, String>),
 }
 
 /// Something that happened inside the node, for logs and metrics.
@@ -1152,8 +1128,10 @@ impl Node {
         }
         match (waiter, result) {
             (Waiter::CoordWrite { tag, ts, key }, StorageResult::Applied(r)) => match r {
-                Ok(true) => self.on_write_result(now, tag, self.id, WriteOutcome::Applied),
-                Ok(false) => {
+                Ok(ApplyOutcome::Kept { .. }) => {
+                    self.on_write_result(now, tag, self.id, WriteOutcome::Applied)
+                }
+                Ok(ApplyOutcome::Superseded) => {
                     self.storage(StorageOp::Get { key }, Waiter::CoordSuperseded { tag, ts })
                 }
                 Err(_) => self.on_write_result(now, tag, self.id, WriteOutcome::Failed),
@@ -1166,14 +1144,14 @@ impl Node {
                 self.on_read_result(tag, self.id, r.ok())
             }
             (Waiter::ReplicaWrite { to, tag, ts, key }, StorageResult::Applied(r)) => match r {
-                Ok(true) => self.send(
+                Ok(ApplyOutcome::Kept { .. }) => self.send(
                     to,
                     PeerMsg::WriteAck {
                         tag,
                         outcome: WriteOutcome::Applied,
                     },
                 ),
-                Ok(false) => self.storage(
+                Ok(ApplyOutcome::Superseded) => self.storage(
                     StorageOp::Get { key },
                     Waiter::ReplicaSuperseded { to, tag, ts },
                 ),

@@ -1,8 +1,55 @@
 //! The storage contract every backend implements (native LSM, RocksDB, sled,
 //! the in-memory reference). The conformance suite tests exactly these words.
 
-use crate::types::{Key, Versioned};
+use crate::types::{Key, Timestamp, Versioned};
 use std::ops::Bound;
+
+/// What [`Store::apply_replacing`] did with a version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The version was kept; it replaced `replaced` (`None`: the key held
+    /// nothing, or only a purged tombstone).
+    Kept {
+        /// The version it replaced.
+        replaced: Option<Versioned>,
+    },
+    /// The stored version wins under last-write-wins; nothing changed.
+    Superseded,
+}
+
+impl ApplyOutcome {
+    /// True when the version was kept.
+    pub fn kept(&self) -> bool {
+        matches!(self, ApplyOutcome::Kept { .. })
+    }
+}
+
+/// One entry of a digest scan ([`Store::digests`]): a stored key with the
+/// timestamp and [`Versioned::digest`] of its version, without its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDigest {
+    /// The stored key.
+    pub key: Key,
+    /// The stored version's timestamp.
+    pub ts: Timestamp,
+    /// True when the stored version is a tombstone.
+    pub tombstone: bool,
+    /// `version.digest(key)`.
+    pub digest: u128,
+}
+
+impl KeyDigest {
+    /// The digest entry of `version` stored under `key`.
+    pub fn of(key: Key, version: &Versioned) -> Self {
+        let digest = version.digest(&key);
+        KeyDigest {
+            key,
+            ts: version.ts,
+            tombstone: version.is_tombstone(),
+            digest,
+        }
+    }
+}
 
 /// Errors a store reports. Corruption is never served as data.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +115,14 @@ pub enum StoreError {
 ///   ignored, equal timestamps resolve the same way on every store.
 /// - A tombstone (`value: None`) is stored like a value: it hides older values,
 ///   it is hidden by newer ones, and [`Store::get`] returns it (the coordinator
-///   needs it to resolve reads). Tombstones may be purged only after the
-///   store's configured grace period has passed since their timestamp.
+///   needs it to resolve reads). A tombstone may be purged only when its
+///   timestamp is both older than the store's configured grace period and
+///   below the purge watermark last set by [`Store::set_purge_watermark`]
+///   (zero when the store opens: nothing is purged until the node has seen
+///   every replica complete an anti-entropy round).
+/// - [`Store::apply_replacing`] decides like `apply` and also reports the
+///   version it replaced; [`Store::digests`] lists what `range` lists, as
+///   [`KeyDigest`]s.
 /// - Methods take `&self` and may be called from many threads at once.
 /// - After [`Store::sync`] returns `Ok`, every earlier `apply` survives a crash.
 ///   Durable stores may also sync on their own (per their sync policy).
@@ -105,6 +158,46 @@ pub trait Store: Send + Sync {
     fn approximate_size(&self) -> u64 {
         0
     }
+
+    /// Like [`Store::apply`], and reports the version replaced, which the
+    /// node needs to keep its anti-entropy tree current without a scan.
+    ///
+    /// The default reads then applies; concurrent writers of one key may
+    /// then report a stale `replaced` (the tree drifts until its periodic
+    /// rebuild, which costs repair work, never correctness). Engines that
+    /// read the old version to decide LWW anyway should override it.
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        let replaced = self.get(key)?;
+        if self.apply(key, version)? {
+            Ok(ApplyOutcome::Kept { replaced })
+        } else {
+            Ok(ApplyOutcome::Superseded)
+        }
+    }
+
+    /// The entries `range(start, end, limit)` would return, as digests
+    /// (timestamps and [`Versioned::digest`], no values).
+    fn digests(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyDigest>, StoreError> {
+        Ok(self
+            .range(start, end, limit)?
+            .into_iter()
+            .map(|(k, v)| KeyDigest::of(k, &v))
+            .collect())
+    }
+
+    /// Raises the purge watermark (microseconds of HLC time): from now on
+    /// compaction may drop a tombstone whose timestamp is below it *and*
+    /// older than the grace period, never one above it. Lower values than
+    /// the current watermark are ignored. The node sets it to the time
+    /// before which every replica of every range has completed an
+    /// anti-entropy round, so a purged delete can never come back.
+    /// A store that never purges tombstones may ignore it.
+    fn set_purge_watermark(&self, micros: u64);
 }
 
 /// True when no key can lie in `(start, end)`: an inverted range, an empty
@@ -153,5 +246,19 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn approximate_size(&self) -> u64 {
         (**self).approximate_size()
+    }
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        (**self).apply_replacing(key, version)
+    }
+    fn digests(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyDigest>, StoreError> {
+        (**self).digests(start, end, limit)
+    }
+    fn set_purge_watermark(&self, micros: u64) {
+        (**self).set_purge_watermark(micros)
     }
 }

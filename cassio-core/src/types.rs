@@ -177,6 +177,27 @@ impl Versioned {
     pub fn supersedes(&self, existing: &Versioned) -> bool {
         self.lww_cmp(existing) == Ordering::Greater
     }
+
+    /// The digest of this version stored under `key`: XXH3-128 of the key's
+    /// length, the key, the timestamp and the value (or a tombstone mark).
+    /// Two replicas hold the same item exactly when their digests agree
+    /// (up to a 2^-128 collision); anti-entropy trees XOR these digests.
+    pub fn digest(&self, key: &[u8]) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.update(&self.ts.micros.to_le_bytes());
+        h.update(&self.ts.logical.to_le_bytes());
+        h.update(&self.ts.node.0.to_le_bytes());
+        match &self.value {
+            None => h.update(&[0]),
+            Some(v) => {
+                h.update(&[1]);
+                h.update(v);
+            }
+        }
+        h.digest128()
+    }
 }
 
 /// A position on the 64-bit token ring.

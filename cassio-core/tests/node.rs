@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use cassio_core::config::{Config, Consistency};
 use cassio_core::node::storage_key;
+use cassio_core::ApplyOutcome;
 use cassio_core::{
     ClientError, ClientRequest, ClientResponse, Instant, Node, NodeEvent, NodeId, Output, PeerMsg,
     RequestId, StorageOp, StorageResult, Timestamp, Versioned, WriteOutcome,
@@ -140,7 +141,7 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
         replies(&drain(&mut n)).is_empty(),
         "one distinct ack is not a quorum"
     );
-    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(true)));
+    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
     let r = replies(&drain(&mut n));
     assert!(
         matches!(
@@ -158,7 +159,7 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
             outcome: WriteOutcome::Applied,
         },
     );
-    n.handle_storage(t(4), local[0].0, StorageResult::Applied(Ok(true)));
+    n.handle_storage(t(4), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
     assert!(replies(&drain(&mut n)).is_empty());
     assert_eq!(n.in_flight(), 0);
 }
@@ -173,7 +174,7 @@ fn silent_replicas_give_a_typed_timeout_not_a_hang() {
         ClientRequest::put("k", "v").with_consistency(Consistency::All),
     );
     let out = drain(&mut n);
-    n.handle_storage(t(2), storage(&out)[0].0, StorageResult::Applied(Ok(true)));
+    n.handle_storage(t(2), storage(&out)[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
     assert!(replies(&drain(&mut n)).is_empty());
     let deadline = n.poll_timeout().expect("a deadline is armed");
     assert!(deadline <= t(1) + Duration::from_secs(2));
@@ -518,7 +519,7 @@ fn a_superseded_write_is_restamped_above_the_newer_version() {
     );
     assert_eq!(storage(&out).len(), 1, "and applied locally again");
     // Late acks of the first stamp count for nothing.
-    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(true)));
+    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
     n.handle_message(
         t(3),
         NodeId(3),
@@ -560,7 +561,7 @@ fn a_replica_reports_the_newer_stamp_it_kept() {
         },
     );
     let st = storage(&drain(&mut n));
-    n.handle_storage(t(2), st[0].0, StorageResult::Applied(Ok(false)));
+    n.handle_storage(t(2), st[0].0, StorageResult::Applied(Ok(ApplyOutcome::Superseded)));
     let st = storage(&drain(&mut n));
     assert_eq!(
         st[0].1,
