@@ -148,6 +148,16 @@ pub struct Config {
     /// may place writes on the wrong replicas, and acknowledged writes can
     /// then be missed by later reads.
     pub start_without_quorum: bool,
+    /// How long a tombstone is kept at least (and at most, once every
+    /// replica has completed an anti-entropy round past it); hints older
+    /// than this are dropped, and a node down longer than this refuses to
+    /// rejoin. 10 days by default, as Cassandra's `gc_grace_seconds`. The
+    /// host gives its store the same value.
+    pub tombstone_grace: Duration,
+    /// Anti-entropy settings.
+    pub repair: crate::anti_entropy::RepairConfig,
+    /// Hinted-handoff settings.
+    pub hints: crate::hints::HintConfig,
     /// Deliberate faults for the simulator's mutation tests, which prove the
     /// checker can see a broken system. Never set them in production.
     #[cfg(feature = "mutations")]
@@ -190,6 +200,9 @@ impl Config {
             max_clock_offset: Duration::from_millis(500),
             persisted: None,
             start_without_quorum: false,
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
+            repair: crate::anti_entropy::RepairConfig::default(),
+            hints: crate::hints::HintConfig::default(),
             #[cfg(feature = "mutations")]
             mutations: Mutations::default(),
         }

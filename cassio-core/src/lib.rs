@@ -9,12 +9,18 @@
 //! - [`placement`]: the token ring with virtual nodes, and rendezvous placement.
 //! - [`membership`]: who is in the cluster and who is believed alive.
 //! - [`node`]: the node that composes them with the coordinator and replica.
+//! - [`anti_entropy`], [`tree`] and [`hints`]: replicas kept in step without
+//!   reads (hash-tree exchanges, hinted handoff).
 //! - [`wire`]: peer messages and their versioned, size-capped encoding.
 //! - [`store`], [`hint_log`] and [`transport`]: the contracts adapters implement;
 //!   [`storage_ops`] the operations a node asks its host to run on them.
 
+pub mod anti_entropy;
+mod budget;
 pub mod config;
+mod effects;
 pub mod hint_log;
+pub mod hints;
 pub mod membership;
 pub mod node;
 pub mod persist;
@@ -23,6 +29,7 @@ pub mod storage_ops;
 pub mod store;
 pub mod time;
 pub mod transport;
+pub mod tree;
 pub mod types;
 pub mod wire;
 
@@ -30,13 +37,13 @@ pub mod wire;
 pub const DEFAULT_KEYSPACE: &str = "default";
 
 pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
+pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use membership::{GossipConfig, MembershipEvent, NodeStatus};
 pub use node::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
     StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
-pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};

@@ -37,6 +37,10 @@ pub enum NodeStatus {
     Normal,
     /// Still owns its tokens, about to leave.
     Leaving,
+    /// Owns its tokens and takes writes after a restart, but is left out of
+    /// read sets until it has caught up: the hints other nodes hold for it
+    /// are delivered and one anti-entropy round over its ranges completed.
+    Syncing,
     /// Left the ring for good; forgotten after a while.
     Left,
 }
@@ -44,7 +48,10 @@ pub enum NodeStatus {
 impl NodeStatus {
     /// Whether a node in this status owns its tokens on the ring.
     pub fn owns_tokens(self) -> bool {
-        matches!(self, NodeStatus::Normal | NodeStatus::Leaving)
+        matches!(
+            self,
+            NodeStatus::Normal | NodeStatus::Leaving | NodeStatus::Syncing
+        )
     }
 }
 
@@ -63,6 +70,12 @@ pub struct AppState {
     pub keyspaces: Vec<crate::config::KeyspaceConfig>,
     /// Bytes it stores, as its host last reported.
     pub load: u64,
+    /// Wall micros at which its last anti-entropy round that synced every
+    /// pair began (0: none yet): tombstones below the minimum over all
+    /// members may be purged.
+    pub repaired_through: u64,
+    /// The nodes it holds undelivered hints for.
+    pub hinting: Vec<NodeId>,
 }
 
 /// What a node knows about one member, as gossiped.
@@ -390,6 +403,8 @@ impl Membership {
                 tokens: p.tokens.clone(),
                 keyspaces: Vec::new(),
                 load: 0,
+                repaired_through: 0,
+                hinting: Vec::new(),
             };
             self.members.insert(
                 p.id,
@@ -433,6 +448,44 @@ impl Membership {
             .filter(|(_, m)| m.app.status.owns_tokens() && !m.app.keyspaces.is_empty())
             .map(|(&id, m)| (id, m.app.keyspaces.as_slice()))
             .collect()
+    }
+
+    /// The repair watermark (`repaired_through`) of every member that owns
+    /// or is taking tokens, this node included.
+    pub fn repair_watermarks(&self) -> Vec<(NodeId, u64)> {
+        let mut out: Vec<(NodeId, u64)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.app.status != NodeStatus::Left)
+            .map(|(&id, m)| (id, m.app.repaired_through))
+            .collect();
+        out.push((self.me, self.own_app.repaired_through));
+        out
+    }
+
+    /// Whether any live member gossips that it holds hints for `target`.
+    pub fn hints_pending_for(&self, target: NodeId) -> bool {
+        self.members
+            .values()
+            .any(|m| m.alive && m.app.hinting.contains(&target))
+    }
+
+    /// Whether `id` is a live member that is `Syncing` (left out of reads).
+    pub fn is_syncing(&self, id: NodeId) -> bool {
+        if id == self.me {
+            return self.own_app.status == NodeStatus::Syncing;
+        }
+        self.members
+            .get(&id)
+            .is_some_and(|m| m.app.status == NodeStatus::Syncing)
+    }
+
+    /// How long `id` has been believed down (zero when alive or unknown).
+    pub fn down_for(&self, id: NodeId, now: Instant) -> Duration {
+        self.members
+            .get(&id)
+            .and_then(|m| m.down_since)
+            .map_or(Duration::ZERO, |d| now.saturating_duration_since(d))
     }
 
     fn record_offset(&mut self, from: NodeId, their_wall: u64) {
@@ -553,7 +606,7 @@ impl Membership {
     pub fn leave(&mut self, now: Instant) {
         if matches!(
             self.own_app.status,
-            NodeStatus::Joining | NodeStatus::Normal
+            NodeStatus::Joining | NodeStatus::Normal | NodeStatus::Syncing
         ) {
             self.set_status(NodeStatus::Leaving);
             self.leaving_since = Some(now);
@@ -568,6 +621,17 @@ impl Membership {
     /// Updates the load this node reports.
     pub fn set_load(&mut self, load: u64) {
         self.set_own_app(|a| a.load = load);
+    }
+
+    /// Sets this node's gossiped anti-entropy watermark and hint targets
+    /// (a no-op when unchanged, so gossip carries no needless deltas).
+    pub fn set_sync_state(&mut self, repaired_through: u64, hinting: Vec<NodeId>) {
+        if self.own_app.repaired_through != repaired_through || self.own_app.hinting != hinting {
+            self.set_own_app(|a| {
+                a.repaired_through = repaired_through;
+                a.hinting = hinting;
+            });
+        }
     }
 
     fn own_state_full(&self) -> NodeState {

@@ -5,15 +5,19 @@
 //! until it returns `None`, and calls [`Node::handle_timeout`] at (or after)
 //! [`Node::poll_timeout`]. It never performs I/O, reads a clock or spawns.
 
+use crate::anti_entropy::{AntiEntropy, RepairStatus, SyncMsg};
+use crate::budget::ByteBudget;
 use crate::config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
+use crate::effects::{AfterApply, BgWaiter, Effects};
+use crate::hints::{HintStatus, Hints};
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
-use crate::store::ApplyOutcome;
 use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
+pub use crate::storage_ops::{StorageOp, StorageResult};
+use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
 use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
 use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WireError, WriteOutcome};
-pub use crate::storage_ops::{StorageOp, StorageResult};
 use bytes::{BufMut, BytesMut};
 use core::net::SocketAddr;
 use rand::SeedableRng;
@@ -236,6 +240,22 @@ pub enum NodeEvent {
         /// The differing setting, ours and theirs.
         detail: String,
     },
+    /// An anti-entropy round ended.
+    RepairRound {
+        /// (keyspace, peer) pairs in the round.
+        pairs: u64,
+        /// Pairs whose exchange failed.
+        failed: u64,
+        /// Pairs left out because the peer was down.
+        skipped_down: u64,
+    },
+    /// This node caught up after a restart: it left `Syncing`.
+    CaughtUp,
+    /// The store was told it may purge tombstones below this watermark.
+    PurgeWatermark {
+        /// HLC microseconds.
+        micros: u64,
+    },
     /// A coordinator re-stamped a superseded write above the newer version.
     Restamped {
         /// The old timestamp.
@@ -301,6 +321,17 @@ pub enum ConfigError {
         /// Its replication factor.
         rf: usize,
     },
+    /// The node was down longer than the tombstone grace: deletes it missed
+    /// may have been purged everywhere else, and its data would bring the
+    /// deleted values back. Wipe its data directory (or replace the node)
+    /// and start it empty; anti-entropy refills it.
+    #[error("this node was down for {down_hours} h, longer than the tombstone grace of {grace_hours} h: its data may resurrect deleted keys; wipe its data directory and start it empty (anti-entropy refills it from its peers)")]
+    DownTooLong {
+        /// How long it was down, in hours.
+        down_hours: u64,
+        /// The grace, in hours.
+        grace_hours: u64,
+    },
     /// `vnodes` is zero with the token ring placement.
     #[error("vnodes must be at least 1")]
     ZeroVnodes,
@@ -318,25 +349,71 @@ pub enum ConfigError {
 }
 
 /// The key under which `key` of `keyspace` is stored: one length byte, the
-/// keyspace name, then the key. Keys of one keyspace are contiguous.
+/// keyspace name, the key's token (8 bytes, big-endian), then the key. Keys
+/// of one keyspace are contiguous and in token order, as in Cassandra, so
+/// a token range (an anti-entropy segment, a range that moves to a new
+/// owner) is one contiguous range of storage keys.
 pub fn storage_key(keyspace: &str, key: &[u8]) -> Key {
-    let mut b = BytesMut::with_capacity(1 + keyspace.len() + key.len());
+    let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + key.len());
     // Keyspace names are validated to 1..=255 bytes when the node is built.
     b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
     b.put_slice(keyspace.as_bytes());
+    b.put_u64(Token::of(key).0);
     b.put_slice(key);
     b.freeze()
 }
 
 /// Splits a storage key into (keyspace, key), or `None` if malformed.
 pub fn split_storage_key(skey: &[u8]) -> Option<(&str, &[u8])> {
+    let (ks, _, key) = split_storage_key_token(skey)?;
+    Some((ks, key))
+}
+
+/// Splits a storage key into (keyspace, token, key), or `None` if malformed.
+pub fn split_storage_key_token(skey: &[u8]) -> Option<(&str, Token, &[u8])> {
     let (&len, rest) = skey.split_first()?;
     let len = usize::from(len);
-    if rest.len() < len {
+    if rest.len() < len + 8 {
         return None;
     }
     let ks = std::str::from_utf8(&rest[..len]).ok()?;
-    Some((ks, &rest[len..]))
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&rest[len..len + 8]);
+    Some((ks, Token(u64::from_be_bytes(t)), &rest[len + 8..]))
+}
+
+/// The storage-key bounds of the keys of `keyspace` whose tokens lie in
+/// `first..=last`.
+pub fn token_range_bounds(
+    keyspace: &str,
+    first: Token,
+    last: Token,
+) -> (std::ops::Bound<Key>, std::ops::Bound<Key>) {
+    use std::ops::Bound;
+    let prefix = |t: u64| {
+        let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8);
+        b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+        b.put_slice(keyspace.as_bytes());
+        b.put_u64(t);
+        b.freeze()
+    };
+    let start = Bound::Included(prefix(first.0));
+    let end = match last.0.checked_add(1) {
+        Some(next) => Bound::Excluded(prefix(next)),
+        None => {
+            // The end of the ring: the keyspace's keys end where the next
+            // name of the same length begins (its last byte plus one; UTF-8
+            // never holds 0xFF, so there is no carry).
+            let mut b = BytesMut::with_capacity(1 + keyspace.len());
+            b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+            b.put_slice(keyspace.as_bytes());
+            if let Some(last) = b.last_mut() {
+                *last = last.saturating_add(1);
+            }
+            Bound::Excluded(b.freeze())
+        }
+    };
+    (start, end)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,11 +447,16 @@ enum Waiter {
         tag: RequestTag,
     },
     Repair,
+    /// Anti-entropy or hinted handoff.
+    Bg(BgWaiter),
 }
 
 /// How many times a coordinator re-stamps a superseded write before it
 /// gives up with [`ClientError::Contended`].
 const MAX_STAMPS: u8 = 4;
+
+/// How often a running node records that it is alive.
+const ALIVE_PERSIST_MICROS: u64 = 3600 * 1_000_000;
 
 /// How far above its newest timestamp a node persists its clock's
 /// high-water mark: one persist per this much clock progress at most.
@@ -397,6 +479,10 @@ enum PendingKind {
 struct Pending {
     client: RequestId,
     key: Key,
+    /// The whole replica set (for writes: who gets a hint if it missed it).
+    replicas: Vec<NodeId>,
+    /// Replicas that applied the write (its latest stamp).
+    applied_by: Vec<NodeId>,
     sent_to: Vec<NodeId>,
     responded: Vec<NodeId>,
     needed: usize,
@@ -452,6 +538,21 @@ pub struct Node {
     clock_median: (Instant, i64),
     /// Keyspace agreement, cached per membership view epoch.
     agreement: (u64, BTreeMap<String, Option<ClientError>>),
+    /// Anti-entropy: trees, rounds, exchanges.
+    ae: AntiEntropy,
+    /// Hinted handoff.
+    hints: Hints,
+    /// The byte budget anti-entropy and hint delivery share.
+    budget: ByteBudget,
+    /// Scratch space for the background machines' requests.
+    fx: Effects,
+    /// Items of Apply/ApplyBatch operations in flight, by token, so the
+    /// tree can be updated from what each one replaced.
+    applying: HashMap<u64, Vec<(Key, Versioned)>>,
+    /// The purge watermark last given to the store.
+    watermark_sent: u64,
+    /// The wall time last persisted as `alive_micros`.
+    alive_persisted: u64,
     #[cfg(feature = "mutations")]
     mutations: crate::config::Mutations,
 }
@@ -519,6 +620,8 @@ impl Node {
             tokens,
             keyspaces: keyspaces.values().cloned().collect(),
             load: 0,
+            repaired_through: 0,
+            hinting: Vec::new(),
         };
         let own_size = Membership::state_size(&crate::membership::NodeState {
             id,
@@ -548,6 +651,14 @@ impl Node {
         #[cfg(not(feature = "mutations"))]
         let ignore_clock = false;
         let persisted = config.persisted.clone().unwrap_or_default();
+        let grace = u64::try_from(config.tombstone_grace.as_micros()).unwrap_or(u64::MAX);
+        if persisted.alive_micros > 0 && wall_micros.saturating_sub(persisted.alive_micros) > grace
+        {
+            return Err(ConfigError::DownTooLong {
+                down_hours: wall_micros.saturating_sub(persisted.alive_micros) / 3_600_000_000,
+                grace_hours: grace / 3_600_000_000,
+            });
+        }
         let clock_floor = if ignore_clock {
             0
         } else {
@@ -561,6 +672,10 @@ impl Node {
         } else {
             Some(persisted.members.iter().map(|m| m.id).collect())
         };
+        let ae_keyspaces: Vec<(String, usize)> = keyspaces
+            .values()
+            .map(|k| (k.name.clone(), k.replication_factor))
+            .collect();
         let mut node = Node {
             id,
             codec: WireCodec::new(config.cluster.clone()),
@@ -602,9 +717,31 @@ impl Node {
             clock_off: false,
             clock_median: (Instant::ZERO, 0),
             agreement: (0, BTreeMap::new()),
+            ae: AntiEntropy::new(
+                id,
+                config.repair.clone(),
+                ae_keyspaces,
+                now,
+                ((generation & 0xFFFF_FFFF) << 32) | 1,
+            ),
+            hints: Hints::new(
+                config.hints.clone(),
+                config.tombstone_grace,
+                ((generation & 0xFFFF_FFFF) << 32) | 1,
+            ),
+            budget: ByteBudget::new(config.repair.bytes_per_sec, now),
+            fx: Effects::default(),
+            applying: HashMap::new(),
+            watermark_sent: 0,
+            alive_persisted: 0,
             #[cfg(feature = "mutations")]
             mutations: config.mutations.clone(),
         };
+        if config.persisted.is_some() {
+            // A restart: this node may have missed writes while it was
+            // down; it reads again once hints and a round caught it up.
+            node.membership.set_status(NodeStatus::Syncing);
+        }
         node.joins_through_seeds = joins_through_seeds;
         node.rebuild_placement();
         node.settle(now);
@@ -728,6 +865,7 @@ impl Node {
         let view = self.membership.view_epoch();
         if view == self.view_persisted
             && clock.saturating_add(CLOCK_RESERVE_MICROS / 2) < self.clock_persisted
+            && self.wall.1.saturating_sub(self.alive_persisted) < ALIVE_PERSIST_MICROS
         {
             return;
         }
@@ -736,10 +874,12 @@ impl Node {
             .clock_persisted
             .max(clock.saturating_add(CLOCK_RESERVE_MICROS))
             .max(self.clock_floor);
+        self.alive_persisted = self.wall.1;
         self.out.push_back(Output::Persist(PersistedState {
             clock_high_water: self.clock_persisted,
             generation: self.membership.generation(),
             members: self.membership.persisted_members(),
+            alive_micros: self.wall.1,
         }));
     }
 
@@ -814,7 +954,13 @@ impl Node {
     /// When the host should call [`Node::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let m = self.membership.poll_timeout();
+        let mut m = self.membership.poll_timeout().min(self.ae.poll_timeout());
+        if let Some(h) = self.hints.poll_timeout() {
+            m = m.min(h);
+        }
+        if self.ae.has_deferred() {
+            m = m.min(self.budget.ready_at());
+        }
         Some(match self.deadlines.first() {
             Some(&(d, _)) => d.min(m),
             None => m,
@@ -903,6 +1049,26 @@ impl Node {
                     self.storage(StorageOp::Apply { key, version }, Waiter::Repair);
                 }
             }
+            PeerMsg::Sync(m) => {
+                self.rebuild_placement();
+                let wall = self.wall_now(now);
+                self.ae.on_message(
+                    from,
+                    m,
+                    now,
+                    wall,
+                    self.placement.as_ref(),
+                    &mut self.budget,
+                    &mut self.fx,
+                );
+                self.drain_fx();
+            }
+            PeerMsg::Hints(m) => {
+                let keyspaces = &self.keyspaces;
+                self.hints
+                    .on_message(from, m, &|ks| keyspaces.contains_key(ks), &mut self.fx);
+                self.drain_fx();
+            }
             PeerMsg::WriteAck { tag, outcome } => self.on_write_result(now, tag, from, outcome),
             PeerMsg::ReadReply { tag, result } => {
                 if let Ok(Some(v)) = &result {
@@ -982,10 +1148,14 @@ impl Node {
         };
         self.rebuild_placement();
         let replicas = self.placement.replicas(Token::of(user_key), rf);
+        let is_read = matches!(req.op, ClientOp::Get { .. });
         let live: Vec<NodeId> = replicas
             .iter()
             .copied()
             .filter(|&r| self.membership.is_alive(r))
+            // A `Syncing` replica may lack writes it missed while down: it
+            // takes writes but answers no reads until it has caught up.
+            .filter(|&r| !is_read || !self.membership.is_syncing(r))
             .collect();
         // Fewer nodes on the ring than the replication factor: a "quorum"
         // of the few would not intersect the quorum of the full set later.
@@ -1034,6 +1204,8 @@ impl Node {
             Pending {
                 client: id,
                 key,
+                replicas,
+                applied_by: Vec::new(),
                 sent_to: live,
                 responded: Vec::new(),
                 needed,
@@ -1122,9 +1294,40 @@ impl Node {
         let Some(waiter) = self.waiters.remove(&token.0) else {
             return; // unknown or duplicate completion
         };
-        if let StorageResult::Applied(Err(e)) | StorageResult::Got(Err(e)) = &result {
-            self.out
-                .push_back(Output::Event(NodeEvent::StorageFailed(e.clone())));
+        let applied = self.applying.remove(&token.0);
+        match &result {
+            StorageResult::Applied(Err(e))
+            | StorageResult::Got(Err(e))
+            | StorageResult::AppliedBatch(Err(e))
+            | StorageResult::GotBatch(Err(e))
+            | StorageResult::Digests(Err(e))
+            | StorageResult::HintAppended(Err(e))
+            | StorageResult::HintsRead(Err(e))
+            | StorageResult::HintsTrimmed(Err(e))
+            | StorageResult::HintBacklog(Err(e)) => self
+                .out
+                .push_back(Output::Event(NodeEvent::StorageFailed(e.clone()))),
+            StorageResult::Applied(Ok(outcome)) => {
+                if let (ApplyOutcome::Kept { replaced }, Some(items)) = (outcome, &applied) {
+                    if let Some((key, version)) = items.first() {
+                        self.ae.applied(key, replaced.as_ref(), version);
+                    }
+                }
+            }
+            StorageResult::AppliedBatch(Ok(outcomes)) => {
+                if let Some(items) = &applied {
+                    for (o, (key, version)) in outcomes.iter().zip(items) {
+                        if let ApplyOutcome::Kept { replaced } = o {
+                            self.ae.applied(key, replaced.as_ref(), version);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Waiter::Bg(w) = waiter {
+            self.background_done(now, w, result);
+            return;
         }
         match (waiter, result) {
             (Waiter::CoordWrite { tag, ts, key }, StorageResult::Applied(r)) => match r {
@@ -1174,7 +1377,7 @@ impl Node {
                     result: r.map_err(|_| ()),
                 },
             ),
-            (Waiter::Repair, _) => {}
+            (Waiter::Repair | Waiter::Bg(_), _) => {}
             // A host that answers an Apply with Got (or the reverse) broke the
             // contract; treat it as a failed operation rather than guess.
             (Waiter::CoordWrite { tag, .. } | Waiter::CoordSuperseded { tag, .. }, _) => {
@@ -1216,12 +1419,14 @@ impl Node {
         self.push_gossip(sends);
         self.flush_events();
         self.settle(now);
+        self.background(now);
         while let Some(&(deadline, tag)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_first();
             if let Some(p) = self.pending.remove(&tag) {
+                self.hint_missed(now, &p);
                 if !p.answered {
                     let acked = p.ok;
                     self.reply(
@@ -1373,8 +1578,233 @@ impl Node {
         }
     }
 
+    /// Runs the background machines: tree rebuilds, anti-entropy rounds,
+    /// hint delivery, the purge watermark and the exit from `Syncing`.
+    fn background(&mut self, now: Instant) {
+        self.rebuild_placement();
+        let wall = self.wall_now(now);
+        let membership = &self.membership;
+        let alive = |id: NodeId| membership.is_alive(id);
+        self.ae.tick(
+            now,
+            wall,
+            self.ready && !self.shutting_down,
+            self.placement.as_ref(),
+            &alive,
+            &mut self.budget,
+            &mut self.fx,
+        );
+        self.hints.tick(now, &alive, &mut self.budget, &mut self.fx);
+        let repaired_through = self.ae.status().repaired_through;
+        self.membership
+            .set_sync_state(repaired_through, self.hints.targets_pending());
+        self.update_watermark();
+        if self.membership.status() == NodeStatus::Syncing
+            && self.ae.live_rounds_since_start() > 0
+            && !self.membership.hints_pending_for(self.id)
+        {
+            self.membership.set_status(NodeStatus::Normal);
+            self.out.push_back(Output::Event(NodeEvent::CaughtUp));
+        }
+        self.drain_fx();
+    }
+
+    /// Tombstones may be purged below the time before which every member
+    /// has completed an anti-entropy round with all its peers (less the
+    /// clock offset and a request's lifetime, for writes in flight then).
+    fn update_watermark(&mut self) {
+        let Some(min) = self
+            .membership
+            .repair_watermarks()
+            .into_iter()
+            .map(|(_, w)| w)
+            .min()
+        else {
+            return;
+        };
+        let margin = self.max_clock_offset
+            + u64::try_from(self.request_timeout.as_micros()).unwrap_or(u64::MAX)
+            + 60_000_000;
+        let wm = min.saturating_sub(margin);
+        if min > 0 && wm > self.watermark_sent {
+            self.watermark_sent = wm;
+            self.storage(
+                StorageOp::SetPurgeWatermark { micros: wm },
+                Waiter::Bg(BgWaiter::Watermark),
+            );
+            self.out
+                .push_back(Output::Event(NodeEvent::PurgeWatermark { micros: wm }));
+        }
+    }
+
+    /// Turns what the background machines asked for into outputs.
+    fn drain_fx(&mut self) {
+        let fx = std::mem::take(&mut self.fx);
+        for (to, msg) in fx.sends {
+            self.send(to, msg);
+        }
+        for (op, w) in fx.storage {
+            self.storage(op, Waiter::Bg(w));
+        }
+        for e in fx.events {
+            self.out.push_back(Output::Event(e));
+        }
+    }
+
+    /// A background storage operation completed.
+    fn background_done(&mut self, now: Instant, w: BgWaiter, result: StorageResult) {
+        self.rebuild_placement();
+        let wall = self.wall_now(now);
+        match (w, result) {
+            (BgWaiter::RebuildPage { keyspace, run }, StorageResult::Digests(r)) => {
+                self.ae.on_rebuild_page(&keyspace, run, r, now)
+            }
+            (BgWaiter::OwnDigests { xid }, StorageResult::Digests(r)) => self.ae.on_own_digests(
+                xid,
+                r,
+                now,
+                wall,
+                self.placement.as_ref(),
+                &mut self.budget,
+                &mut self.fx,
+            ),
+            (BgWaiter::PushItems { xid, keys, pull }, StorageResult::GotBatch(r)) => {
+                self.ae.on_push_items(
+                    xid,
+                    keys,
+                    pull,
+                    r,
+                    now,
+                    wall,
+                    &mut self.budget,
+                    &mut self.fx,
+                )
+            }
+            (BgWaiter::ApplyItems { then, .. }, StorageResult::AppliedBatch(r)) => match then {
+                AfterApply::Nothing => {}
+                AfterApply::SyncPush { to, xid, pull } => match r {
+                    Ok(_) => crate::anti_entropy::answer_pull(to, xid, pull, &mut self.fx),
+                    Err(_) => self.fx.send(to, PeerMsg::Sync(SyncMsg::Failed { xid })),
+                },
+                AfterApply::HintBatch { to, tag } => self.fx.send(
+                    to,
+                    PeerMsg::Hints(crate::hints::HintMsg::Ack { tag, ok: r.is_ok() }),
+                ),
+            },
+            (BgWaiter::AnswerKeys { to, xid, limit }, StorageResult::Digests(r)) => {
+                let msg = match r {
+                    Ok(entries) => SyncMsg::KeysReply {
+                        xid,
+                        complete: entries.len() < limit,
+                        entries,
+                    },
+                    Err(_) => SyncMsg::Failed { xid },
+                };
+                self.fx.send(to, PeerMsg::Sync(msg));
+            }
+            (BgWaiter::AnswerPull { to, xid, keys }, StorageResult::GotBatch(r)) => {
+                let msg = match r {
+                    Ok(values) => SyncMsg::PushReply {
+                        xid,
+                        items: keys
+                            .into_iter()
+                            .zip(values)
+                            .filter_map(|(k, v)| v.map(|v| (k, v)))
+                            .collect(),
+                    },
+                    Err(_) => SyncMsg::Failed { xid },
+                };
+                self.fx.send(to, PeerMsg::Sync(msg));
+            }
+            (BgWaiter::HintAppended { target, charge, .. }, StorageResult::HintAppended(r)) => {
+                self.hints.on_appended(target, charge, r)
+            }
+            (BgWaiter::HintsRead { target }, StorageResult::HintsRead(r)) => {
+                self.hints
+                    .on_read(target, r, now, wall, &mut self.budget, &mut self.fx)
+            }
+            (BgWaiter::HintBacklog, StorageResult::HintBacklog(r)) => self.hints.on_backlog(r),
+            (BgWaiter::HintsTrimmed | BgWaiter::Watermark, _) => {}
+            // A host that answers with the wrong kind of result broke the
+            // contract; the machines time out and retry.
+            (w, r) => self
+                .out
+                .push_back(Output::Event(NodeEvent::StorageFailed(format!(
+                    "storage answered {w:?} with {r:?}"
+                )))),
+        }
+        self.drain_fx();
+    }
+
+    /// Keeps hints for the replicas of a finished write that did not
+    /// apply it, when at least one did (a write no replica applied failed,
+    /// and is not made durable behind the client's back).
+    fn hint_missed(&mut self, now: Instant, p: &Pending) {
+        let PendingKind::Write { ts, value, .. } = &p.kind else {
+            return;
+        };
+        if p.applied_by.is_empty() {
+            return;
+        }
+        let wall = self.wall_now(now);
+        let version = Versioned {
+            ts: *ts,
+            value: value.clone(),
+        };
+        for &r in &p.replicas {
+            if r == self.id || p.applied_by.contains(&r) {
+                continue;
+            }
+            let down_for = self.membership.down_for(r, now);
+            self.hints.hint(
+                r,
+                p.key.clone(),
+                version.clone(),
+                down_for,
+                wall,
+                &mut self.fx,
+            );
+        }
+        self.drain_fx();
+    }
+
+    /// Anti-entropy figures: rounds, repairs, tree size.
+    pub fn repair_status(&self) -> RepairStatus {
+        self.ae.status()
+    }
+
+    /// Hinted-handoff figures: hints stored, delivered, dropped, pending.
+    pub fn hint_status(&self) -> HintStatus {
+        self.hints.status()
+    }
+
+    /// The root hash of `keyspace`'s anti-entropy tree, once built (two
+    /// replicas of the same whole ranges agree on it).
+    pub fn tree_root(&self, keyspace: &str) -> Option<u128> {
+        self.ae.root(keyspace)
+    }
+
+    /// Starts an anti-entropy round now (or right after the running one),
+    /// as `cassio repair` asks.
+    pub fn start_repair(&mut self, now: impl Into<Now>) {
+        let now = self.enter(now);
+        self.ae.request_round(now);
+        self.background(now);
+        self.leave_input();
+    }
+
     fn flush_events(&mut self) {
-        for e in self.events.drain(..) {
+        let events = std::mem::take(&mut self.events);
+        for e in events {
+            match &e {
+                // A peer back up may have missed writes: compare at once.
+                MembershipEvent::Up(_) => self.ae.request_round(self.wall.0),
+                MembershipEvent::Removed { id, .. } => {
+                    self.hints.forget(*id, &mut self.fx);
+                    self.drain_fx();
+                }
+                _ => {}
+            }
             self.out.push_back(Output::Event(NodeEvent::Membership(e)));
         }
     }
@@ -1406,6 +1836,16 @@ impl Node {
     fn storage(&mut self, op: StorageOp, waiter: Waiter) {
         let token = self.next_token;
         self.next_token += 1;
+        match &op {
+            StorageOp::Apply { key, version } => {
+                self.applying
+                    .insert(token, vec![(key.clone(), version.clone())]);
+            }
+            StorageOp::ApplyBatch { items } => {
+                self.applying.insert(token, items.clone());
+            }
+            _ => {}
+        }
         self.waiters.insert(token, waiter);
         self.out.push_back(Output::Storage {
             token: StorageToken(token),
@@ -1451,6 +1891,7 @@ impl Node {
             return;
         };
         if outcome == WriteOutcome::Applied {
+            p.applied_by.push(from);
             p.ok += 1;
         } else {
             p.failed += 1;
@@ -1633,7 +2074,13 @@ impl Node {
         if let Some(p) = self.pending.get(&tag) {
             if p.answered && p.responded.len() == p.sent_to.len() {
                 self.deadlines.remove(&(p.deadline, tag));
-                self.pending.remove(&tag);
+                if let Some(p) = self.pending.remove(&tag) {
+                    // Replicas that were down were never sent the write.
+                    if p.replicas.len() > p.applied_by.len() {
+                        let now = self.wall.0;
+                        self.hint_missed(now, &p);
+                    }
+                }
             }
         }
     }

@@ -15,8 +15,11 @@ use crate::types::{NodeId, Token};
 use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
-/// The format version written first in every encoded state.
-const FORMAT: u8 = 1;
+/// The format version written first in every encoded state. 2: storage
+/// keys are laid out in token order ([`crate::node::storage_key`]) and the
+/// state records when the node was last alive; a data directory of format
+/// 1 is refused rather than read with the wrong key layout.
+const FORMAT: u8 = 2;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,11 @@ pub struct PersistedState {
     pub generation: u64,
     /// The other members as last known (this node excluded).
     pub members: Vec<PersistedMember>,
+    /// Wall micros at which the node last persisted while running (at
+    /// least hourly): a node down longer than the tombstone grace may hold
+    /// data whose deletes were purged everywhere else, so it refuses to
+    /// rejoin until its data directory is wiped.
+    pub alive_micros: u64,
 }
 
 /// Why persisted bytes could not be decoded.
@@ -54,7 +62,7 @@ pub enum PersistError {
     #[error("persisted node state is truncated ({0} bytes)")]
     Truncated(usize),
     /// Written by another format version.
-    #[error("persisted node state has format {got}, this node reads {want}")]
+    #[error("persisted node state has format {got}, this node reads {want}; a data directory written by another format cannot be read (format 2 lays keys out in token order): move it away and start this node empty (anti-entropy refills it from its peers)")]
     Format {
         /// The version byte found.
         got: u8,
@@ -118,6 +126,7 @@ mod tests {
                 tokens: vec![Token(1), Token(u64::MAX)],
                 status: NodeStatus::Normal,
             }],
+            alive_micros: 1_700_000_000_000_000,
         }
     }
 

@@ -12,6 +12,14 @@ pub trait Placement {
 
     /// Every node known to this placement.
     fn nodes(&self) -> Vec<NodeId>;
+
+    /// The ring cut into contiguous inclusive token ranges `(first, last)`,
+    /// each with its `rf` replicas, covering every token once; `None` when
+    /// placement is decided key by key (rendezvous).
+    fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        let _ = rf;
+        None
+    }
 }
 
 /// Which placement strategy a cluster uses.
@@ -111,6 +119,25 @@ impl Placement for TokenRing {
             }
         }
         out
+    }
+
+    fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        let mut out = Vec::with_capacity(self.ring.len() + 1);
+        let mut first = Token(0);
+        for &t in self.ring.keys() {
+            // (previous token, t] belongs to t's replicas.
+            out.push((first, t, self.replicas(t, rf)));
+            match t.0.checked_add(1) {
+                Some(n) => first = Token(n),
+                None => return Some(out),
+            }
+        }
+        if let Some((&t, _)) = self.ring.iter().next() {
+            // The wrap-around range, after the last token, belongs to the
+            // first token's replicas.
+            out.push((first, Token(u64::MAX), self.replicas(t, rf)));
+        }
+        Some(out)
     }
 
     fn nodes(&self) -> Vec<NodeId> {

@@ -26,7 +26,7 @@ impl ApplyOutcome {
 
 /// One entry of a digest scan ([`Store::digests`]): a stored key with the
 /// timestamp and [`Versioned::digest`] of its version, without its value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyDigest {
     /// The stored key.
     pub key: Key,

@@ -6,7 +6,7 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -56,6 +56,10 @@ pub enum PeerMsg {
     },
     /// Liveness and membership gossip; the membership module owns its content.
     Gossip(crate::membership::GossipMsg),
+    /// Anti-entropy; the anti-entropy module owns its content.
+    Sync(crate::anti_entropy::SyncMsg),
+    /// Hinted handoff; the hints module owns its content.
+    Hints(crate::hints::HintMsg),
 }
 
 /// What a replica did with a write.

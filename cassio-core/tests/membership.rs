@@ -24,6 +24,8 @@ fn app(i: u64, vnodes: u16) -> AppState {
         tokens: default_tokens(NodeId(i), vnodes),
         keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 123_456_789_012,
+        repaired_through: 1_763_000_000_000_000,
+        hinting: vec![NodeId(1), NodeId(2)],
     }
 }
 

@@ -141,7 +141,11 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
         replies(&drain(&mut n)).is_empty(),
         "one distinct ack is not a quorum"
     );
-    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
+    n.handle_storage(
+        t(3),
+        local[0].0,
+        StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })),
+    );
     let r = replies(&drain(&mut n));
     assert!(
         matches!(
@@ -159,7 +163,11 @@ fn quorum_write_answers_after_two_acks_and_ignores_duplicates() {
             outcome: WriteOutcome::Applied,
         },
     );
-    n.handle_storage(t(4), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
+    n.handle_storage(
+        t(4),
+        local[0].0,
+        StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })),
+    );
     assert!(replies(&drain(&mut n)).is_empty());
     assert_eq!(n.in_flight(), 0);
 }
@@ -174,7 +182,11 @@ fn silent_replicas_give_a_typed_timeout_not_a_hang() {
         ClientRequest::put("k", "v").with_consistency(Consistency::All),
     );
     let out = drain(&mut n);
-    n.handle_storage(t(2), storage(&out)[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
+    n.handle_storage(
+        t(2),
+        storage(&out)[0].0,
+        StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })),
+    );
     assert!(replies(&drain(&mut n)).is_empty());
     let deadline = n.poll_timeout().expect("a deadline is armed");
     assert!(deadline <= t(1) + Duration::from_secs(2));
@@ -519,7 +531,11 @@ fn a_superseded_write_is_restamped_above_the_newer_version() {
     );
     assert_eq!(storage(&out).len(), 1, "and applied locally again");
     // Late acks of the first stamp count for nothing.
-    n.handle_storage(t(3), local[0].0, StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })));
+    n.handle_storage(
+        t(3),
+        local[0].0,
+        StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None })),
+    );
     n.handle_message(
         t(3),
         NodeId(3),
@@ -561,7 +577,11 @@ fn a_replica_reports_the_newer_stamp_it_kept() {
         },
     );
     let st = storage(&drain(&mut n));
-    n.handle_storage(t(2), st[0].0, StorageResult::Applied(Ok(ApplyOutcome::Superseded)));
+    n.handle_storage(
+        t(2),
+        st[0].0,
+        StorageResult::Applied(Ok(ApplyOutcome::Superseded)),
+    );
     let st = storage(&drain(&mut n));
     assert_eq!(
         st[0].1,
@@ -777,6 +797,8 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
                 tokens: peer2.tokens.clone(),
                 keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
                 load: 0,
+                repaired_through: 0,
+                hinting: Vec::new(),
             }),
         }],
     };
@@ -815,6 +837,7 @@ fn a_restart_behind_a_clock_step_back_still_gets_a_larger_generation() {
         clock_high_water: WALL,
         generation: g1,
         members: Vec::new(),
+        alive_micros: WALL,
     });
     // The wall clock stepped 20 s back across the restart.
     let again = Node::new(NodeId(1), c, Instant::ZERO, WALL - 20_000_000).expect("config");

@@ -1,9 +1,11 @@
 //! The wire format: round trips, typed refusals, and no panics on garbage.
 
 use bytes::Bytes;
+use cassio_core::anti_entropy::{SyncMsg, TreeReply};
+use cassio_core::hints::HintMsg;
 use cassio_core::membership::{AppState, Digest, GossipMsg, NodeState, NodeStatus};
 use cassio_core::wire::{WireCodec, WireError, WIRE_VERSION};
-use cassio_core::{NodeId, PeerMsg, Timestamp, Token, Versioned, WriteOutcome};
+use cassio_core::{KeyDigest, NodeId, PeerMsg, Timestamp, Token, Versioned, WriteOutcome};
 use proptest::prelude::*;
 
 fn samples() -> Vec<PeerMsg> {
@@ -72,6 +74,8 @@ fn samples() -> Vec<PeerMsg> {
                     tokens: vec![Token(1), Token(u64::MAX)],
                     keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
                     load: 6,
+                    repaired_through: 7,
+                    hinting: vec![NodeId(8)],
                 }),
             }],
             requests: vec![Digest {
@@ -82,6 +86,54 @@ fn samples() -> Vec<PeerMsg> {
             wall_micros: 0,
         }),
         PeerMsg::Gossip(GossipMsg::Ack2 { states: vec![] }),
+        PeerMsg::Sync(SyncMsg::Tree {
+            xid: 1,
+            keyspace: "default".into(),
+            branches: vec![u128::MAX; 256],
+        }),
+        PeerMsg::Sync(SyncMsg::TreeReply {
+            xid: 1,
+            reply: TreeReply::Segments(vec![(3, 4), (u16::MAX, 5)]),
+        }),
+        PeerMsg::Sync(SyncMsg::Keys {
+            xid: 2,
+            keyspace: "default".into(),
+            start: Bytes::from_static(b"a"),
+            after: true,
+            end: Bytes::from_static(b"z"),
+            limit: 4096,
+        }),
+        PeerMsg::Sync(SyncMsg::KeysReply {
+            xid: 2,
+            entries: vec![KeyDigest {
+                key: Bytes::from_static(b"k"),
+                ts: Timestamp::new(9, 1, NodeId(2)),
+                tombstone: true,
+                digest: 77,
+            }],
+            complete: false,
+        }),
+        PeerMsg::Sync(SyncMsg::Push {
+            xid: 3,
+            items: vec![(
+                Bytes::from_static(b"k"),
+                Versioned::value(Timestamp::new(9, 0, NodeId(1)), Bytes::from_static(b"v")),
+            )],
+            pull: vec![Bytes::from_static(b"p")],
+        }),
+        PeerMsg::Sync(SyncMsg::PushReply {
+            xid: 3,
+            items: vec![],
+        }),
+        PeerMsg::Sync(SyncMsg::Failed { xid: 4 }),
+        PeerMsg::Hints(HintMsg::Batch {
+            tag: 5,
+            items: vec![(
+                Bytes::from_static(b"k"),
+                Versioned::tombstone(Timestamp::new(9, 0, NodeId(1))),
+            )],
+        }),
+        PeerMsg::Hints(HintMsg::Ack { tag: 5, ok: true }),
     ]
 }
 
@@ -155,7 +207,7 @@ proptest! {
     }
 
     #[test]
-    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..11) {
+    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..20) {
         let codec = WireCodec::new("prod");
         let mut frame = codec.encode(NodeId(3), &samples()[which]).expect("encode");
         let i = idx % frame.len();
