@@ -27,6 +27,8 @@ fn app(i: u64) -> AppState {
         tokens: default_tokens(NodeId(i), 256),
         keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 1 << 30,
+        repaired_through: 1_800_000_000_000_000,
+        hinting: Vec::new(),
     }
 }
 
