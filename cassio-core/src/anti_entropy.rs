@@ -156,6 +156,8 @@ pub enum TreeReply {
 pub struct RepairStatus {
     /// Rounds in which every reachable pair synced.
     pub rounds_completed: u64,
+    /// Operator rounds over one keyspace or peer that completed.
+    pub scoped_rounds_completed: u64,
     /// Wall micros at which the last round in which every pair (down peers
     /// included) synced began: this node's repair watermark; 0 for none.
     pub repaired_through: u64,
@@ -185,6 +187,21 @@ pub struct RepairStatus {
     pub trees_ready: bool,
     /// The round in progress: (pairs done, pairs in the round).
     pub round_progress: Option<(u64, u64)>,
+}
+
+/// What an operator's repair covers: all keyspaces and peers by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairScope {
+    /// Only this keyspace.
+    pub keyspace: Option<String>,
+    /// Only exchanges with this peer.
+    pub peer: Option<NodeId>,
+}
+
+impl RepairScope {
+    fn is_full(&self) -> bool {
+        self.keyspace.is_none() && self.peer.is_none()
+    }
 }
 
 /// The token ranges two nodes both replicate in one keyspace, classified by
@@ -319,6 +336,8 @@ struct Exchange {
 
 #[derive(Debug)]
 struct Round {
+    /// False for an operator's round over one keyspace or peer.
+    full: bool,
     started_wall: u64,
     queue: VecDeque<(String, NodeId)>,
     total: u64,
@@ -350,6 +369,8 @@ pub(crate) struct AntiEntropy {
     status: RepairStatus,
     /// Rounds that synced every live pair since this node started.
     live_rounds_since_start: u64,
+    /// The scope of the next round, when an operator narrowed it.
+    scope: Option<RepairScope>,
 }
 
 impl AntiEntropy {
@@ -389,6 +410,7 @@ impl AntiEntropy {
             next_run: 1,
             status: RepairStatus::default(),
             live_rounds_since_start: 0,
+            scope: None,
         }
     }
 
@@ -436,6 +458,13 @@ impl AntiEntropy {
         } else {
             self.next_round_at = self.next_round_at.min(now);
         }
+    }
+
+    /// Asks for a round over part of the data (one keyspace, one peer) as
+    /// soon as possible. A partial round does not move the watermark.
+    pub fn request_scoped_round(&mut self, now: Instant, scope: RepairScope) {
+        self.scope = Some(scope);
+        self.request_round(now);
     }
 
     /// Records that the item under `key` changed from `old` to `new` in the
@@ -622,9 +651,13 @@ impl AntiEntropy {
         let mut queue = VecDeque::new();
         let mut skipped_down = 0;
         let nodes = placement.nodes();
+        let scope = self.scope.take().unwrap_or_default();
         for (name, t) in &self.trees {
+            if scope.keyspace.as_ref().is_some_and(|k| k != name) {
+                continue;
+            }
             for &peer in &nodes {
-                if peer == self.me {
+                if peer == self.me || scope.peer.is_some_and(|p| p != peer) {
                     continue;
                 }
                 let shared = Shared::compute(placement, t.rf, self.me, peer);
@@ -640,6 +673,7 @@ impl AntiEntropy {
         }
         self.again = false;
         self.round = Some(Round {
+            full: scope.is_full(),
             started_wall: wall,
             total: queue.len() as u64,
             queue,
@@ -725,7 +759,9 @@ impl AntiEntropy {
             return;
         };
         let ok = r.failed == 0;
-        if ok {
+        if ok && !r.full {
+            self.status.scoped_rounds_completed += 1;
+        } else if ok {
             self.status.rounds_completed += 1;
             self.live_rounds_since_start += 1;
             self.status.last_round_started = r.started_wall;

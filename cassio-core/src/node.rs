@@ -1148,14 +1148,16 @@ impl Node {
         };
         self.rebuild_placement();
         let replicas = self.placement.replicas(Token::of(user_key), rf);
-        let is_read = matches!(req.op, ClientOp::Get { .. });
+        // A `Syncing` replica may lack writes it missed while down: it takes
+        // writes but answers no reads until it has caught up. A read of
+        // every replica (ALL) may include it: the newest version among all
+        // replicas is the newest any of them kept.
+        let skip_syncing = matches!(req.op, ClientOp::Get { .. }) && needed < rf;
         let live: Vec<NodeId> = replicas
             .iter()
             .copied()
             .filter(|&r| self.membership.is_alive(r))
-            // A `Syncing` replica may lack writes it missed while down: it
-            // takes writes but answers no reads until it has caught up.
-            .filter(|&r| !is_read || !self.membership.is_syncing(r))
+            .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
             .collect();
         // Fewer nodes on the ring than the replication factor: a "quorum"
         // of the few would not intersect the quorum of the full set later.
@@ -1786,9 +1788,9 @@ impl Node {
 
     /// Starts an anti-entropy round now (or right after the running one),
     /// as `cassio repair` asks.
-    pub fn start_repair(&mut self, now: impl Into<Now>) {
+    pub fn start_repair(&mut self, now: impl Into<Now>, scope: crate::anti_entropy::RepairScope) {
         let now = self.enter(now);
-        self.ae.request_round(now);
+        self.ae.request_scoped_round(now, scope);
         self.background(now);
         self.leave_input();
     }
