@@ -9,7 +9,7 @@
 //! - [`FaultyStore`]: the wrapper through which the simulator runs every
 //!   storage operation, to inject errors and to break the store on purpose.
 
-use cassio_core::{Key, NodeId, Store, StoreError, Versioned};
+use cassio_core::{ApplyOutcome, Key, KeyDigest, NodeId, Store, StoreError, Versioned};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -243,6 +243,14 @@ impl FaultyStore {
         self.inner
     }
 
+    /// Counts an apply; true when this one is to be acknowledged without
+    /// being applied (the store broken on purpose).
+    fn drop_this_apply(&self) -> bool {
+        let mut s = lock(&self.state);
+        s.applies = s.applies.wrapping_add(1);
+        s.drop_every.is_some_and(|n| s.applies % n == 0)
+    }
+
     fn injected_error(&self) -> Result<(), StoreError> {
         let mut s = lock(&self.state);
         let rate = s.error_rate;
@@ -258,12 +266,7 @@ impl FaultyStore {
 impl Store for FaultyStore {
     fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
         self.injected_error()?;
-        let dropped = {
-            let mut s = lock(&self.state);
-            s.applies = s.applies.wrapping_add(1);
-            s.drop_every.is_some_and(|n| s.applies % n == 0)
-        };
-        if dropped {
+        if self.drop_this_apply() {
             return Ok(true);
         }
         self.inner.apply(key, version)
@@ -293,5 +296,29 @@ impl Store for FaultyStore {
 
     fn approximate_size(&self) -> u64 {
         self.inner.approximate_size()
+    }
+
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        // The same faults as `apply`, then the inner store's own answer
+        // (an engine's override reports `replaced` without a second read).
+        self.injected_error()?;
+        if self.drop_this_apply() {
+            return Ok(ApplyOutcome::Kept { replaced: None });
+        }
+        self.inner.apply_replacing(key, version)
+    }
+
+    fn digests(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyDigest>, StoreError> {
+        // Like `range`: scans are not where faults are injected.
+        self.inner.digests(start, end, limit)
+    }
+
+    fn set_purge_watermark(&self, micros: u64) {
+        self.inner.set_purge_watermark(micros)
     }
 }
