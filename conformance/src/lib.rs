@@ -2,13 +2,18 @@
 //! a transport:
 //!
 //! - [`memstore`]: the in-memory reference [`Store`](cassio_core::Store).
+//! - [`memhints`]: the in-memory reference [`HintLog`](cassio_core::HintLog).
 //! - [`cluster`]: the deterministic cluster simulator and its history checker.
 //! - [`store`]: the store suite, as macros that expand to one test per case.
+//! - [`hint_log`]: the hint log suite, as macros likewise.
 //! - [`transport`]: the transport suite, as a macro likewise.
 
 pub mod cluster;
+pub mod hint_log;
+pub mod memhints;
 pub mod memstore;
 pub mod store;
 pub mod transport;
 
+pub use memhints::MemHintLog;
 pub use memstore::MemStore;
