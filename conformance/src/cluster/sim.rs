@@ -4,19 +4,21 @@
 use super::history::{OpRecord, SimOutcome};
 use super::stores::{FaultyStore, NodeStores};
 use super::{Fault, Scenario};
+use crate::MemHintLog;
 use bytes::Bytes;
 use cassio_core::config::{Config, Consistency, KeyspaceConfig};
 use cassio_core::membership::MembershipEvent;
 use cassio_core::NodeEvent;
 use cassio_core::{
-    ClientRequest, Instant, Node, NodeId, Output, PeerMsg, RequestId, StorageOp, StorageResult,
-    StorageToken, Store, Timestamp, WireCodec,
+    ClientRequest, HintLog, Instant, Node, NodeId, Output, PeerMsg, RequestId, StorageOp,
+    StorageResult, StorageToken, Store, Timestamp, WireCodec,
 };
 use core::net::SocketAddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +79,10 @@ struct SimNode {
     id: NodeId,
     node: Option<Node>,
     store: Option<Arc<FaultyStore>>,
+    /// Its hint log, beside the store in its data directory: a crash keeps
+    /// it (the simulated process is killed, not the machine), a wipe
+    /// replaces it with an empty one.
+    hints: Arc<MemHintLog>,
     incarnation: u64,
     skew_micros: i64,
     /// Its wall clock was, at some point, further from true time than
@@ -180,6 +186,7 @@ impl<'a> SimCluster<'a> {
                     id,
                     node: None,
                     store: Some(Arc::new(store)),
+                    hints: Arc::new(MemHintLog::new()),
                     incarnation: 0,
                     skew_micros: drift.saturating_add(offset),
                     clock_outlier: drift.saturating_add(offset).unsigned_abs()
@@ -606,24 +613,76 @@ impl<'a> SimCluster<'a> {
         let Some(store) = self.nodes[node].store.clone() else {
             return;
         };
-        let result = match op {
+        let hints = self.nodes[node].hints.clone();
+        let result = self.execute(&*store, &*hints, op);
+        let now = self.now_for(node);
+        if let Some(n) = self.nodes[node].node.as_mut() {
+            n.handle_storage(now, token, result);
+        }
+        self.pump(node);
+    }
+
+    /// Runs one storage operation against a node's store or hint log, with
+    /// the history's bookkeeping of which writes a store executed.
+    fn execute(&mut self, store: &dyn Store, hints: &dyn HintLog, op: StorageOp) -> StorageResult {
+        let text = |e: cassio_core::StoreError| e.to_string();
+        match op {
             StorageOp::Apply { key, version } => {
-                let r = store.apply(&key, &version).map_err(|e| e.to_string());
+                let r = store.apply_replacing(&key, &version).map_err(text);
                 // A store that refused the write did not apply it.
                 if r.is_ok() {
                     self.note_applied(&version);
                 }
                 StorageResult::Applied(r)
             }
-            StorageOp::Get { key } => {
-                StorageResult::Got(store.get(&key).map_err(|e| e.to_string()))
+            StorageOp::Get { key } => StorageResult::Got(store.get(&key).map_err(text)),
+            StorageOp::ApplyBatch { items } => {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (key, version) in &items {
+                    match store.apply_replacing(key, version) {
+                        Ok(outcome) => {
+                            if outcome.kept() {
+                                self.note_applied(version);
+                            }
+                            outcomes.push(outcome);
+                        }
+                        // The items before it stay applied, as on a real store.
+                        Err(e) => return StorageResult::AppliedBatch(Err(text(e))),
+                    }
+                }
+                StorageResult::AppliedBatch(Ok(outcomes))
             }
-        };
-        let now = self.now_for(node);
-        if let Some(n) = self.nodes[node].node.as_mut() {
-            n.handle_storage(now, token, result);
+            StorageOp::GetBatch { keys } => StorageResult::GotBatch(
+                keys.iter()
+                    .map(|k| store.get(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(text),
+            ),
+            StorageOp::Digests { start, end, limit } => StorageResult::Digests(
+                store
+                    .digests(bound_slice(&start), bound_slice(&end), limit)
+                    .map_err(text),
+            ),
+            StorageOp::SetPurgeWatermark { micros } => {
+                store.set_purge_watermark(micros);
+                StorageResult::WatermarkSet
+            }
+            StorageOp::HintAppend { target, hint } => {
+                StorageResult::HintAppended(hints.append(target, &hint).map_err(text))
+            }
+            StorageOp::HintRead {
+                target,
+                after,
+                max_bytes,
+            } => StorageResult::HintsRead(hints.read(target, after, max_bytes).map_err(text)),
+            StorageOp::HintTrim { target, through } => {
+                StorageResult::HintsTrimmed(hints.trim(target, through).map_err(text))
+            }
+            StorageOp::HintDrop { target } => {
+                StorageResult::HintsTrimmed(hints.drop_target(target).map_err(text))
+            }
+            StorageOp::HintBacklog => StorageResult::HintBacklog(hints.backlog().map_err(text)),
         }
-        self.pump(node);
     }
 
     fn outcome(self) -> SimOutcome {
@@ -659,4 +718,9 @@ impl<'a> SimCluster<'a> {
             frames: self.frames,
         }
     }
+}
+
+/// A bound on a storage key as the store's scans take it.
+fn bound_slice(b: &Bound<cassio_core::Key>) -> Bound<&[u8]> {
+    b.as_ref().map(|k| &k[..])
 }

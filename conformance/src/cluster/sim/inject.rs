@@ -106,6 +106,8 @@ impl SimCluster<'_> {
                 let store = self.take_store(node);
                 let empty = self.factory.wipe(old, store, id);
                 self.put_store(node, empty);
+                // The hint log lives in the wiped directory too.
+                self.nodes[node].hints = Arc::new(crate::MemHintLog::new());
                 self.nodes[node].id = id;
                 self.nodes[node].fresh = true;
                 self.nodes[node].persisted = None;
