@@ -5,6 +5,7 @@
 //! - [`storage_exec`]: how storage operations run, bounded ([`driver::StorageLimits`]).
 //! - [`builder`]: [`NodeBuilder`] assembles a running node from a transport and a store.
 //! - [`handle`]: [`NodeHandle`], how every client path reaches a node.
+//! - [`hint_log`]: where hints for down replicas are kept ([`hint_log::DiskHintLog`]).
 //! - [`proto`], [`server`], [`client`]: the native client protocol, its
 //!   server, and the Rust client library.
 //! - [`config`]: the `cassio` binary's configuration (flags and TOML file).
@@ -17,6 +18,7 @@ pub mod config;
 pub mod driver;
 pub mod gateway;
 pub mod handle;
+pub mod hint_log;
 pub mod launch;
 pub mod node_state;
 pub mod peer_auth;
