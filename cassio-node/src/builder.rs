@@ -23,7 +23,7 @@ use crate::gateway::GatewayLimits;
 use crate::handle::NodeHandle;
 use crate::node_state::NodeStateFile;
 use cassio_core::{
-    node::ConfigError, Config, Consistency, KeyspaceConfig, Node, NodeId, Store, Transport,
+    node::ConfigError, Config, Consistency, HintLog, KeyspaceConfig, Node, NodeId, Store, Transport,
 };
 use core::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +65,7 @@ pub struct NodeBuilder {
     config: Config,
     transport: Option<Arc<dyn Transport>>,
     store: Option<Arc<dyn Store>>,
+    hints: Option<Arc<dyn HintLog>>,
     advertise: Option<SocketAddr>,
     client_addr: Option<SocketAddr>,
     mode: StorageMode,
@@ -83,6 +84,7 @@ impl NodeBuilder {
             config,
             transport: None,
             store: None,
+            hints: None,
             advertise: None,
             client_addr: None,
             mode: StorageMode::default(),
@@ -108,6 +110,15 @@ impl NodeBuilder {
     /// The storage backend.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Where hints for down replicas are kept (normally a
+    /// [`crate::hint_log::DiskHintLog`] in the data directory). Without one
+    /// the node keeps them in memory ([`crate::hint_log::MemoryHintLog`]),
+    /// so a restart loses them (anti-entropy repairs what they carried).
+    pub fn hint_log(mut self, hints: Arc<dyn HintLog>) -> Self {
+        self.hints = Some(hints);
         self
     }
 
@@ -243,6 +254,9 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<RunningNode, BuildError> {
         let transport = self.transport.ok_or(BuildError::NoTransport)?;
         let store = self.store.ok_or(BuildError::NoStore)?;
+        let hints = self
+            .hints
+            .unwrap_or_else(|| Arc::new(crate::hint_log::MemoryHintLog::new()));
         let mut config = self.config;
         if let Some(f) = &self.state_file {
             config.persisted = f.load()?;
@@ -288,6 +302,7 @@ impl NodeBuilder {
             state_file: self.state_file,
             transport,
             store,
+            hints,
             commands: cmd_rx,
             control: ctl_rx,
             mode: self.mode,

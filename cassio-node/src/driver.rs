@@ -59,8 +59,8 @@ use crate::handle::{ClusterStatus, Command, MemberStatus, RequestError};
 use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
 use bytes::Bytes;
 use cassio_core::{
-    ClientOp, ClientRequest, ClientResponse, InboundFrame, MembershipEvent, Node, NodeEvent,
-    NodeId, Output, RequestId, Store, Transport, TransportError,
+    ClientOp, ClientRequest, ClientResponse, HintLog, InboundFrame, MembershipEvent, Node,
+    NodeEvent, NodeId, Output, RequestId, Store, Transport, TransportError,
 };
 use core::net::SocketAddr;
 use std::collections::HashMap;
@@ -189,6 +189,8 @@ pub(crate) struct Driver {
     pub(crate) clock: Clock,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<dyn Store>,
+    /// Where hint operations run.
+    pub(crate) hints: Arc<dyn HintLog>,
     /// Where the core's persisted state goes, if anywhere.
     pub(crate) state_file: Option<crate::node_state::NodeStateFile>,
     pub(crate) commands: mpsc::Receiver<Command>,
@@ -205,6 +207,7 @@ struct Running {
     state_file: Option<crate::node_state::NodeStateFile>,
     transport: Arc<dyn Transport>,
     store: Arc<dyn Store>,
+    hints: Arc<dyn HintLog>,
     mode: StorageMode,
     workers: Option<Workers>,
     done_tx: mpsc::UnboundedSender<DoneBatch>,
@@ -525,7 +528,8 @@ impl Running {
             match self.mode {
                 StorageMode::Inline => {
                     for job in d.run {
-                        let done = storage_exec::execute(self.store.as_ref(), job);
+                        let done =
+                            storage_exec::execute(self.store.as_ref(), self.hints.as_ref(), job);
                         self.storage.completed(done.bytes);
                         self.node
                             .handle_storage(self.clock.now(), done.token, done.result);
@@ -537,12 +541,17 @@ impl Running {
                 StorageMode::BlockingPerOp => {
                     for job in d.run {
                         let store = self.store.clone();
+                        let hints = self.hints.clone();
                         let done = self.done_tx.clone();
                         // `execute` catches a panicking store, so every op
                         // is answered; a task cancelled by runtime shutdown
                         // has no driver left to answer.
                         tokio::task::spawn_blocking(move || {
-                            let _ = done.send(vec![storage_exec::execute(store.as_ref(), job)]);
+                            let _ = done.send(vec![storage_exec::execute(
+                                store.as_ref(),
+                                hints.as_ref(),
+                                job,
+                            )]);
                         });
                     }
                     break;
@@ -660,6 +669,7 @@ impl Driver {
             state_file,
             transport,
             store,
+            hints,
             mut commands,
             mut control,
             mode,
@@ -671,7 +681,7 @@ impl Driver {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<DoneBatch>();
         let workers = match mode {
             StorageMode::Workers { threads } => {
-                match Workers::start(threads, store.clone(), done_tx.clone()) {
+                match Workers::start(threads, store.clone(), hints.clone(), done_tx.clone()) {
                     Ok(w) => Some(w),
                     Err(e) => {
                         tracing::error!(error = %e, "could not start storage threads; running storage on blocking tasks");
@@ -697,6 +707,7 @@ impl Driver {
             state_file,
             transport,
             store,
+            hints,
             mode,
             workers,
             done_tx,

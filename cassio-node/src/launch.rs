@@ -31,6 +31,14 @@ pub enum LaunchError {
         /// Why.
         source: StoreError,
     },
+    /// The hint log could not be opened.
+    #[error("cannot open the hint log in {dir}: {source}")]
+    Hints {
+        /// Its directory.
+        dir: String,
+        /// Why.
+        source: StoreError,
+    },
     /// The transport could not be started.
     #[error("cannot start the {kind} transport on {addr}: {source}")]
     Transport {
@@ -301,6 +309,18 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
                 source,
             })?
     };
+    let hints = {
+        let dir = settings.data_dir.join(crate::hint_log::DIR_NAME);
+        let open_dir = dir.clone();
+        tokio::task::spawn_blocking(move || crate::hint_log::DiskHintLog::open(&open_dir))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| LaunchError::Hints {
+                dir: dir.display().to_string(),
+                source,
+            })?
+    };
     // Gateway ports are bound before the node starts, so a port in use is
     // reported before the node joins the cluster.
     let resp = match settings.resp_addr {
@@ -316,6 +336,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     let mut builder = NodeBuilder::new(dd.node_id, settings.cluster.clone())
         .transport(transport)
         .store(store)
+        .hint_log(Arc::new(hints))
         .seeds(settings.seeds.iter().copied())
         .replication_factor(settings.replication_factor)
         .default_consistency(settings.consistency)

@@ -1,5 +1,7 @@
 //! Running the core's storage operations, bounded: how many (and how many
 //! bytes) are handed to the store at once, what waits, what is dropped.
+//! Store operations run against the node's [`Store`], hint operations
+//! against its [`HintLog`].
 //!
 //! The driver queues every `Output::Storage` here. [`StorageQueue`] hands
 //! operations to the executor only while fewer than
@@ -14,7 +16,9 @@
 //! An operation that waited past its deadline (enqueue time plus the
 //! request timeout: the coordinator that asked for it, this node or a peer
 //! with the same setting, has answered its client already) is not run; the
-//! core gets an error result, as for a failed operation. A store that
+//! core gets an error result, as for a failed operation (except
+//! `SetPurgeWatermark`, which has no error result and only raises a number,
+//! so it always runs). A store that
 //! panics fails that operation only: the panic is caught and reported to
 //! the core as an error, and the node runs on.
 //!
@@ -22,8 +26,9 @@
 //! (gauges), `cassio_storage_dropped_total{reason="deadline"}`,
 //! `cassio_storage_panics_total`.
 
-use cassio_core::{StorageOp, StorageResult, StorageToken, Store};
+use cassio_core::{HintLog, Key, StorageOp, StorageResult, StorageToken, Store};
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,32 +82,121 @@ pub(crate) struct Done {
 /// Completions, in the batches they were run in.
 pub(crate) type DoneBatch = Vec<Done>;
 
+fn value_len(v: &cassio_core::Versioned) -> usize {
+    v.value.as_ref().map_or(0, |v| v.len())
+}
+
+fn bound_len(b: &Bound<Key>) -> usize {
+    match b {
+        Bound::Included(k) | Bound::Excluded(k) => k.len(),
+        Bound::Unbounded => 0,
+    }
+}
+
+/// What `op` counts against [`StorageLimits::max_in_flight_bytes`]: the
+/// keys and values it carries (a batch: all of its items'), or, for a hint
+/// read, the bytes it asks for (capped at one maximal value: a read
+/// returns at least one hint whatever it asks, and a larger charge would
+/// only make it wait to run alone).
 fn op_bytes(op: &StorageOp) -> usize {
     // Fixed cost of the operation itself (token, version, bookkeeping).
     const OVERHEAD: usize = 64;
     OVERHEAD
         + match op {
-            StorageOp::Apply { key, version } => {
-                key.len() + version.value.as_ref().map_or(0, |v| v.len())
-            }
+            StorageOp::Apply { key, version } => key.len() + value_len(version),
             StorageOp::Get { key } => key.len(),
+            StorageOp::ApplyBatch { items } => {
+                items.iter().map(|(k, v)| k.len() + value_len(v)).sum()
+            }
+            StorageOp::GetBatch { keys } => keys.iter().map(|k| k.len()).sum(),
+            StorageOp::Digests { start, end, .. } => bound_len(start) + bound_len(end),
+            StorageOp::SetPurgeWatermark { .. }
+            | StorageOp::HintTrim { .. }
+            | StorageOp::HintDrop { .. }
+            | StorageOp::HintBacklog => 0,
+            StorageOp::HintAppend { hint, .. } => hint.key.len() + value_len(&hint.version),
+            StorageOp::HintRead { max_bytes, .. } => usize::try_from(*max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(crate::hint_log::MAX_VALUE_LEN),
         }
 }
 
+/// Whether `op` is dropped once its deadline passed. `SetPurgeWatermark`
+/// is not: it has no error result to answer with, and it is cheap.
+fn may_expire(op: &StorageOp) -> bool {
+    !matches!(op, StorageOp::SetPurgeWatermark { .. })
+}
+
 /// The failed result of `op`, of the kind the core expects for it.
+/// (`SetPurgeWatermark` has none: it is answered as set, and only reaches
+/// here if the store panicked, which is logged.)
 pub(crate) fn failed(op: &StorageOp, why: String) -> StorageResult {
     match op {
         StorageOp::Apply { .. } => StorageResult::Applied(Err(why)),
         StorageOp::Get { .. } => StorageResult::Got(Err(why)),
+        StorageOp::ApplyBatch { .. } => StorageResult::AppliedBatch(Err(why)),
+        StorageOp::GetBatch { .. } => StorageResult::GotBatch(Err(why)),
+        StorageOp::Digests { .. } => StorageResult::Digests(Err(why)),
+        StorageOp::SetPurgeWatermark { .. } => StorageResult::WatermarkSet,
+        StorageOp::HintAppend { .. } => StorageResult::HintAppended(Err(why)),
+        StorageOp::HintRead { .. } => StorageResult::HintsRead(Err(why)),
+        StorageOp::HintTrim { .. } | StorageOp::HintDrop { .. } => {
+            StorageResult::HintsTrimmed(Err(why))
+        }
+        StorageOp::HintBacklog => StorageResult::HintBacklog(Err(why)),
     }
 }
 
-fn run_op(store: &dyn Store, op: &StorageOp) -> StorageResult {
+fn bound_slice(b: &Bound<Key>) -> Bound<&[u8]> {
+    b.as_ref().map(|k| &k[..])
+}
+
+fn run_op(store: &dyn Store, hints: &dyn HintLog, op: &StorageOp) -> StorageResult {
+    let text = |e: cassio_core::StoreError| e.to_string();
     match op {
         StorageOp::Apply { key, version } => {
-            StorageResult::Applied(store.apply(key, version).map_err(|e| e.to_string()))
+            StorageResult::Applied(store.apply_replacing(key, version).map_err(text))
         }
-        StorageOp::Get { key } => StorageResult::Got(store.get(key).map_err(|e| e.to_string())),
+        StorageOp::Get { key } => StorageResult::Got(store.get(key).map_err(text)),
+        // In order; the first error fails the batch (the items before it
+        // stay applied, which the core treats like any failed write).
+        StorageOp::ApplyBatch { items } => StorageResult::AppliedBatch(
+            items
+                .iter()
+                .map(|(k, v)| store.apply_replacing(k, v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(text),
+        ),
+        StorageOp::GetBatch { keys } => StorageResult::GotBatch(
+            keys.iter()
+                .map(|k| store.get(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(text),
+        ),
+        StorageOp::Digests { start, end, limit } => StorageResult::Digests(
+            store
+                .digests(bound_slice(start), bound_slice(end), *limit)
+                .map_err(text),
+        ),
+        StorageOp::SetPurgeWatermark { micros } => {
+            store.set_purge_watermark(*micros);
+            StorageResult::WatermarkSet
+        }
+        StorageOp::HintAppend { target, hint } => {
+            StorageResult::HintAppended(hints.append(*target, hint).map_err(text))
+        }
+        StorageOp::HintRead {
+            target,
+            after,
+            max_bytes,
+        } => StorageResult::HintsRead(hints.read(*target, *after, *max_bytes).map_err(text)),
+        StorageOp::HintTrim { target, through } => {
+            StorageResult::HintsTrimmed(hints.trim(*target, *through).map_err(text))
+        }
+        StorageOp::HintDrop { target } => {
+            StorageResult::HintsTrimmed(hints.drop_target(*target).map_err(text))
+        }
+        StorageOp::HintBacklog => StorageResult::HintBacklog(hints.backlog().map_err(text)),
     }
 }
 
@@ -117,16 +211,16 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `job` unless its deadline passed; a panic in the store becomes an
-/// error result.
-pub(crate) fn execute(store: &dyn Store, job: Job) -> Done {
+/// Runs `job` unless its deadline passed; a panic in the store or the hint
+/// log becomes an error result.
+pub(crate) fn execute(store: &dyn Store, hints: &dyn HintLog, job: Job) -> Done {
     let Job {
         token,
         op,
         deadline,
         bytes,
     } = job;
-    let result = if Instant::now() > deadline {
+    let result = if job_expired(&op, deadline, Instant::now()) {
         metrics::counter!("cassio_storage_dropped_total", "reason" => "deadline").increment(1);
         failed(
             &op,
@@ -137,7 +231,7 @@ pub(crate) fn execute(store: &dyn Store, job: Job) -> Done {
         // its own invariants under concurrent callers; a panic inside it is
         // the store's bug, and the worst outcome of continuing is further
         // errors from that store, which are reported the same way.
-        match catch_unwind(AssertUnwindSafe(|| run_op(store, &op))) {
+        match catch_unwind(AssertUnwindSafe(|| run_op(store, hints, &op))) {
             Ok(r) => r,
             Err(payload) => {
                 let text = panic_text(payload.as_ref());
@@ -154,6 +248,11 @@ pub(crate) fn execute(store: &dyn Store, job: Job) -> Done {
     }
 }
 
+/// Whether an operation queued with `deadline` is no longer worth running at `now`.
+fn job_expired(op: &StorageOp, deadline: Instant, now: Instant) -> bool {
+    may_expire(op) && now > deadline
+}
+
 /// Runs storage batches on dedicated threads. Threads end when the job
 /// sender is dropped (after they finish what was queued).
 pub(crate) struct Workers {
@@ -165,6 +264,7 @@ impl Workers {
     pub(crate) fn start(
         n: usize,
         store: Arc<dyn Store>,
+        hints: Arc<dyn HintLog>,
         done: mpsc::UnboundedSender<DoneBatch>,
     ) -> std::io::Result<Self> {
         // Unbounded as a channel, bounded by the queue: at most
@@ -175,6 +275,7 @@ impl Workers {
         for i in 0..n.max(1) {
             let rx = rx.clone();
             let store = store.clone();
+            let hints = hints.clone();
             let done = done.clone();
             let t = std::thread::Builder::new()
                 .name(format!("cassio-storage-{i}"))
@@ -187,7 +288,7 @@ impl Workers {
                     };
                     let results: DoneBatch = batch
                         .into_iter()
-                        .map(|job| execute(store.as_ref(), job))
+                        .map(|job| execute(store.as_ref(), hints.as_ref(), job))
                         .collect();
                     if done.send(results).is_err() {
                         return;
@@ -270,7 +371,7 @@ impl StorageQueue {
         let mut d = Dispatch::default();
         let now = Instant::now();
         while let Some(front) = self.waiting.front() {
-            let expired = now > front.deadline;
+            let expired = job_expired(&front.op, front.deadline, now);
             if !expired {
                 if self.in_flight >= self.limits.max_in_flight {
                     break;
@@ -433,6 +534,7 @@ mod tests {
         fn sync(&self) -> Result<(), cassio_core::StoreError> {
             Ok(())
         }
+        fn set_purge_watermark(&self, _: u64) {}
     }
 
     #[test]
@@ -444,7 +546,8 @@ mod tests {
             bytes: 1,
         };
         let far = Instant::now() + Duration::from_secs(60);
-        let d = execute(&Panics, job(apply(1), far));
+        let hints = crate::hint_log::MemoryHintLog::new();
+        let d = execute(&Panics, &hints, job(apply(1), far));
         match d.result {
             StorageResult::Applied(Err(e)) => assert!(e.contains("disk on fire"), "{e}"),
             other => panic!("expected a failed apply, got {other:?}"),
@@ -453,13 +556,276 @@ mod tests {
             key: Bytes::from_static(b"k"),
         };
         assert_eq!(
-            execute(&Panics, job(get.clone(), far)).result,
+            execute(&Panics, &hints, job(get.clone(), far)).result,
             StorageResult::Got(Ok(None))
         );
         let past = Instant::now() - Duration::from_millis(1);
         assert!(matches!(
-            execute(&Panics, job(get, past)).result,
+            execute(&Panics, &hints, job(get, past)).result,
             StorageResult::Got(Err(e)) if e.contains("deadline")
         ));
+    }
+
+    /// Records the purge watermark it is given, over the reference store.
+    #[derive(Default)]
+    struct Watermarked {
+        inner: conformance::MemStore,
+        watermark: std::sync::atomic::AtomicU64,
+    }
+    impl Store for Watermarked {
+        fn apply(&self, k: &[u8], v: &Versioned) -> Result<bool, cassio_core::StoreError> {
+            self.inner.apply(k, v)
+        }
+        fn get(&self, k: &[u8]) -> Result<Option<Versioned>, cassio_core::StoreError> {
+            self.inner.get(k)
+        }
+        fn range(
+            &self,
+            start: Bound<&[u8]>,
+            end: Bound<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(cassio_core::Key, Versioned)>, cassio_core::StoreError> {
+            self.inner.range(start, end, limit)
+        }
+        fn flush(&self) -> Result<(), cassio_core::StoreError> {
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), cassio_core::StoreError> {
+            Ok(())
+        }
+        fn set_purge_watermark(&self, micros: u64) {
+            self.watermark
+                .fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn run(store: &dyn Store, hints: &dyn HintLog, op: StorageOp) -> StorageResult {
+        let job = Job {
+            token: StorageToken(1),
+            op,
+            deadline: Instant::now() + Duration::from_secs(60),
+            bytes: 1,
+        };
+        execute(store, hints, job).result
+    }
+
+    fn version(micros: u64, v: &str) -> Versioned {
+        Versioned::value(
+            Timestamp::new(micros, 0, NodeId(1)),
+            Bytes::from(v.to_owned()),
+        )
+    }
+
+    #[test]
+    fn store_ops_run_against_the_store() {
+        use cassio_core::{ApplyOutcome, KeyDigest};
+        let store = Watermarked::default();
+        let hints = crate::hint_log::MemoryHintLog::new();
+        let k = |s: &str| Bytes::from(s.to_owned());
+        assert_eq!(
+            run(
+                &store,
+                &hints,
+                StorageOp::Apply {
+                    key: k("a"),
+                    version: version(5, "a5")
+                }
+            ),
+            StorageResult::Applied(Ok(ApplyOutcome::Kept { replaced: None }))
+        );
+        assert_eq!(
+            run(
+                &store,
+                &hints,
+                StorageOp::Apply {
+                    key: k("a"),
+                    version: version(3, "a3")
+                }
+            ),
+            StorageResult::Applied(Ok(ApplyOutcome::Superseded))
+        );
+        let batch = StorageOp::ApplyBatch {
+            items: vec![
+                (k("a"), version(9, "a9")),
+                (k("b"), version(1, "b1")),
+                (k("a"), version(2, "a2")),
+            ],
+        };
+        assert_eq!(
+            run(&store, &hints, batch),
+            StorageResult::AppliedBatch(Ok(vec![
+                ApplyOutcome::Kept {
+                    replaced: Some(version(5, "a5"))
+                },
+                ApplyOutcome::Kept { replaced: None },
+                ApplyOutcome::Superseded,
+            ]))
+        );
+        assert_eq!(
+            run(
+                &store,
+                &hints,
+                StorageOp::GetBatch {
+                    keys: vec![k("b"), k("zz"), k("a")]
+                }
+            ),
+            StorageResult::GotBatch(Ok(vec![
+                Some(version(1, "b1")),
+                None,
+                Some(version(9, "a9"))
+            ]))
+        );
+        let digests = StorageOp::Digests {
+            start: Bound::Excluded(k("a")),
+            end: Bound::Unbounded,
+            limit: 10,
+        };
+        assert_eq!(
+            run(&store, &hints, digests),
+            StorageResult::Digests(Ok(vec![KeyDigest::of(k("b"), &version(1, "b1"))]))
+        );
+        let digests = StorageOp::Digests {
+            start: Bound::Included(k("a")),
+            end: Bound::Excluded(k("b")),
+            limit: 10,
+        };
+        assert_eq!(
+            run(&store, &hints, digests),
+            StorageResult::Digests(Ok(vec![KeyDigest::of(k("a"), &version(9, "a9"))]))
+        );
+        assert_eq!(
+            run(&store, &hints, StorageOp::SetPurgeWatermark { micros: 77 }),
+            StorageResult::WatermarkSet
+        );
+        assert_eq!(
+            store.watermark.load(std::sync::atomic::Ordering::SeqCst),
+            77
+        );
+    }
+
+    #[test]
+    fn hint_ops_run_against_the_hint_log() {
+        use cassio_core::{Hint, HintBacklog};
+        let store = Watermarked::default();
+        let hints = crate::hint_log::MemoryHintLog::new();
+        let hint = |i: u64| Hint {
+            key: Bytes::from(format!("k{i}")),
+            version: version(i, "v"),
+            created_micros: 100 + i,
+        };
+        let t = NodeId(4);
+        for i in 1..=3 {
+            assert_eq!(
+                run(
+                    &store,
+                    &hints,
+                    StorageOp::HintAppend {
+                        target: t,
+                        hint: hint(i)
+                    }
+                ),
+                StorageResult::HintAppended(Ok(i))
+            );
+        }
+        assert_eq!(
+            run(
+                &store,
+                &hints,
+                StorageOp::HintRead {
+                    target: t,
+                    after: 1,
+                    max_bytes: 1
+                }
+            ),
+            StorageResult::HintsRead(Ok(vec![(2, hint(2))]))
+        );
+        assert_eq!(
+            run(
+                &store,
+                &hints,
+                StorageOp::HintTrim {
+                    target: t,
+                    through: 2
+                }
+            ),
+            StorageResult::HintsTrimmed(Ok(()))
+        );
+        assert_eq!(
+            run(&store, &hints, StorageOp::HintBacklog),
+            StorageResult::HintBacklog(Ok(vec![(
+                t,
+                HintBacklog {
+                    count: 1,
+                    bytes: hint(3).charge(),
+                    first_seq: 3,
+                    last_seq: 3,
+                    oldest_micros: 103,
+                }
+            )]))
+        );
+        assert_eq!(
+            run(&store, &hints, StorageOp::HintDrop { target: t }),
+            StorageResult::HintsTrimmed(Ok(()))
+        );
+        assert_eq!(
+            run(&store, &hints, StorageOp::HintBacklog),
+            StorageResult::HintBacklog(Ok(Vec::new()))
+        );
+        // The store saw none of it.
+        assert!(store.inner.snapshot().is_empty());
+    }
+
+    #[test]
+    fn batches_are_charged_by_their_summed_keys_and_values() {
+        let items: Vec<_> = (0..3)
+            .map(|i| (Bytes::from(format!("k{i}")), version(1, &"x".repeat(100))))
+            .collect();
+        assert_eq!(
+            op_bytes(&StorageOp::ApplyBatch { items }),
+            64 + 3 * (2 + 100)
+        );
+        let keys = vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")];
+        assert_eq!(op_bytes(&StorageOp::GetBatch { keys }), 64 + 5);
+        let hint = cassio_core::Hint {
+            key: Bytes::from_static(b"key"),
+            version: version(1, "value"),
+            created_micros: 1,
+        };
+        let append = StorageOp::HintAppend {
+            target: NodeId(2),
+            hint,
+        };
+        assert_eq!(op_bytes(&append), 64 + 8);
+        let read = |max_bytes| StorageOp::HintRead {
+            target: NodeId(2),
+            after: 0,
+            max_bytes,
+        };
+        assert_eq!(op_bytes(&read(4096)), 64 + 4096);
+        assert_eq!(
+            op_bytes(&read(u64::MAX)),
+            64 + crate::hint_log::MAX_VALUE_LEN,
+            "capped at one maximal value"
+        );
+    }
+
+    #[test]
+    fn a_purge_watermark_runs_even_past_its_deadline() {
+        let mut q = StorageQueue::new(StorageLimits::default(), Duration::ZERO);
+        q.push(StorageToken(1), apply(1));
+        q.push(StorageToken(2), StorageOp::SetPurgeWatermark { micros: 9 });
+        std::thread::sleep(Duration::from_millis(2));
+        let d = q.dispatch();
+        assert_eq!(d.expired.len(), 1);
+        assert_eq!(d.run.len(), 1);
+        let store = Watermarked::default();
+        let hints = crate::hint_log::MemoryHintLog::new();
+        let job = d.run.into_iter().next().expect("the watermark job");
+        assert!(Instant::now() > job.deadline);
+        assert_eq!(
+            execute(&store, &hints, job).result,
+            StorageResult::WatermarkSet
+        );
+        assert_eq!(store.watermark.load(std::sync::atomic::Ordering::SeqCst), 9);
     }
 }

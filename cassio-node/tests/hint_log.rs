@@ -73,3 +73,41 @@ mod memory {
     use super::Memory;
     conformance::hint_log_tests!(Memory);
 }
+
+/// `cassio start` opens the hint log in `<data_dir>/hints`, and a hint
+/// directory it cannot open stops the start with an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_opens_the_hint_log_in_the_data_dir() {
+    use cassio_node::config::{RawSettings, Settings};
+    use cassio_node::launch::{launch, LaunchError};
+    let settings = |data: &Path| {
+        let mut raw = RawSettings::default();
+        raw.set("cluster", "hints");
+        raw.set("listen", "127.0.0.1:0");
+        raw.set("client_addr", "off");
+        raw.set("resp_addr", "off");
+        raw.set("http_addr", "off");
+        raw.set("data_dir", data.display().to_string());
+        Settings::from_raw(&raw).expect("settings")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let launched = launch(&settings(&data)).await.expect("launch");
+    assert!(
+        data.join(cassio_node::hint_log::DIR_NAME).is_dir(),
+        "the hint directory is created at start"
+    );
+    launched.shutdown(false).await.expect("shutdown");
+
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(&blocked).expect("mkdir");
+    std::fs::write(
+        blocked.join(cassio_node::hint_log::DIR_NAME),
+        "not a directory",
+    )
+    .expect("write");
+    let e = launch(&settings(&blocked))
+        .await
+        .expect_err("launch must fail");
+    assert!(matches!(e, LaunchError::Hints { .. }), "{e}");
+}

@@ -6,7 +6,8 @@
 
 use bytes::Bytes;
 use cassio_core::{
-    ClientError, ClientRequest, ClientResponse, Consistency, Key, Store, StoreError, Versioned,
+    ApplyOutcome, ClientError, ClientRequest, ClientResponse, Consistency, Key, Store, StoreError,
+    Versioned,
 };
 use cassio_node::driver::{StorageLimits, StorageMode};
 use cassio_node::{NodeBuilder, NodeHandle, RequestError, RunningNode};
@@ -122,6 +123,17 @@ impl Store for Faulty {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync()
+    }
+
+    // The node applies through `apply_replacing`: one stall point and one
+    // count per write, as for `apply`.
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        let _g = self.enter(key);
+        self.inner.apply_replacing(key, version)
+    }
+
+    fn set_purge_watermark(&self, micros: u64) {
+        self.inner.set_purge_watermark(micros)
     }
 }
 
