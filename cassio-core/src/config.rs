@@ -179,6 +179,16 @@ pub struct Mutations {
     /// Coordinate even when this node's keyspace settings differ from the
     /// rest of the cluster's.
     pub skip_config_check: bool,
+    /// Run no anti-entropy exchange and keep no hint: replicas converge
+    /// only through read repair.
+    pub no_anti_entropy: bool,
+    /// Let the store purge tombstones by the grace period alone, as if
+    /// every replica had been repaired (the watermark is set to the end of
+    /// time at start).
+    pub purge_by_grace_only: bool,
+    /// A restarted node is `Normal` at once: it serves reads before it has
+    /// caught up.
+    pub skip_syncing: bool,
 }
 
 impl Config {

@@ -321,6 +321,8 @@ pub struct Membership {
     view_epoch: u64,
     /// The wall clock (micros) at the current input, 0 when unknown.
     wall_micros: u64,
+    /// What a `Joining` node becomes on the cluster's first answer.
+    joined_status: NodeStatus,
 }
 
 /// A generation more than this far ahead of our wall clock (in seconds) is
@@ -361,6 +363,7 @@ impl Membership {
             next_check: now,
             view_epoch: 1,
             wall_micros: 0,
+            joined_status: NodeStatus::Syncing,
         }
     }
 
@@ -623,6 +626,12 @@ impl Membership {
         self.set_own_app(|a| a.load = load);
     }
 
+    /// The status a joining node takes on the cluster's first answer
+    /// (`Syncing` by default).
+    pub fn set_joined_status(&mut self, status: NodeStatus) {
+        self.joined_status = status;
+    }
+
     /// Sets this node's gossiped anti-entropy watermark and hint targets
     /// (a no-op when unchanged, so gossip carries no needless deltas).
     pub fn set_sync_state(&mut self, repaired_through: u64, hinting: Vec<NodeId>) {
@@ -790,10 +799,11 @@ impl Membership {
                 let states = self.vouched(from, states);
                 self.apply_states(states, now, events);
                 self.record_offset(from, wall_micros);
-                // The first answer from the cluster completes a join (there
-                // is no bootstrap streaming yet; read repair fills us in).
+                // The first answer from the cluster completes a join: the
+                // node takes its tokens, `Syncing` until anti-entropy has
+                // filled it (the node turns it `Normal`).
                 if self.own_app.status == NodeStatus::Joining {
-                    self.set_status(NodeStatus::Normal);
+                    self.set_status(self.joined_status);
                 }
                 let answer: Vec<NodeState> = requests
                     .iter()

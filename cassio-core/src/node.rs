@@ -737,10 +737,25 @@ impl Node {
             #[cfg(feature = "mutations")]
             mutations: config.mutations.clone(),
         };
-        if config.persisted.is_some() {
+        #[cfg(feature = "mutations")]
+        let skip_syncing = config.mutations.skip_syncing;
+        #[cfg(not(feature = "mutations"))]
+        let skip_syncing = false;
+        if skip_syncing {
+            node.membership.set_joined_status(NodeStatus::Normal);
+        }
+        if config.persisted.is_some() && !skip_syncing {
             // A restart: this node may have missed writes while it was
             // down; it reads again once hints and a round caught it up.
             node.membership.set_status(NodeStatus::Syncing);
+        }
+        #[cfg(feature = "mutations")]
+        if config.mutations.purge_by_grace_only {
+            node.watermark_sent = u64::MAX;
+            node.storage(
+                StorageOp::SetPurgeWatermark { micros: u64::MAX },
+                Waiter::Bg(BgWaiter::Watermark),
+            );
         }
         node.joins_through_seeds = joins_through_seeds;
         node.rebuild_placement();
@@ -1467,8 +1482,10 @@ impl Node {
         }
         if self.joins_through_seeds && self.restart_quorum.is_none() {
             let settle_for = self.membership.config().interval * 3;
-            if self.membership.status() != NodeStatus::Normal
-                || now.saturating_duration_since(self.view_stable_since.1) < settle_for
+            if !matches!(
+                self.membership.status(),
+                NodeStatus::Normal | NodeStatus::Syncing
+            ) || now.saturating_duration_since(self.view_stable_since.1) < settle_for
             {
                 return;
             }
@@ -1583,6 +1600,13 @@ impl Node {
     /// Runs the background machines: tree rebuilds, anti-entropy rounds,
     /// hint delivery, the purge watermark and the exit from `Syncing`.
     fn background(&mut self, now: Instant) {
+        #[cfg(feature = "mutations")]
+        if self.mutations.no_anti_entropy {
+            if self.membership.status() == NodeStatus::Syncing {
+                self.membership.set_status(NodeStatus::Normal);
+            }
+            return;
+        }
         self.rebuild_placement();
         let wall = self.wall_now(now);
         let membership = &self.membership;
@@ -1742,6 +1766,10 @@ impl Node {
     /// apply it, when at least one did (a write no replica applied failed,
     /// and is not made durable behind the client's back).
     fn hint_missed(&mut self, now: Instant, p: &Pending) {
+        #[cfg(feature = "mutations")]
+        if self.mutations.no_anti_entropy {
+            return;
+        }
         let PendingKind::Write { ts, value, .. } = &p.kind else {
             return;
         };
