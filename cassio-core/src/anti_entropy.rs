@@ -488,10 +488,14 @@ impl AntiEntropy {
 
     /// When [`AntiEntropy::tick`] wants to run next.
     pub fn poll_timeout(&self) -> Instant {
-        let mut t = self.next_round_at;
-        if let Some(r) = &self.round {
-            if !r.queue.is_empty() && self.exchanges.len() < self.cfg.max_exchanges.max(1) {
-                return Instant::ZERO;
+        // While a round runs, the next one is not due; its exchanges are.
+        let mut t = Instant::from_micros(u64::MAX);
+        match &self.round {
+            None => t = self.next_round_at,
+            Some(r) => {
+                if !r.queue.is_empty() && self.exchanges.len() < self.cfg.max_exchanges.max(1) {
+                    return Instant::ZERO;
+                }
             }
         }
         for tree in self.trees.values() {

@@ -2004,6 +2004,7 @@ impl Node {
             stamps: stamps + 1,
         };
         p.responded.clear();
+        p.applied_by.clear();
         p.ok = 0;
         p.failed = 0;
         let key = p.key.clone();

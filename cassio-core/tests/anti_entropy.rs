@@ -194,6 +194,15 @@ impl Cluster {
                 if !self.down.contains(&i) {
                     let at = self.at();
                     self.nodes[i].handle_timeout(at);
+                    // Once its timers have run, a node must not ask to be
+                    // woken at once again (a host would spin).
+                    let next = self.nodes[i].poll_timeout().expect("a timeout");
+                    assert!(
+                        next > self.now,
+                        "node {} wants a wake-up at {next:?}, now is {:?}",
+                        i + 1,
+                        self.now
+                    );
                 }
             }
         }
