@@ -36,6 +36,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
+/// Attempts at one (keyspace, peer) pair within a round before the round
+/// counts it failed.
+const PAIR_ATTEMPTS: u8 = 4;
+
 /// The most digest entries or items one sync message carries.
 pub const MAX_SYNC_ENTRIES: usize = 4096;
 
@@ -51,7 +55,8 @@ pub struct RepairConfig {
     pub bytes_per_sec: u64,
     /// Digest entries per page of an exchange (at most [`MAX_SYNC_ENTRIES`]).
     pub page_entries: usize,
-    /// An exchange that makes no progress for this long fails.
+    /// An exchange that makes no progress for this long fails (10 s by
+    /// default); the pair is tried again, up to 4 times within the round.
     pub exchange_timeout: Duration,
     /// How often each keyspace's tree is rebuilt from a scan (against bit
     /// rot and drift). 24 hours by default.
@@ -67,7 +72,7 @@ impl Default for RepairConfig {
             max_exchanges: 2,
             bytes_per_sec: 16 * 1024 * 1024,
             page_entries: MAX_SYNC_ENTRIES,
-            exchange_timeout: Duration::from_secs(30),
+            exchange_timeout: Duration::from_secs(10),
             rebuild_every: Duration::from_secs(24 * 3600),
             rebuild_keys_per_sec: 1_000_000,
         }
@@ -319,6 +324,8 @@ enum Phase {
 #[derive(Debug)]
 struct Exchange {
     peer: NodeId,
+    /// Earlier failed attempts at this pair in this round.
+    attempts: u8,
     keyspace: String,
     rf: usize,
     shared: Shared,
@@ -339,7 +346,8 @@ struct Round {
     /// False for an operator's round over one keyspace or peer.
     full: bool,
     started_wall: u64,
-    queue: VecDeque<(String, NodeId)>,
+    /// Pairs still to sync: keyspace, peer, attempts so far, not before.
+    queue: VecDeque<(String, NodeId, u8, Instant)>,
     total: u64,
     done: u64,
     failed: u64,
@@ -493,8 +501,10 @@ impl AntiEntropy {
         match &self.round {
             None => t = self.next_round_at,
             Some(r) => {
-                if !r.queue.is_empty() && self.exchanges.len() < self.cfg.max_exchanges.max(1) {
-                    return Instant::ZERO;
+                if self.exchanges.len() < self.cfg.max_exchanges.max(1) {
+                    if let Some(first) = r.queue.iter().map(|e| e.3).min() {
+                        t = first;
+                    }
                 }
             }
         }
@@ -669,7 +679,7 @@ impl AntiEntropy {
                     continue;
                 }
                 if alive(peer) {
-                    queue.push_back((name.clone(), peer));
+                    queue.push_back((name.clone(), peer, 0, Instant::ZERO));
                 } else {
                     skipped_down += 1;
                 }
@@ -706,14 +716,18 @@ impl AntiEntropy {
             if self.exchanges.len() >= self.cfg.max_exchanges.max(1) {
                 return;
             }
-            let Some((ks, peer)) = round.queue.pop_front() else {
+            let Some(pos) = round.queue.iter().position(|e| e.3 <= now) else {
+                return;
+            };
+            let Some((ks, peer, attempts, _)) = round.queue.remove(pos) else {
                 return;
             };
             if !alive(peer) {
                 round.failed += 1;
+                round.done += 1;
                 continue;
             }
-            self.start_exchange(now, &ks, peer, placement, fx);
+            self.start_exchange(now, &ks, peer, attempts, placement, fx);
         }
     }
 
@@ -722,6 +736,7 @@ impl AntiEntropy {
         now: Instant,
         keyspace: &str,
         peer: NodeId,
+        attempts: u8,
         placement: &dyn Placement,
         fx: &mut Effects,
     ) {
@@ -736,6 +751,7 @@ impl AntiEntropy {
             xid,
             Exchange {
                 peer,
+                attempts,
                 keyspace: keyspace.to_string(),
                 rf: t.rf,
                 shared,
@@ -800,7 +816,7 @@ impl AntiEntropy {
     }
 
     fn end_exchange(&mut self, xid: u64, how: Ending, now: Instant, wall: u64, fx: &mut Effects) {
-        let Some(_x) = self.exchanges.remove(&xid) else {
+        let Some(x) = self.exchanges.remove(&xid) else {
             return;
         };
         match how {
@@ -808,6 +824,17 @@ impl AntiEntropy {
             Ending::Failed => self.status.exchanges_failed += 1,
         }
         if let Some(r) = &mut self.round {
+            if how == Ending::Failed && x.attempts + 1 < PAIR_ATTEMPTS {
+                // A lost message or a peer still building its tree: try
+                // the pair again shortly, within this round.
+                r.queue.push_back((
+                    x.keyspace,
+                    x.peer,
+                    x.attempts + 1,
+                    now + Duration::from_secs(1 << x.attempts),
+                ));
+                return;
+            }
             r.done += 1;
             if how == Ending::Failed {
                 r.failed += 1;
