@@ -36,6 +36,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
+/// The low bits of a sync message's `xid` number the exchange's requests,
+/// so a late or duplicated reply to an earlier request is told apart.
+const STEP_MASK: u64 = 0xFFFF;
+
+/// A request not answered within this is sent again (the responder's
+/// answers are idempotent).
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 /// Attempts at one (keyspace, peer) pair within a round before the round
 /// counts it failed.
 const PAIR_ATTEMPTS: u8 = 4;
@@ -324,6 +332,10 @@ enum Phase {
 #[derive(Debug)]
 struct Exchange {
     peer: NodeId,
+    /// The number of this exchange's latest request (in its `xid`).
+    step: u16,
+    /// That request, until it is answered, and when to send it again.
+    unanswered: Option<(PeerMsg, Instant)>,
     /// Earlier failed attempts at this pair in this round.
     attempts: u8,
     keyspace: String,
@@ -414,7 +426,8 @@ impl AntiEntropy {
             next_round_at: now,
             again: false,
             exchanges: BTreeMap::new(),
-            next_xid: xid_base,
+            // Exchange ids leave their low bits to the request numbers.
+            next_xid: (xid_base & !STEP_MASK).wrapping_add(STEP_MASK + 1),
             next_run: 1,
             status: RepairStatus::default(),
             live_rounds_since_start: 0,
@@ -517,6 +530,9 @@ impl AntiEntropy {
         }
         for x in self.exchanges.values() {
             t = t.min(x.deadline);
+            if let Some((_, at)) = &x.unanswered {
+                t = t.min(*at);
+            }
         }
         t
     }
@@ -558,7 +574,17 @@ impl AntiEntropy {
                 if let Some(msg) = x.deferred.take() {
                     budget.charge(now, sync_bytes(&msg));
                     self.status.bytes_sent += sync_bytes(&msg);
+                    x.unanswered = Some((msg.clone(), now + RESEND_AFTER));
                     fx.send(x.peer, msg);
+                }
+            }
+        }
+        // Requests whose answer did not come (a lost frame): again.
+        for x in self.exchanges.values_mut() {
+            if let Some((msg, at)) = &mut x.unanswered {
+                if *at <= now {
+                    *at = now + RESEND_AFTER;
+                    fx.send(x.peer, msg.clone());
                 }
             }
         }
@@ -746,11 +772,13 @@ impl AntiEntropy {
         let shared = Shared::compute(placement, t.rf, self.me, peer);
         let branches = t.live.branches(|s| shared.is_full(s));
         let xid = self.next_xid;
-        self.next_xid += 1;
+        self.next_xid = self.next_xid.wrapping_add(STEP_MASK + 1);
         self.exchanges.insert(
             xid,
             Exchange {
                 peer,
+                step: 0,
+                unanswered: None,
                 attempts,
                 keyspace: keyspace.to_string(),
                 rf: t.rf,
@@ -764,14 +792,14 @@ impl AntiEntropy {
                 deferred: None,
             },
         );
-        fx.send(
-            peer,
-            PeerMsg::Sync(SyncMsg::Tree {
+        let keyspace = keyspace.to_string();
+        if let Some(x) = self.exchanges.get_mut(&xid) {
+            request(x, xid, now, fx, |xid| SyncMsg::Tree {
                 xid,
-                keyspace: keyspace.to_string(),
+                keyspace,
                 branches,
-            }),
-        );
+            });
+        }
     }
 
     fn finish_round(&mut self, now: Instant, wall: u64, fx: &mut Effects) {
@@ -933,6 +961,9 @@ impl AntiEntropy {
                 }
             }
             SyncMsg::TreeReply { xid, reply } => {
+                let Some(xid) = self.accept_reply(from, xid) else {
+                    return;
+                };
                 self.on_tree_reply(from, xid, reply, now, wall, fx)
             }
             SyncMsg::KeysReply {
@@ -940,6 +971,9 @@ impl AntiEntropy {
                 entries,
                 complete,
             } => {
+                let Some(xid) = self.accept_reply(from, xid) else {
+                    return;
+                };
                 let timeout = self.cfg.exchange_timeout;
                 let Some(x) = self.exchange_of(from, xid, Phase::Keys) else {
                     return;
@@ -952,6 +986,9 @@ impl AntiEntropy {
                 self.compare_window(xid, now, wall, placement, budget, fx);
             }
             SyncMsg::PushReply { xid, items } => {
+                let Some(xid) = self.accept_reply(from, xid) else {
+                    return;
+                };
                 let timeout = self.cfg.exchange_timeout;
                 let Some(x) = self.exchange_of(from, xid, Phase::Push) else {
                     return;
@@ -983,11 +1020,23 @@ impl AntiEntropy {
                 self.next_window(xid, now, wall, fx);
             }
             SyncMsg::Failed { xid } => {
-                if self.exchanges.get(&xid).is_some_and(|x| x.peer == from) {
+                if let Some(xid) = self.accept_reply(from, xid) {
                     self.end_exchange(xid, Ending::Failed, now, wall, fx);
                 }
             }
         }
+    }
+
+    /// The exchange a reply from `from` answers, if it answers that
+    /// exchange's latest request (a late or duplicated reply does not).
+    fn accept_reply(&mut self, from: NodeId, xid: u64) -> Option<u64> {
+        let base = xid & !STEP_MASK;
+        let x = self.exchanges.get_mut(&base).filter(|x| x.peer == from)?;
+        if xid & STEP_MASK != u64::from(x.step) || x.unanswered.is_none() {
+            return None;
+        }
+        x.unanswered = None;
+        Some(base)
     }
 
     fn exchange_of(&mut self, from: NodeId, xid: u64, phase: Phase) -> Option<&mut Exchange> {
@@ -1116,17 +1165,16 @@ impl AntiEntropy {
         } else {
             Bound::Included(start.clone())
         };
-        fx.send(
-            x.peer,
-            PeerMsg::Sync(SyncMsg::Keys {
-                xid,
-                keyspace: x.keyspace.clone(),
-                start,
-                after,
-                end: end.clone(),
-                limit: page as u32,
-            }),
-        );
+        let keyspace = x.keyspace.clone();
+        let key_end = end.clone();
+        request(x, xid, now, fx, |xid| SyncMsg::Keys {
+            xid,
+            keyspace,
+            start,
+            after,
+            end: key_end,
+            limit: page as u32,
+        });
         fx.storage(
             StorageOp::Digests {
                 start: own_start,
@@ -1249,12 +1297,8 @@ impl AntiEntropy {
         }
         x.phase = Phase::Push;
         if push.is_empty() {
-            let msg = PeerMsg::Sync(SyncMsg::Push {
-                xid,
-                items: Vec::new(),
-                pull,
-            });
-            send_or_defer(x, msg, now, budget, &mut self.status, fx);
+            let items = Vec::new();
+            send_or_defer(x, xid, items, pull, now, budget, &mut self.status, fx);
         } else {
             fx.storage(
                 StorageOp::GetBatch { keys: push.clone() },
@@ -1297,23 +1341,48 @@ impl AntiEntropy {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
         self.status.items_pushed += items.len() as u64;
-        let msg = PeerMsg::Sync(SyncMsg::Push { xid, items, pull });
-        send_or_defer(x, msg, now, budget, &mut self.status, fx);
+        send_or_defer(x, xid, items, pull, now, budget, &mut self.status, fx);
     }
 }
 
+/// Sends exchange `base`'s next request (numbered in its `xid`) and keeps
+/// it until answered, to send again if it is lost.
+fn request(
+    x: &mut Exchange,
+    base: u64,
+    now: Instant,
+    fx: &mut Effects,
+    make: impl FnOnce(u64) -> SyncMsg,
+) {
+    x.step = x.step.wrapping_add(1);
+    let msg = PeerMsg::Sync(make(base | u64::from(x.step)));
+    x.unanswered = Some((msg.clone(), now + RESEND_AFTER));
+    fx.send(x.peer, msg);
+}
+
+/// Sends a push now if the byte budget allows, else keeps it for a tick.
+#[allow(clippy::too_many_arguments)]
 fn send_or_defer(
     x: &mut Exchange,
-    msg: PeerMsg,
+    base: u64,
+    items: Vec<(Key, Versioned)>,
+    pull: Vec<Key>,
     now: Instant,
     budget: &mut ByteBudget,
     status: &mut RepairStatus,
     fx: &mut Effects,
 ) {
+    x.step = x.step.wrapping_add(1);
+    let msg = PeerMsg::Sync(SyncMsg::Push {
+        xid: base | u64::from(x.step),
+        items,
+        pull,
+    });
     if budget.ready(now) {
         let bytes = sync_bytes(&msg);
         budget.charge(now, bytes);
         status.bytes_sent += bytes;
+        x.unanswered = Some((msg.clone(), now + RESEND_AFTER));
         fx.send(x.peer, msg);
     } else {
         x.deferred = Some(msg);
