@@ -118,17 +118,20 @@ pub enum SyncMsg {
         after: bool,
         /// End storage key (exclusive).
         end: Key,
-        /// At most this many entries.
+        /// At most this many stored entries are scanned.
         limit: u32,
+        /// Only entries in these tree segments are wanted (empty: all).
+        segments: Vec<u16>,
     },
-    /// Peer → initiator: its digests, in key order.
+    /// Peer → initiator: its digests of the wanted segments, in key order.
     KeysReply {
         /// The exchange.
         xid: u64,
         /// The entries.
         entries: Vec<KeyDigest>,
-        /// True when the range held no more than these.
-        complete: bool,
+        /// The last key scanned when the scan stopped at its limit before
+        /// the range's end (`None`: the whole range was scanned).
+        scanned_to: Option<Key>,
     },
     /// Initiator → peer: apply these items, then send me yours of `pull`.
     Push {
@@ -343,11 +346,14 @@ struct Exchange {
     shared: Shared,
     phase: Phase,
     deadline: Instant,
-    /// Token intervals still to compare key by key.
-    work: VecDeque<(Token, Token)>,
+    /// Token intervals still to compare key by key, each with the tree
+    /// segments wanted in it (empty: every key).
+    work: VecDeque<(Token, Token, Vec<u16>)>,
+    /// The segments wanted in the current window.
+    wanted: Vec<u16>,
     /// The interval being compared, as storage-key bounds, and the cursor.
     window: Option<(Key, bool, Key)>,
-    theirs: Option<(Vec<KeyDigest>, bool)>,
+    theirs: Option<(Vec<KeyDigest>, Option<Key>)>,
     ours: Option<Vec<KeyDigest>>,
     /// A push waiting for the byte budget.
     deferred: Option<PeerMsg>,
@@ -786,6 +792,7 @@ impl AntiEntropy {
                 phase: Phase::Tree,
                 deadline: now + self.cfg.exchange_timeout,
                 work: VecDeque::new(),
+                wanted: Vec::new(),
                 window: None,
                 theirs: None,
                 ours: None,
@@ -902,6 +909,7 @@ impl AntiEntropy {
                 after,
                 end,
                 limit,
+                segments,
             } => {
                 let limit = (limit as usize).clamp(1, MAX_SYNC_ENTRIES);
                 if !self.trees.contains_key(&keyspace)
@@ -926,6 +934,7 @@ impl AntiEntropy {
                         to: from,
                         xid,
                         limit,
+                        segments,
                     },
                 );
             }
@@ -969,7 +978,7 @@ impl AntiEntropy {
             SyncMsg::KeysReply {
                 xid,
                 entries,
-                complete,
+                scanned_to,
             } => {
                 let Some(xid) = self.accept_reply(from, xid) else {
                     return;
@@ -981,7 +990,7 @@ impl AntiEntropy {
                 if entries.len() > MAX_SYNC_ENTRIES {
                     return self.end_exchange(xid, Ending::Failed, now, wall, fx);
                 }
-                x.theirs = Some((entries, complete));
+                x.theirs = Some((entries, scanned_to));
                 x.deadline = now + timeout;
                 self.compare_window(xid, now, wall, placement, budget, fx);
             }
@@ -1106,28 +1115,30 @@ impl AntiEntropy {
             }
         }
         self.status.segments_repaired += differing.len() as u64;
-        // Runs of differing segments within one branch become one interval
-        // (a page of digests costs less than a round trip per segment);
-        // partly shared segments are always compared key by key.
-        let mut intervals: Vec<(Token, Token)> = Vec::new();
-        let mut by_branch: BTreeMap<u16, (u16, u16)> = BTreeMap::new();
+        // Each branch with differing segments becomes one interval from its
+        // first to its last differing segment, in which the peer returns
+        // only the differing segments' digests (one round trip per branch,
+        // bytes in proportion to what differs); segments shared only in
+        // part are compared whole, key by key.
+        let mut by_branch: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
         for s in differing {
-            let e = by_branch.entry(s / BRANCH_WIDTH as u16).or_insert((s, s));
-            e.0 = e.0.min(s);
-            e.1 = e.1.max(s);
-        }
-        for (f, l) in by_branch.values() {
-            intervals.push((segment_start(*f), segment_last(*l)));
+            by_branch
+                .entry(s / BRANCH_WIDTH as u16)
+                .or_default()
+                .push(s);
         }
         for &s in &x.shared.partial {
-            intervals.push((segment_start(s), segment_last(s)));
+            by_branch
+                .entry(s / BRANCH_WIDTH as u16)
+                .or_default()
+                .push(s);
         }
-        intervals.sort();
-        let mut merged: VecDeque<(Token, Token)> = VecDeque::new();
-        for (f, l) in intervals {
-            match merged.back_mut() {
-                Some(last) if f.0 <= last.1 .0.saturating_add(1) => last.1 = last.1.max(l),
-                _ => merged.push_back((f, l)),
+        let mut merged: VecDeque<(Token, Token, Vec<u16>)> = VecDeque::new();
+        for mut segs in by_branch.into_values() {
+            segs.sort_unstable();
+            segs.dedup();
+            if let (Some(&f), Some(&l)) = (segs.first(), segs.last()) {
+                merged.push_back((segment_start(f), segment_last(l), segs));
             }
         }
         if let Some(x) = self.exchanges.get_mut(&xid) {
@@ -1144,9 +1155,10 @@ impl AntiEntropy {
             return;
         };
         if x.window.is_none() {
-            let Some((f, l)) = x.work.pop_front() else {
+            let Some((f, l, wanted)) = x.work.pop_front() else {
                 return self.end_exchange(xid, Ending::Synced, now, wall, fx);
             };
+            x.wanted = wanted;
             let (Bound::Included(start), Bound::Excluded(end)) =
                 token_range_bounds(&x.keyspace, f, l)
             else {
@@ -1167,6 +1179,7 @@ impl AntiEntropy {
         };
         let keyspace = x.keyspace.clone();
         let key_end = end.clone();
+        let segments = x.wanted.clone();
         request(x, xid, now, fx, |xid| SyncMsg::Keys {
             xid,
             keyspace,
@@ -1174,6 +1187,7 @@ impl AntiEntropy {
             after,
             end: key_end,
             limit: page as u32,
+            segments,
         });
         fx.storage(
             StorageOp::Digests {
@@ -1227,15 +1241,12 @@ impl AntiEntropy {
         let Some(x) = self.exchanges.get_mut(&xid) else {
             return;
         };
-        let (Some((theirs, complete)), Some(ours)) = (&x.theirs, &x.ours) else {
+        let (Some((theirs, their_end)), Some(ours)) = (&x.theirs, &x.ours) else {
             return;
         };
-        // The window both sides have fully listed ends at the smaller of
-        // their last keys when either was cut short.
-        let mut upto: Option<Key> = None;
-        if !complete {
-            upto = theirs.last().map(|e| e.key.clone());
-        }
+        // The window both sides have fully scanned ends at the smaller of
+        // the keys their scans stopped at, when either was cut short.
+        let mut upto: Option<Key> = their_end.clone();
         if ours.len() >= page {
             if let Some(last) = ours.last() {
                 upto = Some(match upto {
@@ -1244,7 +1255,13 @@ impl AntiEntropy {
                 });
             }
         }
-        let within = |k: &Key| upto.as_ref().is_none_or(|u| k <= u);
+        let wanted = &x.wanted;
+        let within = |k: &Key| {
+            upto.as_ref().is_none_or(|u| k <= u)
+                && (wanted.is_empty()
+                    || split_storage_key_token(k)
+                        .is_some_and(|(_, t, _)| wanted.binary_search(&segment_of(t)).is_ok()))
+        };
         let shared = |k: &Key| {
             split_storage_key_token(k)
                 .is_some_and(|(_, t, _)| x.shared.contains(t, placement, x.rf, me, x.peer))
@@ -1386,6 +1403,34 @@ fn send_or_defer(
         fx.send(x.peer, msg);
     } else {
         x.deferred = Some(msg);
+    }
+}
+
+/// A responder's answer to `Keys`: the scanned entries of the wanted
+/// segments, and where the scan stopped if it hit its limit.
+pub(crate) fn keys_reply(
+    xid: u64,
+    scanned: Vec<KeyDigest>,
+    limit: usize,
+    segments: &[u16],
+) -> SyncMsg {
+    let scanned_to = if scanned.len() >= limit {
+        scanned.last().map(|e| e.key.clone())
+    } else {
+        None
+    };
+    let entries = scanned
+        .into_iter()
+        .filter(|e| {
+            segments.is_empty()
+                || split_storage_key_token(&e.key)
+                    .is_some_and(|(_, t, _)| segments.binary_search(&segment_of(t)).is_ok())
+        })
+        .collect();
+    SyncMsg::KeysReply {
+        xid,
+        entries,
+        scanned_to,
     }
 }
 

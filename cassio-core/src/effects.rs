@@ -27,7 +27,12 @@ pub(crate) enum BgWaiter {
         then: AfterApply,
     },
     /// A responder's digest scan for `xid`, asked by `to`.
-    AnswerKeys { to: NodeId, xid: u64, limit: usize },
+    AnswerKeys {
+        to: NodeId,
+        xid: u64,
+        limit: usize,
+        segments: Vec<u16>,
+    },
     /// A responder's read of the `keys` `to` pulls in exchange `xid`.
     AnswerPull {
         to: NodeId,

@@ -969,12 +969,19 @@ impl Node {
     /// When the host should call [`Node::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut m = self.membership.poll_timeout().min(self.ae.poll_timeout());
-        if let Some(h) = self.hints.poll_timeout() {
-            m = m.min(h);
-        }
-        if self.ae.has_deferred() {
-            m = m.min(self.budget.ready_at());
+        let mut m = self.membership.poll_timeout();
+        #[cfg(feature = "mutations")]
+        let background = !self.mutations.no_anti_entropy;
+        #[cfg(not(feature = "mutations"))]
+        let background = true;
+        if background {
+            m = m.min(self.ae.poll_timeout());
+            if let Some(h) = self.hints.poll_timeout() {
+                m = m.min(h);
+            }
+            if self.ae.has_deferred() {
+                m = m.min(self.budget.ready_at());
+            }
         }
         Some(match self.deadlines.first() {
             Some(&(d, _)) => d.min(m),
@@ -1717,13 +1724,17 @@ impl Node {
                     PeerMsg::Hints(crate::hints::HintMsg::Ack { tag, ok: r.is_ok() }),
                 ),
             },
-            (BgWaiter::AnswerKeys { to, xid, limit }, StorageResult::Digests(r)) => {
+            (
+                BgWaiter::AnswerKeys {
+                    to,
+                    xid,
+                    limit,
+                    segments,
+                },
+                StorageResult::Digests(r),
+            ) => {
                 let msg = match r {
-                    Ok(entries) => SyncMsg::KeysReply {
-                        xid,
-                        complete: entries.len() < limit,
-                        entries,
-                    },
+                    Ok(entries) => crate::anti_entropy::keys_reply(xid, entries, limit, &segments),
                     Err(_) => SyncMsg::Failed { xid },
                 };
                 self.fx.send(to, PeerMsg::Sync(msg));

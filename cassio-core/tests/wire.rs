@@ -102,6 +102,7 @@ fn samples() -> Vec<PeerMsg> {
             after: true,
             end: Bytes::from_static(b"z"),
             limit: 4096,
+            segments: vec![1, 2, u16::MAX],
         }),
         PeerMsg::Sync(SyncMsg::KeysReply {
             xid: 2,
@@ -111,7 +112,7 @@ fn samples() -> Vec<PeerMsg> {
                 tombstone: true,
                 digest: 77,
             }],
-            complete: false,
+            scanned_to: Some(Bytes::from_static(b"k")),
         }),
         PeerMsg::Sync(SyncMsg::Push {
             xid: 3,
