@@ -20,7 +20,9 @@
 //!   a table whose bloom filter rules the key out.
 //! - **Compaction** (size-tiered) merges adjacent tables in the background,
 //!   keeps the newest version of each key and drops tombstones older than
-//!   [`NativeOptions::tombstone_grace`].
+//!   [`NativeOptions::tombstone_grace`] and below the purge watermark
+//!   ([`Store::set_purge_watermark`]; zero, so nothing is purged, until the
+//!   node sets it after each open).
 
 mod bloom;
 mod compaction;
@@ -41,7 +43,7 @@ use crate::gate::WriteGate;
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::sstable::{ReadCounters, Table, TableIter, TableWriter};
-use cassio_core::{Key, Store, StoreError, Versioned};
+use cassio_core::{ApplyOutcome, Key, Store, StoreError, Versioned};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -80,7 +82,7 @@ pub struct NativeOptions {
     /// Target false-positive rate of each table's bloom filter.
     pub bloom_fp_rate: f64,
     /// Tombstones are purged by compaction only once this much time has passed
-    /// since their timestamp.
+    /// since their timestamp (and only below the purge watermark).
     pub tombstone_grace: Duration,
     /// Target size of a table's data blocks.
     pub block_bytes: usize,
@@ -275,6 +277,29 @@ struct Inner {
     flushes: AtomicU64,
     compactions: AtomicU64,
     bytes_written: AtomicU64,
+    /// Compaction drops only tombstones older than this (HLC micros). Zero
+    /// at open and only ever raised ([`Store::set_purge_watermark`]).
+    purge_watermark: AtomicU64,
+    /// Serialise [`Store::apply_replacing`] per key, so the version it
+    /// reports replaced is the one it really replaced.
+    stripes: KeyStripes,
+}
+
+/// A fixed set of mutexes picked by key hash.
+struct KeyStripes(Box<[Mutex<()>]>);
+
+impl KeyStripes {
+    /// Enough that writer threads rarely share one (16 KiB in all).
+    const N: usize = 1024;
+
+    fn new() -> Self {
+        KeyStripes((0..Self::N).map(|_| Mutex::new(())).collect())
+    }
+
+    fn lock(&self, key: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
+        // The ring token is a well-mixed hash of the key.
+        self.0[cassio_core::Token::of(key).0 as usize % Self::N].lock()
+    }
 }
 
 /// Cassio's native LSM store. See the crate documentation.
@@ -388,6 +413,8 @@ impl NativeStore {
             flushes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            purge_watermark: AtomicU64::new(0),
+            stripes: KeyStripes::new(),
             opts,
         });
         let mut threads = Vec::new();
@@ -421,7 +448,7 @@ impl NativeStore {
     }
 
     /// Flushes the memtables and merges every table into one, purging
-    /// tombstones past the grace period.
+    /// tombstones past the grace period and below the purge watermark.
     pub fn compact(&self) -> Result<(), StoreError> {
         self.flush()?;
         self.inner.compact_once(true).map(|_| ())
@@ -773,9 +800,14 @@ impl Inner {
         // Only a merge that reaches the oldest table may drop a tombstone:
         // otherwise an older table could still hold a value it shadows.
         let purge = run.end == n;
-        let horizon = now_micros().saturating_sub(
-            u64::try_from(self.opts.tombstone_grace.as_micros()).unwrap_or(u64::MAX),
-        );
+        // A tombstone goes only when it is both past the grace period and
+        // below the watermark (older than every replica's last anti-entropy
+        // round), so no replica can still hold what it deleted.
+        let horizon = now_micros()
+            .saturating_sub(
+                u64::try_from(self.opts.tombstone_grace.as_micros()).unwrap_or(u64::MAX),
+            )
+            .min(self.purge_watermark.load(Ordering::Acquire));
         let sources = inputs
             .iter()
             .map(|t| {
@@ -904,8 +936,17 @@ fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), StoreErro
 
 use cassio_core::store::{key_before_end as before_end, range_is_empty as inverted};
 
-impl Store for NativeStore {
-    fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
+impl NativeStore {
+    /// `apply`, reporting what was replaced (`None` in `Kept`: nothing, or
+    /// the caller did not ask). With `exclusive` the key's stripe lock is
+    /// held from the LWW lookup to the memtable insert, so the replaced
+    /// version is exact among writers that take it.
+    fn apply_impl(
+        &self,
+        key: &[u8],
+        version: &Versioned,
+        exclusive: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
         let inner = &*self.inner;
         inner.check_failed()?;
         check_len("key", key.len(), MAX_KEY_LEN)?;
@@ -920,16 +961,27 @@ impl Store for NativeStore {
         let _permit = inner.gate.admit(charge as u64)?;
         inner.stall_if_needed()?;
         let h = KeyHash::of(key);
-        let (lsn, kept, full) = {
+        let (lsn, outcome, full) = {
+            // Taken before the version lock: a freeze (which takes the
+            // version lock's write side) never waits for a stripe.
+            let _stripe = exclusive.then(|| inner.stripes.lock(key));
             let v = inner.version.read();
-            if let Some(existing) = inner.lookup(&v, key, h)? {
-                if !version.supersedes(&existing) {
-                    return Ok(false);
+            let existing = inner.lookup(&v, key, h)?;
+            if let Some(existing) = &existing {
+                if !version.supersedes(existing) {
+                    return Ok(ApplyOutcome::Superseded);
                 }
             }
             let lsn = inner.log.append(key, version)?;
-            let kept = v.active.insert(key, version);
-            (lsn, kept, v.active.bytes() >= inner.opts.memtable_bytes)
+            // The memtable decides again: a concurrent writer (one of
+            // `apply`, which takes no stripe) may have got in since the
+            // lookup.
+            let outcome = if v.active.insert(key, version) {
+                ApplyOutcome::Kept { replaced: existing }
+            } else {
+                ApplyOutcome::Superseded
+            };
+            (lsn, outcome, v.active.bytes() >= inner.opts.memtable_bytes)
         };
         if inner.opts.sync == SyncPolicy::Always {
             inner.log.sync_to(lsn)?;
@@ -937,7 +989,24 @@ impl Store for NativeStore {
         if full {
             inner.maybe_freeze(false)?;
         }
-        Ok(kept)
+        Ok(outcome)
+    }
+}
+
+impl Store for NativeStore {
+    fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
+        // Plain applies skip the stripe: the memtable settles races between
+        // them, and they have no replaced version to get right.
+        self.apply_impl(key, version, false).map(|o| o.kept())
+    }
+
+    /// The replaced version is the one the LWW lookup found. Calls for one
+    /// key are serialised by a striped lock (one uncontended mutex per
+    /// write), so among `apply_replacing` callers it is exact; a plain
+    /// [`Store::apply`] of the same key racing with it may make it stale
+    /// (it then names a version the racing write had already replaced).
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        self.apply_impl(key, version, true)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
@@ -1001,6 +1070,12 @@ impl Store for NativeStore {
     fn approximate_size(&self) -> u64 {
         let s = self.stats();
         s.table_bytes + s.memtable_bytes
+    }
+
+    fn set_purge_watermark(&self, micros: u64) {
+        self.inner
+            .purge_watermark
+            .fetch_max(micros, Ordering::AcqRel);
     }
 }
 

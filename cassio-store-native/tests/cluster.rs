@@ -8,7 +8,6 @@
 use cassio_core::{NodeId, Store};
 use cassio_store_native::{NativeOptions, NativeStore, SyncPolicy};
 use conformance::cluster::{nemesis, sweep_with, Fault, NodeStores, Scenario};
-use conformance::known_failure_scenario;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -133,17 +132,16 @@ fn crash_each_in_turn_sync_always() {
     );
 }
 
-known_failure_scenario!(
-    crash_each_in_turn_sync_never,
-    "waits for issue 11: a replica that lost unsynced acknowledged writes serves QUORUM reads before hinted handoff/anti-entropy catch it up (no Syncing state)",
-    {
-        run(
-            &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
-            "crash_each_in_turn_sync_never -- --ignored",
-            &NativeStores::new(SyncPolicy::Never, None),
-        );
-    }
-);
+#[test]
+fn crash_each_in_turn_sync_never() {
+    // A crash loses every unsynced write; the restarted replica stays
+    // `Syncing` (out of reads) until hints and anti-entropy restored them.
+    run(
+        &nemesis::crash_each_in_turn("native_crash_each_in_turn_sync_never"),
+        "crash_each_in_turn_sync_never",
+        &NativeStores::new(SyncPolicy::Never, None),
+    );
+}
 
 #[test]
 fn crash_each_in_turn_sync_periodic() {

@@ -5,7 +5,7 @@
 
 use cassio_core::StoreError;
 use cassio_store_native::{NativeOptions, NativeStore, SyncPolicy};
-use conformance::store::{DurableStoreHarness, StoreHarness};
+use conformance::store::{DurableStoreHarness, PurgingStoreHarness, StoreHarness};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ impl DurableStoreHarness for Native {
     fn crash(store: NativeStore) {
         store.crash();
     }
+}
+
+impl PurgingStoreHarness for Native {
     fn compact(store: &NativeStore) -> Result<(), StoreError> {
         store.compact()
     }
@@ -43,6 +46,7 @@ impl DurableStoreHarness for Native {
 
 conformance::store_tests!(Native);
 conformance::durable_store_tests!(Native);
+conformance::store_cases!(Native; apply_replacing_is_exact_under_concurrent_writers);
 
 /// The same suite with group-committed `Always` syncing and a periodic
 /// syncer, which take different paths through the commit log.
@@ -76,6 +80,9 @@ mod always {
         fn crash(store: NativeStore) {
             store.crash();
         }
+    }
+
+    impl PurgingStoreHarness for NativeAlways {
         fn compact(store: &NativeStore) -> Result<(), StoreError> {
             store.compact()
         }

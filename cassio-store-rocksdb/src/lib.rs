@@ -8,7 +8,10 @@
 //! last-write-wins is decided in [`Store::apply`](cassio_core::Store::apply)
 //! before anything is written, so the engine only ever holds the winner.
 //! Durability is chosen with a [`SyncPolicy`]; each store's rustdoc says how
-//! it maps onto its engine.
+//! it maps onto its engine. Both report the version a write replaced
+//! exactly (`Store::apply_replacing` decides and writes atomically per key),
+//! and purge a tombstone only when it is past the grace period and below
+//! the purge watermark, which is zero (nothing purged) at every open.
 
 pub mod codec;
 mod rocks;
@@ -77,7 +80,14 @@ fn check_sizes(
 
 pub(crate) use cassio_core::store::{key_before_end as before_end, range_is_empty};
 
-/// True when a tombstone written at `ts_micros` may be purged now.
+/// True when a tombstone written at `ts_micros` may be purged now: it is
+/// older than the grace period and below the purge watermark
+/// ([`cassio_core::Store::set_purge_watermark`]).
+fn tombstone_purgeable(ts_micros: u64, grace: Duration, watermark: u64) -> bool {
+    ts_micros < watermark && tombstone_expired(ts_micros, grace)
+}
+
+/// True when a tombstone written at `ts_micros` is older than `grace` now.
 fn tombstone_expired(ts_micros: u64, grace: Duration) -> bool {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -115,5 +125,23 @@ mod tests {
             Duration::from_secs(60)
         ));
         assert!(!tombstone_expired(u64::MAX, Duration::ZERO));
+    }
+
+    #[test]
+    fn tombstones_are_purgeable_only_below_the_watermark() {
+        let grace = Duration::from_secs(60);
+        let old = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros() as u64
+            - 120_000_000;
+        assert!(!tombstone_purgeable(old, grace, 0), "no watermark yet");
+        assert!(!tombstone_purgeable(old, grace, old), "at the watermark");
+        assert!(tombstone_purgeable(old, grace, old + 1));
+        assert!(tombstone_purgeable(old, grace, u64::MAX));
+        assert!(
+            !tombstone_purgeable(old + 90_000_000, grace, u64::MAX),
+            "inside the grace period"
+        );
     }
 }

@@ -24,7 +24,7 @@ mod rocks {
     use super::*;
     use cassio_core::StoreError;
     use cassio_store_rocksdb::{RocksOptions, RocksStore, SyncPolicy};
-    use conformance::store::{DurableStoreHarness, StoreHarness};
+    use conformance::store::{DurableStoreHarness, PurgingStoreHarness, StoreHarness};
     use std::time::Duration;
 
     struct H;
@@ -58,6 +58,9 @@ mod rocks {
             // fsyncs the WAL, so what survives is what the WAL already held.
             drop(store);
         }
+    }
+
+    impl PurgingStoreHarness for H {
         fn compact(store: &RocksStore) -> Result<(), StoreError> {
             store.compact()
         }
@@ -65,6 +68,7 @@ mod rocks {
 
     conformance::store_tests!(H);
     conformance::durable_store_tests!(H);
+    conformance::store_cases!(H; apply_replacing_is_exact_under_concurrent_writers);
 }
 
 #[cfg(feature = "sled")]
@@ -72,7 +76,7 @@ mod sled_store {
     use super::*;
     use cassio_core::StoreError;
     use cassio_store_rocksdb::{SledOptions, SledStore, SyncPolicy};
-    use conformance::store::{DurableStoreHarness, StoreHarness};
+    use conformance::store::{DurableStoreHarness, PurgingStoreHarness, StoreHarness};
     use std::time::Duration;
 
     struct H;
@@ -112,12 +116,16 @@ mod sled_store {
             // this "crash" keeps more than a power loss would.
             drop(store);
         }
+    }
+
+    impl PurgingStoreHarness for H {
         fn compact(store: &SledStore) -> Result<(), StoreError> {
             store.compact()
         }
     }
 
     conformance::store_tests!(H);
+    conformance::store_cases!(H; apply_replacing_is_exact_under_concurrent_writers);
     // Every durable case but one; keep this list in step with
     // `conformance::durable_store_tests!`.
     conformance::store_cases!(
@@ -131,6 +139,9 @@ mod sled_store {
         crash_with_garbage_after_log_tail,
         writes_after_crash_recovery_survive_another_crash,
         tombstones_purged_only_after_grace,
+        purge_watermark_is_not_persisted,
+        tombstones_kept_until_the_watermark_passes_them,
+        purge_watermark_only_rises,
     );
     conformance::known_failure_store_case!(
         H,

@@ -93,8 +93,9 @@ fn limits_are_typed_errors(store: &dyn Store, max_key: usize, max_value: usize) 
         .expect("at limit"));
 }
 
-/// Writes an old tombstone, a fresh tombstone and a value; after a purge
-/// only the old tombstone is gone.
+/// Writes an old tombstone, a fresh tombstone and a value; a purge before
+/// the purge watermark is set drops nothing, and once it is past them only
+/// the old tombstone is gone.
 fn purge_drops_only_expired_tombstones(store: &dyn Store, compact: &dyn Fn()) {
     let now = now_micros();
     let old = now - 3_600_000_000;
@@ -111,6 +112,13 @@ fn purge_drops_only_expired_tombstones(store: &dyn Store, compact: &dyn Fn()) {
         .apply(b"live", &Versioned::value(ts(old, 1), "v"))
         .expect("apply");
     store.flush().expect("flush");
+    compact();
+    assert_eq!(
+        store.get(b"old").expect("get"),
+        Some(Versioned::tombstone(ts(old, 1))),
+        "kept while the purge watermark is unset"
+    );
+    store.set_purge_watermark(u64::MAX);
     compact();
     assert_eq!(
         store.get(b"old").expect("get"),

@@ -6,10 +6,17 @@
 //! ```ignore
 //! struct H;
 //! impl conformance::store::StoreHarness for H { /* open */ }
-//! impl conformance::store::DurableStoreHarness for H { /* log_files, table_files, crash, compact */ }
+//! impl conformance::store::PurgingStoreHarness for H { /* compact */ }
+//! impl conformance::store::DurableStoreHarness for H { /* log_files, table_files, crash */ }
 //! conformance::store_tests!(H);          // the general cases
-//! conformance::durable_store_tests!(H);  // reopen, crash, corruption, tombstone grace
+//! conformance::durable_store_tests!(H);  // reopen, crash, corruption, tombstone purging
+//! // A store that honours it: `replaced` exact under concurrent writers.
+//! conformance::store_cases!(H; apply_replacing_is_exact_under_concurrent_writers);
 //! ```
+//!
+//! A store that keeps nothing across a reopen but purges tombstones on
+//! request implements [`PurgingStoreHarness`] and invokes
+//! `conformance::purge_store_tests!(H)` instead of the durable cases.
 //!
 //! Each case opens a fresh store in its own temporary directory (removed when
 //! the case ends). The cases are plain generic functions in [`cases`], so a
@@ -17,7 +24,7 @@
 
 use cassio_core::StoreError;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What the store suite needs from a backend.
 pub trait StoreHarness {
@@ -27,27 +34,47 @@ pub trait StoreHarness {
     fn open(dir: &Path, grace: Duration) -> Result<Self::Store, StoreError>;
 }
 
+/// What the tombstone-purge cases additionally need.
+pub trait PurgingStoreHarness: StoreHarness {
+    /// Forces a full compaction now (wall-clock time), one that runs the
+    /// tombstone purge over every entry the store holds.
+    fn compact(store: &Self::Store) -> Result<(), StoreError>;
+}
+
 /// What the durability cases additionally need.
-pub trait DurableStoreHarness: StoreHarness {
+pub trait DurableStoreHarness: PurgingStoreHarness {
     /// Commit-log / WAL files in `dir`, oldest first (the suite damages the last one).
     fn log_files(dir: &Path) -> Vec<PathBuf>;
     /// Files holding sorted tables / data blocks (the suite corrupts one).
     fn table_files(dir: &Path) -> Vec<PathBuf>;
     /// Simulates a crash: the store goes away without flushing or syncing anything more.
     fn crash(store: Self::Store);
-    /// Forces a full compaction (used by the tombstone-grace case).
-    fn compact(store: &Self::Store) -> Result<(), StoreError>;
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 before it).
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// The harness for the in-memory reference [`MemStore`](crate::MemStore)
-/// (general cases only: it keeps nothing across a reopen).
+/// (general and purge cases: it keeps nothing across a reopen).
 #[derive(Debug)]
 pub struct MemStoreHarness;
 
 impl StoreHarness for MemStoreHarness {
     type Store = crate::MemStore;
-    fn open(_dir: &Path, _grace: Duration) -> Result<Self::Store, StoreError> {
-        Ok(crate::MemStore::new())
+    fn open(_dir: &Path, grace: Duration) -> Result<Self::Store, StoreError> {
+        Ok(crate::MemStore::with_grace(grace))
+    }
+}
+
+impl PurgingStoreHarness for MemStoreHarness {
+    fn compact(store: &Self::Store) -> Result<(), StoreError> {
+        store.compact(now_micros());
+        Ok(())
     }
 }
 
@@ -77,12 +104,30 @@ macro_rules! store_tests {
             many_keys_200k,
             concurrent_writers,
             flush_keeps_everything_and_lww_still_holds,
+            apply_replacing_reports_what_it_replaced,
+            apply_replacing_under_concurrent_writers,
+            digests_list_what_range_lists,
+        );
+    };
+}
+
+/// Expands, in the calling module, to one `#[test]` per tombstone-purge
+/// case (grace period and purge watermark) for the harness type given (an
+/// implementation of [`PurgingStoreHarness`]). [`durable_store_tests!`]
+/// includes these cases; this macro is for stores without durability.
+#[macro_export]
+macro_rules! purge_store_tests {
+    ($harness:ty) => {
+        $crate::__store_case_tests!(
+            $harness;
+            tombstones_kept_until_the_watermark_passes_them,
+            purge_watermark_only_rises,
         );
     };
 }
 
 /// Expands, in the calling module, to one `#[test]` per durability case
-/// (reopen, crash with a damaged log, corrupted table, tombstone grace) for
+/// (reopen, crash with a damaged log, corrupted table, tombstone purging) for
 /// the harness type given (an implementation of [`DurableStoreHarness`]).
 #[macro_export]
 macro_rules! durable_store_tests {
@@ -99,6 +144,9 @@ macro_rules! durable_store_tests {
             writes_after_crash_recovery_survive_another_crash,
             corrupted_table_block_is_detected,
             tombstones_purged_only_after_grace,
+            purge_watermark_is_not_persisted,
+            tombstones_kept_until_the_watermark_passes_them,
+            purge_watermark_only_rises,
         );
     };
 }
@@ -143,14 +191,14 @@ macro_rules! __store_case_tests {
 
 /// The cases, as generic functions (the macros call these).
 pub mod cases {
-    use super::{DurableStoreHarness, StoreHarness};
+    use super::{now_micros, DurableStoreHarness, PurgingStoreHarness, StoreHarness};
     use bytes::Bytes;
-    use cassio_core::{Key, NodeId, Store, StoreError, Timestamp, Versioned};
+    use cassio_core::{ApplyOutcome, Key, NodeId, Store, StoreError, Timestamp, Versioned};
     use std::collections::BTreeMap;
     use std::ops::Bound;
     use std::path::Path;
     use std::sync::Arc;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
     use tempfile::TempDir;
 
     /// The grace period of the general cases: long enough that nothing is purged.
@@ -180,13 +228,6 @@ pub mod cases {
             })
             .collect::<Vec<u8>>()
             .into()
-    }
-
-    fn now_micros() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0)
     }
 
     fn fresh<H: StoreHarness>() -> (TempDir, H::Store) {
@@ -645,6 +686,269 @@ pub mod cases {
         check(&s);
     }
 
+    fn replacing<S: Store + ?Sized>(s: &S, key: &[u8], v: &Versioned) -> ApplyOutcome {
+        s.apply_replacing(key, v).expect("apply_replacing")
+    }
+
+    fn kept(replaced: Option<Versioned>) -> ApplyOutcome {
+        ApplyOutcome::Kept { replaced }
+    }
+
+    /// `apply_replacing` decides like `apply` and reports the version it
+    /// replaced: nothing for a new key, the stored version for a winner
+    /// (also when that version sits in a flushed table), `Superseded` for a
+    /// loser; the same writes through either method leave the same state.
+    pub fn apply_replacing_reports_what_it_replaced<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert_eq!(
+            replacing(&s, b"k", &val(5, "five")),
+            kept(None),
+            "a new key replaces nothing"
+        );
+        assert_eq!(
+            replacing(&s, b"k", &val(6, "six")),
+            kept(Some(val(5, "five")))
+        );
+        assert_eq!(
+            replacing(&s, b"k", &val(4, "four")),
+            ApplyOutcome::Superseded
+        );
+        assert_eq!(
+            replacing(&s, b"k", &tomb(3)),
+            ApplyOutcome::Superseded,
+            "an older tombstone"
+        );
+        assert_eq!(
+            replacing(&s, b"k", &val(6, "six")),
+            ApplyOutcome::Superseded,
+            "re-applying the stored version"
+        );
+        assert_eq!(get(&s, b"k"), Some(val(6, "six")));
+        s.flush().expect("flush");
+        assert_eq!(
+            replacing(&s, b"k", &val(6, "sixty")),
+            kept(Some(val(6, "six"))),
+            "equal timestamps: the larger value wins, over a flushed version"
+        );
+        assert_eq!(replacing(&s, b"k", &tomb(7)), kept(Some(val(6, "sixty"))));
+        assert_eq!(replacing(&s, b"k", &val(8, "")), kept(Some(tomb(7))));
+        assert_eq!(get(&s, b"k"), Some(val(8, "")));
+        assert_eq!(
+            replacing(&s, b"ghost", &tomb(9)),
+            kept(None),
+            "a delete of an unknown key"
+        );
+        assert_eq!(
+            replacing(&s, b"ghost", &val(8, "late")),
+            ApplyOutcome::Superseded
+        );
+        assert_eq!(get(&s, b"ghost"), Some(tomb(9)));
+        assert_eq!(replacing(&s, b"", &val(1, "empty key")), kept(None));
+        assert_eq!(get(&s, b""), Some(val(1, "empty key")));
+
+        // One sequence of writes over a few keys, through `apply` under
+        // prefix "a" and `apply_replacing` under prefix "r".
+        let mut seq: Vec<(u8, Versioned)> = Vec::new();
+        for i in 0..120u64 {
+            let key = (i * 7 % 5) as u8;
+            let micros = (i * 37) % 50;
+            let v = match i % 6 {
+                0 => tomb(micros),
+                1 => val(micros, ""),
+                _ => val(micros, filler(i % 4, 8)),
+            };
+            seq.push((key, v));
+        }
+        for (i, (key, v)) in seq.iter().enumerate() {
+            let (ak, rk) = ([b'a', *key], [b'r', *key]);
+            let before = get(&s, &rk);
+            let applied = put(&s, &ak, v);
+            let outcome = replacing(&s, &rk, v);
+            assert_eq!(applied, outcome.kept(), "write {i}: {v:?}");
+            if let ApplyOutcome::Kept { replaced } = outcome {
+                assert_eq!(replaced, before, "write {i} replaced what was stored");
+            }
+            assert_eq!(get(&s, &ak), get(&s, &rk), "write {i}");
+            if i == seq.len() / 2 {
+                s.flush().expect("flush");
+            }
+        }
+        let by_prefix = |p: u8| -> Vec<(Vec<u8>, Versioned)> {
+            all(&s)
+                .into_iter()
+                .filter(|(k, _)| k.len() == 2 && k[0] == p)
+                .map(|(k, v)| (k[1..].to_vec(), v))
+                .collect()
+        };
+        let applied = by_prefix(b'a');
+        assert_eq!(applied.len(), 5);
+        assert_eq!(applied, by_prefix(b'r'));
+    }
+
+    /// Writers on four threads race on a few keys through `apply_replacing`
+    /// (newer and older versions, tombstones): a version reported kept
+    /// replaced an older written version or nothing, every key ends at its
+    /// newest version, which was reported kept, and (with `exact`) the kept
+    /// versions of each key form one chain, each replacing the one before.
+    fn replacing_race<H: StoreHarness>(exact: bool) {
+        const THREADS: u64 = 4;
+        const PER: u64 = 1500;
+        const KEYS: u64 = 8;
+        let (_d, s) = fresh::<H>();
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut x = (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    let mut out = Vec::with_capacity(PER as usize);
+                    for i in 0..PER {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = format!("race{}", x % KEYS).into_bytes();
+                        // Unique per (thread, write): node = thread, logical = i.
+                        let ts = Timestamp::new((x >> 8) % 2000, i as u32, NodeId(t));
+                        let v = if i % 7 == 0 {
+                            Versioned::tombstone(ts)
+                        } else {
+                            Versioned::value(ts, format!("{t}/{i}"))
+                        };
+                        let outcome = replacing(&*s, &key, &v);
+                        out.push((key, v, outcome));
+                        if i % 300 == 0 {
+                            s.flush().expect("flush");
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut per_key: BTreeMap<Vec<u8>, Vec<(Versioned, ApplyOutcome)>> = BTreeMap::new();
+        for t in threads {
+            for (k, v, o) in t.join().expect("writer thread") {
+                per_key.entry(k).or_default().push((v, o));
+            }
+        }
+        assert_eq!(per_key.len() as u64, KEYS);
+        for (key, writes) in &per_key {
+            let name = String::from_utf8_lossy(key);
+            let newest = writes
+                .iter()
+                .map(|(v, _)| v)
+                .max_by(|a, b| a.lww_cmp(b))
+                .expect("writes");
+            assert_eq!(
+                get(&*s, key).as_ref(),
+                Some(newest),
+                "{name} ends at its newest"
+            );
+            let mut chain: Vec<(&Versioned, &Option<Versioned>)> = Vec::new();
+            for (v, o) in writes {
+                match o {
+                    ApplyOutcome::Superseded => {
+                        assert_ne!(
+                            v, newest,
+                            "{name}: the newest version was reported superseded"
+                        )
+                    }
+                    ApplyOutcome::Kept { replaced } => {
+                        if let Some(r) = replaced {
+                            assert!(
+                                v.supersedes(r),
+                                "{name}: {v:?} reported replacing the newer {r:?}"
+                            );
+                            assert!(
+                                writes.iter().any(|(w, _)| w == r),
+                                "{name}: {v:?} reported replacing {r:?}, never written"
+                            );
+                        }
+                        chain.push((v, replaced));
+                    }
+                }
+            }
+            assert!(
+                chain.iter().any(|(_, r)| r.is_none()),
+                "{name}: the first kept version replaced nothing"
+            );
+            if exact {
+                chain.sort_by(|a, b| a.0.lww_cmp(b.0));
+                let mut previous: Option<&Versioned> = None;
+                for (v, replaced) in &chain {
+                    assert_eq!(
+                        replaced.as_ref(),
+                        previous,
+                        "{name}: {v:?} must replace the kept version before it"
+                    );
+                    previous = Some(v);
+                }
+            }
+        }
+    }
+
+    /// Concurrent writers of one key through `apply_replacing`: every
+    /// reported replacement is plausible and the newest version wins. (The
+    /// contract lets `replaced` be stale under such races; see
+    /// [`apply_replacing_is_exact_under_concurrent_writers`].)
+    pub fn apply_replacing_under_concurrent_writers<H: StoreHarness>() {
+        replacing_race::<H>(false);
+    }
+
+    /// Opt-in case for stores that decide and replace atomically: under
+    /// concurrent writers of one key through `apply_replacing`, each kept
+    /// version reports exactly the kept version before it (so a tree of
+    /// digests updated from the reports never drifts).
+    pub fn apply_replacing_is_exact_under_concurrent_writers<H: StoreHarness>() {
+        replacing_race::<H>(true);
+    }
+
+    /// `digests` lists exactly the keys, timestamps and tombstone flags
+    /// `range` lists over the same bounds and limit, each with the digest
+    /// of its version under its key.
+    pub fn digests_list_what_range_lists<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let ks = twenty(&s);
+        put(&s, &ks[4], &val(2, "newer"));
+        put(&s, &ks[5], &tomb(2));
+        put(&s, b"", &val(3, "empty key"));
+        put(&s, &[0xff, 0], &tomb(4));
+        s.flush().expect("flush");
+        put(&s, &ks[6], &tomb(5));
+        put(&s, &ks[7], &val(5, ""));
+        put(&s, b"k04a", &val(6, "after the flush"));
+        use Bound::{Excluded as X, Included as I, Unbounded as U};
+        let bounds: Vec<(Bound<&[u8]>, Bound<&[u8]>)> = vec![
+            (U, U),
+            (I(&ks[3]), I(&ks[8])),
+            (X(&ks[3]), X(&ks[8])),
+            (U, I(b"")),
+            (I(b"k05x"), U),
+            (I(&ks[9]), I(&ks[2])),
+        ];
+        let mut tombstones_seen = 0;
+        for (a, b) in bounds {
+            for limit in [0, 1, 3, 100, usize::MAX] {
+                let want: Vec<(Vec<u8>, Timestamp, bool, u128)> = s
+                    .range(a, b, limit)
+                    .expect("range")
+                    .into_iter()
+                    .map(|(k, v)| (k.to_vec(), v.ts, v.value.is_none(), v.digest(&k)))
+                    .collect();
+                let got: Vec<(Vec<u8>, Timestamp, bool, u128)> = s
+                    .digests(a, b, limit)
+                    .expect("digests")
+                    .into_iter()
+                    .map(|d| (d.key.to_vec(), d.ts, d.tombstone, d.digest))
+                    .collect();
+                assert_eq!(got, want, "bounds {a:?}..{b:?}, limit {limit}");
+                tombstones_seen += got.iter().filter(|e| e.2).count();
+            }
+        }
+        assert!(tombstones_seen > 0, "the scans covered tombstones");
+        let everything = s.digests(U, U, usize::MAX).expect("digests");
+        assert_eq!(everything.len(), 23, "twenty keys and three more");
+    }
+
     // ---------------------------------------------------------------- durable
 
     fn sample_writes() -> Vec<(Vec<u8>, Versioned)> {
@@ -980,8 +1284,9 @@ pub mod cases {
     }
 
     /// Compaction purges a tombstone only once the grace period has passed
-    /// since its timestamp, without resurrecting the value it hid; younger
-    /// tombstones and live values stay.
+    /// since its timestamp (here with the purge watermark out of the way),
+    /// without resurrecting the value it hid; younger tombstones and live
+    /// values stay.
     pub fn tombstones_purged_only_after_grace<H: DurableStoreHarness>() {
         let d = tempfile::tempdir().expect("temp dir");
         let grace = Duration::from_secs(3600);
@@ -1000,6 +1305,9 @@ pub mod cases {
             Some(tomb(now - 2 * hour)),
             "not purged before compaction"
         );
+        // Every replica has completed anti-entropy (the contract also asks
+        // for a watermark above a tombstone before it goes).
+        s.set_purge_watermark(u64::MAX);
         H::compact(&s).expect("compact");
         assert_eq!(
             get(&s, b"old"),
@@ -1019,5 +1327,123 @@ pub mod cases {
         let s = H::open(d.path(), grace).expect("reopen");
         assert_eq!(get(&s, b"old"), None);
         assert_eq!(get(&s, b"young"), Some(tomb(now - 60_000_000)));
+    }
+
+    const HOUR: u64 = 3_600_000_000;
+
+    /// A tombstone past the grace period stays while its timestamp is at or
+    /// above the purge watermark (before any is set, and with one at or
+    /// below its timestamp) and goes once the watermark passes it; a
+    /// tombstone inside the grace period stays whatever the watermark.
+    pub fn tombstones_kept_until_the_watermark_passes_them<H: PurgingStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let s = H::open(d.path(), Duration::from_secs(3600)).expect("open");
+        let now = now_micros();
+        let (ta, tb, young) = (now - 3 * HOUR, now - 2 * HOUR, now - 60_000_000);
+        for k in [&b"a"[..], b"b", b"live"] {
+            put(&s, k, &val(now - 4 * HOUR, "buried"));
+        }
+        s.flush().expect("flush");
+        put(&s, b"a", &tomb(ta));
+        put(&s, b"b", &tomb(tb));
+        put(&s, b"young", &tomb(young));
+        s.flush().expect("flush");
+        let expect = |a: Option<Versioned>, b: Option<Versioned>, when: &str| {
+            assert_eq!(get(&s, b"a"), a, "a {when}");
+            assert_eq!(get(&s, b"b"), b, "b {when}");
+            assert_eq!(get(&s, b"young"), Some(tomb(young)), "young {when}");
+            assert_eq!(get(&s, b"live"), Some(val(now - 4 * HOUR, "buried")));
+        };
+
+        H::compact(&s).expect("compact");
+        expect(Some(tomb(ta)), Some(tomb(tb)), "with no watermark set");
+        s.set_purge_watermark(ta - 1);
+        H::compact(&s).expect("compact");
+        expect(
+            Some(tomb(ta)),
+            Some(tomb(tb)),
+            "with the watermark below them",
+        );
+        s.set_purge_watermark(ta);
+        H::compact(&s).expect("compact");
+        expect(Some(tomb(ta)), Some(tomb(tb)), "at the watermark");
+        s.set_purge_watermark(ta + 1);
+        H::compact(&s).expect("compact");
+        expect(None, Some(tomb(tb)), "once the watermark passes a only");
+        s.set_purge_watermark(u64::MAX);
+        H::compact(&s).expect("compact");
+        expect(None, None, "once the watermark passes both");
+        assert_eq!(keys(&all(&s)), vec![b"live".to_vec(), b"young".to_vec()]);
+    }
+
+    /// The purge watermark never goes back: a lower value set later is
+    /// ignored, for tombstones already there and for later ones, and
+    /// nothing purged comes back.
+    pub fn purge_watermark_only_rises<H: PurgingStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let s = H::open(d.path(), Duration::from_secs(3600)).expect("open");
+        let now = now_micros();
+        for k in [&b"a"[..], b"b", b"c"] {
+            put(&s, k, &val(now - 5 * HOUR, "buried"));
+        }
+        s.flush().expect("flush");
+        put(&s, b"a", &tomb(now - 4 * HOUR));
+        put(&s, b"b", &tomb(now - 3 * HOUR));
+        s.flush().expect("flush");
+        s.set_purge_watermark(now - 2 * HOUR);
+        s.set_purge_watermark(now - 4 * HOUR);
+        s.set_purge_watermark(0);
+        H::compact(&s).expect("compact");
+        assert_eq!(
+            get(&s, b"a"),
+            None,
+            "lower watermarks set later are ignored"
+        );
+        assert_eq!(
+            get(&s, b"b"),
+            None,
+            "lower watermarks set later are ignored"
+        );
+
+        s.set_purge_watermark(1);
+        put(&s, b"c", &tomb(now - 150 * 60_000_000));
+        put(&s, b"d", &tomb(now - 90 * 60_000_000));
+        s.flush().expect("flush");
+        H::compact(&s).expect("compact");
+        assert_eq!(get(&s, b"c"), None, "the high watermark still holds");
+        assert_eq!(
+            get(&s, b"d"),
+            Some(tomb(now - 90 * 60_000_000)),
+            "above the watermark"
+        );
+        assert_eq!(get(&s, b"a"), None, "nothing purged comes back");
+        assert_eq!(get(&s, b"b"), None, "nothing purged comes back");
+        assert_eq!(keys(&all(&s)), vec![b"d".to_vec()]);
+    }
+
+    /// The purge watermark is not persisted: after a reopen it is zero
+    /// again, so nothing is purged until it is set anew.
+    pub fn purge_watermark_is_not_persisted<H: DurableStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let grace = Duration::from_secs(3600);
+        let s = H::open(d.path(), grace).expect("open");
+        let now = now_micros();
+        put(&s, b"k", &val(now - 3 * HOUR, "buried"));
+        s.flush().expect("flush");
+        put(&s, b"k", &tomb(now - 2 * HOUR));
+        s.flush().expect("flush");
+        s.set_purge_watermark(u64::MAX);
+        s.sync().expect("sync");
+        drop(s);
+        let s = H::open(d.path(), grace).expect("reopen");
+        H::compact(&s).expect("compact");
+        assert_eq!(
+            get(&s, b"k"),
+            Some(tomb(now - 2 * HOUR)),
+            "a reopened store purges nothing before its watermark is set"
+        );
+        s.set_purge_watermark(u64::MAX);
+        H::compact(&s).expect("compact");
+        assert_eq!(get(&s, b"k"), None);
     }
 }

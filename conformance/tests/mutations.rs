@@ -43,7 +43,11 @@ fn caught(
 
 #[test]
 fn mutation_replica_drops_every_tenth_write() {
-    let control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    // Without anti-entropy and hints, which would repair the dropped
+    // writes before a read sees them: this proves the checker sees lost
+    // writes, not that repair hides them.
+    let mut control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    control.mutations.no_anti_entropy = true;
     let mut broken = control.clone();
     broken.name = "mutation_replica_drops_every_tenth_write".into();
     broken.drop_every_nth_write = Some((2, 10));
@@ -55,7 +59,9 @@ fn mutation_replica_drops_every_tenth_write() {
 
 #[test]
 fn mutation_store_loses_synced_writes_on_crash() {
-    let control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    // Without anti-entropy and hints (see above).
+    let mut control = nemesis::crash_each_in_turn("crash_each_in_turn");
+    control.mutations.no_anti_entropy = true;
     let mut broken = control.clone();
     broken.name = "mutation_store_loses_synced_writes_on_crash".into();
     assert!(
@@ -125,5 +131,51 @@ fn mutation_one_node_with_rf_1() {
     assert!(
         caught(&broken, &mem, &control, &mem).is_some(),
         "a node acknowledging QUORUM writes with RF 1 went unnoticed"
+    );
+}
+
+// --- anti-entropy and hinted handoff (issue 11) ----------------------------
+
+#[test]
+fn mutation_no_anti_entropy_no_hints() {
+    // Without hints or anti-entropy, a replica that was down converges only
+    // when its keys are read: the convergence check sees it.
+    let control = nemesis::revived_node_caught_up();
+    let mut broken = control.clone();
+    broken.name = "mutation_no_anti_entropy_no_hints".into();
+    broken.mutations.no_anti_entropy = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "replicas that never synchronise went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_skip_syncing() {
+    // A revived node that serves reads before catching up: what it holds
+    // the moment it is `Normal` misses writes acknowledged before.
+    let control = nemesis::revived_node_caught_up();
+    let mut broken = control.clone();
+    broken.name = "mutation_skip_syncing".into();
+    broken.mutations.skip_syncing = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a revived node serving reads before it caught up went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_purge_by_grace_only() {
+    // Tombstones purged after the grace alone, while a replica that missed
+    // the delete still holds the old value: the deleted value comes back.
+    let control = nemesis::no_resurrection_short_grace();
+    let mut broken = control.clone();
+    broken.name = "mutation_purge_by_grace_only".into();
+    broken.mutations.purge_by_grace_only = true;
+    let stores = SimStores::with_grace(SimSync::Always, control.tombstone_grace);
+    let control_stores = SimStores::with_grace(SimSync::Always, control.tombstone_grace);
+    assert!(
+        caught(&broken, &stores, &control, &control_stores).is_some(),
+        "tombstones purged before every replica had them went unnoticed"
     );
 }

@@ -3,24 +3,37 @@
 //! is told to.
 
 use bytes::Bytes;
-use cassio_core::{NodeId, Store, StoreError, Timestamp, Versioned};
+use cassio_core::{ApplyOutcome, NodeId, Store, StoreError, Timestamp, Versioned};
 use conformance::cluster::{FaultyStore, NodeStores, SimStore, SimStores, SimSync};
-use conformance::store::StoreHarness;
+use conformance::store::{PurgingStoreHarness, StoreHarness};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `SimStore` with every write synced (both of its maps are exercised).
 struct SimStoreHarness;
 
 impl StoreHarness for SimStoreHarness {
     type Store = SimStore;
-    fn open(_dir: &Path, _grace: Duration) -> Result<SimStore, StoreError> {
-        Ok(SimStore::new(SimSync::Always))
+    fn open(_dir: &Path, grace: Duration) -> Result<SimStore, StoreError> {
+        Ok(SimStore::with_grace(SimSync::Always, grace))
+    }
+}
+
+impl PurgingStoreHarness for SimStoreHarness {
+    fn compact(store: &SimStore) -> Result<(), StoreError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros() as u64;
+        store.compact(now);
+        Ok(())
     }
 }
 
 conformance::store_tests!(SimStoreHarness);
+conformance::purge_store_tests!(SimStoreHarness);
+conformance::store_cases!(SimStoreHarness; apply_replacing_is_exact_under_concurrent_writers);
 
 fn v(micros: u64, value: &'static str) -> Versioned {
     Versioned::value(
@@ -98,4 +111,92 @@ fn faulty_store_fails_the_fraction_it_is_told_to() {
     assert!((350..650).contains(&failures), "{failures} of 1000 failed");
     f.set_error_rate(0.0);
     assert!(f.apply(b"k", &v(1, "x")).is_ok());
+}
+
+fn tomb(micros: u64) -> Versioned {
+    Versioned::tombstone(Timestamp::new(micros, 0, NodeId(1)))
+}
+
+#[test]
+fn compaction_purges_what_a_crash_leaves_too() {
+    let stores = SimStores::with_grace(SimSync::Never, Duration::from_micros(10));
+    let id = NodeId(1);
+    let s = stores.open(id);
+    s.apply(b"a", &v(1, "x")).expect("apply");
+    s.apply(b"a", &tomb(100)).expect("apply");
+    s.sync().expect("sync");
+    s.set_purge_watermark(1_000);
+    stores.compact(id, 1_000);
+    assert_eq!(s.get(b"a").expect("get"), None, "purged");
+    let s = stores.crash(id, s);
+    assert_eq!(
+        s.get(b"a").expect("get"),
+        None,
+        "the purge reached what a crash leaves: the value stays buried"
+    );
+}
+
+#[test]
+fn a_crash_forgets_the_purge_watermark() {
+    let stores = SimStores::with_grace(SimSync::Always, Duration::from_micros(10));
+    let id = NodeId(1);
+    let s = stores.open(id);
+    s.set_purge_watermark(1_000);
+    let s = stores.crash(id, s);
+    s.apply(b"a", &tomb(100)).expect("apply");
+    stores.compact(id, 1_000);
+    assert_eq!(
+        s.get(b"a").expect("get"),
+        Some(tomb(100)),
+        "no purge before the restarted node sets the watermark"
+    );
+    s.set_purge_watermark(1_000);
+    stores.compact(id, 1_000);
+    assert_eq!(s.get(b"a").expect("get"), None);
+}
+
+#[test]
+fn stores_opened_without_grace_never_purge() {
+    let stores = SimStores::new(SimSync::Always);
+    let id = NodeId(1);
+    let s = stores.open(id);
+    s.apply(b"a", &tomb(1)).expect("apply");
+    s.set_purge_watermark(u64::MAX);
+    stores.compact(id, u64::MAX);
+    assert_eq!(s.get(b"a").expect("get"), Some(tomb(1)));
+}
+
+#[test]
+fn faulty_store_fails_and_drops_apply_replacing_like_apply() {
+    let inner: Arc<dyn Store> = Arc::new(conformance::MemStore::new());
+    let f = FaultyStore::new(Arc::clone(&inner), 3);
+    f.set_error_rate(1.0);
+    assert!(f.apply_replacing(b"k", &v(1, "x")).is_err());
+    assert_eq!(
+        inner.get(b"k").expect("get"),
+        None,
+        "a failed write changes nothing"
+    );
+    f.set_error_rate(0.0);
+    assert_eq!(
+        f.apply_replacing(b"k", &v(1, "x")).expect("apply"),
+        ApplyOutcome::Kept { replaced: None }
+    );
+    f.set_drop_every(Some(2));
+    // The drop counter is shared with `apply`: this is the second apply.
+    assert_eq!(
+        f.apply_replacing(b"k", &v(2, "dropped"))
+            .expect("acknowledged"),
+        ApplyOutcome::Kept {
+            replaced: Some(v(1, "x"))
+        }
+    );
+    assert_eq!(
+        inner.get(b"k").expect("get"),
+        Some(v(1, "x")),
+        "not applied"
+    );
+    assert!(f.apply(b"k", &v(3, "y")).expect("apply"));
+    assert!(f.apply(b"k", &v(4, "dropped")).expect("acknowledged"));
+    assert_eq!(inner.get(b"k").expect("get"), Some(v(3, "y")));
 }

@@ -28,7 +28,7 @@
 
 use super::{OpKind, OpOutcome, OpRecord, Scenario, SimOutcome};
 use bytes::Bytes;
-use cassio_core::{ClientError, ClientResponse, Instant};
+use cassio_core::{ClientError, ClientResponse, Instant, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -91,6 +91,28 @@ pub enum Violation {
         /// The request.
         op: String,
     },
+    /// Guarantee 4 without reads: replicas still differed when the
+    /// scenario's convergence check ran (faults over, no client requests
+    /// for `Scenario::converge_within`, before the repair pass).
+    NotConverged {
+        /// The key.
+        key: Bytes,
+        /// Each replica's version (`None`: the node was down).
+        versions: String,
+    },
+    /// A restarted node stayed `Syncing` (left out of reads) for over a
+    /// minute after faults allowed it to catch up.
+    NeverCaughtUp {
+        /// The node.
+        node: NodeId,
+    },
+    /// A node held more hint bytes for one target than the cap.
+    HintCapExceeded {
+        /// The most held.
+        bytes: u64,
+        /// The cap.
+        cap: u64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -129,6 +151,21 @@ impl fmt::Display for Violation {
             Violation::Unanswered { op } => write!(f, "unanswered or late: {op}"),
             Violation::UnavailableAfterSending { op } => {
                 write!(f, "answered Unavailable after sending: {op}")
+            }
+            Violation::NotConverged { key, versions } => {
+                write!(
+                    f,
+                    "replicas of {key:?} had not converged without reads: {versions}"
+                )
+            }
+            Violation::NeverCaughtUp { node } => {
+                write!(f, "node {node} stayed Syncing for over a minute")
+            }
+            Violation::HintCapExceeded { bytes, cap } => {
+                write!(
+                    f,
+                    "a node held {bytes} hint bytes for one target, over the cap of {cap}"
+                )
             }
         }
     }
@@ -213,6 +250,23 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
                 versions: text.join(", "),
             });
         }
+    }
+    for (key, versions) in &outcome.unconverged {
+        violations.push(Violation::NotConverged {
+            key: key.clone(),
+            versions: versions.clone(),
+        });
+    }
+    for &node in &outcome.never_caught_up {
+        violations.push(Violation::NeverCaughtUp { node });
+    }
+    if scenario.hints.enabled
+        && outcome.max_hint_bytes_per_target > scenario.hints.max_bytes_per_target
+    {
+        violations.push(Violation::HintCapExceeded {
+            bytes: outcome.max_hint_bytes_per_target,
+            cap: scenario.hints.max_bytes_per_target,
+        });
     }
     violations
 }

@@ -77,6 +77,15 @@ pub struct SimOutcome {
     pub replicas: BTreeMap<Bytes, Vec<(NodeId, Option<cassio_core::Versioned>)>>,
     /// Frames sent, delivered, dropped.
     pub frames: (u64, u64, u64),
+    /// Keys whose replicas differed at the convergence check (before the
+    /// repair pass), with each replica's version.
+    pub unconverged: Vec<(Bytes, String)>,
+    /// Nodes that did not leave `Syncing` within a minute of a restart
+    /// (with `snapshot_when_caught_up`).
+    pub never_caught_up: Vec<NodeId>,
+    /// The most hint bytes any node held for one target, sampled every
+    /// second.
+    pub max_hint_bytes_per_target: u64,
 }
 
 impl SimOutcome {

@@ -103,6 +103,27 @@ pub struct Scenario {
     pub liveness_phase: bool,
     /// Deliberate faults in every node's core, for the mutation tests.
     pub mutations: cassio_core::config::Mutations,
+    /// Every node's tombstone grace (the store model purges by it when
+    /// `compact_every` is set).
+    pub tombstone_grace: Duration,
+    /// Every node's anti-entropy settings.
+    pub repair: cassio_core::anti_entropy::RepairConfig,
+    /// Every node's hinted-handoff settings.
+    pub hints: cassio_core::hints::HintConfig,
+    /// Compact every running node's store this often (virtual time), so
+    /// tombstones past the grace and below the node's purge watermark go.
+    pub compact_every: Option<Duration>,
+    /// Guarantee 4 without reads: this long after the workload ends, with
+    /// no client request in between and before the final restarts and the
+    /// repair pass, every key's replicas must hold the same version.
+    pub converge_within: Option<Duration>,
+    /// Percent of client operations that are deletes (45% are reads, the
+    /// rest puts).
+    pub delete_percent: u32,
+    /// Nodes whose stores are read, key by key, the moment they leave
+    /// `Syncing` after each restart; the checker judges those as reads
+    /// (a revived node serving reads at ONE serves these versions).
+    pub snapshot_when_caught_up: Vec<usize>,
 }
 
 impl Scenario {
@@ -135,6 +156,13 @@ impl Scenario {
             heal_time: Duration::from_secs(40),
             liveness_phase: true,
             mutations: cassio_core::config::Mutations::default(),
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
+            repair: cassio_core::anti_entropy::RepairConfig::default(),
+            hints: cassio_core::hints::HintConfig::default(),
+            compact_every: None,
+            converge_within: None,
+            snapshot_when_caught_up: Vec::new(),
+            delete_percent: 10,
         }
     }
 

@@ -408,6 +408,137 @@ pub fn replace_under_load() -> Scenario {
     s
 }
 
+/// Anti-entropy and hinted handoff (issue 11): a replica down for 30
+/// virtual minutes under a slow, steady load; once it is back, with no
+/// client request, every key's replicas must agree within a minute, and
+/// the moment it leaves `Syncing` its store is judged as a read.
+pub fn replica_down_30_minutes() -> Scenario {
+    let mut s = base("replica_down_30_minutes");
+    s.keys = 16;
+    s.ops_per_client = 120;
+    s.think_time = secs(30);
+    s.faults = vec![(secs(2), Fault::Crash(2)), (secs(1802), Fault::Restart(2))];
+    s.converge_within = Some(secs(60));
+    s.snapshot_when_caught_up = vec![2];
+    s
+}
+
+/// A node down 20 s under load comes back: the moment it leaves
+/// `Syncing`, its store (what it would answer at ONE) is judged as a read
+/// of every key it holds, and replicas converge without reads.
+pub fn revived_node_caught_up() -> Scenario {
+    let mut s = base("revived_node_caught_up");
+    s.keys = 16;
+    s.faults = vec![(secs(2), Fault::Crash(1)), (secs(22), Fault::Restart(1))];
+    s.converge_within = Some(secs(30));
+    s.snapshot_when_caught_up = vec![1];
+    s
+}
+
+/// A replica loses its data directory and comes back empty (same id): it
+/// is repopulated by anti-entropy alone (no client request meanwhile).
+pub fn wipe_repopulated() -> Scenario {
+    let mut s = base("wipe_repopulated");
+    s.keys = 16;
+    s.faults = vec![
+        (
+            secs(3),
+            Fault::Wipe {
+                node: 2,
+                new_id: false,
+            },
+        ),
+        (secs(13), Fault::Restart(2)),
+    ];
+    s.converge_within = Some(secs(30));
+    s.snapshot_when_caught_up = vec![2];
+    s
+}
+
+/// A replica cut off for 20 s while writes go on over few keys with skewed
+/// clocks: when it returns, hints replay old stamps while new writes land
+/// on the same keys. A hint must never overwrite a newer version.
+pub fn hints_replayed_under_load() -> Scenario {
+    let mut s = base("hints_replayed_under_load");
+    s.keys = 4;
+    s.clock_skew = ms(300);
+    s.faults = vec![
+        (secs(2), partition(&[3], &[0, 1, 2, 4])),
+        (secs(22), Fault::Heal),
+    ];
+    s.aftermath = secs(15);
+    s.converge_within = Some(secs(30));
+    s
+}
+
+/// Deletes under a one-minute tombstone grace, with compactions every 5 s,
+/// lost frames (deletes among them), a replica down for 30 s and another
+/// cut off for 90 s, longer than the grace, so that the deletes it missed
+/// are past the grace everywhere else when it returns (and the hints that
+/// carried them are too old to replay): no deleted key may ever come back.
+pub fn no_resurrection_short_grace() -> Scenario {
+    let mut s = base("no_resurrection_short_grace");
+    // Many keys, each written rarely: a delete is often a key's last word
+    // for a long while, so a purge of it is visible when it comes back.
+    s.keys = 60;
+    s.delete_percent = 40;
+    s.ops_per_client = 100;
+    s.think_time = secs(2);
+    s.tombstone_grace = secs(60);
+    s.repair.interval = secs(20);
+    s.compact_every = Some(secs(5));
+    s.net.loss = 0.02;
+    s.faults = vec![
+        (secs(5), Fault::Crash(2)),
+        (secs(35), Fault::Restart(2)),
+        (secs(10), partition(&[4], &[0, 1, 2, 3])),
+        (secs(100), Fault::Heal),
+    ];
+    s.faults.sort_by_key(|(t, _)| *t);
+    s.aftermath = secs(60);
+    s
+}
+
+/// A replica down four hours under load, with small hint caps: the hints
+/// held for it stay under the per-target cap, then the window stops them.
+pub fn hint_cap_through_4h_outage() -> Scenario {
+    let mut s = base("hint_cap_through_4h_outage");
+    s.keys = 32;
+    s.ops_per_client = 240;
+    s.think_time = secs(120);
+    // Each of the four other nodes coordinates a quarter of the writes and
+    // holds its own hints for the down node: caps small enough to bind.
+    s.hints.max_bytes_per_target = 2 * 1024;
+    s.hints.max_bytes_total = 4 * 1024;
+    s.faults = vec![
+        (secs(2), Fault::Crash(3)),
+        (secs(4 * 3600), Fault::Restart(3)),
+    ];
+    s.converge_within = Some(secs(60));
+    s
+}
+
+/// Partitions, crashes and loss for 40 s; after the faults stop, with no
+/// client requests, every key's replicas agree within two anti-entropy
+/// rounds (a 20 s interval here).
+pub fn trees_equal_within_two_rounds() -> Scenario {
+    let mut s = base("trees_equal_within_two_rounds");
+    s.keys = 24;
+    s.repair.interval = secs(20);
+    s.net.loss = 0.03;
+    s.faults = vec![
+        (secs(2), partition(&[0, 1], &[2, 3, 4])),
+        (secs(12), Fault::Heal),
+        (secs(14), Fault::Crash(3)),
+        (secs(26), Fault::Restart(3)),
+        (secs(28), Fault::SetLoss(0.0)),
+        (secs(30), partition(&[4], &[0, 1, 2, 3])),
+        (secs(40), Fault::Heal),
+    ];
+    s.converge_within = Some(secs(40));
+    s
+}
+
 /// The swarm: a random mix of the catalog's faults drawn from `seed` over a
 /// 30 s safety phase, then healing and the liveness phase. Faults that wait
 /// for later issues (wiped directories, lost unsynced writes, range
@@ -528,6 +659,13 @@ pub fn catalog() -> Vec<Scenario> {
         join_under_load(),
         leave_under_load(),
         replace_under_load(),
+        replica_down_30_minutes(),
+        revived_node_caught_up(),
+        wipe_repopulated(),
+        hints_replayed_under_load(),
+        no_resurrection_short_grace(),
+        hint_cap_through_4h_outage(),
+        trees_equal_within_two_rounds(),
     ]
 }
 

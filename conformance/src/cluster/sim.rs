@@ -24,6 +24,7 @@ use std::time::Duration;
 
 mod clients;
 mod inject;
+mod sync_checks;
 
 /// Makes and crashes the stores of the nodes of a simulation.
 pub type StoreFactory<'a> = &'a dyn NodeStores;
@@ -60,6 +61,18 @@ enum Event {
     LivenessWrites,
     LivenessReads,
     SyncTick,
+    /// Replicas must agree now (see `Scenario::converge_within`).
+    ConvergeCheck,
+    /// Compact every store (see `Scenario::compact_every`).
+    CompactTick,
+    /// Sample hint bytes held.
+    HintSample,
+    /// Watch a restarted node until it leaves `Syncing`.
+    CaughtUpWatch {
+        node: usize,
+        incarnation: u64,
+        since: Instant,
+    },
 }
 
 impl Event {
@@ -139,6 +152,9 @@ pub struct SimCluster<'a> {
     /// (re-stamps under a new tag are followed through `Restamped`).
     tag_owner: BTreeMap<(usize, u64, u64), usize>,
     workload_end: Instant,
+    unconverged: Vec<(Bytes, String)>,
+    never_caught_up: Vec<NodeId>,
+    max_hint_bytes_per_target: u64,
 }
 
 /// A node whose wall clock was ever this far from true time (twice Cassio's
@@ -229,6 +245,9 @@ impl<'a> SimCluster<'a> {
             value_owner: BTreeMap::new(),
             tag_owner: BTreeMap::new(),
             workload_end: Instant::ZERO,
+            unconverged: Vec::new(),
+            never_caught_up: Vec::new(),
+            max_hint_bytes_per_target: 0,
         }
     }
 
@@ -277,6 +296,9 @@ impl<'a> SimCluster<'a> {
             ..KeyspaceConfig::default_keyspace(rf)
         }];
         c.request_timeout = self.scenario.request_timeout;
+        c.tombstone_grace = self.scenario.tombstone_grace;
+        c.repair = self.scenario.repair.clone();
+        c.hints = self.scenario.hints.clone();
         c.mutations = self.scenario.mutations.clone();
         c.persisted = self.nodes[i].persisted.clone();
         // New on the first start or on a wiped directory; a restart is an
@@ -294,6 +316,17 @@ impl<'a> SimCluster<'a> {
             .unwrap_or_else(|e| panic!("simulator built a bad config: {e}"));
         self.nodes[i].node = Some(node);
         self.nodes[i].timer_at = None;
+        if self.nodes[i].started_before && self.scenario.snapshot_when_caught_up.contains(&i) {
+            let incarnation = self.nodes[i].incarnation;
+            self.schedule(
+                self.now,
+                Event::CaughtUpWatch {
+                    node: i,
+                    incarnation,
+                    since: self.now,
+                },
+            );
+        }
         self.nodes[i].started_before = true;
         self.nodes[i].fresh = false;
         self.pump(i);
@@ -432,11 +465,26 @@ impl<'a> SimCluster<'a> {
         if let Some(every) = self.factory.sync_interval() {
             self.schedule(Instant::ZERO + every, Event::SyncTick);
         }
+        if let Some(every) = self.scenario.compact_every {
+            self.schedule(Instant::ZERO + every, Event::CompactTick);
+        }
+        self.schedule(Instant::ZERO, Event::HintSample);
         // Faults stop well after the workload: heal, restore every node,
         // drop loss, let liveness settle, then repair and wait for quiet.
-        let settle = warmup
+        let workload_settle = warmup
             + (last_fault + self.scenario.aftermath).max(Duration::from_secs(12))
             + Duration::from_secs(1);
+        // With a convergence check, the replicas get that long without
+        // client requests (and with every scheduled fault over) before the
+        // check, and the final heal and restarts come after it.
+        let settle = match self.scenario.converge_within {
+            Some(d) => {
+                let at = workload_settle + d;
+                self.schedule(at, Event::ConvergeCheck);
+                at + Duration::from_secs(1)
+            }
+            None => workload_settle,
+        };
         self.schedule(settle, Event::Fault(Fault::Heal));
         self.schedule(settle, Event::Fault(Fault::SetLoss(0.0)));
         self.schedule(settle, Event::Fault(Fault::SyncClocks));
@@ -450,7 +498,7 @@ impl<'a> SimCluster<'a> {
         // Clients stop early enough that every request is answered (or
         // times out) before the faults stop.
         self.workload_end = Instant::from_micros(
-            settle
+            workload_settle
                 .as_micros()
                 .saturating_sub(self.scenario.request_timeout.as_micros() as u64 + 1_000_000),
         );
@@ -577,6 +625,18 @@ impl<'a> SimCluster<'a> {
             Event::RepairPass => self.repair_pass(),
             Event::LivenessWrites => self.liveness(true),
             Event::LivenessReads => self.liveness(false),
+            Event::ConvergeCheck => self.converge_check(),
+            Event::CompactTick => {
+                if let Some(every) = self.scenario.compact_every {
+                    self.compact_tick(every);
+                }
+            }
+            Event::HintSample => self.hint_sample(),
+            Event::CaughtUpWatch {
+                node,
+                incarnation,
+                since,
+            } => self.caught_up_watch(node, incarnation, since),
             Event::SyncTick => {
                 for n in &self.nodes {
                     if let (Some(_), Some(s)) = (&n.node, &n.store) {
@@ -716,6 +776,9 @@ impl<'a> SimCluster<'a> {
             history: self.history,
             replicas,
             frames: self.frames,
+            unconverged: self.unconverged,
+            never_caught_up: self.never_caught_up,
+            max_hint_bytes_per_target: self.max_hint_bytes_per_target,
         }
     }
 }

@@ -42,6 +42,13 @@ pub trait NodeStores {
     fn sync_interval(&self) -> Option<Duration> {
         None
     }
+
+    /// Runs `node`'s tombstone compaction at virtual time `now_micros`, for
+    /// stores whose purging the host drives (see [`SimStore::compact`]).
+    /// By default the stores purge on their own, or never: nothing to do.
+    fn compact(&self, node: NodeId, now_micros: u64) {
+        let _ = (node, now_micros);
+    }
 }
 
 impl<F: Fn(NodeId) -> Arc<dyn Store>> NodeStores for F {
@@ -79,7 +86,7 @@ pub struct SimStore {
 }
 
 impl SimStore {
-    /// An empty store with `policy`.
+    /// An empty store with `policy` that never purges tombstones.
     pub fn new(policy: SimSync) -> Self {
         SimStore {
             current: crate::MemStore::new(),
@@ -88,15 +95,43 @@ impl SimStore {
         }
     }
 
-    /// The process crashed: unsynced writes are gone.
+    /// An empty store with `policy` whose [`SimStore::compact`] purges
+    /// tombstones older than `grace` and below the purge watermark.
+    pub fn with_grace(policy: SimSync, grace: Duration) -> Self {
+        SimStore {
+            current: crate::MemStore::with_grace(grace),
+            durable: crate::MemStore::with_grace(grace),
+            policy,
+        }
+    }
+
+    /// The process crashed: unsynced writes are gone, and so is the purge
+    /// watermark (it is not persisted; the restarted node sets it again).
     pub fn crash(&self) {
         self.current.restore(self.durable.snapshot());
+        self.forget_purge_watermark();
     }
 
     /// A broken disk: the crash loses synced writes too (everything).
     pub fn lose_everything(&self) {
         self.current.restore(Vec::new());
         self.durable.restore(Vec::new());
+        self.forget_purge_watermark();
+    }
+
+    fn forget_purge_watermark(&self) {
+        self.current.forget_purge_watermark();
+        self.durable.forget_purge_watermark();
+    }
+
+    /// Compaction at virtual time `now_micros`: purges expired tombstones
+    /// below the watermark from what the node sees and from what a crash
+    /// leaves alike (a real store's compaction rewrites its files, so a
+    /// purge survives a crash); returns how many the node's view lost.
+    /// The only time a `SimStore` purges.
+    pub fn compact(&self, now_micros: u64) -> usize {
+        self.durable.compact(now_micros);
+        self.current.compact(now_micros)
     }
 }
 
@@ -107,6 +142,14 @@ impl Store for SimStore {
             self.durable.apply(key, version)?;
         }
         Ok(kept)
+    }
+
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        let outcome = self.current.apply_replacing(key, version)?;
+        if self.policy == SimSync::Always {
+            self.durable.apply(key, version)?;
+        }
+        Ok(outcome)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
@@ -134,6 +177,20 @@ impl Store for SimStore {
     fn approximate_size(&self) -> u64 {
         self.current.approximate_size()
     }
+
+    fn digests(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyDigest>, StoreError> {
+        self.current.digests(start, end, limit)
+    }
+
+    fn set_purge_watermark(&self, micros: u64) {
+        self.current.set_purge_watermark(micros);
+        self.durable.set_purge_watermark(micros);
+    }
 }
 
 /// Opens [`SimStore`]s with one sync policy and crashes them faithfully
@@ -141,17 +198,31 @@ impl Store for SimStore {
 #[derive(Debug)]
 pub struct SimStores {
     policy: SimSync,
+    /// The stores' tombstone grace (`None`: they never purge).
+    grace: Option<Duration>,
     lose_synced_on_crash: bool,
     stores: Mutex<BTreeMap<NodeId, Arc<SimStore>>>,
 }
 
 impl SimStores {
-    /// Stores that sync per `policy` and keep synced writes across crashes.
+    /// Stores that sync per `policy`, keep synced writes across crashes and
+    /// never purge tombstones.
     pub fn new(policy: SimSync) -> Self {
         SimStores {
             policy,
+            grace: None,
             lose_synced_on_crash: false,
             stores: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Like [`SimStores::new`], with stores that purge tombstones older than
+    /// `grace` and below their watermark when the host calls
+    /// [`NodeStores::compact`].
+    pub fn with_grace(policy: SimSync, grace: Duration) -> Self {
+        SimStores {
+            grace: Some(grace),
+            ..SimStores::new(policy)
         }
     }
 
@@ -166,7 +237,10 @@ impl SimStores {
 
 impl NodeStores for SimStores {
     fn open(&self, node: NodeId) -> Arc<dyn Store> {
-        let s = Arc::new(SimStore::new(self.policy));
+        let s = Arc::new(match self.grace {
+            Some(grace) => SimStore::with_grace(self.policy, grace),
+            None => SimStore::new(self.policy),
+        });
         lock(&self.stores).insert(node, Arc::clone(&s));
         s
     }
@@ -186,6 +260,13 @@ impl NodeStores for SimStores {
         match self.policy {
             SimSync::Periodic(d) => Some(d),
             SimSync::Always | SimSync::Never => None,
+        }
+    }
+
+    fn compact(&self, node: NodeId, now_micros: u64) {
+        let store = lock(&self.stores).get(&node).cloned();
+        if let Some(s) = store {
+            s.compact(now_micros);
         }
     }
 }
@@ -272,6 +353,17 @@ impl Store for FaultyStore {
         self.inner.apply(key, version)
     }
 
+    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
+        self.injected_error()?;
+        if self.drop_this_apply() {
+            // Lies like `apply` does: "kept", replacing what is stored.
+            return Ok(ApplyOutcome::Kept {
+                replaced: self.inner.get(key)?,
+            });
+        }
+        self.inner.apply_replacing(key, version)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
         self.injected_error()?;
         self.inner.get(key)
@@ -296,16 +388,6 @@ impl Store for FaultyStore {
 
     fn approximate_size(&self) -> u64 {
         self.inner.approximate_size()
-    }
-
-    fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
-        // The same faults as `apply`, then the inner store's own answer
-        // (an engine's override reports `replaced` without a second read).
-        self.injected_error()?;
-        if self.drop_this_apply() {
-            return Ok(ApplyOutcome::Kept { replaced: None });
-        }
-        self.inner.apply_replacing(key, version)
     }
 
     fn digests(

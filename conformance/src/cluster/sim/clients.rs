@@ -167,7 +167,7 @@ impl SimCluster<'_> {
         let roll = self.rng.random_range(0..100);
         let (kind, level) = if roll < 45 {
             (OpKind::Get, self.scenario.read_cl)
-        } else if roll < 90 {
+        } else if roll < 100 - self.scenario.delete_percent.min(55) {
             (OpKind::Put(self.fresh_value()), self.scenario.write_cl)
         } else {
             (OpKind::Delete, self.scenario.write_cl)
