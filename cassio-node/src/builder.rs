@@ -203,6 +203,26 @@ impl NodeBuilder {
         self
     }
 
+    /// How long tombstones are kept at least; a node down longer refuses to
+    /// restart on its data. Give the store the same value, or it purges
+    /// tombstones the core still counts on (or keeps them needlessly).
+    pub fn tombstone_grace(mut self, grace: Duration) -> Self {
+        self.config.tombstone_grace = grace;
+        self
+    }
+
+    /// Anti-entropy settings (round interval, byte rate, ...).
+    pub fn repair(mut self, repair: cassio_core::anti_entropy::RepairConfig) -> Self {
+        self.config.repair = repair;
+        self
+    }
+
+    /// Hinted-handoff settings (on or off, window, caps).
+    pub fn hints(mut self, hints: cassio_core::hints::HintConfig) -> Self {
+        self.config.hints = hints;
+        self
+    }
+
     /// This run's generation (must grow across restarts of this node).
     pub fn generation(mut self, generation: u64) -> Self {
         self.config.generation = Some(generation);
@@ -267,6 +287,7 @@ impl NodeBuilder {
         }
         let clock = Clock::new();
         let op_timeout = config.request_timeout;
+        let hints_enabled = config.hints.enabled;
         let node = Node::new(
             self.id,
             config,
@@ -308,6 +329,7 @@ impl NodeBuilder {
             mode: self.mode,
             limits: self.storage_limits,
             op_timeout,
+            hints_enabled,
         };
         let driver_task = tokio::spawn(driver.run());
         let client_task = client_listener.map(|l| {

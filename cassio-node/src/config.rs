@@ -74,6 +74,14 @@ pub const FIELDS: &[&str] = &[
     "max_keys_per_command",
     "storage_max_in_flight",
     "storage_max_in_flight_bytes",
+    // Repair, hints and tombstones (see docs/operations.md).
+    "tombstone_grace",
+    "repair_interval",
+    "repair_bytes_per_sec",
+    "hint_window",
+    "max_hint_bytes_per_node",
+    "max_hint_bytes",
+    "no_hints",
 ];
 
 /// Settings as given (strings), before parsing; later layers override.
@@ -280,6 +288,16 @@ pub struct Settings {
     pub gateway_limits: crate::gateway::GatewayLimits,
     /// Bounds on storage work in flight.
     pub storage_limits: crate::driver::StorageLimits,
+    /// How long a tombstone is kept at least (and how long a node may be
+    /// down and still rejoin with its data); the store and the core get
+    /// the same value.
+    pub tombstone_grace: Duration,
+    /// Anti-entropy: the core's defaults with the interval and byte rate
+    /// from the settings.
+    pub repair: cassio_core::anti_entropy::RepairConfig,
+    /// Hinted handoff: the core's defaults with the window and caps from
+    /// the settings.
+    pub hints: cassio_core::hints::HintConfig,
 }
 
 /// Default peer port.
@@ -358,6 +376,186 @@ fn byte_size(field: &str, v: &str) -> Result<usize, ConfigError> {
                 "expected a byte count such as 67108864, 64MiB or 1GiB",
             )
         })
+}
+
+/// The default `tombstone_grace` (the core's default, 10 days).
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(10 * 24 * 3600);
+
+/// The smallest `tombstone_grace`: the node records that it is alive once
+/// an hour, so a restart measures its downtime up to an hour long; a grace
+/// of a few hours keeps a short outage from being refused.
+pub const MIN_TOMBSTONE_GRACE: Duration = Duration::from_secs(3 * 3600);
+
+/// The smallest non-zero `repair_bytes_per_sec`: below it a single large
+/// item would hold an exchange for minutes.
+pub const MIN_REPAIR_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// The smallest hint caps: room for a batch of ordinary writes.
+pub const MIN_HINT_BYTES: u64 = 1024 * 1024;
+
+/// A duration: one or more `<integer><unit>` parts with units `ms`, `s`,
+/// `m`, `h` and `d` (`10d`, `3h`, `1h30m`, `500ms`).
+pub fn duration(field: &str, v: &str) -> Result<Duration, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            field,
+            v,
+            "expected a duration such as 500ms, 30s, 10m, 3h or 10d",
+        )
+    };
+    let mut rest = v.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per_unit_ms: u64 = match rest[..unit_len].trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let ms = n.checked_mul(per_unit_ms).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// A duration setting with its default.
+fn duration_setting(
+    raw: &RawSettings,
+    field: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match raw.get(field) {
+        Some(v) => duration(field, v),
+        None => Ok(default),
+    }
+}
+
+/// A byte-size setting with its default.
+fn bytes_setting(raw: &RawSettings, field: &str, default: u64) -> Result<u64, ConfigError> {
+    match raw.get(field) {
+        Some(v) => Ok(byte_size(field, v)? as u64),
+        None => Ok(default),
+    }
+}
+
+/// The repair, hint and tombstone settings, checked against each other.
+fn repair_settings(
+    raw: &RawSettings,
+) -> Result<
+    (
+        Duration,
+        cassio_core::anti_entropy::RepairConfig,
+        cassio_core::hints::HintConfig,
+    ),
+    ConfigError,
+> {
+    use cassio_core::anti_entropy::RepairConfig;
+    use cassio_core::hints::HintConfig;
+    let shown = |field: &str| raw.get(field).unwrap_or_default().to_owned();
+    let grace = duration_setting(raw, "tombstone_grace", DEFAULT_TOMBSTONE_GRACE)?;
+    if grace < MIN_TOMBSTONE_GRACE {
+        return Err(ConfigError::new(
+            "tombstone_grace",
+            shown("tombstone_grace"),
+            "must be at least 3h (a node records that it is alive hourly, so a shorter grace would refuse restarts after short outages)",
+        ));
+    }
+    let mut repair = RepairConfig::default();
+    repair.interval = duration_setting(raw, "repair_interval", repair.interval)?;
+    if repair.interval < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "repair_interval",
+            shown("repair_interval"),
+            "must be at least 1s (anti-entropy cannot be turned off: it is what lets tombstones be purged)",
+        ));
+    }
+    if repair.interval >= grace {
+        return Err(ConfigError::new(
+            "repair_interval",
+            shown("repair_interval"),
+            format!(
+                "must be shorter than tombstone_grace ({}): tombstones are purged only once every member completed a round after them",
+                show_duration(grace)
+            ),
+        ));
+    }
+    repair.bytes_per_sec = bytes_setting(raw, "repair_bytes_per_sec", repair.bytes_per_sec)?;
+    if repair.bytes_per_sec != 0 && repair.bytes_per_sec < MIN_REPAIR_BYTES_PER_SEC {
+        return Err(ConfigError::new(
+            "repair_bytes_per_sec",
+            shown("repair_bytes_per_sec"),
+            "must be 0 (unlimited) or at least 64KiB",
+        ));
+    }
+    let mut hints = HintConfig::default();
+    hints.enabled = !boolean("no_hints", raw.get("no_hints").unwrap_or("false"))?;
+    hints.window = duration_setting(raw, "hint_window", hints.window)?;
+    if hints.window.is_zero() {
+        return Err(ConfigError::new(
+            "hint_window",
+            shown("hint_window"),
+            "must be more than 0 (no_hints turns hints off)",
+        ));
+    }
+    if hints.window > grace {
+        return Err(ConfigError::new(
+            "hint_window",
+            shown("hint_window"),
+            format!(
+                "must not exceed tombstone_grace ({}): older hints are dropped anyway",
+                show_duration(grace)
+            ),
+        ));
+    }
+    hints.max_bytes_per_target =
+        bytes_setting(raw, "max_hint_bytes_per_node", hints.max_bytes_per_target)?;
+    hints.max_bytes_total = bytes_setting(raw, "max_hint_bytes", hints.max_bytes_total)?;
+    for (field, n) in [
+        ("max_hint_bytes_per_node", hints.max_bytes_per_target),
+        ("max_hint_bytes", hints.max_bytes_total),
+    ] {
+        if n < MIN_HINT_BYTES {
+            return Err(ConfigError::new(
+                field,
+                shown(field),
+                "must be at least 1MiB",
+            ));
+        }
+    }
+    Ok((grace, repair, hints))
+}
+
+/// A duration as the settings write it (`10d`, `3h`, `90s`).
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// A count or byte size that must be at least `min`.
@@ -683,6 +881,7 @@ impl Settings {
                 true,
             )?,
         };
+        let (tombstone_grace, repair, hints) = repair_settings(raw)?;
         Ok(Settings {
             node_id,
             cluster,
@@ -712,6 +911,9 @@ impl Settings {
             log_level,
             gateway_limits,
             storage_limits,
+            tombstone_grace,
+            repair,
+            hints,
         })
     }
 }
@@ -954,6 +1156,133 @@ mod tests {
         let s = Settings::from_raw(&r).unwrap();
         assert_eq!(s.gateway_limits.max_connections, 50);
         assert_eq!(s.gateway_limits.max_query_buffer_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn repair_and_hint_settings_default_to_the_cores_and_parse_units() {
+        let s = Settings::from_raw(&RawSettings::default()).unwrap();
+        let core = cassio_core::Config::new("c", "127.0.0.1:1".parse().unwrap());
+        assert_eq!(s.tombstone_grace, core.tombstone_grace);
+        assert_eq!(s.tombstone_grace, DEFAULT_TOMBSTONE_GRACE);
+        assert_eq!(s.repair, core.repair);
+        assert_eq!(s.hints, core.hints);
+        assert_eq!(s.repair.interval, Duration::from_secs(600));
+        assert_eq!(s.repair.bytes_per_sec, 16 << 20);
+        assert_eq!(s.hints.window, Duration::from_secs(3 * 3600));
+        assert!(s.hints.enabled);
+        let s = Settings::from_raw(&raw(&[
+            ("tombstone_grace", "2d"),
+            ("repair_interval", "1h30m"),
+            ("repair_bytes_per_sec", "4MiB"),
+            ("hint_window", "90m"),
+            ("max_hint_bytes_per_node", "8MiB"),
+            ("max_hint_bytes", "64MiB"),
+            ("no_hints", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(s.tombstone_grace, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.repair.interval, Duration::from_secs(5400));
+        assert_eq!(s.repair.bytes_per_sec, 4 << 20);
+        assert_eq!(s.hints.window, Duration::from_secs(5400));
+        assert_eq!(s.hints.max_bytes_per_target, 8 << 20);
+        assert_eq!(s.hints.max_bytes_total, 64 << 20);
+        assert!(!s.hints.enabled);
+        // Untouched knobs keep the core's defaults.
+        assert_eq!(s.repair.max_exchanges, core.repair.max_exchanges);
+        assert_eq!(s.hints.batch_bytes, core.hints.batch_bytes);
+        let s = Settings::from_raw(&raw(&[("repair_bytes_per_sec", "0")])).unwrap();
+        assert_eq!(s.repair.bytes_per_sec, 0, "0 is unlimited");
+        let toml =
+            RawSettings::from_toml_str("repair_interval = \"30s\"\nno_hints = true\n").unwrap();
+        let s = Settings::from_raw(&toml).unwrap();
+        assert_eq!(s.repair.interval, Duration::from_secs(30));
+        assert!(!s.hints.enabled);
+    }
+
+    #[test]
+    fn bad_repair_and_hint_settings_are_refused_with_a_reason() {
+        for (pairs, field, why) in [
+            (
+                vec![("repair_interval", "0s")],
+                "repair_interval",
+                "at least 1s",
+            ),
+            (
+                vec![("repair_interval", "0")],
+                "repair_interval",
+                "duration",
+            ),
+            (
+                vec![("repair_interval", "10 minutes")],
+                "repair_interval",
+                "duration",
+            ),
+            (
+                vec![("repair_interval", "11d")],
+                "repair_interval",
+                "shorter than tombstone_grace (10d)",
+            ),
+            (
+                vec![("tombstone_grace", "1h")],
+                "tombstone_grace",
+                "at least 3h",
+            ),
+            (
+                vec![("tombstone_grace", "-1d")],
+                "tombstone_grace",
+                "duration",
+            ),
+            (
+                vec![("tombstone_grace", "4h"), ("hint_window", "5h")],
+                "hint_window",
+                "tombstone_grace",
+            ),
+            (vec![("hint_window", "0s")], "hint_window", "no_hints"),
+            (
+                vec![("repair_bytes_per_sec", "1000")],
+                "repair_bytes_per_sec",
+                "0 (unlimited)",
+            ),
+            (
+                vec![("repair_bytes_per_sec", "fast")],
+                "repair_bytes_per_sec",
+                "byte count",
+            ),
+            (vec![("max_hint_bytes", "1KiB")], "max_hint_bytes", "1MiB"),
+            (
+                vec![("max_hint_bytes_per_node", "0")],
+                "max_hint_bytes_per_node",
+                "1MiB",
+            ),
+            (vec![("no_hints", "perhaps")], "no_hints", "true or false"),
+        ] {
+            let e = Settings::from_raw(&raw(&pairs)).unwrap_err();
+            assert_eq!(e.field, field, "{pairs:?}: {e}");
+            assert!(e.reason.contains(why), "{pairs:?}: {e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn durations_parse_and_show() {
+        assert_eq!(duration("f", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("f", "10d").unwrap(), Duration::from_secs(864_000));
+        assert_eq!(duration("f", " 1h30m ").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("f", "2min").unwrap(), Duration::from_secs(120));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "1x",
+            "1.5h",
+            "99999999999999999999d",
+            "1h 30",
+        ] {
+            assert!(duration("f", bad).is_err(), "{bad}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(864_000)), "10d");
+        assert_eq!(show_duration(Duration::from_secs(5400)), "90m");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

@@ -142,6 +142,8 @@ fn open_store(settings: &Settings, dir: &std::path::Path) -> Result<Arc<dyn Stor
                 NativeOptions {
                     sync,
                     truncate_corrupt_log: settings.truncate_corrupt_log,
+                    // The store and the core must agree on the grace.
+                    tombstone_grace: settings.tombstone_grace,
                     ..NativeOptions::default()
                 },
             )?;
@@ -159,6 +161,7 @@ fn open_store(settings: &Settings, dir: &std::path::Path) -> Result<Arc<dyn Stor
                 dir,
                 RocksOptions {
                     sync: embedded_sync(settings.sync),
+                    tombstone_grace: settings.tombstone_grace,
                     ..RocksOptions::default()
                 },
             )?;
@@ -171,6 +174,7 @@ fn open_store(settings: &Settings, dir: &std::path::Path) -> Result<Arc<dyn Stor
                 dir,
                 SledOptions {
                     sync: embedded_sync(settings.sync),
+                    tombstone_grace: settings.tombstone_grace,
                     ..SledOptions::default()
                 },
             )?;
@@ -351,6 +355,9 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())
         .start_without_quorum(settings.start_without_quorum)
+        .tombstone_grace(settings.tombstone_grace)
+        .repair(settings.repair.clone())
+        .hints(settings.hints.clone())
         // Measured (see the driver's docs): group commit needs concurrent
         // callers, which per-op blocking tasks give and batches do not.
         .storage_mode(match settings.sync {
