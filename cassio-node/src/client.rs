@@ -205,7 +205,7 @@ impl Client {
     /// The cluster as the connected node sees it.
     pub async fn status(&self) -> Result<ClusterStatus, Error> {
         match self.call(RequestOp::Status).await? {
-            Reply::Status(s) => Ok(s),
+            Reply::Status(s) => Ok(*s),
             other => Err(self.unexpected(other).await),
         }
     }

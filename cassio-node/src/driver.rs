@@ -55,7 +55,10 @@
 //! load still gossips on time and recovers as soon as its store does. Peer
 //! frames waiting for the loop hold at most [`FRAME_BUDGET_BYTES`].
 
-use crate::handle::{ClusterStatus, Command, MemberStatus, RequestError};
+use crate::handle::{
+    ClusterStatus, Command, HintInfo, MemberStatus, PendingHints, RepairInfo, RepairRequest,
+    RepairStarted, RequestError, RoundOutcome, RoundProgress,
+};
 use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
 use bytes::Bytes;
 use cassio_core::{
@@ -63,7 +66,7 @@ use cassio_core::{
     NodeEvent, NodeId, Output, RequestId, Store, Transport, TransportError,
 };
 use core::net::SocketAddr;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -97,6 +100,9 @@ const LOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const FRAME_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Received frames waiting for the event loop, whatever their size.
 const FRAME_QUEUE: usize = 1024;
+/// Ended anti-entropy rounds kept for `/status` (so `cassio repair` finds
+/// its round even if another ended right after it).
+const RECENT_ROUNDS: usize = 8;
 
 /// Where the driver runs storage operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +205,8 @@ pub(crate) struct Driver {
     pub(crate) limits: StorageLimits,
     /// How long a storage operation stays worth running (the request timeout).
     pub(crate) op_timeout: Duration,
+    /// Whether the core keeps hints (reported in the status).
+    pub(crate) hints_enabled: bool,
 }
 
 struct Running {
@@ -218,6 +226,12 @@ struct Running {
     cluster: String,
     /// Shutting down (leaving first): new requests are refused at once.
     stopping: bool,
+    /// Anti-entropy rounds that ended since this node started.
+    rounds_ended: u64,
+    /// Whether the core keeps hints (its configuration; for `/status`).
+    hints_enabled: bool,
+    /// The last few of them.
+    recent_rounds: VecDeque<RoundOutcome>,
 }
 
 fn op_name(op: &ClientOp) -> &'static str {
@@ -341,12 +355,33 @@ impl Running {
                 Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
                 Output::Storage { token, op } => self.storage.push(token, op),
                 Output::Event(e) => {
-                    if let NodeEvent::Membership(MembershipEvent::Removed { addr, .. }) = &e {
-                        // A member that left or died for good: drop its send
-                        // task and queue here and its connection in the
-                        // transport, so neither grows with departed peers.
-                        self.peers.remove(addr);
-                        self.transport.forget(*addr);
+                    match &e {
+                        NodeEvent::Membership(MembershipEvent::Removed { addr, .. }) => {
+                            // A member that left or died for good: drop its
+                            // send task and queue here and its connection in
+                            // the transport, so neither grows with departed
+                            // peers.
+                            self.peers.remove(addr);
+                            self.transport.forget(*addr);
+                        }
+                        NodeEvent::RepairRound {
+                            pairs,
+                            failed,
+                            skipped_down,
+                        } => {
+                            self.rounds_ended += 1;
+                            if self.recent_rounds.len() == RECENT_ROUNDS {
+                                self.recent_rounds.pop_front();
+                            }
+                            self.recent_rounds.push_back(RoundOutcome {
+                                number: self.rounds_ended,
+                                pairs: *pairs,
+                                failed: *failed,
+                                skipped_down: *skipped_down,
+                                ended_at: wall_micros(),
+                            });
+                        }
+                        _ => {}
                     }
                     log_event(&e)
                 }
@@ -451,6 +486,133 @@ impl Running {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::Repair(req, reply) => {
+                let _ = reply.send(self.repair(req));
+            }
+        }
+    }
+
+    /// Starts an operator's anti-entropy round (after the running one, if
+    /// any), once the keyspace and peer it names are known.
+    fn repair(&mut self, req: RepairRequest) -> Result<RepairStarted, RequestError> {
+        if self.stopping {
+            return Err(RequestError::Client(cassio_core::ClientError::ShuttingDown));
+        }
+        let me = self.node.id();
+        let m = self.node.membership();
+        if let Some(ks) = &req.keyspace {
+            let known: Vec<String> = m
+                .state_of(me)
+                .map(|(_, app)| app.keyspaces.iter().map(|k| k.name.clone()).collect())
+                .unwrap_or_default();
+            if !known.contains(ks) {
+                return Err(RequestError::BadRequest(format!(
+                    "unknown keyspace {ks:?} (this node has: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let peer = match req.node {
+            None => None,
+            Some(addr) => {
+                let found = m
+                    .members()
+                    .into_iter()
+                    .find(|&id| m.addr_of(id) == Some(addr));
+                match found {
+                    Some(id) if id == me => {
+                        return Err(RequestError::BadRequest(format!(
+                            "{addr} is this node; name one of its peers"
+                        )))
+                    }
+                    Some(id) => Some(id),
+                    None => {
+                        let peers: Vec<String> = m
+                            .members()
+                            .into_iter()
+                            .filter(|&id| id != me)
+                            .filter_map(|id| m.addr_of(id))
+                            .map(|a| a.to_string())
+                            .collect();
+                        return Err(RequestError::BadRequest(format!(
+                            "no member listens at {addr} (peers: {})",
+                            if peers.is_empty() {
+                                "none".to_string()
+                            } else {
+                                peers.join(", ")
+                            }
+                        )));
+                    }
+                }
+            }
+        };
+        // A running round finishes first; the requested one is the next to
+        // end after it.
+        let queued = self.node.repair_status().round_progress.is_some();
+        let round = self.rounds_ended + 1 + u64::from(queued);
+        tracing::info!(keyspace = ?req.keyspace, peer = ?req.node, queued, "repair requested");
+        let now = self.clock.now();
+        self.node.start_repair(
+            now,
+            cassio_core::anti_entropy::RepairScope {
+                keyspace: req.keyspace.clone(),
+                peer,
+            },
+        );
+        self.drain();
+        Ok(RepairStarted {
+            keyspace: req.keyspace,
+            node: req.node.map(|a| a.to_string()),
+            node_id: peer.map(|p| p.0),
+            queued,
+            round,
+            repair: self.repair_info(),
+        })
+    }
+
+    fn repair_info(&self) -> RepairInfo {
+        let s = self.node.repair_status();
+        RepairInfo {
+            rounds_completed: s.rounds_completed,
+            scoped_rounds_completed: s.scoped_rounds_completed,
+            rounds_ended: self.rounds_ended,
+            recent_rounds: self.recent_rounds.iter().copied().collect(),
+            repaired_through: s.repaired_through,
+            last_round_started: s.last_round_started,
+            last_round_completed: s.last_round_completed,
+            exchanges_completed: s.exchanges_completed,
+            exchanges_failed: s.exchanges_failed,
+            segments_repaired: s.segments_repaired,
+            keys_compared: s.keys_compared,
+            items_pushed: s.items_pushed,
+            items_pulled: s.items_pulled,
+            bytes_sent: s.bytes_sent,
+            tree_items: s.tree_items,
+            tree_memory_bytes: s.tree_memory_bytes,
+            trees_ready: s.trees_ready,
+            round: s.round_progress.map(|(done, total)| RoundProgress {
+                pairs_done: done,
+                pairs_total: total,
+            }),
+        }
+    }
+
+    fn hint_info(&self) -> HintInfo {
+        let h = self.node.hint_status();
+        HintInfo {
+            enabled: self.hints_enabled,
+            stored: h.stored,
+            delivered: h.delivered,
+            dropped_cap: h.dropped_cap,
+            dropped_window: h.dropped_window,
+            dropped_expired: h.dropped_expired,
+            failed: h.failed,
+            pending: h
+                .pending_bytes
+                .iter()
+                .filter(|(_, &bytes)| bytes > 0)
+                .map(|(&node_id, &bytes)| PendingHints { node_id, bytes })
+                .collect(),
         }
     }
 
@@ -470,6 +632,7 @@ impl Running {
                     load: app.load,
                     ownership: ownership.get(&id).copied().unwrap_or(0.0),
                     generation,
+                    repaired_through: app.repaired_through,
                 })
             })
             .collect();
@@ -477,6 +640,10 @@ impl Running {
             local_id: self.node.id().0,
             cluster: self.cluster.clone(),
             members,
+            state: format!("{:?}", m.status()),
+            now_micros: wall_micros(),
+            repair: self.repair_info(),
+            hints: self.hint_info(),
         }
     }
 
@@ -490,7 +657,7 @@ impl Running {
                     .or_default() += 1;
             }
         }
-        for state in ["joining", "normal", "leaving", "left"] {
+        for state in ["joining", "normal", "leaving", "syncing", "left"] {
             for up in [true, false] {
                 let n = counts.get(&(state.to_string(), up)).copied().unwrap_or(0);
                 metrics::gauge!("cassio_gossip_members", "state" => state, "up" => if up { "true" } else { "false" })
@@ -635,6 +802,35 @@ fn log_event(e: &NodeEvent) {
             tracing::error!(keyspace = %keyspace, %detail,
                 "keyspace settings differ from the cluster's; this node refuses to coordinate it")
         }
+        NodeEvent::RepairRound {
+            pairs,
+            failed,
+            skipped_down,
+        } => {
+            if *failed > 0 {
+                tracing::warn!(
+                    pairs,
+                    failed,
+                    skipped_down,
+                    "anti-entropy round ended with failed exchanges; it is retried shortly"
+                )
+            } else if *skipped_down > 0 {
+                tracing::info!(
+                    pairs,
+                    skipped_down,
+                    "anti-entropy round completed without the peers that are down"
+                )
+            } else {
+                tracing::info!(pairs, "anti-entropy round completed")
+            }
+        }
+        NodeEvent::CaughtUp => {
+            tracing::info!("caught up after the restart (hints received, a repair round completed): Normal, serving reads again")
+        }
+        NodeEvent::PurgeWatermark { micros } => {
+            metrics::gauge!("cassio_purge_watermark_timestamp_seconds").set(*micros as f64 / 1e6);
+            tracing::debug!(micros, "tombstones below the new watermark may be purged")
+        }
         NodeEvent::Restamped { from, to } => {
             metrics::counter!("cassio_writes_restamped_total").increment(1);
             tracing::debug!(%from, %to, "write re-stamped above a newer version")
@@ -675,6 +871,7 @@ impl Driver {
             mode,
             limits,
             op_timeout,
+            hints_enabled,
         } = self;
         let cluster = node.codec().cluster.clone();
         let gossip_interval = node.membership().config().interval;
@@ -717,6 +914,9 @@ impl Driver {
             peers: HashMap::new(),
             cluster,
             stopping: false,
+            rounds_ended: 0,
+            recent_rounds: VecDeque::new(),
+            hints_enabled,
         };
         r.drain();
         r.dispatch_storage();

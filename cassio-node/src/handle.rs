@@ -1,10 +1,12 @@
 //! The handle every client path (native client server, RESP, HTTP) uses to
-//! reach a running node: submit a request, read the cluster's status.
+//! reach a running node: submit a request, read the cluster's status, start
+//! an anti-entropy repair.
 //!
 //! This file is the fixed interface between the host driver and the
 //! gateways; the driver creates handles, the gateways only use them.
 
 use cassio_core::{ClientError, ClientRequest, ClientResponse};
+use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,7 +26,7 @@ pub enum RequestError {
 }
 
 /// One member as this node sees it (the rows of `cassio status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemberStatus {
     /// Node id.
     pub id: u64,
@@ -40,10 +42,111 @@ pub struct MemberStatus {
     pub ownership: f64,
     /// Its current generation (changes on every restart).
     pub generation: u64,
+    /// Wall micros at which its last anti-entropy round that synced every
+    /// pair began, as it gossips it (0: none yet).
+    #[serde(default)]
+    pub repaired_through: u64,
+}
+
+/// Pairs of the anti-entropy round in progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundProgress {
+    /// (keyspace, peer) pairs whose exchange ended.
+    pub pairs_done: u64,
+    /// Pairs in the round.
+    pub pairs_total: u64,
+}
+
+/// How one anti-entropy round of this node ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundOutcome {
+    /// Its number: the count of rounds ended on this node (since it
+    /// started) once it ended.
+    pub number: u64,
+    /// (keyspace, peer) pairs in the round.
+    pub pairs: u64,
+    /// Pairs whose exchange failed (the round did not complete).
+    pub failed: u64,
+    /// Pairs left out because the peer was down.
+    pub skipped_down: u64,
+    /// Wall micros when it ended.
+    pub ended_at: u64,
+}
+
+/// This node's anti-entropy figures (counters since it started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairInfo {
+    /// Full rounds in which every reachable pair synced.
+    pub rounds_completed: u64,
+    /// Operator rounds over one keyspace or peer that completed.
+    pub scoped_rounds_completed: u64,
+    /// Rounds that ended, completed or not.
+    pub rounds_ended: u64,
+    /// The last rounds that ended, oldest first (a few).
+    pub recent_rounds: Vec<RoundOutcome>,
+    /// Wall micros at which the last round that synced every pair (down
+    /// peers included) began: this node's repair watermark; 0 for none.
+    pub repaired_through: u64,
+    /// Wall micros at which the last completed full round began (0: none).
+    pub last_round_started: u64,
+    /// Wall micros at which the last completed full round ended (0: none).
+    pub last_round_completed: u64,
+    /// Exchanges that completed.
+    pub exchanges_completed: u64,
+    /// Exchanges that failed (peer down, timeout, storage error).
+    pub exchanges_failed: u64,
+    /// Tree segments found to differ.
+    pub segments_repaired: u64,
+    /// Key digests compared.
+    pub keys_compared: u64,
+    /// Items pushed to peers.
+    pub items_pushed: u64,
+    /// Items pulled from peers.
+    pub items_pulled: u64,
+    /// Item bytes sent and received by exchanges.
+    pub bytes_sent: u64,
+    /// Items in this node's trees.
+    pub tree_items: u64,
+    /// Bytes of memory the trees hold.
+    pub tree_memory_bytes: u64,
+    /// Whether every keyspace's tree is built.
+    pub trees_ready: bool,
+    /// The round in progress, if any.
+    pub round: Option<RoundProgress>,
+}
+
+/// Hints this node holds for one down replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHints {
+    /// The replica's node id.
+    pub node_id: u64,
+    /// Bytes waiting for it.
+    pub bytes: u64,
+}
+
+/// This node's hinted-handoff figures (counters since it started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HintInfo {
+    /// Whether this node keeps hints at all.
+    pub enabled: bool,
+    /// Hints stored.
+    pub stored: u64,
+    /// Hints delivered and acknowledged.
+    pub delivered: u64,
+    /// Hints not stored because a byte cap was reached.
+    pub dropped_cap: u64,
+    /// Hints not stored because the replica was down past the window.
+    pub dropped_window: u64,
+    /// Hints dropped at delivery, older than the tombstone grace.
+    pub dropped_expired: u64,
+    /// Hints that could not be stored (hint log errors).
+    pub failed: u64,
+    /// Bytes waiting, per replica (only replicas with hints).
+    pub pending: Vec<PendingHints>,
 }
 
 /// The cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The node answering.
     pub local_id: u64,
@@ -51,6 +154,49 @@ pub struct ClusterStatus {
     pub cluster: String,
     /// Every known member, the local node included, ordered by id.
     pub members: Vec<MemberStatus>,
+    /// The answering node's own state: `Joining`, `Normal`, `Syncing`
+    /// (restarted, not yet caught up: it takes writes but is left out of
+    /// reads below ALL), `Leaving` or `Left`.
+    #[serde(default)]
+    pub state: String,
+    /// The answering node's wall clock when it answered (micros), to read
+    /// the timestamps below against.
+    #[serde(default)]
+    pub now_micros: u64,
+    /// The answering node's anti-entropy figures.
+    #[serde(default)]
+    pub repair: RepairInfo,
+    /// The answering node's hinted-handoff figures.
+    #[serde(default)]
+    pub hints: HintInfo,
+}
+
+/// What `POST /admin/repair` asks for: a round now, over everything or
+/// one keyspace, with every peer or one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRequest {
+    /// Only this keyspace.
+    pub keyspace: Option<String>,
+    /// Only exchanges with the member listening here (its peer address).
+    pub node: Option<SocketAddr>,
+}
+
+/// The answer to a [`RepairRequest`]: the round is queued or running.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStarted {
+    /// The keyspace asked for, if any.
+    pub keyspace: Option<String>,
+    /// The peer asked for (its address), if any.
+    pub node: Option<String>,
+    /// That peer's node id.
+    pub node_id: Option<u64>,
+    /// A round was already running: the requested one starts after it.
+    pub queued: bool,
+    /// The requested round's number: it has ended once
+    /// [`RepairInfo::rounds_ended`] reaches this.
+    pub round: u64,
+    /// The repair figures right after the request.
+    pub repair: RepairInfo,
 }
 
 /// A command for the driver task.
@@ -63,6 +209,11 @@ pub enum Command {
     ),
     /// Report the cluster status.
     Status(oneshot::Sender<ClusterStatus>),
+    /// Start an anti-entropy round now (after the running one, if any).
+    Repair(
+        RepairRequest,
+        oneshot::Sender<Result<RepairStarted, RequestError>>,
+    ),
 }
 
 /// A cheap, cloneable way to talk to a running node.
@@ -95,5 +246,16 @@ impl NodeHandle {
             .await
             .map_err(|_| RequestError::NotRunning)?;
         rx.await.map_err(|_| RequestError::NotRunning)
+    }
+
+    /// Starts an anti-entropy round now (or right after the running one).
+    /// An unknown keyspace or peer address is a [`RequestError::BadRequest`].
+    pub async fn repair(&self, req: RepairRequest) -> Result<RepairStarted, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Repair(req, tx))
+            .await
+            .map_err(|_| RequestError::NotRunning)?;
+        rx.await.map_err(|_| RequestError::NotRunning)?
     }
 }

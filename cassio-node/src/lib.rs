@@ -27,4 +27,7 @@ pub mod server;
 pub mod storage_exec;
 
 pub use builder::{NodeBuilder, RunningNode};
-pub use handle::{ClusterStatus, MemberStatus, NodeHandle, RequestError};
+pub use handle::{
+    ClusterStatus, HintInfo, MemberStatus, NodeHandle, RepairInfo, RepairRequest, RepairStarted,
+    RequestError,
+};

@@ -108,6 +108,7 @@ mod tests {
             clock_high_water: 42,
             generation: 7,
             members: Vec::new(),
+            alive_micros: 1_700_000_000_000_000,
         };
         f.save(&state).expect("save");
         assert_eq!(f.load().expect("load"), Some(state));
@@ -115,5 +116,38 @@ mod tests {
         bytes[1] ^= 1;
         fs::write(f.path(), bytes).expect("write");
         assert!(matches!(f.load(), Err(NodeStateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_state_of_the_old_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = NodeStateFile::in_dir(dir.path());
+        let state = PersistedState {
+            clock_high_water: 1,
+            generation: 1,
+            members: Vec::new(),
+            alive_micros: 0,
+        };
+        f.save(&state).expect("save");
+        // Format 1 laid keys out in another order; its files start with a
+        // 1 (and carry a valid checksum).
+        let mut bytes = fs::read(f.path()).expect("read");
+        let body_len = bytes.len() - 8;
+        bytes[0] = 1;
+        let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body_len]).to_le_bytes();
+        bytes[body_len..].copy_from_slice(&sum);
+        fs::write(f.path(), bytes).expect("write");
+        let e = f.load().expect_err("format 1 is refused");
+        assert!(
+            matches!(
+                e,
+                NodeStateError::Corrupt {
+                    source: PersistError::Format { got: 1, .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("start this node empty"), "{e}");
     }
 }

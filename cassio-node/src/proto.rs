@@ -76,7 +76,7 @@ pub enum Reply {
     /// A write or delete was acknowledged; its timestamp.
     Written(Timestamp),
     /// The cluster status.
-    Status(ClusterStatus),
+    Status(Box<ClusterStatus>),
     /// Answer to `Ping`.
     Pong,
 }

@@ -59,7 +59,7 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
             consistency,
         } => with_level(ClientRequest::put(key, value), consistency),
         RequestOp::Del { key, consistency } => with_level(ClientRequest::delete(key), consistency),
-        RequestOp::Status => return handle.status().await.map(Reply::Status),
+        RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
     };
     Ok(match handle.execute(req).await? {

@@ -274,3 +274,136 @@ async fn shutdown_stops_accepting() {
     let c = client();
     assert!(c.get(format!("http://{addr}/health")).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_nodes_state_repair_and_hints() {
+    let fake = spawn_fake();
+    {
+        let mut st = fake.status.lock().unwrap();
+        st.state = "Syncing".into();
+        st.members[0].state = "Syncing".into();
+        st.members[0].repaired_through = 1_700_000_000_000_000;
+        st.repair.rounds_completed = 3;
+        st.repair.last_round_completed = 1_700_000_100_000_000;
+        st.repair.round = Some(cassio_node::handle::RoundProgress {
+            pairs_done: 1,
+            pairs_total: 4,
+        });
+        st.hints.stored = 9;
+        st.hints.pending = vec![cassio_node::handle::PendingHints {
+            node_id: 2,
+            bytes: 4096,
+        }];
+    }
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let body: Value = client()
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["state"], "Syncing", "{body}");
+    assert_eq!(body["members"][0]["state"], "Syncing", "{body}");
+    assert_eq!(
+        body["members"][0]["repaired_through"], 1_700_000_000_000_000u64,
+        "{body}"
+    );
+    assert_eq!(body["repair"]["rounds_completed"], 3, "{body}");
+    assert_eq!(
+        body["repair"]["last_round_completed"], 1_700_000_100_000_000u64,
+        "{body}"
+    );
+    assert_eq!(body["repair"]["round"]["pairs_done"], 1, "{body}");
+    assert_eq!(body["repair"]["round"]["pairs_total"], 4, "{body}");
+    assert_eq!(body["hints"]["stored"], 9, "{body}");
+    assert_eq!(body["hints"]["pending"][0]["node_id"], 2, "{body}");
+    assert_eq!(body["hints"]["pending"][0]["bytes"], 4096, "{body}");
+    // The node caught up: the next answer says so.
+    fake.status.lock().unwrap().state = "Normal".into();
+    let body: Value = client()
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["state"], "Normal", "{body}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_repair_starts_a_round_and_refuses_unknown_targets() {
+    let fake = spawn_fake();
+    fake.status.lock().unwrap().repair.rounds_ended = 4;
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+
+    // Everything: 202 with the round to wait for and the repair figures.
+    let r = c.post(format!("{base}/admin/repair")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["round"], 5, "{body}");
+    assert_eq!(body["repair"]["rounds_ended"], 4, "{body}");
+    assert!(
+        body["keyspace"].is_null() && body["node"].is_null(),
+        "{body}"
+    );
+
+    // One keyspace with one peer, named by its listen address.
+    let r = c
+        .post(format!(
+            "{base}/admin/repair?keyspace=default&node=127.0.0.1:7000"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["keyspace"], "default", "{body}");
+    assert_eq!(body["node"], "127.0.0.1:7000", "{body}");
+    assert_eq!(body["node_id"], 1, "{body}");
+
+    // Refusals: the node's (unknown keyspace or member), and the gateway's
+    // own (an address that does not parse, an empty keyspace).
+    for (query, what) in [
+        ("keyspace=nope", "unknown keyspace"),
+        ("node=127.0.0.1:9", "no member"),
+        ("node=somewhere", "IP:PORT"),
+        ("keyspace=", "must not be empty"),
+    ] {
+        let r = c
+            .post(format!("{base}/admin/repair?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let body = json_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+        assert!(
+            body["message"].as_str().unwrap().contains(what),
+            "{query}: {body}"
+        );
+    }
+    let r = c.get(format!("{base}/admin/repair")).send().await.unwrap();
+    json_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+
+    // The node saw exactly the requests the gateway let through.
+    let seen: Vec<_> = fake.seen.lock().unwrap().repairs.clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[0], cassio_node::RepairRequest::default());
+    assert_eq!(seen[1].keyspace.as_deref(), Some("default"));
+    assert_eq!(seen[1].node, Some("127.0.0.1:7000".parse().unwrap()));
+    srv.shutdown().await;
+
+    let srv = serve_http(dead_handle()).await;
+    let r = c
+        .post(format!("http://{}/admin/repair", srv.addr))
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::SERVICE_UNAVAILABLE, "not_running").await;
+    srv.shutdown().await;
+}

@@ -125,6 +125,101 @@ async fn gateways_serve_a_real_node() {
     let r = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
+    // An operator's repair: on one node every round has no pair, so it
+    // ends as soon as the node's trees are built.
+    let peer = node.local_addr();
+    for (query, why) in [
+        ("keyspace=nope".to_string(), "unknown keyspace \"nope\""),
+        (format!("node={peer}"), "is this node"),
+        (
+            "node=127.0.0.1:1".to_string(),
+            "no member listens at 127.0.0.1:1",
+        ),
+    ] {
+        let r = c
+            .post(format!("{base}/admin/repair?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(why),
+            "{query}: {body}"
+        );
+    }
+    for (query, scoped) in [("", false), ("?keyspace=default", true)] {
+        let r = c
+            .post(format!("{base}/admin/repair{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let started: cassio_node::RepairStarted = r.json().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            let st: cassio_node::ClusterStatus = c
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if st.repair.rounds_ended >= started.round {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {} never ended: {:?}",
+                started.round,
+                st.repair
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let ours = st
+            .repair
+            .recent_rounds
+            .iter()
+            .find(|o| o.number == started.round)
+            .copied()
+            .unwrap();
+        assert_eq!((ours.pairs, ours.failed), (0, 0), "{ours:?}");
+        let after = (
+            st.repair.rounds_completed,
+            st.repair.scoped_rounds_completed,
+        );
+        if scoped {
+            // Ours, the only scoped round; it did not move the watermark
+            // past the full rounds'.
+            assert_eq!(after.1, 1, "{after:?}");
+        } else {
+            assert!(after.0 >= 1, "{after:?}");
+            assert!(st.repair.repaired_through > 0, "{:?}", st.repair);
+        }
+        assert_eq!(st.state, "Normal");
+        assert!(st.repair.trees_ready);
+    }
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().any(|l| l == "cassio_node_syncing 0"), "{text}");
+    let full_rounds = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"cassio_repair_rounds_total{scope="full"} "#))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(full_rounds.is_some_and(|n| n >= 1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == r#"cassio_repair_rounds_total{scope="scoped"} 1"#),
+        "{text}"
+    );
+
     // Node shutdown stops both gateways through its signal.
     node.shutdown(false).await.unwrap();
     for task in [resp, http] {

@@ -367,7 +367,7 @@ fn spawn_barrier_node(n: usize) -> NodeHandle {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Request(req, reply)) => waiting.push((req, reply)),
-                    Some(Command::Status(_)) => {}
+                    Some(Command::Status(_) | Command::Repair(..)) => {}
                     None => return,
                 },
                 () = deadline => {

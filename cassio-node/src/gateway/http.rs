@@ -6,8 +6,9 @@
 //! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
 //! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
 //! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
-//! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON) |
+//! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures) |
 //! | `GET /metrics` | Prometheus text format |
+//! | `POST /admin/repair` | starts an anti-entropy round now; `?keyspace=K` limits it to one keyspace, `?node=IP:PORT` (a peer's listen address) to exchanges with one peer; 202 with `RepairStarted` as JSON |
 //!
 //! The key is the rest of the path after `/kv/`, percent-decoded to bytes,
 //! so any byte string (slashes included) can be a key; the HTTP stack's
@@ -28,13 +29,13 @@
 
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
-use crate::handle::{NodeHandle, RequestError};
+use crate::handle::{NodeHandle, RepairRequest, RequestError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cassio_core::{ClientError, ClientRequest, ClientResponse, Consistency};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -55,7 +56,12 @@ const PROTOCOL: Protocol = Protocol::Http;
 struct Gateway {
     handle: NodeHandle,
     metrics: Option<PrometheusHandle>,
+    reported: std::sync::Arc<super::node_metrics::Reported>,
 }
+
+/// How long `/metrics` waits for the node's status before rendering the
+/// figures it last had (a scrape must not hang on a stalled driver).
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The HTTP API as a router, for embedding in another axum server. `/metrics`
 /// answers 503 when `metrics` is `None`.
@@ -68,11 +74,16 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(render_metrics))
+        .route("/admin/repair", post(admin_repair))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Past this, axum refuses the body with 413 before reading it all.
         .layer(DefaultBodyLimit::max(super::MAX_VALUE_BYTES))
-        .with_state(Gateway { handle, metrics })
+        .with_state(Gateway {
+            handle,
+            metrics,
+            reported: Default::default(),
+        })
 }
 
 /// Seconds a client is asked to wait before retrying an overloaded node.
@@ -378,13 +389,64 @@ async fn status(State(gw): State<Gateway>) -> Response {
     }
 }
 
+/// The query parameters `/admin/repair` understands.
+#[derive(Debug, Deserialize)]
+struct RepairParams {
+    keyspace: Option<String>,
+    node: Option<String>,
+}
+
+async fn admin_repair(
+    State(gw): State<Gateway>,
+    params: Result<Query<RepairParams>, QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if params.keyspace.as_deref() == Some("") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "keyspace must not be empty (leave it out to repair every keyspace)",
+        );
+    }
+    let node = match params.node.as_deref() {
+        None => None,
+        Some(text) => match text.parse::<core::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("node must be a peer's listen address, IP:PORT (as `cassio status` lists it); got {text:?}"),
+                )
+            }
+        },
+    };
+    let req = RepairRequest {
+        keyspace: params.keyspace,
+        node,
+    };
+    match gw.handle.repair(req).await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => request_error(&e),
+    }
+}
+
 async fn render_metrics(State(gw): State<Gateway>) -> Response {
     match &gw.metrics {
-        Some(m) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            m.render(),
-        )
-            .into_response(),
+        Some(m) => {
+            // The node's own figures, as fresh as its status.
+            if let Ok(Ok(st)) = tokio::time::timeout(STATUS_WAIT, gw.handle.status()).await {
+                super::node_metrics::record(&st, &gw.reported);
+            }
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                m.render(),
+            )
+                .into_response()
+        }
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics_unavailable",
@@ -398,7 +460,7 @@ async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} (try /kv/{{key}}, /health, /status, /metrics)",
+            "no route for {} (try /kv/{{key}}, /health, /status, /metrics, POST /admin/repair)",
             uri.path()
         ),
     )

@@ -14,6 +14,9 @@
 //! - `cassio_gateway_request_duration_seconds{protocol, op}`: their latency.
 //! - `cassio_gateway_connections{protocol}`: open RESP connections (gauge).
 //! - the caps' refusals, listed in [`limits`].
+//! - the node's repair, hint and state figures, copied from its status when
+//!   `/metrics` is scraped (listed in `node_metrics`): `cassio_node_syncing`,
+//!   `cassio_hints_*`, `cassio_repair_*`.
 //!
 //! A node that is overloaded ([`ClientError::Overloaded`]) is reported as
 //! such by every gateway, so clients back off: RESP `-BUSY ...`, HTTP 503
@@ -27,6 +30,7 @@ use tokio::sync::watch;
 pub mod http;
 pub mod limits;
 mod metrics_install;
+mod node_metrics;
 pub mod resp;
 mod resp3;
 mod resp_proto;

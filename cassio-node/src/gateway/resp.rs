@@ -1332,8 +1332,12 @@ mod tests {
                         let _ = reply.send(ClusterStatus {
                             local_id: 1,
                             cluster: "t".into(),
-                            members: Vec::new(),
+                            ..ClusterStatus::default()
                         });
+                    }
+                    Command::Repair(_, reply) => {
+                        let _ =
+                            reply.send(Err(RequestError::BadRequest("not in this test".into())));
                     }
                     Command::Request(req, reply) => {
                         let key = match &req.op {

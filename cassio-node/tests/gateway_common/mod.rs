@@ -4,7 +4,8 @@
 //! Keys starting with `unavailable`, `timeout`, `badrequest`,
 //! `replicafail` or `overloaded` fail with that error; a request at consistency `ALL` fails
 //! with `Unavailable` (as one node of three would); every request seen is
-//! recorded.
+//! recorded. Its status can be changed by the test (`Fake::status`); a
+//! repair is accepted for keyspace `default` and for a member's address.
 
 // Test helpers: a failed unwrap is a failed test.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -15,7 +16,9 @@ use cassio_core::{
 };
 use cassio_node::gateway::GatewayLimits;
 use cassio_node::handle::Command;
-use cassio_node::{ClusterStatus, MemberStatus, NodeHandle, RequestError};
+use cassio_node::{
+    ClusterStatus, MemberStatus, NodeHandle, RepairRequest, RepairStarted, RequestError,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 #[derive(Default)]
 pub struct Seen {
     pub requests: Vec<ClientRequest>,
+    pub repairs: Vec<RepairRequest>,
 }
 
 /// A running fake node.
@@ -33,6 +37,7 @@ pub struct Fake {
     pub handle: NodeHandle,
     pub seen: Arc<Mutex<Seen>>,
     pub data: Arc<Mutex<HashMap<Bytes, Bytes>>>,
+    pub status: Arc<Mutex<ClusterStatus>>,
 }
 
 pub fn status() -> ClusterStatus {
@@ -47,8 +52,32 @@ pub fn status() -> ClusterStatus {
             load: 42,
             ownership: 1.0,
             generation: 7,
+            repaired_through: 0,
         }],
+        state: "Normal".into(),
+        ..ClusterStatus::default()
     }
+}
+
+fn repair(status: &ClusterStatus, req: &RepairRequest) -> Result<RepairStarted, RequestError> {
+    if req.keyspace.as_deref().is_some_and(|k| k != "default") {
+        return Err(RequestError::BadRequest("unknown keyspace".into()));
+    }
+    let node_id = match req.node {
+        None => None,
+        Some(a) => match status.members.iter().find(|m| m.addr == a.to_string()) {
+            Some(m) => Some(m.id),
+            None => return Err(RequestError::BadRequest(format!("no member at {a}"))),
+        },
+    };
+    Ok(RepairStarted {
+        keyspace: req.keyspace.clone(),
+        node: req.node.map(|a| a.to_string()),
+        node_id,
+        queued: false,
+        round: status.repair.rounds_ended + 1,
+        repair: status.repair.clone(),
+    })
 }
 
 /// Spawns the fake node on the current runtime.
@@ -56,13 +85,19 @@ pub fn spawn_fake() -> Fake {
     let (tx, mut rx) = mpsc::channel::<Command>(1024);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let data: Arc<Mutex<HashMap<Bytes, Bytes>>> = Arc::default();
-    let (seen2, data2) = (seen.clone(), data.clone());
+    let st = Arc::new(Mutex::new(status()));
+    let (seen2, data2, st2) = (seen.clone(), data.clone(), st.clone());
     tokio::spawn(async move {
         let mut clock = 0u64;
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Status(reply) => {
-                    let _ = reply.send(status());
+                    let _ = reply.send(st2.lock().unwrap().clone());
+                }
+                Command::Repair(req, reply) => {
+                    let res = repair(&st2.lock().unwrap(), &req);
+                    seen2.lock().unwrap().repairs.push(req);
+                    let _ = reply.send(res);
                 }
                 Command::Request(req, reply) => {
                     seen2.lock().unwrap().requests.push(req.clone());
@@ -78,6 +113,7 @@ pub fn spawn_fake() -> Fake {
         handle: NodeHandle::new(tx),
         seen,
         data,
+        status: st,
     }
 }
 
