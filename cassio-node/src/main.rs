@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli_repair;
+
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]
 #[command(name = "cassio", version, about)]
@@ -37,6 +39,8 @@ enum Command {
     Del(KeyArgs),
     /// Show every node as the contacted node sees it (like `nodetool status`).
     Status(StatusArgs),
+    /// Start an anti-entropy round on a node now and follow it to its end.
+    Repair(RepairArgs),
 }
 
 /// Node settings. Each flag is also a key of the `--config` TOML file
@@ -156,6 +160,30 @@ struct StartArgs {
     /// Bytes of storage operations running at once [default: 256MiB].
     #[arg(long)]
     storage_max_in_flight_bytes: Option<String>,
+    /// How long a delete's tombstone is kept at least, and how long a node
+    /// may be down and still restart on its data; the same on every node
+    /// [default: 10d].
+    #[arg(long)]
+    tombstone_grace: Option<String>,
+    /// Time between anti-entropy rounds [default: 10m].
+    #[arg(long)]
+    repair_interval: Option<String>,
+    /// Bytes per second anti-entropy and hint delivery may send; 0 is
+    /// unlimited [default: 16MiB].
+    #[arg(long)]
+    repair_bytes_per_sec: Option<String>,
+    /// No new hints for a replica down longer than this [default: 3h].
+    #[arg(long)]
+    hint_window: Option<String>,
+    /// Hint bytes kept for one down replica [default: 256MiB].
+    #[arg(long)]
+    max_hint_bytes_per_node: Option<String>,
+    /// Hint bytes kept for all down replicas together [default: 1GiB].
+    #[arg(long)]
+    max_hint_bytes: Option<String>,
+    /// Keep no hints for down replicas (anti-entropy alone repairs them).
+    #[arg(long)]
+    no_hints: bool,
 }
 
 impl StartArgs {
@@ -187,6 +215,14 @@ impl StartArgs {
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ];
+        let repair: [(&str, &Option<String>); 6] = [
+            ("tombstone_grace", &self.tombstone_grace),
+            ("repair_interval", &self.repair_interval),
+            ("repair_bytes_per_sec", &self.repair_bytes_per_sec),
+            ("hint_window", &self.hint_window),
+            ("max_hint_bytes_per_node", &self.max_hint_bytes_per_node),
+            ("max_hint_bytes", &self.max_hint_bytes),
+        ];
         let limits: [(&str, &Option<String>); 6] = [
             ("max_connections", &self.max_connections),
             ("max_query_buffer_bytes", &self.max_query_buffer_bytes),
@@ -201,7 +237,7 @@ impl StartArgs {
                 &self.storage_max_in_flight_bytes,
             ),
         ];
-        for (k, v) in opts.into_iter().chain(limits) {
+        for (k, v) in opts.into_iter().chain(limits).chain(repair) {
             if let Some(v) = v {
                 r.set(k, v.clone());
             }
@@ -217,6 +253,9 @@ impl StartArgs {
         }
         if self.start_without_quorum {
             r.set("start_without_quorum", "true");
+        }
+        if self.no_hints {
+            r.set("no_hints", "true");
         }
         r
     }
@@ -345,6 +384,23 @@ struct StatusArgs {
     target: Target,
 }
 
+#[derive(Args, Debug)]
+struct RepairArgs {
+    /// Only this keyspace [default: every keyspace].
+    #[arg(long)]
+    keyspace: Option<String>,
+    /// Only exchanges with this peer: its peer address (IP:PORT, the
+    /// Address column of `cassio status`) [default: every peer].
+    #[arg(long)]
+    node: Option<String>,
+    /// HTTP address of the node that runs the round (its `--http-addr`).
+    #[arg(long, default_value = cassio_node::config::DEFAULT_HTTP_ADDR)]
+    http: String,
+    /// Give up waiting after this long (the round goes on on the node).
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+}
+
 /// A usage error: one line, exit code 2.
 struct Usage(ConfigError);
 
@@ -462,6 +518,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair(a) => cli_repair::run(a).await,
     }
 }
 
@@ -505,14 +562,43 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// How long before `now` the wall-clock micros `at` were, as "3m ago"
+/// ("never" for 0).
+fn ago(at: u64, now: u64) -> String {
+    if at == 0 {
+        return "never".to_string();
+    }
+    let secs = now.saturating_sub(at) / 1_000_000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 fn render_status(s: &ClusterStatus) -> String {
+    let now = if s.now_micros > 0 {
+        s.now_micros
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    };
     let mut out = format!(
-        "Cluster: {} (as seen by node {})\nStatus=Up/Down State=Normal/Joining/Leaving/Left\n",
-        s.cluster, s.local_id
+        "Cluster: {} (as seen by node {}{})\nStatus=Up/Down State=Normal/Joining/Leaving/Syncing/Left\n",
+        s.cluster,
+        s.local_id,
+        if s.state.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", s.state)
+        }
     );
     out.push_str(&format!(
-        "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {}\n",
-        "--", "Address", "State", "Load", "Owns", "Generation", "Node ID"
+        "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {:<10}  {}\n",
+        "--", "Address", "State", "Load", "Owns", "Generation", "Repaired", "Node ID"
     ));
     for m in &s.members {
         let code = format!(
@@ -521,16 +607,40 @@ fn render_status(s: &ClusterStatus) -> String {
             m.state.chars().next().unwrap_or('?')
         );
         out.push_str(&format!(
-            "{:<3} {:<22} {:<8} {:>10} {:>6.1}% {:>12}  {}\n",
+            "{:<3} {:<22} {:<8} {:>10} {:>6.1}% {:>12}  {:<10}  {}\n",
             code,
             m.addr,
             m.state,
             human_bytes(m.load),
             m.ownership * 100.0,
             m.generation,
+            ago(m.repaired_through, now),
             m.id
         ));
     }
+    let r = &s.repair;
+    let mut line = format!(
+        "This node: last repair round completed {}",
+        ago(r.last_round_completed, now)
+    );
+    if let Some(p) = r.round {
+        line.push_str(&format!(
+            "; round in progress: {}/{} pairs",
+            p.pairs_done, p.pairs_total
+        ));
+    }
+    let pending: u64 = s.hints.pending.iter().map(|p| p.bytes).sum();
+    if pending > 0 {
+        line.push_str(&format!(
+            "; hints pending: {} for {} node(s)",
+            human_bytes(pending),
+            s.hints.pending.len()
+        ));
+    } else if !s.hints.enabled && s.now_micros > 0 {
+        line.push_str("; hints off");
+    }
+    out.push_str(&line);
+    out.push('\n');
     out
 }
 
@@ -773,22 +883,65 @@ mod tests {
                     load: 2048,
                     ownership: 0.5,
                     generation: 10,
+                    repaired_through: NOW - 180_000_000,
                 },
                 cassio_node::MemberStatus {
                     id: 2,
                     addr: "127.0.0.1:7001".into(),
-                    state: "Normal".into(),
+                    state: "Syncing".into(),
                     up: false,
                     load: 0,
                     ownership: 0.5,
                     generation: 11,
+                    repaired_through: 0,
                 },
             ],
+            state: "Normal".into(),
+            now_micros: NOW,
+            repair: cassio_node::RepairInfo {
+                last_round_completed: NOW - 7_200_000_000,
+                round: Some(cassio_node::handle::RoundProgress {
+                    pairs_done: 1,
+                    pairs_total: 4,
+                }),
+                ..Default::default()
+            },
+            hints: cassio_node::HintInfo {
+                enabled: true,
+                pending: vec![cassio_node::handle::PendingHints {
+                    node_id: 2,
+                    bytes: 3 << 20,
+                }],
+                ..Default::default()
+            },
         };
         let t = render_status(&s);
         assert!(t.contains("UN  127.0.0.1:7000"), "{t}");
-        assert!(t.contains("DN  127.0.0.1:7001"), "{t}");
+        assert!(t.contains("DS  127.0.0.1:7001"), "{t}");
+        assert!(t.contains("Syncing"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("50.0%"), "{t}");
+        assert!(t.contains("as seen by node 1, Normal"), "{t}");
+        // Member 1 repaired 3 minutes before the node's clock; 2 never did.
+        let row = |addr: &str| t.lines().find(|l| l.contains(addr)).unwrap_or_default();
+        assert!(row("127.0.0.1:7000").contains("3m ago"), "{t}");
+        assert!(row("127.0.0.1:7001").contains("never"), "{t}");
+        assert!(t.contains("last repair round completed 2h ago"), "{t}");
+        assert!(t.contains("round in progress: 1/4 pairs"), "{t}");
+        assert!(t.contains("hints pending: 3.0 MiB for 1 node(s)"), "{t}");
+    }
+
+    const NOW: u64 = 1_800_000_000_000_000;
+
+    #[test]
+    fn ages_read_in_the_largest_whole_unit() {
+        assert_eq!(ago(0, NOW), "never");
+        assert_eq!(ago(NOW - 5_000_000, NOW), "5s ago");
+        assert_eq!(ago(NOW - 59_000_000, NOW), "59s ago");
+        assert_eq!(ago(NOW - 61_000_000, NOW), "1m ago");
+        assert_eq!(ago(NOW - 3 * 3_600_000_000, NOW), "3h ago");
+        assert_eq!(ago(NOW - 3 * 86_400_000_000, NOW), "3d ago");
+        // A clock behind the member's: not in the future.
+        assert_eq!(ago(NOW + 5_000_000, NOW), "0s ago");
     }
 }
