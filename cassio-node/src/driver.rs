@@ -926,12 +926,26 @@ impl Driver {
         let mut finish: Option<oneshot::Sender<Result<(), ShutdownError>>> = None;
         let mut commands_open = true;
 
+        // The core instant the last timer turn handled, while no other input
+        // came since: if the core then asks again for a time not after it,
+        // it has nothing new to do then, and waking at once would spin and
+        // (timers being served first) starve every other input.
+        let mut last_timer: Option<cassio_core::Instant> = None;
         loop {
-            let wake = r
-                .node
-                .poll_timeout()
-                .map(|t| r.clock.to_tokio(t))
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            let due = r.node.poll_timeout();
+            let wake = match (due, last_timer) {
+                (Some(t), Some(last)) if t <= last => {
+                    metrics::counter!("cassio_timer_spins_total").increment(1);
+                    tracing::debug!(
+                        due = t.as_micros(),
+                        "the core asked again for a timeout already handled; waking 1 ms later"
+                    );
+                    tokio::time::Instant::now() + Duration::from_millis(1)
+                }
+                (Some(t), _) => r.clock.to_tokio(t),
+                (None, _) => tokio::time::Instant::now() + Duration::from_secs(1),
+            };
+            last_timer = None;
             tokio::select! {
                 biased;
                 ctl = control.recv(), if finish.is_none() => {
@@ -958,8 +972,10 @@ impl Driver {
                 // or requests, gossip rounds and the failure detector must
                 // still run on time, or a busy node would be convicted.
                 _ = tokio::time::sleep_until(wake) => {
-                    r.node.handle_timeout(r.clock.now());
+                    let now = r.clock.now();
+                    r.node.handle_timeout(now);
                     r.drain();
+                    last_timer = Some(now.mono);
                 }
                 Some(size) = load_rx.recv() => {
                     metrics::gauge!("cassio_storage_bytes").set(size as f64);
