@@ -841,3 +841,264 @@ fn a_node_with_another_replication_factor_refuses_and_says_why() {
     let v = rt.block_on(c.get("k", Some(Consistency::Quorum))).unwrap();
     assert_eq!(v.as_deref(), Some(&b"v"[..]));
 }
+
+/// The node's `/status`, read over HTTP (what `cassio repair` polls).
+fn http_status(addr: SocketAddr) -> Option<ClusterStatus> {
+    let (code, body) = http(addr, "GET", "/status", "");
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+/// The value of the series `name` (exact name and labels) in `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let (code, body) = http(addr, "GET", "/metrics", "");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Issue 11: a replica SIGKILLed while 300 keys are written at QUORUM gets
+/// them back once restarted (hints from the coordinator, then an
+/// anti-entropy round), leaves `Syncing` for `Normal`, and then serves
+/// every one of them alone, at ONE, with both other replicas killed.
+#[test]
+fn a_restarted_replica_catches_up_and_alone_serves_every_write_it_missed() {
+    let sc = Scenario {
+        name: "catch-up",
+        transport: "tcp",
+        store: "native",
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut nodes = start_three(&sc, dir, |_, _| {});
+    let (p3, r3) = nodes.pop().unwrap();
+    let (p2, r2) = nodes.pop().unwrap();
+    let (p1, r1) = nodes.pop().unwrap();
+    let (h1, h3) = (r1.http.unwrap(), r3.http.unwrap());
+    let rt = runtime();
+    for r in [&r1, &r2, &r3] {
+        wait_ready(&rt, r.client);
+    }
+    let mut p3 = p3;
+    p3.kill();
+    // Convicted first, so the coordinator keeps hints for it at once.
+    wait_status(
+        "node 3 seen down",
+        r1.client,
+        Duration::from_secs(30),
+        |s| s.members.iter().any(|m| m.id == r3.id && !m.up),
+    );
+    let c1 = rt
+        .block_on(Client::connect_with(&[r1.client], client_config()))
+        .unwrap();
+    let written: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("missed-{i}"), format!("value-{i}-{}", i * 7)))
+        .collect();
+    for (k, v) in &written {
+        rt.block_on(c1.set(k.clone(), v.clone(), Some(Consistency::Quorum)))
+            .unwrap();
+    }
+    // Every write has node 3 as a replica (RF 3 of 3): node 1 holds a hint
+    // for each.
+    let st = http_status(h1).unwrap();
+    assert!(st.hints.stored >= 300, "{:?}", st.hints);
+    assert!(
+        st.hints
+            .pending
+            .iter()
+            .any(|p| p.node_id == r3.id && p.bytes > 0),
+        "{:?}",
+        st.hints
+    );
+    let pending = metric(
+        h1,
+        &format!("cassio_hints_pending_bytes{{target=\"{}\"}}", r3.id),
+    );
+    assert!(pending.is_some_and(|b| b > 0.0), "{pending:?}");
+
+    // Restart node 3 on its data and ports: Syncing until caught up.
+    let (p3b, r3b) = start_node(
+        "node3-restarted",
+        dir,
+        &node_args(&sc, dir, 3, Some(r1.peer), Some(&r3)),
+    );
+    assert_eq!(r3b.id, r3.id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut states = Vec::new();
+    loop {
+        if let Some(st) = http_status(h3) {
+            if states.last() != Some(&st.state) {
+                states.push(st.state.clone());
+            }
+            if st.state == "Normal" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never caught up; states seen {states:?}; log:\n{}",
+            p3b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        states.iter().all(|s| s == "Syncing" || s == "Normal"),
+        "{states:?}"
+    );
+    assert!(
+        p3b.log_text().contains("caught up after the restart"),
+        "{}",
+        p3b.log_text()
+    );
+    let st3 = http_status(h3).unwrap();
+    assert!(st3.repair.rounds_completed >= 1, "{:?}", st3.repair);
+    assert_eq!(metric(h3, "cassio_node_syncing"), Some(0.0));
+    // The hints went to node 3 (it left Syncing only once none were held).
+    let st1 = http_status(h1).unwrap();
+    assert!(st1.hints.delivered > 0, "{:?}", st1.hints);
+    assert!(
+        !st1.hints.pending.iter().any(|p| p.node_id == r3.id),
+        "{:?}",
+        st1.hints
+    );
+    assert!(metric(h1, "cassio_hints_delivered_total").is_some_and(|n| n > 0.0));
+
+    // Only node 3 is left.
+    drop(c1);
+    for mut p in [p1, p2] {
+        p.kill();
+    }
+    wait_status(
+        "nodes 1 and 2 seen down by node 3",
+        r3b.client,
+        Duration::from_secs(30),
+        |s| s.members.iter().filter(|m| m.id != r3.id).all(|m| !m.up),
+    );
+    let c3 = rt
+        .block_on(Client::connect_with(&[r3b.client], client_config()))
+        .unwrap();
+    let mut wrong = Vec::new();
+    for (k, v) in &written {
+        match rt.block_on(c3.get(k.clone(), Some(Consistency::One))) {
+            Ok(Some(got)) if got.as_ref() == v.as_bytes() => {}
+            other => wrong.push(format!("{k}: {other:?}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 300 writes missing on the revived node: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    drop((c3, p3b, r2));
+}
+
+/// `cassio repair` against a running cluster: it starts a round on the
+/// node it asks, follows it to its end and prints one summary line; a
+/// keyspace or peer the node does not know is refused with the reason.
+#[test]
+fn cassio_repair_follows_its_round_and_prints_a_summary() {
+    let sc = Scenario {
+        name: "repair-cli",
+        transport: "tcp",
+        store: "native",
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nodes = start_three(&sc, dir, |_, _| {});
+    let (r1, r2) = (&nodes[0].1, &nodes[1].1);
+    let rt = runtime();
+    for (_, r) in &nodes {
+        wait_ready(&rt, r.client);
+    }
+    let c = rt
+        .block_on(Client::connect_with(&[r1.client], client_config()))
+        .unwrap();
+    for i in 0..50 {
+        rt.block_on(c.set(format!("r-{i}"), "v", Some(Consistency::All)))
+            .unwrap();
+    }
+    let h1 = r1.http.unwrap().to_string();
+    let before = http_status(r1.http.unwrap()).unwrap().repair;
+
+    let out = cli(&["repair", "--http", &h1, "--timeout", "60s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout.trim();
+    assert_eq!(line.lines().count(), 1, "{stdout}");
+    assert!(
+        line.starts_with("repair of every keyspace with every peer completed in "),
+        "{line}"
+    );
+    // RF 3 of 3: node 1 shares the default keyspace with both peers.
+    assert!(line.contains("2 pair(s) synced"), "{line}");
+    let after = http_status(r1.http.unwrap()).unwrap().repair;
+    assert!(
+        after.rounds_completed > before.rounds_completed,
+        "{before:?} {after:?}"
+    );
+    assert!(after.keys_compared >= before.keys_compared);
+
+    // One keyspace with one peer.
+    let peer = r2.peer.to_string();
+    let out = cli(&[
+        "repair",
+        "--http",
+        &h1,
+        "--keyspace",
+        "default",
+        "--node",
+        &peer,
+        "--timeout",
+        "60s",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("repair of keyspace default with {peer} completed")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 pair(s) synced"), "{stdout}");
+    let scoped = http_status(r1.http.unwrap()).unwrap().repair;
+    assert_eq!(
+        scoped.scoped_rounds_completed,
+        after.scoped_rounds_completed + 1
+    );
+
+    // Refusals name what is wrong.
+    for (args, why) in [
+        (vec!["--keyspace", "nope"], "unknown keyspace"),
+        (
+            vec!["--node", "127.0.0.1:1"],
+            "no member listens at 127.0.0.1:1",
+        ),
+    ] {
+        let mut full = vec!["repair", "--http", &h1, "--timeout", "60s"];
+        full.extend(&args);
+        let out = cli(&full);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let out = cli(&["repair", "--http", &h1, "--timeout", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // `cassio status`: node 1 repaired moments ago.
+    let out = cli(&["status", "--node", &r1.client.to_string()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&r1.peer.to_string()))
+        .unwrap_or_default();
+    assert!(row.contains("s ago"), "{table}");
+    assert!(table.contains("Repaired"), "{table}");
+    assert!(table.contains("last repair round completed "), "{table}");
+    drop(nodes);
+}
