@@ -697,7 +697,7 @@ impl Running {
                     for job in d.run {
                         let done =
                             storage_exec::execute(self.store.as_ref(), self.hints.as_ref(), job);
-                        self.storage.completed(done.bytes);
+                        self.storage.completed(done.token, done.bytes);
                         self.node
                             .handle_storage(self.clock.now(), done.token, done.result);
                         self.drain();
@@ -735,7 +735,7 @@ impl Running {
                     // errors rather than leave requests hanging.
                     let now = self.clock.now();
                     for job in batch {
-                        self.storage.completed(job.bytes);
+                        self.storage.completed(job.token, job.bytes);
                         let r = storage_exec::failed(&job.op, "storage workers stopped".into());
                         self.node.handle_storage(now, job.token, r);
                         self.drain();
@@ -749,7 +749,7 @@ impl Running {
     fn storage_done(&mut self, batch: DoneBatch) {
         let now = self.clock.now();
         for done in batch {
-            self.storage.completed(done.bytes);
+            self.storage.completed(done.token, done.bytes);
             self.node.handle_storage(now, done.token, done.result);
             self.drain();
         }

@@ -248,6 +248,18 @@ pub(crate) fn execute(store: &dyn Store, hints: &dyn HintLog, job: Job) -> Done 
     }
 }
 
+/// Background operations (anti-entropy scans and batches, hints, the purge
+/// watermark) run at most this many at a time, only when no foreground
+/// operation waits, and never count against client admission: repair and
+/// hint delivery must not take capacity from clients.
+const BACKGROUND_MAX_IN_FLIGHT: usize = 1;
+
+/// Whether `op` is background work rather than a client's read or write
+/// (or a replica's part of one).
+fn is_background(op: &StorageOp) -> bool {
+    !matches!(op, StorageOp::Apply { .. } | StorageOp::Get { .. })
+}
+
 /// Whether an operation queued with `deadline` is no longer worth running at `now`.
 fn job_expired(op: &StorageOp, deadline: Instant, now: Instant) -> bool {
     may_expire(op) && now > deadline
@@ -336,6 +348,10 @@ pub(crate) struct StorageQueue {
     waiting_bytes: usize,
     in_flight: usize,
     in_flight_bytes: usize,
+    /// Background operations waiting (see [`is_background`]).
+    background: VecDeque<Job>,
+    /// Tokens of the background operations running.
+    background_running: std::collections::HashSet<StorageToken>,
 }
 
 impl StorageQueue {
@@ -350,19 +366,26 @@ impl StorageQueue {
             waiting_bytes: 0,
             in_flight: 0,
             in_flight_bytes: 0,
+            background: VecDeque::new(),
+            background_running: std::collections::HashSet::new(),
         }
     }
 
     /// Queues one operation the core asked for.
     pub(crate) fn push(&mut self, token: StorageToken, op: StorageOp) {
         let bytes = op_bytes(&op);
-        self.waiting_bytes += bytes;
-        self.waiting.push_back(Job {
+        let job = Job {
             token,
             op,
             deadline: Instant::now() + self.op_timeout,
             bytes,
-        });
+        };
+        if is_background(&job.op) {
+            self.background.push_back(job);
+        } else {
+            self.waiting_bytes += bytes;
+            self.waiting.push_back(job);
+        }
     }
 
     /// Takes the operations that may start now (counting them in flight)
@@ -393,11 +416,25 @@ impl StorageQueue {
                 d.run.push(job);
             }
         }
+        // Background work only in a slot no client operation waits for.
+        while self.waiting.is_empty()
+            && self.in_flight < self.limits.max_in_flight
+            && self.background_running.len() < BACKGROUND_MAX_IN_FLIGHT
+        {
+            let Some(job) = self.background.pop_front() else {
+                break;
+            };
+            self.in_flight += 1;
+            self.in_flight_bytes += job.bytes;
+            self.background_running.insert(job.token);
+            d.run.push(job);
+        }
         d
     }
 
     /// Records that a job handed out by [`StorageQueue::dispatch`] ended.
-    pub(crate) fn completed(&mut self, bytes: usize) {
+    pub(crate) fn completed(&mut self, token: StorageToken, bytes: usize) {
+        self.background_running.remove(&token);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
     }
@@ -406,8 +443,10 @@ impl StorageQueue {
     /// run or could start now: take no new work. (Counted over both, so
     /// operations queued in one loop turn, before the turn's dispatch,
     /// do not count as waiting while free slots would take them.)
+    /// Background operations do not count: they never delay admission.
     pub(crate) fn saturated(&self) -> bool {
-        let held = self.in_flight + self.waiting.len();
+        let held =
+            self.in_flight.saturating_sub(self.background_running.len()) + self.waiting.len();
         let held_bytes = self.in_flight_bytes.saturating_add(self.waiting_bytes);
         held >= self.limits.max_in_flight.saturating_mul(2)
             || held_bytes >= self.limits.max_in_flight_bytes.saturating_mul(2)
@@ -427,6 +466,7 @@ impl StorageQueue {
     /// Publishes the queue's depth and the operations in flight.
     pub(crate) fn record_gauges(&self) {
         metrics::gauge!("cassio_storage_queue_depth").set(self.waiting.len() as f64);
+        metrics::gauge!("cassio_storage_background_queue_depth").set(self.background.len() as f64);
         metrics::gauge!("cassio_storage_in_flight").set(self.in_flight as f64);
     }
 }
@@ -445,6 +485,40 @@ mod tests {
                 value: Some(Bytes::from(vec![0u8; 100])),
             },
         }
+    }
+
+    #[test]
+    fn background_work_waits_for_clients_runs_one_at_a_time_and_never_saturates() {
+        let mut q = StorageQueue::new(
+            StorageLimits {
+                max_in_flight: 2,
+                max_in_flight_bytes: usize::MAX,
+            },
+            Duration::from_secs(60),
+        );
+        for i in 0..3 {
+            q.push(StorageToken(100 + i), StorageOp::HintBacklog);
+        }
+        q.push(StorageToken(1), apply(1));
+        q.push(StorageToken(2), apply(2));
+        q.push(StorageToken(3), apply(3));
+        assert!(!q.saturated(), "background work does not count");
+        let d = q.dispatch();
+        let tokens: Vec<u64> = d.run.iter().map(|j| j.token.0).collect();
+        assert_eq!(tokens, vec![1, 2], "clients first");
+        q.completed(StorageToken(1), d.run[0].bytes);
+        q.completed(StorageToken(2), d.run[1].bytes);
+        let d = q.dispatch();
+        let tokens: Vec<u64> = d.run.iter().map(|j| j.token.0).collect();
+        assert_eq!(tokens, vec![3, 100], "then one background operation");
+        q.completed(StorageToken(3), d.run[0].bytes);
+        assert_eq!(q.dispatch().run.len(), 0, "one background at a time");
+        q.completed(StorageToken(100), d.run[1].bytes);
+        let d = q.dispatch();
+        assert_eq!(
+            d.run.iter().map(|j| j.token.0).collect::<Vec<_>>(),
+            vec![101]
+        );
     }
 
     #[test]
@@ -467,7 +541,7 @@ mod tests {
         q.push(StorageToken(9), apply(9));
         assert!(q.saturated(), "3 waiting behind 3 in flight");
         assert!(q.dispatch().run.is_empty());
-        q.completed(d.run[0].bytes);
+        q.completed(d.run[0].token, d.run[0].bytes);
         let d2 = q.dispatch();
         assert_eq!(d2.run.len(), 1);
         assert_eq!(d2.run[0].token, StorageToken(3), "in order");
