@@ -917,7 +917,8 @@ pub mod cases {
         put(&s, &ks[7], &val(5, ""));
         put(&s, b"k04a", &val(6, "after the flush"));
         use Bound::{Excluded as X, Included as I, Unbounded as U};
-        let bounds: Vec<(Bound<&[u8]>, Bound<&[u8]>)> = vec![
+        type Span<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+        let bounds: Vec<Span<'_>> = vec![
             (U, U),
             (I(&ks[3]), I(&ks[8])),
             (X(&ks[3]), X(&ks[8])),
