@@ -370,6 +370,8 @@ struct Round {
     done: u64,
     failed: u64,
     skipped_down: u64,
+    /// Peers left out because they were down when the round began.
+    skipped: BTreeSet<NodeId>,
 }
 
 /// What an exchange's end means for its round.
@@ -395,6 +397,8 @@ pub(crate) struct AntiEntropy {
     status: RepairStatus,
     /// Rounds that synced every live pair since this node started.
     live_rounds_since_start: u64,
+    /// Peers the last full round that completed left out as down.
+    last_round_skipped: BTreeSet<NodeId>,
     /// The scope of the next round, when an operator narrowed it.
     scope: Option<RepairScope>,
 }
@@ -437,6 +441,7 @@ impl AntiEntropy {
             next_run: 1,
             status: RepairStatus::default(),
             live_rounds_since_start: 0,
+            last_round_skipped: BTreeSet::new(),
             scope: None,
         }
     }
@@ -460,9 +465,13 @@ impl AntiEntropy {
         self.exchanges.values().any(|x| x.deferred.is_some())
     }
 
-    /// Rounds that synced every live pair since this node started.
-    pub fn live_rounds_since_start(&self) -> u64 {
-        self.live_rounds_since_start
+    /// Whether a full round completed since this node started and synced
+    /// with every peer alive now. A peer seen up only after that round
+    /// began (the common case right after a restart, when peers are heard
+    /// from one by one) may hold writes the others lack: until a round
+    /// syncs with it too, this node is not caught up.
+    pub fn synced_with_every_live_peer(&self, alive: &dyn Fn(NodeId) -> bool) -> bool {
+        self.live_rounds_since_start > 0 && !self.last_round_skipped.iter().any(|&p| alive(p))
     }
 
     fn trees_ready(&self) -> bool {
@@ -696,6 +705,7 @@ impl AntiEntropy {
     ) {
         let mut queue = VecDeque::new();
         let mut skipped_down = 0;
+        let mut skipped = BTreeSet::new();
         let nodes = placement.nodes();
         let scope = self.scope.take().unwrap_or_default();
         for (name, t) in &self.trees {
@@ -714,6 +724,7 @@ impl AntiEntropy {
                     queue.push_back((name.clone(), peer, 0, Instant::ZERO));
                 } else {
                     skipped_down += 1;
+                    skipped.insert(peer);
                 }
             }
         }
@@ -726,6 +737,7 @@ impl AntiEntropy {
             done: 0,
             failed: 0,
             skipped_down,
+            skipped,
         });
     }
 
@@ -819,6 +831,7 @@ impl AntiEntropy {
         } else if ok {
             self.status.rounds_completed += 1;
             self.live_rounds_since_start += 1;
+            self.last_round_skipped = r.skipped;
             self.status.last_round_started = r.started_wall;
             self.status.last_round_completed = wall;
             if r.skipped_down == 0 {

@@ -36,7 +36,9 @@ pub struct HintConfig {
     pub max_bytes_total: u64,
     /// Bytes per delivery batch. 256 KiB by default.
     pub batch_bytes: u64,
-    /// A batch not acknowledged within this is sent again.
+    /// The longest wait for a batch's acknowledgement before it is sent
+    /// again (the first resend comes after 1 s, each next one waits twice
+    /// as long, up to this).
     pub delivery_timeout: Duration,
 }
 
@@ -102,11 +104,28 @@ struct Target {
     /// The batch in flight: (tag, last seq, bytes, count, sent at).
     in_flight: Option<(u64, u64, u64, u64, Instant)>,
     reading: bool,
+    /// Times the batch in flight was sent again unacknowledged: its next
+    /// resend waits twice as long.
+    resends: u32,
 }
+
+/// The first wait for a batch's acknowledgement before it is sent again.
+/// Short, because the likeliest loss is the first frames to a target that
+/// just restarted (a transport reconnecting drops them), and the target
+/// stays `Syncing` until its hints arrive; each resend doubles the wait, up
+/// to [`HintConfig::delivery_timeout`], so a slow target is not flooded.
+const FIRST_RESEND: Duration = Duration::from_secs(1);
 
 impl Target {
     fn pending(&self) -> bool {
         self.last_seq > self.delivered_through
+    }
+
+    /// How long the batch in flight may wait for its acknowledgement.
+    fn resend_after(&self, max: Duration) -> Duration {
+        FIRST_RESEND
+            .saturating_mul(1u32 << self.resends.min(16))
+            .min(max)
     }
 }
 
@@ -252,7 +271,7 @@ impl Hints {
         let mut pending = !self.loaded && !self.asked_backlog;
         for tg in self.targets.values() {
             if let Some((.., sent)) = tg.in_flight {
-                let d = sent + self.cfg.delivery_timeout;
+                let d = sent + tg.resend_after(self.cfg.delivery_timeout);
                 t = Some(t.map_or(d, |x| x.min(d)));
             } else if tg.pending() && !tg.reading {
                 pending = true;
@@ -282,9 +301,11 @@ impl Hints {
         }
         for (&id, t) in &mut self.targets {
             if let Some((.., sent)) = t.in_flight {
-                if now.saturating_duration_since(sent) >= self.cfg.delivery_timeout {
+                if now.saturating_duration_since(sent) >= t.resend_after(self.cfg.delivery_timeout)
+                {
                     // Unacknowledged: read and send the batch again.
                     t.in_flight = None;
+                    t.resends = t.resends.saturating_add(1);
                 }
             }
             if !t.pending() || t.in_flight.is_some() || t.reading || !alive(id) {
@@ -388,6 +409,7 @@ impl Hints {
                     return;
                 }
                 t.in_flight = None;
+                t.resends = 0;
                 if !ok {
                     return;
                 }

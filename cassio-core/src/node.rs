@@ -1632,9 +1632,12 @@ impl Node {
         self.membership
             .set_sync_state(repaired_through, self.hints.targets_pending());
         self.update_watermark();
-        if self.membership.status() == NodeStatus::Syncing
-            && self.ae.live_rounds_since_start() > 0
-            && !self.membership.hints_pending_for(self.id)
+        let membership = &self.membership;
+        if membership.status() == NodeStatus::Syncing
+            && self
+                .ae
+                .synced_with_every_live_peer(&|id| membership.is_alive(id))
+            && !membership.hints_pending_for(self.id)
         {
             self.membership.set_status(NodeStatus::Normal);
             self.out.push_back(Output::Event(NodeEvent::CaughtUp));

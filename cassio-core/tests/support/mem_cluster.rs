@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use cassio_core::hint_log::Hint;
+use cassio_core::persist::PersistedState;
 use cassio_core::store::{ApplyOutcome, KeyDigest};
 use cassio_core::wire::WireCodec;
 use cassio_core::{
@@ -104,6 +105,16 @@ pub struct Cluster {
     pub replies: BTreeMap<RequestId, bool>,
     /// Encoded bytes of the anti-entropy and hint messages delivered.
     pub sync_bytes: u64,
+    /// Links (from, to) that drop every message, in one direction.
+    pub blocked: BTreeSet<(usize, usize)>,
+    /// Links (from, to) that drop anti-entropy messages only.
+    pub blocked_sync: BTreeSet<(usize, usize)>,
+    /// Hint batches still to drop (the first frames to a restarted peer,
+    /// lost while its transport reconnects).
+    pub drop_hint_batches: usize,
+    /// Each node's configuration and last persisted state, for restarts.
+    configs: Vec<Config>,
+    persisted: Vec<Option<PersistedState>>,
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -114,6 +125,7 @@ impl Cluster {
     pub fn new(n: usize, tweak: impl Fn(&mut Config), preload: impl Fn(usize, &mut Host)) -> Self {
         let mut nodes = Vec::new();
         let mut hosts = Vec::new();
+        let mut configs = Vec::new();
         for i in 0..n {
             let mut c = Config::new("ae", addr(i));
             c.seeds = vec![addr(0)];
@@ -123,6 +135,7 @@ impl Cluster {
             let mut h = Host::default();
             preload(i, &mut h);
             hosts.push(h);
+            configs.push(c.clone());
             nodes.push(Node::new(NodeId(i as u64 + 1), c, Instant::ZERO, WALL0).expect("config"));
         }
         Cluster {
@@ -133,7 +146,27 @@ impl Cluster {
             down: BTreeSet::new(),
             replies: BTreeMap::new(),
             sync_bytes: 0,
+            blocked: BTreeSet::new(),
+            blocked_sync: BTreeSet::new(),
+            drop_hint_batches: 0,
+            configs,
+            persisted: vec![None; n],
         }
+    }
+
+    /// Restarts node `i` on its store and hint log and its last persisted
+    /// state, as a process restart would (it comes back `Syncing`).
+    pub fn restart(&mut self, i: usize) {
+        let mut c = self.configs[i].clone();
+        c.persisted = self.persisted[i].clone();
+        assert!(c.persisted.is_some(), "node {} never persisted", i + 1);
+        self.nodes[i] = Node::new(
+            NodeId(i as u64 + 1),
+            c,
+            self.now,
+            WALL0 + self.now.as_micros(),
+        )
+        .expect("config");
     }
 
     pub fn at(&self) -> Now {
@@ -160,7 +193,20 @@ impl Cluster {
                                     .map_or(0, |f| f.len() as u64);
                             }
                             if let Some(j) = self.addrs.iter().position(|a| *a == addr) {
-                                if !self.down.contains(&i) && !self.down.contains(&j) {
+                                let lost = matches!(
+                                    msg,
+                                    cassio_core::PeerMsg::Hints(
+                                        cassio_core::hints::HintMsg::Batch { .. }
+                                    )
+                                ) && self.drop_hint_batches > 0;
+                                let cut = self.down.contains(&i)
+                                    || self.down.contains(&j)
+                                    || self.blocked.contains(&(i, j))
+                                    || (matches!(msg, cassio_core::PeerMsg::Sync(_))
+                                        && self.blocked_sync.contains(&(i, j)));
+                                if lost {
+                                    self.drop_hint_batches -= 1;
+                                } else if !cut {
                                     queue.push_back((j, NodeId(i as u64 + 1), msg));
                                 }
                             }
@@ -173,6 +219,7 @@ impl Cluster {
                         Output::Reply { id, result } => {
                             self.replies.insert(id, result.is_ok());
                         }
+                        Output::Persist(state) => self.persisted[i] = Some(state),
                         _ => {}
                     }
                 }
