@@ -24,8 +24,10 @@
 
 use crate::budget::ByteBudget;
 use crate::effects::{BgWaiter, Effects};
-use crate::node::{split_storage_key_token, token_range_bounds, NodeEvent, StorageOp};
+use crate::output::NodeEvent;
 use crate::placement::Placement;
+use crate::storage_key::{split_storage_key_token, token_range_bounds};
+use crate::storage_ops::StorageOp;
 use crate::store::KeyDigest;
 use crate::time::Instant;
 use crate::tree::{segment_last, segment_of, segment_start, SegmentTree, BRANCH_WIDTH, SEGMENTS};

@@ -218,3 +218,52 @@ impl Config {
         }
     }
 }
+
+/// Why a node could not be built from a configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A keyspace name is longer than 255 bytes or empty.
+    #[error("keyspace name {0:?} must be 1 to 255 bytes")]
+    KeyspaceName(String),
+    /// A keyspace has a replication factor of zero.
+    #[error("keyspace {0:?} has replication factor 0")]
+    ZeroReplication(String),
+    /// Two keyspaces share a name.
+    #[error("keyspace {0:?} is defined twice")]
+    DuplicateKeyspace(String),
+    /// A keyspace's default level needs more replicas than it has.
+    #[error("keyspace {name:?}: default consistency {level} needs more than {rf} replicas")]
+    DefaultConsistency {
+        /// The keyspace.
+        name: String,
+        /// Its default level.
+        level: Consistency,
+        /// Its replication factor.
+        rf: usize,
+    },
+    /// The node was down longer than the tombstone grace: deletes it missed
+    /// may have been purged everywhere else, and its data would bring the
+    /// deleted values back. Wipe its data directory (or replace the node)
+    /// and start it empty; anti-entropy refills it.
+    #[error("this node was down for {down_hours} h, longer than the tombstone grace of {grace_hours} h: its data may resurrect deleted keys; wipe its data directory and start it empty (anti-entropy refills it from its peers)")]
+    DownTooLong {
+        /// How long it was down, in hours.
+        down_hours: u64,
+        /// The grace, in hours.
+        grace_hours: u64,
+    },
+    /// `vnodes` is zero with the token ring placement.
+    #[error("vnodes must be at least 1")]
+    ZeroVnodes,
+    /// The node's gossiped state (its tokens and keyspaces) would not fit in
+    /// one gossip message, so the node could never join.
+    #[error("{vnodes} vnodes make this node's gossip state {bytes} bytes, over the gossip message cap of {max} bytes; use fewer vnodes")]
+    TooManyVnodes {
+        /// Vnodes asked for.
+        vnodes: usize,
+        /// The state's size.
+        bytes: usize,
+        /// The cap (`GossipConfig::max_message_bytes`).
+        max: usize,
+    },
+}

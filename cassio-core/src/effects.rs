@@ -3,7 +3,8 @@
 //! operation with the [`BgWaiter`] its completion is routed back to.
 
 use crate::hint_log::Hint;
-use crate::node::{NodeEvent, StorageOp};
+use crate::output::NodeEvent;
+use crate::storage_ops::StorageOp;
 use crate::types::{Key, NodeId, Versioned};
 use crate::wire::PeerMsg;
 

@@ -13,7 +13,8 @@
 use crate::budget::ByteBudget;
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hint_log::{Hint, HintBacklog};
-use crate::node::{split_storage_key_token, StorageOp};
+use crate::storage_key::split_storage_key_token;
+use crate::storage_ops::StorageOp;
 use crate::time::Instant;
 use crate::types::{Key, NodeId, Versioned};
 use crate::wire::PeerMsg;

@@ -17,14 +17,17 @@
 
 pub mod anti_entropy;
 mod budget;
+mod client_api;
 pub mod config;
 mod effects;
 pub mod hint_log;
 pub mod hints;
 pub mod membership;
 pub mod node;
+mod output;
 pub mod persist;
 pub mod placement;
+mod storage_key;
 pub mod storage_ops;
 pub mod store;
 pub mod time;

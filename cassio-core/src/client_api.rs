@@ -1,0 +1,188 @@
+//! The client-facing API of a node: requests, their ids, answers and
+//! errors. Hosts build a [`ClientRequest`], hand it to
+//! [`crate::node::Node::handle_client`] and get back an
+//! [`crate::node::Output::Reply`] with a [`ClientResponse`] or a
+//! [`ClientError`].
+
+use crate::config::Consistency;
+use crate::types::{Key, Timestamp, Value};
+use serde::{Deserialize, Serialize};
+
+/// Identifies one client request; chosen by the host, echoed in the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// What a client asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Key,
+    },
+    /// Write a value.
+    Put {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Value,
+    },
+    /// Delete a key (writes a tombstone).
+    Delete {
+        /// The key.
+        key: Key,
+    },
+}
+
+/// A client request: an operation in a keyspace at a consistency level.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// The keyspace; [`crate::DEFAULT_KEYSPACE`] unless chosen.
+    pub keyspace: String,
+    /// The operation.
+    pub op: ClientOp,
+    /// The level, or `None` for the keyspace's default.
+    pub consistency: Option<Consistency>,
+}
+
+impl ClientRequest {
+    fn new(op: ClientOp) -> Self {
+        ClientRequest {
+            keyspace: crate::DEFAULT_KEYSPACE.to_string(),
+            op,
+            consistency: None,
+        }
+    }
+
+    /// A read of `key` in the default keyspace.
+    pub fn get(key: impl Into<Key>) -> Self {
+        Self::new(ClientOp::Get { key: key.into() })
+    }
+
+    /// A write of `value` under `key` in the default keyspace.
+    pub fn put(key: impl Into<Key>, value: impl Into<Value>) -> Self {
+        Self::new(ClientOp::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    /// A delete of `key` in the default keyspace.
+    pub fn delete(key: impl Into<Key>) -> Self {
+        Self::new(ClientOp::Delete { key: key.into() })
+    }
+
+    /// The same request at consistency level `level`.
+    pub fn with_consistency(mut self, level: Consistency) -> Self {
+        self.consistency = Some(level);
+        self
+    }
+
+    /// The same request in keyspace `keyspace`.
+    pub fn in_keyspace(mut self, keyspace: impl Into<String>) -> Self {
+        self.keyspace = keyspace.into();
+        self
+    }
+}
+
+/// A successful answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The answer to a get: the newest value, or `None` if absent or deleted.
+    Value(Option<Value>),
+    /// A put or delete was acknowledged by enough replicas; `ts` is its timestamp.
+    Written {
+        /// The timestamp the write carries.
+        ts: Timestamp,
+    },
+}
+
+/// Why a request failed. A failed write may still have reached some replicas.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Too few replicas were believed alive; nothing was sent.
+    #[error("unavailable: {needed} replicas needed, {alive} believed alive")]
+    Unavailable {
+        /// Replicas the level needs.
+        needed: usize,
+        /// Replicas believed alive.
+        alive: usize,
+    },
+    /// Replicas did not answer in time.
+    #[error("timeout: {acked} of {needed} replicas answered in time")]
+    Timeout {
+        /// Replicas that answered.
+        acked: usize,
+        /// Replicas the level needs.
+        needed: usize,
+    },
+    /// Replicas answered with storage errors, so the level cannot be met.
+    #[error("replica failure: {failed} replicas failed, {acked} answered, {needed} needed")]
+    ReplicaFailure {
+        /// Replicas that succeeded.
+        acked: usize,
+        /// Replicas that failed.
+        failed: usize,
+        /// Replicas the level needs.
+        needed: usize,
+    },
+    /// The keyspace does not exist.
+    #[error("unknown keyspace {0:?}")]
+    UnknownKeyspace(String),
+    /// The level needs more replicas than the keyspace has.
+    #[error("consistency {level} needs more replicas than the replication factor {rf}")]
+    InvalidConsistency {
+        /// The level asked for.
+        level: Consistency,
+        /// The keyspace's replication factor.
+        rf: usize,
+    },
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The node has not yet learned the whole cluster (it just joined), or
+    /// it restarted and has not yet heard from a majority of the members it
+    /// last knew; coordinating now could pick the wrong replicas. Retry, or
+    /// ask another node.
+    #[error("node is not ready to coordinate yet (joining, or restarted and waiting to hear from a majority of the cluster); retry shortly or ask another node")]
+    Joining,
+    /// This node's wall clock is further from the rest of the cluster's than
+    /// the maximum clock offset, so it refuses to stamp writes (a write
+    /// stamped far ahead would shadow later ones; far behind, it would lose
+    /// to earlier ones). Fix the clock (NTP), or ask another node.
+    #[error("this node's clock is {offset_ms} ms off the cluster's (max {max_ms} ms); fix its time source or ask another node")]
+    ClockOffset {
+        /// This node's wall clock minus the cluster's median, in ms.
+        offset_ms: i64,
+        /// The configured maximum offset, in ms.
+        max_ms: u64,
+    },
+    /// This node's definition of the keyspace differs from the rest of the
+    /// cluster's; it refuses to coordinate rather than place or count
+    /// replicas differently. Start it with the cluster's settings.
+    #[error("keyspace {keyspace:?}: this node has {setting} = {ours}, the cluster has {theirs}; restart it with the cluster's settings")]
+    ConfigMismatch {
+        /// The keyspace.
+        keyspace: String,
+        /// The setting that differs (e.g. `replication_factor`).
+        setting: String,
+        /// This node's value.
+        ours: String,
+        /// The value most of the cluster has.
+        theirs: String,
+    },
+    /// The write kept losing to newer writes of the same key that arrived
+    /// while it was re-stamped; it may or may not be visible. Retry.
+    #[error("write kept losing to concurrent writes of the same key ({attempts} attempts); it may or may not be visible")]
+    Contended {
+        /// Stamps tried.
+        attempts: u8,
+    },
+    /// The node holds as much work as it is allowed to (storage operations
+    /// queued behind a slow store, or connections at a client port's cap);
+    /// the request was refused before anything was sent or stored. Back
+    /// off, then retry (or ask another node).
+    #[error("node is overloaded; back off and retry, or ask another node")]
+    Overloaded,
+}
