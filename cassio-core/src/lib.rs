@@ -18,6 +18,7 @@
 pub mod anti_entropy;
 mod budget;
 mod client_api;
+mod clock_guard;
 pub mod config;
 mod effects;
 pub mod hint_log;

@@ -7,6 +7,7 @@
 
 use crate::anti_entropy::{AntiEntropy, RepairStatus, SyncMsg};
 use crate::budget::ByteBudget;
+use crate::clock_guard::ClockGuard;
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
@@ -110,7 +111,8 @@ struct Pending {
 pub struct Node {
     id: NodeId,
     codec: WireCodec,
-    clock: HybridClock,
+    /// The hybrid logical clock, kept within the clock bound.
+    clock: ClockGuard,
     membership: Membership,
     placement_kind: PlacementKind,
     placement: Box<dyn Placement + Send + Sync>,
@@ -134,7 +136,6 @@ pub struct Node {
     view_stable_since: (u64, Instant),
     /// The last wall-clock reading from the host, and when it was taken.
     wall: (Instant, u64),
-    max_clock_offset: u64,
     /// The clock high-water mark last persisted.
     clock_persisted: u64,
     /// The membership view epoch last persisted.
@@ -145,10 +146,6 @@ pub struct Node {
     /// Before coordinating after a restart: the wall clock must pass the
     /// persisted high-water mark, so new writes are stamped near real time.
     clock_floor: u64,
-    /// Whether the clock was last found off the cluster's (for events).
-    clock_off: bool,
-    /// The median peer clock offset, and when it was computed.
-    clock_median: (Instant, i64),
     /// Keyspace agreement, cached per membership view epoch.
     agreement: (u64, BTreeMap<String, Option<ClientError>>),
     /// Anti-entropy: trees, rounds, exchanges.
@@ -292,7 +289,10 @@ impl Node {
         let mut node = Node {
             id,
             codec: WireCodec::new(config.cluster.clone()),
-            clock: HybridClock::starting_above(id, clock_floor),
+            clock: ClockGuard::new(
+                HybridClock::starting_above(id, clock_floor),
+                u64::try_from(config.max_clock_offset.as_micros()).unwrap_or(u64::MAX),
+            ),
             membership,
             placement_kind: config.placement,
             placement: Box::new(TokenRing::default()),
@@ -317,8 +317,6 @@ impl Node {
             ready: false,
             view_stable_since: (0, now),
             wall: (now, wall_micros),
-            max_clock_offset: u64::try_from(config.max_clock_offset.as_micros())
-                .unwrap_or(u64::MAX),
             clock_persisted: 0,
             view_persisted: 0,
             restart_quorum,
@@ -327,8 +325,6 @@ impl Node {
             } else {
                 clock_floor
             },
-            clock_off: false,
-            clock_median: (Instant::ZERO, 0),
             agreement: (0, BTreeMap::new()),
             ae: AntiEntropy::new(
                 id,
@@ -511,49 +507,13 @@ impl Node {
         }));
     }
 
-    /// The cluster's time as this node estimates it: the median of its own
-    /// wall clock and its live peers' (from their gossip), so one node whose
-    /// clock is off, this one or another, cannot move it.
-    fn reference_wall(&mut self, now: Instant) -> u64 {
-        let wall = self.wall_now(now);
-        wall.saturating_add_signed(self.median_offset(now))
-    }
-
-    /// This node's wall clock minus the cluster's median (0 until peers
-    /// have reported readings).
-    fn own_clock_offset(&mut self, now: Instant) -> i64 {
-        self.median_offset(now).saturating_neg()
-    }
-
-    /// The median of the live peers' clock offsets and ours (0). Offsets
-    /// change with gossip, about once a second, so the median is computed
-    /// at most every 100 ms rather than on every request.
-    fn median_offset(&mut self, now: Instant) -> i64 {
-        let (at, median) = self.clock_median;
-        if at != Instant::ZERO && now.saturating_duration_since(at).as_millis() < 100 {
-            return median;
-        }
-        let mut offsets = self.membership.live_clock_offsets();
-        offsets.push(0);
-        offsets.sort_unstable();
-        let median = offsets[offsets.len() / 2];
-        self.clock_median = (now.max(Instant::from_micros(1)), median);
-        median
-    }
-
     /// Moves the clock past `ts` if it is within the maximum offset of the
     /// cluster's time; returns how far ahead it was otherwise.
     fn observe_bounded(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
-        let limit = self
-            .reference_wall(now)
-            .max(self.clock.micros())
-            .saturating_add(self.max_clock_offset);
-        if ts.micros > limit {
-            return Err(ts.micros - limit);
-        }
         let wall = self.wall_now(now);
-        self.clock.observe(ts, wall);
-        Ok(())
+        let membership = &self.membership;
+        self.clock
+            .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
     }
 
     /// A new timestamp for a write this node coordinates.
@@ -564,13 +524,13 @@ impl Node {
             use rand::Rng;
             // Anywhere from 2 s behind to just inside the offset bound ahead,
             // so replicas accept them: wrong, but not refused.
-            let ahead = self.max_clock_offset.saturating_sub(100_000);
+            let ahead = self.clock.max_offset().saturating_sub(100_000);
             let micros =
                 wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
             let logical = self.rng.random_range(0..4);
             return Timestamp::new(micros, logical, self.id);
         }
-        self.clock.now(wall)
+        self.clock.stamp(wall)
     }
 
     /// The next thing for the host to do, or `None` when there is nothing.
@@ -738,20 +698,22 @@ impl Node {
             return self.reply(id, Err(e));
         }
         if !matches!(req.op, ClientOp::Get { .. }) {
-            let offset = self.own_clock_offset(now);
-            let off = offset.unsigned_abs() > self.max_clock_offset;
-            if off != self.clock_off {
-                self.clock_off = off;
+            let membership = &self.membership;
+            let check = self
+                .clock
+                .check_own_offset(now, || membership.live_clock_offsets());
+            let offset = check.offset_micros;
+            if check.changed {
                 self.out.push_back(Output::Event(NodeEvent::ClockOffset {
                     offset_micros: offset,
                 }));
             }
-            if off {
+            if check.off {
                 return self.reply(
                     id,
                     Err(ClientError::ClockOffset {
                         offset_ms: offset / 1000,
-                        max_ms: self.max_clock_offset / 1000,
+                        max_ms: self.clock.max_offset() / 1000,
                     }),
                 );
             }
@@ -1271,7 +1233,7 @@ impl Node {
         else {
             return;
         };
-        let margin = self.max_clock_offset
+        let margin = self.clock.max_offset()
             + u64::try_from(self.request_timeout.as_micros()).unwrap_or(u64::MAX)
             + 60_000_000;
         let wm = min.saturating_sub(margin);
@@ -1566,8 +1528,8 @@ impl Node {
             answer = Some(Err(if outcome == WriteOutcome::ClockAhead {
                 // Replicas refused our stamp: our clock is ahead of theirs.
                 ClientError::ClockOffset {
-                    offset_ms: i64::try_from(self.max_clock_offset / 1000).unwrap_or(i64::MAX),
-                    max_ms: self.max_clock_offset / 1000,
+                    offset_ms: i64::try_from(self.clock.max_offset() / 1000).unwrap_or(i64::MAX),
+                    max_ms: self.clock.max_offset() / 1000,
                 }
             } else {
                 ClientError::ReplicaFailure {
