@@ -20,6 +20,7 @@ mod budget;
 mod client_api;
 mod clock_guard;
 pub mod config;
+mod coordinator;
 mod effects;
 pub mod hint_log;
 pub mod hints;

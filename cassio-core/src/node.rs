@@ -9,6 +9,9 @@ use crate::anti_entropy::{AntiEntropy, RepairStatus, SyncMsg};
 use crate::budget::ByteBudget;
 use crate::clock_guard::ClockGuard;
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
+use crate::coordinator::{
+    superseded_outcome, CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op, Stamper,
+};
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
@@ -17,11 +20,11 @@ use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, Tok
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
-use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
+use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Versioned};
 use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WriteOutcome};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 pub use crate::client_api::{ClientError, ClientOp, ClientRequest, ClientResponse, RequestId};
 pub use crate::config::ConfigError;
@@ -32,19 +35,8 @@ pub use crate::storage_key::{
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiter {
-    CoordWrite {
-        tag: RequestTag,
-        ts: Timestamp,
-        key: Key,
-    },
-    /// The local store kept a newer version: read it to learn its stamp.
-    CoordSuperseded {
-        tag: RequestTag,
-        ts: Timestamp,
-    },
-    CoordRead {
-        tag: RequestTag,
-    },
+    /// The coordinator's own storage operations.
+    Coord(CoordWaiter),
     ReplicaWrite {
         to: NodeId,
         tag: RequestTag,
@@ -65,47 +57,12 @@ enum Waiter {
     Bg(BgWaiter),
 }
 
-/// How many times a coordinator re-stamps a superseded write before it
-/// gives up with [`ClientError::Contended`].
-const MAX_STAMPS: u8 = 4;
-
 /// How often a running node records that it is alive.
 const ALIVE_PERSIST_MICROS: u64 = 3600 * 1_000_000;
 
 /// How far above its newest timestamp a node persists its clock's
 /// high-water mark: one persist per this much clock progress at most.
 const CLOCK_RESERVE_MICROS: u64 = 1_000_000;
-
-#[derive(Debug)]
-enum PendingKind {
-    Write {
-        ts: Timestamp,
-        value: Option<Value>,
-        stamps: u8,
-    },
-    Read {
-        responses: Vec<(NodeId, Option<Versioned>)>,
-        repaired: Vec<(NodeId, Timestamp)>,
-    },
-}
-
-#[derive(Debug)]
-struct Pending {
-    client: RequestId,
-    key: Key,
-    /// The whole replica set (for writes: who gets a hint if it missed it).
-    replicas: Vec<NodeId>,
-    /// Replicas that applied the write (its latest stamp).
-    applied_by: Vec<NodeId>,
-    sent_to: Vec<NodeId>,
-    responded: Vec<NodeId>,
-    needed: usize,
-    ok: usize,
-    failed: usize,
-    answered: bool,
-    deadline: Instant,
-    kind: PendingKind,
-}
 
 /// One Cassio node as a pure state machine.
 pub struct Node {
@@ -120,10 +77,9 @@ pub struct Node {
     keyspaces: BTreeMap<String, KeyspaceConfig>,
     request_timeout: std::time::Duration,
     rng: ChaCha8Rng,
-    next_tag: RequestTag,
     next_token: u64,
-    pending: HashMap<RequestTag, Pending>,
-    deadlines: BTreeSet<(Instant, RequestTag)>,
+    /// The client requests this node coordinates.
+    coord: Coordinator,
     waiters: HashMap<u64, Waiter>,
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
@@ -300,12 +256,14 @@ impl Node {
             keyspaces,
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
+            next_token: 1,
             // Tags carry the generation, so a late reply to the previous
             // run of this node can never match a request of this one.
-            next_tag: ((generation & 0xFFFF_FFFF) << 32) | 1,
-            next_token: 1,
-            pending: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            coord: Coordinator::new(
+                id,
+                ((generation & 0xFFFF_FFFF) << 32) | 1,
+                config.request_timeout,
+            ),
             waiters: HashMap::new(),
             events: Vec::new(),
             out: VecDeque::new(),
@@ -346,6 +304,10 @@ impl Node {
             #[cfg(feature = "mutations")]
             mutations: config.mutations.clone(),
         };
+        #[cfg(feature = "mutations")]
+        {
+            node.coord.trust_local_clock = config.mutations.trust_local_clock;
+        }
         #[cfg(feature = "mutations")]
         let skip_syncing = config.mutations.skip_syncing;
         #[cfg(not(feature = "mutations"))]
@@ -454,15 +416,13 @@ impl Node {
 
     /// Requests in flight (answered or not) that still hold state.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.coord.in_flight()
     }
 
     /// The wall clock at monotonic time `now`: the host's latest reading
     /// plus the monotonic time since it was taken.
     fn wall_now(&self, now: Instant) -> u64 {
-        self.wall
-            .1
-            .saturating_add(now.as_micros().saturating_sub(self.wall.0.as_micros()))
+        wall_at(self.wall, now)
     }
 
     /// Takes in the host's clock readings at an input.
@@ -516,23 +476,6 @@ impl Node {
             .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
     }
 
-    /// A new timestamp for a write this node coordinates.
-    fn stamp(&mut self, now: Instant) -> Timestamp {
-        let wall = self.wall_now(now);
-        #[cfg(feature = "mutations")]
-        if self.mutations.random_timestamps {
-            use rand::Rng;
-            // Anywhere from 2 s behind to just inside the offset bound ahead,
-            // so replicas accept them: wrong, but not refused.
-            let ahead = self.clock.max_offset().saturating_sub(100_000);
-            let micros =
-                wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
-            let logical = self.rng.random_range(0..4);
-            return Timestamp::new(micros, logical, self.id);
-        }
-        self.clock.stamp(wall)
-    }
-
     /// The next thing for the host to do, or `None` when there is nothing.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -556,8 +499,8 @@ impl Node {
                 m = m.min(self.budget.ready_at());
             }
         }
-        Some(match self.deadlines.first() {
-            Some(&(d, _)) => d.min(m),
+        Some(match self.coord.next_deadline() {
+            Some(d) => d.min(m),
             None => m,
         })
     }
@@ -664,14 +607,20 @@ impl Node {
                     .on_message(from, m, &|ks| keyspaces.contains_key(ks), &mut self.fx);
                 self.drain_fx();
             }
-            PeerMsg::WriteAck { tag, outcome } => self.on_write_result(now, tag, from, outcome),
+            PeerMsg::WriteAck { tag, outcome } => {
+                let at = self.wall.0;
+                self.coordinate(at, |c, clock, fx| {
+                    c.on_write_result(now, tag, from, outcome, clock, fx)
+                })
+            }
             PeerMsg::ReadReply { tag, result } => {
                 if let Ok(Some(v)) = &result {
                     // A version too far ahead still answers the read (it is
                     // stored data) but does not drag this node's clock.
                     let _ = self.observe_bounded(now, v.ts);
                 }
-                self.on_read_result(tag, from, result.ok())
+                let at = self.wall.0;
+                self.coordinate(at, |c, _, fx| c.on_read_result(tag, from, result.ok(), fx))
             }
         }
     }
@@ -756,125 +705,16 @@ impl Node {
             .filter(|&r| self.membership.is_alive(r))
             .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
             .collect();
-        // Fewer nodes on the ring than the replication factor: a "quorum"
-        // of the few would not intersect the quorum of the full set later.
-        if live.len() < needed || replicas.len() < rf {
-            return self.reply(
-                id,
-                Err(ClientError::Unavailable {
-                    needed,
-                    alive: live.len(),
-                }),
-            );
-        }
         let key = storage_key(&req.keyspace, user_key);
-        let tag = self.new_tag();
-        let kind = match &req.op {
-            ClientOp::Get { .. } => {
-                for &r in &live {
-                    if r == self.id {
-                        self.storage(
-                            StorageOp::Get { key: key.clone() },
-                            Waiter::CoordRead { tag },
-                        );
-                    } else {
-                        self.send(
-                            r,
-                            PeerMsg::Read {
-                                tag,
-                                key: key.clone(),
-                            },
-                        );
-                    }
-                }
-                PendingKind::Read {
-                    responses: Vec::new(),
-                    repaired: Vec::new(),
-                }
-            }
-            ClientOp::Put { value, .. } => {
-                self.fan_out_write(now, tag, &key, Some(value.clone()), &live)
-            }
-            ClientOp::Delete { .. } => self.fan_out_write(now, tag, &key, None, &live),
+        let op = match &req.op {
+            ClientOp::Get { .. } => Op::Read,
+            ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
+            ClientOp::Delete { .. } => Op::Write(None),
         };
-        let deadline = now + self.request_timeout;
-        self.pending.insert(
-            tag,
-            Pending {
-                client: id,
-                key,
-                replicas,
-                applied_by: Vec::new(),
-                sent_to: live,
-                responded: Vec::new(),
-                needed,
-                ok: 0,
-                failed: 0,
-                answered: false,
-                deadline,
-                kind,
-            },
-        );
-        self.deadlines.insert((deadline, tag));
-    }
-
-    fn new_tag(&mut self) -> RequestTag {
-        let tag = self.next_tag;
-        self.next_tag = self.next_tag.wrapping_add(1);
-        tag
-    }
-
-    fn fan_out_write(
-        &mut self,
-        now: Instant,
-        tag: RequestTag,
-        key: &Key,
-        value: Option<Value>,
-        live: &[NodeId],
-    ) -> PendingKind {
-        let ts = self.stamp(now);
-        self.send_write(
-            tag,
-            key,
-            Versioned {
-                ts,
-                value: value.clone(),
-            },
-            live,
-        );
-        PendingKind::Write {
-            ts,
-            value,
-            stamps: 1,
-        }
-    }
-
-    fn send_write(&mut self, tag: RequestTag, key: &Key, version: Versioned, live: &[NodeId]) {
-        let ts = version.ts;
-        for &r in live {
-            if r == self.id {
-                self.storage(
-                    StorageOp::Apply {
-                        key: key.clone(),
-                        version: version.clone(),
-                    },
-                    Waiter::CoordWrite {
-                        tag,
-                        ts,
-                        key: key.clone(),
-                    },
-                );
-            } else {
-                self.send(
-                    r,
-                    PeerMsg::Write {
-                        tag,
-                        key: key.clone(),
-                        version: version.clone(),
-                    },
-                );
-            }
-        }
+        let at = self.wall.0;
+        self.coordinate(at, |c, clock, fx| {
+            c.start(now, id, key, op, replicas, live, needed, rf, clock, fx)
+        });
     }
 
     /// Completes a storage operation the node asked for.
@@ -929,21 +769,9 @@ impl Node {
             return;
         }
         match (waiter, result) {
-            (Waiter::CoordWrite { tag, ts, key }, StorageResult::Applied(r)) => match r {
-                Ok(ApplyOutcome::Kept { .. }) => {
-                    self.on_write_result(now, tag, self.id, WriteOutcome::Applied)
-                }
-                Ok(ApplyOutcome::Superseded) => {
-                    self.storage(StorageOp::Get { key }, Waiter::CoordSuperseded { tag, ts })
-                }
-                Err(_) => self.on_write_result(now, tag, self.id, WriteOutcome::Failed),
-            },
-            (Waiter::CoordSuperseded { tag, ts }, StorageResult::Got(r)) => {
-                let outcome = superseded_outcome(ts, r);
-                self.on_write_result(now, tag, self.id, outcome)
-            }
-            (Waiter::CoordRead { tag }, StorageResult::Got(r)) => {
-                self.on_read_result(tag, self.id, r.ok())
+            (Waiter::Coord(w), result) => {
+                let at = self.wall.0;
+                self.coordinate(at, |c, clock, fx| c.storage_done(now, w, result, clock, fx))
             }
             (Waiter::ReplicaWrite { to, tag, ts, key }, StorageResult::Applied(r)) => match r {
                 Ok(ApplyOutcome::Kept { .. }) => self.send(
@@ -979,10 +807,6 @@ impl Node {
             (Waiter::Repair | Waiter::Bg(_), _) => {}
             // A host that answers an Apply with Got (or the reverse) broke the
             // contract; treat it as a failed operation rather than guess.
-            (Waiter::CoordWrite { tag, .. } | Waiter::CoordSuperseded { tag, .. }, _) => {
-                self.on_write_result(now, tag, self.id, WriteOutcome::Failed)
-            }
-            (Waiter::CoordRead { tag }, _) => self.on_read_result(tag, self.id, None),
             (
                 Waiter::ReplicaWrite { to, tag, .. } | Waiter::ReplicaSuperseded { to, tag, .. },
                 _,
@@ -1019,25 +843,7 @@ impl Node {
         self.flush_events();
         self.settle(now);
         self.background(now);
-        while let Some(&(deadline, tag)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(p) = self.pending.remove(&tag) {
-                self.hint_missed(now, &p);
-                if !p.answered {
-                    let acked = p.ok;
-                    self.reply(
-                        p.client,
-                        Err(ClientError::Timeout {
-                            acked,
-                            needed: p.needed,
-                        }),
-                    );
-                }
-            }
-        }
+        self.coordinate(now, |c, _, fx| c.expire(now, fx));
     }
 
     /// A node that joined through seeds coordinates only once it is `Normal`
@@ -1167,16 +973,8 @@ impl Node {
     pub fn shutdown(&mut self, now: impl Into<Now>) {
         let _ = self.enter(now);
         self.shutting_down = true;
-        let mut tags: Vec<RequestTag> = self.pending.keys().copied().collect();
-        tags.sort_unstable();
-        for tag in tags {
-            if let Some(p) = self.pending.remove(&tag) {
-                self.deadlines.remove(&(p.deadline, tag));
-                if !p.answered {
-                    self.reply(p.client, Err(ClientError::ShuttingDown));
-                }
-            }
-        }
+        let at = self.wall.0;
+        self.coordinate(at, |c, _, fx| c.shutdown(fx));
     }
 
     /// Runs the background machines: tree rebuilds, anti-entropy rounds,
@@ -1351,33 +1149,19 @@ impl Node {
         self.drain_fx();
     }
 
-    /// Keeps hints for the replicas of a finished write that did not
-    /// apply it, when at least one did (a write no replica applied failed,
-    /// and is not made durable behind the client's back).
-    fn hint_missed(&mut self, now: Instant, p: &Pending) {
+    /// Keeps hints of `version` for the replicas of a finished write that
+    /// did not apply it (the coordinator chose them).
+    fn hint_missed(&mut self, now: Instant, key: Key, version: Versioned, targets: Vec<NodeId>) {
         #[cfg(feature = "mutations")]
         if self.mutations.no_anti_entropy {
             return;
         }
-        let PendingKind::Write { ts, value, .. } = &p.kind else {
-            return;
-        };
-        if p.applied_by.is_empty() {
-            return;
-        }
         let wall = self.wall_now(now);
-        let version = Versioned {
-            ts: *ts,
-            value: value.clone(),
-        };
-        for &r in &p.replicas {
-            if r == self.id || p.applied_by.contains(&r) {
-                continue;
-            }
+        for r in targets {
             let down_for = self.membership.down_for(r, now);
             self.hints.hint(
                 r,
-                p.key.clone(),
+                key.clone(),
                 version.clone(),
                 down_for,
                 wall,
@@ -1385,6 +1169,41 @@ impl Node {
             );
         }
         self.drain_fx();
+    }
+
+    /// Runs `f` on the coordinator, then carries out what it asked for, in
+    /// order; hints of missed writes are kept as of `hint_at`.
+    fn coordinate(
+        &mut self,
+        hint_at: Instant,
+        f: impl FnOnce(&mut Coordinator, &mut dyn Stamper, &mut CoordEffects),
+    ) {
+        let mut fx = CoordEffects::default();
+        let mut clock = NodeStamper {
+            clock: &mut self.clock,
+            membership: &self.membership,
+            wall: self.wall,
+            #[cfg(feature = "mutations")]
+            rng: &mut self.rng,
+            #[cfg(feature = "mutations")]
+            id: self.id,
+            #[cfg(feature = "mutations")]
+            random_timestamps: self.mutations.random_timestamps,
+        };
+        f(&mut self.coord, &mut clock, &mut fx);
+        for e in fx.0 {
+            match e {
+                CoordEffect::Reply(id, result) => self.reply(id, result),
+                CoordEffect::Send(to, msg) => self.send(to, msg),
+                CoordEffect::Storage(op, w) => self.storage(op, Waiter::Coord(w)),
+                CoordEffect::Event(e) => self.out.push_back(Output::Event(e)),
+                CoordEffect::Hint {
+                    key,
+                    version,
+                    targets,
+                } => self.hint_missed(hint_at, key, version, targets),
+            }
+        }
     }
 
     /// Anti-entropy figures: rounds, repairs, tree size.
@@ -1471,257 +1290,54 @@ impl Node {
             op,
         });
     }
+}
 
-    /// Records that `from` answered request `tag`; false for duplicates,
-    /// strangers and requests already finished.
-    fn record_response(&mut self, tag: RequestTag, from: NodeId) -> bool {
-        match self.pending.get_mut(&tag) {
-            Some(p) if p.sent_to.contains(&from) && !p.responded.contains(&from) => {
-                p.responded.push(from);
-                true
-            }
-            _ => false,
-        }
-    }
+/// The wall clock at monotonic time `now`, given the host's latest reading
+/// `wall` (taken at `wall.0`).
+fn wall_at(wall: (Instant, u64), now: Instant) -> u64 {
+    wall.1
+        .saturating_add(now.as_micros().saturating_sub(wall.0.as_micros()))
+}
 
-    fn on_write_result(
-        &mut self,
-        now: Instant,
-        tag: RequestTag,
-        from: NodeId,
-        outcome: WriteOutcome,
-    ) {
-        if !self.record_response(tag, from) {
-            return;
-        }
+/// The clock as the coordinator sees it: this node's guarded clock, read at
+/// the host's latest wall-clock reading.
+struct NodeStamper<'a> {
+    clock: &'a mut ClockGuard,
+    membership: &'a Membership,
+    wall: (Instant, u64),
+    #[cfg(feature = "mutations")]
+    rng: &'a mut ChaCha8Rng,
+    #[cfg(feature = "mutations")]
+    id: NodeId,
+    #[cfg(feature = "mutations")]
+    random_timestamps: bool,
+}
+
+impl Stamper for NodeStamper<'_> {
+    fn stamp(&mut self, now: Instant) -> Timestamp {
+        let wall = wall_at(self.wall, now);
         #[cfg(feature = "mutations")]
-        let outcome = match outcome {
-            WriteOutcome::Superseded(_) if self.mutations.trust_local_clock => {
-                WriteOutcome::Applied
-            }
-            o => o,
-        };
-        if let WriteOutcome::Superseded(newer) = outcome {
-            if self.restamp(now, tag, newer) {
-                return;
-            }
+        if self.random_timestamps {
+            use rand::Rng;
+            // Anywhere from 2 s behind to just inside the offset bound ahead,
+            // so replicas accept them: wrong, but not refused.
+            let ahead = self.clock.max_offset().saturating_sub(100_000);
+            let micros =
+                wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
+            let logical = self.rng.random_range(0..4);
+            return Timestamp::new(micros, logical, self.id);
         }
-        let Some(p) = self.pending.get_mut(&tag) else {
-            return;
-        };
-        if outcome == WriteOutcome::Applied {
-            p.applied_by.push(from);
-            p.ok += 1;
-        } else {
-            p.failed += 1;
-        }
-        let (client, needed, acked, failed) = (p.client, p.needed, p.ok, p.failed);
-        let outstanding = p.sent_to.len() - p.responded.len();
-        let mut answer = None;
-        if !p.answered && acked >= needed {
-            p.answered = true;
-            if let PendingKind::Write { ts, .. } = p.kind {
-                answer = Some(Ok(ClientResponse::Written { ts }));
-            }
-        } else if !p.answered && acked + outstanding < needed {
-            p.answered = true;
-            answer = Some(Err(if outcome == WriteOutcome::ClockAhead {
-                // Replicas refused our stamp: our clock is ahead of theirs.
-                ClientError::ClockOffset {
-                    offset_ms: i64::try_from(self.clock.max_offset() / 1000).unwrap_or(i64::MAX),
-                    max_ms: self.clock.max_offset() / 1000,
-                }
-            } else {
-                ClientError::ReplicaFailure {
-                    acked,
-                    failed,
-                    needed,
-                }
-            }));
-        }
-        if let Some(a) = answer {
-            self.reply(client, a);
-        }
-        self.finish_if_complete(tag);
+        self.clock.stamp(wall)
     }
 
-    /// A replica holds a version newer than the write's: unless the client
-    /// was already answered, stamp the write again above it and send it to
-    /// every replica anew under a fresh tag (late acks of the old stamp then
-    /// match nothing). A write acknowledged before this one began is on a
-    /// quorum, which intersects this write's quorum, so this write cannot be
-    /// acknowledged below it. Returns whether the write was re-sent.
-    fn restamp(&mut self, now: Instant, tag: RequestTag, newer: Timestamp) -> bool {
-        let Some(p) = self.pending.get(&tag) else {
-            return false;
-        };
-        let PendingKind::Write { ts, stamps, .. } = &p.kind else {
-            return false;
-        };
-        if p.answered || newer <= *ts {
-            return false;
-        }
-        if *stamps >= MAX_STAMPS {
-            let (client, attempts) = (p.client, *stamps);
-            if let Some(p) = self.pending.get_mut(&tag) {
-                p.answered = true;
-            }
-            self.reply(client, Err(ClientError::Contended { attempts }));
-            return true;
-        }
-        if self.observe_bounded(now, newer).is_err() {
-            // A version stamped beyond the clock bound: count it as a failed
-            // replica rather than chase it.
-            return false;
-        }
-        let Some(mut p) = self.pending.remove(&tag) else {
-            return false;
-        };
-        self.deadlines.remove(&(p.deadline, tag));
-        let PendingKind::Write { ts, value, stamps } = p.kind else {
-            return false;
-        };
-        let new_ts = self.stamp(now);
-        self.out.push_back(Output::Event(NodeEvent::Restamped {
-            from: ts,
-            to: new_ts,
-        }));
-        let new_tag = self.new_tag();
-        p.kind = PendingKind::Write {
-            ts: new_ts,
-            value: value.clone(),
-            stamps: stamps + 1,
-        };
-        p.responded.clear();
-        p.applied_by.clear();
-        p.ok = 0;
-        p.failed = 0;
-        let key = p.key.clone();
-        let targets = p.sent_to.clone();
-        self.deadlines.insert((p.deadline, new_tag));
-        self.pending.insert(new_tag, p);
-        self.send_write(new_tag, &key, Versioned { ts: new_ts, value }, &targets);
-        true
+    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
+        let wall = wall_at(self.wall, now);
+        let membership = self.membership;
+        self.clock
+            .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
     }
 
-    fn on_read_result(&mut self, tag: RequestTag, from: NodeId, result: Option<Option<Versioned>>) {
-        if !self.record_response(tag, from) {
-            return;
-        }
-        let Some(p) = self.pending.get_mut(&tag) else {
-            return;
-        };
-        let PendingKind::Read { responses, .. } = &mut p.kind else {
-            return;
-        };
-        match result {
-            Some(v) => {
-                responses.push((from, v));
-                p.ok += 1;
-            }
-            None => p.failed += 1,
-        }
-        let outstanding = p.sent_to.len() - p.responded.len();
-        if !p.answered && p.ok >= p.needed {
-            p.answered = true;
-            let best = best_version(responses);
-            let value = best.and_then(|v| v.value.clone());
-            let client = p.client;
-            self.reply(client, Ok(ClientResponse::Value(value)));
-        } else if !p.answered && p.ok + outstanding < p.needed {
-            p.answered = true;
-            let err = ClientError::ReplicaFailure {
-                acked: p.ok,
-                failed: p.failed,
-                needed: p.needed,
-            };
-            let client = p.client;
-            self.reply(client, Err(err));
-        }
-        // Read repair runs after the answer, on every answer that arrives
-        // (late ones included), so it never delays the client.
-        if self.pending.get(&tag).is_some_and(|p| p.answered) {
-            self.repair_stale(tag);
-        }
-        self.finish_if_complete(tag);
+    fn max_offset(&self) -> u64 {
+        self.clock.max_offset()
     }
-
-    fn repair_stale(&mut self, tag: RequestTag) {
-        let Some(p) = self.pending.get_mut(&tag) else {
-            return;
-        };
-        let PendingKind::Read {
-            responses,
-            repaired,
-        } = &mut p.kind
-        else {
-            return;
-        };
-        let Some(best) = best_version(responses).cloned() else {
-            return;
-        };
-        let mut targets = Vec::new();
-        for (node, v) in responses.iter() {
-            let stale = v.as_ref().is_none_or(|v| best.supersedes(v));
-            if stale && !repaired.contains(&(*node, best.ts)) {
-                repaired.push((*node, best.ts));
-                targets.push(*node);
-            }
-        }
-        let key = p.key.clone();
-        for node in targets {
-            if node == self.id {
-                self.storage(
-                    StorageOp::Apply {
-                        key: key.clone(),
-                        version: best.clone(),
-                    },
-                    Waiter::Repair,
-                );
-            } else {
-                self.send(
-                    node,
-                    PeerMsg::Repair {
-                        key: key.clone(),
-                        version: best.clone(),
-                    },
-                );
-            }
-        }
-    }
-
-    fn finish_if_complete(&mut self, tag: RequestTag) {
-        if let Some(p) = self.pending.get(&tag) {
-            if p.answered && p.responded.len() == p.sent_to.len() {
-                self.deadlines.remove(&(p.deadline, tag));
-                if let Some(p) = self.pending.remove(&tag) {
-                    // Replicas that were down were never sent the write.
-                    if p.replicas.len() > p.applied_by.len() {
-                        let now = self.wall.0;
-                        self.hint_missed(now, &p);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What a replica answers when its store kept a newer version than `ts`:
-/// the stored version's stamp, or `Applied` if it is this very write (a
-/// duplicate delivery).
-fn superseded_outcome(ts: Timestamp, stored: Result<Option<Versioned>, String>) -> WriteOutcome {
-    match stored {
-        Ok(Some(v)) if v.ts > ts => WriteOutcome::Superseded(v.ts),
-        Ok(Some(v)) if v.ts == ts => WriteOutcome::Applied,
-        // Equal-or-older stamp yet not kept, or gone: the store contradicts
-        // itself; do not count it.
-        Ok(_) | Err(_) => WriteOutcome::Failed,
-    }
-}
-
-fn best_version(responses: &[(NodeId, Option<Versioned>)]) -> Option<&Versioned> {
-    responses
-        .iter()
-        .filter_map(|(_, v)| v.as_ref())
-        .max_by(|a, b| a.lww_cmp(b))
 }

@@ -1,0 +1,958 @@
+//! The coordinator: the bookkeeping of the client requests this node
+//! coordinates, from fan-out to the answer.
+//!
+//! A request is sent to the live replicas under a fresh tag, counted as
+//! their answers come in, answered once enough replicas (the consistency
+//! level) agree or too few can, and forgotten once every replica answered
+//! or its deadline passed. Reads answer with the newest version (last write
+//! wins) and repair the replicas that answered with an older one; writes
+//! that a replica superseded are re-stamped above the newer version.
+//!
+//! The coordinator owns no clock, store or network: it asks for stamps
+//! through a [`Stamper`], and everything it wants done comes out, in order,
+//! as [`CoordEffect`]s that the node carries out.
+
+use crate::client_api::{ClientError, ClientResponse, RequestId};
+use crate::output::NodeEvent;
+use crate::storage_ops::{StorageOp, StorageResult};
+use crate::store::ApplyOutcome;
+use crate::time::Instant;
+use crate::types::{Key, NodeId, Timestamp, Value, Versioned};
+use crate::wire::{PeerMsg, RequestTag, WriteOutcome};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// How many times a coordinator re-stamps a superseded write before it
+/// gives up with [`ClientError::Contended`].
+const MAX_STAMPS: u8 = 4;
+
+/// What the coordinator needs of the clock: stamps for the writes it
+/// coordinates, and the bound on versions it learns of.
+pub(crate) trait Stamper {
+    /// A new timestamp for a write, at monotonic time `now`.
+    fn stamp(&mut self, now: Instant) -> Timestamp;
+    /// Moves the clock past `ts` unless it is beyond the clock bound
+    /// (then: how far beyond, in micros).
+    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64>;
+    /// The maximum clock offset, in micros.
+    fn max_offset(&self) -> u64;
+}
+
+/// What a client request asks the replicas for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Read the key.
+    Read,
+    /// Write this value (`None`: a tombstone).
+    Write(Option<Value>),
+}
+
+/// Who waits for a storage operation the coordinator asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CoordWaiter {
+    /// This node's own replica applying write `tag`.
+    Write {
+        tag: RequestTag,
+        ts: Timestamp,
+        key: Key,
+    },
+    /// The local store kept a newer version: read it to learn its stamp.
+    Superseded { tag: RequestTag, ts: Timestamp },
+    /// This node's own replica answering read `tag`.
+    Read { tag: RequestTag },
+    /// A read repair of this node's own replica (nothing to do after).
+    Repair,
+}
+
+/// One thing the coordinator wants done; the node carries them out in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CoordEffect {
+    /// Answer client request `0`.
+    Reply(RequestId, Result<ClientResponse, ClientError>),
+    /// Send a message to a replica.
+    Send(NodeId, PeerMsg),
+    /// Run an operation on this node's store.
+    Storage(StorageOp, CoordWaiter),
+    /// Something worth logging.
+    Event(NodeEvent),
+    /// A finished write that some replicas did not apply (while at least
+    /// one did): keep hints of `version` for `targets`.
+    Hint {
+        key: Key,
+        version: Versioned,
+        targets: Vec<NodeId>,
+    },
+}
+
+/// The coordinator's requests, in the order it makes them.
+#[derive(Debug, Default)]
+pub(crate) struct CoordEffects(pub Vec<CoordEffect>);
+
+impl CoordEffects {
+    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
+        self.0.push(CoordEffect::Reply(id, result));
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.0.push(CoordEffect::Send(to, msg));
+    }
+
+    fn storage(&mut self, op: StorageOp, waiter: CoordWaiter) {
+        self.0.push(CoordEffect::Storage(op, waiter));
+    }
+}
+
+#[derive(Debug)]
+enum PendingKind {
+    Write {
+        ts: Timestamp,
+        value: Option<Value>,
+        stamps: u8,
+    },
+    Read {
+        responses: Vec<(NodeId, Option<Versioned>)>,
+        repaired: Vec<(NodeId, Timestamp)>,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    client: RequestId,
+    key: Key,
+    /// The whole replica set (for writes: who gets a hint if it missed it).
+    replicas: Vec<NodeId>,
+    /// Replicas that applied the write (its latest stamp).
+    applied_by: Vec<NodeId>,
+    sent_to: Vec<NodeId>,
+    responded: Vec<NodeId>,
+    needed: usize,
+    ok: usize,
+    failed: usize,
+    answered: bool,
+    deadline: Instant,
+    kind: PendingKind,
+}
+
+/// The requests this node coordinates.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    id: NodeId,
+    request_timeout: Duration,
+    next_tag: RequestTag,
+    pending: HashMap<RequestTag, Pending>,
+    deadlines: BTreeSet<(Instant, RequestTag)>,
+    /// Mutation: count a superseded write as applied.
+    #[cfg(feature = "mutations")]
+    pub trust_local_clock: bool,
+}
+
+impl Coordinator {
+    /// The coordinator of node `id`, whose first tag is `first_tag` (tags
+    /// carry the generation, so a late reply to the previous run of this
+    /// node can never match a request of this one).
+    pub fn new(id: NodeId, first_tag: RequestTag, request_timeout: Duration) -> Self {
+        Coordinator {
+            id,
+            request_timeout,
+            next_tag: first_tag,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            #[cfg(feature = "mutations")]
+            trust_local_clock: false,
+        }
+    }
+
+    /// Requests in flight (answered or not) that still hold state.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The earliest deadline of a request in flight.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(d, _)| d)
+    }
+
+    /// A fresh tag.
+    pub fn new_tag(&mut self) -> RequestTag {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        tag
+    }
+
+    /// Starts client request `client`: `op` on storage key `key`, whose
+    /// replica set is `replicas` (of `rf` wanted), `live` of them believed
+    /// alive, `needed` answers wanted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &mut self,
+        now: Instant,
+        client: RequestId,
+        key: Key,
+        op: Op,
+        replicas: Vec<NodeId>,
+        live: Vec<NodeId>,
+        needed: usize,
+        rf: usize,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) {
+        // Fewer nodes on the ring than the replication factor: a "quorum"
+        // of the few would not intersect the quorum of the full set later.
+        if live.len() < needed || replicas.len() < rf {
+            return fx.reply(
+                client,
+                Err(ClientError::Unavailable {
+                    needed,
+                    alive: live.len(),
+                }),
+            );
+        }
+        let tag = self.new_tag();
+        let kind = match op {
+            Op::Read => {
+                for &r in &live {
+                    if r == self.id {
+                        fx.storage(
+                            StorageOp::Get { key: key.clone() },
+                            CoordWaiter::Read { tag },
+                        );
+                    } else {
+                        fx.send(
+                            r,
+                            PeerMsg::Read {
+                                tag,
+                                key: key.clone(),
+                            },
+                        );
+                    }
+                }
+                PendingKind::Read {
+                    responses: Vec::new(),
+                    repaired: Vec::new(),
+                }
+            }
+            Op::Write(value) => {
+                let ts = clock.stamp(now);
+                self.send_write(
+                    tag,
+                    &key,
+                    Versioned {
+                        ts,
+                        value: value.clone(),
+                    },
+                    &live,
+                    fx,
+                );
+                PendingKind::Write {
+                    ts,
+                    value,
+                    stamps: 1,
+                }
+            }
+        };
+        let deadline = now + self.request_timeout;
+        self.pending.insert(
+            tag,
+            Pending {
+                client,
+                key,
+                replicas,
+                applied_by: Vec::new(),
+                sent_to: live,
+                responded: Vec::new(),
+                needed,
+                ok: 0,
+                failed: 0,
+                answered: false,
+                deadline,
+                kind,
+            },
+        );
+        self.deadlines.insert((deadline, tag));
+    }
+
+    fn send_write(
+        &self,
+        tag: RequestTag,
+        key: &Key,
+        version: Versioned,
+        live: &[NodeId],
+        fx: &mut CoordEffects,
+    ) {
+        let ts = version.ts;
+        for &r in live {
+            if r == self.id {
+                fx.storage(
+                    StorageOp::Apply {
+                        key: key.clone(),
+                        version: version.clone(),
+                    },
+                    CoordWaiter::Write {
+                        tag,
+                        ts,
+                        key: key.clone(),
+                    },
+                );
+            } else {
+                fx.send(
+                    r,
+                    PeerMsg::Write {
+                        tag,
+                        key: key.clone(),
+                        version: version.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A storage operation the coordinator asked for completed.
+    pub fn storage_done(
+        &mut self,
+        now: Instant,
+        waiter: CoordWaiter,
+        result: StorageResult,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) {
+        let id = self.id;
+        match (waiter, result) {
+            (CoordWaiter::Write { tag, ts, key }, StorageResult::Applied(r)) => match r {
+                Ok(ApplyOutcome::Kept { .. }) => {
+                    self.on_write_result(now, tag, id, WriteOutcome::Applied, clock, fx)
+                }
+                Ok(ApplyOutcome::Superseded) => {
+                    fx.storage(StorageOp::Get { key }, CoordWaiter::Superseded { tag, ts })
+                }
+                Err(_) => self.on_write_result(now, tag, id, WriteOutcome::Failed, clock, fx),
+            },
+            (CoordWaiter::Superseded { tag, ts }, StorageResult::Got(r)) => {
+                let outcome = superseded_outcome(ts, r);
+                self.on_write_result(now, tag, id, outcome, clock, fx)
+            }
+            (CoordWaiter::Read { tag }, StorageResult::Got(r)) => {
+                self.on_read_result(tag, id, r.ok(), fx)
+            }
+            (CoordWaiter::Repair, _) => {}
+            // A host that answers an Apply with Got (or the reverse) broke the
+            // contract; treat it as a failed operation rather than guess.
+            (CoordWaiter::Write { tag, .. } | CoordWaiter::Superseded { tag, .. }, _) => {
+                self.on_write_result(now, tag, id, WriteOutcome::Failed, clock, fx)
+            }
+            (CoordWaiter::Read { tag }, _) => self.on_read_result(tag, id, None, fx),
+        }
+    }
+
+    /// Records that `from` answered request `tag`; false for duplicates,
+    /// strangers and requests already finished.
+    fn record_response(&mut self, tag: RequestTag, from: NodeId) -> bool {
+        match self.pending.get_mut(&tag) {
+            Some(p) if p.sent_to.contains(&from) && !p.responded.contains(&from) => {
+                p.responded.push(from);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replica `from` answered write `tag` with `outcome`.
+    pub fn on_write_result(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        from: NodeId,
+        outcome: WriteOutcome,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) {
+        if !self.record_response(tag, from) {
+            return;
+        }
+        #[cfg(feature = "mutations")]
+        let outcome = match outcome {
+            WriteOutcome::Superseded(_) if self.trust_local_clock => WriteOutcome::Applied,
+            o => o,
+        };
+        if let WriteOutcome::Superseded(newer) = outcome {
+            if self.restamp(now, tag, newer, clock, fx) {
+                return;
+            }
+        }
+        let Some(p) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        if outcome == WriteOutcome::Applied {
+            p.applied_by.push(from);
+            p.ok += 1;
+        } else {
+            p.failed += 1;
+        }
+        let (client, needed, acked, failed) = (p.client, p.needed, p.ok, p.failed);
+        let outstanding = p.sent_to.len() - p.responded.len();
+        let mut answer = None;
+        if !p.answered && acked >= needed {
+            p.answered = true;
+            if let PendingKind::Write { ts, .. } = p.kind {
+                answer = Some(Ok(ClientResponse::Written { ts }));
+            }
+        } else if !p.answered && acked + outstanding < needed {
+            p.answered = true;
+            answer = Some(Err(if outcome == WriteOutcome::ClockAhead {
+                // Replicas refused our stamp: our clock is ahead of theirs.
+                ClientError::ClockOffset {
+                    offset_ms: i64::try_from(clock.max_offset() / 1000).unwrap_or(i64::MAX),
+                    max_ms: clock.max_offset() / 1000,
+                }
+            } else {
+                ClientError::ReplicaFailure {
+                    acked,
+                    failed,
+                    needed,
+                }
+            }));
+        }
+        if let Some(a) = answer {
+            fx.reply(client, a);
+        }
+        self.finish_if_complete(tag, fx);
+    }
+
+    /// A replica holds a version newer than the write's: unless the client
+    /// was already answered, stamp the write again above it and send it to
+    /// every replica anew under a fresh tag (late acks of the old stamp then
+    /// match nothing). A write acknowledged before this one began is on a
+    /// quorum, which intersects this write's quorum, so this write cannot be
+    /// acknowledged below it. Returns whether the write was re-sent.
+    fn restamp(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        newer: Timestamp,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) -> bool {
+        let Some(p) = self.pending.get(&tag) else {
+            return false;
+        };
+        let PendingKind::Write { ts, stamps, .. } = &p.kind else {
+            return false;
+        };
+        if p.answered || newer <= *ts {
+            return false;
+        }
+        if *stamps >= MAX_STAMPS {
+            let (client, attempts) = (p.client, *stamps);
+            if let Some(p) = self.pending.get_mut(&tag) {
+                p.answered = true;
+            }
+            fx.reply(client, Err(ClientError::Contended { attempts }));
+            return true;
+        }
+        if clock.observe(now, newer).is_err() {
+            // A version stamped beyond the clock bound: count it as a failed
+            // replica rather than chase it.
+            return false;
+        }
+        let Some(mut p) = self.pending.remove(&tag) else {
+            return false;
+        };
+        self.deadlines.remove(&(p.deadline, tag));
+        let PendingKind::Write { ts, value, stamps } = p.kind else {
+            return false;
+        };
+        let new_ts = clock.stamp(now);
+        fx.0.push(CoordEffect::Event(NodeEvent::Restamped {
+            from: ts,
+            to: new_ts,
+        }));
+        let new_tag = self.new_tag();
+        p.kind = PendingKind::Write {
+            ts: new_ts,
+            value: value.clone(),
+            stamps: stamps + 1,
+        };
+        p.responded.clear();
+        p.applied_by.clear();
+        p.ok = 0;
+        p.failed = 0;
+        let key = p.key.clone();
+        let targets = p.sent_to.clone();
+        self.deadlines.insert((p.deadline, new_tag));
+        self.pending.insert(new_tag, p);
+        self.send_write(new_tag, &key, Versioned { ts: new_ts, value }, &targets, fx);
+        true
+    }
+
+    /// Replica `from` answered read `tag` (`None`: its store failed).
+    pub fn on_read_result(
+        &mut self,
+        tag: RequestTag,
+        from: NodeId,
+        result: Option<Option<Versioned>>,
+        fx: &mut CoordEffects,
+    ) {
+        if !self.record_response(tag, from) {
+            return;
+        }
+        let Some(p) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        let PendingKind::Read { responses, .. } = &mut p.kind else {
+            return;
+        };
+        match result {
+            Some(v) => {
+                responses.push((from, v));
+                p.ok += 1;
+            }
+            None => p.failed += 1,
+        }
+        let outstanding = p.sent_to.len() - p.responded.len();
+        if !p.answered && p.ok >= p.needed {
+            p.answered = true;
+            let best = best_version(responses);
+            let value = best.and_then(|v| v.value.clone());
+            fx.reply(p.client, Ok(ClientResponse::Value(value)));
+        } else if !p.answered && p.ok + outstanding < p.needed {
+            p.answered = true;
+            let err = ClientError::ReplicaFailure {
+                acked: p.ok,
+                failed: p.failed,
+                needed: p.needed,
+            };
+            fx.reply(p.client, Err(err));
+        }
+        // Read repair runs after the answer, on every answer that arrives
+        // (late ones included), so it never delays the client.
+        if self.pending.get(&tag).is_some_and(|p| p.answered) {
+            self.repair_stale(tag, fx);
+        }
+        self.finish_if_complete(tag, fx);
+    }
+
+    fn repair_stale(&mut self, tag: RequestTag, fx: &mut CoordEffects) {
+        let Some(p) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        let PendingKind::Read {
+            responses,
+            repaired,
+        } = &mut p.kind
+        else {
+            return;
+        };
+        let Some(best) = best_version(responses).cloned() else {
+            return;
+        };
+        let mut targets = Vec::new();
+        for (node, v) in responses.iter() {
+            let stale = v.as_ref().is_none_or(|v| best.supersedes(v));
+            if stale && !repaired.contains(&(*node, best.ts)) {
+                repaired.push((*node, best.ts));
+                targets.push(*node);
+            }
+        }
+        let key = p.key.clone();
+        for node in targets {
+            if node == self.id {
+                fx.storage(
+                    StorageOp::Apply {
+                        key: key.clone(),
+                        version: best.clone(),
+                    },
+                    CoordWaiter::Repair,
+                );
+            } else {
+                fx.send(
+                    node,
+                    PeerMsg::Repair {
+                        key: key.clone(),
+                        version: best.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn finish_if_complete(&mut self, tag: RequestTag, fx: &mut CoordEffects) {
+        if let Some(p) = self.pending.get(&tag) {
+            if p.answered && p.responded.len() == p.sent_to.len() {
+                self.deadlines.remove(&(p.deadline, tag));
+                if let Some(p) = self.pending.remove(&tag) {
+                    // Replicas that were down were never sent the write.
+                    if p.replicas.len() > p.applied_by.len() {
+                        self.hint_missed(&p, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks for hints for the replicas of a finished write that did not
+    /// apply it, when at least one did (a write no replica applied failed,
+    /// and is not made durable behind the client's back).
+    fn hint_missed(&self, p: &Pending, fx: &mut CoordEffects) {
+        let PendingKind::Write { ts, value, .. } = &p.kind else {
+            return;
+        };
+        if p.applied_by.is_empty() {
+            return;
+        }
+        let targets: Vec<NodeId> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != self.id && !p.applied_by.contains(&r))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        fx.0.push(CoordEffect::Hint {
+            key: p.key.clone(),
+            version: Versioned {
+                ts: *ts,
+                value: value.clone(),
+            },
+            targets,
+        });
+    }
+
+    /// Fails the requests whose deadline is at or before `now` with
+    /// [`ClientError::Timeout`] (those not answered yet), and hints the
+    /// replicas that missed their writes.
+    pub fn expire(&mut self, now: Instant, fx: &mut CoordEffects) {
+        while let Some(&(deadline, tag)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.pending.remove(&tag) {
+                self.hint_missed(&p, fx);
+                if !p.answered {
+                    fx.reply(
+                        p.client,
+                        Err(ClientError::Timeout {
+                            acked: p.ok,
+                            needed: p.needed,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Fails every unanswered request with [`ClientError::ShuttingDown`]
+    /// and forgets them all.
+    pub fn shutdown(&mut self, fx: &mut CoordEffects) {
+        let mut tags: Vec<RequestTag> = self.pending.keys().copied().collect();
+        tags.sort_unstable();
+        for tag in tags {
+            if let Some(p) = self.pending.remove(&tag) {
+                self.deadlines.remove(&(p.deadline, tag));
+                if !p.answered {
+                    fx.reply(p.client, Err(ClientError::ShuttingDown));
+                }
+            }
+        }
+    }
+}
+
+/// What a replica answers when its store kept a newer version than `ts`:
+/// the stored version's stamp, or `Applied` if it is this very write (a
+/// duplicate delivery).
+pub(crate) fn superseded_outcome(
+    ts: Timestamp,
+    stored: Result<Option<Versioned>, String>,
+) -> WriteOutcome {
+    match stored {
+        Ok(Some(v)) if v.ts > ts => WriteOutcome::Superseded(v.ts),
+        Ok(Some(v)) if v.ts == ts => WriteOutcome::Applied,
+        // Equal-or-older stamp yet not kept, or gone: the store contradicts
+        // itself; do not count it.
+        Ok(_) | Err(_) => WriteOutcome::Failed,
+    }
+}
+
+fn best_version(responses: &[(NodeId, Option<Versioned>)]) -> Option<&Versioned> {
+    responses
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .max_by(|a, b| a.lww_cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const ME: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A clock that stamps 1, 2, 3, ... ms and accepts every version.
+    struct TestClock(u64);
+
+    impl Stamper for TestClock {
+        fn stamp(&mut self, _now: Instant) -> Timestamp {
+            self.0 += 1000;
+            Timestamp::new(self.0, 0, ME)
+        }
+        fn observe(&mut self, _now: Instant, ts: Timestamp) -> Result<(), u64> {
+            self.0 = self.0.max(ts.micros);
+            Ok(())
+        }
+        fn max_offset(&self) -> u64 {
+            500_000
+        }
+    }
+
+    fn key() -> Key {
+        Bytes::from_static(b"k")
+    }
+
+    fn version(micros: u64, value: &'static [u8]) -> Versioned {
+        Versioned {
+            ts: Timestamp::new(micros, 0, B),
+            value: Some(Bytes::from_static(value)),
+        }
+    }
+
+    /// Starts `op` at QUORUM of RF 3 on replicas ME, B, C (all live);
+    /// returns the coordinator, the request's tag and the fan-out.
+    fn started(op: Op) -> (Coordinator, TestClock, RequestTag, Vec<CoordEffect>) {
+        let mut c = Coordinator::new(ME, 100, TIMEOUT);
+        let mut clock = TestClock(0);
+        let mut fx = CoordEffects::default();
+        let all = vec![ME, B, C];
+        c.start(
+            Instant::ZERO,
+            RequestId(7),
+            key(),
+            op,
+            all.clone(),
+            all,
+            2,
+            3,
+            &mut clock,
+            &mut fx,
+        );
+        (c, clock, 100, fx.0)
+    }
+
+    fn replies(fx: &[CoordEffect]) -> Vec<&Result<ClientResponse, ClientError>> {
+        fx.iter()
+            .filter_map(|e| match e {
+                CoordEffect::Reply(RequestId(7), r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_write_fans_out_to_every_live_replica_under_one_tag() {
+        let (c, _, tag, fx) = started(Op::Write(Some(Bytes::from_static(b"v"))));
+        assert_eq!(c.in_flight(), 1);
+        assert_eq!(c.next_deadline(), Some(Instant::ZERO + TIMEOUT));
+        let sent: Vec<NodeId> = fx
+            .iter()
+            .filter_map(|e| match e {
+                CoordEffect::Send(to, PeerMsg::Write { tag: t, .. }) if *t == tag => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![B, C]);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            CoordEffect::Storage(StorageOp::Apply { .. }, CoordWaiter::Write { tag: t, .. })
+                if *t == tag
+        )));
+    }
+
+    #[test]
+    fn a_quorum_write_of_rf_3_completes_after_2_acks_not_1() {
+        let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
+        let mut fx = CoordEffects::default();
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            B,
+            WriteOutcome::Applied,
+            &mut clock,
+            &mut fx,
+        );
+        assert!(replies(&fx.0).is_empty(), "answered after one ack: {fx:?}");
+        // A duplicate ack from the same replica does not count twice.
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            B,
+            WriteOutcome::Applied,
+            &mut clock,
+            &mut fx,
+        );
+        assert!(replies(&fx.0).is_empty(), "a duplicate ack counted: {fx:?}");
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            C,
+            WriteOutcome::Applied,
+            &mut clock,
+            &mut fx,
+        );
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Written {
+                ts: Timestamp::new(1000, 0, ME)
+            })]
+        );
+        // The local replica has not answered: the request still holds state.
+        assert_eq!(c.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_write_that_cannot_reach_quorum_fails_at_once() {
+        let (mut c, mut clock, tag, _) = started(Op::Write(None));
+        let mut fx = CoordEffects::default();
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            B,
+            WriteOutcome::Failed,
+            &mut clock,
+            &mut fx,
+        );
+        assert!(replies(&fx.0).is_empty());
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            C,
+            WriteOutcome::Failed,
+            &mut clock,
+            &mut fx,
+        );
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Err(ClientError::ReplicaFailure {
+                acked: 0,
+                failed: 2,
+                needed: 2
+            })]
+        );
+    }
+
+    #[test]
+    fn a_read_returns_the_newest_reply_and_repairs_the_stale_replica() {
+        let (mut c, _, tag, _) = started(Op::Read);
+        let mut fx = CoordEffects::default();
+        let (old, new) = (version(5, b"old"), version(9, b"new"));
+        c.on_read_result(tag, C, Some(Some(old)), &mut fx);
+        assert!(replies(&fx.0).is_empty());
+        c.on_read_result(tag, B, Some(Some(new.clone())), &mut fx);
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Value(Some(Bytes::from_static(b"new"))))]
+        );
+        let repairs: Vec<(NodeId, &Versioned)> =
+            fx.0.iter()
+                .filter_map(|e| match e {
+                    CoordEffect::Send(to, PeerMsg::Repair { version, .. }) => Some((*to, version)),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(repairs, vec![(C, &new)]);
+        // The local replica answers late, with nothing: it is repaired too,
+        // and the request is done.
+        let mut fx = CoordEffects::default();
+        c.on_read_result(tag, ME, Some(None), &mut fx);
+        assert!(fx.0.contains(&CoordEffect::Storage(
+            StorageOp::Apply {
+                key: key(),
+                version: new
+            },
+            CoordWaiter::Repair
+        )));
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_deadline_past_with_too_few_replies_times_out() {
+        let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
+        let mut fx = CoordEffects::default();
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            B,
+            WriteOutcome::Applied,
+            &mut clock,
+            &mut fx,
+        );
+        // Just before the deadline nothing happens.
+        c.expire(
+            Instant::ZERO + (TIMEOUT - Duration::from_micros(1)),
+            &mut fx,
+        );
+        assert!(replies(&fx.0).is_empty());
+        c.expire(Instant::ZERO + TIMEOUT, &mut fx);
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Err(ClientError::Timeout {
+                acked: 1,
+                needed: 2
+            })]
+        );
+        // B applied it, so C (not this node) gets a hint.
+        assert!(fx.0.iter().any(|e| matches!(
+            e,
+            CoordEffect::Hint { targets, .. } if targets == &vec![C]
+        )));
+        assert_eq!(c.in_flight(), 0);
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_superseded_write_is_restamped_above_the_newer_version() {
+        let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
+        let mut fx = CoordEffects::default();
+        let newer = Timestamp::new(50_000, 0, B);
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            B,
+            WriteOutcome::Superseded(newer),
+            &mut clock,
+            &mut fx,
+        );
+        let resent: Vec<(NodeId, RequestTag, Timestamp)> =
+            fx.0.iter()
+                .filter_map(|e| match e {
+                    CoordEffect::Send(to, PeerMsg::Write { tag, version, .. }) => {
+                        Some((*to, *tag, version.ts))
+                    }
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(resent.len(), 2);
+        assert!(resent.iter().all(|&(_, t, ts)| t != tag && ts > newer));
+        // Late acks of the old stamp match nothing.
+        let mut late = CoordEffects::default();
+        c.on_write_result(
+            Instant::ZERO,
+            tag,
+            C,
+            WriteOutcome::Applied,
+            &mut clock,
+            &mut late,
+        );
+        assert!(late.0.is_empty());
+    }
+
+    #[test]
+    fn shutdown_fails_unanswered_requests() {
+        let (mut c, _, _, _) = started(Op::Read);
+        let mut fx = CoordEffects::default();
+        c.shutdown(&mut fx);
+        assert_eq!(replies(&fx.0), vec![&Err(ClientError::ShuttingDown)]);
+        assert_eq!(c.in_flight(), 0);
+    }
+}
