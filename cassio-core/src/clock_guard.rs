@@ -138,6 +138,18 @@ impl ClockGuard {
     }
 }
 
+/// What the coordinator and the replica need of the clock: stamps for the
+/// writes this node coordinates, and the bound on versions it learns of.
+pub(crate) trait Stamper {
+    /// A new timestamp for a write, at monotonic time `now`.
+    fn stamp(&mut self, now: Instant) -> Timestamp;
+    /// Moves the clock past `ts` unless it is beyond the clock bound
+    /// (then: how far beyond, in micros).
+    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64>;
+    /// The maximum clock offset, in micros.
+    fn max_offset(&self) -> u64;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,9 @@
 //! as [`CoordEffect`]s that the node carries out.
 
 use crate::client_api::{ClientError, ClientResponse, RequestId};
+use crate::clock_guard::Stamper;
 use crate::output::NodeEvent;
+use crate::replica::superseded_outcome;
 use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::Instant;
@@ -25,18 +27,6 @@ use std::time::Duration;
 /// How many times a coordinator re-stamps a superseded write before it
 /// gives up with [`ClientError::Contended`].
 const MAX_STAMPS: u8 = 4;
-
-/// What the coordinator needs of the clock: stamps for the writes it
-/// coordinates, and the bound on versions it learns of.
-pub(crate) trait Stamper {
-    /// A new timestamp for a write, at monotonic time `now`.
-    fn stamp(&mut self, now: Instant) -> Timestamp;
-    /// Moves the clock past `ts` unless it is beyond the clock bound
-    /// (then: how far beyond, in micros).
-    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64>;
-    /// The maximum clock offset, in micros.
-    fn max_offset(&self) -> u64;
-}
 
 /// What a client request asks the replicas for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -483,8 +473,26 @@ impl Coordinator {
         true
     }
 
+    /// Replica `from` answered read `tag` (`Err`: its store failed). A
+    /// version too far ahead still answers the read (it is stored data)
+    /// but does not drag this node's clock.
+    pub fn on_read_reply(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        from: NodeId,
+        result: Result<Option<Versioned>, ()>,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) {
+        if let Ok(Some(v)) = &result {
+            let _ = clock.observe(now, v.ts);
+        }
+        self.on_read_result(tag, from, result.ok(), fx)
+    }
+
     /// Replica `from` answered read `tag` (`None`: its store failed).
-    pub fn on_read_result(
+    fn on_read_result(
         &mut self,
         tag: RequestTag,
         from: NodeId,
@@ -654,22 +662,6 @@ impl Coordinator {
                 }
             }
         }
-    }
-}
-
-/// What a replica answers when its store kept a newer version than `ts`:
-/// the stored version's stamp, or `Applied` if it is this very write (a
-/// duplicate delivery).
-pub(crate) fn superseded_outcome(
-    ts: Timestamp,
-    stored: Result<Option<Versioned>, String>,
-) -> WriteOutcome {
-    match stored {
-        Ok(Some(v)) if v.ts > ts => WriteOutcome::Superseded(v.ts),
-        Ok(Some(v)) if v.ts == ts => WriteOutcome::Applied,
-        // Equal-or-older stamp yet not kept, or gone: the store contradicts
-        // itself; do not count it.
-        Ok(_) | Err(_) => WriteOutcome::Failed,
     }
 }
 

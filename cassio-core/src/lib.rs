@@ -29,6 +29,7 @@ pub mod node;
 mod output;
 pub mod persist;
 pub mod placement;
+mod replica;
 mod storage_key;
 pub mod storage_ops;
 pub mod store;

@@ -7,21 +7,20 @@
 
 use crate::anti_entropy::{AntiEntropy, RepairStatus, SyncMsg};
 use crate::budget::ByteBudget;
-use crate::clock_guard::ClockGuard;
+use crate::clock_guard::{ClockGuard, Stamper};
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
-use crate::coordinator::{
-    superseded_outcome, CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op, Stamper,
-};
+use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
 use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
+use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
 use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Versioned};
-use crate::wire::{Envelope, PeerMsg, RequestTag, WireCodec, WriteOutcome};
+use crate::wire::{Envelope, PeerMsg, WireCodec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -33,26 +32,13 @@ pub use crate::storage_key::{
     split_storage_key, split_storage_key_token, storage_key, token_range_bounds,
 };
 
+/// Who waits for a storage operation, by the machine that asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiter {
-    /// The coordinator's own storage operations.
+    /// The coordinator.
     Coord(CoordWaiter),
-    ReplicaWrite {
-        to: NodeId,
-        tag: RequestTag,
-        ts: Timestamp,
-        key: Key,
-    },
-    ReplicaSuperseded {
-        to: NodeId,
-        tag: RequestTag,
-        ts: Timestamp,
-    },
-    ReplicaRead {
-        to: NodeId,
-        tag: RequestTag,
-    },
-    Repair,
+    /// The replica.
+    Replica(ReplicaWaiter),
     /// Anti-entropy or hinted handoff.
     Bg(BgWaiter),
 }
@@ -467,15 +453,6 @@ impl Node {
         }));
     }
 
-    /// Moves the clock past `ts` if it is within the maximum offset of the
-    /// cluster's time; returns how far ahead it was otherwise.
-    fn observe_bounded(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
-        let wall = self.wall_now(now);
-        let membership = &self.membership;
-        self.clock
-            .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
-    }
-
     /// The next thing for the host to do, or `None` when there is nothing.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -540,52 +517,13 @@ impl Node {
                         .handle_gossip(from, g, now, &mut self.rng, &mut self.events);
                 self.push_gossip(sends);
             }
-            PeerMsg::Write { tag, key, version } => {
-                if let Err(ahead_micros) = self.observe_bounded(now, version.ts) {
-                    self.out
-                        .push_back(Output::Event(NodeEvent::ClockAheadRefused {
-                            from,
-                            ahead_micros,
-                        }));
-                    self.send(
-                        from,
-                        PeerMsg::WriteAck {
-                            tag,
-                            outcome: WriteOutcome::ClockAhead,
-                        },
-                    );
-                } else {
-                    let ts = version.ts;
-                    self.storage(
-                        StorageOp::Apply {
-                            key: key.clone(),
-                            version,
-                        },
-                        Waiter::ReplicaWrite {
-                            to: from,
-                            tag,
-                            ts,
-                            key,
-                        },
-                    );
-                }
-            }
+            PeerMsg::Write { tag, key, version } => self
+                .replicate(|clock, fx| replica::on_write(now, from, tag, key, version, clock, fx)),
             PeerMsg::Read { tag, key } => {
-                self.storage(
-                    StorageOp::Get { key },
-                    Waiter::ReplicaRead { to: from, tag },
-                );
+                self.replicate(|_, fx| replica::on_read(from, tag, key, fx))
             }
             PeerMsg::Repair { key, version } => {
-                if let Err(ahead_micros) = self.observe_bounded(now, version.ts) {
-                    self.out
-                        .push_back(Output::Event(NodeEvent::ClockAheadRefused {
-                            from,
-                            ahead_micros,
-                        }));
-                } else {
-                    self.storage(StorageOp::Apply { key, version }, Waiter::Repair);
-                }
+                self.replicate(|clock, fx| replica::on_repair(now, from, key, version, clock, fx))
             }
             PeerMsg::Sync(m) => {
                 self.rebuild_placement();
@@ -614,13 +552,10 @@ impl Node {
                 })
             }
             PeerMsg::ReadReply { tag, result } => {
-                if let Ok(Some(v)) = &result {
-                    // A version too far ahead still answers the read (it is
-                    // stored data) but does not drag this node's clock.
-                    let _ = self.observe_bounded(now, v.ts);
-                }
                 let at = self.wall.0;
-                self.coordinate(at, |c, _, fx| c.on_read_result(tag, from, result.ok(), fx))
+                self.coordinate(at, |c, clock, fx| {
+                    c.on_read_reply(now, tag, from, result, clock, fx)
+                })
             }
         }
     }
@@ -764,66 +699,13 @@ impl Node {
             }
             _ => {}
         }
-        if let Waiter::Bg(w) = waiter {
-            self.background_done(now, w, result);
-            return;
-        }
-        match (waiter, result) {
-            (Waiter::Coord(w), result) => {
+        match waiter {
+            Waiter::Coord(w) => {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| c.storage_done(now, w, result, clock, fx))
             }
-            (Waiter::ReplicaWrite { to, tag, ts, key }, StorageResult::Applied(r)) => match r {
-                Ok(ApplyOutcome::Kept { .. }) => self.send(
-                    to,
-                    PeerMsg::WriteAck {
-                        tag,
-                        outcome: WriteOutcome::Applied,
-                    },
-                ),
-                Ok(ApplyOutcome::Superseded) => self.storage(
-                    StorageOp::Get { key },
-                    Waiter::ReplicaSuperseded { to, tag, ts },
-                ),
-                Err(_) => self.send(
-                    to,
-                    PeerMsg::WriteAck {
-                        tag,
-                        outcome: WriteOutcome::Failed,
-                    },
-                ),
-            },
-            (Waiter::ReplicaSuperseded { to, tag, ts }, StorageResult::Got(r)) => {
-                let outcome = superseded_outcome(ts, r);
-                self.send(to, PeerMsg::WriteAck { tag, outcome })
-            }
-            (Waiter::ReplicaRead { to, tag }, StorageResult::Got(r)) => self.send(
-                to,
-                PeerMsg::ReadReply {
-                    tag,
-                    result: r.map_err(|_| ()),
-                },
-            ),
-            (Waiter::Repair | Waiter::Bg(_), _) => {}
-            // A host that answers an Apply with Got (or the reverse) broke the
-            // contract; treat it as a failed operation rather than guess.
-            (
-                Waiter::ReplicaWrite { to, tag, .. } | Waiter::ReplicaSuperseded { to, tag, .. },
-                _,
-            ) => self.send(
-                to,
-                PeerMsg::WriteAck {
-                    tag,
-                    outcome: WriteOutcome::Failed,
-                },
-            ),
-            (Waiter::ReplicaRead { to, tag }, _) => self.send(
-                to,
-                PeerMsg::ReadReply {
-                    tag,
-                    result: Err(()),
-                },
-            ),
+            Waiter::Replica(w) => self.replicate(|_, fx| replica::storage_done(w, result, fx)),
+            Waiter::Bg(w) => self.background_done(now, w, result),
         }
     }
 
@@ -1179,18 +1061,7 @@ impl Node {
         f: impl FnOnce(&mut Coordinator, &mut dyn Stamper, &mut CoordEffects),
     ) {
         let mut fx = CoordEffects::default();
-        let mut clock = NodeStamper {
-            clock: &mut self.clock,
-            membership: &self.membership,
-            wall: self.wall,
-            #[cfg(feature = "mutations")]
-            rng: &mut self.rng,
-            #[cfg(feature = "mutations")]
-            id: self.id,
-            #[cfg(feature = "mutations")]
-            random_timestamps: self.mutations.random_timestamps,
-        };
-        f(&mut self.coord, &mut clock, &mut fx);
+        self.with_clock(|coord, clock| f(coord, clock, &mut fx));
         for e in fx.0 {
             match e {
                 CoordEffect::Reply(id, result) => self.reply(id, result),
@@ -1204,6 +1075,36 @@ impl Node {
                 } => self.hint_missed(hint_at, key, version, targets),
             }
         }
+    }
+
+    /// Runs `f` on the replica, then carries out what it asked for, in order.
+    fn replicate(&mut self, f: impl FnOnce(&mut dyn Stamper, &mut Vec<ReplicaEffect>)) {
+        let mut fx = Vec::new();
+        self.with_clock(|_, clock| f(clock, &mut fx));
+        for e in fx {
+            match e {
+                ReplicaEffect::Send(to, msg) => self.send(to, msg),
+                ReplicaEffect::Storage(op, w) => self.storage(op, Waiter::Replica(w)),
+                ReplicaEffect::Event(e) => self.out.push_back(Output::Event(e)),
+            }
+        }
+    }
+
+    /// Runs `f` with the coordinator and this node's clock as the
+    /// coordinator and replica see it.
+    fn with_clock<R>(&mut self, f: impl FnOnce(&mut Coordinator, &mut dyn Stamper) -> R) -> R {
+        let mut clock = NodeStamper {
+            clock: &mut self.clock,
+            membership: &self.membership,
+            wall: self.wall,
+            #[cfg(feature = "mutations")]
+            rng: &mut self.rng,
+            #[cfg(feature = "mutations")]
+            id: self.id,
+            #[cfg(feature = "mutations")]
+            random_timestamps: self.mutations.random_timestamps,
+        };
+        f(&mut self.coord, &mut clock)
     }
 
     /// Anti-entropy figures: rounds, repairs, tree size.
