@@ -24,6 +24,7 @@ mod coordinator;
 mod effects;
 pub mod hint_log;
 pub mod hints;
+mod layout;
 pub mod membership;
 pub mod node;
 mod output;

@@ -12,9 +12,10 @@ use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
+use crate::layout::Layout;
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
-use crate::placement::{default_tokens, Placement, PlacementKind, Rendezvous, TokenRing};
+use crate::placement::{default_tokens, PlacementKind};
 use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
@@ -57,9 +58,8 @@ pub struct Node {
     /// The hybrid logical clock, kept within the clock bound.
     clock: ClockGuard,
     membership: Membership,
-    placement_kind: PlacementKind,
-    placement: Box<dyn Placement + Send + Sync>,
-    placement_epoch: u64,
+    /// Which nodes hold which keys.
+    layout: Layout,
     keyspaces: BTreeMap<String, KeyspaceConfig>,
     request_timeout: std::time::Duration,
     rng: ChaCha8Rng,
@@ -236,9 +236,7 @@ impl Node {
                 u64::try_from(config.max_clock_offset.as_micros()).unwrap_or(u64::MAX),
             ),
             membership,
-            placement_kind: config.placement,
-            placement: Box::new(TokenRing::default()),
-            placement_epoch: 0,
+            layout: Layout::new(config.placement),
             keyspaces,
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
@@ -321,24 +319,9 @@ impl Node {
         Ok(node)
     }
 
-    fn build_placement(&self) -> Box<dyn Placement + Send + Sync> {
-        let owners = self.membership.token_owners();
-        match self.placement_kind {
-            PlacementKind::TokenRing => Box::new(TokenRing::new(owners)),
-            PlacementKind::Rendezvous => {
-                Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)))
-            }
-        }
-    }
-
-    /// Rebuilds the ring only when membership changed who owns what: in a
-    /// large cluster that is joining, rebuilding on every gossip delta
-    /// would cost more than the gossip itself.
+    /// Rebuilds the layout if membership changed who owns what.
     fn rebuild_placement(&mut self) {
-        if self.placement_epoch != self.membership.ring_epoch() {
-            self.placement = self.build_placement();
-            self.placement_epoch = self.membership.ring_epoch();
-        }
+        self.layout.rebuild(&self.membership);
     }
 
     /// This node's id.
@@ -362,24 +345,14 @@ impl Node {
             .keyspaces
             .get(keyspace)
             .map_or(0, |k| k.replication_factor);
-        if self.placement_epoch == self.membership.ring_epoch() {
-            self.placement.replicas(Token::of(key), rf)
-        } else {
-            self.build_placement().replicas(Token::of(key), rf)
-        }
+        self.layout
+            .replicas_of(&self.membership, Token::of(key), rf)
     }
 
     /// Each token owner's share of the ring (token-ring placement), or an
     /// equal share per owner (rendezvous placement); sums to 1.
     pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
-        let owners = self.membership.token_owners();
-        match self.placement_kind {
-            PlacementKind::TokenRing => TokenRing::new(owners).ownership(),
-            PlacementKind::Rendezvous => {
-                let share = 1.0 / owners.len().max(1) as f64;
-                owners.into_iter().map(|(id, _)| (id, share)).collect()
-            }
-        }
+        self.layout.ownership(&self.membership)
     }
 
     /// Starts a graceful leave: the node gossips `Leaving`, then `Left`;
@@ -533,7 +506,7 @@ impl Node {
                     m,
                     now,
                     wall,
-                    self.placement.as_ref(),
+                    self.layout.placement(),
                     &mut self.budget,
                     &mut self.fx,
                 );
@@ -628,7 +601,7 @@ impl Node {
             ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
         };
         self.rebuild_placement();
-        let replicas = self.placement.replicas(Token::of(user_key), rf);
+        let replicas = self.layout.placement().replicas(Token::of(user_key), rf);
         // A `Syncing` replica may lack writes it missed while down: it takes
         // writes but answers no reads until it has caught up. A read of
         // every replica (ALL) may include it: the newest version among all
@@ -877,7 +850,7 @@ impl Node {
             now,
             wall,
             self.ready && !self.shutting_down,
-            self.placement.as_ref(),
+            self.layout.placement(),
             &alive,
             &mut self.budget,
             &mut self.fx,
@@ -955,7 +928,7 @@ impl Node {
                 r,
                 now,
                 wall,
-                self.placement.as_ref(),
+                self.layout.placement(),
                 &mut self.budget,
                 &mut self.fx,
             ),
