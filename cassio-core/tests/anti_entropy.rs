@@ -69,11 +69,12 @@ fn a_replica_missing_keys_and_a_delete_converges_without_reads() {
     assert!(pulled >= 500, "moved only {pulled} items");
 }
 
-#[test]
-fn hints_carry_writes_to_a_replica_that_was_down() {
+/// Three nodes with no anti-entropy round within a test (what reaches
+/// node 3 came by hint); node 3 is cut off, then 50 keys are written
+/// through node 1.
+fn fifty_writes_while_node_3_is_down() -> Cluster {
     let mut c = Cluster::new(
         3,
-        // No anti-entropy round within the test: what arrives came by hint.
         |c| c.repair.interval = Duration::from_secs(3600),
         |_, _| {},
     );
@@ -90,6 +91,12 @@ fn hints_carry_writes_to_a_replica_that_was_down() {
         c.pump();
     }
     c.run_for(Duration::from_secs(5));
+    c
+}
+
+#[test]
+fn hints_carry_writes_to_a_replica_that_was_down() {
+    let mut c = fifty_writes_while_node_3_is_down();
     assert_eq!(c.replies.values().filter(|ok| **ok).count(), 50);
     assert!(c.hosts[2].store.is_empty());
     let held = c.nodes[0].hint_status();
@@ -113,24 +120,7 @@ fn hints_carry_writes_to_a_replica_that_was_down() {
 /// second, not after the 10 s ceiling, so the target catches up at once.
 #[test]
 fn a_lost_hint_batch_is_sent_again_within_seconds() {
-    let mut c = Cluster::new(
-        3,
-        |c| c.repair.interval = Duration::from_secs(3600),
-        |_, _| {},
-    );
-    c.run_for(Duration::from_secs(10));
-    c.down.insert(2);
-    c.run_for(Duration::from_secs(20));
-    for k in 0..50u32 {
-        let at = c.at();
-        c.nodes[0].handle_client(
-            at,
-            RequestId(u64::from(k)),
-            ClientRequest::put(format!("key-{k}"), format!("v{k}")),
-        );
-        c.pump();
-    }
-    c.run_for(Duration::from_secs(5));
+    let mut c = fifty_writes_while_node_3_is_down();
     assert_eq!(c.nodes[0].hint_status().stored, 50);
     c.drop_hint_batches = 1;
     c.down.remove(&2);
