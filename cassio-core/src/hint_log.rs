@@ -5,6 +5,13 @@
 
 use crate::store::StoreError;
 use crate::types::{Key, NodeId, Versioned};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+/// The largest key a hint may carry (every hint log refuses larger ones).
+pub const MAX_HINT_KEY_LEN: usize = 64 * 1024;
+/// The largest value a hint may carry.
+pub const MAX_HINT_VALUE_LEN: usize = 64 * 1024 * 1024;
 
 /// One missed write kept for a target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +27,28 @@ pub struct Hint {
 }
 
 impl Hint {
+    /// Refuses a hint whose key or value exceeds [`MAX_HINT_KEY_LEN`] or
+    /// [`MAX_HINT_VALUE_LEN`] (`StoreError::TooLarge`); every log calls it
+    /// in `append`, so the in-memory and durable logs accept the same hints.
+    pub fn check_size(&self) -> Result<(), StoreError> {
+        if self.key.len() > MAX_HINT_KEY_LEN {
+            return Err(StoreError::TooLarge {
+                what: "key",
+                len: self.key.len(),
+                max: MAX_HINT_KEY_LEN,
+            });
+        }
+        let vlen = self.version.value.as_ref().map_or(0, |v| v.len());
+        if vlen > MAX_HINT_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                what: "value",
+                len: vlen,
+                max: MAX_HINT_VALUE_LEN,
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes this hint counts against the hint caps (key, value and a
     /// fixed overhead for the header).
     pub fn charge(&self) -> u64 {
@@ -102,5 +131,114 @@ impl<H: HintLog + ?Sized> HintLog for std::sync::Arc<H> {
     }
     fn backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
         (**self).backlog()
+    }
+}
+
+/// One target's hints and the last sequence number it handed out.
+#[derive(Debug, Default)]
+struct Target {
+    /// The last sequence number handed out (kept after trims and drops,
+    /// so sequence numbers are never reused).
+    last_seq: u64,
+    /// Held hints, oldest first.
+    hints: VecDeque<(u64, Hint)>,
+}
+
+/// The in-memory, non-durable [`HintLog`]: per target, a queue behind one
+/// mutex; the simplest correct log. Everything is lost when it is dropped.
+/// Nodes built without a data directory keep their hints in one, and the
+/// simulator keeps one per node across simulated crashes (replaced on a
+/// wipe).
+#[derive(Debug, Default)]
+pub struct MemHintLog {
+    targets: Mutex<BTreeMap<NodeId, Target>>,
+}
+
+impl MemHintLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn targets(&self) -> MutexGuard<'_, BTreeMap<NodeId, Target>> {
+        // Every mutation under the lock is a single push, pop or clear
+        // after the sequence number is assigned, so a poisoned lock still
+        // guards consistent state.
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl HintLog for MemHintLog {
+    fn append(&self, target: NodeId, hint: &Hint) -> Result<u64, StoreError> {
+        hint.check_size()?;
+        let mut targets = self.targets();
+        let t = targets.entry(target).or_default();
+        t.last_seq += 1;
+        let seq = t.last_seq;
+        t.hints.push_back((seq, hint.clone()));
+        Ok(seq)
+    }
+
+    fn read(
+        &self,
+        target: NodeId,
+        after: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, Hint)>, StoreError> {
+        let targets = self.targets();
+        let Some(t) = targets.get(&target) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        // Held hints are in sequence order: skip to the first after `after`.
+        let start = t.hints.partition_point(|(seq, _)| *seq <= after);
+        for (seq, hint) in t.hints.iter().skip(start) {
+            out.push((*seq, hint.clone()));
+            bytes = bytes.saturating_add(hint.charge());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn trim(&self, target: NodeId, through: u64) -> Result<(), StoreError> {
+        if let Some(t) = self.targets().get_mut(&target) {
+            while t.hints.front().is_some_and(|(seq, _)| *seq <= through) {
+                t.hints.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_target(&self, target: NodeId) -> Result<(), StoreError> {
+        if let Some(t) = self.targets().get_mut(&target) {
+            t.hints.clear();
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
+        Ok(self
+            .targets()
+            .iter()
+            .filter(|(_, t)| !t.hints.is_empty())
+            .map(|(id, t)| {
+                let backlog = HintBacklog {
+                    count: t.hints.len() as u64,
+                    bytes: t.hints.iter().map(|(_, h)| h.charge()).sum(),
+                    first_seq: t.hints.front().map_or(0, |(s, _)| *s),
+                    last_seq: t.last_seq,
+                    oldest_micros: t
+                        .hints
+                        .iter()
+                        .map(|(_, h)| h.created_micros)
+                        .min()
+                        .unwrap_or(0),
+                };
+                (*id, backlog)
+            })
+            .collect())
     }
 }

@@ -63,10 +63,11 @@ use std::sync::Arc;
 pub const DIR_NAME: &str = "hints";
 /// Size at which a segment is rolled.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
-/// The largest key a hint may carry.
-pub const MAX_KEY_LEN: usize = 64 * 1024;
+/// The largest key a hint may carry (the core's limit, which every hint
+/// log enforces).
+pub use cassio_core::hint_log::MAX_HINT_KEY_LEN as MAX_KEY_LEN;
 /// The largest value a hint may carry.
-pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
+pub use cassio_core::hint_log::MAX_HINT_VALUE_LEN as MAX_VALUE_LEN;
 
 const MAGIC: u8 = 0xC4;
 const FORMAT: u8 = 1;
@@ -81,26 +82,6 @@ const TRIM_FILE: &str = "trimmed";
 const SEGMENT_EXT: &str = "log";
 /// The charge's fixed overhead ([`Hint::charge`]).
 const CHARGE_OVERHEAD: u64 = 48;
-
-/// Refuses hints larger than a hint log keeps.
-fn check_size(hint: &Hint) -> Result<(), StoreError> {
-    if hint.key.len() > MAX_KEY_LEN {
-        return Err(StoreError::TooLarge {
-            what: "key",
-            len: hint.key.len(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    let vlen = hint.version.value.as_ref().map_or(0, |v| v.len());
-    if vlen > MAX_VALUE_LEN {
-        return Err(StoreError::TooLarge {
-            what: "value",
-            len: vlen,
-            max: MAX_VALUE_LEN,
-        });
-    }
-    Ok(())
-}
 
 // ---- records ----
 
@@ -124,7 +105,7 @@ fn encode(seq: u64, hint: &Hint, out: &mut Vec<u8>) {
     out.reserve(FRAME_HEADER + payload);
     out.push(MAGIC);
     out.push(FORMAT);
-    // Sizes are checked by `check_size`, so the payload fits in a u32.
+    // Sizes are checked by `Hint::check_size`, so the payload fits in a u32.
     out.extend_from_slice(&(payload as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -875,7 +856,7 @@ impl DiskHintLog {
 
 impl HintLog for DiskHintLog {
     fn append(&self, target: NodeId, hint: &Hint) -> Result<u64, StoreError> {
-        check_size(hint)?;
+        hint.check_size()?;
         let t = self.get_or_create(target);
         let mut t = t.lock();
         t.append(hint, self.segment_bytes)
@@ -923,101 +904,10 @@ impl HintLog for DiskHintLog {
 
 // ---- in memory ----
 
-/// One target's hints in a [`MemoryHintLog`].
-#[derive(Debug, Default)]
-struct MemTarget {
-    /// The last number handed out (kept after trims and drops).
-    last_seq: u64,
-    hints: VecDeque<(u64, Hint)>,
-}
-
 /// A hint log in memory, for nodes built without a data directory (the
 /// default of [`crate::NodeBuilder`]): hints last as long as the process.
-#[derive(Debug, Default)]
-pub struct MemoryHintLog {
-    targets: Mutex<BTreeMap<NodeId, MemTarget>>,
-}
-
-impl MemoryHintLog {
-    /// An empty log.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl HintLog for MemoryHintLog {
-    fn append(&self, target: NodeId, hint: &Hint) -> Result<u64, StoreError> {
-        check_size(hint)?;
-        let mut targets = self.targets.lock();
-        let t = targets.entry(target).or_default();
-        t.last_seq += 1;
-        t.hints.push_back((t.last_seq, hint.clone()));
-        Ok(t.last_seq)
-    }
-
-    fn read(
-        &self,
-        target: NodeId,
-        after: u64,
-        max_bytes: u64,
-    ) -> Result<Vec<(u64, Hint)>, StoreError> {
-        let targets = self.targets.lock();
-        let mut out = Vec::new();
-        let Some(t) = targets.get(&target) else {
-            return Ok(out);
-        };
-        let mut bytes = 0u64;
-        let start = t.hints.partition_point(|(s, _)| *s <= after);
-        for (seq, hint) in t.hints.iter().skip(start) {
-            out.push((*seq, hint.clone()));
-            bytes = bytes.saturating_add(hint.charge());
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    fn trim(&self, target: NodeId, through: u64) -> Result<(), StoreError> {
-        if let Some(t) = self.targets.lock().get_mut(&target) {
-            while t.hints.front().is_some_and(|(s, _)| *s <= through) {
-                t.hints.pop_front();
-            }
-        }
-        Ok(())
-    }
-
-    fn drop_target(&self, target: NodeId) -> Result<(), StoreError> {
-        if let Some(t) = self.targets.lock().get_mut(&target) {
-            t.hints.clear();
-        }
-        Ok(())
-    }
-
-    fn backlog(&self) -> Result<Vec<(NodeId, HintBacklog)>, StoreError> {
-        Ok(self
-            .targets
-            .lock()
-            .iter()
-            .filter(|(_, t)| !t.hints.is_empty())
-            .map(|(id, t)| {
-                let b = HintBacklog {
-                    count: t.hints.len() as u64,
-                    bytes: t.hints.iter().map(|(_, h)| h.charge()).sum(),
-                    first_seq: t.hints.front().map_or(0, |(s, _)| *s),
-                    last_seq: t.last_seq,
-                    oldest_micros: t
-                        .hints
-                        .iter()
-                        .map(|(_, h)| h.created_micros)
-                        .min()
-                        .unwrap_or(0),
-                };
-                (*id, b)
-            })
-            .collect())
-    }
-}
+/// The core's in-memory log, the same one the simulator runs.
+pub type MemoryHintLog = cassio_core::hint_log::MemHintLog;
 
 #[cfg(test)]
 mod tests {
