@@ -4,6 +4,7 @@ use crate::membership::GossipConfig;
 use crate::placement::PlacementKind;
 use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How many replicas must answer before the coordinator answers the client.
@@ -219,6 +220,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configured keyspaces by name, with `default` (replication factor
+    /// 3) added if missing, or the first one that is invalid: a name empty
+    /// or over 255 bytes, a replication factor of zero, a default level that
+    /// needs more replicas than the keyspace has, or a name used twice.
+    pub fn validate_keyspaces(&self) -> Result<BTreeMap<String, KeyspaceConfig>, ConfigError> {
+        let mut keyspaces = BTreeMap::new();
+        let mut ks_list = self.keyspaces.clone();
+        if !ks_list.iter().any(|k| k.name == crate::DEFAULT_KEYSPACE) {
+            ks_list.push(KeyspaceConfig::default_keyspace(3));
+        }
+        for ks in ks_list {
+            if ks.name.is_empty() || ks.name.len() > 255 {
+                return Err(ConfigError::KeyspaceName(ks.name));
+            }
+            if ks.replication_factor == 0 {
+                return Err(ConfigError::ZeroReplication(ks.name));
+            }
+            if ks.default_consistency.required(ks.replication_factor) > ks.replication_factor {
+                return Err(ConfigError::DefaultConsistency {
+                    name: ks.name,
+                    level: ks.default_consistency,
+                    rf: ks.replication_factor,
+                });
+            }
+            if keyspaces.contains_key(&ks.name) {
+                return Err(ConfigError::DuplicateKeyspace(ks.name));
+            }
+            keyspaces.insert(ks.name.clone(), ks);
+        }
+        Ok(keyspaces)
+    }
+}
+
 /// Why a node could not be built from a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -266,4 +301,84 @@ pub enum ConfigError {
         /// The cap (`GossipConfig::max_message_bytes`).
         max: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(keyspaces: Vec<KeyspaceConfig>) -> Config {
+        let mut config = Config::new("test", "127.0.0.1:7000".parse().expect("addr"));
+        config.keyspaces = keyspaces;
+        config
+    }
+
+    fn keyspace(name: &str, rf: usize, level: Consistency) -> KeyspaceConfig {
+        KeyspaceConfig {
+            name: name.to_string(),
+            replication_factor: rf,
+            default_consistency: level,
+            strategy: ReplicationStrategy::Leaderless,
+        }
+    }
+
+    #[test]
+    fn valid_keyspaces_are_kept_and_default_is_added() {
+        let ks = config_with(vec![keyspace("users", 5, Consistency::Two)])
+            .validate_keyspaces()
+            .expect("valid");
+        assert_eq!(
+            ks.keys().cloned().collect::<Vec<_>>(),
+            vec!["default".to_string(), "users".to_string()]
+        );
+        assert_eq!(ks["users"].replication_factor, 5);
+        assert_eq!(ks["default"], KeyspaceConfig::default_keyspace(3));
+    }
+
+    #[test]
+    fn invalid_keyspaces_are_refused_with_their_error() {
+        let long = "k".repeat(256);
+        let cases = [
+            (
+                keyspace("", 3, Consistency::One),
+                ConfigError::KeyspaceName(String::new()),
+            ),
+            (
+                keyspace(&long, 3, Consistency::One),
+                ConfigError::KeyspaceName(long.clone()),
+            ),
+            (
+                keyspace("zero", 0, Consistency::One),
+                ConfigError::ZeroReplication("zero".to_string()),
+            ),
+            (
+                keyspace("thin", 2, Consistency::Three),
+                ConfigError::DefaultConsistency {
+                    name: "thin".to_string(),
+                    level: Consistency::Three,
+                    rf: 2,
+                },
+            ),
+        ];
+        for (ks, expected) in cases {
+            assert_eq!(config_with(vec![ks]).validate_keyspaces(), Err(expected));
+        }
+        let twice = config_with(vec![
+            keyspace("users", 3, Consistency::One),
+            keyspace("users", 5, Consistency::One),
+        ]);
+        assert_eq!(
+            twice.validate_keyspaces(),
+            Err(ConfigError::DuplicateKeyspace("users".to_string()))
+        );
+    }
+
+    #[test]
+    fn node_refuses_a_bad_keyspace_with_the_same_error() {
+        let config = config_with(vec![keyspace("zero", 0, Consistency::One)]);
+        let expected = config.validate_keyspaces().expect_err("invalid");
+        let got =
+            crate::Node::new(crate::NodeId(1), config, crate::Instant::from_micros(0), 0).err();
+        assert_eq!(got, Some(expected));
+    }
 }

@@ -120,30 +120,7 @@ impl Node {
         now: Instant,
         wall_micros: u64,
     ) -> Result<Self, ConfigError> {
-        let mut keyspaces = BTreeMap::new();
-        let mut ks_list = config.keyspaces.clone();
-        if !ks_list.iter().any(|k| k.name == crate::DEFAULT_KEYSPACE) {
-            ks_list.push(KeyspaceConfig::default_keyspace(3));
-        }
-        for ks in ks_list {
-            if ks.name.is_empty() || ks.name.len() > 255 {
-                return Err(ConfigError::KeyspaceName(ks.name));
-            }
-            if ks.replication_factor == 0 {
-                return Err(ConfigError::ZeroReplication(ks.name));
-            }
-            if ks.default_consistency.required(ks.replication_factor) > ks.replication_factor {
-                return Err(ConfigError::DefaultConsistency {
-                    name: ks.name,
-                    level: ks.default_consistency,
-                    rf: ks.replication_factor,
-                });
-            }
-            if keyspaces.contains_key(&ks.name) {
-                return Err(ConfigError::DuplicateKeyspace(ks.name));
-            }
-            keyspaces.insert(ks.name.clone(), ks);
-        }
+        let keyspaces = config.validate_keyspaces()?;
         if config.vnodes == 0 && config.placement == PlacementKind::TokenRing {
             return Err(ConfigError::ZeroVnodes);
         }
