@@ -24,6 +24,7 @@ mod coordinator;
 mod effects;
 pub mod hint_log;
 pub mod hints;
+mod keyspace_check;
 mod layout;
 pub mod membership;
 pub mod node;

@@ -12,6 +12,7 @@ use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
 use crate::effects::{AfterApply, BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
+use crate::keyspace_check::KeyspaceCheck;
 use crate::layout::Layout;
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
@@ -88,8 +89,8 @@ pub struct Node {
     /// Before coordinating after a restart: the wall clock must pass the
     /// persisted high-water mark, so new writes are stamped near real time.
     clock_floor: u64,
-    /// Keyspace agreement, cached per membership view epoch.
-    agreement: (u64, BTreeMap<String, Option<ClientError>>),
+    /// Keyspace agreement with the cluster, cached per view epoch.
+    agreement: KeyspaceCheck,
     /// Anti-entropy: trees, rounds, exchanges.
     ae: AntiEntropy,
     /// Hinted handoff.
@@ -244,7 +245,7 @@ impl Node {
             } else {
                 clock_floor
             },
-            agreement: (0, BTreeMap::new()),
+            agreement: KeyspaceCheck::default(),
             ae: AntiEntropy::new(
                 id,
                 config.repair.clone(),
@@ -727,72 +728,19 @@ impl Node {
     }
 
     /// Whether this node's definition of `keyspace` disagrees with most of
-    /// the cluster's token owners that gossip one; the error says how.
+    /// the cluster's token owners that gossip one; the error says how, and
+    /// the first such verdict of a view is also reported as an event.
     fn disagreement(&mut self, keyspace: &str) -> Option<ClientError> {
         #[cfg(feature = "mutations")]
         if self.mutations.skip_config_check {
             return None;
         }
-        let epoch = self.membership.view_epoch();
-        if self.agreement.0 != epoch {
-            self.agreement = (epoch, BTreeMap::new());
+        let (verdict, event) =
+            self.agreement
+                .check(&self.membership, keyspace, self.keyspaces.get(keyspace));
+        if let Some(e) = event {
+            self.out.push_back(Output::Event(e));
         }
-        if let Some(cached) = self.agreement.1.get(keyspace) {
-            return cached.clone();
-        }
-        let ours = self.keyspaces.get(keyspace)?.clone();
-        let mut same = 1usize;
-        let mut others: Vec<KeyspaceConfig> = Vec::new();
-        for (_, defs) in self.membership.member_keyspaces() {
-            match defs.iter().find(|k| k.name == keyspace) {
-                Some(k) if *k == ours => same += 1,
-                Some(k) => others.push(k.clone()),
-                None => {}
-            }
-        }
-        let verdict = if same * 2 > same + others.len() {
-            None
-        } else {
-            // The most common other definition is "the cluster's".
-            let theirs = others
-                .iter()
-                .max_by_key(|k| others.iter().filter(|o| o == k).count())
-                .cloned();
-            theirs.map(|theirs| {
-                let (setting, a, b) = if theirs.replication_factor != ours.replication_factor {
-                    (
-                        "replication_factor",
-                        ours.replication_factor.to_string(),
-                        theirs.replication_factor.to_string(),
-                    )
-                } else if theirs.default_consistency != ours.default_consistency {
-                    (
-                        "default_consistency",
-                        ours.default_consistency.to_string(),
-                        theirs.default_consistency.to_string(),
-                    )
-                } else {
-                    (
-                        "strategy",
-                        format!("{:?}", ours.strategy),
-                        format!("{:?}", theirs.strategy),
-                    )
-                };
-                self.out.push_back(Output::Event(NodeEvent::ConfigMismatch {
-                    keyspace: keyspace.to_string(),
-                    detail: format!("{setting}: ours {a}, cluster {b}"),
-                }));
-                ClientError::ConfigMismatch {
-                    keyspace: keyspace.to_string(),
-                    setting: setting.to_string(),
-                    ours: a,
-                    theirs: b,
-                }
-            })
-        };
-        self.agreement
-            .1
-            .insert(keyspace.to_string(), verdict.clone());
         verdict
     }
 
