@@ -16,6 +16,7 @@
 //!   [`storage_ops`] the operations a node asks its host to run on them.
 
 pub mod anti_entropy;
+mod background;
 mod budget;
 mod client_api;
 mod clock_guard;

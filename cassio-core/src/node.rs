@@ -5,12 +5,13 @@
 //! until it returns `None`, and calls [`Node::handle_timeout`] at (or after)
 //! [`Node::poll_timeout`]. It never performs I/O, reads a clock or spawns.
 
-use crate::anti_entropy::{AntiEntropy, RepairStatus, SyncMsg};
+use crate::anti_entropy::{AntiEntropy, RepairStatus};
+use crate::background::Machines;
 use crate::budget::ByteBudget;
 use crate::clock_guard::{ClockGuard, Stamper};
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
-use crate::effects::{AfterApply, BgWaiter, Effects};
+use crate::effects::{BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
 use crate::keyspace_check::KeyspaceCheck;
 use crate::layout::Layout;
@@ -840,91 +841,20 @@ impl Node {
         }
     }
 
-    /// A background storage operation completed.
+    /// A background storage operation completed: it goes back to the
+    /// machine that asked for it, then what that machine asks for goes out.
     fn background_done(&mut self, now: Instant, w: BgWaiter, result: StorageResult) {
         self.rebuild_placement();
         let wall = self.wall_now(now);
-        match (w, result) {
-            (BgWaiter::RebuildPage { keyspace, run }, StorageResult::Digests(r)) => {
-                self.ae.on_rebuild_page(&keyspace, run, r, now)
-            }
-            (BgWaiter::OwnDigests { xid }, StorageResult::Digests(r)) => self.ae.on_own_digests(
-                xid,
-                r,
-                now,
-                wall,
-                self.layout.placement(),
-                &mut self.budget,
-                &mut self.fx,
-            ),
-            (BgWaiter::PushItems { xid, keys, pull }, StorageResult::GotBatch(r)) => {
-                self.ae.on_push_items(
-                    xid,
-                    keys,
-                    pull,
-                    r,
-                    now,
-                    wall,
-                    &mut self.budget,
-                    &mut self.fx,
-                )
-            }
-            (BgWaiter::ApplyItems { then, .. }, StorageResult::AppliedBatch(r)) => match then {
-                AfterApply::Nothing => {}
-                AfterApply::SyncPush { to, xid, pull } => match r {
-                    Ok(_) => crate::anti_entropy::answer_pull(to, xid, pull, &mut self.fx),
-                    Err(_) => self.fx.send(to, PeerMsg::Sync(SyncMsg::Failed { xid })),
-                },
-                AfterApply::HintBatch { to, tag } => self.fx.send(
-                    to,
-                    PeerMsg::Hints(crate::hints::HintMsg::Ack { tag, ok: r.is_ok() }),
-                ),
-            },
-            (
-                BgWaiter::AnswerKeys {
-                    to,
-                    xid,
-                    limit,
-                    segments,
-                },
-                StorageResult::Digests(r),
-            ) => {
-                let msg = match r {
-                    Ok(entries) => crate::anti_entropy::keys_reply(xid, entries, limit, &segments),
-                    Err(_) => SyncMsg::Failed { xid },
-                };
-                self.fx.send(to, PeerMsg::Sync(msg));
-            }
-            (BgWaiter::AnswerPull { to, xid, keys }, StorageResult::GotBatch(r)) => {
-                let msg = match r {
-                    Ok(values) => SyncMsg::PushReply {
-                        xid,
-                        items: keys
-                            .into_iter()
-                            .zip(values)
-                            .filter_map(|(k, v)| v.map(|v| (k, v)))
-                            .collect(),
-                    },
-                    Err(_) => SyncMsg::Failed { xid },
-                };
-                self.fx.send(to, PeerMsg::Sync(msg));
-            }
-            (BgWaiter::HintAppended { target, charge, .. }, StorageResult::HintAppended(r)) => {
-                self.hints.on_appended(target, charge, r)
-            }
-            (BgWaiter::HintsRead { target }, StorageResult::HintsRead(r)) => {
-                self.hints
-                    .on_read(target, r, now, wall, &mut self.budget, &mut self.fx)
-            }
-            (BgWaiter::HintBacklog, StorageResult::HintBacklog(r)) => self.hints.on_backlog(r),
-            (BgWaiter::HintsTrimmed | BgWaiter::Watermark, _) => {}
-            // A host that answers with the wrong kind of result broke the
-            // contract; the machines time out and retry.
-            (w, r) => self
-                .out
-                .push_back(Output::Event(NodeEvent::StorageFailed(format!(
-                    "storage answered {w:?} with {r:?}"
-                )))),
+        let failed = Machines {
+            ae: &mut self.ae,
+            hints: &mut self.hints,
+            budget: &mut self.budget,
+            fx: &mut self.fx,
+        }
+        .storage_done(self.layout.placement(), now, wall, w, result);
+        if let Some(e) = failed {
+            self.out.push_back(Output::Event(e));
         }
         self.drain_fx();
     }
