@@ -32,6 +32,7 @@ pub mod node;
 mod output;
 pub mod persist;
 pub mod placement;
+mod readiness;
 mod replica;
 mod storage_key;
 pub mod storage_ops;

@@ -18,6 +18,7 @@ use crate::layout::Layout;
 use crate::membership::{AppState, GossipSend, Membership, MembershipEvent, NodeStatus};
 use crate::persist::PersistedState;
 use crate::placement::{default_tokens, PlacementKind};
+use crate::readiness::Readiness;
 use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
@@ -72,24 +73,14 @@ pub struct Node {
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
     shutting_down: bool,
-    /// True once the node's view of the cluster has settled (see `settle`).
-    ready: bool,
-    /// Whether this node joins through seeds (it must wait for its view).
-    joins_through_seeds: bool,
-    /// The ring epoch last seen, and since when it has not changed.
-    view_stable_since: (u64, Instant),
+    /// Whether the node coordinates yet, and what it waits for.
+    readiness: Readiness,
     /// The last wall-clock reading from the host, and when it was taken.
     wall: (Instant, u64),
     /// The clock high-water mark last persisted.
     clock_persisted: u64,
     /// The membership view epoch last persisted.
     view_persisted: u64,
-    /// Before coordinating after a restart: the persisted view's members, a
-    /// majority of which (this node included) must be heard from.
-    restart_quorum: Option<Vec<NodeId>>,
-    /// Before coordinating after a restart: the wall clock must pass the
-    /// persisted high-water mark, so new writes are stamped near real time.
-    clock_floor: u64,
     /// Keyspace agreement with the cluster, cached per view epoch.
     agreement: KeyspaceCheck,
     /// Anti-entropy: trees, rounds, exchanges.
@@ -231,21 +222,22 @@ impl Node {
             events: Vec::new(),
             out: VecDeque::new(),
             shutting_down: false,
-            joins_through_seeds: false,
             // A node with no one to join and nothing persisted coordinates at
             // once; a joining or restarting node waits until its view has
-            // settled (see `settle`).
-            ready: false,
-            view_stable_since: (0, now),
+            // settled (see `Readiness`).
+            readiness: Readiness::new(
+                joins_through_seeds,
+                restart_quorum,
+                if config.start_without_quorum {
+                    0
+                } else {
+                    clock_floor
+                },
+                now,
+            ),
             wall: (now, wall_micros),
             clock_persisted: 0,
             view_persisted: 0,
-            restart_quorum,
-            clock_floor: if config.start_without_quorum {
-                0
-            } else {
-                clock_floor
-            },
             agreement: KeyspaceCheck::default(),
             ae: AntiEntropy::new(
                 id,
@@ -291,7 +283,6 @@ impl Node {
                 Waiter::Bg(BgWaiter::Watermark),
             );
         }
-        node.joins_through_seeds = joins_through_seeds;
         node.rebuild_placement();
         node.settle(now);
         node.persist_if_changed();
@@ -395,7 +386,7 @@ impl Node {
         self.clock_persisted = self
             .clock_persisted
             .max(clock.saturating_add(CLOCK_RESERVE_MICROS))
-            .max(self.clock_floor);
+            .max(self.readiness.clock_floor());
         self.alive_persisted = self.wall.1;
         self.out.push_back(Output::Persist(PersistedState {
             clock_high_water: self.clock_persisted,
@@ -524,7 +515,7 @@ impl Node {
             return self.reply(id, Err(ClientError::ShuttingDown));
         }
         self.settle(now);
-        if !self.ready {
+        if !self.readiness.is_ready() {
             return self.reply(id, Err(ClientError::Joining));
         }
         if !self.keyspaces.contains_key(&req.keyspace) {
@@ -680,52 +671,11 @@ impl Node {
         self.coordinate(now, |c, _, fx| c.expire(now, fx));
     }
 
-    /// A node that joined through seeds coordinates only once it is `Normal`
-    /// and its ring has not changed for three gossip rounds (as Cassandra
-    /// waits for gossip to settle): a partial view would place keys on the
-    /// wrong replicas and acknowledge writes that reads elsewhere miss.
-    ///
-    /// A node that restarts with a persisted view also waits until it has
-    /// heard from a majority of that view (itself included): the first
-    /// nodes of a whole-cluster restart must not acknowledge writes on a
-    /// ring where most replicas are still down and unknown-state. And it
-    /// waits until its wall clock has passed the persisted clock high-water
-    /// mark, so its first writes are not stamped far ahead of real time.
+    /// Becomes ready to coordinate once the view has settled (see
+    /// [`Readiness`]).
     fn settle(&mut self, now: Instant) {
-        if self.ready {
-            return;
-        }
-        let epoch = self.membership.ring_epoch();
-        if self.view_stable_since.0 != epoch {
-            self.view_stable_since = (epoch, now);
-            if self.joins_through_seeds {
-                return;
-            }
-        }
-        if self.joins_through_seeds && self.restart_quorum.is_none() {
-            let settle_for = self.membership.config().interval * 3;
-            if !matches!(
-                self.membership.status(),
-                NodeStatus::Normal | NodeStatus::Syncing
-            ) || now.saturating_duration_since(self.view_stable_since.1) < settle_for
-            {
-                return;
-            }
-        }
-        if let Some(view) = &self.restart_quorum {
-            let heard = view
-                .iter()
-                .filter(|&&id| self.membership.is_alive(id))
-                .count();
-            // This node counts as heard; a majority of view + 1.
-            if (heard + 1) * 2 <= view.len() + 1 {
-                return;
-            }
-        }
-        if self.wall_now(now) < self.clock_floor {
-            return;
-        }
-        self.ready = true;
+        let wall = self.wall_now(now);
+        self.readiness.settle(&self.membership, now, wall);
     }
 
     /// Whether this node's definition of `keyspace` disagrees with most of
@@ -747,7 +697,7 @@ impl Node {
 
     /// Whether the node coordinates client requests (its view has settled).
     pub fn is_ready(&self) -> bool {
-        self.ready
+        self.readiness.is_ready()
     }
 
     /// Fails every unanswered request with `ShuttingDown` and refuses new ones.
@@ -775,7 +725,7 @@ impl Node {
         self.ae.tick(
             now,
             wall,
-            self.ready && !self.shutting_down,
+            self.readiness.is_ready() && !self.shutting_down,
             self.layout.placement(),
             &alive,
             &mut self.budget,
