@@ -8,7 +8,11 @@
 //! would drag this node's clock, and every write it stamps, into the
 //! future), and this node refuses to stamp writes while its own wall clock
 //! is off the median by more than the bound.
+//!
+//! [`NodeStamper`] is that clock as the coordinator and the replica see it
+//! ([`Stamper`]), read at the host's latest wall-clock reading.
 
+use crate::membership::Membership;
 use crate::time::Instant;
 use crate::types::{HybridClock, Timestamp};
 
@@ -150,10 +154,74 @@ pub(crate) trait Stamper {
     fn max_offset(&self) -> u64;
 }
 
+/// The wall clock at monotonic time `now`, given the host's latest reading
+/// `wall` (taken at `wall.0`).
+pub(crate) fn wall_at(wall: (Instant, u64), now: Instant) -> u64 {
+    wall.1
+        .saturating_add(now.as_micros().saturating_sub(wall.0.as_micros()))
+}
+
+/// The clock as the coordinator sees it: this node's guarded clock, read at
+/// the host's latest wall-clock reading.
+pub(crate) struct NodeStamper<'a> {
+    /// This node's guarded clock.
+    pub clock: &'a mut ClockGuard,
+    /// Where the live peers' clock offsets come from.
+    pub membership: &'a Membership,
+    /// The host's latest wall-clock reading, and when it was taken.
+    pub wall: (Instant, u64),
+    /// The node's random number generator (random stamps).
+    #[cfg(feature = "mutations")]
+    pub rng: &'a mut rand_chacha::ChaCha8Rng,
+    /// This node, which random stamps are issued by.
+    #[cfg(feature = "mutations")]
+    pub id: crate::types::NodeId,
+    /// Whether to stamp writes at random (mutation).
+    #[cfg(feature = "mutations")]
+    pub random_timestamps: bool,
+}
+
+impl Stamper for NodeStamper<'_> {
+    fn stamp(&mut self, now: Instant) -> Timestamp {
+        let wall = wall_at(self.wall, now);
+        #[cfg(feature = "mutations")]
+        if self.random_timestamps {
+            use rand::Rng;
+            // Anywhere from 2 s behind to just inside the offset bound ahead,
+            // so replicas accept them: wrong, but not refused.
+            let ahead = self.clock.max_offset().saturating_sub(100_000);
+            let micros =
+                wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
+            let logical = self.rng.random_range(0..4);
+            return Timestamp::new(micros, logical, self.id);
+        }
+        self.clock.stamp(wall)
+    }
+
+    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
+        let wall = wall_at(self.wall, now);
+        let membership = self.membership;
+        self.clock
+            .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
+    }
+
+    fn max_offset(&self) -> u64 {
+        self.clock.max_offset()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::NodeId;
+
+    #[test]
+    fn wall_at_adds_the_monotonic_time_since_the_reading() {
+        let at = Instant::from_micros(1_000);
+        assert_eq!(wall_at((at, WALL), Instant::from_micros(1_250)), WALL + 250);
+        // A monotonic time before the reading does not move the wall back.
+        assert_eq!(wall_at((at, WALL), Instant::from_micros(10)), WALL);
+    }
 
     const MAX: u64 = 500_000;
     const WALL: u64 = 1_000_000_000_000;

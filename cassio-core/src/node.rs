@@ -8,7 +8,7 @@
 use crate::anti_entropy::{AntiEntropy, RepairStatus};
 use crate::background::Machines;
 use crate::budget::ByteBudget;
-use crate::clock_guard::{ClockGuard, Stamper};
+use crate::clock_guard::{wall_at, ClockGuard, NodeStamper, Stamper};
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
 use crate::effects::{BgWaiter, Effects};
@@ -23,7 +23,7 @@ use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
-use crate::types::{HybridClock, Key, NodeId, Timestamp, Token, Versioned};
+use crate::types::{HybridClock, Key, NodeId, Token, Versioned};
 use crate::wire::{Envelope, PeerMsg, WireCodec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -968,55 +968,5 @@ impl Node {
             token: StorageToken(token),
             op,
         });
-    }
-}
-
-/// The wall clock at monotonic time `now`, given the host's latest reading
-/// `wall` (taken at `wall.0`).
-fn wall_at(wall: (Instant, u64), now: Instant) -> u64 {
-    wall.1
-        .saturating_add(now.as_micros().saturating_sub(wall.0.as_micros()))
-}
-
-/// The clock as the coordinator sees it: this node's guarded clock, read at
-/// the host's latest wall-clock reading.
-struct NodeStamper<'a> {
-    clock: &'a mut ClockGuard,
-    membership: &'a Membership,
-    wall: (Instant, u64),
-    #[cfg(feature = "mutations")]
-    rng: &'a mut ChaCha8Rng,
-    #[cfg(feature = "mutations")]
-    id: NodeId,
-    #[cfg(feature = "mutations")]
-    random_timestamps: bool,
-}
-
-impl Stamper for NodeStamper<'_> {
-    fn stamp(&mut self, now: Instant) -> Timestamp {
-        let wall = wall_at(self.wall, now);
-        #[cfg(feature = "mutations")]
-        if self.random_timestamps {
-            use rand::Rng;
-            // Anywhere from 2 s behind to just inside the offset bound ahead,
-            // so replicas accept them: wrong, but not refused.
-            let ahead = self.clock.max_offset().saturating_sub(100_000);
-            let micros =
-                wall.saturating_sub(2_000_000) + self.rng.random_range(0..2_000_000 + ahead);
-            let logical = self.rng.random_range(0..4);
-            return Timestamp::new(micros, logical, self.id);
-        }
-        self.clock.stamp(wall)
-    }
-
-    fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64> {
-        let wall = wall_at(self.wall, now);
-        let membership = self.membership;
-        self.clock
-            .observe_bounded(now, wall, ts, || membership.live_clock_offsets())
-    }
-
-    fn max_offset(&self) -> u64 {
-        self.clock.max_offset()
     }
 }
