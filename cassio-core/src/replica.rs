@@ -48,6 +48,27 @@ pub(crate) enum ReplicaEffect {
     Event(NodeEvent),
 }
 
+/// Observes `ts` from coordinator `from` on this node's clock; a stamp
+/// beyond the clock bound is refused (and reported): false then.
+fn observe_or_refuse(
+    now: Instant,
+    from: NodeId,
+    ts: Timestamp,
+    clock: &mut dyn Stamper,
+    fx: &mut Vec<ReplicaEffect>,
+) -> bool {
+    match clock.observe(now, ts) {
+        Ok(()) => true,
+        Err(ahead_micros) => {
+            fx.push(ReplicaEffect::Event(NodeEvent::ClockAheadRefused {
+                from,
+                ahead_micros,
+            }));
+            false
+        }
+    }
+}
+
 /// Coordinator `from` asks this node to apply `version` of `key` (write `tag`).
 pub(crate) fn on_write(
     now: Instant,
@@ -58,11 +79,7 @@ pub(crate) fn on_write(
     clock: &mut dyn Stamper,
     fx: &mut Vec<ReplicaEffect>,
 ) {
-    if let Err(ahead_micros) = clock.observe(now, version.ts) {
-        fx.push(ReplicaEffect::Event(NodeEvent::ClockAheadRefused {
-            from,
-            ahead_micros,
-        }));
+    if !observe_or_refuse(now, from, version.ts, clock, fx) {
         fx.push(ReplicaEffect::Send(
             from,
             PeerMsg::WriteAck {
@@ -104,12 +121,7 @@ pub(crate) fn on_repair(
     clock: &mut dyn Stamper,
     fx: &mut Vec<ReplicaEffect>,
 ) {
-    if let Err(ahead_micros) = clock.observe(now, version.ts) {
-        fx.push(ReplicaEffect::Event(NodeEvent::ClockAheadRefused {
-            from,
-            ahead_micros,
-        }));
-    } else {
+    if observe_or_refuse(now, from, version.ts, clock, fx) {
         fx.push(ReplicaEffect::Storage(
             StorageOp::Apply { key, version },
             ReplicaWaiter::Repair,
