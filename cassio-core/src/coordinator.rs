@@ -732,6 +732,18 @@ mod tests {
         (c, clock, 100, fx.0)
     }
 
+    /// Replica `from` answers write `tag` with `outcome`, at time zero.
+    fn ack(
+        c: &mut Coordinator,
+        clock: &mut TestClock,
+        tag: RequestTag,
+        from: NodeId,
+        outcome: WriteOutcome,
+        fx: &mut CoordEffects,
+    ) {
+        c.on_write_result(Instant::ZERO, tag, from, outcome, clock, fx);
+    }
+
     fn replies(fx: &[CoordEffect]) -> Vec<&Result<ClientResponse, ClientError>> {
         fx.iter()
             .filter_map(|e| match e {
@@ -765,33 +777,12 @@ mod tests {
     fn a_quorum_write_of_rf_3_completes_after_2_acks_not_1() {
         let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
         let mut fx = CoordEffects::default();
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            B,
-            WriteOutcome::Applied,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, B, WriteOutcome::Applied, &mut fx);
         assert!(replies(&fx.0).is_empty(), "answered after one ack: {fx:?}");
         // A duplicate ack from the same replica does not count twice.
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            B,
-            WriteOutcome::Applied,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, B, WriteOutcome::Applied, &mut fx);
         assert!(replies(&fx.0).is_empty(), "a duplicate ack counted: {fx:?}");
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            C,
-            WriteOutcome::Applied,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, C, WriteOutcome::Applied, &mut fx);
         assert_eq!(
             replies(&fx.0),
             vec![&Ok(ClientResponse::Written {
@@ -806,23 +797,9 @@ mod tests {
     fn a_write_that_cannot_reach_quorum_fails_at_once() {
         let (mut c, mut clock, tag, _) = started(Op::Write(None));
         let mut fx = CoordEffects::default();
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            B,
-            WriteOutcome::Failed,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, B, WriteOutcome::Failed, &mut fx);
         assert!(replies(&fx.0).is_empty());
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            C,
-            WriteOutcome::Failed,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, C, WriteOutcome::Failed, &mut fx);
         assert_eq!(
             replies(&fx.0),
             vec![&Err(ClientError::ReplicaFailure {
@@ -871,14 +848,7 @@ mod tests {
     fn a_deadline_past_with_too_few_replies_times_out() {
         let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
         let mut fx = CoordEffects::default();
-        c.on_write_result(
-            Instant::ZERO,
-            tag,
-            B,
-            WriteOutcome::Applied,
-            &mut clock,
-            &mut fx,
-        );
+        ack(&mut c, &mut clock, tag, B, WriteOutcome::Applied, &mut fx);
         // Just before the deadline nothing happens.
         c.expire(
             Instant::ZERO + (TIMEOUT - Duration::from_micros(1)),
@@ -907,12 +877,12 @@ mod tests {
         let (mut c, mut clock, tag, _) = started(Op::Write(Some(Bytes::from_static(b"v"))));
         let mut fx = CoordEffects::default();
         let newer = Timestamp::new(50_000, 0, B);
-        c.on_write_result(
-            Instant::ZERO,
+        ack(
+            &mut c,
+            &mut clock,
             tag,
             B,
             WriteOutcome::Superseded(newer),
-            &mut clock,
             &mut fx,
         );
         let resent: Vec<(NodeId, RequestTag, Timestamp)> =
