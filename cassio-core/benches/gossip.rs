@@ -29,6 +29,8 @@ fn app(i: u64) -> AppState {
         load: 1 << 30,
         repaired_through: 1_800_000_000_000_000,
         hinting: Vec::new(),
+        ring_acked: 0,
+        ring_synced: 0,
     }
 }
 

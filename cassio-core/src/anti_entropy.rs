@@ -476,6 +476,12 @@ impl AntiEntropy {
         self.live_rounds_since_start > 0 && !self.last_round_skipped.iter().any(|&p| alive(p))
     }
 
+    /// Whether a full round that started at or after wall time `wall`
+    /// completed and synced with every peer alive now.
+    pub fn synced_since(&self, wall: u64, alive: &dyn Fn(NodeId) -> bool) -> bool {
+        self.synced_with_every_live_peer(alive) && self.status.last_round_started >= wall
+    }
+
     fn trees_ready(&self) -> bool {
         self.trees.values().all(|t| t.ready)
     }

@@ -190,6 +190,12 @@ pub struct Mutations {
     /// A restarted node is `Normal` at once: it serves reads before it has
     /// caught up.
     pub skip_syncing: bool,
+    /// A leaving node announces `Left` at once, before the nodes gaining
+    /// its ranges synced them.
+    pub leave_without_handoff: bool,
+    /// While a node leaves, writes reach only the current ring's replicas
+    /// (not the next ring's too).
+    pub writes_skip_next_ring: bool,
 }
 
 impl Config {

@@ -92,6 +92,16 @@ impl CoordEffects {
     }
 }
 
+/// One replica set a request must reach to its level: every replica of
+/// the key on one ring, and those of them believed alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicaSet {
+    /// Every replica (`rf` of them once the ring has that many nodes).
+    pub all: Vec<NodeId>,
+    /// Those believed alive (and, for reads, caught up): the ones asked.
+    pub live: Vec<NodeId>,
+}
+
 #[derive(Debug)]
 enum PendingKind {
     Write {
@@ -109,8 +119,13 @@ enum PendingKind {
 struct Pending {
     client: RequestId,
     key: Key,
-    /// The whole replica set (for writes: who gets a hint if it missed it).
+    /// Every replica of every set (for writes: who gets a hint if it
+    /// missed it).
     replicas: Vec<NodeId>,
+    /// The live replicas of each set: a write is acknowledged once
+    /// `needed` of each set applied it (one set for reads, and for writes
+    /// unless the ring is moving).
+    sets: Vec<Vec<NodeId>>,
     /// Replicas that applied the write (its latest stamp).
     applied_by: Vec<NodeId>,
     sent_to: Vec<NodeId>,
@@ -121,6 +136,27 @@ struct Pending {
     answered: bool,
     deadline: Instant,
     kind: PendingKind,
+}
+
+impl Pending {
+    /// Whether `needed` replicas of every set applied the write.
+    fn each_set_applied(&self) -> bool {
+        self.sets
+            .iter()
+            .all(|set| set.iter().filter(|r| self.applied_by.contains(r)).count() >= self.needed)
+    }
+
+    /// Whether every set can still reach `needed`: the replicas that
+    /// applied plus those yet to answer.
+    fn each_set_can_apply(&self) -> bool {
+        self.sets.iter().all(|set| {
+            let possible = set
+                .iter()
+                .filter(|r| self.applied_by.contains(r) || !self.responded.contains(r))
+                .count();
+            possible >= self.needed
+        })
+    }
 }
 
 /// The requests this node coordinates.
@@ -169,9 +205,9 @@ impl Coordinator {
         tag
     }
 
-    /// Starts client request `client`: `op` on storage key `key`, whose
-    /// replica set is `replicas` (of `rf` wanted), `live` of them believed
-    /// alive, `needed` answers wanted.
+    /// Starts client request `client`: `op` on storage key `key`, which
+    /// must reach `needed` replicas of each of `sets` (each of `rf`
+    /// wanted).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
@@ -179,8 +215,7 @@ impl Coordinator {
         client: RequestId,
         key: Key,
         op: Op,
-        replicas: Vec<NodeId>,
-        live: Vec<NodeId>,
+        sets: Vec<ReplicaSet>,
         needed: usize,
         rf: usize,
         clock: &mut dyn Stamper,
@@ -188,15 +223,25 @@ impl Coordinator {
     ) {
         // Fewer nodes on the ring than the replication factor: a "quorum"
         // of the few would not intersect the quorum of the full set later.
-        if live.len() < needed || replicas.len() < rf {
-            return fx.reply(
-                client,
-                Err(ClientError::Unavailable {
-                    needed,
-                    alive: live.len(),
-                }),
-            );
+        let alive = sets.iter().map(|s| s.live.len()).min().unwrap_or(0);
+        if sets.is_empty() || alive < needed || sets.iter().any(|s| s.all.len() < rf) {
+            return fx.reply(client, Err(ClientError::Unavailable { needed, alive }));
         }
+        let mut replicas: Vec<NodeId> = Vec::new();
+        let mut live: Vec<NodeId> = Vec::new();
+        for s in &sets {
+            for &r in &s.all {
+                if !replicas.contains(&r) {
+                    replicas.push(r);
+                }
+            }
+            for &r in &s.live {
+                if !live.contains(&r) {
+                    live.push(r);
+                }
+            }
+        }
+        let sets: Vec<Vec<NodeId>> = sets.into_iter().map(|s| s.live).collect();
         let tag = self.new_tag();
         let kind = match op {
             Op::Read => {
@@ -247,6 +292,7 @@ impl Coordinator {
                 client,
                 key,
                 replicas,
+                sets,
                 applied_by: Vec::new(),
                 sent_to: live,
                 responded: Vec::new(),
@@ -378,14 +424,13 @@ impl Coordinator {
             p.failed += 1;
         }
         let (client, needed, acked, failed) = (p.client, p.needed, p.ok, p.failed);
-        let outstanding = p.sent_to.len() - p.responded.len();
         let mut answer = None;
-        if !p.answered && acked >= needed {
+        if !p.answered && p.each_set_applied() {
             p.answered = true;
             if let PendingKind::Write { ts, .. } = p.kind {
                 answer = Some(Ok(ClientResponse::Written { ts }));
             }
-        } else if !p.answered && acked + outstanding < needed {
+        } else if !p.answered && !p.each_set_can_apply() {
             p.answered = true;
             answer = Some(Err(if outcome == WriteOutcome::ClockAhead {
                 // Replicas refused our stamp: our clock is ahead of theirs.
@@ -722,8 +767,10 @@ mod tests {
             RequestId(7),
             key(),
             op,
-            all.clone(),
-            all,
+            vec![ReplicaSet {
+                all: all.clone(),
+                live: all,
+            }],
             2,
             3,
             &mut clock,
@@ -916,5 +963,80 @@ mod tests {
         c.shutdown(&mut fx);
         assert_eq!(replies(&fx.0), vec![&Err(ClientError::ShuttingDown)]);
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn while_the_ring_moves_a_write_needs_its_level_in_each_replica_set() {
+        // Node C leaves: the current ring's set is ME, B, C and the next
+        // ring's is ME, B, D. QUORUM needs two of each.
+        const D: NodeId = NodeId(4);
+        let mut c = Coordinator::new(ME, 100, TIMEOUT);
+        let mut clock = TestClock(0);
+        let mut fx = CoordEffects::default();
+        let set = |v: Vec<NodeId>| ReplicaSet {
+            all: v.clone(),
+            live: v,
+        };
+        c.start(
+            Instant::ZERO,
+            RequestId(7),
+            key(),
+            Op::Write(Some(Bytes::from_static(b"v"))),
+            vec![set(vec![ME, B, C]), set(vec![ME, B, D])],
+            2,
+            3,
+            &mut clock,
+            &mut fx,
+        );
+        let sent: Vec<NodeId> =
+            fx.0.iter()
+                .filter_map(|e| match e {
+                    CoordEffect::Send(to, PeerMsg::Write { .. }) => Some(*to),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(sent, vec![B, C, D], "every replica of both sets");
+        let mut fx = CoordEffects::default();
+        ack(&mut c, &mut clock, 100, C, WriteOutcome::Applied, &mut fx);
+        ack(&mut c, &mut clock, 100, D, WriteOutcome::Applied, &mut fx);
+        assert!(
+            replies(&fx.0).is_empty(),
+            "C and D are one of each set, not two: {fx:?}"
+        );
+        ack(&mut c, &mut clock, 100, B, WriteOutcome::Applied, &mut fx);
+        assert_eq!(replies(&fx.0).len(), 1);
+        assert!(matches!(
+            replies(&fx.0)[0],
+            Ok(ClientResponse::Written { .. })
+        ));
+
+        // A set that can no longer reach its level fails the write, even
+        // though the replicas that applied it would make a quorum of the
+        // union.
+        let mut c = Coordinator::new(ME, 200, TIMEOUT);
+        let mut fx = CoordEffects::default();
+        c.start(
+            Instant::ZERO,
+            RequestId(7),
+            key(),
+            Op::Write(Some(Bytes::from_static(b"v"))),
+            vec![set(vec![B, C, ME]), set(vec![B, D, ME])],
+            2,
+            3,
+            &mut clock,
+            &mut fx,
+        );
+        let mut fx = CoordEffects::default();
+        ack(&mut c, &mut clock, 200, C, WriteOutcome::Applied, &mut fx);
+        ack(&mut c, &mut clock, 200, B, WriteOutcome::Failed, &mut fx);
+        assert!(replies(&fx.0).is_empty());
+        ack(&mut c, &mut clock, 200, D, WriteOutcome::Failed, &mut fx);
+        assert!(
+            matches!(
+                replies(&fx.0)[..],
+                [Err(ClientError::ReplicaFailure { .. })]
+            ),
+            "the next ring's set has only ME left: {fx:?}"
+        );
     }
 }

@@ -1,17 +1,30 @@
 //! The layout: which nodes hold which keys under the current membership
-//! view, kept as a placement (token ring or rendezvous) rebuilt only when
+//! view, kept as placements (token ring or rendezvous) rebuilt only when
 //! membership changes who owns what.
+//!
+//! While nodes leave, the cluster has two rings: the current one (leaving
+//! nodes still own their tokens; reads use it) and the next one (without
+//! them). Writes go to the replicas of both, each to the requested level,
+//! and anti-entropy syncs every pair that shares a range on either ring, so
+//! the nodes gaining a range fill it from its current owners before the
+//! leaving node goes (see [`crate::transition`]).
 
 use crate::membership::Membership;
 use crate::placement::{Placement, PlacementKind, Rendezvous, TokenRing};
 use crate::types::{NodeId, Token};
 use std::collections::BTreeMap;
 
+type BoxedPlacement = Box<dyn Placement + Send + Sync>;
+
 /// The placement of keys on this node's view of the ring.
 pub(crate) struct Layout {
     kind: PlacementKind,
-    placement: Box<dyn Placement + Send + Sync>,
-    /// The membership ring epoch `placement` was built from.
+    current: BoxedPlacement,
+    /// The ring the cluster moves to, when it differs from `current`.
+    next: Option<BoxedPlacement>,
+    /// Names the move from `current` to `next` (0: no move).
+    transition: u64,
+    /// The membership ring epoch the placements were built from.
     epoch: u64,
 }
 
@@ -20,14 +33,15 @@ impl Layout {
     pub fn new(kind: PlacementKind) -> Self {
         Layout {
             kind,
-            placement: Box::new(TokenRing::default()),
+            current: Box::new(TokenRing::default()),
+            next: None,
+            transition: 0,
             epoch: 0,
         }
     }
 
-    fn build(&self, membership: &Membership) -> Box<dyn Placement + Send + Sync> {
-        let owners = membership.token_owners();
-        match self.kind {
+    fn build(kind: PlacementKind, owners: Vec<(NodeId, Vec<Token>)>) -> BoxedPlacement {
+        match kind {
             PlacementKind::TokenRing => Box::new(TokenRing::new(owners)),
             PlacementKind::Rendezvous => {
                 Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)))
@@ -35,28 +49,61 @@ impl Layout {
         }
     }
 
-    /// Rebuilds the ring only when membership changed who owns what: in a
+    /// Rebuilds the rings only when membership changed who owns what: in a
     /// large cluster that is joining, rebuilding on every gossip delta
     /// would cost more than the gossip itself.
     pub fn rebuild(&mut self, membership: &Membership) {
-        if self.epoch != membership.ring_epoch() {
-            self.placement = self.build(membership);
-            self.epoch = membership.ring_epoch();
+        if self.epoch == membership.ring_epoch() {
+            return;
+        }
+        let now = membership.token_owners();
+        let next = membership.token_owners_next();
+        self.transition = transition_id(&now, &next);
+        self.next = (self.transition != 0).then(|| Self::build(self.kind, next));
+        self.current = Self::build(self.kind, now);
+        self.epoch = membership.ring_epoch();
+    }
+
+    /// The current placement (reads), as last rebuilt.
+    pub fn placement(&self) -> &(dyn Placement + Send + Sync) {
+        self.current.as_ref()
+    }
+
+    /// The ring transition under way as last rebuilt (0: none).
+    pub fn transition(&self) -> u64 {
+        self.transition
+    }
+
+    /// The placement anti-entropy syncs by: every pair of nodes that share
+    /// a range on the current or the next ring.
+    pub fn sync_placement(&self) -> Transitional<'_> {
+        Transitional {
+            current: self.current.as_ref(),
+            next: self.next.as_deref().map(|p| p as &dyn Placement),
         }
     }
 
-    /// The placement as last rebuilt.
-    pub fn placement(&self) -> &(dyn Placement + Send + Sync) {
-        self.placement.as_ref()
+    /// The replica sets a write of `token` must reach, each to the
+    /// requested level: the current ring's, and the next ring's while the
+    /// cluster moves.
+    pub fn write_sets(&self, token: Token, rf: usize) -> Vec<Vec<NodeId>> {
+        let mut sets = vec![self.current.replicas(token, rf)];
+        if let Some(next) = &self.next {
+            let n = next.replicas(token, rf);
+            if n != sets[0] {
+                sets.push(n);
+            }
+        }
+        sets
     }
 
     /// The `rf` replicas of `token` under `membership`'s current view
     /// (built afresh if the layout is stale, since this takes `&self`).
     pub fn replicas_of(&self, membership: &Membership, token: Token, rf: usize) -> Vec<NodeId> {
         if self.epoch == membership.ring_epoch() {
-            self.placement.replicas(token, rf)
+            self.current.replicas(token, rf)
         } else {
-            self.build(membership).replicas(token, rf)
+            Self::build(self.kind, membership.token_owners()).replicas(token, rf)
         }
     }
 
@@ -71,5 +118,147 @@ impl Layout {
                 owners.into_iter().map(|(id, _)| (id, share)).collect()
             }
         }
+    }
+}
+
+/// Names the move from ring `now` to ring `next`: 0 when they are the same,
+/// else a hash of both, equal on every node that sees the same two rings.
+fn transition_id(now: &[(NodeId, Vec<Token>)], next: &[(NodeId, Vec<Token>)]) -> u64 {
+    if now == next {
+        return 0;
+    }
+    let mut bytes = Vec::new();
+    for (ring, owners) in [(0u8, now), (1u8, next)] {
+        for (id, tokens) in owners {
+            bytes.push(ring);
+            bytes.extend_from_slice(&id.0.to_le_bytes());
+            for t in tokens {
+                bytes.extend_from_slice(&t.0.to_le_bytes());
+            }
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
+}
+
+/// The current and next rings seen as one placement: a token's replicas
+/// are both rings' replicas of it.
+pub(crate) struct Transitional<'a> {
+    current: &'a dyn Placement,
+    next: Option<&'a dyn Placement>,
+}
+
+impl Placement for Transitional<'_> {
+    fn replicas(&self, token: Token, rf: usize) -> Vec<NodeId> {
+        let mut out = self.current.replicas(token, rf);
+        if let Some(next) = self.next {
+            for n in next.replicas(token, rf) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        let mut v = self.current.nodes();
+        if let Some(next) = self.next {
+            v.extend(next.nodes());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        let a = self.current.ranges(rf)?;
+        let Some(next) = self.next else {
+            return Some(a);
+        };
+        let b = next.ranges(rf)?;
+        if a.is_empty() || b.is_empty() {
+            return Some(if a.is_empty() { b } else { a });
+        }
+        // Both cover the whole token space in order: cut at every boundary
+        // of either, each piece replicated by both rings' replicas.
+        let (mut i, mut j) = (0, 0);
+        let mut lo = Token(0);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        while i < a.len() && j < b.len() {
+            let (ea, eb) = (a[i].1, b[j].1);
+            let hi = ea.min(eb);
+            let mut reps = a[i].2.clone();
+            for n in &b[j].2 {
+                if !reps.contains(n) {
+                    reps.push(*n);
+                }
+            }
+            out.push((lo, hi, reps));
+            if ea == hi {
+                i += 1;
+            }
+            if eb == hi {
+                j += 1;
+            }
+            match hi.0.checked_add(1) {
+                Some(n) => lo = Token(n),
+                None => break,
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::default_tokens;
+
+    fn ring(ids: &[u64]) -> Vec<(NodeId, Vec<Token>)> {
+        ids.iter()
+            .map(|&i| (NodeId(i), default_tokens(NodeId(i), 8)))
+            .collect()
+    }
+
+    #[test]
+    fn no_move_has_no_transition_and_a_move_is_named_alike_everywhere() {
+        assert_eq!(transition_id(&ring(&[1, 2, 3]), &ring(&[1, 2, 3])), 0);
+        let a = transition_id(&ring(&[1, 2, 3, 4]), &ring(&[1, 2, 3]));
+        assert_ne!(a, 0);
+        assert_eq!(a, transition_id(&ring(&[1, 2, 3, 4]), &ring(&[1, 2, 3])));
+        assert_ne!(a, transition_id(&ring(&[1, 2, 3, 4]), &ring(&[1, 2, 4])));
+    }
+
+    #[test]
+    fn transitional_ranges_cover_every_token_once_with_both_rings_replicas() {
+        let now = TokenRing::new(ring(&[1, 2, 3, 4, 5]));
+        let next = TokenRing::new(ring(&[1, 2, 3, 4]));
+        let t = Transitional {
+            current: &now,
+            next: Some(&next),
+        };
+        let ranges = t.ranges(3).expect("token ring has ranges");
+        assert_eq!(ranges.first().map(|r| r.0), Some(Token(0)));
+        assert_eq!(ranges.last().map(|r| r.1), Some(Token(u64::MAX)));
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1 .0 + 1, w[1].0 .0, "gap or overlap");
+        }
+        let mut moved = 0;
+        for (lo, hi, reps) in &ranges {
+            for probe in [*lo, *hi] {
+                let mut want = now.replicas(probe, 3);
+                for n in next.replicas(probe, 3) {
+                    if !want.contains(&n) {
+                        want.push(n);
+                    }
+                }
+                assert_eq!(&want, reps, "replicas of {probe:?}");
+            }
+            if reps.len() > 3 {
+                moved += 1;
+            }
+        }
+        assert!(moved > 0, "node 5's ranges gain a replica on the next ring");
+        assert!(t.replicas(Token(12345), 3).len() >= 3);
     }
 }

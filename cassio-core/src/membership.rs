@@ -35,7 +35,8 @@ pub enum NodeStatus {
     Joining,
     /// Owns its tokens and serves.
     Normal,
-    /// Still owns its tokens, about to leave.
+    /// Still owns its tokens (it serves reads and takes writes) while the
+    /// nodes that gain its ranges sync them; `Left` once they all have.
     Leaving,
     /// Owns its tokens and takes writes after a restart, but is left out of
     /// read sets until it has caught up: the hints other nodes hold for it
@@ -52,6 +53,17 @@ impl NodeStatus {
             self,
             NodeStatus::Normal | NodeStatus::Leaving | NodeStatus::Syncing
         )
+    }
+
+    /// Whether a node in this status owns its tokens on the ring the
+    /// cluster is moving to: a `Leaving` node owns them now but not next.
+    pub fn owns_tokens_next(self) -> bool {
+        matches!(self, NodeStatus::Normal | NodeStatus::Syncing)
+    }
+
+    /// What the rings (current and next) see of a node in this status.
+    fn ring_class(self) -> (bool, bool) {
+        (self.owns_tokens(), self.owns_tokens_next())
     }
 }
 
@@ -76,6 +88,11 @@ pub struct AppState {
     pub repaired_through: u64,
     /// The nodes it holds undelivered hints for.
     pub hinting: Vec<NodeId>,
+    /// The ring transition (see [`crate::transition`]) this node routes
+    /// writes by with no write of an older ring still in flight (0: none).
+    pub ring_acked: u64,
+    /// The ring transition whose moved ranges this node has synced (0: none).
+    pub ring_synced: u64,
 }
 
 /// What a node knows about one member, as gossiped.
@@ -315,7 +332,6 @@ pub struct Membership {
     next_round: Instant,
     forgotten: BTreeMap<NodeId, (u64, Instant)>,
     ring_epoch: u64,
-    leaving_since: Option<Instant>,
     next_check: Instant,
     /// Bumped whenever what [`Membership::persisted_members`] returns changes.
     view_epoch: u64,
@@ -359,7 +375,6 @@ impl Membership {
             next_round: now,
             forgotten: BTreeMap::new(),
             ring_epoch: 1,
-            leaving_since: None,
             next_check: now,
             view_epoch: 1,
             wall_micros: 0,
@@ -408,6 +423,8 @@ impl Membership {
                 load: 0,
                 repaired_through: 0,
                 hinting: Vec::new(),
+                ring_acked: 0,
+                ring_synced: 0,
             };
             self.members.insert(
                 p.id,
@@ -579,6 +596,52 @@ impl Membership {
         v
     }
 
+    /// Each owner of tokens on the ring the cluster moves to (`Leaving`
+    /// nodes left out) and its tokens; equal to [`Membership::token_owners`]
+    /// when no node is leaving.
+    pub fn token_owners_next(&self) -> Vec<(NodeId, Vec<Token>)> {
+        let mut v: Vec<(NodeId, Vec<Token>)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.app.status.owns_tokens_next())
+            .map(|(&id, m)| (id, m.app.tokens.clone()))
+            .collect();
+        if self.own_app.status.owns_tokens_next() {
+            v.push((self.me, self.own_app.tokens.clone()));
+        }
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// Every member believed alive that owns tokens now or next (this node
+    /// included), with its status and ring trackers `(acked, synced)`.
+    pub fn ring_trackers(&self) -> Vec<(NodeId, NodeStatus, u64, u64)> {
+        let mut v: Vec<(NodeId, NodeStatus, u64, u64)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| {
+                m.alive && (m.app.status.owns_tokens() || m.app.status.owns_tokens_next())
+            })
+            .map(|(&id, m)| (id, m.app.status, m.app.ring_acked, m.app.ring_synced))
+            .collect();
+        let own = &self.own_app;
+        if own.status.owns_tokens() || own.status.owns_tokens_next() {
+            v.push((self.me, own.status, own.ring_acked, own.ring_synced));
+        }
+        v.sort_by_key(|(id, ..)| *id);
+        v
+    }
+
+    /// Sets the ring trackers this node gossips (a no-op when unchanged).
+    pub fn set_ring_trackers(&mut self, acked: u64, synced: u64) {
+        if self.own_app.ring_acked != acked || self.own_app.ring_synced != synced {
+            self.set_own_app(|a| {
+                a.ring_acked = acked;
+                a.ring_synced = synced;
+            });
+        }
+    }
+
     fn bump(&mut self) {
         self.own.version += 1;
     }
@@ -589,7 +652,7 @@ impl Membership {
         if self.own_app != before {
             self.bump();
             self.own.app_version = self.own.version;
-            if before.status.owns_tokens() != self.own_app.status.owns_tokens()
+            if before.status.ring_class() != self.own_app.status.ring_class()
                 || before.tokens != self.own_app.tokens
             {
                 self.ring_epoch += 1;
@@ -605,14 +668,21 @@ impl Membership {
         self.set_own_app(|a| a.status = status);
     }
 
-    /// Starts a graceful leave: `Leaving` now, `Left` two rounds later.
-    pub fn leave(&mut self, now: Instant) {
+    /// Starts a graceful leave: `Leaving` now; the node announces `Left`
+    /// through [`Membership::complete_leave`] once its ranges have moved.
+    pub fn leave(&mut self) {
         if matches!(
             self.own_app.status,
             NodeStatus::Joining | NodeStatus::Normal | NodeStatus::Syncing
         ) {
             self.set_status(NodeStatus::Leaving);
-            self.leaving_since = Some(now);
+        }
+    }
+
+    /// Announces `Left`: this node's ranges have moved to their new owners.
+    pub fn complete_leave(&mut self) {
+        if self.own_app.status == NodeStatus::Leaving {
+            self.set_status(NodeStatus::Left);
         }
     }
 
@@ -895,7 +965,7 @@ impl Membership {
                             clock_offset: None,
                         },
                     );
-                    if status.owns_tokens() {
+                    if status.owns_tokens() || status.owns_tokens_next() {
                         self.ring_epoch += 1;
                     }
                     self.view_epoch += 1;
@@ -940,7 +1010,7 @@ impl Membership {
                                 m.left_at = Some(now);
                             }
                         }
-                        if app.status.owns_tokens() != m.app.status.owns_tokens()
+                        if app.status.ring_class() != m.app.status.ring_class()
                             || app.tokens != m.app.tokens
                         {
                             self.ring_epoch += 1;
@@ -1005,16 +1075,6 @@ impl Membership {
         }
         self.next_round = now + self.cfg.interval;
         self.bump();
-        if let Some(since) = self.leaving_since {
-            // Two rounds of `Leaving` let the cluster stop routing to us
-            // before we announce `Left`.
-            if self.own_app.status == NodeStatus::Leaving
-                && now.saturating_duration_since(since) >= self.cfg.interval * 2
-            {
-                self.set_status(NodeStatus::Left);
-            }
-        }
-
         // Forgetting.
         let mut gone = Vec::new();
         for (&id, m) in &self.members {

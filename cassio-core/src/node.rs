@@ -10,7 +10,7 @@ use crate::background::Machines;
 use crate::budget::ByteBudget;
 use crate::clock_guard::{wall_at, ClockGuard, NodeStamper, Stamper};
 use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
-use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op};
+use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op, ReplicaSet};
 use crate::effects::{BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
 use crate::keyspace_check::KeyspaceCheck;
@@ -23,6 +23,7 @@ use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
+use crate::transition::{LeaveError, Transition};
 use crate::types::{HybridClock, Key, NodeId, Token, Versioned};
 use crate::wire::{Envelope, PeerMsg, WireCodec};
 use rand::SeedableRng;
@@ -87,6 +88,8 @@ pub struct Node {
     ae: AntiEntropy,
     /// Hinted handoff.
     hints: Hints,
+    /// This node's side of a ring transition (a node leaving).
+    transition: Transition,
     /// The byte budget anti-entropy and hint delivery share.
     budget: ByteBudget,
     /// Scratch space for the background machines' requests.
@@ -144,6 +147,8 @@ impl Node {
             load: 0,
             repaired_through: 0,
             hinting: Vec::new(),
+            ring_acked: 0,
+            ring_synced: 0,
         };
         let own_size = Membership::state_size(&crate::membership::NodeState {
             id,
@@ -251,6 +256,7 @@ impl Node {
                 config.tombstone_grace,
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
             ),
+            transition: Transition::default(),
             budget: ByteBudget::new(config.repair.bytes_per_sec, now),
             fx: Effects::default(),
             applying: HashMap::new(),
@@ -325,12 +331,40 @@ impl Node {
         self.layout.ownership(&self.membership)
     }
 
-    /// Starts a graceful leave: the node gossips `Leaving`, then `Left`;
-    /// the host shuts down once [`Node::has_left`] is true.
-    pub fn leave(&mut self, now: impl Into<Now>) {
+    /// Starts a graceful leave (decommission): the node gossips `Leaving`
+    /// and keeps serving while the nodes that gain its ranges sync them,
+    /// then announces `Left`; the host shuts down once [`Node::has_left`]
+    /// is true. Refused when the remaining nodes would be fewer than a
+    /// keyspace's replication factor.
+    pub fn leave(&mut self, now: impl Into<Now>) -> Result<(), LeaveError> {
         let now = self.enter(now);
-        self.membership.leave(now);
+        let status = self.membership.status();
+        if status == NodeStatus::Leaving {
+            return Ok(());
+        }
+        if !status.owns_tokens() {
+            return Err(LeaveError::NotAnOwner(status));
+        }
+        let remaining = self
+            .membership
+            .token_owners_next()
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .count();
+        let rf = self
+            .keyspaces
+            .values()
+            .map(|k| k.replication_factor)
+            .max()
+            .unwrap_or(1);
+        if remaining < rf {
+            return Err(LeaveError::TooFewNodes { remaining, rf });
+        }
+        self.membership.leave();
+        self.rebuild_placement();
+        self.background(now);
         self.leave_input();
+        Ok(())
     }
 
     /// True once this node has announced that it left the cluster.
@@ -476,7 +510,7 @@ impl Node {
                     m,
                     now,
                     wall,
-                    self.layout.placement(),
+                    &self.layout.sync_placement(),
                     &mut self.budget,
                     &mut self.fx,
                 );
@@ -571,17 +605,35 @@ impl Node {
             ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
         };
         self.rebuild_placement();
-        let replicas = self.layout.placement().replicas(Token::of(user_key), rf);
+        let token = Token::of(user_key);
+        let is_read = matches!(req.op, ClientOp::Get { .. });
+        // Reads use the current ring; writes reach the replicas of the
+        // next ring too while a node leaves (see `transition`).
+        #[cfg(feature = "mutations")]
+        let current_only = is_read || self.mutations.writes_skip_next_ring;
+        #[cfg(not(feature = "mutations"))]
+        let current_only = is_read;
+        let sets = if current_only {
+            vec![self.layout.placement().replicas(token, rf)]
+        } else {
+            self.layout.write_sets(token, rf)
+        };
         // A `Syncing` replica may lack writes it missed while down: it takes
         // writes but answers no reads until it has caught up. A read of
         // every replica (ALL) may include it: the newest version among all
         // replicas is the newest any of them kept.
-        let skip_syncing = matches!(req.op, ClientOp::Get { .. }) && needed < rf;
-        let live: Vec<NodeId> = replicas
-            .iter()
-            .copied()
-            .filter(|&r| self.membership.is_alive(r))
-            .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
+        let skip_syncing = is_read && needed < rf;
+        let sets: Vec<ReplicaSet> = sets
+            .into_iter()
+            .map(|all| {
+                let live = all
+                    .iter()
+                    .copied()
+                    .filter(|&r| self.membership.is_alive(r))
+                    .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
+                    .collect();
+                ReplicaSet { all, live }
+            })
             .collect();
         let key = storage_key(&req.keyspace, user_key);
         let op = match &req.op {
@@ -591,7 +643,7 @@ impl Node {
         };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
-            c.start(now, id, key, op, replicas, live, needed, rf, clock, fx)
+            c.start(now, id, key, op, sets, needed, rf, clock, fx)
         });
     }
 
@@ -726,7 +778,7 @@ impl Node {
             now,
             wall,
             self.readiness.is_ready() && !self.shutting_down,
-            self.layout.placement(),
+            &self.layout.sync_placement(),
             &alive,
             &mut self.budget,
             &mut self.fx,
@@ -746,7 +798,44 @@ impl Node {
             self.membership.set_status(NodeStatus::Normal);
             self.out.push_back(Output::Event(NodeEvent::CaughtUp));
         }
+        self.advance_transition(now, wall);
         self.drain_fx();
+    }
+
+    /// Moves this node's side of a ring transition along: its trackers,
+    /// the sync round that fills the ranges it gains, and, on a leaving
+    /// node, `Left` once every node gaining its ranges has synced them.
+    fn advance_transition(&mut self, now: Instant, wall: u64) {
+        let id = self.layout.transition();
+        let owners = self.membership.ring_trackers();
+        let membership = &self.membership;
+        let ae = &self.ae;
+        let before = self.transition.trackers();
+        let step = self
+            .transition
+            .tick(now, wall, id, self.request_timeout, &owners, &|w| {
+                ae.synced_since(w, &|p| membership.is_alive(p))
+            });
+        let (acked, synced) = self.transition.trackers();
+        self.membership.set_ring_trackers(acked, synced);
+        if step.request_round {
+            self.ae.request_round(now);
+        }
+        if synced != before.1 && synced != 0 {
+            self.out
+                .push_back(Output::Event(NodeEvent::TransitionSynced {
+                    transition: synced,
+                }));
+        }
+        #[cfg(feature = "mutations")]
+        let hand_over = step.all_synced || self.mutations.leave_without_handoff;
+        #[cfg(not(feature = "mutations"))]
+        let hand_over = step.all_synced;
+        if self.membership.status() == NodeStatus::Leaving && hand_over {
+            self.membership.complete_leave();
+            self.rebuild_placement();
+            self.out.push_back(Output::Event(NodeEvent::HandedOver));
+        }
     }
 
     /// Tombstones may be purged below the time before which every member
@@ -802,7 +891,7 @@ impl Node {
             budget: &mut self.budget,
             fx: &mut self.fx,
         }
-        .storage_done(self.layout.placement(), now, wall, w, result);
+        .storage_done(&self.layout.sync_placement(), now, wall, w, result);
         if let Some(e) = failed {
             self.out.push_back(Output::Event(e));
         }

@@ -58,6 +58,14 @@ pub enum NodeEvent {
     },
     /// This node caught up after a restart: it left `Syncing`.
     CaughtUp,
+    /// Every node gaining this leaving node's ranges has synced them: it
+    /// announced `Left` and may stop.
+    HandedOver,
+    /// This node synced the ranges it gains in a ring transition.
+    TransitionSynced {
+        /// The transition (a hash of the current and next rings).
+        transition: u64,
+    },
     /// The store was told it may purge tombstones below this watermark.
     PurgeWatermark {
         /// HLC microseconds.

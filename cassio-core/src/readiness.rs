@@ -114,6 +114,8 @@ mod tests {
             load: 0,
             repaired_through: 0,
             hinting: Vec::new(),
+            ring_acked: 0,
+            ring_synced: 0,
         };
         Membership::new(NodeId(1), 1, app, &[], Default::default(), now)
     }

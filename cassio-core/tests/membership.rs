@@ -26,6 +26,8 @@ fn app(i: u64, vnodes: u16) -> AppState {
         load: 123_456_789_012,
         repaired_through: 1_763_000_000_000_000,
         hinting: vec![NodeId(1), NodeId(2)],
+        ring_acked: 0,
+        ring_synced: 0,
     }
 }
 
@@ -150,11 +152,22 @@ fn leaving_goes_left_then_is_forgotten_and_not_readmitted() {
         "joined after the first answer"
     );
     assert!(a.is_member(NodeId(2)));
-    b.leave(s(1));
+    b.leave();
     assert_eq!(b.status(), NodeStatus::Leaving);
+    // Leaving, a node keeps its tokens on the current ring (it serves while
+    // its ranges move) but not on the next one.
+    exchange(&mut b, &mut a, 2, 1, s(1), &mut rng);
+    assert!(a.token_owners().iter().any(|(id, _)| *id == NodeId(2)));
+    assert!(a.token_owners_next().iter().all(|(id, _)| *id != NodeId(2)));
     for t in 1..=4 {
         b.handle_timeout(s(t), &mut rng, &mut ev);
         a.handle_timeout(s(t), &mut rng, &mut ev);
+        exchange(&mut b, &mut a, 2, 1, s(t), &mut rng);
+    }
+    assert!(!b.has_left(), "only the node decides its ranges moved");
+    b.complete_leave();
+    for t in 5..=6 {
+        b.handle_timeout(s(t), &mut rng, &mut ev);
         exchange(&mut b, &mut a, 2, 1, s(t), &mut rng);
     }
     assert!(b.has_left());

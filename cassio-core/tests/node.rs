@@ -799,6 +799,8 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
                 load: 0,
                 repaired_through: 0,
                 hinting: Vec::new(),
+                ring_acked: 0,
+                ring_synced: 0,
             }),
         }],
     };

@@ -76,6 +76,8 @@ fn samples() -> Vec<PeerMsg> {
                     load: 6,
                     repaired_through: 7,
                     hinting: vec![NodeId(8)],
+                    ring_acked: 0,
+                    ring_synced: 0,
                 }),
             }],
             requests: vec![Digest {

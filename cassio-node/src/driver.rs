@@ -75,6 +75,11 @@ pub use crate::storage_exec::{
     StorageLimits, DEFAULT_STORAGE_MAX_IN_FLIGHT, DEFAULT_STORAGE_MAX_IN_FLIGHT_BYTES,
 };
 
+/// How long a node stopped with `--leave-on-exit` waits for the nodes
+/// gaining its ranges to sync them before it stops anyway (still on the
+/// ring, so nothing is lost).
+const LEAVE_HANDOVER_LIMIT: Duration = Duration::from_secs(600);
+
 /// The largest key the node accepts from a client (the native store's limit).
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 /// The largest value the node accepts from a client: a replica write must
@@ -827,6 +832,15 @@ fn log_event(e: &NodeEvent) {
         NodeEvent::CaughtUp => {
             tracing::info!("caught up after the restart (hints received, a repair round completed): Normal, serving reads again")
         }
+        NodeEvent::HandedOver => {
+            tracing::info!("every node gaining this node's ranges has synced them: announcing Left")
+        }
+        NodeEvent::TransitionSynced { transition } => {
+            tracing::info!(
+                transition = format_args!("{transition:016x}"),
+                "synced the ranges this node gains while a node leaves"
+            )
+        }
         NodeEvent::PurgeWatermark { micros } => {
             metrics::gauge!("cassio_purge_watermark_timestamp_seconds").set(*micros as f64 / 1e6);
             tracing::debug!(micros, "tombstones below the new watermark may be purged")
@@ -958,12 +972,20 @@ impl Driver {
                     finish = Some(done.unwrap_or(tx));
                     r.stopping = true;
                     if leave {
-                        tracing::info!("leaving the cluster");
-                        r.node.leave(r.clock.now());
-                        r.drain();
-                        // Leaving takes two gossip rounds; then a couple more
-                        // spread `Left`. Bounded so shutdown always ends.
-                        leave_deadline = Some(tokio::time::Instant::now() + gossip_interval * 6);
+                        match r.node.leave(r.clock.now()) {
+                            Ok(()) => {
+                                tracing::info!("leaving the cluster: Leaving until the nodes that gain this node's ranges have synced them");
+                                r.drain();
+                                // The handover takes a request timeout, a few
+                                // gossip rounds and one anti-entropy round;
+                                // bounded so shutdown always ends.
+                                leave_deadline = Some(tokio::time::Instant::now() + LEAVE_HANDOVER_LIMIT);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "not leaving the cluster; stopping as a member that will come back");
+                                break;
+                            }
+                        }
                     } else {
                         break;
                     }
@@ -1040,7 +1062,14 @@ impl Driver {
                     left_at = Some(now);
                 }
                 let spread = left_at.is_some_and(|t| now >= t + gossip_interval * 2);
-                if spread || now >= deadline {
+                if spread {
+                    break;
+                }
+                if now >= deadline {
+                    tracing::warn!(
+                        limit_secs = LEAVE_HANDOVER_LIMIT.as_secs(),
+                        "stopping while still Leaving: the nodes gaining this node's ranges had not all synced them, so it stays on the ring (down) and nothing it holds is lost; start it again with --leave-on-exit and stop it to finish leaving"
+                    );
                     break;
                 }
             }

@@ -179,3 +179,31 @@ fn mutation_purge_by_grace_only() {
         "tombstones purged before every replica had them went unnoticed"
     );
 }
+
+#[test]
+fn mutation_leave_without_handoff() {
+    // A leaving node that announces `Left` before the nodes gaining its
+    // ranges synced them takes the only copies of some writes with it.
+    let control = nemesis::leave_under_load();
+    let mut broken = control.clone();
+    broken.name = "mutation_leave_without_handoff".into();
+    broken.mutations.leave_without_handoff = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a node that left before its ranges moved went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_writes_skip_the_next_ring() {
+    // Writes that reach only the current ring while a node leaves miss
+    // the nodes gaining its ranges after their sync ran.
+    let control = nemesis::leave_under_load();
+    let mut broken = control.clone();
+    broken.name = "mutation_writes_skip_the_next_ring".into();
+    broken.mutations.writes_skip_next_ring = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "writes that skipped the next ring went unnoticed"
+    );
+}

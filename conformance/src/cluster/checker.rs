@@ -106,6 +106,11 @@ pub enum Violation {
         /// The node.
         node: NodeId,
     },
+    /// A node asked to leave never finished leaving (liveness).
+    NeverLeft {
+        /// The node.
+        node: NodeId,
+    },
     /// A node held more hint bytes for one target than the cap.
     HintCapExceeded {
         /// The most held.
@@ -160,6 +165,9 @@ impl fmt::Display for Violation {
             }
             Violation::NeverCaughtUp { node } => {
                 write!(f, "node {node} stayed Syncing for over a minute")
+            }
+            Violation::NeverLeft { node } => {
+                write!(f, "node {node} was asked to leave and never announced Left")
             }
             Violation::HintCapExceeded { bytes, cap } => {
                 write!(
@@ -259,6 +267,9 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
     }
     for &node in &outcome.never_caught_up {
         violations.push(Violation::NeverCaughtUp { node });
+    }
+    for &node in &outcome.never_left {
+        violations.push(Violation::NeverLeft { node });
     }
     if scenario.hints.enabled
         && outcome.max_hint_bytes_per_target > scenario.hints.max_bytes_per_target

@@ -83,6 +83,9 @@ pub struct SimOutcome {
     /// Nodes that did not leave `Syncing` within a minute of a restart
     /// (with `snapshot_when_caught_up`).
     pub never_caught_up: Vec<NodeId>,
+    /// Nodes asked to leave that had not announced `Left` when the run
+    /// ended: their ranges never finished moving.
+    pub never_left: Vec<NodeId>,
     /// The most hint bytes any node held for one target, sampled every
     /// second.
     pub max_hint_bytes_per_target: u64,

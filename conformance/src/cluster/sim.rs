@@ -67,6 +67,11 @@ enum Event {
     CompactTick,
     /// Sample hint bytes held.
     HintSample,
+    /// Watch a leaving node until it announces `Left`, then stop it.
+    LeftWatch {
+        node: usize,
+        since: Instant,
+    },
     /// Watch a restarted node until it leaves `Syncing`.
     CaughtUpWatch {
         node: usize,
@@ -154,6 +159,7 @@ pub struct SimCluster<'a> {
     workload_end: Instant,
     unconverged: Vec<(Bytes, String)>,
     never_caught_up: Vec<NodeId>,
+    never_left: Vec<NodeId>,
     max_hint_bytes_per_target: u64,
 }
 
@@ -247,6 +253,7 @@ impl<'a> SimCluster<'a> {
             workload_end: Instant::ZERO,
             unconverged: Vec::new(),
             never_caught_up: Vec::new(),
+            never_left: Vec::new(),
             max_hint_bytes_per_target: 0,
         }
     }
@@ -637,6 +644,7 @@ impl<'a> SimCluster<'a> {
                 incarnation,
                 since,
             } => self.caught_up_watch(node, incarnation, since),
+            Event::LeftWatch { node, since } => self.left_watch(node, since),
             Event::SyncTick => {
                 for n in &self.nodes {
                     if let (Some(_), Some(s)) = (&n.node, &n.store) {
@@ -745,7 +753,14 @@ impl<'a> SimCluster<'a> {
         }
     }
 
-    fn outcome(self) -> SimOutcome {
+    fn outcome(mut self) -> SimOutcome {
+        // A node still leaving when the run ends never finished handing
+        // its ranges over.
+        for n in &self.nodes {
+            if n.left && n.node.as_ref().is_some_and(|node| !node.has_left()) {
+                self.never_left.push(n.id);
+            }
+        }
         let mut replicas = BTreeMap::new();
         let view = self
             .regular_nodes()
@@ -778,6 +793,7 @@ impl<'a> SimCluster<'a> {
             frames: self.frames,
             unconverged: self.unconverged,
             never_caught_up: self.never_caught_up,
+            never_left: self.never_left,
             max_hint_bytes_per_target: self.max_hint_bytes_per_target,
         }
     }

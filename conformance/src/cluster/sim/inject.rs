@@ -6,7 +6,6 @@ use crate::cluster::stores::FaultyStore;
 use crate::cluster::Fault;
 use cassio_core::{Instant, NodeId, RequestId, Store};
 use std::sync::Arc;
-use std::time::Duration;
 
 impl SimCluster<'_> {
     /// The process of node `i` dies: requests it coordinated are lost, its
@@ -160,14 +159,19 @@ impl SimCluster<'_> {
             Fault::Leave(i) => {
                 let now = self.now_for(i.min(self.nodes.len().saturating_sub(1)));
                 if let Some(n) = self.nodes.get_mut(i).and_then(|n| n.node.as_mut()) {
-                    n.leave(now);
-                    self.nodes[i].left = true;
+                    // A refusal (too few nodes would remain) is the node's
+                    // answer to an operator; the scenario then keeps it.
+                    if n.leave(now).is_ok() {
+                        self.nodes[i].left = true;
+                        self.schedule(
+                            self.now,
+                            Event::LeftWatch {
+                                node: i,
+                                since: self.now,
+                            },
+                        );
+                    }
                     self.pump(i);
-                    // The process stops once its leaving has been gossiped.
-                    self.schedule(
-                        self.now + Duration::from_secs(5),
-                        Event::Fault(Fault::Crash(i)),
-                    );
                 }
             }
         }

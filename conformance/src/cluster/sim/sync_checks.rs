@@ -5,11 +5,15 @@
 
 use super::{Event, SimCluster};
 use crate::cluster::history::{OpKind, OpOutcome, OpRecord};
+use crate::cluster::Fault;
 use cassio_core::{ClientResponse, NodeStatus, Store};
 use std::time::Duration;
 
 /// How long a restarted node may stay `Syncing` before that is reported.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a leaving node may take to hand its ranges over.
+const LEAVE_LIMIT: Duration = Duration::from_secs(120);
 
 impl SimCluster<'_> {
     /// Guarantee 4 without reads: every key's replicas (in the first
@@ -47,6 +51,28 @@ impl SimCluster<'_> {
             }
         }
         self.unconverged = unconverged;
+    }
+
+    /// Watches node `i`, asked to leave at `since`, until it announces
+    /// `Left`; the process stops two gossip rounds later (as the node host
+    /// does, so `Left` spreads). A crash while leaving ends the watch.
+    pub(super) fn left_watch(&mut self, i: usize, since: cassio_core::Instant) {
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return;
+        };
+        if node.has_left() {
+            let spread = self.scenario.gossip.interval * 2;
+            self.schedule(self.now + spread, Event::Fault(Fault::Crash(i)));
+            return;
+        }
+        if self.now.saturating_duration_since(since) > LEAVE_LIMIT {
+            self.never_left.push(self.nodes[i].id);
+            return;
+        }
+        self.schedule(
+            self.now + Duration::from_millis(100),
+            Event::LeftWatch { node: i, since },
+        );
     }
 
     /// Watches node `i`, restarted at `since`, until it leaves `Syncing`;
