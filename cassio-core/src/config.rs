@@ -126,11 +126,14 @@ pub struct Config {
     /// may restart twice in a second persist the last one and pass a larger.
     pub generation: Option<u64>,
     /// `true` for a node joining the cluster for the first time: it gossips
-    /// `Joining` and takes ownership of its tokens (`Normal`) after the
-    /// cluster first answers. `false` (a restart of an existing member, or
-    /// a cluster's first node): it is `Normal` at once, so its ranges never
-    /// move away and back while it restarts. Data streaming to a new node is
-    /// not built yet: a new node starts empty and is filled by read repair.
+    /// `Joining`, takes writes for the ranges it will own while it syncs
+    /// them from their current owners, and owns them (`Normal`) once every
+    /// owner of the next ring has synced (see [`crate::transition`]). Into
+    /// a cluster still smaller than a keyspace's replication factor (which
+    /// cannot have acknowledged a write at that factor) it takes its tokens
+    /// at once, `Syncing` until anti-entropy filled it. `false` (a restart
+    /// of an existing member, or a cluster's first node): it is `Normal` at
+    /// once, so its ranges never move away and back while it restarts.
     pub bootstrap: bool,
     /// How far ahead of this node's clock (wall clock and hybrid clock alike)
     /// a timestamp from a peer may be. A write stamped further ahead is

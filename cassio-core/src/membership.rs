@@ -31,7 +31,9 @@ use std::time::Duration;
 /// A member's place in the cluster's life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
-    /// Announced itself but does not own tokens yet.
+    /// New: takes writes for the ranges it will own (it is on the next
+    /// ring) while it syncs them, and owns them (`Normal`) once every owner
+    /// of the next ring has synced (see [`crate::transition`]).
     Joining,
     /// Owns its tokens and serves.
     Normal,
@@ -58,7 +60,10 @@ impl NodeStatus {
     /// Whether a node in this status owns its tokens on the ring the
     /// cluster is moving to: a `Leaving` node owns them now but not next.
     pub fn owns_tokens_next(self) -> bool {
-        matches!(self, NodeStatus::Normal | NodeStatus::Syncing)
+        matches!(
+            self,
+            NodeStatus::Normal | NodeStatus::Syncing | NodeStatus::Joining
+        )
     }
 
     /// What the rings (current and next) see of a node in this status.
@@ -339,6 +344,8 @@ pub struct Membership {
     wall_micros: u64,
     /// What a `Joining` node becomes on the cluster's first answer.
     joined_status: NodeStatus,
+    /// Whether a peer has answered this node's gossip.
+    answered: bool,
 }
 
 /// A generation more than this far ahead of our wall clock (in seconds) is
@@ -379,6 +386,7 @@ impl Membership {
             view_epoch: 1,
             wall_micros: 0,
             joined_status: NodeStatus::Syncing,
+            answered: false,
         }
     }
 
@@ -696,8 +704,14 @@ impl Membership {
         self.set_own_app(|a| a.load = load);
     }
 
+    /// Whether a peer has answered this node's gossip (a joining node
+    /// then knows the ring).
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
     /// The status a joining node takes on the cluster's first answer
-    /// (`Syncing` by default).
+    /// (`Syncing` by default; `Joining` keeps it joining).
     pub fn set_joined_status(&mut self, status: NodeStatus) {
         self.joined_status = status;
     }
@@ -869,10 +883,13 @@ impl Membership {
                 let states = self.vouched(from, states);
                 self.apply_states(states, now, events);
                 self.record_offset(from, wall_micros);
-                // The first answer from the cluster completes a join: the
-                // node takes its tokens, `Syncing` until anti-entropy has
-                // filled it (the node turns it `Normal`).
-                if self.own_app.status == NodeStatus::Joining {
+                // The first answer from the cluster: the node knows the
+                // ring, and takes the status it joins with (unless it
+                // stays `Joining` until its ranges are synced).
+                self.answered = true;
+                if self.own_app.status == NodeStatus::Joining
+                    && self.joined_status != NodeStatus::Joining
+                {
                     self.set_status(self.joined_status);
                 }
                 let answer: Vec<NodeState> = requests

@@ -275,6 +275,10 @@ impl Node {
         let skip_syncing = false;
         if skip_syncing {
             node.membership.set_joined_status(NodeStatus::Normal);
+        } else {
+            // A joining node stays `Joining` while its ranges move to it
+            // (see `advance_joining`).
+            node.membership.set_joined_status(NodeStatus::Joining);
         }
         if config.persisted.is_some() && !skip_syncing {
             // A restart: this node may have missed writes while it was
@@ -765,7 +769,12 @@ impl Node {
     fn background(&mut self, now: Instant) {
         #[cfg(feature = "mutations")]
         if self.mutations.no_anti_entropy {
-            if self.membership.status() == NodeStatus::Syncing {
+            // Nothing syncs: a joining or restarted node owns its tokens
+            // and serves at once.
+            let status = self.membership.status();
+            if status == NodeStatus::Syncing
+                || (status == NodeStatus::Joining && self.membership.answered())
+            {
                 self.membership.set_status(NodeStatus::Normal);
             }
             return;
@@ -798,8 +807,31 @@ impl Node {
             self.membership.set_status(NodeStatus::Normal);
             self.out.push_back(Output::Event(NodeEvent::CaughtUp));
         }
+        self.advance_joining();
         self.advance_transition(now, wall);
         self.drain_fx();
+    }
+
+    /// A joining node that has heard from the cluster: into a cluster with
+    /// fewer token owners than a keyspace's replication factor, which can
+    /// have acknowledged no write at that factor, it takes its tokens at
+    /// once (`Syncing` until a round filled it); otherwise it stays
+    /// `Joining` through the ring transition.
+    fn advance_joining(&mut self) {
+        if self.membership.status() != NodeStatus::Joining || !self.membership.answered() {
+            return;
+        }
+        let owners = self.membership.token_owners().len();
+        let rf = self
+            .keyspaces
+            .values()
+            .map(|k| k.replication_factor)
+            .max()
+            .unwrap_or(1);
+        if owners < rf {
+            self.membership.set_status(NodeStatus::Syncing);
+            self.rebuild_placement();
+        }
     }
 
     /// Moves this node's side of a ring transition along: its trackers,
@@ -835,6 +867,11 @@ impl Node {
             self.membership.complete_leave();
             self.rebuild_placement();
             self.out.push_back(Output::Event(NodeEvent::HandedOver));
+        }
+        if self.membership.status() == NodeStatus::Joining && step.all_synced {
+            self.membership.set_status(NodeStatus::Normal);
+            self.rebuild_placement();
+            self.out.push_back(Output::Event(NodeEvent::Joined));
         }
     }
 

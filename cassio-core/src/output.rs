@@ -58,6 +58,9 @@ pub enum NodeEvent {
     },
     /// This node caught up after a restart: it left `Syncing`.
     CaughtUp,
+    /// Every owner of the next ring, this joining node included, has synced
+    /// the ranges it gains: this node owns its tokens now (`Normal`).
+    Joined,
     /// Every node gaining this leaving node's ranges has synced them: it
     /// announced `Left` and may stop.
     HandedOver,

@@ -1,7 +1,8 @@
 //! Readiness: whether this node's view of the cluster has settled enough
 //! for it to coordinate client requests.
 //!
-//! A node that joined through seeds coordinates only once it is `Normal`
+//! A node that joined through seeds coordinates only once the cluster has
+//! answered it (it knows the current and next rings, `Joining` or after)
 //! and its ring has not changed for three gossip rounds (as Cassandra
 //! waits for gossip to settle): a partial view would place keys on the
 //! wrong replicas and acknowledge writes that reads elsewhere miss.
@@ -78,11 +79,14 @@ impl Readiness {
         }
         if self.joins_through_seeds && self.restart_quorum.is_none() {
             let settle_for = membership.config().interval * 3;
-            if !matches!(
-                membership.status(),
-                NodeStatus::Normal | NodeStatus::Syncing
-            ) || now.saturating_duration_since(self.view_stable_since.1) < settle_for
-            {
+            // A node still `Joining` knows both rings once the cluster has
+            // answered: it coordinates, and syncs the ranges it gains.
+            let knows_ring = match membership.status() {
+                NodeStatus::Normal | NodeStatus::Syncing => true,
+                NodeStatus::Joining => membership.answered(),
+                NodeStatus::Leaving | NodeStatus::Left => false,
+            };
+            if !knows_ring || now.saturating_duration_since(self.view_stable_since.1) < settle_for {
                 return;
             }
         }

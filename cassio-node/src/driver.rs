@@ -832,13 +832,16 @@ fn log_event(e: &NodeEvent) {
         NodeEvent::CaughtUp => {
             tracing::info!("caught up after the restart (hints received, a repair round completed): Normal, serving reads again")
         }
+        NodeEvent::Joined => {
+            tracing::info!("joined: every node of the new ring has synced the ranges it gains; Normal, owning this node's tokens")
+        }
         NodeEvent::HandedOver => {
             tracing::info!("every node gaining this node's ranges has synced them: announcing Left")
         }
         NodeEvent::TransitionSynced { transition } => {
             tracing::info!(
                 transition = format_args!("{transition:016x}"),
-                "synced the ranges this node gains while a node leaves"
+                "synced the ranges this node gains in a ring change (a node joining or leaving)"
             )
         }
         NodeEvent::PurgeWatermark { micros } => {

@@ -207,3 +207,18 @@ fn mutation_writes_skip_the_next_ring() {
         "writes that skipped the next ring went unnoticed"
     );
 }
+
+#[test]
+fn mutation_join_without_sync() {
+    // Joining nodes that own their tokens (`Normal`) as soon as the
+    // cluster answers, with nothing synced: reads that reach them miss
+    // writes acknowledged before they joined.
+    let control = nemesis::join_under_load();
+    let mut broken = control.clone();
+    broken.name = "mutation_join_without_sync".into();
+    broken.mutations.skip_syncing = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "nodes that joined without syncing their ranges went unnoticed"
+    );
+}

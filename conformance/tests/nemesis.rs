@@ -314,6 +314,26 @@ fn leave_under_load() {
     run(&nemesis::leave_under_load(), "leave_under_load");
 }
 
+#[test]
+fn join_with_loss() {
+    run(&nemesis::join_with_loss(), "join_with_loss");
+}
+
+#[test]
+fn join_with_crash() {
+    run(&nemesis::join_with_crash(), "join_with_crash");
+}
+
+#[test]
+fn leave_with_loss() {
+    run(&nemesis::leave_with_loss(), "leave_with_loss");
+}
+
+#[test]
+fn leave_with_crash() {
+    run(&nemesis::leave_with_crash(), "leave_with_crash");
+}
+
 known_failure_scenario!(
     replace_under_load,
     "waits for issue 12: range movements (streaming on join/leave/replace)",

@@ -391,6 +391,45 @@ pub fn leave_under_load() -> Scenario {
     s
 }
 
+/// Three nodes join under load over a network that loses 10% of frames.
+pub fn join_with_loss() -> Scenario {
+    let mut s = join_under_load();
+    s.name = "join_with_loss".into();
+    s.net.loss = 0.1;
+    s
+}
+
+/// Three nodes join under load; an existing owner crashes while their
+/// ranges move and comes back 10 s later.
+pub fn join_with_crash() -> Scenario {
+    let mut s = join_under_load();
+    s.name = "join_with_crash".into();
+    s.faults.push((secs(4), Fault::Crash(2)));
+    s.faults.push((secs(14), Fault::Restart(2)));
+    s
+}
+
+/// Two nodes leave under load over a network that loses 10% of frames.
+pub fn leave_with_loss() -> Scenario {
+    let mut s = leave_under_load();
+    s.name = "leave_with_loss".into();
+    s.net.loss = 0.1;
+    s
+}
+
+/// A node leaves under load; a node that stays crashes while the ranges
+/// move and comes back 10 s later.
+pub fn leave_with_crash() -> Scenario {
+    let mut s = base("leave_with_crash");
+    s.keys = 40;
+    s.faults = vec![
+        (secs(3), Fault::Leave(4)),
+        (secs(4), Fault::Crash(1)),
+        (secs(14), Fault::Restart(1)),
+    ];
+    s
+}
+
 /// A node is replaced under load: it dies, its directory is wiped, and a
 /// new node (new id, same address) takes its place at once.
 pub fn replace_under_load() -> Scenario {
