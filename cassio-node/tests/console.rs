@@ -47,6 +47,18 @@ fn chromium() -> PathBuf {
     );
 }
 
+/// SIGKILLs process group `pgid` (once the group is gone, a no-op).
+///
+/// The `--` is essential: without it procps-ng 4's `kill` misreads the
+/// negative operand of `kill -KILL -19876` (it calls `kill(-1, SIGKILL)`,
+/// i.e. kills every process the user may signal; seen under strace).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Runs headless Chromium on `url` with `args` (its own profile in
 /// `profile`), bounded by [`BROWSER_TIMEOUT`]; returns its stdout. Chromium
 /// starts helper processes, so it runs in its own process group and the
@@ -90,9 +102,7 @@ fn run_chromium(profile: &Path, url: &str, args: &[&str]) -> String {
         }
         if Instant::now() >= deadline {
             // The group: the browser and every helper it started.
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{pgid}")])
-                .status();
+            kill_group(pgid);
             let _ = child.wait();
             panic!(
                 "chromium did not finish within {BROWSER_TIMEOUT:?} on {url}; its log:\n{}",
@@ -102,10 +112,7 @@ fn run_chromium(profile: &Path, url: &str, args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(100));
     };
     // Helpers that outlived the browser (none normally) go with it.
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
+    kill_group(pgid);
     let out = reader.join().unwrap();
     assert!(
         status.success(),
