@@ -56,9 +56,10 @@
 //! frames waiting for the loop hold at most [`FRAME_BUDGET_BYTES`].
 
 use crate::handle::{
-    ClusterStatus, Command, HintInfo, MemberStatus, PendingHints, RepairInfo, RepairRequest,
-    RepairStarted, RequestError, RoundOutcome, RoundProgress,
+    ClusterStatus, Command, HintInfo, KeyspaceStatus, MemberStatus, PendingHints, RepairInfo,
+    RepairRequest, RepairStarted, RequestError, RoundOutcome, RoundProgress,
 };
+use crate::request_stats::RequestStats;
 use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
 use bytes::Bytes;
 use cassio_core::{
@@ -237,6 +238,8 @@ struct Running {
     hints_enabled: bool,
     /// The last few of them.
     recent_rounds: VecDeque<RoundOutcome>,
+    /// Recent request rates and latencies, for `/status`.
+    request_stats: RequestStats,
 }
 
 fn op_name(op: &ClientOp) -> &'static str {
@@ -443,8 +446,11 @@ impl Running {
             Err(e) => error_label(e),
         };
         metrics::counter!("cassio_requests_total", "op" => p.op, "result" => label).increment(1);
+        let now = std::time::Instant::now();
+        let latency = now.saturating_duration_since(p.started);
         metrics::histogram!("cassio_request_duration_seconds", "op" => p.op)
-            .record(p.started.elapsed().as_secs_f64());
+            .record(latency.as_secs_f64());
+        self.request_stats.record(p.op, now, latency, label == "ok");
         // The caller may have given up (timeout, dropped connection).
         let _ = p.reply.send(result);
     }
@@ -454,6 +460,8 @@ impl Running {
             Command::Request(req, reply) if self.stopping => {
                 metrics::counter!("cassio_requests_total", "op" => op_name(&req.op), "result" => "shutting_down")
                     .increment(1);
+                self.request_stats
+                    .refused(op_name(&req.op), std::time::Instant::now());
                 let _ = reply.send(Err(RequestError::Client(
                     cassio_core::ClientError::ShuttingDown,
                 )));
@@ -462,6 +470,8 @@ impl Running {
                 metrics::counter!("cassio_requests_total", "op" => op_name(&req.op), "result" => "overloaded")
                     .increment(1);
                 metrics::counter!("cassio_overloaded_total", "source" => "client").increment(1);
+                self.request_stats
+                    .refused(op_name(&req.op), std::time::Instant::now());
                 let _ = reply.send(Err(RequestError::Client(
                     cassio_core::ClientError::Overloaded,
                 )));
@@ -471,6 +481,7 @@ impl Running {
                 if let Err(e) = check_request(&req) {
                     metrics::counter!("cassio_requests_total", "op" => op, "result" => "bad_request")
                         .increment(1);
+                    self.request_stats.refused(op, std::time::Instant::now());
                     let _ = reply.send(Err(e));
                     return;
                 }
@@ -641,6 +652,20 @@ impl Running {
                 })
             })
             .collect();
+        let keyspaces = m
+            .state_of(self.node.id())
+            .map(|(_, app)| {
+                app.keyspaces
+                    .iter()
+                    .map(|k| KeyspaceStatus {
+                        name: k.name.clone(),
+                        replication_factor: k.replication_factor as u64,
+                        default_consistency: k.default_consistency.to_string(),
+                        strategy: format!("{:?}", k.strategy),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         ClusterStatus {
             local_id: self.node.id().0,
             cluster: self.cluster.clone(),
@@ -649,6 +674,8 @@ impl Running {
             now_micros: wall_micros(),
             repair: self.repair_info(),
             hints: self.hint_info(),
+            keyspaces,
+            requests: self.request_stats.snapshot(std::time::Instant::now()),
         }
     }
 
@@ -934,6 +961,7 @@ impl Driver {
             rounds_ended: 0,
             recent_rounds: VecDeque::new(),
             hints_enabled,
+            request_stats: RequestStats::new(std::time::Instant::now()),
         };
         r.drain();
         r.dispatch_storage();

@@ -169,6 +169,43 @@ pub struct ClusterStatus {
     /// The answering node's hinted-handoff figures.
     #[serde(default)]
     pub hints: HintInfo,
+    /// The keyspaces the answering node serves, with their settings.
+    #[serde(default)]
+    pub keyspaces: Vec<KeyspaceStatus>,
+    /// Requests this node coordinated lately, per operation (`get`, `set`,
+    /// `del`): rate and p99 latency over the last few seconds.
+    #[serde(default)]
+    pub requests: Vec<OpStats>,
+}
+
+/// One keyspace and its settings, as the answering node has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceStatus {
+    /// Its name.
+    pub name: String,
+    /// How many nodes hold each key.
+    pub replication_factor: u64,
+    /// The level used when a request names none (`QUORUM`, `ONE`, ...).
+    pub default_consistency: String,
+    /// How replicas are kept in step (`Leaderless`).
+    pub strategy: String,
+}
+
+/// Recent requests of one operation coordinated by the answering node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpStats {
+    /// The operation: `get`, `set` or `del`.
+    pub op: String,
+    /// Requests per second (answered or refused) over the window.
+    pub rate: f64,
+    /// Of those, failed requests per second.
+    pub error_rate: f64,
+    /// The 99th percentile of answered requests' latency, in microseconds
+    /// (within about 19% above the exact figure); `None` without requests.
+    pub p99_micros: Option<u64>,
+    /// The seconds the figures cover (fewer than the usual window just
+    /// after the node started).
+    pub window_secs: u64,
 }
 
 /// What `POST /admin/repair` asks for: a round now, over everything or

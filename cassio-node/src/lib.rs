@@ -8,6 +8,7 @@
 //! - [`hint_log`]: where hints for down replicas are kept ([`hint_log::DiskHintLog`]).
 //! - [`proto`], [`server`], [`client`]: the native client protocol, its
 //!   server, and the Rust client library.
+//! - [`request_stats`]: live request rate and p99 per operation, for `/status`.
 //! - [`config`]: the `cassio` binary's configuration (flags and TOML file).
 //! - [`peer_auth`]: refuses frames whose sender is not the node the peer's
 //!   TLS certificate names.
@@ -23,11 +24,12 @@ pub mod launch;
 pub mod node_state;
 pub mod peer_auth;
 pub mod proto;
+pub mod request_stats;
 pub mod server;
 pub mod storage_exec;
 
 pub use builder::{NodeBuilder, RunningNode};
 pub use handle::{
-    ClusterStatus, HintInfo, MemberStatus, NodeHandle, RepairInfo, RepairRequest, RepairStarted,
-    RequestError,
+    ClusterStatus, HintInfo, KeyspaceStatus, MemberStatus, NodeHandle, OpStats, RepairInfo,
+    RepairRequest, RepairStarted, RequestError,
 };

@@ -914,6 +914,7 @@ mod tests {
                 }],
                 ..Default::default()
             },
+            ..Default::default()
         };
         let t = render_status(&s);
         assert!(t.contains("UN  127.0.0.1:7000"), "{t}");

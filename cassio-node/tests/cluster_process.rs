@@ -8,199 +8,24 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod process_common;
+
 use cassio_core::{ClientError, Consistency};
 use cassio_node::client::{Client, ClientConfig};
 use cassio_node::ClusterStatus;
-use std::io::{BufRead, BufReader, Read, Write};
+use process_common::{
+    all_normal_and_up, cli, http, node_args, start_node, start_three, wait_status, Scenario, BIN,
+};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cassio");
 
 /// How long a restarted node may stay `Syncing`: normally about a second,
 /// but if its first anti-entropy exchange loses a frame (a peer's
 /// connection to it still in reconnect backoff drops it) the exchange fails
 /// only at the 30 s exchange timeout, and the round is retried 5 s later.
 const SYNCING_BOUND: Duration = Duration::from_secs(60);
-
-/// What a node printed once it was ready.
-#[derive(Clone, Debug)]
-struct Ready {
-    id: u64,
-    peer: SocketAddr,
-    client: SocketAddr,
-    resp: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    generation: u64,
-}
-
-fn parse_ready(line: &str) -> Option<Ready> {
-    let rest = line.strip_prefix("cassio: node ")?;
-    let (id, rest) = rest.split_once(' ')?;
-    let field = |name: &str| {
-        rest.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .map(str::to_owned)
-    };
-    let opt = |name: &str| field(name).and_then(|v| v.parse().ok());
-    Some(Ready {
-        id: id.parse().ok()?,
-        peer: field("peer")?.parse().ok()?,
-        client: field("client")?.parse().ok()?,
-        resp: opt("resp"),
-        http: opt("http"),
-        generation: field("generation")?.parse().ok()?,
-    })
-}
-
-/// A child process that is killed (SIGKILL) when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits (bounded) for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop after SIGTERM; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `cassio start ARGS` and waits (bounded) for its ready line.
-fn start_node(name: &str, dir: &Path, args: &[String]) -> (Proc, Ready) {
-    let log = dir.join(format!("{name}.log"));
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("start")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut proc = Proc {
-        name: name.to_owned(),
-        child,
-        log,
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(r) = parse_ready(&line) {
-                    return (proc, r);
-                }
-            }
-            Err(_) => {
-                let status = proc.child.try_wait().ok().flatten();
-                let log = proc.log_text();
-                proc.kill();
-                panic!("{name} never became ready (exit: {status:?}); log:\n{log}");
-            }
-        }
-    }
-}
-
-fn cli(args: &[&str]) -> std::process::Output {
-    // The CLI's own client timeouts bound this call.
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn status_of(client: SocketAddr) -> Option<ClusterStatus> {
-    let out = cli(&[
-        "status",
-        "--json",
-        "--node",
-        &client.to_string(),
-        "--timeout-ms",
-        "2000",
-    ]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Polls `cassio status` on `client` until `ok` holds; panics after `limit`.
-fn wait_status(
-    what: &str,
-    client: SocketAddr,
-    limit: Duration,
-    ok: impl Fn(&ClusterStatus) -> bool,
-) -> ClusterStatus {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
-        if let Some(s) = status_of(client) {
-            if ok(&s) {
-                return s;
-            }
-            last = Some(s);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status: {last:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Waits until the node at `client` coordinates reads: a node that joined
 /// or restarted answers `Joining` until its view of the ring has settled,
@@ -232,10 +57,6 @@ fn wait_ready(rt: &tokio::runtime::Runtime, client: SocketAddr) {
     }
 }
 
-fn all_normal_and_up(s: &ClusterStatus, n: usize) -> bool {
-    s.members.len() == n && s.members.iter().all(|m| m.up && m.state == "Normal")
-}
-
 /// A RESP `SET` then `GET` over a raw socket; returns the GET's reply bytes.
 fn resp_set_get(addr: SocketAddr, key: &str, value: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -262,93 +83,6 @@ fn resp_set_get(addr: SocketAddr, key: &str, value: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// An HTTP request over a raw socket; returns (status code, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
-struct Scenario {
-    name: &'static str,
-    transport: &'static str,
-    store: &'static str,
-}
-
-fn node_args(
-    sc: &Scenario,
-    dir: &Path,
-    i: usize,
-    seed: Option<SocketAddr>,
-    ports: Option<&Ready>,
-) -> Vec<String> {
-    let addr =
-        |a: Option<SocketAddr>| a.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
-    let mut a: Vec<String> = [
-        "--cluster",
-        sc.name,
-        "--data-dir",
-        &dir.join(format!("node{i}")).display().to_string(),
-        "--replication-factor",
-        "3",
-        "--store",
-        sc.store,
-        "--transport",
-        sc.transport,
-        "--gossip-interval-ms",
-        "250",
-        "--request-timeout-ms",
-        "3000",
-        "--vnodes",
-        "32",
-        "--listen",
-        &addr(ports.map(|r| r.peer)),
-        "--client-addr",
-        &addr(ports.map(|r| r.client)),
-        "--resp-addr",
-        &addr(ports.and_then(|r| r.resp)),
-        "--http-addr",
-        &addr(ports.and_then(|r| r.http)),
-        "--log-level",
-        "info",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(s) = seed {
-        a.push("--seeds".into());
-        a.push(s.to_string());
-    }
-    if sc.transport == "quic" {
-        let certs = dir.join("certs");
-        a.extend([
-            "--tls-ca".to_string(),
-            certs.join("ca.pem").display().to_string(),
-            "--tls-cert".to_string(),
-            certs.join(format!("node{i}.pem")).display().to_string(),
-            "--tls-key".to_string(),
-            certs.join(format!("node{i}.key")).display().to_string(),
-        ]);
-    }
-    a
-}
-
 /// The runtime the tests drive their clients on.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -363,31 +97,6 @@ fn client_config() -> ClientConfig {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
     }
-}
-
-/// Starts nodes 1 to 3 (node 1 the seed) with `node_args` as `edit` changes
-/// them, and waits until each sees three Normal members.
-fn start_three(
-    sc: &Scenario,
-    dir: &Path,
-    edit: impl Fn(usize, &mut Vec<String>),
-) -> Vec<(Proc, Ready)> {
-    let mut nodes: Vec<(Proc, Ready)> = Vec::new();
-    for i in 1..=3 {
-        let seed = nodes.first().map(|(_, r)| r.peer);
-        let mut args = node_args(sc, dir, i, seed, None);
-        edit(i, &mut args);
-        nodes.push(start_node(&format!("node{i}"), dir, &args));
-    }
-    for (_, r) in &nodes {
-        wait_status(
-            "three Normal nodes",
-            r.client,
-            Duration::from_secs(30),
-            |s| all_normal_and_up(s, 3),
-        );
-    }
-    nodes
 }
 
 fn run_scenario(sc: Scenario) {

@@ -407,3 +407,49 @@ async fn admin_repair_starts_a_round_and_refuses_unknown_targets() {
     json_error(r, StatusCode::SERVICE_UNAVAILABLE, "not_running").await;
     srv.shutdown().await;
 }
+
+/// `GET /` serves the web console: one self-contained HTML page, with a
+/// policy that lets the browser load nothing but the page itself and
+/// `/status`, and that only reads (`fetch` of `/status`, no other method).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_serves_the_self_contained_console() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let r = client().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..80]);
+    assert!(page.contains("fetch(\"/status\""), "the page polls /status");
+    assert!(page.contains("\"data-node\""), "rows carry data-node");
+    // No external asset: no script, style sheet or image from anywhere, and
+    // no URL but the SVG namespace (which is a name, never fetched).
+    for banned in ["<script src", "<link", "<img", "@import", "url("] {
+        assert!(!page.contains(banned), "the page references {banned:?}");
+    }
+    let urls: Vec<&str> = page
+        .match_indices("http")
+        .map(|(i, _)| &page[i..(i + 40).min(page.len())])
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .filter(|u| !u.starts_with("http://www.w3.org/2000/svg"))
+        .collect();
+    assert!(urls.is_empty(), "external URLs: {urls:?}");
+    // Read-only: no request but the GET of /status.
+    for write in ["method:", "POST", "PUT", "DELETE", "/kv/", "/admin"] {
+        assert!(!page.contains(write), "the page contains {write:?}");
+    }
+    // The fake node saw no request at all.
+    assert!(fake.seen.lock().unwrap().requests.is_empty());
+    srv.shutdown().await;
+}

@@ -2,11 +2,12 @@
 //!
 //! | route | answer |
 //! | --- | --- |
+//! | `GET /` | the web console: one self-contained HTML page (no external assets) that reads `/status` every 2 s and draws the members, the ring, requests, repair, hints and keyspaces; read-only |
 //! | `GET /kv/{key}` | 200 with the value's bytes, or 404 |
 //! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
 //! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
 //! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
-//! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures) |
+//! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures, keyspaces, request rate and p99 per operation) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /admin/repair` | starts an anti-entropy round now; `?keyspace=K` limits it to one keyspace, `?node=IP:PORT` (a peer's listen address) to exchanges with one peer; 202 with `RepairStarted` as JSON |
 //!
@@ -67,6 +68,7 @@ const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// answers 503 when `metrics` is `None`.
 pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
+        .route("/", get(console))
         .route(
             "/kv/{*key}",
             get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
@@ -455,12 +457,37 @@ async fn render_metrics(State(gw): State<Gateway>) -> Response {
     }
 }
 
+/// The web console's page (HTML, CSS and JavaScript in one file, written
+/// by hand), compiled into the binary so it works with no network.
+const CONSOLE_HTML: &str = include_str!("console/console.html");
+
+/// What the console's page may load: nothing but its own inline style and
+/// script and `/status` from this node. A browser thus enforces that the
+/// page stays self-contained (works offline, leaks nothing to a CDN).
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
+
+async fn console() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+            // The page is small and changes with the binary: always revalidate.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CONSOLE_HTML,
+    )
+        .into_response()
+}
+
 async fn not_found(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} (try /kv/{{key}}, /health, /status, /metrics, POST /admin/repair)",
+            "no route for {} (try /, /kv/{{key}}, /health, /status, /metrics, POST /admin/repair)",
             uri.path()
         ),
     )
