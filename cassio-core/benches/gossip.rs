@@ -31,6 +31,8 @@ fn app(i: u64) -> AppState {
         hinting: Vec::new(),
         ring_acked: 0,
         ring_synced: 0,
+        removing: Vec::new(),
+        removed: Vec::new(),
     }
 }
 

@@ -135,6 +135,10 @@ pub struct Config {
     /// of an existing member, or a cluster's first node): it is `Normal` at
     /// once, so its ranges never move away and back while it restarts.
     pub bootstrap: bool,
+    /// A new node (with `bootstrap`) that takes the place of this dead
+    /// member: it joins, and asks the cluster to take the dead one off the
+    /// ring once the ranges are synced (`cassio start --replace NODE_ID`).
+    pub replaces: Option<crate::types::NodeId>,
     /// How far ahead of this node's clock (wall clock and hybrid clock alike)
     /// a timestamp from a peer may be. A write stamped further ahead is
     /// refused with [`crate::ClientError::ClockOffset`] at its coordinator,
@@ -199,6 +203,9 @@ pub struct Mutations {
     /// While a node leaves, writes reach only the current ring's replicas
     /// (not the next ring's too).
     pub writes_skip_next_ring: bool,
+    /// A dead node asked to be removed is forgotten at once, before its
+    /// ranges are synced elsewhere.
+    pub remove_without_sync: bool,
 }
 
 impl Config {
@@ -217,6 +224,7 @@ impl Config {
             gossip: GossipConfig::default(),
             generation: None,
             bootstrap: false,
+            replaces: None,
             max_clock_offset: Duration::from_millis(500),
             persisted: None,
             start_without_quorum: false,

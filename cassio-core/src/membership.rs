@@ -98,7 +98,21 @@ pub struct AppState {
     pub ring_acked: u64,
     /// The ring transition whose moved ranges this node has synced (0: none).
     pub ring_synced: u64,
+    /// Dead members this node asks the cluster to take off the ring (an
+    /// operator's `remove`, or the dead node a new node replaces): they
+    /// keep their tokens on the current ring but not on the next one,
+    /// and are forgotten once their ranges are synced elsewhere.
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
+    /// Dead members whose removal this node completed (their ranges were
+    /// synced elsewhere): every node forgets them on hearing it. The last
+    /// [`MAX_REMOVED`] are kept.
+    #[serde(default)]
+    pub removed: Vec<NodeId>,
 }
+
+/// How many completed removals a node keeps announcing.
+pub const MAX_REMOVED: usize = 16;
 
 /// What a node knows about one member, as gossiped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +447,8 @@ impl Membership {
                 hinting: Vec::new(),
                 ring_acked: 0,
                 ring_synced: 0,
+                removing: Vec::new(),
+                removed: Vec::new(),
             };
             self.members.insert(
                 p.id,
@@ -611,7 +627,7 @@ impl Membership {
         let mut v: Vec<(NodeId, Vec<Token>)> = self
             .members
             .iter()
-            .filter(|(_, m)| m.app.status.owns_tokens_next())
+            .filter(|(&id, m)| m.app.status.owns_tokens_next() && !self.removal_requested(id))
             .map(|(&id, m)| (id, m.app.tokens.clone()))
             .collect();
         if self.own_app.status.owns_tokens_next() {
@@ -619,6 +635,80 @@ impl Membership {
         }
         v.sort_by_key(|(id, _)| *id);
         v
+    }
+
+    /// Whether a live member (this node included) asks for `id` to be
+    /// taken off the ring.
+    pub fn removal_requested(&self, id: NodeId) -> bool {
+        self.own_app.removing.contains(&id)
+            || self.members.values().any(|m| {
+                m.alive && m.app.status != NodeStatus::Left && m.app.removing.contains(&id)
+            })
+    }
+
+    /// The members some live member asks to take off the ring.
+    pub fn removals(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|&id| self.removal_requested(id))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sets the dead members this node asks the cluster to take off the
+    /// ring (a no-op when unchanged).
+    pub fn set_removing(&mut self, mut ids: Vec<NodeId>) {
+        ids.sort();
+        ids.dedup();
+        if self.own_app.removing != ids {
+            self.set_own_app(|a| a.removing = ids);
+        }
+    }
+
+    /// This node's removal requests.
+    pub fn removing(&self) -> &[NodeId] {
+        &self.own_app.removing
+    }
+
+    /// Completes this node's removal of dead member `id`: forgets it and
+    /// announces it, so that every node forgets it.
+    pub fn complete_removal(
+        &mut self,
+        id: NodeId,
+        now: Instant,
+        events: &mut Vec<MembershipEvent>,
+    ) {
+        self.forget(id, now, events);
+        self.set_own_app(|a| {
+            a.removing.retain(|r| *r != id);
+            if !a.removed.contains(&id) {
+                a.removed.push(id);
+            }
+            let excess = a.removed.len().saturating_sub(MAX_REMOVED);
+            a.removed.drain(..excess);
+        });
+    }
+
+    /// Whether `id` was forgotten lately (removed, or left long ago).
+    pub fn is_forgotten(&self, id: NodeId) -> bool {
+        self.forgotten.contains_key(&id)
+    }
+
+    /// Forgets member `id` now (its removal completed): it leaves the
+    /// rings, and its generation is not readmitted for a while.
+    pub fn forget(&mut self, id: NodeId, now: Instant, events: &mut Vec<MembershipEvent>) {
+        if let Some(m) = self.members.remove(&id) {
+            self.view_epoch += 1;
+            self.ring_epoch += 1;
+            self.forgotten.insert(id, (m.state.generation, now));
+            events.push(MembershipEvent::Removed {
+                id,
+                addr: m.app.addr,
+            });
+        }
     }
 
     /// Every member believed alive that owns tokens now or next (this node
@@ -662,6 +752,7 @@ impl Membership {
             self.own.app_version = self.own.version;
             if before.status.ring_class() != self.own_app.status.ring_class()
                 || before.tokens != self.own_app.tokens
+                || before.removing != self.own_app.removing
             {
                 self.ring_epoch += 1;
             }
@@ -967,7 +1058,9 @@ impl Membership {
                     let mut detector = ArrivalWindow::new();
                     detector.record(now, self.cfg.window, 1);
                     let id = s.id;
-                    let status = app.status;
+                    let changes_rings = app.status.owns_tokens()
+                        || app.status.owns_tokens_next()
+                        || !app.removing.is_empty();
                     self.members.insert(
                         id,
                         Member {
@@ -982,7 +1075,7 @@ impl Membership {
                             clock_offset: None,
                         },
                     );
-                    if status.owns_tokens() || status.owns_tokens_next() {
+                    if changes_rings {
                         self.ring_epoch += 1;
                     }
                     self.view_epoch += 1;
@@ -1029,6 +1122,7 @@ impl Membership {
                         }
                         if app.status.ring_class() != m.app.status.ring_class()
                             || app.tokens != m.app.tokens
+                            || app.removing != m.app.removing
                         {
                             self.ring_epoch += 1;
                         }
@@ -1043,6 +1137,18 @@ impl Membership {
                     m.state = NodeState { app: None, ..s };
                 }
             }
+        }
+        // Members whose removal a live member completed are forgotten here
+        // too (unless they came back).
+        let done: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| m.alive)
+            .flat_map(|m| m.app.removed.iter().copied())
+            .filter(|id| self.members.get(id).is_some_and(|m| !m.alive))
+            .collect();
+        for id in done {
+            self.forget(id, now, events);
         }
     }
 
@@ -1098,9 +1204,13 @@ impl Membership {
             let left_long_ago = m
                 .left_at
                 .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.forget_left_after);
-            let dead_long = m
-                .down_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.remove_dead_after);
+            // A dead node that owns tokens is never dropped silently: its
+            // ranges would lose a copy. It leaves the ring only through a
+            // removal (`removing`), which first syncs them elsewhere.
+            let dead_long = !m.app.status.owns_tokens()
+                && m.down_since.is_some_and(|t| {
+                    now.saturating_duration_since(t) >= self.cfg.remove_dead_after
+                });
             if left_long_ago || dead_long {
                 gone.push((
                     id,

@@ -23,7 +23,7 @@ use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
-use crate::transition::{LeaveError, Transition};
+use crate::transition::{LeaveError, RemoveError, Transition};
 use crate::types::{HybridClock, Key, NodeId, Token, Versioned};
 use crate::wire::{Envelope, PeerMsg, WireCodec};
 use rand::SeedableRng;
@@ -149,6 +149,11 @@ impl Node {
             hinting: Vec::new(),
             ring_acked: 0,
             ring_synced: 0,
+            removing: match config.replaces {
+                Some(dead) if config.bootstrap && dead != id => vec![dead],
+                _ => Vec::new(),
+            },
+            removed: Vec::new(),
         };
         let own_size = Membership::state_size(&crate::membership::NodeState {
             id,
@@ -355,12 +360,7 @@ impl Node {
             .iter()
             .filter(|(id, _)| *id != self.id)
             .count();
-        let rf = self
-            .keyspaces
-            .values()
-            .map(|k| k.replication_factor)
-            .max()
-            .unwrap_or(1);
+        let rf = self.max_replication_factor();
         if remaining < rf {
             return Err(LeaveError::TooFewNodes { remaining, rf });
         }
@@ -369,6 +369,54 @@ impl Node {
         self.background(now);
         self.leave_input();
         Ok(())
+    }
+
+    /// Asks the cluster to take dead member `dead` off the ring (`cassio
+    /// remove`): its ranges are synced among the other nodes from the
+    /// replicas that remain, then every node forgets it. Refused for a
+    /// live, unknown or essential member.
+    pub fn remove_dead(&mut self, now: impl Into<Now>, dead: NodeId) -> Result<(), RemoveError> {
+        let now = self.enter(now);
+        if dead == self.id {
+            return Err(RemoveError::Itself);
+        }
+        if !self.membership.is_member(dead) {
+            return Err(RemoveError::Unknown(dead));
+        }
+        if self.membership.is_alive(dead) {
+            return Err(RemoveError::Alive(dead));
+        }
+        let remaining = self
+            .membership
+            .token_owners_next()
+            .iter()
+            .filter(|(id, _)| *id != dead)
+            .count();
+        let rf = self.max_replication_factor();
+        if remaining < rf {
+            return Err(RemoveError::TooFewNodes { remaining, rf });
+        }
+        let mut removing = self.membership.removing().to_vec();
+        removing.push(dead);
+        self.membership.set_removing(removing);
+        #[cfg(feature = "mutations")]
+        if self.mutations.remove_without_sync {
+            self.membership
+                .complete_removal(dead, now, &mut self.events);
+        }
+        self.rebuild_placement();
+        self.background(now);
+        self.leave_input();
+        Ok(())
+    }
+
+    /// The largest replication factor of this node's keyspaces.
+    fn max_replication_factor(&self) -> usize {
+        self.keyspaces
+            .values()
+            .map(|k| k.replication_factor)
+            .max()
+            .unwrap_or(1)
     }
 
     /// True once this node has announced that it left the cluster.
@@ -822,12 +870,7 @@ impl Node {
             return;
         }
         let owners = self.membership.token_owners().len();
-        let rf = self
-            .keyspaces
-            .values()
-            .map(|k| k.replication_factor)
-            .max()
-            .unwrap_or(1);
+        let rf = self.max_replication_factor();
         if owners < rf {
             self.membership.set_status(NodeStatus::Syncing);
             self.rebuild_placement();
@@ -872,6 +915,20 @@ impl Node {
             self.membership.set_status(NodeStatus::Normal);
             self.rebuild_placement();
             self.out.push_back(Output::Event(NodeEvent::Joined));
+        }
+        if step.all_synced {
+            // Dead members this node asked to remove: their ranges are
+            // synced on the next ring, so they can go. This node alone
+            // decides, and announces it (every node then forgets them).
+            for dead in self.membership.removing().to_vec() {
+                if self.membership.is_member(dead) && !self.membership.is_alive(dead) {
+                    self.membership
+                        .complete_removal(dead, now, &mut self.events);
+                    self.out
+                        .push_back(Output::Event(NodeEvent::RemovedDead { node: dead }));
+                }
+            }
+            self.rebuild_placement();
         }
     }
 
@@ -1041,7 +1098,18 @@ impl Node {
         for e in events {
             match &e {
                 // A peer back up may have missed writes: compare at once.
-                MembershipEvent::Up(_) => self.ae.request_round(self.wall.0),
+                MembershipEvent::Up(id) => {
+                    // A member being removed came back: it stays.
+                    let removing: Vec<NodeId> = self
+                        .membership
+                        .removing()
+                        .iter()
+                        .copied()
+                        .filter(|r| r != id)
+                        .collect();
+                    self.membership.set_removing(removing);
+                    self.ae.request_round(self.wall.0)
+                }
                 MembershipEvent::Removed { id, .. } => {
                     self.hints.forget(*id, &mut self.fx);
                     self.drain_fx();

@@ -58,6 +58,12 @@ pub enum NodeEvent {
     },
     /// This node caught up after a restart: it left `Syncing`.
     CaughtUp,
+    /// A dead member's ranges are synced on the other nodes: it was taken
+    /// off the ring and forgotten.
+    RemovedDead {
+        /// The member.
+        node: crate::types::NodeId,
+    },
     /// Every owner of the next ring, this joining node included, has synced
     /// the ranges it gains: this node owns its tokens now (`Normal`).
     Joined,

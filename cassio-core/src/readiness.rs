@@ -120,6 +120,8 @@ mod tests {
             hinting: Vec::new(),
             ring_acked: 0,
             ring_synced: 0,
+            removing: Vec::new(),
+            removed: Vec::new(),
         };
         Membership::new(NodeId(1), 1, app, &[], Default::default(), now)
     }

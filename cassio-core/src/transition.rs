@@ -41,6 +41,29 @@ pub enum LeaveError {
     NotAnOwner(NodeStatus),
 }
 
+/// Why a node refuses to take a member off the ring.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    /// No such member.
+    #[error("node {0} is not a member of this cluster (as this node sees it)")]
+    Unknown(crate::types::NodeId),
+    /// The member is believed alive: a live node leaves by itself.
+    #[error("node {0} is alive: stop it with --leave-on-exit to decommission it, or stop it and remove it once it is down")]
+    Alive(crate::types::NodeId),
+    /// This node itself.
+    #[error("a node cannot remove itself: stop it with --leave-on-exit")]
+    Itself,
+    /// Removing it would leave fewer token owners than a keyspace's
+    /// replication factor.
+    #[error("removing it would leave {remaining} node(s) owning tokens, fewer than replication factor {rf}: add a node first")]
+    TooFewNodes {
+        /// Token owners that would remain.
+        remaining: usize,
+        /// The largest replication factor of a keyspace.
+        rf: usize,
+    },
+}
+
 /// What the transition machine asks of the node after a tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TransitionStep {

@@ -28,6 +28,8 @@ fn app(i: u64, vnodes: u16) -> AppState {
         hinting: vec![NodeId(1), NodeId(2)],
         ring_acked: 0,
         ring_synced: 0,
+        removing: Vec::new(),
+        removed: Vec::new(),
     }
 }
 

@@ -801,6 +801,8 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
                 hinting: Vec::new(),
                 ring_acked: 0,
                 ring_synced: 0,
+                removing: Vec::new(),
+                removed: Vec::new(),
             }),
         }],
     };

@@ -78,6 +78,8 @@ fn samples() -> Vec<PeerMsg> {
                     hinting: vec![NodeId(8)],
                     ring_acked: 0,
                     ring_synced: 0,
+                    removing: Vec::new(),
+                    removed: Vec::new(),
                 }),
             }],
             requests: vec![Digest {

@@ -222,3 +222,18 @@ fn mutation_join_without_sync() {
         "nodes that joined without syncing their ranges went unnoticed"
     );
 }
+
+#[test]
+fn mutation_remove_without_sync() {
+    // A dead node forgotten as soon as an operator removes it: its ranges
+    // move to nodes that never held them; once another old replica is down
+    // too, QUORUM reads miss writes.
+    let control = nemesis::remove_dead_with_loss_and_crash();
+    let mut broken = control.clone();
+    broken.name = "mutation_remove_without_sync".into();
+    broken.mutations.remove_without_sync = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a dead node removed before its ranges were synced went unnoticed"
+    );
+}

@@ -15,7 +15,6 @@ use conformance::cluster::{
     simulate_mem, sweep, sweep_each, sweep_with, NodeStores, Scenario, SimStores, SimSync,
     SweepStats,
 };
-use conformance::known_failure_scenario;
 use conformance::MemStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,13 +172,12 @@ fn wipe_after_missed_writes() {
     );
 }
 
-known_failure_scenario!(
-    wipe_new_id,
-    "waits for issue 12: range movements (streaming on join/leave/replace)",
-    {
-        run(&nemesis::wipe_new_id(), "wipe_new_id -- --ignored");
-    }
-);
+#[test]
+fn wipe_new_id() {
+    // The new node replaces the dead id: it joins, the dead one's ranges
+    // are synced among the rest, and every node forgets the dead id.
+    run(&nemesis::wipe_new_id(), "wipe_new_id");
+}
 
 // --- anti-entropy and hinted handoff (issue 11) ---------------------------
 
@@ -334,16 +332,23 @@ fn leave_with_crash() {
     run(&nemesis::leave_with_crash(), "leave_with_crash");
 }
 
-known_failure_scenario!(
-    replace_under_load,
-    "waits for issue 12: range movements (streaming on join/leave/replace)",
-    {
-        run(
-            &nemesis::replace_under_load(),
-            "replace_under_load -- --ignored",
-        );
-    }
-);
+#[test]
+fn remove_dead_under_load() {
+    run(&nemesis::remove_dead_under_load(), "remove_dead_under_load");
+}
+
+#[test]
+fn remove_dead_with_loss_and_crash() {
+    run(
+        &nemesis::remove_dead_with_loss_and_crash(),
+        "remove_dead_with_loss_and_crash",
+    );
+}
+
+#[test]
+fn replace_under_load() {
+    run(&nemesis::replace_under_load(), "replace_under_load");
+}
 
 // --- swarm ----------------------------------------------------------------
 

@@ -76,4 +76,12 @@ pub enum Fault {
     Join(usize),
     /// The node leaves the cluster for good (announces it, then stops).
     Leave(usize),
+    /// An operator asks node `by` to take dead node `dead` off the ring
+    /// (`cassio remove`); `dead` never comes back.
+    RemoveDead {
+        /// The node the operator asks.
+        by: usize,
+        /// The dead node.
+        dead: usize,
+    },
 }

@@ -430,6 +430,28 @@ pub fn leave_with_crash() -> Scenario {
     s
 }
 
+/// A node dies for good under load and an operator removes it: its ranges
+/// are synced among the other four from the replicas that remain.
+pub fn remove_dead_under_load() -> Scenario {
+    let mut s = base("remove_dead_under_load");
+    s.keys = 40;
+    s.faults = vec![
+        (secs(3), Fault::Crash(2)),
+        (secs(8), Fault::RemoveDead { by: 0, dead: 2 }),
+    ];
+    s
+}
+
+/// The same with 10% of frames lost and a survivor crashing mid-removal.
+pub fn remove_dead_with_loss_and_crash() -> Scenario {
+    let mut s = remove_dead_under_load();
+    s.name = "remove_dead_with_loss_and_crash".into();
+    s.net.loss = 0.1;
+    s.faults.push((secs(9), Fault::Crash(3)));
+    s.faults.push((secs(19), Fault::Restart(3)));
+    s
+}
+
 /// A node is replaced under load: it dies, its directory is wiped, and a
 /// new node (new id, same address) takes its place at once.
 pub fn replace_under_load() -> Scenario {

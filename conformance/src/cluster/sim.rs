@@ -114,6 +114,9 @@ struct SimNode {
     paused_until: Instant,
     stall_until: Instant,
     left: bool,
+    /// The dead member this node replaces (a wiped node started with a
+    /// new id at the same address), on its first start.
+    replaces: Option<NodeId>,
     /// The node state it last asked to persist (on its "disk": a crash
     /// keeps it, a wipe drops it).
     persisted: Option<cassio_core::persist::PersistedState>,
@@ -219,6 +222,7 @@ impl<'a> SimCluster<'a> {
                     paused_until: Instant::ZERO,
                     stall_until: Instant::ZERO,
                     left: false,
+                    replaces: None,
                     persisted: None,
                 }
             })
@@ -311,6 +315,7 @@ impl<'a> SimCluster<'a> {
         // New on the first start or on a wiped directory; a restart is an
         // existing member coming back.
         c.bootstrap = self.nodes[i].fresh;
+        c.replaces = self.nodes[i].replaces.filter(|_| self.nodes[i].fresh);
         c
     }
 

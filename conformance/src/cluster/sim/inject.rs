@@ -6,6 +6,7 @@ use crate::cluster::stores::FaultyStore;
 use crate::cluster::Fault;
 use cassio_core::{Instant, NodeId, RequestId, Store};
 use std::sync::Arc;
+use std::time::Duration;
 
 impl SimCluster<'_> {
     /// The process of node `i` dies: requests it coordinated are lost, its
@@ -109,6 +110,9 @@ impl SimCluster<'_> {
                 self.nodes[node].hints = Arc::new(crate::MemHintLog::new());
                 self.nodes[node].id = id;
                 self.nodes[node].fresh = true;
+                // A new id at the same address replaces the dead one (as an
+                // operator starts it with `--replace`).
+                self.nodes[node].replaces = new_id.then_some(old);
                 self.nodes[node].persisted = None;
             }
             Fault::SetLoss(p) => self.loss = p,
@@ -154,6 +158,25 @@ impl SimCluster<'_> {
                     .is_some_and(|n| n.node.is_none() && !n.left)
                 {
                     self.start_node(i);
+                }
+            }
+            Fault::RemoveDead { by, dead } => {
+                let Some(dead_id) = self.nodes.get(dead).map(|n| n.id) else {
+                    return;
+                };
+                self.crash(dead);
+                self.nodes[dead].left = true;
+                let now = self.now_for(by.min(self.nodes.len().saturating_sub(1)));
+                if let Some(n) = self.nodes.get_mut(by).and_then(|n| n.node.as_mut()) {
+                    // Refused while `by` still believes it alive: the
+                    // operator retries a second later.
+                    if n.remove_dead(now, dead_id).is_err() {
+                        self.schedule(
+                            self.now + Duration::from_secs(1),
+                            Event::Fault(Fault::RemoveDead { by, dead }),
+                        );
+                    }
+                    self.pump(by);
                 }
             }
             Fault::Leave(i) => {
