@@ -546,9 +546,19 @@ impl Node {
                         .handle_gossip(from, g, now, &mut self.rng, &mut self.events);
                 self.push_gossip(sends);
             }
-            PeerMsg::Write { tag, key, version } => self
-                .replicate(|clock, fx| replica::on_write(now, from, tag, key, version, clock, fx)),
+            PeerMsg::Write { tag, key, version } => {
+                if !self.holds(&key, false) {
+                    self.out.push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    let outcome = crate::wire::WriteOutcome::NotOwner;
+                    return self.send(from, PeerMsg::WriteAck { tag, outcome });
+                }
+                self.replicate(|clock, fx| replica::on_write(now, from, tag, key, version, clock, fx))
+            }
             PeerMsg::Read { tag, key } => {
+                if !self.holds(&key, true) {
+                    self.out.push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    return self.send(from, PeerMsg::ReadReply { tag, result: Err(()) });
+                }
                 self.replicate(|_, fx| replica::on_read(from, tag, key, fx))
             }
             PeerMsg::Repair { key, version } => {
@@ -586,6 +596,30 @@ impl Node {
                     c.on_read_reply(now, tag, from, result, clock, fx)
                 })
             }
+        }
+    }
+
+    /// Whether this node holds storage key `key` in this node's view: on
+    /// the current ring for a read, on the current or next ring for a
+    /// write. A coordinator whose view is behind (it was cut off while a
+    /// node joined) must not count a node that no longer holds the key:
+    /// reads would not ask it. Keys of unknown keyspaces are left to the
+    /// keyspace check.
+    fn holds(&mut self, key: &[u8], read: bool) -> bool {
+        let Some((ks, token, _)) = split_storage_key_token(key) else {
+            return true;
+        };
+        let Some(rf) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
+            return true;
+        };
+        self.rebuild_placement();
+        if read {
+            self.layout.placement().replicas(token, rf).contains(&self.id)
+        } else {
+            self.layout
+                .write_sets(token, rf)
+                .iter()
+                .any(|set| set.contains(&self.id))
         }
     }
 

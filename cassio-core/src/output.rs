@@ -58,6 +58,12 @@ pub enum NodeEvent {
     },
     /// This node caught up after a restart: it left `Syncing`.
     CaughtUp,
+    /// A coordinator asked this node to read or write a key it holds on
+    /// neither of its rings (the coordinator's view is behind); refused.
+    NotOwner {
+        /// The coordinator.
+        from: crate::types::NodeId,
+    },
     /// A dead member's ranges are synced on the other nodes: it was taken
     /// off the ring and forgotten.
     RemovedDead {

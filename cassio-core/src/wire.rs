@@ -77,6 +77,11 @@ pub enum WriteOutcome {
     ClockAhead,
     /// The replica's store failed.
     Failed,
+    /// The replica does not hold the key on either of its rings: the
+    /// coordinator's view is behind (or the replica's ahead); it was not
+    /// applied, so a stale coordinator cannot acknowledge a write on nodes
+    /// that reads no longer ask.
+    NotOwner,
 }
 
 /// What travels in one frame.

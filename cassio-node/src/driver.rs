@@ -859,6 +859,13 @@ fn log_event(e: &NodeEvent) {
         NodeEvent::CaughtUp => {
             tracing::info!("caught up after the restart (hints received, a repair round completed): Normal, serving reads again")
         }
+        NodeEvent::NotOwner { from } => {
+            metrics::counter!("cassio_requests_not_owned_total").increment(1);
+            tracing::debug!(%from, "refused a replica request for a key this node does not hold (the coordinator's view of the ring is behind)")
+        }
+        NodeEvent::RemovedDead { node } => {
+            tracing::info!(%node, "removed a dead node: its ranges are synced on the other nodes")
+        }
         NodeEvent::Joined => {
             tracing::info!("joined: every node of the new ring has synced the ranges it gains; Normal, owning this node's tokens")
         }

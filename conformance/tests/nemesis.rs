@@ -323,6 +323,11 @@ fn join_with_crash() {
 }
 
 #[test]
+fn join_while_partitioned() {
+    run(&nemesis::join_while_partitioned(), "join_while_partitioned");
+}
+
+#[test]
 fn leave_with_loss() {
     run(&nemesis::leave_with_loss(), "leave_with_loss");
 }

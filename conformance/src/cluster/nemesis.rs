@@ -409,6 +409,23 @@ pub fn join_with_crash() -> Scenario {
     s
 }
 
+/// Three nodes join while node 1 is cut off from all the others; the move
+/// completes without it, and once the partition heals node 1 coordinates
+/// at once, with the rings it had before: its writes must not land on
+/// replicas that no longer own the key.
+pub fn join_while_partitioned() -> Scenario {
+    let mut s = join_under_load();
+    s.name = "join_while_partitioned".into();
+    s.faults = vec![
+        (secs(2), partition(&[1], &[0, 2, 3, 4, 5, 6, 7])),
+        (secs(3), Fault::Join(5)),
+        (secs(3), Fault::Join(6)),
+        (secs(3), Fault::Join(7)),
+        (secs(30), Fault::Heal),
+    ];
+    s
+}
+
 /// Two nodes leave under load over a network that loses 10% of frames.
 pub fn leave_with_loss() -> Scenario {
     let mut s = leave_under_load();
