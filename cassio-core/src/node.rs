@@ -548,16 +548,26 @@ impl Node {
             }
             PeerMsg::Write { tag, key, version } => {
                 if !self.holds(&key, false) {
-                    self.out.push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    self.out
+                        .push_back(Output::Event(NodeEvent::NotOwner { from }));
                     let outcome = crate::wire::WriteOutcome::NotOwner;
                     return self.send(from, PeerMsg::WriteAck { tag, outcome });
                 }
-                self.replicate(|clock, fx| replica::on_write(now, from, tag, key, version, clock, fx))
+                self.replicate(|clock, fx| {
+                    replica::on_write(now, from, tag, key, version, clock, fx)
+                })
             }
             PeerMsg::Read { tag, key } => {
                 if !self.holds(&key, true) {
-                    self.out.push_back(Output::Event(NodeEvent::NotOwner { from }));
-                    return self.send(from, PeerMsg::ReadReply { tag, result: Err(()) });
+                    self.out
+                        .push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    return self.send(
+                        from,
+                        PeerMsg::ReadReply {
+                            tag,
+                            result: Err(()),
+                        },
+                    );
                 }
                 self.replicate(|_, fx| replica::on_read(from, tag, key, fx))
             }
@@ -614,7 +624,10 @@ impl Node {
         };
         self.rebuild_placement();
         if read {
-            self.layout.placement().replicas(token, rf).contains(&self.id)
+            self.layout
+                .placement()
+                .replicas(token, rf)
+                .contains(&self.id)
         } else {
             self.layout
                 .write_sets(token, rf)

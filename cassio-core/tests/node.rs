@@ -847,3 +847,81 @@ fn a_restart_behind_a_clock_step_back_still_gets_a_larger_generation() {
     let again = Node::new(NodeId(1), c, Instant::ZERO, WALL - 20_000_000).expect("config");
     assert!(again.membership().generation() > g1);
 }
+
+#[test]
+fn a_replica_refuses_keys_it_holds_on_neither_ring() {
+    // RF 1 over three nodes: each key has one owner. A coordinator whose
+    // view is behind sends node 2 a key another node owns: node 2 must not
+    // apply it or answer a read of it, or a stale coordinator could count
+    // it toward a quorum that reads never ask.
+    let mut n = node_with(2, |i| {
+        let mut c = config(i);
+        c.keyspaces = vec![cassio_core::config::KeyspaceConfig::default_keyspace(1)];
+        c
+    });
+    let owner_of = |n: &Node, k: &str| n.replicas_of("default", k.as_bytes());
+    let foreign = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner_of(&n, k) == vec![NodeId(1)])
+        .expect("a key node 1 owns");
+    let own = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner_of(&n, k) == vec![NodeId(2)])
+        .expect("a key node 2 owns");
+    let v = Versioned::value(
+        Timestamp::new(WALL + 5_000_000, 0, NodeId(1)),
+        Bytes::from_static(b"x"),
+    );
+    let write = |key: &str, tag: u64| PeerMsg::Write {
+        tag,
+        key: storage_key("default", key.as_bytes()),
+        version: v.clone(),
+    };
+    n.handle_message(t(1), NodeId(1), write(&foreign, 5));
+    let out = drain(&mut n);
+    assert!(
+        storage(&out).is_empty(),
+        "applied a key it does not hold: {out:?}"
+    );
+    assert_eq!(
+        sends(&out),
+        vec![(
+            NodeId(1),
+            PeerMsg::WriteAck {
+                tag: 5,
+                outcome: WriteOutcome::NotOwner
+            }
+        )]
+    );
+    n.handle_message(
+        t(2),
+        NodeId(1),
+        PeerMsg::Read {
+            tag: 6,
+            key: storage_key("default", foreign.as_bytes()),
+        },
+    );
+    let out = drain(&mut n);
+    assert!(
+        storage(&out).is_empty(),
+        "read a key it does not hold: {out:?}"
+    );
+    assert_eq!(
+        sends(&out),
+        vec![(
+            NodeId(1),
+            PeerMsg::ReadReply {
+                tag: 6,
+                result: Err(())
+            }
+        )]
+    );
+    // A key it holds is applied as before.
+    n.handle_message(t(3), NodeId(1), write(&own, 7));
+    let out = drain(&mut n);
+    assert_eq!(
+        storage(&out).len(),
+        1,
+        "a key it holds was not applied: {out:?}"
+    );
+}
