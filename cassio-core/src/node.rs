@@ -90,6 +90,8 @@ pub struct Node {
     hints: Hints,
     /// This node's side of a ring transition (a node leaving).
     transition: Transition,
+    /// When this node started joining, while it is `Joining`.
+    joining_since: Option<Instant>,
     /// The byte budget anti-entropy and hint delivery share.
     budget: ByteBudget,
     /// Scratch space for the background machines' requests.
@@ -262,6 +264,7 @@ impl Node {
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
             ),
             transition: Transition::default(),
+            joining_since: None,
             budget: ByteBudget::new(config.repair.bytes_per_sec, now),
             fx: Effects::default(),
             applying: HashMap::new(),
@@ -297,6 +300,9 @@ impl Node {
                 StorageOp::SetPurgeWatermark { micros: u64::MAX },
                 Waiter::Bg(BgWaiter::Watermark),
             );
+        }
+        if node.membership.status() == NodeStatus::Joining {
+            node.joining_since = Some(now);
         }
         node.rebuild_placement();
         node.settle(now);
@@ -961,7 +967,11 @@ impl Node {
         if self.membership.status() == NodeStatus::Joining && step.all_synced {
             self.membership.set_status(NodeStatus::Normal);
             self.rebuild_placement();
-            self.out.push_back(Output::Event(NodeEvent::Joined));
+            let since = self.joining_since.take().unwrap_or(now);
+            self.out.push_back(Output::Event(NodeEvent::Joined {
+                took: now.saturating_duration_since(since),
+                keys: self.ae.status().tree_items,
+            }));
         }
         if step.all_synced {
             // Dead members this node asked to remove: their ranges are

@@ -72,7 +72,12 @@ pub enum NodeEvent {
     },
     /// Every owner of the next ring, this joining node included, has synced
     /// the ranges it gains: this node owns its tokens now (`Normal`).
-    Joined,
+    Joined {
+        /// How long it was `Joining`.
+        took: std::time::Duration,
+        /// Keys it holds now (what it synced, and writes since).
+        keys: u64,
+    },
     /// Every node gaining this leaving node's ranges has synced them: it
     /// announced `Left` and may stop.
     HandedOver,

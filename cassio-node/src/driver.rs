@@ -866,8 +866,12 @@ fn log_event(e: &NodeEvent) {
         NodeEvent::RemovedDead { node } => {
             tracing::info!(%node, "removed a dead node: its ranges are synced on the other nodes")
         }
-        NodeEvent::Joined => {
-            tracing::info!("joined: every node of the new ring has synced the ranges it gains; Normal, owning this node's tokens")
+        NodeEvent::Joined { took, keys } => {
+            tracing::info!(
+                took_secs = took.as_secs_f64(),
+                keys,
+                "joined: every node of the new ring has synced the ranges it gains; Normal, owning this node's tokens"
+            )
         }
         NodeEvent::HandedOver => {
             tracing::info!("every node gaining this node's ranges has synced them: announcing Left")
