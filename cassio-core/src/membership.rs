@@ -221,7 +221,10 @@ pub struct GossipConfig {
     pub acceptable_pause: Duration,
     /// Cap on the doubling interval between probes of a down peer.
     pub probe_max_interval: Duration,
-    /// A peer down this long is removed from membership.
+    /// A peer down this long that owns no tokens (one that died while
+    /// joining) is removed from membership. A dead token owner never is:
+    /// it leaves the ring only through a removal (`Node::remove_dead`, or
+    /// a node that replaces it), which first syncs its ranges elsewhere.
     pub remove_dead_after: Duration,
     /// A peer that left is forgotten this long after it was seen leaving.
     pub forget_left_after: Duration,
