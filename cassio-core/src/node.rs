@@ -92,6 +92,9 @@ pub struct Node {
     transition: Transition,
     /// When this node started joining, while it is `Joining`.
     joining_since: Option<Instant>,
+    /// Per keyspace, the largest replication factor any member declares,
+    /// as of a membership view epoch (see [`Node::holds`]).
+    widest_rf: (u64, BTreeMap<String, usize>),
     /// The byte budget anti-entropy and hint delivery share.
     budget: ByteBudget,
     /// Scratch space for the background machines' requests.
@@ -265,6 +268,7 @@ impl Node {
             ),
             transition: Transition::default(),
             joining_since: None,
+            widest_rf: (0, BTreeMap::new()),
             budget: ByteBudget::new(config.repair.bytes_per_sec, now),
             fx: Effects::default(),
             applying: HashMap::new(),
@@ -620,14 +624,29 @@ impl Node {
     /// write. A coordinator whose view is behind (it was cut off while a
     /// node joined) must not count a node that no longer holds the key:
     /// reads would not ask it. Keys of unknown keyspaces are left to the
-    /// keyspace check.
+    /// keyspace check. Ownership is judged with the largest replication
+    /// factor any member declares for the keyspace, so a node configured
+    /// with a smaller one (refused as a coordinator by the keyspace check)
+    /// still serves as a replica of the cluster's.
     fn holds(&mut self, key: &[u8], read: bool) -> bool {
         let Some((ks, token, _)) = split_storage_key_token(key) else {
             return true;
         };
-        let Some(rf) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
+        let Some(own) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
             return true;
         };
+        let epoch = self.membership.view_epoch();
+        if self.widest_rf.0 != epoch {
+            let mut widest = BTreeMap::new();
+            for (_, defs) in self.membership.member_keyspaces() {
+                for d in defs {
+                    let rf = widest.entry(d.name.clone()).or_insert(0);
+                    *rf = d.replication_factor.max(*rf);
+                }
+            }
+            self.widest_rf = (epoch, widest);
+        }
+        let rf = self.widest_rf.1.get(ks).copied().unwrap_or(0).max(own);
         self.rebuild_placement();
         if read {
             self.layout
