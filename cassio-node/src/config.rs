@@ -65,6 +65,9 @@ pub const FIELDS: &[&str] = &[
     "request_timeout_ms",
     "storage_threads",
     "leave_on_exit",
+    // A new node that takes a dead member's place (see operations.md,
+    // "Replacing a dead node").
+    "replace",
     "log_format",
     "log_level",
     // Overload caps (see docs/operations.md, "Limits").
@@ -279,6 +282,10 @@ pub struct Settings {
     pub storage_threads: usize,
     /// Leave the ring (gossip `Left`) when stopped by a signal.
     pub leave_on_exit: bool,
+    /// The dead member this new node replaces (`--replace NODE_ID`): it
+    /// joins with an empty data dir and asks the cluster to take the dead
+    /// one off the ring once it has synced.
+    pub replace: Option<u64>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
@@ -337,6 +344,21 @@ fn boolean(field: &str, v: &str) -> Result<bool, ConfigError> {
         "true" | "yes" | "1" | "on" => Ok(true),
         "false" | "no" | "0" | "off" => Ok(false),
         _ => Err(ConfigError::new(field, v, "expected true or false")),
+    }
+}
+
+/// Parses a node id as `cassio status` prints it (the Node ID column: a
+/// decimal integer from 1).
+pub fn parse_node_id(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    match t.parse::<u64>() {
+        Ok(0) => Err(ConfigError::new("node_id", text, "node ids start at 1")),
+        Ok(id) => Ok(id),
+        Err(_) => Err(ConfigError::new(
+            "node_id",
+            text,
+            "expected a node id: a decimal integer as the Node ID column of `cassio status` shows it",
+        )),
     }
 }
 
@@ -818,6 +840,27 @@ impl Settings {
             ));
         }
         let leave_on_exit = boolean("leave_on_exit", &get("leave_on_exit", "false"))?;
+        let replace = match raw.get("replace") {
+            None => None,
+            Some(v) => {
+                let id = parse_node_id(v).map_err(|e| ConfigError::new("replace", v, e.reason))?;
+                if seeds.is_empty() {
+                    return Err(ConfigError::new(
+                        "replace",
+                        v,
+                        "a replacement joins an existing cluster: give seeds too",
+                    ));
+                }
+                if node_id == Some(id) {
+                    return Err(ConfigError::new(
+                        "replace",
+                        v,
+                        "is this node's own node_id; a replacement runs under a new id",
+                    ));
+                }
+                Some(id)
+            }
+        };
         let lf_text = get("log_format", "human");
         let log_format = match lf_text.to_ascii_lowercase().as_str() {
             "human" | "text" => LogFormat::Human,
@@ -907,6 +950,7 @@ impl Settings {
             request_timeout: Duration::from_millis(rt),
             storage_threads,
             leave_on_exit,
+            replace,
             log_format,
             log_level,
             gateway_limits,
