@@ -348,9 +348,19 @@ fn boolean(field: &str, v: &str) -> Result<bool, ConfigError> {
 }
 
 /// Parses a node id as `cassio status` prints it (the Node ID column: a
-/// decimal integer from 1).
+/// decimal integer from 1), or as logs and error messages print it (the
+/// same with an `n` in front).
 pub fn parse_node_id(text: &str) -> Result<u64, ConfigError> {
     let t = text.trim();
+    let t = t.strip_prefix('n').unwrap_or(t);
+    // `u64::from_str` takes a leading `+`; an id never has one.
+    if t.starts_with('+') {
+        return Err(ConfigError::new(
+            "node_id",
+            text,
+            "expected a node id: a decimal integer as the Node ID column of `cassio status` shows it",
+        ));
+    }
     match t.parse::<u64>() {
         Ok(0) => Err(ConfigError::new("node_id", text, "node ids start at 1")),
         Ok(id) => Ok(id),
@@ -1381,5 +1391,47 @@ mod tests {
         assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "node_id"));
         let e = prepare_data_dir(dir.path(), None, StoreEngine::Sled, 0);
         assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "store"));
+    }
+
+    #[test]
+    fn node_ids_parse_as_status_and_logs_print_them() {
+        assert_eq!(
+            parse_node_id("2124426997781095336").unwrap(),
+            2124426997781095336
+        );
+        assert_eq!(parse_node_id(" n42 ").unwrap(), 42);
+        for bad in [
+            "0",
+            "n0",
+            "",
+            "x1",
+            "+5",
+            "-5",
+            "1.5",
+            "18446744073709551616",
+        ] {
+            let e = parse_node_id(bad).unwrap_err();
+            assert_eq!(e.field, "node_id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn replace_needs_seeds_and_another_id() {
+        let s = Settings::from_raw(&raw(&[("replace", "7"), ("seeds", "127.0.0.1:7000")])).unwrap();
+        assert_eq!(s.replace, Some(7));
+        assert_eq!(Settings::from_raw(&raw(&[])).unwrap().replace, None);
+        let e = Settings::from_raw(&raw(&[("replace", "7")])).unwrap_err();
+        assert_eq!(e.field, "replace");
+        assert!(e.reason.contains("seeds"), "{e}");
+        let e = Settings::from_raw(&raw(&[
+            ("replace", "7"),
+            ("node_id", "7"),
+            ("seeds", "127.0.0.1:7000"),
+        ]))
+        .unwrap_err();
+        assert!(e.reason.contains("own node_id"), "{e}");
+        let e = Settings::from_raw(&raw(&[("replace", "seven"), ("seeds", "127.0.0.1:7000")]))
+            .unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("replace", "seven"));
     }
 }
