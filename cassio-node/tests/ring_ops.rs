@@ -157,6 +157,7 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         text(&out.stderr),
         p4.log_text()
     );
+    println!("cassio decommission printed:\n{said}");
     assert!(
         said.contains(&format!("node {} is leaving", r4.id)),
         "{said}"
@@ -250,6 +251,7 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         text(&out.stderr),
         nodes[0].0.log_text()
     );
+    println!("cassio remove printed:\n{said}");
     assert!(said.contains(&format!("node {dead} removed")), "{said}");
     let mut live: Vec<&Ready> = nodes.iter().map(|(_, r)| r).collect();
     live.push(&r5);
