@@ -48,10 +48,10 @@ pub enum RemoveError {
     #[error("node {0} is not a member of this cluster (as this node sees it)")]
     Unknown(crate::types::NodeId),
     /// The member is believed alive: a live node leaves by itself.
-    #[error("node {0} is alive: stop it with --leave-on-exit to decommission it, or stop it and remove it once it is down")]
+    #[error("node {0} is alive: decommission it (`cassio decommission`, or stop it with --leave-on-exit), or stop it and remove it once it is down")]
     Alive(crate::types::NodeId),
     /// This node itself.
-    #[error("a node cannot remove itself: stop it with --leave-on-exit")]
+    #[error("a node cannot remove itself: decommission it (`cassio decommission`)")]
     Itself,
     /// Removing it would leave fewer token owners than a keyspace's
     /// replication factor.

@@ -195,6 +195,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes this new node take dead member `dead`'s place: it joins (with
+    /// [`NodeBuilder::bootstrap`]) and asks the cluster to take the dead one
+    /// off the ring once its ranges are synced ([`cassio_core::Config::replaces`]).
+    pub fn replaces(mut self, dead: Option<NodeId>) -> Self {
+        self.config.replaces = dead;
+        self
+    }
+
     /// Coordinate at once after a restart, without waiting to hear from a
     /// majority of the persisted view ([`cassio_core::Config::start_without_quorum`]
     /// says what it risks).
@@ -316,6 +324,7 @@ impl NodeBuilder {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (left_tx, left_rx) = watch::channel(false);
         let handle = NodeHandle::new(cmd_tx);
         let driver = Driver {
             node,
@@ -330,6 +339,7 @@ impl NodeBuilder {
             limits: self.storage_limits,
             op_timeout,
             hints_enabled,
+            left: left_tx,
         };
         let driver_task = tokio::spawn(driver.run());
         let client_task = client_listener.map(|l| {
@@ -349,6 +359,7 @@ impl NodeBuilder {
             generation,
             control: ctl_tx,
             stop: stop_tx,
+            left: left_rx,
             driver_task: Some(driver_task),
             client_task,
         })
@@ -365,6 +376,7 @@ pub struct RunningNode {
     generation: u64,
     control: mpsc::Sender<Control>,
     stop: watch::Sender<bool>,
+    left: watch::Receiver<bool>,
     driver_task: Option<tokio::task::JoinHandle<()>>,
     client_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -399,6 +411,14 @@ impl RunningNode {
     /// it to gateways so they stop accepting first.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// A signal that turns `true` once a decommission asked over the admin
+    /// API ([`NodeHandle::decommission`]) has completed: the node announced
+    /// `Left`, the cluster heard it, and the host should now stop it with
+    /// [`RunningNode::shutdown`].
+    pub fn left_signal(&self) -> watch::Receiver<bool> {
+        self.left.clone()
     }
 
     /// Stops the node gracefully: gateways stop accepting, the node leaves

@@ -101,7 +101,7 @@ pub(crate) fn summary(
     ))
 }
 
-fn base_url(http: &str) -> String {
+pub(crate) fn base_url(http: &str) -> String {
     let t = http.trim().trim_end_matches('/');
     if t.starts_with("http://") || t.starts_with("https://") {
         t.to_string()
@@ -111,7 +111,7 @@ fn base_url(http: &str) -> String {
 }
 
 /// The answer's `message` if it is one of the node's JSON errors.
-async fn error_text(resp: reqwest::Response) -> String {
+pub(crate) async fn error_text(resp: reqwest::Response) -> String {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -121,7 +121,7 @@ async fn error_text(resp: reqwest::Response) -> String {
     format!("{status}: {message}")
 }
 
-async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<ClusterStatus> {
+pub(crate) async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<ClusterStatus> {
     let resp = client.get(url).send().await?;
     if !resp.status().is_success() {
         return Err(anyhow!("{}", error_text(resp).await));

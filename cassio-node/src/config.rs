@@ -65,6 +65,9 @@ pub const FIELDS: &[&str] = &[
     "request_timeout_ms",
     "storage_threads",
     "leave_on_exit",
+    // A new node that takes a dead member's place (see operations.md,
+    // "Replacing a dead node").
+    "replace",
     "log_format",
     "log_level",
     // Overload caps (see docs/operations.md, "Limits").
@@ -279,6 +282,10 @@ pub struct Settings {
     pub storage_threads: usize,
     /// Leave the ring (gossip `Left`) when stopped by a signal.
     pub leave_on_exit: bool,
+    /// The dead member this new node replaces (`--replace NODE_ID`): it
+    /// joins with an empty data dir and asks the cluster to take the dead
+    /// one off the ring once it has synced.
+    pub replace: Option<u64>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
@@ -337,6 +344,31 @@ fn boolean(field: &str, v: &str) -> Result<bool, ConfigError> {
         "true" | "yes" | "1" | "on" => Ok(true),
         "false" | "no" | "0" | "off" => Ok(false),
         _ => Err(ConfigError::new(field, v, "expected true or false")),
+    }
+}
+
+/// Parses a node id as `cassio status` prints it (the Node ID column: a
+/// decimal integer from 1), or as logs and error messages print it (the
+/// same with an `n` in front).
+pub fn parse_node_id(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let t = t.strip_prefix('n').unwrap_or(t);
+    // `u64::from_str` takes a leading `+`; an id never has one.
+    if t.starts_with('+') {
+        return Err(ConfigError::new(
+            "node_id",
+            text,
+            "expected a node id: a decimal integer as the Node ID column of `cassio status` shows it",
+        ));
+    }
+    match t.parse::<u64>() {
+        Ok(0) => Err(ConfigError::new("node_id", text, "node ids start at 1")),
+        Ok(id) => Ok(id),
+        Err(_) => Err(ConfigError::new(
+            "node_id",
+            text,
+            "expected a node id: a decimal integer as the Node ID column of `cassio status` shows it",
+        )),
     }
 }
 
@@ -818,6 +850,27 @@ impl Settings {
             ));
         }
         let leave_on_exit = boolean("leave_on_exit", &get("leave_on_exit", "false"))?;
+        let replace = match raw.get("replace") {
+            None => None,
+            Some(v) => {
+                let id = parse_node_id(v).map_err(|e| ConfigError::new("replace", v, e.reason))?;
+                if seeds.is_empty() {
+                    return Err(ConfigError::new(
+                        "replace",
+                        v,
+                        "a replacement joins an existing cluster: give seeds too",
+                    ));
+                }
+                if node_id == Some(id) {
+                    return Err(ConfigError::new(
+                        "replace",
+                        v,
+                        "is this node's own node_id; a replacement runs under a new id",
+                    ));
+                }
+                Some(id)
+            }
+        };
         let lf_text = get("log_format", "human");
         let log_format = match lf_text.to_ascii_lowercase().as_str() {
             "human" | "text" => LogFormat::Human,
@@ -907,6 +960,7 @@ impl Settings {
             request_timeout: Duration::from_millis(rt),
             storage_threads,
             leave_on_exit,
+            replace,
             log_format,
             log_level,
             gateway_limits,
@@ -1337,5 +1391,47 @@ mod tests {
         assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "node_id"));
         let e = prepare_data_dir(dir.path(), None, StoreEngine::Sled, 0);
         assert!(matches!(e, Err(DataDirError::Config(c)) if c.field == "store"));
+    }
+
+    #[test]
+    fn node_ids_parse_as_status_and_logs_print_them() {
+        assert_eq!(
+            parse_node_id("2124426997781095336").unwrap(),
+            2124426997781095336
+        );
+        assert_eq!(parse_node_id(" n42 ").unwrap(), 42);
+        for bad in [
+            "0",
+            "n0",
+            "",
+            "x1",
+            "+5",
+            "-5",
+            "1.5",
+            "18446744073709551616",
+        ] {
+            let e = parse_node_id(bad).unwrap_err();
+            assert_eq!(e.field, "node_id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn replace_needs_seeds_and_another_id() {
+        let s = Settings::from_raw(&raw(&[("replace", "7"), ("seeds", "127.0.0.1:7000")])).unwrap();
+        assert_eq!(s.replace, Some(7));
+        assert_eq!(Settings::from_raw(&raw(&[])).unwrap().replace, None);
+        let e = Settings::from_raw(&raw(&[("replace", "7")])).unwrap_err();
+        assert_eq!(e.field, "replace");
+        assert!(e.reason.contains("seeds"), "{e}");
+        let e = Settings::from_raw(&raw(&[
+            ("replace", "7"),
+            ("node_id", "7"),
+            ("seeds", "127.0.0.1:7000"),
+        ]))
+        .unwrap_err();
+        assert!(e.reason.contains("own node_id"), "{e}");
+        let e = Settings::from_raw(&raw(&[("replace", "seven"), ("seeds", "127.0.0.1:7000")]))
+            .unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("replace", "seven"));
     }
 }

@@ -56,8 +56,9 @@
 //! frames waiting for the loop hold at most [`FRAME_BUDGET_BYTES`].
 
 use crate::handle::{
-    ClusterStatus, Command, HintInfo, KeyspaceStatus, MemberStatus, PendingHints, RepairInfo,
-    RepairRequest, RepairStarted, RequestError, RoundOutcome, RoundProgress,
+    ClusterStatus, Command, DecommissionStarted, HintInfo, KeyspaceStatus, MemberStatus,
+    PendingHints, RemoveStarted, RepairInfo, RepairRequest, RepairStarted, RequestError,
+    RingChange, RingOpError, RoundOutcome, RoundProgress,
 };
 use crate::request_stats::RequestStats;
 use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
@@ -70,7 +71,7 @@ use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use crate::storage_exec::{
     StorageLimits, DEFAULT_STORAGE_MAX_IN_FLIGHT, DEFAULT_STORAGE_MAX_IN_FLIGHT_BYTES,
@@ -213,6 +214,10 @@ pub(crate) struct Driver {
     pub(crate) op_timeout: Duration,
     /// Whether the core keeps hints (reported in the status).
     pub(crate) hints_enabled: bool,
+    /// Turned `true` once a decommission asked over the admin API has
+    /// completed (the node announced `Left` and it spread): the host then
+    /// stops the node.
+    pub(crate) left: watch::Sender<bool>,
 }
 
 struct Running {
@@ -240,6 +245,9 @@ struct Running {
     recent_rounds: VecDeque<RoundOutcome>,
     /// Recent request rates and latencies, for `/status`.
     request_stats: RequestStats,
+    /// A decommission asked over the admin API is under way: the node
+    /// keeps serving while Leaving, and signals its host once it has left.
+    decommissioning: bool,
 }
 
 fn op_name(op: &ClientOp) -> &'static str {
@@ -505,7 +513,57 @@ impl Running {
             Command::Repair(req, reply) => {
                 let _ = reply.send(self.repair(req));
             }
+            Command::Decommission(reply) => {
+                let _ = reply.send(self.decommission());
+            }
+            Command::RemoveDead(dead, reply) => {
+                let _ = reply.send(self.remove_dead(dead));
+            }
         }
+    }
+
+    /// Starts leaving the cluster for an operator (`cassio decommission`).
+    /// Unlike a shutdown with leave, requests are still served while the
+    /// ranges move: the node stays a replica until it announces `Left`.
+    fn decommission(&mut self) -> Result<DecommissionStarted, RingOpError> {
+        if self.stopping {
+            return Err(RingOpError::NotRunning);
+        }
+        let already_leaving = self.node.membership().status() == cassio_core::NodeStatus::Leaving;
+        let now = self.clock.now();
+        if let Err(e) = self.node.leave(now) {
+            tracing::warn!(error = %e, "decommission refused; the node keeps running");
+            return Err(e.into());
+        }
+        self.drain();
+        self.decommissioning = true;
+        tracing::info!(
+            already_leaving,
+            "decommission requested: Leaving until the nodes that gain this node's ranges have synced them, then the process stops"
+        );
+        Ok(DecommissionStarted {
+            node_id: self.node.id().0,
+            already_leaving,
+        })
+    }
+
+    /// Asks the cluster to take dead member `dead` off the ring
+    /// (`cassio remove --dead`).
+    fn remove_dead(&mut self, dead: NodeId) -> Result<RemoveStarted, RingOpError> {
+        if self.stopping {
+            return Err(RingOpError::NotRunning);
+        }
+        let now = self.clock.now();
+        if let Err(e) = self.node.remove_dead(now, dead) {
+            tracing::warn!(node = %dead, error = %e, "removal of a dead node refused");
+            return Err(e.into());
+        }
+        self.drain();
+        tracing::info!(node = %dead, "removal of a dead node requested: its ranges are synced among the other nodes, then every node forgets it");
+        Ok(RemoveStarted {
+            node_id: dead.0,
+            requested_by: self.node.id().0,
+        })
     }
 
     /// Starts an operator's anti-entropy round (after the running one, if
@@ -635,7 +693,7 @@ impl Running {
     fn status(&self) -> ClusterStatus {
         let m = self.node.membership();
         let ownership = self.node.ownership();
-        let members = m
+        let members: Vec<MemberStatus> = m
             .members()
             .into_iter()
             .filter_map(|id| {
@@ -666,6 +724,22 @@ impl Running {
                     .collect()
             })
             .unwrap_or_default();
+        let mut ring_change = RingChange::default();
+        for member in &members {
+            let MemberStatus { id, state, .. } = member;
+            match state.as_str() {
+                "Joining" => ring_change.joining.push(*id),
+                "Leaving" => ring_change.leaving.push(*id),
+                _ => {}
+            }
+        }
+        ring_change.removing = m.removals().into_iter().map(|id| id.0).collect();
+        for id in m.removing() {
+            if !ring_change.removing.contains(&id.0) {
+                ring_change.removing.push(id.0);
+            }
+        }
+        ring_change.removing.sort_unstable();
         ClusterStatus {
             local_id: self.node.id().0,
             cluster: self.cluster.clone(),
@@ -676,6 +750,7 @@ impl Running {
             hints: self.hint_info(),
             keyspaces,
             requests: self.request_stats.snapshot(std::time::Instant::now()),
+            ring_change,
         }
     }
 
@@ -863,15 +938,15 @@ fn log_event(e: &NodeEvent) {
             metrics::counter!("cassio_requests_not_owned_total").increment(1);
             tracing::debug!(%from, "refused a replica request for a key this node does not hold (the coordinator's view of the ring is behind)")
         }
-        NodeEvent::RemovedDead { node } => {
-            tracing::info!(%node, "removed a dead node: its ranges are synced on the other nodes")
-        }
         NodeEvent::Joined { took, keys } => {
             tracing::info!(
                 took_secs = took.as_secs_f64(),
                 keys,
                 "joined: every node of the new ring has synced the ranges it gains; Normal, owning this node's tokens"
             )
+        }
+        NodeEvent::RemovedDead { node } => {
+            tracing::info!(node = %node, "dead node removed: its ranges are synced on the other nodes; it is off the ring and forgotten")
         }
         NodeEvent::HandedOver => {
             tracing::info!("every node gaining this node's ranges has synced them: announcing Left")
@@ -927,6 +1002,7 @@ impl Driver {
             limits,
             op_timeout,
             hints_enabled,
+            left,
         } = self;
         let cluster = node.codec().cluster.clone();
         let gossip_interval = node.membership().config().interval;
@@ -973,12 +1049,14 @@ impl Driver {
             recent_rounds: VecDeque::new(),
             hints_enabled,
             request_stats: RequestStats::new(std::time::Instant::now()),
+            decommissioning: false,
         };
         r.drain();
         r.dispatch_storage();
 
         let mut leave_deadline: Option<tokio::time::Instant> = None;
         let mut left_at: Option<tokio::time::Instant> = None;
+        let mut left_signalled = false;
         let mut finish: Option<oneshot::Sender<Result<(), ShutdownError>>> = None;
         let mut commands_open = true;
 
@@ -1013,6 +1091,10 @@ impl Driver {
                     let (tx, _rx_unused) = oneshot::channel();
                     finish = Some(done.unwrap_or(tx));
                     r.stopping = true;
+                    if leave && r.node.has_left() {
+                        // A decommission completed already: nothing left to hand over.
+                        break;
+                    }
                     if leave {
                         match r.node.leave(r.clock.now()) {
                             Ok(()) => {
@@ -1097,16 +1179,27 @@ impl Driver {
                 }
             }
             r.dispatch_storage();
-            if let Some(deadline) = leave_deadline {
+            if leave_deadline.is_some() || r.decommissioning {
                 let now = tokio::time::Instant::now();
                 if r.node.has_left() && left_at.is_none() {
                     tracing::info!("announced Left to the cluster");
                     left_at = Some(now);
                 }
                 let spread = left_at.is_some_and(|t| now >= t + gossip_interval * 2);
-                if spread {
+                if spread && leave_deadline.is_some() {
                     break;
                 }
+                if spread && !left_signalled {
+                    // An API decommission has no deadline (the operator
+                    // follows it and may stop the node); once done, the
+                    // host stops the node.
+                    left_signalled = true;
+                    tracing::info!("decommission complete: this node left the cluster; stopping");
+                    let _ = left.send(true);
+                }
+            }
+            if let Some(deadline) = leave_deadline {
+                let now = tokio::time::Instant::now();
                 if now >= deadline {
                     tracing::warn!(
                         limit_secs = LEAVE_HANDOVER_LIMIT.as_secs(),

@@ -176,6 +176,62 @@ pub struct ClusterStatus {
     /// `del`): rate and p99 latency over the last few seconds.
     #[serde(default)]
     pub requests: Vec<OpStats>,
+    /// The ring change in progress, as the answering node sees it.
+    #[serde(default)]
+    pub ring_change: RingChange,
+}
+
+/// The ring change in progress: members whose ranges are moving.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingChange {
+    /// Members that are `Joining` (syncing the ranges they gain).
+    pub joining: Vec<u64>,
+    /// Members that are `Leaving` (decommissioning).
+    pub leaving: Vec<u64>,
+    /// Dead members some live member asks to take off the ring (`cassio
+    /// remove`, or the dead node a `--replace` node takes over).
+    pub removing: Vec<u64>,
+}
+
+impl RingChange {
+    /// Whether nothing is moving.
+    pub fn is_empty(&self) -> bool {
+        self.joining.is_empty() && self.leaving.is_empty() && self.removing.is_empty()
+    }
+}
+
+/// Why a ring operation (`POST /admin/decommission`, `POST
+/// /admin/remove`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingOpError {
+    /// The node refuses to leave (too few nodes would remain, or it owns
+    /// no tokens).
+    #[error(transparent)]
+    Leave(#[from] cassio_core::transition::LeaveError),
+    /// The node refuses to take the member off the ring.
+    #[error(transparent)]
+    Remove(#[from] cassio_core::transition::RemoveError),
+    /// The node is shutting down or its driver stopped.
+    #[error("node is not running")]
+    NotRunning,
+}
+
+/// The answer to `POST /admin/decommission`: the node is `Leaving`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionStarted {
+    /// The leaving node's id.
+    pub node_id: u64,
+    /// It was `Leaving` already (an earlier request or `--leave-on-exit`).
+    pub already_leaving: bool,
+}
+
+/// The answer to `POST /admin/remove`: the removal is under way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveStarted {
+    /// The dead member being taken off the ring.
+    pub node_id: u64,
+    /// The node that asked the cluster to remove it (the one answering).
+    pub requested_by: u64,
 }
 
 /// One keyspace and its settings, as the answering node has them.
@@ -251,6 +307,13 @@ pub enum Command {
         RepairRequest,
         oneshot::Sender<Result<RepairStarted, RequestError>>,
     ),
+    /// Start leaving the cluster; the node stops once it announced `Left`.
+    Decommission(oneshot::Sender<Result<DecommissionStarted, RingOpError>>),
+    /// Ask the cluster to take this dead member off the ring.
+    RemoveDead(
+        cassio_core::NodeId,
+        oneshot::Sender<Result<RemoveStarted, RingOpError>>,
+    ),
 }
 
 /// A cheap, cloneable way to talk to a running node.
@@ -294,5 +357,28 @@ impl NodeHandle {
             .await
             .map_err(|_| RequestError::NotRunning)?;
         rx.await.map_err(|_| RequestError::NotRunning)?
+    }
+
+    /// Starts a decommission: the node turns `Leaving`, hands its ranges
+    /// over, announces `Left`, then its process stops (see
+    /// [`crate::RunningNode::left_signal`]).
+    pub async fn decommission(&self) -> Result<DecommissionStarted, RingOpError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Decommission(tx))
+            .await
+            .map_err(|_| RingOpError::NotRunning)?;
+        rx.await.map_err(|_| RingOpError::NotRunning)?
+    }
+
+    /// Asks the cluster to take dead member `dead` off the ring; its
+    /// ranges are re-replicated among the other nodes first.
+    pub async fn remove_dead(&self, dead: u64) -> Result<RemoveStarted, RingOpError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::RemoveDead(cassio_core::NodeId(dead), tx))
+            .await
+            .map_err(|_| RingOpError::NotRunning)?;
+        rx.await.map_err(|_| RingOpError::NotRunning)?
     }
 }

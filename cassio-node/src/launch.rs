@@ -283,10 +283,37 @@ pub fn effective_node_id(settings: &Settings) -> Result<Option<u64>, ConfigError
     }
 }
 
+/// Refuses `--replace` on a data directory that already names a node: a
+/// replacement must start empty, and a restart of a node that replaced
+/// another must not ask again (drop `--replace` after the first start).
+fn check_empty_for_replace(settings: &Settings, dead: u64) -> Result<(), LaunchError> {
+    let id_path = settings.data_dir.join("node-id");
+    match std::fs::read_to_string(&id_path) {
+        Ok(text) => Err(ConfigError::new(
+            "replace",
+            dead.to_string(),
+            format!(
+                "data_dir {} already holds node {}: a replacement starts with an empty data directory (after its first start, run it without --replace)",
+                settings.data_dir.display(),
+                text.trim()
+            ),
+        )
+        .into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LaunchError::DataDir(DataDirError::Io {
+            path: id_path,
+            source,
+        })),
+    }
+}
+
 /// Prepares the data directory, opens the store, binds the transport and
 /// the client ports, and starts the node and its gateways.
 pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     let now_secs = crate::driver::wall_micros() / 1_000_000;
+    if let Some(dead) = settings.replace {
+        check_empty_for_replace(settings, dead)?;
+    }
     let dd = {
         let dir = settings.data_dir.clone();
         let id = effective_node_id(settings)?;
@@ -354,6 +381,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         // A node that has never been a member joins as `Joining`; one whose
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())
+        .replaces(settings.replace.map(cassio_core::NodeId))
         .start_without_quorum(settings.start_without_quorum)
         .tombstone_grace(settings.tombstone_grace)
         .repair(settings.repair.clone())

@@ -30,6 +30,7 @@ pub mod storage_exec;
 
 pub use builder::{NodeBuilder, RunningNode};
 pub use handle::{
-    ClusterStatus, HintInfo, KeyspaceStatus, MemberStatus, NodeHandle, OpStats, RepairInfo,
-    RepairRequest, RepairStarted, RequestError,
+    ClusterStatus, DecommissionStarted, HintInfo, KeyspaceStatus, MemberStatus, NodeHandle,
+    OpStats, RemoveStarted, RepairInfo, RepairRequest, RepairStarted, RequestError, RingChange,
+    RingOpError,
 };

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod cli_repair;
+mod cli_ring;
 
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]
@@ -41,6 +42,12 @@ enum Command {
     Status(StatusArgs),
     /// Start an anti-entropy round on a node now and follow it to its end.
     Repair(RepairArgs),
+    /// Take a dead node off the ring (its ranges re-replicated among the
+    /// rest) and follow it until the members no longer list it.
+    Remove(cli_ring::RemoveArgs),
+    /// Make a node leave the cluster (its ranges handed over first) and
+    /// follow it until it has left and stopped.
+    Decommission(cli_ring::DecommissionArgs),
 }
 
 /// Node settings. Each flag is also a key of the `--config` TOML file
@@ -123,6 +130,11 @@ struct StartArgs {
     /// Leave the ring (gossip `Left`) when stopped by SIGTERM or Ctrl-C.
     #[arg(long)]
     leave_on_exit: bool,
+    /// Take the place of this dead node (its id as `cassio status` shows
+    /// it): start with an empty data dir and seeds; the dead node is taken
+    /// off the ring once this one has synced. Only for the first start.
+    #[arg(long, value_name = "NODE_ID")]
+    replace: Option<String>,
     /// Native store: if the commit log is damaged in the middle (valid records
     /// after the damage), cut it there and start, instead of refusing. RISK:
     /// every write after the damage is lost on this node, acknowledged ones
@@ -189,7 +201,7 @@ struct StartArgs {
 impl StartArgs {
     fn raw(&self) -> RawSettings {
         let mut r = RawSettings::default();
-        let opts: [(&str, &Option<String>); 24] = [
+        let opts: [(&str, &Option<String>); 25] = [
             ("node_id", &self.node_id),
             ("cluster", &self.cluster),
             ("listen", &self.listen),
@@ -214,6 +226,7 @@ impl StartArgs {
             ("storage_threads", &self.storage_threads),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
+            ("replace", &self.replace),
         ];
         let repair: [(&str, &Option<String>); 6] = [
             ("tombstone_grace", &self.tombstone_grace),
@@ -519,6 +532,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair(a) => cli_repair::run(a).await,
+        Command::Remove(a) => cli_ring::remove(a).await,
+        Command::Decommission(a) => cli_ring::decommission(a).await,
     }
 }
 
@@ -641,7 +656,31 @@ fn render_status(s: &ClusterStatus) -> String {
     }
     out.push_str(&line);
     out.push('\n');
+    if let Some(line) = ring_change_line(&s.ring_change) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out
+}
+
+/// `Ring change in progress: joining [..] leaving [..] removing [..]`, or
+/// `None` when nothing moves.
+fn ring_change_line(r: &cassio_node::RingChange) -> Option<String> {
+    if r.is_empty() {
+        return None;
+    }
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    for (what, v) in [
+        ("joining", &r.joining),
+        ("leaving", &r.leaving),
+        ("removing", &r.removing),
+    ] {
+        if !v.is_empty() {
+            parts.push(format!("{what} [{}]", ids(v)));
+        }
+    }
+    Some(format!("Ring change in progress: {}", parts.join(" ")))
 }
 
 fn init_logs(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
@@ -697,8 +736,15 @@ async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
     let launched = launch(&settings).await?;
     println!("{}", launched.ready_line());
     let _ = std::io::stdout().flush();
-    stop_signal().await;
-    tracing::info!("stopping (signal received)");
+    let mut left = launched.node.left_signal();
+    tokio::select! {
+        () = stop_signal() => tracing::info!("stopping (signal received)"),
+        // `cassio decommission` ran: the node left the cluster, so the
+        // process ends (with success) like a shutdown that left.
+        true = async { left.wait_for(|&done| done).await.is_ok() } => {
+            tracing::info!("stopping (decommissioned)")
+        }
+    }
     launched
         .shutdown(settings.leave_on_exit)
         .await
@@ -930,6 +976,20 @@ mod tests {
         assert!(t.contains("last repair round completed 2h ago"), "{t}");
         assert!(t.contains("round in progress: 1/4 pairs"), "{t}");
         assert!(t.contains("hints pending: 3.0 MiB for 1 node(s)"), "{t}");
+        assert!(!t.contains("Ring change"), "{t}");
+        let moving = ClusterStatus {
+            ring_change: cassio_node::RingChange {
+                joining: vec![4],
+                leaving: vec![],
+                removing: vec![2, 9],
+            },
+            ..s
+        };
+        let t = render_status(&moving);
+        assert!(
+            t.contains("Ring change in progress: joining [4] removing [2, 9]\n"),
+            "{t}"
+        );
     }
 
     const NOW: u64 = 1_800_000_000_000_000;

@@ -408,6 +408,72 @@ async fn admin_repair_starts_a_round_and_refuses_unknown_targets() {
     srv.shutdown().await;
 }
 
+/// The ring admin routes map the node's refusals onto 400/409 with the
+/// refusal's text, and pass a node id (as `cassio status` or the logs
+/// print it) through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ring_routes_answer_202_400_and_409() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    for id in ["2", "n2"] {
+        let r = c
+            .post(format!("{base}/admin/remove?node={id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["node_id"], 2, "{body}");
+        assert_eq!(body["requested_by"], 1, "{body}");
+    }
+    let r = c
+        .post(format!("{base}/admin/remove?node=1"))
+        .send()
+        .await
+        .unwrap();
+    let body = json_error(r, StatusCode::CONFLICT, "alive").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("n1 is alive"),
+        "{body}"
+    );
+    let r = c
+        .post(format!("{base}/admin/remove?node=9"))
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::BAD_REQUEST, "unknown_node").await;
+    for query in ["", "?node=", "?node=abc", "?node=0"] {
+        let r = c
+            .post(format!("{base}/admin/remove{query}"))
+            .send()
+            .await
+            .unwrap();
+        json_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    let r = c
+        .post(format!("{base}/admin/decommission"))
+        .send()
+        .await
+        .unwrap();
+    let body = json_error(r, StatusCode::CONFLICT, "too_few_nodes").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than replication factor 3"),
+        "{body}"
+    );
+    let r = c
+        .get(format!("{base}/admin/decommission"))
+        .send()
+        .await
+        .unwrap();
+    json_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    srv.shutdown().await;
+}
+
 /// `GET /` serves the web console: one self-contained HTML page, with a
 /// policy that lets the browser load nothing but the page itself and
 /// `/status`, and that only reads (`fetch` of `/status`, no other method).

@@ -367,7 +367,12 @@ fn spawn_barrier_node(n: usize) -> NodeHandle {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Request(req, reply)) => waiting.push((req, reply)),
-                    Some(Command::Status(_) | Command::Repair(..)) => {}
+                    Some(
+                        Command::Status(_)
+                        | Command::Repair(..)
+                        | Command::Decommission(_)
+                        | Command::RemoveDead(..),
+                    ) => {}
                     None => return,
                 },
                 () = deadline => {

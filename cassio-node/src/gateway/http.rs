@@ -10,6 +10,8 @@
 //! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures, keyspaces, request rate and p99 per operation) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /admin/repair` | starts an anti-entropy round now; `?keyspace=K` limits it to one keyspace, `?node=IP:PORT` (a peer's listen address) to exchanges with one peer; 202 with `RepairStarted` as JSON |
+//! | `POST /admin/decommission` | this node starts leaving (`Leaving`, keeps serving while the nodes gaining its ranges sync them, then announces `Left` and its process stops); 202 with `DecommissionStarted` as JSON; 409 `too_few_nodes` or `not_an_owner` when refused (the node keeps running) |
+//! | `POST /admin/remove?node=ID` | asks the cluster to take dead member `ID` (the Node ID column of `cassio status`) off the ring, its ranges re-replicated among the rest first; 202 with `RemoveStarted` as JSON; 400 `bad_request` (no or bad id) or `unknown_node`; 409 `alive`, `itself` or `too_few_nodes` |
 //!
 //! The key is the rest of the path after `/kv/`, percent-decoded to bytes,
 //! so any byte string (slashes included) can be a key; the HTTP stack's
@@ -30,7 +32,7 @@
 
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
-use crate::handle::{NodeHandle, RepairRequest, RequestError};
+use crate::handle::{NodeHandle, RepairRequest, RequestError, RingOpError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -77,6 +79,8 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(render_metrics))
         .route("/admin/repair", post(admin_repair))
+        .route("/admin/decommission", post(admin_decommission))
+        .route("/admin/remove", post(admin_remove))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Past this, axum refuses the body with 413 before reading it all.
@@ -436,6 +440,65 @@ async fn admin_repair(
     }
 }
 
+/// The answer to a refused ring operation. A request naming no member is
+/// the caller's mistake (400); the others conflict with the cluster's
+/// state (409) and may succeed later (the node is down, a node was added).
+fn ring_op_error(e: &RingOpError) -> Response {
+    use cassio_core::transition::{LeaveError, RemoveError};
+    let (status, code) = match e {
+        RingOpError::Leave(LeaveError::TooFewNodes { .. }) => {
+            (StatusCode::CONFLICT, "too_few_nodes")
+        }
+        RingOpError::Leave(LeaveError::NotAnOwner(_)) => (StatusCode::CONFLICT, "not_an_owner"),
+        RingOpError::Remove(RemoveError::Unknown(_)) => (StatusCode::BAD_REQUEST, "unknown_node"),
+        RingOpError::Remove(RemoveError::Alive(_)) => (StatusCode::CONFLICT, "alive"),
+        RingOpError::Remove(RemoveError::Itself) => (StatusCode::CONFLICT, "itself"),
+        RingOpError::Remove(RemoveError::TooFewNodes { .. }) => {
+            (StatusCode::CONFLICT, "too_few_nodes")
+        }
+        RingOpError::NotRunning => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
+    };
+    error(status, code, e)
+}
+
+async fn admin_decommission(State(gw): State<Gateway>) -> Response {
+    match gw.handle.decommission().await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => ring_op_error(&e),
+    }
+}
+
+/// The query parameters `/admin/remove` understands.
+#[derive(Debug, Deserialize)]
+struct RemoveParams {
+    node: Option<String>,
+}
+
+async fn admin_remove(
+    State(gw): State<Gateway>,
+    params: Result<Query<RemoveParams>, QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let Some(text) = params.node else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name the dead node: ?node=ID (the Node ID column of `cassio status`)",
+        );
+    };
+    let id = match crate::config::parse_node_id(&text) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.reason),
+    };
+    match gw.handle.remove_dead(id).await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => ring_op_error(&e),
+    }
+}
+
 async fn render_metrics(State(gw): State<Gateway>) -> Response {
     match &gw.metrics {
         Some(m) => {
@@ -487,7 +550,7 @@ async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} (try /, /kv/{{key}}, /health, /status, /metrics, POST /admin/repair)",
+            "no route for {} (try /, /kv/{{key}}, /health, /status, /metrics, POST /admin/repair, POST /admin/decommission, POST /admin/remove?node=ID)",
             uri.path()
         ),
     )

@@ -1339,6 +1339,12 @@ mod tests {
                         let _ =
                             reply.send(Err(RequestError::BadRequest("not in this test".into())));
                     }
+                    Command::Decommission(reply) => {
+                        let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));
+                    }
+                    Command::RemoveDead(_, reply) => {
+                        let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));
+                    }
                     Command::Request(req, reply) => {
                         let key = match &req.op {
                             ClientOp::Get { key }

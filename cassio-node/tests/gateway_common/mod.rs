@@ -99,6 +99,28 @@ pub fn spawn_fake() -> Fake {
                     seen2.lock().unwrap().repairs.push(req);
                     let _ = reply.send(res);
                 }
+                // Three token owners with RF 3: a decommission is refused;
+                // node 1 (this fake) is alive, 2 is dead, others unknown.
+                Command::Decommission(reply) => {
+                    let _ = reply.send(Err(cassio_node::RingOpError::Leave(
+                        cassio_core::transition::LeaveError::TooFewNodes {
+                            remaining: 2,
+                            rf: 3,
+                        },
+                    )));
+                }
+                Command::RemoveDead(id, reply) => {
+                    use cassio_core::transition::RemoveError;
+                    let res = match id.0 {
+                        1 => Err(RemoveError::Alive(id).into()),
+                        2 => Ok(cassio_node::RemoveStarted {
+                            node_id: 2,
+                            requested_by: 1,
+                        }),
+                        _ => Err(RemoveError::Unknown(id).into()),
+                    };
+                    let _ = reply.send(res);
+                }
                 Command::Request(req, reply) => {
                     seen2.lock().unwrap().requests.push(req.clone());
                     clock += 1;
