@@ -163,29 +163,6 @@ fn http_of(r: &Ready) -> SocketAddr {
     r.http.unwrap()
 }
 
-/// Sends SIGTERM and waits up to `limit` for the process to exit.
-fn terminate_within(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
-    let pid = p.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not leave within {limit:?}; log:\n{}",
-            p.name,
-            p.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn grow_three_to_five_and_shrink_back_under_quorum_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +205,7 @@ fn grow_three_to_five_and_shrink_back_under_quorum_load() {
         .drain(..)
         .map(|(mut p, r)| {
             std::thread::spawn(move || {
-                let status = terminate_within(&mut p, Duration::from_secs(180));
+                let status = p.terminate_within(Duration::from_secs(180));
                 (p, r, status)
             })
         })

@@ -10,9 +10,7 @@
 
 mod process_common;
 
-use process_common::{
-    cli, http, node_args, start_node, start_three, wait_status, Proc, Ready, Scenario,
-};
+use process_common::{cli, http, node_args, start_node, start_three, wait_status, Ready, Scenario};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,23 +63,6 @@ fn lost_keys(targets: &[SocketAddr]) -> Vec<String> {
         }
     }
     lost
-}
-
-/// Waits up to `limit` for `p` to exit on its own.
-fn exit_within(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not exit within {limit:?}; log:\n{}",
-            p.name,
-            p.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn text(out: &[u8]) -> String {
@@ -162,7 +143,7 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         said.contains(&format!("node {} is leaving", r4.id)),
         "{said}"
     );
-    let status = exit_within(&mut p4, Duration::from_secs(60));
+    let status = p4.exit_within(Duration::from_secs(60));
     let log = p4.log_text();
     assert!(status.success(), "node4 exited with {status}; log:\n{log}");
     assert!(

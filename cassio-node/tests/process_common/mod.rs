@@ -65,17 +65,28 @@ impl Proc {
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(20))
+    }
+
+    /// Sends SIGTERM (to this child's pid only) and waits up to `limit`
+    /// for it to exit.
+    pub fn terminate_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.exit_within(limit)
+    }
+
+    /// Waits up to `limit` for the child to exit on its own.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not stop after SIGTERM; log:\n{}",
+                "{} did not exit within {limit:?}; log:\n{}",
                 self.name,
                 self.log_text()
             );
