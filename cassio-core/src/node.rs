@@ -23,7 +23,7 @@ use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
-use crate::transition::{LeaveError, RemoveError, Transition};
+use crate::transition::Transition;
 use crate::types::{HybridClock, Key, NodeId, Token, Versioned};
 use crate::wire::{Envelope, PeerMsg, WireCodec};
 use rand::SeedableRng;
@@ -36,6 +36,8 @@ pub use crate::output::{NodeEvent, Output, StorageToken};
 pub use crate::storage_key::{
     split_storage_key, split_storage_key_token, storage_key, token_range_bounds,
 };
+
+mod ring_change;
 
 /// Who waits for a storage operation, by the machine that asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,85 +352,6 @@ impl Node {
         self.layout.ownership(&self.membership)
     }
 
-    /// Starts a graceful leave (decommission): the node gossips `Leaving`
-    /// and keeps serving while the nodes that gain its ranges sync them,
-    /// then announces `Left`; the host shuts down once [`Node::has_left`]
-    /// is true. Refused when the remaining nodes would be fewer than a
-    /// keyspace's replication factor.
-    pub fn leave(&mut self, now: impl Into<Now>) -> Result<(), LeaveError> {
-        let now = self.enter(now);
-        let status = self.membership.status();
-        if status == NodeStatus::Leaving {
-            return Ok(());
-        }
-        if !status.owns_tokens() {
-            return Err(LeaveError::NotAnOwner(status));
-        }
-        let remaining = self
-            .membership
-            .token_owners_next()
-            .iter()
-            .filter(|(id, _)| *id != self.id)
-            .count();
-        let rf = self.max_replication_factor();
-        if remaining < rf {
-            return Err(LeaveError::TooFewNodes { remaining, rf });
-        }
-        self.membership.leave();
-        self.rebuild_placement();
-        self.background(now);
-        self.leave_input();
-        Ok(())
-    }
-
-    /// Asks the cluster to take dead member `dead` off the ring (`cassio
-    /// remove`): its ranges are synced among the other nodes from the
-    /// replicas that remain, then every node forgets it. Refused for a
-    /// live, unknown or essential member.
-    pub fn remove_dead(&mut self, now: impl Into<Now>, dead: NodeId) -> Result<(), RemoveError> {
-        let now = self.enter(now);
-        if dead == self.id {
-            return Err(RemoveError::Itself);
-        }
-        if !self.membership.is_member(dead) {
-            return Err(RemoveError::Unknown(dead));
-        }
-        if self.membership.is_alive(dead) {
-            return Err(RemoveError::Alive(dead));
-        }
-        let remaining = self
-            .membership
-            .token_owners_next()
-            .iter()
-            .filter(|(id, _)| *id != dead)
-            .count();
-        let rf = self.max_replication_factor();
-        if remaining < rf {
-            return Err(RemoveError::TooFewNodes { remaining, rf });
-        }
-        let mut removing = self.membership.removing().to_vec();
-        removing.push(dead);
-        self.membership.set_removing(removing);
-        #[cfg(feature = "mutations")]
-        if self.mutations.remove_without_sync {
-            self.membership
-                .complete_removal(dead, now, &mut self.events);
-        }
-        self.rebuild_placement();
-        self.background(now);
-        self.leave_input();
-        Ok(())
-    }
-
-    /// The largest replication factor of this node's keyspaces.
-    fn max_replication_factor(&self) -> usize {
-        self.keyspaces
-            .values()
-            .map(|k| k.replication_factor)
-            .max()
-            .unwrap_or(1)
-    }
-
     /// True once this node has announced that it left the cluster.
     pub fn has_left(&self) -> bool {
         self.membership.has_left()
@@ -616,48 +539,6 @@ impl Node {
                     c.on_read_reply(now, tag, from, result, clock, fx)
                 })
             }
-        }
-    }
-
-    /// Whether this node holds storage key `key` in this node's view: on
-    /// the current ring for a read, on the current or next ring for a
-    /// write. A coordinator whose view is behind (it was cut off while a
-    /// node joined) must not count a node that no longer holds the key:
-    /// reads would not ask it. Keys of unknown keyspaces are left to the
-    /// keyspace check. Ownership is judged with the largest replication
-    /// factor any member declares for the keyspace, so a node configured
-    /// with a smaller one (refused as a coordinator by the keyspace check)
-    /// still serves as a replica of the cluster's.
-    fn holds(&mut self, key: &[u8], read: bool) -> bool {
-        let Some((ks, token, _)) = split_storage_key_token(key) else {
-            return true;
-        };
-        let Some(own) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
-            return true;
-        };
-        let epoch = self.membership.view_epoch();
-        if self.widest_rf.0 != epoch {
-            let mut widest = BTreeMap::new();
-            for (_, defs) in self.membership.member_keyspaces() {
-                for d in defs {
-                    let rf = widest.entry(d.name.clone()).or_insert(0);
-                    *rf = d.replication_factor.max(*rf);
-                }
-            }
-            self.widest_rf = (epoch, widest);
-        }
-        let rf = self.widest_rf.1.get(ks).copied().unwrap_or(0).max(own);
-        self.rebuild_placement();
-        if read {
-            self.layout
-                .placement()
-                .replicas(token, rf)
-                .contains(&self.id)
-        } else {
-            self.layout
-                .write_sets(token, rf)
-                .iter()
-                .any(|set| set.contains(&self.id))
         }
     }
 
@@ -930,82 +811,6 @@ impl Node {
         self.advance_joining();
         self.advance_transition(now, wall);
         self.drain_fx();
-    }
-
-    /// A joining node that has heard from the cluster: into a cluster with
-    /// fewer token owners than a keyspace's replication factor, which can
-    /// have acknowledged no write at that factor, it takes its tokens at
-    /// once (`Syncing` until a round filled it); otherwise it stays
-    /// `Joining` through the ring transition.
-    fn advance_joining(&mut self) {
-        if self.membership.status() != NodeStatus::Joining || !self.membership.answered() {
-            return;
-        }
-        let owners = self.membership.token_owners().len();
-        let rf = self.max_replication_factor();
-        if owners < rf {
-            self.membership.set_status(NodeStatus::Syncing);
-            self.rebuild_placement();
-        }
-    }
-
-    /// Moves this node's side of a ring transition along: its trackers,
-    /// the sync round that fills the ranges it gains, and, on a leaving
-    /// node, `Left` once every node gaining its ranges has synced them.
-    fn advance_transition(&mut self, now: Instant, wall: u64) {
-        let id = self.layout.transition();
-        let owners = self.membership.ring_trackers();
-        let membership = &self.membership;
-        let ae = &self.ae;
-        let before = self.transition.trackers();
-        let step = self
-            .transition
-            .tick(now, wall, id, self.request_timeout, &owners, &|w| {
-                ae.synced_since(w, &|p| membership.is_alive(p))
-            });
-        let (acked, synced) = self.transition.trackers();
-        self.membership.set_ring_trackers(acked, synced);
-        if step.request_round {
-            self.ae.request_round(now);
-        }
-        if synced != before.1 && synced != 0 {
-            self.out
-                .push_back(Output::Event(NodeEvent::TransitionSynced {
-                    transition: synced,
-                }));
-        }
-        #[cfg(feature = "mutations")]
-        let hand_over = step.all_synced || self.mutations.leave_without_handoff;
-        #[cfg(not(feature = "mutations"))]
-        let hand_over = step.all_synced;
-        if self.membership.status() == NodeStatus::Leaving && hand_over {
-            self.membership.complete_leave();
-            self.rebuild_placement();
-            self.out.push_back(Output::Event(NodeEvent::HandedOver));
-        }
-        if self.membership.status() == NodeStatus::Joining && step.all_synced {
-            self.membership.set_status(NodeStatus::Normal);
-            self.rebuild_placement();
-            let since = self.joining_since.take().unwrap_or(now);
-            self.out.push_back(Output::Event(NodeEvent::Joined {
-                took: now.saturating_duration_since(since),
-                keys: self.ae.status().tree_items,
-            }));
-        }
-        if step.all_synced {
-            // Dead members this node asked to remove: their ranges are
-            // synced on the next ring, so they can go. This node alone
-            // decides, and announces it (every node then forgets them).
-            for dead in self.membership.removing().to_vec() {
-                if self.membership.is_member(dead) && !self.membership.is_alive(dead) {
-                    self.membership
-                        .complete_removal(dead, now, &mut self.events);
-                    self.out
-                        .push_back(Output::Event(NodeEvent::RemovedDead { node: dead }));
-                }
-            }
-            self.rebuild_placement();
-        }
     }
 
     /// Tombstones may be purged below the time before which every member

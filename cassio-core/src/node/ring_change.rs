@@ -1,0 +1,208 @@
+//! The node's side of ring changes (see [`crate::transition`]): leaving
+//! (decommission), removing a dead member, a joining node taking its
+//! tokens, the transition trackers, and which keys this node holds while
+//! the rings move.
+
+use super::{split_storage_key_token, Node, NodeEvent, NodeId, NodeStatus, Output};
+use crate::time::{Instant, Now};
+use crate::transition::{LeaveError, RemoveError};
+use std::collections::BTreeMap;
+
+impl Node {
+    /// Starts a graceful leave (decommission): the node gossips `Leaving`
+    /// and keeps serving while the nodes that gain its ranges sync them,
+    /// then announces `Left`; the host shuts down once [`Node::has_left`]
+    /// is true. Refused when the remaining nodes would be fewer than a
+    /// keyspace's replication factor.
+    pub fn leave(&mut self, now: impl Into<Now>) -> Result<(), LeaveError> {
+        let now = self.enter(now);
+        let status = self.membership.status();
+        if status == NodeStatus::Leaving {
+            return Ok(());
+        }
+        if !status.owns_tokens() {
+            return Err(LeaveError::NotAnOwner(status));
+        }
+        let remaining = self
+            .membership
+            .token_owners_next()
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .count();
+        let rf = self.max_replication_factor();
+        if remaining < rf {
+            return Err(LeaveError::TooFewNodes { remaining, rf });
+        }
+        self.membership.leave();
+        self.rebuild_placement();
+        self.background(now);
+        self.leave_input();
+        Ok(())
+    }
+
+    /// Asks the cluster to take dead member `dead` off the ring (`cassio
+    /// remove`): its ranges are synced among the other nodes from the
+    /// replicas that remain, then every node forgets it. Refused for a
+    /// live, unknown or essential member.
+    pub fn remove_dead(&mut self, now: impl Into<Now>, dead: NodeId) -> Result<(), RemoveError> {
+        let now = self.enter(now);
+        if dead == self.id {
+            return Err(RemoveError::Itself);
+        }
+        if !self.membership.is_member(dead) {
+            return Err(RemoveError::Unknown(dead));
+        }
+        if self.membership.is_alive(dead) {
+            return Err(RemoveError::Alive(dead));
+        }
+        let remaining = self
+            .membership
+            .token_owners_next()
+            .iter()
+            .filter(|(id, _)| *id != dead)
+            .count();
+        let rf = self.max_replication_factor();
+        if remaining < rf {
+            return Err(RemoveError::TooFewNodes { remaining, rf });
+        }
+        let mut removing = self.membership.removing().to_vec();
+        removing.push(dead);
+        self.membership.set_removing(removing);
+        #[cfg(feature = "mutations")]
+        if self.mutations.remove_without_sync {
+            self.membership
+                .complete_removal(dead, now, &mut self.events);
+        }
+        self.rebuild_placement();
+        self.background(now);
+        self.leave_input();
+        Ok(())
+    }
+
+    /// The largest replication factor of this node's keyspaces.
+    pub(super) fn max_replication_factor(&self) -> usize {
+        self.keyspaces
+            .values()
+            .map(|k| k.replication_factor)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Whether this node holds storage key `key` in this node's view: on
+    /// the current ring for a read, on the current or next ring for a
+    /// write. A coordinator whose view is behind (it was cut off while a
+    /// node joined) must not count a node that no longer holds the key:
+    /// reads would not ask it. Keys of unknown keyspaces are left to the
+    /// keyspace check. Ownership is judged with the largest replication
+    /// factor any member declares for the keyspace, so a node configured
+    /// with a smaller one (refused as a coordinator by the keyspace check)
+    /// still serves as a replica of the cluster's.
+    pub(super) fn holds(&mut self, key: &[u8], read: bool) -> bool {
+        let Some((ks, token, _)) = split_storage_key_token(key) else {
+            return true;
+        };
+        let Some(own) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
+            return true;
+        };
+        let epoch = self.membership.view_epoch();
+        if self.widest_rf.0 != epoch {
+            let mut widest = BTreeMap::new();
+            for (_, defs) in self.membership.member_keyspaces() {
+                for d in defs {
+                    let rf = widest.entry(d.name.clone()).or_insert(0);
+                    *rf = d.replication_factor.max(*rf);
+                }
+            }
+            self.widest_rf = (epoch, widest);
+        }
+        let rf = self.widest_rf.1.get(ks).copied().unwrap_or(0).max(own);
+        self.rebuild_placement();
+        if read {
+            self.layout
+                .placement()
+                .replicas(token, rf)
+                .contains(&self.id)
+        } else {
+            self.layout
+                .write_sets(token, rf)
+                .iter()
+                .any(|set| set.contains(&self.id))
+        }
+    }
+
+    /// A joining node that has heard from the cluster: into a cluster with
+    /// fewer token owners than a keyspace's replication factor, which can
+    /// have acknowledged no write at that factor, it takes its tokens at
+    /// once (`Syncing` until a round filled it); otherwise it stays
+    /// `Joining` through the ring transition.
+    pub(super) fn advance_joining(&mut self) {
+        if self.membership.status() != NodeStatus::Joining || !self.membership.answered() {
+            return;
+        }
+        let owners = self.membership.token_owners().len();
+        let rf = self.max_replication_factor();
+        if owners < rf {
+            self.membership.set_status(NodeStatus::Syncing);
+            self.rebuild_placement();
+        }
+    }
+
+    /// Moves this node's side of a ring transition along: its trackers,
+    /// the sync round that fills the ranges it gains, and, on a leaving
+    /// node, `Left` once every node gaining its ranges has synced them.
+    pub(super) fn advance_transition(&mut self, now: Instant, wall: u64) {
+        let id = self.layout.transition();
+        let owners = self.membership.ring_trackers();
+        let membership = &self.membership;
+        let ae = &self.ae;
+        let before = self.transition.trackers();
+        let step = self
+            .transition
+            .tick(now, wall, id, self.request_timeout, &owners, &|w| {
+                ae.synced_since(w, &|p| membership.is_alive(p))
+            });
+        let (acked, synced) = self.transition.trackers();
+        self.membership.set_ring_trackers(acked, synced);
+        if step.request_round {
+            self.ae.request_round(now);
+        }
+        if synced != before.1 && synced != 0 {
+            self.out
+                .push_back(Output::Event(NodeEvent::TransitionSynced {
+                    transition: synced,
+                }));
+        }
+        #[cfg(feature = "mutations")]
+        let hand_over = step.all_synced || self.mutations.leave_without_handoff;
+        #[cfg(not(feature = "mutations"))]
+        let hand_over = step.all_synced;
+        if self.membership.status() == NodeStatus::Leaving && hand_over {
+            self.membership.complete_leave();
+            self.rebuild_placement();
+            self.out.push_back(Output::Event(NodeEvent::HandedOver));
+        }
+        if self.membership.status() == NodeStatus::Joining && step.all_synced {
+            self.membership.set_status(NodeStatus::Normal);
+            self.rebuild_placement();
+            let since = self.joining_since.take().unwrap_or(now);
+            self.out.push_back(Output::Event(NodeEvent::Joined {
+                took: now.saturating_duration_since(since),
+                keys: self.ae.status().tree_items,
+            }));
+        }
+        if step.all_synced {
+            // Dead members this node asked to remove: their ranges are
+            // synced on the next ring, so they can go. This node alone
+            // decides, and announces it (every node then forgets them).
+            for dead in self.membership.removing().to_vec() {
+                if self.membership.is_member(dead) && !self.membership.is_alive(dead) {
+                    self.membership
+                        .complete_removal(dead, now, &mut self.events);
+                    self.out
+                        .push_back(Output::Event(NodeEvent::RemovedDead { node: dead }));
+                }
+            }
+            self.rebuild_placement();
+        }
+    }
+}
