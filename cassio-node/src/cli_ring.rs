@@ -104,24 +104,13 @@ pub(crate) async fn remove(a: RemoveArgs) -> Result<ExitCode, Failure> {
     let base = base_url(&a.node);
     let client = http_client()?;
     let started_at = Instant::now();
-    let url = format!("{base}/admin/remove");
-    let resp = client
-        .post(&url)
-        .query(&[("node", dead.to_string())])
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    if resp.status() != reqwest::StatusCode::ACCEPTED {
-        return Err(anyhow!(
-            "the node refused to remove node {dead}: {}",
-            error_text(resp).await
-        )
-        .into());
-    }
-    let started: RemoveStarted = resp
-        .json()
-        .await
-        .context("the node's answer to the remove request is not valid")?;
+    let started: RemoveStarted = post_accepted(
+        &client,
+        &format!("{base}/admin/remove"),
+        &[("node", dead.to_string())],
+        &format!("the node refused to remove node {dead}"),
+    )
+    .await?;
     println!(
         "node {} asked the cluster to remove dead node {}: its ranges are re-replicated among the other nodes, then every node forgets it",
         started.requested_by, started.node_id
@@ -200,6 +189,29 @@ pub(crate) fn leave_progress(st: &ClusterStatus) -> String {
     line
 }
 
+/// POSTs to admin route `url` and parses its 202 answer; any other status
+/// is a refusal, reported as `refused: <the node's error text>`.
+async fn post_accepted<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, String)],
+    refused: &str,
+) -> Result<T, Failure> {
+    let resp = client
+        .post(url)
+        .query(query)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    if resp.status() != reqwest::StatusCode::ACCEPTED {
+        return Err(anyhow!("{refused}: {}", error_text(resp).await).into());
+    }
+    Ok(resp
+        .json()
+        .await
+        .with_context(|| format!("the node's answer to {url} is not valid"))?)
+}
+
 /// `cassio decommission`.
 pub(crate) async fn decommission(a: DecommissionArgs) -> Result<ExitCode, Failure> {
     let limit = timeout(&a.timeout)?;
@@ -219,24 +231,13 @@ pub(crate) async fn decommission(a: DecommissionArgs) -> Result<ExitCode, Failur
             .map(|m| m.generation)
     };
     let generation = generation_of(&before);
-    let url = format!("{base}/admin/decommission");
-    let resp = client
-        .post(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    if resp.status() != reqwest::StatusCode::ACCEPTED {
-        return Err(anyhow!(
-            "node {} refused to leave: {}",
-            before.local_id,
-            error_text(resp).await
-        )
-        .into());
-    }
-    let started: DecommissionStarted = resp
-        .json()
-        .await
-        .context("the node's answer to the decommission request is not valid")?;
+    let started: DecommissionStarted = post_accepted(
+        &client,
+        &format!("{base}/admin/decommission"),
+        &[],
+        &format!("node {} refused to leave", before.local_id),
+    )
+    .await?;
     println!(
         "node {} is leaving{}: it hands its ranges over to the nodes that gain them, announces Left, then stops",
         started.node_id,
