@@ -50,16 +50,7 @@ for _ in $(seq "$RUNS"); do bench_once "$p1" >>"$TMP/before.txt"; done
 start=$(now)
 start_node j 4 "${flags[@]}"
 wait_for j-4 30 '.state != null' "node 4 answers /status"
-: >"$TMP/during.txt"
-: >"$TMP/discarded.txt"
-while [ "$(node_state j-4)" = Joining ]; do
-  bench_once "$p1" >"$TMP/run.txt"
-  if [ "$(node_state j-4)" = Joining ]; then
-    cat "$TMP/run.txt" >>"$TMP/during.txt"
-  else
-    cat "$TMP/run.txt" >>"$TMP/discarded.txt"
-  fi
-done
+bench_while j-4 Joining "$p1"
 wait_for j-4 600 '.state == "Normal"' "node 4 Normal"
 normal=$(now)
 line=$(grep -m1 'joined:' "$TMP/j-4.log" || true)

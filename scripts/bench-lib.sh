@@ -139,3 +139,20 @@ summarize() {
   done
 }
 
+
+# bench_while NODE STATE PORT: runs bench_once against PORT over and over
+# while NODE is in STATE; runs that began and ended in STATE go to
+# $TMP/during.txt, the one that outlasted it to $TMP/discarded.txt.
+bench_while() {
+  local n=$1 state=$2 port=$3
+  : >"$TMP/during.txt"
+  : >"$TMP/discarded.txt"
+  while [ "$(node_state "$n")" = "$state" ]; do
+    bench_once "$port" >"$TMP/run.txt"
+    if [ "$(node_state "$n")" = "$state" ]; then
+      cat "$TMP/run.txt" >>"$TMP/during.txt"
+    else
+      cat "$TMP/run.txt" >>"$TMP/discarded.txt"
+    fi
+  done
+}

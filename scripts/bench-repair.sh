@@ -116,16 +116,7 @@ if [[ " $PARTS " == *" 2 "* ]]; then
   restart=$(now)
   start_node r 3 --no-hints --repair-interval 1h --repair-bytes-per-sec "$REPAIR_BPS"
   wait_for r-3 30 '.state != null' "node 3 answers /status after its restart"
-  : >"$TMP/during.txt"
-  : >"$TMP/discarded.txt"
-  while [ "$(node_state r-3)" = Syncing ]; do
-    bench_once "$p1" >"$TMP/run.txt"
-    if [ "$(node_state r-3)" = Syncing ]; then
-      cat "$TMP/run.txt" >>"$TMP/during.txt"
-    else
-      cat "$TMP/run.txt" >>"$TMP/discarded.txt"
-    fi
-  done
+  bench_while r-3 Syncing "$p1"
   wait_for r-3 120 '.state == "Normal"' "node 3 Normal after its repair"
   echo "node 3 Normal $(elapsed "$restart" "$(now)") s after its restart; repair: $(status r-3 | jq -c '.repair | {rounds_completed, segments_repaired, keys_compared, items_pulled, bytes_sent}')"
   # Node 3 holds what the others hold: the same number of items in its trees

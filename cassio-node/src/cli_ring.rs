@@ -35,10 +35,17 @@ pub(crate) struct RemoveArgs {
     /// HTTP address of a live node that asks the cluster (its `--http-addr`).
     #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
     node: String,
-    /// Only ask; do not follow the removal.
+    #[command(flatten)]
+    follow: FollowArgs,
+}
+
+/// How a ring command follows the change it asked for.
+#[derive(Args, Debug)]
+pub(crate) struct FollowArgs {
+    /// Only ask; do not follow the change.
     #[arg(long)]
     no_wait: bool,
-    /// Give up waiting after this long (the removal goes on in the cluster).
+    /// Give up waiting after this long (the change goes on in the cluster).
     #[arg(long, default_value = "10m")]
     timeout: String,
 }
@@ -49,12 +56,8 @@ pub(crate) struct DecommissionArgs {
     /// HTTP address of the node that leaves (its `--http-addr`).
     #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
     node: String,
-    /// Only ask; do not follow the handover.
-    #[arg(long)]
-    no_wait: bool,
-    /// Give up waiting after this long (the node goes on leaving).
-    #[arg(long, default_value = "10m")]
-    timeout: String,
+    #[command(flatten)]
+    follow: FollowArgs,
 }
 
 fn timeout(text: &str) -> Result<Duration, Failure> {
@@ -100,7 +103,7 @@ pub(crate) fn removal_progress(dead: u64, st: &ClusterStatus) -> String {
 /// `cassio remove --dead NODE_ID`.
 pub(crate) async fn remove(a: RemoveArgs) -> Result<ExitCode, Failure> {
     let dead = parse_node_id(&a.dead).map_err(|e| ConfigError::new("dead", &a.dead, e.reason))?;
-    let limit = timeout(&a.timeout)?;
+    let limit = timeout(&a.follow.timeout)?;
     let base = base_url(&a.node);
     let client = http_client()?;
     let started_at = Instant::now();
@@ -115,7 +118,7 @@ pub(crate) async fn remove(a: RemoveArgs) -> Result<ExitCode, Failure> {
         "node {} asked the cluster to remove dead node {}: its ranges are re-replicated among the other nodes, then every node forgets it",
         started.requested_by, started.node_id
     );
-    if a.no_wait {
+    if a.follow.no_wait {
         println!("not waiting (--no-wait); `cassio status` lists node {dead} until it is removed");
         return Ok(ExitCode::SUCCESS);
     }
@@ -214,7 +217,7 @@ async fn post_accepted<T: serde::de::DeserializeOwned>(
 
 /// `cassio decommission`.
 pub(crate) async fn decommission(a: DecommissionArgs) -> Result<ExitCode, Failure> {
-    let limit = timeout(&a.timeout)?;
+    let limit = timeout(&a.follow.timeout)?;
     let base = base_url(&a.node);
     let client = http_client()?;
     let started_at = Instant::now();
@@ -247,7 +250,7 @@ pub(crate) async fn decommission(a: DecommissionArgs) -> Result<ExitCode, Failur
             ""
         }
     );
-    if a.no_wait {
+    if a.follow.no_wait {
         println!("not waiting (--no-wait); `cassio status` on another node shows when it is gone");
         return Ok(ExitCode::SUCCESS);
     }

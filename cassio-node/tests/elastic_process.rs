@@ -159,6 +159,15 @@ fn settled(s: &cassio_node::ClusterStatus, n: usize, left: usize) -> bool {
         && s.members.iter().filter(|m| m.state == "Left").count() == left
 }
 
+/// Waits (up to `limit`) until every node in `nodes` sees `n` members
+/// `Normal` and up and `left` members `Left`.
+fn wait_all_settled(nodes: &[(Proc, Ready)], n: usize, left: usize, limit: Duration) {
+    let what = format!("{n} Normal nodes, {left} Left");
+    for (_, r) in nodes {
+        wait_status(&what, r.client, limit, |s| settled(s, n, left));
+    }
+}
+
 fn http_of(r: &Ready) -> SocketAddr {
     r.http.unwrap()
 }
@@ -185,14 +194,7 @@ fn grow_three_to_five_and_shrink_back_under_quorum_load() {
         nodes.push(start_node(&format!("node{i}"), dir.path(), &args));
     }
     load.set_targets(nodes.iter().map(|(_, r)| http_of(r)).collect());
-    for (_, r) in &nodes {
-        wait_status(
-            "five Normal nodes",
-            r.client,
-            Duration::from_secs(120),
-            |s| settled(s, 5, 0),
-        );
-    }
+    wait_all_settled(&nodes, 5, 0, Duration::from_secs(120));
     let grown_in = grow_started.elapsed();
     let acked_at_grown = load.acked.lock().unwrap().len();
     std::thread::sleep(Duration::from_secs(3));
@@ -200,18 +202,17 @@ fn grow_three_to_five_and_shrink_back_under_quorum_load() {
     // Shrink: nodes 4 and 5 leave at once.
     let shrink_started = Instant::now();
     load.set_targets(nodes[..3].iter().map(|(_, r)| http_of(r)).collect());
-    let mut leaving: Vec<(Proc, Ready)> = nodes.drain(3..).collect();
-    let handles: Vec<_> = leaving
-        .drain(..)
-        .map(|(mut p, r)| {
+    let handles: Vec<_> = nodes
+        .drain(3..)
+        .map(|(mut p, _)| {
             std::thread::spawn(move || {
                 let status = p.terminate_within(Duration::from_secs(180));
-                (p, r, status)
+                (p, status)
             })
         })
         .collect();
     for h in handles {
-        let (p, _, status) = h.join().unwrap();
+        let (p, status) = h.join().unwrap();
         let log = p.log_text();
         assert!(
             status.success(),
@@ -224,14 +225,7 @@ fn grow_three_to_five_and_shrink_back_under_quorum_load() {
             p.name
         );
     }
-    for (_, r) in &nodes {
-        wait_status(
-            "three Normal nodes, two Left",
-            r.client,
-            Duration::from_secs(60),
-            |s| settled(s, 3, 2),
-        );
-    }
+    wait_all_settled(&nodes, 3, 2, Duration::from_secs(60));
     let shrunk_in = shrink_started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     load.stop();
