@@ -34,6 +34,8 @@ pub mod persist;
 pub mod placement;
 mod readiness;
 mod replica;
+pub mod schema;
+pub mod schema_agreement;
 mod storage_key;
 pub mod storage_ops;
 pub mod store;

@@ -1,0 +1,409 @@
+//! The cluster's schema: its keyspaces and the nodes that vote on changes
+//! to them, as one versioned value.
+//!
+//! Every version is chosen by the schema agreement
+//! ([`crate::schema_agreement`]) and spread to every node, so all nodes
+//! that know version `v` know the same keyspaces. Version 0 is each node's
+//! own seed (from its configuration), used until the cluster's first
+//! version is chosen; a node that joins an existing cluster takes the
+//! cluster's version over its own seed.
+//!
+//! A keyspace has an id that is never reused, so a keyspace dropped and
+//! created again under the same name starts empty: its keys are stored
+//! under the id ([`KeyspaceDef::storage_name`]), not the name.
+
+use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
+use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A keyspace's id: never reused within a cluster. `default` is 0.
+pub type KeyspaceId = u32;
+
+/// The longest keyspace name accepted.
+pub const MAX_KEYSPACE_NAME: usize = 48;
+
+/// The most keyspaces a cluster holds (every node keeps a tree per keyspace).
+pub const MAX_KEYSPACES: usize = 256;
+
+/// One keyspace as the cluster defines it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceDef {
+    /// Never reused, so a re-created keyspace never sees a dropped one's keys.
+    pub id: KeyspaceId,
+    /// Its settings (name, replication factor, default level, strategy).
+    pub config: KeyspaceConfig,
+}
+
+impl KeyspaceDef {
+    /// The name under which the store keeps this keyspace's keys: `default`
+    /// keeps its name (data directories written before keyspaces had ids
+    /// stay readable); every other keyspace is `#` and its id, which no
+    /// keyspace name can be.
+    pub fn storage_name(&self) -> String {
+        if self.id == 0 {
+            self.config.name.clone()
+        } else {
+            format!("#{}", self.id)
+        }
+    }
+}
+
+/// A change an operator asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchemaChange {
+    /// Create a keyspace.
+    Create {
+        /// Its name.
+        name: String,
+        /// Its replication factor.
+        replication_factor: usize,
+        /// The level of requests that name none.
+        default_consistency: Consistency,
+    },
+    /// Change a keyspace's settings.
+    Alter {
+        /// The keyspace.
+        name: String,
+        /// A new replication factor: at most one more or one less than
+        /// today's, so every quorum under the old factor meets every quorum
+        /// under the new one.
+        replication_factor: Option<usize>,
+        /// A new default level.
+        default_consistency: Option<Consistency>,
+    },
+    /// Drop a keyspace (its id is never reused).
+    Drop {
+        /// The keyspace.
+        name: String,
+    },
+    /// Set the nodes that vote on the next versions (the agreement's own
+    /// change, when the cluster's token owners changed).
+    SetVoters(BTreeSet<NodeId>),
+}
+
+/// Why a change cannot be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The name is empty, too long or has characters other than ASCII
+    /// letters, digits, `_` and `-`.
+    #[error("invalid keyspace name {0:?}: use 1 to 48 ASCII letters, digits, '_' or '-'")]
+    InvalidName(String),
+    /// A keyspace of that name exists.
+    #[error("keyspace {0:?} already exists")]
+    Exists(String),
+    /// No keyspace of that name exists.
+    #[error("keyspace {0:?} does not exist")]
+    Unknown(String),
+    /// A replication factor of 0.
+    #[error("replication factor must be at least 1")]
+    ZeroReplication,
+    /// An alter that moves the replication factor by more than one.
+    #[error("replication factor can change by one per step ({from} -> {to} asked); alter it step by step, letting each step's repair finish")]
+    ReplicationStep {
+        /// Today's factor.
+        from: usize,
+        /// The one asked for.
+        to: usize,
+    },
+    /// A default level that needs more replicas than the factor.
+    #[error("default consistency {level} needs more replicas than the replication factor {rf}")]
+    Consistency {
+        /// The level.
+        level: Consistency,
+        /// The factor.
+        rf: usize,
+    },
+    /// `default` cannot be dropped.
+    #[error("the default keyspace cannot be dropped")]
+    DropDefault,
+    /// The cluster holds as many keyspaces as it may.
+    #[error("the cluster already holds {0} keyspaces, the most it may")]
+    TooMany(usize),
+}
+
+/// The schema at one version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// 0: this node's own seed; 1 and up: chosen by the agreement.
+    pub version: u64,
+    /// The node whose proposal this version was.
+    pub minted_by: NodeId,
+    /// Keyspaces by name.
+    pub keyspaces: BTreeMap<String, KeyspaceDef>,
+    /// The id the next created keyspace gets.
+    pub next_id: KeyspaceId,
+    /// The nodes whose majority chooses the next version; empty until the
+    /// first version is chosen.
+    pub voters: BTreeSet<NodeId>,
+    /// The changes behind the last [`RECENT_CHANGES`] versions (minter and
+    /// its change id), so a proposer that learns of a newer version can
+    /// tell whether its own change is in it.
+    pub recent: Vec<(u64, NodeId, u64)>,
+}
+
+/// How many versions' change ids a schema remembers.
+pub const RECENT_CHANGES: usize = 64;
+
+impl Schema {
+    /// A node's version-0 seed: its configured keyspaces (`default` gets
+    /// id 0, the others ids from 1 in name order).
+    pub fn seed(me: NodeId, keyspaces: &BTreeMap<String, KeyspaceConfig>) -> Schema {
+        let mut defs = BTreeMap::new();
+        let mut next_id = 1;
+        for (name, cfg) in keyspaces {
+            let id = if name == crate::DEFAULT_KEYSPACE {
+                0
+            } else {
+                next_id += 1;
+                next_id - 1
+            };
+            defs.insert(
+                name.clone(),
+                KeyspaceDef {
+                    id,
+                    config: cfg.clone(),
+                },
+            );
+        }
+        Schema {
+            version: 0,
+            minted_by: me,
+            keyspaces: defs,
+            next_id,
+            voters: BTreeSet::new(),
+            recent: Vec::new(),
+        }
+    }
+
+    /// The keyspace called `name`.
+    pub fn keyspace(&self, name: &str) -> Option<&KeyspaceDef> {
+        self.keyspaces.get(name)
+    }
+
+    /// The keyspace whose keys the store keeps under `storage_name`.
+    pub fn by_storage_name(&self, storage_name: &str) -> Option<&KeyspaceDef> {
+        if let Some(id) = storage_name.strip_prefix('#') {
+            let id: KeyspaceId = id.parse().ok()?;
+            self.keyspaces.values().find(|k| k.id == id && id != 0)
+        } else {
+            self.keyspaces.get(storage_name).filter(|k| k.id == 0)
+        }
+    }
+
+    /// A hash of everything in this version, to tell two versions with the
+    /// same number apart.
+    pub fn digest(&self) -> u64 {
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    /// The version that holds change `change_id` of `by`, if among the
+    /// recent ones.
+    pub fn holds_change(&self, by: NodeId, change_id: u64) -> Option<u64> {
+        self.recent
+            .iter()
+            .find(|(_, who, id)| *who == by && *id == change_id)
+            .map(|(v, _, _)| *v)
+    }
+
+    /// The next version: this one with `change` applied, minted by `by`.
+    pub fn apply(&self, change: &SchemaChange, by: NodeId) -> Result<Schema, SchemaError> {
+        self.apply_as(change, by, 0)
+    }
+
+    /// [`Schema::apply`], recording the change as `by`'s `change_id`.
+    pub fn apply_as(
+        &self,
+        change: &SchemaChange,
+        by: NodeId,
+        change_id: u64,
+    ) -> Result<Schema, SchemaError> {
+        let mut next = self.clone();
+        next.version = self.version + 1;
+        next.minted_by = by;
+        if next.recent.len() >= RECENT_CHANGES {
+            next.recent.remove(0);
+        }
+        next.recent.push((next.version, by, change_id));
+        match change {
+            SchemaChange::Create {
+                name,
+                replication_factor,
+                default_consistency,
+            } => {
+                check_name(name)?;
+                if self.keyspaces.contains_key(name) {
+                    return Err(SchemaError::Exists(name.clone()));
+                }
+                if self.keyspaces.len() >= MAX_KEYSPACES {
+                    return Err(SchemaError::TooMany(self.keyspaces.len()));
+                }
+                let config = KeyspaceConfig {
+                    name: name.clone(),
+                    replication_factor: *replication_factor,
+                    default_consistency: *default_consistency,
+                    strategy: ReplicationStrategy::Leaderless,
+                };
+                check_settings(&config)?;
+                next.keyspaces.insert(
+                    name.clone(),
+                    KeyspaceDef {
+                        id: self.next_id,
+                        config,
+                    },
+                );
+                next.next_id = self.next_id + 1;
+            }
+            SchemaChange::Alter {
+                name,
+                replication_factor,
+                default_consistency,
+            } => {
+                let def = next
+                    .keyspaces
+                    .get_mut(name)
+                    .ok_or_else(|| SchemaError::Unknown(name.clone()))?;
+                if let Some(rf) = *replication_factor {
+                    let from = def.config.replication_factor;
+                    if rf.abs_diff(from) > 1 {
+                        return Err(SchemaError::ReplicationStep { from, to: rf });
+                    }
+                    def.config.replication_factor = rf;
+                }
+                if let Some(level) = *default_consistency {
+                    def.config.default_consistency = level;
+                }
+                check_settings(&def.config)?;
+            }
+            SchemaChange::Drop { name } => {
+                if name == crate::DEFAULT_KEYSPACE {
+                    return Err(SchemaError::DropDefault);
+                }
+                if next.keyspaces.remove(name).is_none() {
+                    return Err(SchemaError::Unknown(name.clone()));
+                }
+            }
+            SchemaChange::SetVoters(voters) => next.voters = voters.clone(),
+        }
+        Ok(next)
+    }
+}
+
+/// Checks a keyspace name: 1 to 48 ASCII letters, digits, `_` or `-`.
+pub fn check_name(name: &str) -> Result<(), SchemaError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_KEYSPACE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SchemaError::InvalidName(name.to_string()))
+    }
+}
+
+fn check_settings(cfg: &KeyspaceConfig) -> Result<(), SchemaError> {
+    if cfg.replication_factor == 0 {
+        return Err(SchemaError::ZeroReplication);
+    }
+    if cfg.default_consistency.required(cfg.replication_factor) > cfg.replication_factor {
+        return Err(SchemaError::Consistency {
+            level: cfg.default_consistency,
+            rf: cfg.replication_factor,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> Schema {
+        let mut ks = BTreeMap::new();
+        ks.insert("default".to_string(), KeyspaceConfig::default_keyspace(3));
+        Schema::seed(NodeId(1), &ks)
+    }
+
+    fn create(name: &str, rf: usize) -> SchemaChange {
+        SchemaChange::Create {
+            name: name.into(),
+            replication_factor: rf,
+            default_consistency: Consistency::Quorum,
+        }
+    }
+
+    #[test]
+    fn ids_are_never_reused_and_storage_names_follow_them() {
+        let s = seed();
+        let s = s.apply(&create("a", 3), NodeId(1)).unwrap();
+        let first = s.keyspace("a").unwrap().storage_name();
+        let s = s
+            .apply(&SchemaChange::Drop { name: "a".into() }, NodeId(1))
+            .unwrap();
+        let s = s.apply(&create("a", 3), NodeId(1)).unwrap();
+        let second = s.keyspace("a").unwrap().storage_name();
+        assert_ne!(first, second);
+        assert_eq!(s.version, 3);
+        assert_eq!(s.keyspace("default").unwrap().storage_name(), "default");
+        assert_eq!(s.by_storage_name(&second).unwrap().config.name, "a");
+        assert!(s.by_storage_name(&first).is_none());
+    }
+
+    #[test]
+    fn bad_changes_are_refused() {
+        let s = seed();
+        assert_eq!(
+            s.apply(&create("default", 3), NodeId(1)),
+            Err(SchemaError::Exists("default".into()))
+        );
+        assert!(matches!(
+            s.apply(&create("#1", 3), NodeId(1)),
+            Err(SchemaError::InvalidName(_))
+        ));
+        assert_eq!(
+            s.apply(&create("z", 0), NodeId(1)),
+            Err(SchemaError::ZeroReplication)
+        );
+        let step = SchemaChange::Alter {
+            name: "default".into(),
+            replication_factor: Some(5),
+            default_consistency: None,
+        };
+        assert_eq!(
+            s.apply(&step, NodeId(1)),
+            Err(SchemaError::ReplicationStep { from: 3, to: 5 })
+        );
+        assert_eq!(
+            s.apply(
+                &SchemaChange::Drop {
+                    name: "default".into()
+                },
+                NodeId(1)
+            ),
+            Err(SchemaError::DropDefault)
+        );
+        let all = SchemaChange::Alter {
+            name: "default".into(),
+            replication_factor: Some(2),
+            default_consistency: Some(Consistency::Three),
+        };
+        assert!(matches!(
+            s.apply(&all, NodeId(1)),
+            Err(SchemaError::Consistency { .. })
+        ));
+    }
+
+    #[test]
+    fn digests_tell_versions_apart() {
+        let s = seed();
+        let a = s.apply(&create("a", 3), NodeId(1)).unwrap();
+        let b = s.apply(&create("b", 3), NodeId(2)).unwrap();
+        assert_eq!(a.version, b.version);
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest(), a.clone().digest());
+    }
+}
