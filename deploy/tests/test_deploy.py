@@ -379,13 +379,20 @@ class Dockerfile(unittest.TestCase):
         user = re.search(r"^USER (\S+)", self.runtime, re.M).group(1)
         self.assertNotIn(user.split(":")[0], ("0", "root"))
         self.assertIn('VOLUME ["/var/lib/cassio"]', self.runtime)
-        self.assertIn("CASSIO_DATA_DIR=/var/lib/cassio", self.runtime)
+        self.assertIn("COPY deploy/docker/cassio.toml /etc/cassio/cassio.toml", self.runtime)
+        self.assertIn("ENV CASSIO_CONFIG=/etc/cassio/cassio.toml", self.runtime)
         hc = re.search(r"^HEALTHCHECK .*\n.*", self.runtime, re.M).group(0)
         self.assertIn("/health", hc)
         self.assertIn("COPY --from=builder /out/cassio /usr/local/bin/cassio", self.runtime)
-        # Every CASSIO_ setting the image sets is a real one.
+        # The default settings are real ones, with the data in the volume
+        # and the health check's port.
+        config = tomllib.loads((ROOT / "deploy" / "docker" / "cassio.toml").read_text())
+        self.assertFalse(set(config) - setting_names(), set(config) - setting_names())
+        self.assertEqual(config["data_dir"], "/var/lib/cassio")
+        self.assertTrue(config["http_addr"].endswith(":8080"))
+        self.assertIn("127.0.0.1:8080/health", hc)
         names = {n.lower() for n in re.findall(r"CASSIO_([A-Z_]+)=", self.runtime)}
-        self.assertFalse(names - setting_names(), names - setting_names())
+        self.assertEqual(names, {"config"})
 
 
 if __name__ == "__main__":
