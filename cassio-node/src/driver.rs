@@ -745,6 +745,7 @@ impl Running {
             cluster: self.cluster.clone(),
             members,
             state: format!("{:?}", m.status()),
+            ready: self.node.is_ready(),
             now_micros: wall_micros(),
             repair: self.repair_info(),
             hints: self.hint_info(),

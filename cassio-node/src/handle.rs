@@ -159,6 +159,13 @@ pub struct ClusterStatus {
     /// reads below ALL), `Leaving` or `Left`.
     #[serde(default)]
     pub state: String,
+    /// Whether the answering node coordinates client requests: its view of
+    /// the cluster has settled and, after a restart, it has heard from a
+    /// majority of the members it last knew (until then it answers
+    /// `joining`). `GET /ready` is 200 only when this is true and `state`
+    /// is `Normal`.
+    #[serde(default)]
+    pub ready: bool,
     /// The answering node's wall clock when it answered (micros), to read
     /// the timestamps below against.
     #[serde(default)]

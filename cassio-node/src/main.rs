@@ -51,150 +51,153 @@ enum Command {
 }
 
 /// Node settings. Each flag is also a key of the `--config` TOML file
-/// (with `_` for `-`); flags override the file.
+/// (with `_` for `-`) and an environment variable (`CASSIO_` and the key in
+/// capitals: `CASSIO_CONFIG`, `CASSIO_LISTEN`, `CASSIO_LEAVE_ON_EXIT=true`),
+/// for containers; flags and variables override the file, and every value
+/// goes through the same validation.
 #[derive(Args, Debug, Default)]
 struct StartArgs {
     /// TOML file with settings (keys as the flags, with underscores).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CONFIG")]
     config: Option<PathBuf>,
     /// Node id (default: under TLS, the id the certificate names; otherwise
     /// generated once; either way kept in the data dir).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_NODE_ID")]
     node_id: Option<String>,
     /// Cluster name [default: cassio].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CLUSTER")]
     cluster: Option<String>,
     /// Peer-to-peer listen address [default: 127.0.0.1:7000].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_LISTEN")]
     listen: Option<String>,
     /// Peer address announced to others [default: the listen address].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_ADVERTISE")]
     advertise: Option<String>,
     /// Seed nodes' peer addresses, comma-separated.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_SEEDS")]
     seeds: Option<String>,
     /// Data directory [default: ./cassio-data].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_DATA_DIR")]
     data_dir: Option<String>,
     /// Storage engine: native, rocksdb or sled [default: native].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_STORE")]
     store: Option<String>,
     /// Sync policy: always, never, periodic, periodic:MS [default: periodic (100 ms)].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_SYNC")]
     sync: Option<String>,
     /// Peer transport: tcp or quic [default: tcp].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TRANSPORT")]
     transport: Option<String>,
     /// Cluster CA certificate (PEM) for mutual TLS.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TLS_CA")]
     tls_ca: Option<String>,
     /// This node's certificate (PEM).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TLS_CERT")]
     tls_cert: Option<String>,
     /// This node's private key (PEM).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TLS_KEY")]
     tls_key: Option<String>,
     /// Allow plaintext TCP between peers off loopback (trusted networks only).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
     /// Replication factor of the default keyspace [default: 1].
-    #[arg(long, alias = "rf")]
+    #[arg(long, env = "CASSIO_REPLICATION_FACTOR", alias = "rf")]
     replication_factor: Option<String>,
     /// Default consistency: one, two, three, quorum, all [default: quorum].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CONSISTENCY")]
     consistency: Option<String>,
     /// Virtual nodes on the ring [default: 256].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_VNODES")]
     vnodes: Option<String>,
     /// Native client protocol address, or `off` [default: 127.0.0.1:7379].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CLIENT_ADDR")]
     client_addr: Option<String>,
     /// RESP (Redis protocol) address, or `off` [default: 127.0.0.1:6380].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_RESP_ADDR")]
     resp_addr: Option<String>,
     /// HTTP address, or `off` [default: 127.0.0.1:8080].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_HTTP_ADDR")]
     http_addr: Option<String>,
     /// Gossip interval; failure detection scales with it [default: 1000].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_GOSSIP_INTERVAL_MS")]
     gossip_interval_ms: Option<String>,
     /// Failure detector threshold [default: 8].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_PHI_THRESHOLD")]
     phi_threshold: Option<String>,
     /// How long a coordinator waits for replicas [default: 2000].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<String>,
     /// Threads running storage operations (sync policies other than always) [default: 2].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_STORAGE_THREADS")]
     storage_threads: Option<String>,
     /// Leave the ring (gossip `Left`) when stopped by SIGTERM or Ctrl-C.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_LEAVE_ON_EXIT")]
     leave_on_exit: bool,
     /// Take the place of this dead node (its id as `cassio status` shows
     /// it): start with an empty data dir and seeds; the dead node is taken
     /// off the ring once this one has synced. Only for the first start.
-    #[arg(long, value_name = "NODE_ID")]
+    #[arg(long, env = "CASSIO_REPLACE", value_name = "NODE_ID")]
     replace: Option<String>,
     /// Native store: if the commit log is damaged in the middle (valid records
     /// after the damage), cut it there and start, instead of refusing. RISK:
     /// every write after the damage is lost on this node, acknowledged ones
     /// included; repair it from replicas. Use once, after reading the error.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TRUNCATE_CORRUPT_LOG")]
     truncate_corrupt_log: bool,
     /// After a restart, coordinate at once instead of waiting to hear from a
     /// majority of the cluster this node last knew. RISK: with most of the
     /// ring unheard from, this node may acknowledge writes that later reads
     /// miss. Only when the other members are gone for good.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_START_WITHOUT_QUORUM")]
     start_without_quorum: bool,
     /// Log format: human or json [default: human].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_LOG_FORMAT")]
     log_format: Option<String>,
     /// Log filter, e.g. `info` or `cassio_node=debug` [default: info].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_LOG_LEVEL")]
     log_level: Option<String>,
     /// Open connections per client port (RESP, HTTP, native) [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_CONNECTIONS")]
     max_connections: Option<String>,
     /// Unanswered input one client connection may hold, e.g. 64MiB [default: 64MiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_QUERY_BUFFER_BYTES")]
     max_query_buffer_bytes: Option<String>,
     /// Unanswered input all connections of a port may hold [default: 1GiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_TOTAL_QUERY_BUFFER_BYTES")]
     max_total_query_buffer_bytes: Option<String>,
     /// Keys one MGET/MSET/DEL/EXISTS may name [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_KEYS_PER_COMMAND")]
     max_keys_per_command: Option<String>,
     /// Storage operations running at once; as many more may wait, then the
     /// node pushes back (answers Overloaded) [default: 1024].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_STORAGE_MAX_IN_FLIGHT")]
     storage_max_in_flight: Option<String>,
     /// Bytes of storage operations running at once [default: 256MiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_STORAGE_MAX_IN_FLIGHT_BYTES")]
     storage_max_in_flight_bytes: Option<String>,
     /// How long a delete's tombstone is kept at least, and how long a node
     /// may be down and still restart on its data; the same on every node
     /// [default: 10d].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_TOMBSTONE_GRACE")]
     tombstone_grace: Option<String>,
     /// Time between anti-entropy rounds [default: 10m].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_REPAIR_INTERVAL")]
     repair_interval: Option<String>,
     /// Bytes per second anti-entropy and hint delivery may send; 0 is
     /// unlimited [default: 16MiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_REPAIR_BYTES_PER_SEC")]
     repair_bytes_per_sec: Option<String>,
     /// No new hints for a replica down longer than this [default: 3h].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_HINT_WINDOW")]
     hint_window: Option<String>,
     /// Hint bytes kept for one down replica [default: 256MiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_HINT_BYTES_PER_NODE")]
     max_hint_bytes_per_node: Option<String>,
     /// Hint bytes kept for all down replicas together [default: 1GiB].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_MAX_HINT_BYTES")]
     max_hint_bytes: Option<String>,
     /// Keep no hints for down replicas (anti-entropy alone repairs them).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_NO_HINTS")]
     no_hints: bool,
 }
 
@@ -706,26 +709,37 @@ fn install_metrics() {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled: a signal that
+/// arrives between the ready line and the wait (a supervisor stopping a
+/// node it just saw start) must stop the node cleanly, not kill it with the
+/// signal's default action. A signal delivered before the wait is kept and
+/// ends it at once.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -733,12 +747,13 @@ async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
     let settings = args.settings()?;
     init_logs(settings.log_format, &settings.log_level)?;
     install_metrics();
+    let stop = stop_signal();
     let launched = launch(&settings).await?;
     println!("{}", launched.ready_line());
     let _ = std::io::stdout().flush();
     let mut left = launched.node.left_signal();
     tokio::select! {
-        () = stop_signal() => tracing::info!("stopping (signal received)"),
+        () = stop => tracing::info!("stopping (signal received)"),
         // `cassio decommission` ran: the node left the cluster, so the
         // process ends (with success) like a shutdown that left.
         true = async { left.wait_for(|&done| done).await.is_ok() } => {
@@ -799,6 +814,7 @@ async fn local_cluster(args: LocalClusterArgs) -> Result<ExitCode, Failure> {
     };
     init_logs(lf, &args.log_level)?;
     install_metrics();
+    let stop = stop_signal();
     let quic = args.transport.eq_ignore_ascii_case("quic");
     let certs = args.data_dir.join("certs");
     // Node i runs as node id i: the id its certificate names.
@@ -895,7 +911,7 @@ async fn local_cluster(args: LocalClusterArgs) -> Result<ExitCode, Failure> {
         );
     }
     let _ = std::io::stdout().flush();
-    stop_signal().await;
+    stop.await;
     tracing::info!("stopping the local cluster");
     let mut clean = true;
     for n in nodes {

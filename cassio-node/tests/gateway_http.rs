@@ -239,6 +239,59 @@ async fn every_error_code() {
     assert_eq!(body["status"], "down");
     let r = c.get(format!("{base}/status")).send().await.unwrap();
     json_error(r, StatusCode::SERVICE_UNAVAILABLE, "not_running").await;
+    let r = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["error"], "not_running");
+    srv.shutdown().await;
+}
+
+/// `/ready` is what a Kubernetes readiness probe or a load balancer asks:
+/// 200 only for a node that coordinates requests and is `Normal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_when_coordinating_and_normal() {
+    let fake = spawn_fake();
+    let srv = serve_http(fake.handle.clone()).await;
+    let base = format!("http://{}", srv.addr);
+    let c = client();
+    let r = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["state"], "Normal");
+    for (state, ready) in [
+        ("Syncing", true),
+        ("Joining", true),
+        ("Leaving", true),
+        ("Left", true),
+        // Normal but still waiting (a restart not yet heard from a
+        // majority, or a view that has not settled): answers `joining`.
+        ("Normal", false),
+    ] {
+        {
+            let mut st = fake.status.lock().unwrap();
+            st.state = state.into();
+            st.ready = ready;
+        }
+        let r = c.get(format!("{base}/ready")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{state} {ready}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], "not_ready");
+        assert_eq!(body["state"], state);
+        assert_eq!(body["ready"], ready);
+        // Liveness is another question: the node runs.
+        let r = c.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    fake.status.lock().unwrap().state = "Normal".into();
+    fake.status.lock().unwrap().ready = true;
+    let r = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     srv.shutdown().await;
 }
 

@@ -7,6 +7,7 @@
 //! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
 //! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
 //! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
+//! | `GET /ready` | 200 `{"status":"ready","state":"Normal"}` when the node coordinates requests (its view settled, a restart heard from a majority) and its state is `Normal`; otherwise 503 `{"status":"not_ready","state":...,"ready":...}` (`Joining`, `Syncing`, `Leaving`, waiting after a restart, stopped). For load balancers and Kubernetes readiness probes |
 //! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures, keyspaces, request rate and p99 per operation) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /admin/repair` | starts an anti-entropy round now; `?keyspace=K` limits it to one keyspace, `?node=IP:PORT` (a peer's listen address) to exchanges with one peer; 202 with `RepairStarted` as JSON |
@@ -76,6 +77,7 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
             get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
         )
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/metrics", get(render_metrics))
         .route("/admin/repair", post(admin_repair))
@@ -388,6 +390,31 @@ async fn health(State(gw): State<Gateway>) -> Response {
     }
 }
 
+/// Ready to take client traffic: coordinating requests and `Normal`. A
+/// `Syncing` node takes writes but is left out of reads, and a `Joining`
+/// or `Leaving` one is moving ranges, so none of them should be sent a
+/// load balancer's share of requests (nor count as up for a rolling
+/// upgrade to move on to the next node).
+async fn ready(State(gw): State<Gateway>) -> Response {
+    match gw.handle.status().await {
+        Ok(st) if st.ready && st.state == "Normal" => {
+            Json(json!({ "status": "ready", "state": st.state })).into_response()
+        }
+        Ok(st) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "state": st.state, "ready": st.ready })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "not_ready", "error": "not_running", "message": e.to_string() }),
+            ),
+        )
+            .into_response(),
+    }
+}
+
 async fn status(State(gw): State<Gateway>) -> Response {
     match gw.handle.status().await {
         Ok(st) => Json(st).into_response(),
@@ -550,7 +577,7 @@ async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route for {} (try /, /kv/{{key}}, /health, /status, /metrics, POST /admin/repair, POST /admin/decommission, POST /admin/remove?node=ID)",
+            "no route for {} (try /, /kv/{{key}}, /health, /ready, /status, /metrics, POST /admin/repair, POST /admin/decommission, POST /admin/remove?node=ID)",
             uri.path()
         ),
     )

@@ -55,6 +55,7 @@ pub fn status() -> ClusterStatus {
             repaired_through: 0,
         }],
         state: "Normal".into(),
+        ready: true,
         ..ClusterStatus::default()
     }
 }
