@@ -142,9 +142,8 @@ pub fn hash_secret(secret: &str) -> Result<String, argon2::password_hash::Error>
 /// Whether `hash` is a PHC string of an argon2 variant, with a reason when
 /// it is not.
 pub fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| {
-        format!("not a password hash ({e}); make one with `cassio hash-password`")
-    })?;
+    let parsed = PasswordHash::new(hash)
+        .map_err(|e| format!("not a password hash ({e}); make one with `cassio hash-password`"))?;
     match parsed.algorithm.as_str() {
         "argon2id" | "argon2i" | "argon2d" => Ok(()),
         other => Err(format!(
@@ -406,8 +405,12 @@ mod tests {
             .login("alice", "s3cret", Secret::Password, "test", "-")
             .await
             .is_ok());
-        let wrong = a.login("alice", "nope", Secret::Password, "test", "-").await;
-        let unknown = a.login("bob", "s3cret", Secret::Password, "test", "-").await;
+        let wrong = a
+            .login("alice", "nope", Secret::Password, "test", "-")
+            .await;
+        let unknown = a
+            .login("bob", "s3cret", Secret::Password, "test", "-")
+            .await;
         assert_eq!(wrong, Err(AuthError::Invalid));
         assert_eq!(unknown, Err(AuthError::Invalid));
         // No token configured: a token login fails even with the password.

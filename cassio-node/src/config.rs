@@ -395,7 +395,10 @@ fn users_setting(text: &str) -> Result<Vec<crate::auth::User>, ConfigError> {
                 "a user needs a password_hash or a token_hash (`cassio hash-password` makes them)",
             ));
         }
-        for (f, h) in [("password_hash", &e.password_hash), ("token_hash", &e.token_hash)] {
+        for (f, h) in [
+            ("password_hash", &e.password_hash),
+            ("token_hash", &e.token_hash),
+        ] {
             if let Some(h) = h {
                 check_hash(h).map_err(|reason| ConfigError::new(&field(f), h, reason))?;
             }

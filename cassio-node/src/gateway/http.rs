@@ -46,16 +46,15 @@
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
 use super::limits::{ConnectionSlots, GatewayLimits};
-use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret};
-use axum::extract::Request;
-use axum::middleware::Next;
-use std::sync::Arc;
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret};
 use crate::handle::{NodeHandle, RepairRequest, RequestError, RingOpError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,6 +64,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::future::IntoFuture;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -498,6 +498,7 @@ fn request_error(e: &RequestError) -> Response {
         },
         RequestError::NotRunning => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
         RequestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        RequestError::Unauthorized(_) => (StatusCode::FORBIDDEN, "forbidden"),
     };
     error(status, code, e)
 }

@@ -142,10 +142,7 @@ impl ConnectionSlots {
 /// unread input makes the kernel send a reset, which can discard the reply
 /// before the client reads it. So: send FIN, then discard input until the
 /// client closes, within bounds of time and bytes.
-pub(crate) async fn write_and_linger<S: AsyncRead + AsyncWrite + Unpin>(
-    mut sock: S,
-    reply: &[u8],
-) {
+pub(crate) async fn write_and_linger<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, reply: &[u8]) {
     let _ = tokio::time::timeout(REFUSAL_LINGER, sock.write_all(reply)).await;
     linger(&mut sock).await;
 }

@@ -72,7 +72,14 @@ pub async fn serve_resp_with(
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
 ) -> std::io::Result<()> {
-    resp::serve(listener, handle, shutdown, limits, ClientSecurity::default()).await
+    resp::serve(
+        listener,
+        handle,
+        shutdown,
+        limits,
+        ClientSecurity::default(),
+    )
+    .await
 }
 
 /// [`serve_resp_with`] with users and TLS ([`crate::auth`]).
@@ -110,7 +117,14 @@ pub async fn serve_http_with(
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
 ) -> std::io::Result<()> {
-    http::serve(listener, handle, shutdown, limits, ClientSecurity::default()).await
+    http::serve(
+        listener,
+        handle,
+        shutdown,
+        limits,
+        ClientSecurity::default(),
+    )
+    .await
 }
 
 /// [`serve_http_with`] with users and TLS ([`crate::auth`]).
@@ -167,6 +181,7 @@ pub(crate) fn result_index(res: &Result<ClientResponse, RequestError>) -> usize 
         },
         Err(RequestError::NotRunning) => 5,
         Err(RequestError::BadRequest(_)) => 4,
+        Err(RequestError::Unauthorized(_)) => 6,
     }
 }
 

@@ -62,10 +62,10 @@
 //! to the same key are submitted in order and so get increasing timestamps.
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
-use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret, User};
 use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret, User};
 use crate::handle::{NodeHandle, RequestError};
 use bytes::{Bytes, BytesMut};
 use cassio_core::{ClientError, ClientRequest, ClientResponse, Consistency};
@@ -526,7 +526,13 @@ async fn run_batch(
         if let Some(login) = login_request(&cmd, conn) {
             // A login changes what the commands after it may do: the ones
             // before it run first, with the rights they were planned with.
-            run_plans(handle, std::mem::take(&mut plans), std::mem::take(&mut protos), out).await;
+            run_plans(
+                handle,
+                std::mem::take(&mut plans),
+                std::mem::take(&mut protos),
+                out,
+            )
+            .await;
             let reply = run_login(conn, &cmd, login).await;
             reply.encode(out, conn.proto);
             continue;
@@ -568,11 +574,7 @@ fn login_request(cmd: &[Bytes], conn: &Conn) -> Option<Result<(Bytes, Bytes), Re
 }
 
 /// Checks a login and, for `HELLO`, answers the rest of it.
-async fn run_login(
-    conn: &mut Conn,
-    cmd: &[Bytes],
-    login: Result<(Bytes, Bytes), Reply>,
-) -> Reply {
+async fn run_login(conn: &mut Conn, cmd: &[Bytes], login: Result<(Bytes, Bytes), Reply>) -> Reply {
     let (user, pass) = match login {
         Ok(l) => l,
         Err(r) => return r,
@@ -648,12 +650,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
 }
 
 /// Runs planned commands and encodes their replies in order.
-async fn run_plans(
-    handle: &NodeHandle,
-    plans: Vec<Plan>,
-    protos: Vec<Proto>,
-    out: &mut BytesMut,
-) {
+async fn run_plans(handle: &NodeHandle, plans: Vec<Plan>, protos: Vec<Proto>, out: &mut BytesMut) {
     if plans.is_empty() {
         return;
     }
