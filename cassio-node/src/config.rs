@@ -1356,6 +1356,112 @@ mod tests {
         assert_eq!(e.field, "tls_cert");
     }
 
+    /// A `[[users]]` file with one user (and `extra` lines in its table).
+    fn users_file(extra: &str) -> String {
+        let h = crate::auth::hash_secret("pw").unwrap_or_default();
+        format!("[[users]]\nname = \"alice\"\npassword_hash = \"{h}\"\n{extra}\n")
+    }
+
+    #[test]
+    fn users_parse_with_access_and_keyspaces() {
+        use crate::auth::Access;
+        let text = users_file(
+            "access = \"read-write\"\nadmin = true\nkeyspaces = { default = \"read-only\", logs = \"none\" }",
+        );
+        let s = Settings::from_raw(&RawSettings::from_toml_str(&text).unwrap()).unwrap();
+        assert_eq!(s.users.len(), 1);
+        let u = &s.users[0];
+        assert_eq!(
+            (u.name.as_str(), u.access, u.admin),
+            ("alice", Access::ReadWrite, true)
+        );
+        assert_eq!(u.access_to("default"), Access::ReadOnly);
+        assert_eq!(u.access_to("logs"), Access::None);
+        assert_eq!(u.access_to("other"), Access::ReadWrite);
+        // Access defaults to read-only.
+        let s = Settings::from_raw(&RawSettings::from_toml_str(&users_file("")).unwrap()).unwrap();
+        assert_eq!(s.users[0].access, Access::ReadOnly);
+    }
+
+    #[test]
+    fn bad_users_are_refused_naming_the_field() {
+        let cases = [
+            (users_file("access = \"sometimes\""), "users[0].access"),
+            (
+                users_file("keyspaces = { default = \"all\" }"),
+                "users[0].keyspaces.default",
+            ),
+            (users_file("colour = \"blue\""), "users"),
+            (
+                "[[users]]\nname = \"a:b\"\npassword_hash = \"x\"\n".to_string(),
+                "users[0].name",
+            ),
+            (
+                "[[users]]\nname = \"bob\"\n".to_string(),
+                "users[0].password_hash",
+            ),
+            (
+                "[[users]]\nname = \"bob\"\npassword_hash = \"plain\"\n".to_string(),
+                "users[0].password_hash",
+            ),
+            (
+                format!("{}{}", users_file(""), users_file("")),
+                "users[1].name",
+            ),
+        ];
+        for (text, field) in cases {
+            let raw = RawSettings::from_toml_str(&text).unwrap();
+            let e = Settings::from_raw(&raw).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        let e = Settings::from_raw(&raw(&[("client_tls_cert", "/nonexistent")])).unwrap_err();
+        assert_eq!(e.field, "client_tls_key");
+        let e = Settings::from_raw(&raw(&[
+            ("client_tls_cert", "/nonexistent"),
+            ("client_tls_key", "/nonexistent"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("client_tls_cert", "no such file")
+        );
+    }
+
+    #[test]
+    fn client_ports_off_loopback_need_users_or_an_explicit_choice() {
+        for field in ["client_addr", "resp_addr", "http_addr"] {
+            let e = Settings::from_raw(&raw(&[(field, "0.0.0.0:1234")])).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.reason.contains("insecure_no_auth"), "{e}");
+            let s = Settings::from_raw(&raw(&[
+                (field, "0.0.0.0:1234"),
+                ("insecure_no_auth", "true"),
+            ]));
+            assert!(s.is_ok_and(|s| s.insecure_no_auth));
+        }
+        let mut with_users = RawSettings::from_toml_str(&users_file("")).unwrap();
+        with_users.set("resp_addr", "0.0.0.0:1234");
+        assert!(Settings::from_raw(&with_users).is_ok());
+    }
+
+    #[test]
+    fn idle_timeout_parses_and_zero_turns_it_off() {
+        let d = crate::gateway::limits::DEFAULT_IDLE_TIMEOUT;
+        assert_eq!(
+            Settings::from_raw(&raw(&[]))
+                .unwrap()
+                .gateway_limits
+                .idle_timeout,
+            d
+        );
+        let s = Settings::from_raw(&raw(&[("idle_timeout", "90s")])).unwrap();
+        assert_eq!(s.gateway_limits.idle_timeout, Some(Duration::from_secs(90)));
+        let s = Settings::from_raw(&raw(&[("idle_timeout", "0")])).unwrap();
+        assert_eq!(s.gateway_limits.idle_timeout, None);
+        let e = Settings::from_raw(&raw(&[("idle_timeout", "soon")])).unwrap_err();
+        assert_eq!(e.field, "idle_timeout");
+    }
+
     #[test]
     fn overload_caps_parse_with_units_and_refuse_zero() {
         let s = Settings::from_raw(&RawSettings::default()).unwrap();

@@ -180,7 +180,10 @@ access = "read-only"
     let mut plain = Command::new(tool("redis-cli"));
     plain.args(["-h", "127.0.0.1", "-p", &resp.to_string(), "PING"]);
     let plain = text(&run(plain, b""));
-    assert!(!plain.contains("PONG") && !plain.contains("NOAUTH"), "{plain}");
+    assert!(
+        !plain.contains("PONG") && !plain.contains("NOAUTH"),
+        "{plain}"
+    );
 
     // curl over TLS: Basic, Bearer, a wrong password.
     let url = format!("https://127.0.0.1:{}/kv/k", http.port());
@@ -189,12 +192,20 @@ access = "read-only"
         ("200".into(), "v".into())
     );
     assert_eq!(
-        curl(&ca, &url, &["-H", "Authorization: Bearer alice:alice-token"]),
+        curl(
+            &ca,
+            &url,
+            &["-H", "Authorization: Bearer alice:alice-token"]
+        ),
         ("200".into(), "v".into())
     );
     let (code, body) = curl(&ca, &url, &["-u", "alice:bad"]);
     assert_eq!(code, "401", "{body}");
-    let (code, _) = curl(&ca, &url, &["-u", "reader:reader-pw", "-X", "PUT", "-d", "w"]);
+    let (code, _) = curl(
+        &ca,
+        &url,
+        &["-u", "reader:reader-pw", "-X", "PUT", "-d", "w"],
+    );
     assert_eq!(code, "403");
     let health = format!("https://127.0.0.1:{}/health", http.port());
     assert_eq!(curl(&ca, &health, &[]).0, "200");
@@ -224,7 +235,11 @@ access = "read-only"
     anon.args(&tls_args).env_remove("CASSIO_USER");
     let out = run(anon, b"");
     assert!(!out.status.success());
-    assert!(text(&out).contains("authentication required"), "{}", text(&out));
+    assert!(
+        text(&out).contains("authentication required"),
+        "{}",
+        text(&out)
+    );
 
     let status = node.terminate_within(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
