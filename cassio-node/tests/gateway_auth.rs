@@ -543,3 +543,134 @@ async fn resp_without_users_refuses_auth_and_serves_everyone() {
     assert_eq!(read_some(&mut s).await, "+OK\r\n");
     served.shutdown().await;
 }
+
+/// A development CA and a client-port certificate in `dir`: the acceptor
+/// for the gateways and a connector trusting the CA.
+fn tls_pair(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+    use cassio_transport_tcp::tls::{generate_cert_without_node_id, generate_dev_ca, read_certs};
+    let ca = generate_dev_ca(dir, "test").unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = generate_cert_without_node_id(&ca, dir, "client", &names).unwrap();
+    let acceptor = cassio_node::auth::tls_acceptor(&cert.cert, &cert.key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(&ca.cert).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(cassio_transport_tcp::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        acceptor,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+    )
+}
+
+async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn tls_read_to_end(s: &mut tokio_rustls::client::TlsStream<TcpStream>) -> String {
+    let mut got = Vec::new();
+    // A close without close_notify is an error; what arrived still counts.
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn max_clients_over_tls_is_answered_in_tls_on_every_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (acceptor, connector) = tls_pair(tmp.path());
+    let security = ClientSecurity {
+        auth: Some(Authenticator::new(users())),
+        tls: Some(acceptor),
+    };
+    let limits = GatewayLimits {
+        max_connections: 1,
+        ..GatewayLimits::default()
+    };
+    let fake = spawn_fake();
+    let mut stops = Vec::new();
+    let mut addrs = Vec::new();
+    for port in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let (stop, rx) = watch::channel(false);
+        let (h, sec) = (fake.handle.clone(), security.clone());
+        let task = tokio::spawn(async move {
+            match port {
+                0 => cassio_node::gateway::serve_resp_secured(listener, h, rx, limits, sec)
+                    .await
+                    .unwrap(),
+                1 => cassio_node::gateway::serve_http_secured(listener, h, rx, limits, sec)
+                    .await
+                    .unwrap(),
+                _ => cassio_node::server::serve_client_secured(listener, h, rx, limits, sec).await,
+            }
+        });
+        stops.push((stop, task));
+    }
+    let (resp, http, native) = (addrs[0], addrs[1], addrs[2]);
+
+    // RESP: the first client logs in over TLS; the second is told, in TLS.
+    let mut first = tls_connect(&connector, resp).await;
+    first
+        .write_all(&frame(&["AUTH", "alice", "alice-pw"]))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, first.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"+OK\r\n");
+    let mut second = tls_connect(&connector, resp).await;
+    assert_eq!(
+        tls_read_to_end(&mut second).await,
+        "-ERR max number of clients reached\r\n"
+    );
+
+    // HTTP: one connection held open, the next answered 503.
+    let _held = tls_connect(&connector, http).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = tls_connect(&connector, http).await;
+    let text = tls_read_to_end(&mut refused).await;
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too_many_connections"),
+        "{text}"
+    );
+
+    // Native: the Rust client over TLS; a second one is refused Overloaded.
+    let tls = cassio_node::client::ClientTls::from_ca_file(&tmp.path().join("ca.pem"), "127.0.0.1")
+        .unwrap();
+    let cfg = ClientConfig {
+        tls: Some(tls),
+        ..native_config(Some(("alice", "alice-pw")))
+    };
+    let one = Client::connect_with(&[native], cfg.clone()).await.unwrap();
+    one.set("k", "v", None).await.unwrap();
+    let e = Client::connect_with(&[native], cfg).await.unwrap_err();
+    assert!(
+        matches!(e.client_error(), Some(cassio_core::ClientError::Overloaded)),
+        "{e}"
+    );
+    assert_eq!(
+        one.get("k", None).await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    for (stop, task) in stops {
+        let _ = stop.send(true);
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    }
+}
