@@ -188,7 +188,7 @@ impl FailureLog {
                 since_secs = since,
                 protocol,
                 peer,
-                last_user = user,
+                last_user = ?user.chars().take(64).collect::<String>(),
                 "client authentication failures"
             );
             *st = (0, Some(Instant::now()));

@@ -1,7 +1,7 @@
 //! The RESP gateway: Cassio behind the Redis protocol, so `redis-cli`,
 //! `redis-benchmark` and Redis client libraries work unchanged.
 //!
-//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO INFO
+//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO AUTH INFO
 //! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
 //!
 //! Protocols: a connection starts in RESP2; `HELLO 3` switches it to RESP3
@@ -1006,6 +1006,14 @@ const COMMANDS: &[CommandSpec] = &[
     ("echo", 2, &["fast", "stale"], 0, 0, 0),
     ("quit", -1, &["fast", "stale"], 0, 0, 0),
     ("hello", -1, &["fast", "stale", "noauth"], 0, 0, 0),
+    (
+        "auth",
+        -2,
+        &["fast", "stale", "noauth", "noscript", "loading"],
+        0,
+        0,
+        0,
+    ),
     ("info", -1, &["stale"], 0, 0, 0),
     ("command", -1, &["stale"], 0, 0, 0),
     ("client", -2, &["stale"], 0, 0, 0),
