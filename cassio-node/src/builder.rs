@@ -72,6 +72,7 @@ pub struct NodeBuilder {
     state_file: Option<NodeStateFile>,
     storage_limits: StorageLimits,
     client_limits: GatewayLimits,
+    client_security: crate::auth::ClientSecurity,
 }
 
 impl NodeBuilder {
@@ -91,6 +92,7 @@ impl NodeBuilder {
             state_file: None,
             storage_limits: StorageLimits::default(),
             client_limits: GatewayLimits::default(),
+            client_security: crate::auth::ClientSecurity::default(),
         }
     }
 
@@ -278,6 +280,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Users and TLS of the native client port ([`crate::auth`]).
+    pub fn client_security(mut self, security: crate::auth::ClientSecurity) -> Self {
+        self.client_security = security;
+        self
+    }
+
     /// Starts the driver (and the client server, if asked for).
     pub async fn start(self) -> Result<RunningNode, BuildError> {
         let transport = self.transport.ok_or(BuildError::NoTransport)?;
@@ -343,11 +351,12 @@ impl NodeBuilder {
         };
         let driver_task = tokio::spawn(driver.run());
         let client_task = client_listener.map(|l| {
-            tokio::spawn(crate::server::serve_client_with(
+            tokio::spawn(crate::server::serve_client_secured(
                 l,
                 handle.clone(),
                 stop_rx.clone(),
                 self.client_limits,
+                self.client_security.clone(),
             ))
         });
         tracing::info!(node = %self.id, peer = %peer_addr, generation, "node started");

@@ -111,6 +111,27 @@ pub(crate) fn base_url(http: &str) -> String {
 }
 
 /// The answer's `message` if it is one of the node's JSON errors.
+/// The admin commands' HTTP client: calls bounded by [`CALL_TIMEOUT`], and
+/// on a node with users, Basic credentials from `CASSIO_USER` and
+/// `CASSIO_PASSWORD` (the admin routes need a user with `admin = true`).
+pub(crate) fn http_client_builder() -> anyhow::Result<reqwest::ClientBuilder> {
+    use base64::Engine;
+    let builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
+    let (Ok(user), Ok(password)) = (
+        std::env::var("CASSIO_USER"),
+        std::env::var("CASSIO_PASSWORD"),
+    ) else {
+        return Ok(builder);
+    };
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+        .context("CASSIO_USER or CASSIO_PASSWORD cannot be sent in an HTTP header")?;
+    value.set_sensitive(true);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(builder.default_headers(headers))
+}
+
 pub(crate) async fn error_text(resp: reqwest::Response) -> String {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
@@ -161,8 +182,7 @@ pub(crate) async fn run(a: super::RepairArgs) -> Result<ExitCode, Failure> {
         }
     }
     let base = base_url(&a.http);
-    let client = reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
+    let client = http_client_builder()?
         .build()
         .context("cannot build the HTTP client")?;
     let started_at = Instant::now();

@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 /// How often the node's status is read.
 const POLL: Duration = Duration::from_millis(500);
-/// One HTTP call, at most.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The node may miss polls for this long (a busy moment) before the CLI
 /// gives up on it.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
@@ -73,8 +71,7 @@ fn timeout(text: &str) -> Result<Duration, Failure> {
 }
 
 fn http_client() -> Result<reqwest::Client, Failure> {
-    Ok(reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
+    Ok(crate::cli_repair::http_client_builder()?
         .build()
         .context("cannot build the HTTP client")?)
 }

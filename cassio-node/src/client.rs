@@ -18,15 +18,21 @@
 //! node that is stopping, `Overloaded`, or still `Joining` (its view of the
 //! ring has not settled): the next node is asked, and if every node says so, that error
 //! is returned.
+//!
+//! On a node with users, [`ClientConfig::credentials`] logs every new
+//! connection in before its first request; with [`ClientConfig::tls`] the
+//! client speaks TLS and checks the node's certificate against a CA. A
+//! connection the node closed while it sat unused (its `idle_timeout`) is
+//! replaced once, silently, before the node counts as failed.
 
 use crate::handle::{ClusterStatus, RequestError};
 use crate::proto::{self, ProtoError, Reply, Request, RequestOp, Response};
 use bytes::Bytes;
 use cassio_core::{ClientError, Consistency, Timestamp};
 use core::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// Why a client call failed.
@@ -47,6 +53,12 @@ pub enum Error {
     /// The cluster answered with an error.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The TLS settings could not be used.
+    #[error("client TLS: {detail}")]
+    Tls {
+        /// What was wrong.
+        detail: String,
+    },
     /// The node answered something this client does not expect.
     #[error("unexpected answer from {addr}: {detail}")]
     Protocol {
@@ -75,6 +87,71 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long connecting to one node may take.
     pub connect_timeout: Duration,
+    /// User and password sent on every new connection (nodes with users).
+    pub credentials: Option<Credentials>,
+    /// TLS to the nodes' client ports (`None`: plaintext).
+    pub tls: Option<ClientTls>,
+}
+
+/// A user name and password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the client speaks TLS: the CAs it trusts and the name it expects in
+/// the nodes' certificates.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates in the PEM file `ca`, and expects
+    /// `server_name` (a DNS name or an IP address) in node certificates.
+    pub fn from_ca_file(ca: &std::path::Path, server_name: &str) -> Result<ClientTls, Error> {
+        let bad = |detail: String| Error::Tls { detail };
+        let certs = cassio_transport_tcp::tls::read_certs(ca).map_err(|e| bad(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| bad(format!("{}: {e}", ca.display())))?;
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(cassio_transport_tcp::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| bad(format!("server name {server_name:?}: {e}")))?;
+        Ok(ClientTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
 }
 
 impl Default for ClientConfig {
@@ -82,14 +159,20 @@ impl Default for ClientConfig {
         ClientConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            credentials: None,
+            tls: None,
         }
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 struct Conn {
     addr: SocketAddr,
-    rd: BufReader<OwnedReadHalf>,
-    wr: BufWriter<OwnedWriteHalf>,
+    rd: BufReader<ReadHalf<Box<dyn Stream>>>,
+    wr: BufWriter<WriteHalf<Box<dyn Stream>>>,
 }
 
 struct State {
@@ -116,6 +199,9 @@ impl std::fmt::Debug for Client {
 
 /// A connection-level failure: worth trying another node.
 struct Failover(String);
+
+/// How a [`Failover`] for a request that got no answer in time begins.
+const NO_ANSWER: &str = "no answer within";
 
 impl Client {
     /// Connects to the first reachable node of `addrs` with default settings.
@@ -272,20 +358,83 @@ impl Client {
         id: u64,
         op: RequestOp,
     ) -> Result<Result<Reply, RequestError>, Failover> {
-        if st.conn.as_ref().is_none_or(|c| c.addr != addr) {
-            let stream =
-                tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| Failover("connect timed out".into()))?
-                    .map_err(|e| Failover(format!("connect: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            let (rd, wr) = stream.into_split();
-            st.conn = Some(Conn {
-                addr,
-                rd: BufReader::new(rd),
-                wr: BufWriter::new(wr),
-            });
+        let reused = st.conn.as_ref().is_some_and(|c| c.addr == addr);
+        if reused {
+            match self.exchange(st, id, op.clone()).await {
+                Ok(r) => return Ok(r),
+                // A node that is slow to answer would be as slow again.
+                Err(Failover(reason)) if reason.starts_with(NO_ANSWER) => {
+                    return Err(Failover(reason))
+                }
+                // The node may have closed it while it sat unused (its
+                // idle timeout): one fresh connection before giving up.
+                Err(Failover(reason)) => {
+                    tracing::debug!(node = %addr, %reason, "reused connection failed: reconnecting");
+                    st.conn = None;
+                }
+            }
         }
+        st.conn = Some(self.open(addr).await?);
+        if let Some(c) = &self.config.credentials {
+            let login = RequestOp::Auth {
+                user: c.user.clone(),
+                password: c.password.clone(),
+            };
+            let login_id = st.next_id;
+            st.next_id += 1;
+            match self.exchange(st, login_id, login).await? {
+                Ok(Reply::Authenticated) => {}
+                Ok(other) => {
+                    st.conn = None;
+                    return Err(Failover(format!(
+                        "unexpected answer to the login: {other:?}"
+                    )));
+                }
+                Err(e) => {
+                    st.conn = None;
+                    return Ok(Err(e));
+                }
+            }
+        }
+        self.exchange(st, id, op).await
+    }
+
+    /// A new connection to `addr` (TLS when configured).
+    async fn open(&self, addr: SocketAddr) -> Result<Conn, Failover> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| Failover(format!("connect: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let stream: Box<dyn Stream> = match &self.config.tls {
+                None => Box::new(tcp),
+                Some(tls) => Box::new(
+                    tls.connector
+                        .connect(tls.server_name.clone(), tcp)
+                        .await
+                        .map_err(|e| Failover(format!("TLS handshake: {e}")))?,
+                ),
+            };
+            Ok(stream)
+        };
+        let stream = tokio::time::timeout(self.config.connect_timeout, connect)
+            .await
+            .map_err(|_| Failover("connect timed out".into()))??;
+        let (rd, wr) = tokio::io::split(stream);
+        Ok(Conn {
+            addr,
+            rd: BufReader::new(rd),
+            wr: BufWriter::new(wr),
+        })
+    }
+
+    /// Sends one request on the current connection and waits for its answer.
+    async fn exchange(
+        &self,
+        st: &mut State,
+        id: u64,
+        op: RequestOp,
+    ) -> Result<Result<Reply, RequestError>, Failover> {
         let Some(conn) = st.conn.as_mut() else {
             return Err(Failover("not connected".into()));
         };
@@ -310,7 +459,7 @@ impl Client {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(Failover(e.to_string())),
             Err(_) => Err(Failover(format!(
-                "no answer within {:?}",
+                "{NO_ANSWER} {:?}",
                 self.config.request_timeout
             ))),
         }

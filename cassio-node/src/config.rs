@@ -85,6 +85,13 @@ pub const FIELDS: &[&str] = &[
     "max_hint_bytes_per_node",
     "max_hint_bytes",
     "no_hints",
+    // Client ports: users, TLS, idle connections (see docs/operations.md,
+    // "Users, TLS and limits on client ports").
+    "users",
+    "client_tls_cert",
+    "client_tls_key",
+    "insecure_no_auth",
+    "idle_timeout",
 ];
 
 /// Settings as given (strings), before parsing; later layers override.
@@ -142,6 +149,14 @@ impl RawSettings {
                     value.to_string(),
                     "unknown setting (see `cassio start --help`)",
                 ));
+            }
+            if key == "users" {
+                // An array of tables: kept as TOML text, parsed (and
+                // validated) by `Settings::from_raw`.
+                let mut doc = toml::Table::new();
+                doc.insert(key.clone(), value);
+                raw.set(&key, doc.to_string());
+                continue;
             }
             let s = match value {
                 toml::Value::String(s) => s,
@@ -305,6 +320,118 @@ pub struct Settings {
     /// Hinted handoff: the core's defaults with the window and caps from
     /// the settings.
     pub hints: cassio_core::hints::HintConfig,
+    /// Users of the client ports (`[[users]]`); empty: no authentication.
+    pub users: Vec<crate::auth::User>,
+    /// TLS certificate and key (PEM) of the client ports; `None`: plaintext.
+    pub client_tls: Option<ClientTlsFiles>,
+    /// Client ports off loopback without users were asked for explicitly.
+    pub insecure_no_auth: bool,
+}
+
+/// The certificate and key every client port (RESP, HTTP, native) serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// One `[[users]]` table as written in the file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: Option<String>,
+    token_hash: Option<String>,
+    access: Option<String>,
+    #[serde(default)]
+    keyspaces: BTreeMap<String, String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// The `users` setting: `[[users]]` tables, as TOML text.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersDoc {
+    users: Vec<UserEntry>,
+}
+
+/// Parses and validates the `[[users]]` tables (names, hashes, access).
+fn users_setting(text: &str) -> Result<Vec<crate::auth::User>, ConfigError> {
+    use crate::auth::{check_hash, Access, User};
+    let doc: UsersDoc = toml::from_str(text).map_err(|e| {
+        ConfigError::new(
+            "users",
+            "",
+            format!(
+                "expected [[users]] tables with name, password_hash, token_hash, access, keyspaces, admin: {}",
+                e.message().replace('\n', " ")
+            ),
+        )
+    })?;
+    let mut users: Vec<User> = Vec::with_capacity(doc.users.len());
+    for (i, e) in doc.users.into_iter().enumerate() {
+        let field = |f: &str| format!("users[{i}].{f}");
+        if e.name.is_empty()
+            || e.name.len() > 64
+            || e.name.contains(':')
+            || e.name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::new(
+                &field("name"),
+                &e.name,
+                "must be 1 to 64 bytes without ':', spaces or control characters",
+            ));
+        }
+        if users.iter().any(|u| u.name == e.name) {
+            return Err(ConfigError::new(&field("name"), &e.name, "listed twice"));
+        }
+        if e.password_hash.is_none() && e.token_hash.is_none() {
+            return Err(ConfigError::new(
+                &field("password_hash"),
+                "",
+                "a user needs a password_hash or a token_hash (`cassio hash-password` makes them)",
+            ));
+        }
+        for (f, h) in [
+            ("password_hash", &e.password_hash),
+            ("token_hash", &e.token_hash),
+        ] {
+            if let Some(h) = h {
+                check_hash(h).map_err(|reason| ConfigError::new(&field(f), h, reason))?;
+            }
+        }
+        let level = |f: &str, v: &str| {
+            Access::parse(v)
+                .ok_or_else(|| ConfigError::new(f, v, "expected read-write, read-only or none"))
+        };
+        let access = match &e.access {
+            Some(v) => level(&field("access"), v)?,
+            None => Access::ReadOnly,
+        };
+        let mut keyspaces = BTreeMap::new();
+        for (ks, v) in &e.keyspaces {
+            if ks.is_empty() {
+                return Err(ConfigError::new(
+                    &field("keyspaces"),
+                    v,
+                    "a keyspace name must not be empty",
+                ));
+            }
+            keyspaces.insert(ks.clone(), level(&field(&format!("keyspaces.{ks}")), v)?);
+        }
+        users.push(User {
+            name: e.name,
+            password_hash: e.password_hash,
+            token_hash: e.token_hash,
+            access,
+            keyspaces,
+            admin: e.admin,
+        });
+    }
+    Ok(users)
 }
 
 /// Default peer port.
@@ -916,8 +1043,61 @@ impl Settings {
                     1,
                     false,
                 )?,
+                idle_timeout: match raw.get("idle_timeout") {
+                    None => DEFAULT_IDLE_TIMEOUT,
+                    Some("0" | "off" | "none") => None,
+                    Some(v) => Some(duration("idle_timeout", v)?).filter(|d| !d.is_zero()),
+                },
             }
         };
+        let users = match raw.get("users") {
+            Some(text) => users_setting(text)?,
+            None => Vec::new(),
+        };
+        let client_tls = match (raw.get("client_tls_cert"), raw.get("client_tls_key")) {
+            (Some(cert), Some(key)) => {
+                for (field, v) in [("client_tls_cert", cert), ("client_tls_key", key)] {
+                    if !Path::new(v).is_file() {
+                        return Err(ConfigError::new(field, v, "no such file"));
+                    }
+                }
+                Some(ClientTlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "client_tls_key",
+                    "",
+                    "client_tls_cert and client_tls_key must be given together",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "client_tls_cert",
+                    "",
+                    "client_tls_cert and client_tls_key must be given together",
+                ))
+            }
+        };
+        let insecure_no_auth = boolean("insecure_no_auth", &get("insecure_no_auth", "false"))?;
+        if users.is_empty() && !insecure_no_auth {
+            for (field, a) in [
+                ("client_addr", client_addr),
+                ("resp_addr", resp_addr),
+                ("http_addr", http_addr),
+            ] {
+                if let Some(a) = a.filter(|a| !a.ip().is_loopback()) {
+                    return Err(ConfigError::new(
+                        field,
+                        a.to_string(),
+                        "a client port off loopback needs users ([[users]] in the config file) or an explicit insecure_no_auth = true (--insecure-no-auth)",
+                    ));
+                }
+            }
+        }
         let storage_limits = crate::driver::StorageLimits {
             max_in_flight: at_least(
                 raw,
@@ -968,6 +1148,9 @@ impl Settings {
             tombstone_grace,
             repair,
             hints,
+            users,
+            client_tls,
+            insecure_no_auth,
         })
     }
 }
@@ -1171,6 +1354,112 @@ mod tests {
         assert_eq!(e.field, "transport");
         let e = Settings::from_raw(&raw(&[("tls_ca", "/nonexistent")])).unwrap_err();
         assert_eq!(e.field, "tls_cert");
+    }
+
+    /// A `[[users]]` file with one user (and `extra` lines in its table).
+    fn users_file(extra: &str) -> String {
+        let h = crate::auth::hash_secret("pw").unwrap_or_default();
+        format!("[[users]]\nname = \"alice\"\npassword_hash = \"{h}\"\n{extra}\n")
+    }
+
+    #[test]
+    fn users_parse_with_access_and_keyspaces() {
+        use crate::auth::Access;
+        let text = users_file(
+            "access = \"read-write\"\nadmin = true\nkeyspaces = { default = \"read-only\", logs = \"none\" }",
+        );
+        let s = Settings::from_raw(&RawSettings::from_toml_str(&text).unwrap()).unwrap();
+        assert_eq!(s.users.len(), 1);
+        let u = &s.users[0];
+        assert_eq!(
+            (u.name.as_str(), u.access, u.admin),
+            ("alice", Access::ReadWrite, true)
+        );
+        assert_eq!(u.access_to("default"), Access::ReadOnly);
+        assert_eq!(u.access_to("logs"), Access::None);
+        assert_eq!(u.access_to("other"), Access::ReadWrite);
+        // Access defaults to read-only.
+        let s = Settings::from_raw(&RawSettings::from_toml_str(&users_file("")).unwrap()).unwrap();
+        assert_eq!(s.users[0].access, Access::ReadOnly);
+    }
+
+    #[test]
+    fn bad_users_are_refused_naming_the_field() {
+        let cases = [
+            (users_file("access = \"sometimes\""), "users[0].access"),
+            (
+                users_file("keyspaces = { default = \"all\" }"),
+                "users[0].keyspaces.default",
+            ),
+            (users_file("colour = \"blue\""), "users"),
+            (
+                "[[users]]\nname = \"a:b\"\npassword_hash = \"x\"\n".to_string(),
+                "users[0].name",
+            ),
+            (
+                "[[users]]\nname = \"bob\"\n".to_string(),
+                "users[0].password_hash",
+            ),
+            (
+                "[[users]]\nname = \"bob\"\npassword_hash = \"plain\"\n".to_string(),
+                "users[0].password_hash",
+            ),
+            (
+                format!("{}{}", users_file(""), users_file("")),
+                "users[1].name",
+            ),
+        ];
+        for (text, field) in cases {
+            let raw = RawSettings::from_toml_str(&text).unwrap();
+            let e = Settings::from_raw(&raw).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        let e = Settings::from_raw(&raw(&[("client_tls_cert", "/nonexistent")])).unwrap_err();
+        assert_eq!(e.field, "client_tls_key");
+        let e = Settings::from_raw(&raw(&[
+            ("client_tls_cert", "/nonexistent"),
+            ("client_tls_key", "/nonexistent"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("client_tls_cert", "no such file")
+        );
+    }
+
+    #[test]
+    fn client_ports_off_loopback_need_users_or_an_explicit_choice() {
+        for field in ["client_addr", "resp_addr", "http_addr"] {
+            let e = Settings::from_raw(&raw(&[(field, "0.0.0.0:1234")])).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.reason.contains("insecure_no_auth"), "{e}");
+            let s = Settings::from_raw(&raw(&[
+                (field, "0.0.0.0:1234"),
+                ("insecure_no_auth", "true"),
+            ]));
+            assert!(s.is_ok_and(|s| s.insecure_no_auth));
+        }
+        let mut with_users = RawSettings::from_toml_str(&users_file("")).unwrap();
+        with_users.set("resp_addr", "0.0.0.0:1234");
+        assert!(Settings::from_raw(&with_users).is_ok());
+    }
+
+    #[test]
+    fn idle_timeout_parses_and_zero_turns_it_off() {
+        let d = crate::gateway::limits::DEFAULT_IDLE_TIMEOUT;
+        assert_eq!(
+            Settings::from_raw(&raw(&[]))
+                .unwrap()
+                .gateway_limits
+                .idle_timeout,
+            d
+        );
+        let s = Settings::from_raw(&raw(&[("idle_timeout", "90s")])).unwrap();
+        assert_eq!(s.gateway_limits.idle_timeout, Some(Duration::from_secs(90)));
+        let s = Settings::from_raw(&raw(&[("idle_timeout", "0")])).unwrap();
+        assert_eq!(s.gateway_limits.idle_timeout, None);
+        let e = Settings::from_raw(&raw(&[("idle_timeout", "soon")])).unwrap_err();
+        assert_eq!(e.field, "idle_timeout");
     }
 
     #[test]

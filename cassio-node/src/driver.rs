@@ -276,6 +276,7 @@ fn error_label(e: &RequestError) -> &'static str {
         },
         RequestError::NotRunning => "not_running",
         RequestError::BadRequest(_) => "bad_request",
+        RequestError::Unauthorized(_) => "unauthorized",
     }
 }
 

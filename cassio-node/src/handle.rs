@@ -23,6 +23,10 @@ pub enum RequestError {
     /// or value over the size limit).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client is not logged in, its credentials are wrong, or its user
+    /// may not do this (see [`crate::auth`]).
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 /// One member as this node sees it (the rows of `cassio status`).

@@ -62,6 +62,9 @@ pub enum LaunchError {
     /// The node could not be assembled.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The client ports' certificate or key could not be used.
+    #[error("client TLS: {0}")]
+    ClientTls(#[from] crate::auth::ClientTlsError),
 }
 
 impl LaunchError {
@@ -307,6 +310,28 @@ fn check_empty_for_replace(settings: &Settings, dead: u64) -> Result<(), LaunchE
     }
 }
 
+/// The client ports' users and TLS, from the settings.
+fn client_security(settings: &Settings) -> Result<crate::auth::ClientSecurity, LaunchError> {
+    let tls = match &settings.client_tls {
+        Some(files) => Some(crate::auth::tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let auth = (!settings.users.is_empty())
+        .then(|| crate::auth::Authenticator::new(settings.users.clone()));
+    let off_loopback = [settings.client_addr, settings.resp_addr, settings.http_addr]
+        .into_iter()
+        .flatten()
+        .any(|a| !a.ip().is_loopback());
+    if off_loopback {
+        if auth.is_none() {
+            tracing::warn!("client ports off loopback without users (insecure_no_auth = true): anyone who can reach them can read and write");
+        } else if tls.is_none() {
+            tracing::warn!("client ports off loopback without TLS: passwords cross the network in the clear (set client_tls_cert and client_tls_key)");
+        }
+    }
+    Ok(crate::auth::ClientSecurity { auth, tls })
+}
+
 /// Prepares the data directory, opens the store, binds the transport and
 /// the client ports, and starts the node and its gateways.
 pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
@@ -352,6 +377,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
                 source,
             })?
     };
+    let security = client_security(settings)?;
     // Gateway ports are bound before the node starts, so a port in use is
     // reported before the node joins the cluster.
     let resp = match settings.resp_addr {
@@ -378,6 +404,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         .state_file(crate::node_state::NodeStateFile::in_dir(&settings.data_dir))
         .storage_limits(settings.storage_limits)
         .client_limits(settings.gateway_limits)
+        .client_security(security.clone())
         // A node that has never been a member joins as `Joining`; one whose
         // data dir already names it restarts as the member it was.
         .bootstrap(dd.fresh && !settings.seeds.is_empty())
@@ -419,16 +446,18 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
     let limits = settings.gateway_limits;
     if let Some(l) = resp {
         let (h, stop) = (node.handle(), node.shutdown_signal());
+        let sec = security.clone();
         gateways.push(tokio::spawn(async move {
-            if let Err(e) = crate::gateway::serve_resp_with(l, h, stop, limits).await {
+            if let Err(e) = crate::gateway::serve_resp_secured(l, h, stop, limits, sec).await {
                 tracing::error!(error = %e, "RESP gateway stopped");
             }
         }));
     }
     if let Some(l) = http {
         let (h, stop) = (node.handle(), node.shutdown_signal());
+        let sec = security.clone();
         gateways.push(tokio::spawn(async move {
-            if let Err(e) = crate::gateway::serve_http_with(l, h, stop, limits).await {
+            if let Err(e) = crate::gateway::serve_http_secured(l, h, stop, limits, sec).await {
                 tracing::error!(error = %e, "HTTP gateway stopped");
             }
         }));

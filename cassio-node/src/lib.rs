@@ -10,9 +10,12 @@
 //!   server, and the Rust client library.
 //! - [`request_stats`]: live request rate and p99 per operation, for `/status`.
 //! - [`config`]: the `cassio` binary's configuration (flags and TOML file).
+//! - [`auth`]: users, passwords and permissions on the client ports, and
+//!   their TLS.
 //! - [`peer_auth`]: refuses frames whose sender is not the node the peer's
 //!   TLS certificate names.
 
+pub mod auth;
 pub mod builder;
 pub mod client;
 pub mod config;

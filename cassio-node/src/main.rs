@@ -30,8 +30,12 @@ enum Command {
     Start(Box<StartArgs>),
     /// Run N nodes on loopback in this process (development and demos).
     LocalCluster(LocalClusterArgs),
-    /// Write a development CA and node certificates naming node ids (for TLS and QUIC).
+    /// Write a development CA and node certificates naming node ids (for TLS and QUIC),
+    /// and with --client a certificate for the client ports (RESP, HTTP, native).
     GenCerts(GenCertsArgs),
+    /// Read a password (or bearer token) from stdin and print its argon2
+    /// hash, for `password_hash` / `token_hash` in a `[[users]]` table.
+    HashPassword,
     /// Write a value.
     Set(SetArgs),
     /// Read a value (prints `(nil)` when absent).
@@ -199,6 +203,20 @@ struct StartArgs {
     /// Keep no hints for down replicas (anti-entropy alone repairs them).
     #[arg(long, env = "CASSIO_NO_HINTS")]
     no_hints: bool,
+    /// Certificate (PEM) the client ports (RESP, HTTP, native) serve TLS
+    /// with; `cassio gen-certs --client` makes a development one.
+    #[arg(long)]
+    client_tls_cert: Option<String>,
+    /// Private key (PEM) of --client-tls-cert.
+    #[arg(long)]
+    client_tls_key: Option<String>,
+    /// Allow client ports off loopback without users (anyone who can reach
+    /// them can read and write; trusted networks only).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Close client connections silent this long, e.g. 5m; 0 never [default: 5m].
+    #[arg(long)]
+    idle_timeout: Option<String>,
 }
 
 impl StartArgs {
@@ -239,7 +257,10 @@ impl StartArgs {
             ("max_hint_bytes_per_node", &self.max_hint_bytes_per_node),
             ("max_hint_bytes", &self.max_hint_bytes),
         ];
-        let limits: [(&str, &Option<String>); 6] = [
+        let limits: [(&str, &Option<String>); 9] = [
+            ("client_tls_cert", &self.client_tls_cert),
+            ("client_tls_key", &self.client_tls_key),
+            ("idle_timeout", &self.idle_timeout),
             ("max_connections", &self.max_connections),
             ("max_query_buffer_bytes", &self.max_query_buffer_bytes),
             (
@@ -272,6 +293,9 @@ impl StartArgs {
         }
         if self.no_hints {
             r.set("no_hints", "true");
+        }
+        if self.insecure_no_auth {
+            r.set("insecure_no_auth", "true");
         }
         r
     }
@@ -328,6 +352,15 @@ struct GenCertsArgs {
     /// Cluster name (shown in the CA's name).
     #[arg(long, default_value = "cassio")]
     cluster: String,
+    /// Also issue client.pem / client.key for the client ports (names
+    /// localhost, 127.0.0.1 and --client-names); use them as
+    /// client_tls_cert / client_tls_key, and ca.pem in clients.
+    #[arg(long)]
+    client: bool,
+    /// More DNS names or IP addresses for the client-port certificate,
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', requires = "client")]
+    client_names: Vec<String>,
 }
 
 impl GenCertsArgs {
@@ -365,6 +398,16 @@ struct Target {
     /// Per-attempt timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// User to log in as (nodes with users); the password is read from
+    /// the CASSIO_PASSWORD environment variable.
+    #[arg(long, env = "CASSIO_USER")]
+    user: Option<String>,
+    /// Speak TLS to the client port, trusting this CA certificate (PEM).
+    #[arg(long, env = "CASSIO_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Name expected in the node's certificate (with --tls-ca).
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
 }
 
 #[derive(Args, Debug)]
@@ -483,6 +526,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Start(args) => start(*args).await,
         Command::LocalCluster(args) => local_cluster(args).await,
         Command::GenCerts(args) => gen_certs(args),
+        Command::HashPassword => hash_password(),
         Command::Set(a) => {
             let level = consistency(a.consistency.as_deref())?;
             let client = connect(&a.target).await?;
@@ -556,8 +600,30 @@ async fn connect(t: &Target) -> Result<Client, Failure> {
             .map_err(|_| ConfigError::new("node", n, "expected IP:PORT"))?;
         addrs.push(a);
     }
+    let credentials = match &t.user {
+        None => None,
+        Some(user) => Some(cassio_node::client::Credentials {
+            user: user.clone(),
+            password: std::env::var("CASSIO_PASSWORD").map_err(|_| {
+                ConfigError::new(
+                    "user",
+                    user,
+                    "set the password in the CASSIO_PASSWORD environment variable",
+                )
+            })?,
+        }),
+    };
+    let tls = match &t.tls_ca {
+        None => None,
+        Some(ca) => Some(
+            cassio_node::client::ClientTls::from_ca_file(ca, &t.tls_server_name)
+                .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?,
+        ),
+    };
     let config = ClientConfig {
         request_timeout: Duration::from_millis(t.timeout_ms.max(1)),
+        credentials,
+        tls,
         ..ClientConfig::default()
     };
     Client::connect_with(&addrs, config)
@@ -797,6 +863,36 @@ fn gen_certs(args: GenCertsArgs) -> Result<ExitCode, Failure> {
             tls.key.display()
         );
     }
+    if args.client {
+        use cassio_transport_tcp::tls::generate_cert_without_node_id;
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(args.client_names.iter().cloned());
+        let tls = generate_cert_without_node_id(&ca, &args.dir, "client", &names)
+            .context("cannot issue the client-port certificate")?;
+        println!(
+            "client ports: --client-tls-cert {} --client-tls-key {} (clients trust {})",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.ca_cert.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cassio hash-password`: the first line of stdin (without its line end)
+/// hashed with argon2id, printed for the config file.
+fn hash_password() -> Result<ExitCode, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let secret = line.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(ConfigError::new("password", "", "empty: write it on stdin").into());
+    }
+    let hash = cassio_node::auth::hash_secret(secret)
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot hash the password: {e}")))?;
+    println!("{hash}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -828,6 +924,8 @@ async fn local_cluster(args: LocalClusterArgs) -> Result<ExitCode, Failure> {
             nodes: None,
             node_ids: missing,
             cluster: "cassio-local".into(),
+            client: false,
+            client_names: Vec::new(),
         })?;
     }
     let mut nodes: Vec<Launched> = Vec::new();

@@ -57,6 +57,14 @@ pub enum RequestOp {
     Status,
     /// Liveness check.
     Ping,
+    /// Logs the connection in (the handshake on a node with users; see
+    /// [`crate::server`]). Appended last so older frames decode unchanged.
+    Auth {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
 }
 
 /// A server's answer to one request.
@@ -79,6 +87,8 @@ pub enum Reply {
     Status(Box<ClusterStatus>),
     /// Answer to `Ping`.
     Pong,
+    /// Answer to a successful `Auth`.
+    Authenticated,
 }
 
 /// Why a frame could not be read or written.

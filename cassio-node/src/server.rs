@@ -8,8 +8,21 @@
 //! `max_total_query_buffer_bytes` for the port: when either is spent the
 //! server stops reading that connection until answers free it
 //! (back-pressure; a request here is always complete, so waiting cannot
-//! deadlock). A frame is at most [`proto::MAX_FRAME`] bytes.
+//! deadlock). A frame is at most [`proto::MAX_FRAME`] bytes. A connection
+//! that sends nothing for `idle_timeout` is closed
+//! (`cassio_gateway_idle_closes_total{protocol="client"}`); the client
+//! library reconnects on its next call.
+//!
+//! Authentication (a node with users, [`crate::auth`]): the handshake is a
+//! [`RequestOp::Auth`] request, answered [`Reply::Authenticated`] or
+//! [`RequestError::Unauthorized`] (the same text for an unknown user and a
+//! wrong password). Before it, only `Ping` and `Auth` are served; `Get`
+//! needs read access to the keyspace (`default`), `Set` and `Del` write
+//! access; refusals are `Unauthorized` naming the user and keyspace.
+//!
+//! TLS (a node with a client certificate): the port speaks only TLS.
 
+use crate::auth::{Authenticator, ClientSecurity, Secret, User};
 use crate::gateway::limits::{ConnectionSlots, GatewayLimits};
 use crate::handle::{NodeHandle, RequestError};
 use crate::proto::{self, Reply, Request, RequestOp, Response};
@@ -17,8 +30,8 @@ use cassio_core::{ClientError, ClientRequest, ClientResponse};
 use core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -40,6 +53,7 @@ fn request_bytes(op: &RequestOp) -> usize {
             RequestOp::Get { key, .. } | RequestOp::Del { key, .. } => key.len(),
             RequestOp::Set { key, value, .. } => key.len() + value.len(),
             RequestOp::Status | RequestOp::Ping => 0,
+            RequestOp::Auth { user, password } => user.len() + password.len(),
         }
 }
 
@@ -61,6 +75,12 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         RequestOp::Del { key, consistency } => with_level(ClientRequest::delete(key), consistency),
         RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
+        // Logins are answered by the connection (they change its user).
+        RequestOp::Auth { .. } => {
+            return Err(RequestError::Unauthorized(
+                "this node has no users configured, so there is no password to check; connect without credentials".into(),
+            ))
+        }
     };
     Ok(match handle.execute(req).await? {
         ClientResponse::Value(v) => Reply::Value(v),
@@ -89,8 +109,26 @@ pub async fn serve_client(
 pub async fn serve_client_with(
     listener: TcpListener,
     handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
+) {
+    serve_client_secured(
+        listener,
+        handle,
+        shutdown,
+        limits,
+        ClientSecurity::default(),
+    )
+    .await
+}
+
+/// [`serve_client_with`] with the users and TLS of `security`.
+pub async fn serve_client_secured(
+    listener: TcpListener,
+    handle: NodeHandle,
     mut shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
+    security: ClientSecurity,
 ) {
     let slots = ConnectionSlots::new(limits.max_connections);
     // Tokio's semaphores count up to usize::MAX >> 3, far above any memory.
@@ -117,15 +155,44 @@ pub async fn serve_client_with(
                 Ok((stream, from)) => match slots.admit("client") {
                     Some(slot) => {
                         let (handle, budgets) = (handle.clone(), budgets.clone());
+                        let security = security.clone();
+                        let idle = limits.idle_timeout;
                         conns.spawn(async move {
-                            serve_conn(stream, from, handle, budgets).await;
+                            let _ = stream.set_nodelay(true);
+                            let auth = security.auth;
+                            match security.tls {
+                                None => serve_conn(stream, from, handle, budgets, auth, idle).await,
+                                Some(tls) => {
+                                    let hs = tokio::time::timeout(
+                                        crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                        tls.accept(stream),
+                                    );
+                                    match hs.await {
+                                        Ok(Ok(s)) => serve_conn(s, from, handle, budgets, auth, idle).await,
+                                        Ok(Err(e)) => tracing::debug!(client = %from, error = %e, "client TLS handshake failed"),
+                                        Err(_) => tracing::debug!(client = %from, "client TLS handshake timed out"),
+                                    }
+                                }
+                            }
                             drop(slot);
                         });
                     }
                     None => {
                         if let Some(permit) = slots.refusal() {
+                            let tls = security.tls.clone();
                             tokio::spawn(async move {
-                                refuse(stream).await;
+                                match tls {
+                                    None => refuse(stream).await,
+                                    Some(tls) => {
+                                        let hs = tokio::time::timeout(
+                                            crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                            tls.accept(stream),
+                                        );
+                                        if let Ok(Ok(s)) = hs.await {
+                                            refuse(s).await;
+                                        }
+                                    }
+                                }
                                 drop(permit);
                             });
                         }
@@ -145,7 +212,7 @@ pub async fn serve_client_with(
 
 /// Answers the first request of a connection past `max_connections` with
 /// `Overloaded`, then closes it.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let first = async {
         let mut len = [0u8; 4];
         stream.read_exact(&mut len).await.ok()?;
@@ -178,9 +245,40 @@ struct Budgets {
     conn_max: usize,
 }
 
-async fn serve_conn(stream: TcpStream, from: SocketAddr, handle: NodeHandle, budgets: Budgets) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+/// Whether a request may run for `user` (`None`: not logged in) on a node
+/// whose users are `auth`.
+fn permitted(
+    auth: Option<&Authenticator>,
+    user: Option<&User>,
+    op: &RequestOp,
+) -> Result<(), RequestError> {
+    if auth.is_none() || matches!(op, RequestOp::Ping) {
+        return Ok(());
+    }
+    let Some(user) = user else {
+        return Err(RequestError::Unauthorized(
+            "authentication required: this node has users; log in first (ClientConfig::credentials, or `cassio --user`)".into(),
+        ));
+    };
+    let write = match op {
+        RequestOp::Get { .. } => false,
+        RequestOp::Set { .. } | RequestOp::Del { .. } => true,
+        _ => return Ok(()),
+    };
+    Authenticator::check(user, cassio_core::DEFAULT_KEYSPACE, write)
+        .map_err(|e| RequestError::Unauthorized(e.to_string()))
+}
+
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    from: SocketAddr,
+    handle: NodeHandle,
+    budgets: Budgets,
+    auth: Option<Arc<Authenticator>>,
+    idle: Option<Duration>,
+) {
+    let mut user: Option<Arc<User>> = None;
+    let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
     let (tx, mut rx) = mpsc::channel::<Response>(MAX_IN_FLIGHT_PER_CONN);
     let writer = tokio::spawn(async move {
@@ -201,7 +299,20 @@ async fn serve_conn(stream: TcpStream, from: SocketAddr, handle: NodeHandle, bud
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONN));
     let conn_bytes = Arc::new(Semaphore::new(budgets.conn_max));
     loop {
-        let req: Request = match proto::read_msg(&mut rd).await {
+        let read = proto::read_msg(&mut rd);
+        let next = match idle {
+            Some(d) => match tokio::time::timeout(d, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics::counter!("cassio_gateway_idle_closes_total", "protocol" => "client")
+                        .increment(1);
+                    tracing::debug!(client = %from, "idle client connection closed (idle_timeout)");
+                    break;
+                }
+            },
+            None => read.await,
+        };
+        let req: Request = match next {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(e) => {
@@ -210,6 +321,48 @@ async fn serve_conn(stream: TcpStream, from: SocketAddr, handle: NodeHandle, bud
                 break;
             }
         };
+        if let (
+            Some(a),
+            RequestOp::Auth {
+                user: name,
+                password,
+            },
+        ) = (&auth, &req.op)
+        {
+            let result = match a
+                .login(
+                    name,
+                    password,
+                    Secret::Password,
+                    "client",
+                    &from.to_string(),
+                )
+                .await
+            {
+                Ok(u) => {
+                    user = Some(u);
+                    Ok(Reply::Authenticated)
+                }
+                Err(e) => Err(RequestError::Unauthorized(e.to_string())),
+            };
+            if tx.send(Response { id: req.id, result }).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if let Err(e) = permitted(auth.as_deref(), user.as_deref(), &req.op) {
+            if tx
+                .send(Response {
+                    id: req.id,
+                    result: Err(e),
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let bytes = request_bytes(&req.op);
         // Slot, then this connection's bytes, then the port's: waiting on
         // any of them stops reading this connection only.

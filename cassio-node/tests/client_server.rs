@@ -176,6 +176,7 @@ async fn client_fails_over_to_the_next_node() {
     let cfg = ClientConfig {
         request_timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
     };
     let c = Client::connect_with(
         &[dead, a.client_addr().unwrap(), b.client_addr().unwrap()],

@@ -96,6 +96,7 @@ fn client_config() -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
     }
 }
 

@@ -29,15 +29,33 @@
 //!
 //! At most `max_connections` ([`GatewayLimits`]) connections are served at
 //! once; past it a new connection is answered 503 `too_many_connections`
-//! with `Retry-After` and closed.
+//! with `Retry-After` and closed. A connection that sends nothing for
+//! `idle_timeout` is closed (`cassio_gateway_idle_closes_total{protocol}`);
+//! bodies are capped at [`super::MAX_VALUE_BYTES`] (413) and headers by
+//! the HTTP stack, so no connection buffers without bound.
+//!
+//! Authentication (when the node has users, see [`crate::auth`]): every
+//! route but `/health` needs `Authorization: Basic` (user and password) or
+//! `Authorization: Bearer USER:TOKEN` (the token whose argon2 hash is the
+//! user's `token_hash`). Missing or wrong credentials: 401 `unauthorized`
+//! with `WWW-Authenticate` (the same message whether the user exists or
+//! not). `GET /kv` needs read access to the keyspace (`default`), writes
+//! and deletes read-write access, `/admin/*` a user with `admin = true`;
+//! `/`, `/status` and `/metrics` any user. Refusals: 403 `forbidden`.
+//!
+//! TLS (when the node has a client certificate): the port speaks only
+//! HTTPS (`curl --cacert ca.pem https://...`).
 
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret};
 use crate::handle::{NodeHandle, RepairRequest, RequestError, RingOpError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -47,9 +65,10 @@ use serde::Deserialize;
 use serde_json::json;
 use std::future::IntoFuture;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// The `protocol` label of this gateway's metrics.
@@ -94,22 +113,163 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
         })
 }
 
+/// [`router`] behind the users of `auth` (open to anyone when `None`).
+pub fn router_secured(
+    handle: NodeHandle,
+    metrics: Option<PrometheusHandle>,
+    auth: Option<Arc<Authenticator>>,
+) -> Router {
+    let app = router(handle, metrics);
+    match auth {
+        Some(auth) => app.layer(axum::middleware::from_fn_with_state(auth, require_auth)),
+        None => app,
+    }
+}
+
+/// What a request needs of its user.
+enum Need {
+    Nothing,
+    AnyUser,
+    Read,
+    Write,
+    Admin,
+}
+
+fn need(req: &Request) -> Need {
+    let path = req.uri().path();
+    if path == "/health" {
+        Need::Nothing
+    } else if path.starts_with("/kv/") {
+        match *req.method() {
+            axum::http::Method::GET | axum::http::Method::HEAD => Need::Read,
+            _ => Need::Write,
+        }
+    } else if path.starts_with("/admin/") {
+        Need::Admin
+    } else {
+        Need::AnyUser
+    }
+}
+
+/// The 401 answer: the same for a missing header, an unknown user and a
+/// wrong secret.
+fn unauthorized(message: impl std::fmt::Display) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"cassio\", charset=\"UTF-8\""),
+    );
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"cassio\""),
+    );
+    r
+}
+
+/// The user name, secret and kind in an `Authorization` header.
+fn credentials(value: &str) -> Option<(String, String, Secret)> {
+    use base64::Engine;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let (decoded, kind) = if scheme.eq_ignore_ascii_case("basic") {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        (String::from_utf8(bytes).ok()?, Secret::Password)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        (rest.trim().to_owned(), Secret::Token)
+    } else {
+        return None;
+    };
+    let (user, secret) = decoded.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned(), kind))
+}
+
+/// Lets a request through when its credentials name a user allowed to
+/// make it.
+async fn require_auth(
+    State(auth): State<Arc<Authenticator>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let need = need(&req);
+    if matches!(need, Need::Nothing) {
+        return next.run(req).await;
+    }
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return unauthorized(AuthError::Required);
+    };
+    let Some((name, secret, kind)) = value.to_str().ok().and_then(credentials) else {
+        return unauthorized(
+            "malformed Authorization header: expected Basic base64(user:password) or Bearer user:token",
+        );
+    };
+    let user = match auth.login(&name, &secret, kind, "http", "-").await {
+        Ok(u) => u,
+        Err(e) => return unauthorized(e),
+    };
+    let checked = match need {
+        Need::Nothing | Need::AnyUser => Ok(()),
+        Need::Read => Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, false),
+        Need::Write => Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, true),
+        Need::Admin => Authenticator::check_admin(&user),
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(e) => error(StatusCode::FORBIDDEN, "forbidden", e),
+    }
+}
+
 /// Seconds a client is asked to wait before retrying an overloaded node.
 const RETRY_AFTER_SECS: &str = "1";
 
 /// The whole answer to a connection past `max_connections`.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 87\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"max number of clients reached; retry later\"}";
 
-/// A listener that serves at most `max_connections` connections at once.
+/// A listener that serves at most `max_connections` connections at once,
+/// over TLS when it has an acceptor.
 struct CappedListener {
     inner: TcpListener,
     slots: ConnectionSlots,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    idle: Option<std::time::Duration>,
+    /// TLS handshakes under way (run beside accepting, so a slow client
+    /// cannot hold the others up).
+    handshakes: tokio::task::JoinSet<Option<(Admitted, core::net::SocketAddr)>>,
 }
 
-/// A connection holding its slot until it closes.
+/// What a connection is carried over: TCP, or TLS over TCP.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
+/// A connection holding its slot until it closes, closed when it stays
+/// silent for `idle`.
 struct Admitted {
-    sock: TcpStream,
+    sock: Box<dyn ClientIo>,
     _slot: OwnedSemaphorePermit,
+    idle: Option<std::time::Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Admitted {
+    fn new(
+        sock: Box<dyn ClientIo>,
+        slot: OwnedSemaphorePermit,
+        idle: Option<std::time::Duration>,
+    ) -> Self {
+        Admitted {
+            sock,
+            _slot: slot,
+            idle,
+            timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+
+    /// The connection did something: its idle time starts again.
+    fn touch(&mut self) {
+        if let (Some(t), Some(d)) = (self.timer.as_mut(), self.idle) {
+            t.as_mut().reset(tokio::time::Instant::now() + d);
+        }
+    }
 }
 
 impl axum::serve::Listener for CappedListener {
@@ -119,20 +279,58 @@ impl axum::serve::Listener for CappedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let mut backoff = std::time::Duration::from_millis(5);
         loop {
-            match self.inner.accept().await {
-                Ok((sock, addr)) => {
-                    backoff = std::time::Duration::from_millis(5);
-                    match self.slots.admit("http") {
-                        Some(slot) => return (Admitted { sock, _slot: slot }, addr),
-                        None => self.slots.refuse(sock, TOO_MANY_CONNECTIONS),
+            tokio::select! {
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(admitted)) = done {
+                        return admitted;
                     }
                 }
-                Err(e) => {
-                    // Out of descriptors and similar: transient.
-                    tracing::warn!(error = %e, "HTTP gateway accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-                }
+                accepted = self.inner.accept() => match accepted {
+                    Ok((sock, addr)) => {
+                        backoff = std::time::Duration::from_millis(5);
+                        let _ = sock.set_nodelay(true);
+                        match (self.slots.admit("http"), &self.tls) {
+                            (Some(slot), None) => {
+                                return (Admitted::new(Box::new(sock), slot, self.idle), addr)
+                            }
+                            (Some(slot), Some(tls)) => {
+                                let (tls, idle) = (tls.clone(), self.idle);
+                                self.handshakes.spawn(async move {
+                                    let hs = tokio::time::timeout(
+                                        crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                        tls.accept(sock),
+                                    );
+                                    match hs.await {
+                                        Ok(Ok(s)) => Some((Admitted::new(Box::new(s), slot, idle), addr)),
+                                        _ => None,
+                                    }
+                                });
+                            }
+                            (None, None) => self.slots.refuse(sock, TOO_MANY_CONNECTIONS),
+                            (None, Some(tls)) => {
+                                if let Some(permit) = self.slots.refusal() {
+                                    let tls = tls.clone();
+                                    tokio::spawn(async move {
+                                        let hs = tokio::time::timeout(
+                                            crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                            tls.accept(sock),
+                                        );
+                                        if let Ok(Ok(s)) = hs.await {
+                                            super::limits::write_and_linger(s, TOO_MANY_CONNECTIONS).await;
+                                        }
+                                        drop(permit);
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Out of descriptors and similar: transient.
+                        tracing::warn!(error = %e, "HTTP gateway accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                    }
+                },
             }
         }
     }
@@ -148,7 +346,28 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.sock).poll_read(cx, buf)
+        match Pin::new(&mut self.sock).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                self.touch();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = self
+                    .timer
+                    .as_mut()
+                    .is_some_and(|t| std::future::Future::poll(t.as_mut(), cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                metrics::counter!("cassio_gateway_idle_closes_total", "protocol" => "http")
+                    .increment(1);
+                self.timer = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle timeout (idle_timeout)",
+                )))
+            }
+        }
     }
 }
 
@@ -158,7 +377,11 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.sock).poll_write(cx, buf)
+        let r = Pin::new(&mut self.sock).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -174,7 +397,11 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.sock).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.sock).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -189,6 +416,7 @@ pub async fn serve(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
+    security: ClientSecurity,
 ) -> std::io::Result<()> {
     let metrics = match super::install_metrics() {
         Ok(h) => Some(h),
@@ -198,11 +426,19 @@ pub async fn serve(
         }
     };
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "HTTP gateway listening");
-    let app = router(handle, metrics);
+    tracing::info!(
+        addr = %local,
+        tls = security.tls.is_some(),
+        auth = security.auth.is_some(),
+        "HTTP gateway listening"
+    );
+    let app = router_secured(handle, metrics, security.auth);
     let listener = CappedListener {
         inner: listener,
         slots: ConnectionSlots::new(limits.max_connections),
+        tls: security.tls,
+        idle: limits.idle_timeout,
+        handshakes: tokio::task::JoinSet::new(),
     };
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
@@ -264,6 +500,7 @@ fn request_error(e: &RequestError) -> Response {
         },
         RequestError::NotRunning => (StatusCode::SERVICE_UNAVAILABLE, "not_running"),
         RequestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        RequestError::Unauthorized(_) => (StatusCode::FORBIDDEN, "forbidden"),
     };
     error(status, code, e)
 }

@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -32,7 +32,12 @@ pub const DEFAULT_MAX_TOTAL_QUERY_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// default.
 pub const DEFAULT_MAX_KEYS_PER_COMMAND: usize = 10_000;
 
-/// The gateways' caps; see the module docs. Every field is at least 1.
+/// How long a client connection may stay silent by default before it is
+/// closed (Redis' `timeout` is off by default; a bound keeps forgotten
+/// connections from holding slots forever).
+pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
+
+/// The gateways' caps; see the module docs. Every count is at least 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GatewayLimits {
     /// Open connections per client port; past it a new connection is told
@@ -46,6 +51,9 @@ pub struct GatewayLimits {
     pub max_total_query_buffer_bytes: usize,
     /// Keys one multi-key command may name.
     pub max_keys_per_command: usize,
+    /// How long a connection may send nothing before it is closed (RESP:
+    /// told `-ERR idle timeout ...` first); `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for GatewayLimits {
@@ -55,6 +63,7 @@ impl Default for GatewayLimits {
             max_query_buffer_bytes: DEFAULT_MAX_QUERY_BUFFER_BYTES,
             max_total_query_buffer_bytes: DEFAULT_MAX_TOTAL_QUERY_BUFFER_BYTES,
             max_keys_per_command: DEFAULT_MAX_KEYS_PER_COMMAND,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -133,14 +142,14 @@ impl ConnectionSlots {
 /// unread input makes the kernel send a reset, which can discard the reply
 /// before the client reads it. So: send FIN, then discard input until the
 /// client closes, within bounds of time and bytes.
-pub(crate) async fn write_and_linger(mut sock: TcpStream, reply: &[u8]) {
+pub(crate) async fn write_and_linger<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, reply: &[u8]) {
     let _ = tokio::time::timeout(REFUSAL_LINGER, sock.write_all(reply)).await;
     linger(&mut sock).await;
 }
 
 /// Half-closes `sock` and discards what the client still sends, for at
 /// most a second and a mebibyte, so an answer already written arrives.
-pub(crate) async fn linger(sock: &mut TcpStream) {
+pub(crate) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(sock: &mut S) {
     let _ = sock.shutdown().await;
     let mut sink = [0u8; 8192];
     let mut left: usize = 1024 * 1024;

@@ -22,6 +22,7 @@
 //! such by every gateway, so clients back off: RESP `-BUSY ...`, HTTP 503
 //! with `Retry-After`, the native protocol's typed error.
 
+pub use crate::auth::ClientSecurity;
 use crate::handle::{NodeHandle, RequestError};
 use cassio_core::{ClientError, ClientRequest, ClientResponse};
 use std::time::{Duration, Instant};
@@ -54,7 +55,14 @@ pub async fn serve_resp(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    resp::serve(listener, handle, shutdown, GatewayLimits::default()).await
+    resp::serve(
+        listener,
+        handle,
+        shutdown,
+        GatewayLimits::default(),
+        ClientSecurity::default(),
+    )
+    .await
 }
 
 /// [`serve_resp`] with the given caps.
@@ -64,7 +72,25 @@ pub async fn serve_resp_with(
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
 ) -> std::io::Result<()> {
-    resp::serve(listener, handle, shutdown, limits).await
+    resp::serve(
+        listener,
+        handle,
+        shutdown,
+        limits,
+        ClientSecurity::default(),
+    )
+    .await
+}
+
+/// [`serve_resp_with`] with users and TLS ([`crate::auth`]).
+pub async fn serve_resp_secured(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
+    security: ClientSecurity,
+) -> std::io::Result<()> {
+    resp::serve(listener, handle, shutdown, limits, security).await
 }
 
 /// Serves the HTTP API (`/kv/{key}`, `/health`, `/status`, `/metrics`) on
@@ -74,7 +100,14 @@ pub async fn serve_http(
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    http::serve(listener, handle, shutdown, GatewayLimits::default()).await
+    http::serve(
+        listener,
+        handle,
+        shutdown,
+        GatewayLimits::default(),
+        ClientSecurity::default(),
+    )
+    .await
 }
 
 /// [`serve_http`] with the given caps (HTTP uses `max_connections`).
@@ -84,7 +117,25 @@ pub async fn serve_http_with(
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
 ) -> std::io::Result<()> {
-    http::serve(listener, handle, shutdown, limits).await
+    http::serve(
+        listener,
+        handle,
+        shutdown,
+        limits,
+        ClientSecurity::default(),
+    )
+    .await
+}
+
+/// [`serve_http_with`] with users and TLS ([`crate::auth`]).
+pub async fn serve_http_secured(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: watch::Receiver<bool>,
+    limits: GatewayLimits,
+    security: ClientSecurity,
+) -> std::io::Result<()> {
+    http::serve(listener, handle, shutdown, limits, security).await
 }
 
 /// Resolves once `true` is on the watch or its sender is gone: a node whose
@@ -130,6 +181,7 @@ pub(crate) fn result_index(res: &Result<ClientResponse, RequestError>) -> usize 
         },
         Err(RequestError::NotRunning) => 5,
         Err(RequestError::BadRequest(_)) => 4,
+        Err(RequestError::Unauthorized(_)) => 6,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The RESP gateway: Cassio behind the Redis protocol, so `redis-cli`,
 //! `redis-benchmark` and Redis client libraries work unchanged.
 //!
-//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO INFO
+//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO AUTH INFO
 //! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
 //!
 //! Protocols: a connection starts in RESP2; `HELLO 3` switches it to RESP3
@@ -9,8 +9,22 @@
 //! them: `_` for a missing value (GET, MGET holes, CLIENT GETNAME), maps for
 //! HELLO, CONFIG GET and COMMAND DOCS, sets for COMMAND's flags, a verbatim
 //! string for INFO. Under RESP2 they are what they always were. `HELLO`'s
-//! `SETNAME` names the connection; its `AUTH` (and the `AUTH` command) are
-//! refused, since Cassio has no client authentication yet.
+//! `SETNAME` names the connection.
+//!
+//! Authentication (when the node has users, see [`crate::auth`]): a new
+//! connection may only send `AUTH`, `HELLO` and `QUIT`; anything else is
+//! answered `-NOAUTH Authentication required.` (as Redis does). `AUTH pass`
+//! (user `default`), `AUTH user pass` and `HELLO 3 AUTH user pass` log in;
+//! a wrong user or password gets `-WRONGPASS invalid username-password pair
+//! or user is disabled.` whichever of the two was wrong. Reads need
+//! `read-only` or `read-write` access to the keyspace (`default` here),
+//! writes `read-write`; refusals are `-NOPERM ...` naming the user, the
+//! keyspace and its access. Without users, `AUTH` is refused with an error
+//! saying there is nothing to check it against.
+//!
+//! TLS (when the node has a client certificate): the port speaks only TLS
+//! (`redis-cli --tls --cacert ca.pem`); the handshake must finish within
+//! [`crate::auth::TLS_HANDSHAKE_TIMEOUT`].
 //! Anything else is answered with an error that names what is unsupported
 //! (`ERR SET options (EX) are not supported by Cassio`), never by dropping
 //! the connection. Malformed protocol is answered with `-ERR Protocol
@@ -37,7 +51,9 @@
 //! `max_total_query_buffer_bytes`, is answered an error naming the setting
 //! and closed; a multi-key command naming more than `max_keys_per_command`
 //! keys is refused with an error naming the cap. A node that is overloaded
-//! answers `-BUSY ...`: back off and retry.
+//! answers `-BUSY ...`: back off and retry. A connection that sends nothing
+//! for `idle_timeout` is told `-ERR idle timeout ...` and closed (metric
+//! `cassio_gateway_idle_closes_total{protocol}`).
 //!
 //! Pipelining: every complete command in the read buffer is parsed, their
 //! node requests run concurrently, and the answers go out in order in one
@@ -49,14 +65,16 @@ use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLim
 use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
+use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret, User};
 use crate::handle::{NodeHandle, RequestError};
 use bytes::{Bytes, BytesMut};
 use cassio_core::{ClientError, ClientRequest, ClientResponse, Consistency};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -81,15 +99,23 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 /// (Redis' words, which clients and operators recognise).
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// Serves RESP on `listener` until `shutdown` turns `true`, within `limits`.
+/// Serves RESP on `listener` until `shutdown` turns `true`, within `limits`,
+/// with the users and TLS of `security`.
 pub async fn serve(
     listener: TcpListener,
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
     limits: GatewayLimits,
+    security: ClientSecurity,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, max_connections = limits.max_connections, "RESP gateway listening");
+    tracing::info!(
+        addr = %local,
+        max_connections = limits.max_connections,
+        tls = security.tls.is_some(),
+        auth = security.auth.is_some(),
+        "RESP gateway listening"
+    );
     let port = local.port();
     let slots = ConnectionSlots::new(limits.max_connections);
     let budget = BufferBudget::new(limits.max_total_query_buffer_bytes);
@@ -105,16 +131,54 @@ pub async fn serve(
                 Ok((sock, peer)) => {
                     backoff = Duration::from_millis(5);
                     let Some(slot) = slots.admit("resp") else {
-                        slots.refuse(sock, MAX_CLIENTS_REPLY);
+                        match &security.tls {
+                            None => slots.refuse(sock, MAX_CLIENTS_REPLY),
+                            // The refusal must be readable by a TLS client.
+                            Some(tls) => if let Some(permit) = slots.refusal() {
+                                let tls = tls.clone();
+                                tokio::spawn(async move {
+                                    let hs = tokio::time::timeout(
+                                        crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                        tls.accept(sock),
+                                    );
+                                    if let Ok(Ok(s)) = hs.await {
+                                        limits::write_and_linger(s, MAX_CLIENTS_REPLY).await;
+                                    }
+                                    drop(permit);
+                                });
+                            },
+                        }
                         continue;
                     };
                     let handle = handle.clone();
                     let shutdown = shutdown.clone();
                     let share = budget.share();
+                    let security = security.clone();
                     conns.spawn(async move {
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
                             .increment(1.0);
-                        if let Err(e) = connection(sock, handle, shutdown, port, limits, share).await {
+                        // Replies are written whole per batch, so Nagle
+                        // would only add latency.
+                        let _ = sock.set_nodelay(true);
+                        let ctx = ConnCtx { port, limits, auth: security.auth, peer };
+                        let res = match security.tls {
+                            None => connection(sock, handle, shutdown, ctx, share).await,
+                            Some(tls) => {
+                                let hs = tokio::time::timeout(
+                                    crate::auth::TLS_HANDSHAKE_TIMEOUT,
+                                    tls.accept(sock),
+                                );
+                                match hs.await {
+                                    Ok(Ok(s)) => connection(s, handle, shutdown, ctx, share).await,
+                                    Ok(Err(e)) => Err(e),
+                                    Err(_) => Err(std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS handshake timed out",
+                                    )),
+                                }
+                            }
+                        };
+                        if let Err(e) = res {
                             tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
                         }
                         metrics::gauge!("cassio_gateway_connections", "protocol" => "resp")
@@ -176,6 +240,20 @@ struct Conn {
     port: u16,
     /// Most keys one multi-key command may name.
     max_keys: usize,
+    /// The node's users; `None`: no authentication.
+    auth: Option<Arc<Authenticator>>,
+    /// Who the connection logged in as.
+    user: Option<Arc<User>>,
+    /// The client's address, for the failure log.
+    peer: std::net::SocketAddr,
+}
+
+/// What a connection is given besides its socket.
+struct ConnCtx {
+    port: u16,
+    limits: GatewayLimits,
+    auth: Option<Arc<Authenticator>>,
+    peer: std::net::SocketAddr,
 }
 
 /// Why a connection is closed for the input it holds, as the client is told.
@@ -210,24 +288,25 @@ fn buffer_limit_error(
 }
 
 /// One connection: read, answer every complete command, write, repeat.
-async fn connection(
-    mut sock: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
     handle: NodeHandle,
     shutdown: watch::Receiver<bool>,
-    port: u16,
-    limits: GatewayLimits,
+    ctx: ConnCtx,
     mut share: BufferShare,
 ) -> std::io::Result<()> {
-    // Replies are written whole per batch, so Nagle would only add latency.
-    sock.set_nodelay(true)?;
+    let limits = ctx.limits;
     let mut conn = Conn {
         id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
         name: None,
         proto: Proto::Resp2,
         consistency: None,
         quit: false,
-        port,
+        port: ctx.port,
         max_keys: limits.max_keys_per_command,
+        auth: ctx.auth,
+        user: None,
+        peer: ctx.peer,
     };
     // One command can never be larger than the connection's whole buffer.
     let mut parser = Parser::new(Limits {
@@ -282,6 +361,12 @@ async fn connection(
             continue;
         }
         rbuf.reserve(READ_CHUNK);
+        let idle = async {
+            match limits.idle_timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = &mut stop => return Ok(()),
@@ -289,6 +374,16 @@ async fn connection(
                 if n? == 0 {
                     return Ok(());
                 }
+            }
+            () = idle => {
+                metrics::counter!("cassio_gateway_idle_closes_total", "protocol" => "resp").increment(1);
+                let secs = limits.idle_timeout.map_or(0, |d| d.as_secs());
+                proto::error(&mut out, &format!(
+                    "ERR idle timeout: no command for {secs} s (idle_timeout); closing the connection"
+                ));
+                sock.write_all(&out).await?;
+                limits::linger(&mut sock).await;
+                return Ok(());
             }
         }
         if let Some(msg) = buffer_limit_error(&mut share, rbuf.len(), &limits) {
@@ -428,8 +523,136 @@ async fn run_batch(
             // Redis closes after QUIT's reply; later commands get no answer.
             break;
         }
-        plans.push(plan(cmd, conn));
+        if let Some(login) = login_request(&cmd, conn) {
+            // A login changes what the commands after it may do: the ones
+            // before it run first, with the rights they were planned with.
+            run_plans(
+                handle,
+                std::mem::take(&mut plans),
+                std::mem::take(&mut protos),
+                out,
+            )
+            .await;
+            let reply = run_login(conn, &cmd, login).await;
+            reply.encode(out, conn.proto);
+            continue;
+        }
+        plans.push(gate(cmd, conn));
         protos.push(conn.proto);
+    }
+    run_plans(handle, plans, protos, out).await;
+}
+
+/// The user name and password an `AUTH` or `HELLO ... AUTH` carries, when
+/// the node has users to check them against (without users, `plan` refuses
+/// them).
+fn login_request(cmd: &[Bytes], conn: &Conn) -> Option<Result<(Bytes, Bytes), Reply>> {
+    conn.auth.as_ref()?;
+    let mut upper = [0u8; 24];
+    match command_name(cmd.first()?, &mut upper) {
+        "AUTH" => Some(match cmd.len() {
+            2 => Ok((Bytes::from_static(b"default"), cmd[1].clone())),
+            3 => Ok((cmd[1].clone(), cmd[2].clone())),
+            _ => Err(Reply::Error(
+                "ERR wrong number of arguments for 'auth' command".into(),
+            )),
+        }),
+        "HELLO" => {
+            let at = cmd
+                .iter()
+                .skip(2)
+                .position(|a| a.eq_ignore_ascii_case(b"AUTH"))?
+                + 2;
+            match (cmd.get(at + 1), cmd.get(at + 2)) {
+                (Some(u), Some(p)) => Some(Ok((u.clone(), p.clone()))),
+                // Malformed: `hello` itself answers the syntax error.
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Checks a login and, for `HELLO`, answers the rest of it.
+async fn run_login(conn: &mut Conn, cmd: &[Bytes], login: Result<(Bytes, Bytes), Reply>) -> Reply {
+    let (user, pass) = match login {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let Some(auth) = conn.auth.clone() else {
+        return Reply::Error(NO_AUTH.into());
+    };
+    let name = String::from_utf8_lossy(&user);
+    let pass = String::from_utf8_lossy(&pass);
+    let peer = conn.peer.to_string();
+    match auth
+        .login(&name, &pass, Secret::Password, "resp", &peer)
+        .await
+    {
+        Ok(u) => conn.user = Some(u),
+        Err(e) => {
+            // A failed AUTH leaves the connection as it was (Redis too).
+            return Reply::Error(format!("WRONGPASS {e}."));
+        }
+    }
+    let mut upper = [0u8; 24];
+    if command_name(&cmd[0], &mut upper) == "AUTH" {
+        return Reply::Simple("OK");
+    }
+    // HELLO: the rest of it, without the AUTH option just checked.
+    let mut rest: Vec<Bytes> = Vec::with_capacity(cmd.len());
+    let mut i = 0;
+    while i < cmd.len() {
+        if i >= 2 && cmd[i].eq_ignore_ascii_case(b"AUTH") {
+            i += 3;
+            continue;
+        }
+        rest.push(cmd[i].clone());
+        i += 1;
+    }
+    match hello(&rest, conn) {
+        Plan::Ready(r) => r,
+        Plan::Io(_) => Reply::Error("ERR internal error: HELLO planned node work".into()),
+    }
+}
+
+/// Plans `cmd`, refusing what the connection's user may not run: anything
+/// but `HELLO ... AUTH` and `QUIT` before a login (`AUTH` never gets here
+/// when there are users), reads without read access and writes without
+/// write access to the keyspace.
+fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
+    if conn.auth.is_none() {
+        return plan(cmd, conn);
+    }
+    let Some(user) = conn.user.clone() else {
+        let mut upper = [0u8; 24];
+        let name = cmd.first().map_or("", |c| command_name(c, &mut upper));
+        return match name {
+            "QUIT" => plan(cmd, conn),
+            "HELLO" => err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"),
+            _ => err("NOAUTH Authentication required."),
+        };
+    };
+    let planned = plan(cmd, conn);
+    let Plan::Io(op) = &planned else {
+        return planned;
+    };
+    let write = match &op.kind {
+        IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
+        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) => false,
+        IoKind::Info(..) => return planned,
+    };
+    match Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, write) {
+        Ok(()) => planned,
+        Err(e @ AuthError::Forbidden { .. }) => err(format!("NOPERM {e}")),
+        Err(e) => err(format!("ERR {e}")),
+    }
+}
+
+/// Runs planned commands and encodes their replies in order.
+async fn run_plans(handle: &NodeHandle, plans: Vec<Plan>, protos: Vec<Proto>, out: &mut BytesMut) {
+    if plans.is_empty() {
+        return;
     }
     if let ([Plan::Io(op)], [p]) = (plans.as_slice(), protos.as_slice()) {
         run_io(handle, op).await.encode(out, *p);
@@ -695,9 +918,9 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
     }
 }
 
-/// What `AUTH` (alone or in `HELLO`) is told: there are no users or
-/// passwords to check yet, and accepting any would pretend there were.
-const NO_AUTH: &str = "ERR AUTH refused: Cassio has no client authentication yet, so it cannot check a username or password; connect without AUTH (and keep client ports on loopback)";
+/// What `AUTH` (alone or in `HELLO`) is told on a node without users:
+/// accepting any password would pretend it was checked.
+const NO_AUTH: &str = "ERR AUTH refused: this node has no users configured ([[users]] in its config file), so there is no password to check; connect without AUTH";
 
 /// Why a client name is refused, as Redis words it: names show up in
 /// space-separated listings, so they may not contain spaces or controls.
@@ -783,6 +1006,14 @@ const COMMANDS: &[CommandSpec] = &[
     ("echo", 2, &["fast", "stale"], 0, 0, 0),
     ("quit", -1, &["fast", "stale"], 0, 0, 0),
     ("hello", -1, &["fast", "stale", "noauth"], 0, 0, 0),
+    (
+        "auth",
+        -2,
+        &["fast", "stale", "noauth", "noscript", "loading"],
+        0,
+        0,
+        0,
+    ),
     ("info", -1, &["stale"], 0, 0, 0),
     ("command", -1, &["stale"], 0, 0, 0),
     ("client", -2, &["stale"], 0, 0, 0),
@@ -1064,6 +1295,9 @@ mod tests {
             quit: false,
             port: 0,
             max_keys: 3,
+            auth: None,
+            user: None,
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
@@ -1173,11 +1407,11 @@ mod tests {
         let Plan::Ready(Reply::Error(e)) = plan(cmd("HELLO 2 AUTH default secret"), &mut c) else {
             panic!("AUTH should be refused");
         };
-        assert!(e.contains("no client authentication yet"), "{e}");
+        assert!(e.contains("no users configured"), "{e}");
         let Plan::Ready(Reply::Error(e)) = plan(cmd("AUTH secret"), &mut c) else {
             panic!("AUTH should be refused");
         };
-        assert!(e.contains("no client authentication yet"), "{e}");
+        assert!(e.contains("no users configured"), "{e}");
         assert!(matches!(
             plan(cmd("HELLO 2 SETNAME app"), &mut c),
             Plan::Ready(Reply::Map(_))
