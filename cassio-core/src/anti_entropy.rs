@@ -482,6 +482,35 @@ impl AntiEntropy {
         self.synced_with_every_live_peer(alive) && self.status.last_round_started >= wall
     }
 
+    /// Follows a schema change: a tree for each new keyspace (built by a
+    /// scan before the next round), none for a dropped one, and each
+    /// keyspace's replication factor as the schema now has it.
+    pub fn set_keyspaces(
+        &mut self,
+        keyspaces: impl IntoIterator<Item = (String, usize)>,
+        now: Instant,
+    ) {
+        let wanted: BTreeMap<String, usize> = keyspaces.into_iter().collect();
+        self.trees.retain(|name, _| wanted.contains_key(name));
+        for (name, rf) in wanted {
+            match self.trees.get_mut(&name) {
+                Some(t) => t.rf = rf,
+                None => {
+                    self.trees.insert(
+                        name,
+                        KsTree {
+                            rf,
+                            live: SegmentTree::default(),
+                            ready: false,
+                            rebuild: None,
+                            rebuilt_at: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     fn trees_ready(&self) -> bool {
         self.trees.values().all(|t| t.ready)
     }
@@ -537,7 +566,10 @@ impl AntiEntropy {
         match &self.round {
             None => t = self.next_round_at,
             Some(r) => {
-                if self.exchanges.len() < self.cfg.max_exchanges.max(1) {
+                // A round waits while a tree is being built (a keyspace
+                // created mid-round): its queued exchanges are not due
+                // before the build's pages come back.
+                if self.exchanges.len() < self.cfg.max_exchanges.max(1) && self.trees_ready() {
                     if let Some(first) = r.queue.iter().map(|e| e.3).min() {
                         t = first;
                     }

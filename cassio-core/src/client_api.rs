@@ -95,6 +95,11 @@ pub enum ClientResponse {
         /// The timestamp the write carries.
         ts: Timestamp,
     },
+    /// A schema change was chosen, as part of this schema version.
+    SchemaChanged {
+        /// The version that holds the change.
+        version: u64,
+    },
 }
 
 /// Why a request failed. A failed write may still have reached some replicas.
@@ -185,4 +190,7 @@ pub enum ClientError {
     /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
+    /// A schema change was refused or could not be agreed on.
+    #[error("schema change failed: {0}")]
+    Schema(crate::schema_agreement::ChangeError),
 }

@@ -179,6 +179,9 @@ pub struct Config {
 pub struct Mutations {
     /// Stamp every write with a random timestamp instead of the clock's.
     pub random_timestamps: bool,
+    /// The schema acceptor promises and accepts every ballot, however low
+    /// (Paxos without its one rule).
+    pub promise_every_ballot: bool,
     /// Count a replica's "superseded" answer as an acknowledgement instead of
     /// re-stamping the write above the newer version (trust the local clock).
     pub trust_local_clock: bool,
@@ -249,7 +252,8 @@ impl Config {
             ks_list.push(KeyspaceConfig::default_keyspace(3));
         }
         for ks in ks_list {
-            if ks.name.is_empty() || ks.name.len() > 255 {
+            // `#` starts the storage names of keyspaces created at runtime.
+            if ks.name.is_empty() || ks.name.len() > 255 || ks.name.starts_with('#') {
                 return Err(ConfigError::KeyspaceName(ks.name));
             }
             if ks.replication_factor == 0 {
@@ -274,8 +278,8 @@ impl Config {
 /// Why a node could not be built from a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// A keyspace name is longer than 255 bytes or empty.
-    #[error("keyspace name {0:?} must be 1 to 255 bytes")]
+    /// A keyspace name is longer than 255 bytes, empty, or starts with `#`.
+    #[error("keyspace name {0:?} must be 1 to 255 bytes and not start with '#'")]
     KeyspaceName(String),
     /// A keyspace has a replication factor of zero.
     #[error("keyspace {0:?} has replication factor 0")]

@@ -9,7 +9,7 @@ use crate::anti_entropy::{AntiEntropy, RepairStatus};
 use crate::background::Machines;
 use crate::budget::ByteBudget;
 use crate::clock_guard::{wall_at, ClockGuard, NodeStamper, Stamper};
-use crate::config::{Config, KeyspaceConfig, ReplicationStrategy};
+use crate::config::{Config, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op, ReplicaSet};
 use crate::effects::{BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
@@ -20,12 +20,14 @@ use crate::persist::PersistedState;
 use crate::placement::{default_tokens, PlacementKind};
 use crate::readiness::Readiness;
 use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
+use crate::schema::Schema;
+use crate::schema_agreement::SchemaAgreement;
 pub use crate::storage_ops::{StorageOp, StorageResult};
 use crate::store::ApplyOutcome;
 use crate::time::{Instant, Now};
 use crate::transition::Transition;
 use crate::types::{HybridClock, Key, NodeId, Token, Versioned};
-use crate::wire::{Envelope, PeerMsg, WireCodec};
+use crate::wire::{Envelope, PeerMsg, WireCodec, WireError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,6 +40,7 @@ pub use crate::storage_key::{
 };
 
 mod ring_change;
+mod schema_ops;
 
 /// Who waits for a storage operation, by the machine that asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +69,18 @@ pub struct Node {
     membership: Membership,
     /// Which nodes hold which keys.
     layout: Layout,
-    keyspaces: BTreeMap<String, KeyspaceConfig>,
+    /// The cluster's keyspaces, and the agreement that changes them.
+    schema: SchemaAgreement,
+    /// The newest schema version any peer's message claimed.
+    peer_schema: u64,
+    /// When this node last asked a peer for a newer schema.
+    schema_fetched: Option<Instant>,
+    /// Each keyspace's replication factor as anti-entropy last had it (by
+    /// storage name), to notice a change.
+    ae_rf: BTreeMap<String, usize>,
+    /// The seeds this node was given (other than itself): it founds the
+    /// schema only together with all of them.
+    seeds: Vec<core::net::SocketAddr>,
     request_timeout: std::time::Duration,
     rng: ChaCha8Rng,
     next_token: u64,
@@ -211,10 +225,20 @@ impl Node {
         } else {
             Some(persisted.members.iter().map(|m| m.id).collect())
         };
-        let ae_keyspaces: Vec<(String, usize)> = keyspaces
+        let seed = Schema::seed(id, &keyspaces);
+        let chosen = persisted.schema.clone().unwrap_or(seed);
+        let ae_keyspaces: Vec<(String, usize)> = chosen
+            .keyspaces
             .values()
-            .map(|k| (k.name.clone(), k.replication_factor))
+            .map(|k| (k.storage_name(), k.config.replication_factor))
             .collect();
+        let schema = SchemaAgreement::new(
+            id,
+            chosen,
+            persisted.schema_acceptor.clone(),
+            now,
+            generation,
+        );
         let mut node = Node {
             id,
             codec: WireCodec::new(config.cluster.clone()),
@@ -224,7 +248,16 @@ impl Node {
             ),
             membership,
             layout: Layout::new(config.placement),
-            keyspaces,
+            schema,
+            peer_schema: 0,
+            schema_fetched: None,
+            ae_rf: ae_keyspaces.iter().cloned().collect(),
+            seeds: config
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| *s != config.listen_addr)
+                .collect(),
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
             next_token: 1,
@@ -282,6 +315,7 @@ impl Node {
         #[cfg(feature = "mutations")]
         {
             node.coord.trust_local_clock = config.mutations.trust_local_clock;
+            node.schema.promise_every_ballot = config.mutations.promise_every_ballot;
         }
         #[cfg(feature = "mutations")]
         let skip_syncing = config.mutations.skip_syncing;
@@ -326,6 +360,13 @@ impl Node {
         self.id
     }
 
+    /// Encodes `msg` as a frame from this node, stamped with the newest
+    /// schema version it knows.
+    pub fn encode(&self, msg: &PeerMsg) -> Result<Vec<u8>, WireError> {
+        self.codec
+            .encode_at(self.id, self.schema.schema().version, msg)
+    }
+
     /// The codec for this node's cluster (frame cap, cluster name).
     pub fn codec(&self) -> &WireCodec {
         &self.codec
@@ -339,9 +380,10 @@ impl Node {
     /// The replica set of `key` in `keyspace` under the current view.
     pub fn replicas_of(&self, keyspace: &str, key: &[u8]) -> Vec<NodeId> {
         let rf = self
-            .keyspaces
-            .get(keyspace)
-            .map_or(0, |k| k.replication_factor);
+            .schema
+            .schema()
+            .keyspace(keyspace)
+            .map_or(0, |k| k.config.replication_factor);
         self.layout
             .replicas_of(&self.membership, Token::of(key), rf)
     }
@@ -393,9 +435,16 @@ impl Node {
     /// Emits [`Output::Persist`] when the view changed or the clock nears
     /// the persisted high-water mark.
     fn persist_if_changed(&mut self) {
+        self.persist(false);
+    }
+
+    /// Emits [`Output::Persist`] if something changed, or always if
+    /// `force` (the schema acceptor must persist before it answers).
+    fn persist(&mut self, force: bool) {
         let clock = self.clock.micros();
         let view = self.membership.view_epoch();
-        if view == self.view_persisted
+        if !force
+            && view == self.view_persisted
             && clock.saturating_add(CLOCK_RESERVE_MICROS / 2) < self.clock_persisted
             && self.wall.1.saturating_sub(self.alive_persisted) < ALIVE_PERSIST_MICROS
         {
@@ -412,6 +461,8 @@ impl Node {
             generation: self.membership.generation(),
             members: self.membership.persisted_members(),
             alive_micros: self.wall.1,
+            schema: Some(self.schema.schema().clone()).filter(|s| s.version > 0),
+            schema_acceptor: self.schema.acceptor().clone(),
         }));
     }
 
@@ -438,6 +489,9 @@ impl Node {
                 m = m.min(self.budget.ready_at());
             }
         }
+        if let Some(s) = self.schema_deadline() {
+            m = m.min(s);
+        }
         Some(match self.coord.next_deadline() {
             Some(d) => d.min(m),
             None => m,
@@ -448,7 +502,15 @@ impl Node {
     /// reported as an event and dropped.
     pub fn handle_frame(&mut self, now: impl Into<Now>, frame: &[u8]) {
         match self.codec.decode(frame) {
-            Ok(Envelope { from, msg, .. }) => self.handle_message(now, from, msg),
+            Ok(Envelope {
+                from, layout, msg, ..
+            }) => {
+                let now = self.enter(now);
+                self.peer_schema_version(now, from, layout);
+                self.handle_peer(now, from, msg);
+                self.settle(now);
+                self.leave_input();
+            }
             Err(e) => self.out.push_back(Output::Event(NodeEvent::BadFrame(e))),
         }
     }
@@ -522,11 +584,16 @@ impl Node {
                 self.drain_fx();
             }
             PeerMsg::Hints(m) => {
-                let keyspaces = &self.keyspaces;
-                self.hints
-                    .on_message(from, m, &|ks| keyspaces.contains_key(ks), &mut self.fx);
+                let schema = self.schema.schema();
+                self.hints.on_message(
+                    from,
+                    m,
+                    &|ks| schema.by_storage_name(ks).is_some(),
+                    &mut self.fx,
+                );
                 self.drain_fx();
             }
+            PeerMsg::Schema(m) => self.on_schema_msg(now, from, m),
             PeerMsg::WriteAck { tag, outcome } => {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| {
@@ -557,7 +624,12 @@ impl Node {
         if !self.readiness.is_ready() {
             return self.reply(id, Err(ClientError::Joining));
         }
-        if !self.keyspaces.contains_key(&req.keyspace) {
+        if self.peer_schema > self.schema.schema().version {
+            // The cluster changed its keyspaces and this node has not
+            // fetched the change yet.
+            return self.reply(id, Err(ClientError::Joining));
+        }
+        if self.schema.schema().keyspace(&req.keyspace).is_none() {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
         }
         if let Some(e) = self.disagreement(&req.keyspace) {
@@ -584,17 +656,20 @@ impl Node {
                 );
             }
         }
-        let Some(ks) = self.keyspaces.get(&req.keyspace) else {
+        let Some(ks) = self.schema.schema().keyspace(&req.keyspace) else {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
         };
-        let level = req.consistency.unwrap_or(ks.default_consistency);
-        let rf = ks.replication_factor;
+        let level = req.consistency.unwrap_or(ks.config.default_consistency);
+        let rf = ks.config.replication_factor;
         let needed = level.required(rf);
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        match ks.strategy {
-            ReplicationStrategy::Leaderless => self.start_leaderless(now, id, &req, rf, needed),
+        let storage_name = ks.storage_name();
+        match ks.config.strategy {
+            ReplicationStrategy::Leaderless => {
+                self.start_leaderless(now, id, &req, &storage_name, rf, needed)
+            }
         }
     }
 
@@ -603,6 +678,7 @@ impl Node {
         now: Instant,
         id: RequestId,
         req: &ClientRequest,
+        storage_name: &str,
         rf: usize,
         needed: usize,
     ) {
@@ -640,7 +716,7 @@ impl Node {
                 ReplicaSet { all, live }
             })
             .collect();
-        let key = storage_key(&req.keyspace, user_key);
+        let key = storage_key(storage_name, user_key);
         let op = match &req.op {
             ClientOp::Get { .. } => Op::Read,
             ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
@@ -725,6 +801,7 @@ impl Node {
         self.flush_events();
         self.settle(now);
         self.background(now);
+        self.schema_tick(now);
         self.coordinate(now, |c, _, fx| c.expire(now, fx));
     }
 
@@ -743,9 +820,13 @@ impl Node {
         if self.mutations.skip_config_check {
             return None;
         }
-        let (verdict, event) =
-            self.agreement
-                .check(&self.membership, keyspace, self.keyspaces.get(keyspace));
+        if self.schema.schema().version > 0 {
+            // The cluster agreed on its keyspaces: each node's own
+            // configuration no longer matters.
+            return None;
+        }
+        let own = self.schema.schema().keyspace(keyspace).map(|k| &k.config);
+        let (verdict, event) = self.agreement.check(&self.membership, keyspace, own);
         if let Some(e) = event {
             self.out.push_back(Output::Event(e));
         }

@@ -64,6 +64,17 @@ pub enum NodeEvent {
         /// The coordinator.
         from: crate::types::NodeId,
     },
+    /// A schema version was chosen or learned and is now in use.
+    SchemaAdopted {
+        /// Its number.
+        version: u64,
+        /// A hash of its contents (equal versions have equal digests).
+        digest: u64,
+        /// The node that proposed it.
+        minted_by: crate::types::NodeId,
+    },
+    /// Something the schema agreement reports (a lost race, a conflict).
+    Schema(crate::schema_agreement::AgreementEvent),
     /// A dead member's ranges are synced on the other nodes: it was taken
     /// off the ring and forgotten.
     RemovedDead {

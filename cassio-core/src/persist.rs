@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 /// keys are laid out in token order ([`crate::node::storage_key`]) and the
 /// state records when the node was last alive; a data directory of format
 /// 1 is refused rather than read with the wrong key layout.
-const FORMAT: u8 = 2;
+/// 3 adds the schema and the schema acceptor's state; format 2 is still
+/// read (as a node that knows no schema yet).
+const FORMAT: u8 = 3;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,21 @@ pub struct PersistedState {
     /// data whose deletes were purged everywhere else, so it refuses to
     /// rejoin until its data directory is wiped.
     pub alive_micros: u64,
+    /// The newest schema version this node knew (none: it knew only its
+    /// own seed).
+    pub schema: Option<crate::schema::Schema>,
+    /// The schema acceptor's promise and accepted value, which it must
+    /// not forget across a restart.
+    pub schema_acceptor: crate::schema_agreement::AcceptorState,
+}
+
+/// Format 2: the same without the schema.
+#[derive(Deserialize)]
+struct PersistedStateV2 {
+    clock_high_water: u64,
+    generation: u64,
+    members: Vec<PersistedMember>,
+    alive_micros: u64,
 }
 
 /// Why persisted bytes could not be decoded.
@@ -101,13 +118,22 @@ impl PersistedState {
         if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(want) {
             return Err(PersistError::Checksum);
         }
-        if body[0] != FORMAT {
-            return Err(PersistError::Format {
-                got: body[0],
-                want: FORMAT,
-            });
+        match body[0] {
+            FORMAT => {
+                postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
+            }
+            2 => postcard::from_bytes::<PersistedStateV2>(&body[1..])
+                .map(|v2| PersistedState {
+                    clock_high_water: v2.clock_high_water,
+                    generation: v2.generation,
+                    members: v2.members,
+                    alive_micros: v2.alive_micros,
+                    schema: None,
+                    schema_acceptor: Default::default(),
+                })
+                .map_err(|e| PersistError::Malformed(e.to_string())),
+            got => Err(PersistError::Format { got, want: FORMAT }),
         }
-        postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
     }
 }
 
@@ -127,7 +153,22 @@ mod tests {
                 status: NodeStatus::Normal,
             }],
             alive_micros: 1_700_000_000_000_000,
+            schema: None,
+            schema_acceptor: Default::default(),
         }
+    }
+
+    #[test]
+    fn format_2_is_read_without_a_schema() {
+        let s = sample();
+        let mut out = vec![2u8];
+        out.extend(
+            postcard::to_allocvec(&(s.clock_high_water, s.generation, &s.members, s.alive_micros))
+                .unwrap(),
+        );
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(PersistedState::decode(&out), Ok(s));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! cluster's version over its own seed.
 //!
 //! A keyspace has an id that is never reused, so a keyspace dropped and
-//! created again under the same name starts empty: its keys are stored
-//! under the id ([`KeyspaceDef::storage_name`]), not the name.
+//! created again under the same name starts empty: a created keyspace's
+//! keys are stored under its id ([`KeyspaceDef::storage`]), not its name.
 
 use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
 use crate::types::NodeId;
@@ -31,21 +31,20 @@ pub const MAX_KEYSPACES: usize = 256;
 pub struct KeyspaceDef {
     /// Never reused, so a re-created keyspace never sees a dropped one's keys.
     pub id: KeyspaceId,
+    /// The name under which the store keeps its keys: a keyspace created at
+    /// runtime is `#` and its id, which no keyspace name can be; one from
+    /// a node's configuration (version 0, `default` among them) keeps its
+    /// name, so data directories written before keyspaces had ids stay
+    /// readable.
+    pub storage: String,
     /// Its settings (name, replication factor, default level, strategy).
     pub config: KeyspaceConfig,
 }
 
 impl KeyspaceDef {
-    /// The name under which the store keeps this keyspace's keys: `default`
-    /// keeps its name (data directories written before keyspaces had ids
-    /// stay readable); every other keyspace is `#` and its id, which no
-    /// keyspace name can be.
+    /// The name under which the store keeps this keyspace's keys.
     pub fn storage_name(&self) -> String {
-        if self.id == 0 {
-            self.config.name.clone()
-        } else {
-            format!("#{}", self.id)
-        }
+        self.storage.clone()
     }
 }
 
@@ -163,6 +162,7 @@ impl Schema {
                 name.clone(),
                 KeyspaceDef {
                     id,
+                    storage: name.clone(),
                     config: cfg.clone(),
                 },
             );
@@ -184,11 +184,9 @@ impl Schema {
 
     /// The keyspace whose keys the store keeps under `storage_name`.
     pub fn by_storage_name(&self, storage_name: &str) -> Option<&KeyspaceDef> {
-        if let Some(id) = storage_name.strip_prefix('#') {
-            let id: KeyspaceId = id.parse().ok()?;
-            self.keyspaces.values().find(|k| k.id == id && id != 0)
-        } else {
-            self.keyspaces.get(storage_name).filter(|k| k.id == 0)
+        match self.keyspaces.get(storage_name) {
+            Some(k) if k.storage == storage_name => Some(k),
+            _ => self.keyspaces.values().find(|k| k.storage == storage_name),
         }
     }
 
@@ -251,6 +249,7 @@ impl Schema {
                     name.clone(),
                     KeyspaceDef {
                         id: self.next_id,
+                        storage: format!("#{}", self.next_id),
                         config,
                     },
                 );

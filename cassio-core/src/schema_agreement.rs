@@ -169,8 +169,10 @@ pub enum AgreementEvent {
 
 /// What the node tells the agreement about the cluster.
 pub struct AgreementView {
-    /// The live `Normal` token owners (this node included if it is one):
-    /// the founders of the first version.
+    /// The `Normal` token owners this node knows of, alive or not (this
+    /// node included if it is one): the founders of the first version,
+    /// who must all accept it. Empty while this node may not found (it has
+    /// not heard from all its seeds yet): the first version then waits.
     pub founders: BTreeSet<NodeId>,
 }
 
@@ -356,6 +358,11 @@ impl SchemaAgreement {
     fn start_round(&mut self, now: Instant, view: &AgreementView) {
         let slot = self.chosen.version + 1;
         let unanimous = self.chosen.voters.is_empty();
+        if unanimous && view.founders.is_empty() {
+            // Not yet allowed to found: look again shortly.
+            self.next_attempt = now + Duration::from_millis(500);
+            return;
+        }
         let voters = if unanimous {
             let mut f = view.founders.clone();
             f.insert(self.me);

@@ -6,7 +6,7 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -60,6 +60,8 @@ pub enum PeerMsg {
     Sync(crate::anti_entropy::SyncMsg),
     /// Hinted handoff; the hints module owns its content.
     Hints(crate::hints::HintMsg),
+    /// The schema agreement; its module owns the content.
+    Schema(crate::schema_agreement::SchemaMsg),
 }
 
 /// What a replica did with a write.
@@ -91,6 +93,9 @@ pub struct Envelope {
     pub cluster: String,
     /// The sending node.
     pub from: NodeId,
+    /// The newest schema version the sender knows: a receiver that knows
+    /// an older one fetches the newer before it trusts its own.
+    pub layout: u64,
     /// The message.
     pub msg: PeerMsg,
 }
@@ -149,18 +154,32 @@ impl WireCodec {
         }
     }
 
-    /// Encodes an envelope from `from` carrying `msg`.
+    /// Encodes an envelope from `from` carrying `msg`, claiming no schema
+    /// version (tools and tests; nodes use [`WireCodec::encode_at`]).
     pub fn encode(&self, from: NodeId, msg: &PeerMsg) -> Result<Vec<u8>, WireError> {
+        self.encode_at(from, 0, msg)
+    }
+
+    /// Encodes an envelope from `from`, which knows schema version
+    /// `layout`, carrying `msg`.
+    pub fn encode_at(
+        &self,
+        from: NodeId,
+        layout: u64,
+        msg: &PeerMsg,
+    ) -> Result<Vec<u8>, WireError> {
         #[derive(Serialize)]
         struct EnvelopeRef<'a> {
             cluster: &'a str,
             from: NodeId,
+            layout: u64,
             msg: &'a PeerMsg,
         }
         let mut out = vec![WIRE_VERSION];
         let env = EnvelopeRef {
             cluster: &self.cluster,
             from,
+            layout,
             msg,
         };
         out = postcard::to_extend(&env, out).map_err(|e| WireError::Malformed(e.to_string()))?;

@@ -842,6 +842,7 @@ fn a_restart_behind_a_clock_step_back_still_gets_a_larger_generation() {
         generation: g1,
         members: Vec::new(),
         alive_micros: WALL,
+        ..Default::default()
     });
     // The wall clock stepped 20 s back across the restart.
     let again = Node::new(NodeId(1), c, Instant::ZERO, WALL - 20_000_000).expect("config");

@@ -4,6 +4,8 @@ use bytes::Bytes;
 use cassio_core::anti_entropy::{SyncMsg, TreeReply};
 use cassio_core::hints::HintMsg;
 use cassio_core::membership::{AppState, Digest, GossipMsg, NodeState, NodeStatus};
+use cassio_core::schema::{Schema, SchemaChange};
+use cassio_core::schema_agreement::{Ballot, SchemaMsg};
 use cassio_core::wire::{WireCodec, WireError, WIRE_VERSION};
 use cassio_core::{KeyDigest, NodeId, PeerMsg, Timestamp, Token, Versioned, WriteOutcome};
 use proptest::prelude::*;
@@ -139,6 +141,32 @@ fn samples() -> Vec<PeerMsg> {
             )],
         }),
         PeerMsg::Hints(HintMsg::Ack { tag: 5, ok: true }),
+        PeerMsg::Schema(SchemaMsg::Accept {
+            slot: 2,
+            ballot: Ballot {
+                round: 4,
+                node: NodeId(2),
+            },
+            value: Schema::seed(
+                NodeId(2),
+                &[(
+                    "default".to_string(),
+                    cassio_core::KeyspaceConfig::default_keyspace(3),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .apply(
+                &SchemaChange::Create {
+                    name: "orders".into(),
+                    replication_factor: 3,
+                    default_consistency: cassio_core::Consistency::Quorum,
+                },
+                NodeId(2),
+            )
+            .expect("valid change"),
+        }),
+        PeerMsg::Schema(SchemaMsg::Fetch { have: 7 }),
     ]
 }
 
@@ -212,14 +240,15 @@ proptest! {
     }
 
     #[test]
-    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..20) {
+    fn corrupting_a_valid_frame_never_panics(idx in 0usize..4096, byte in any::<u8>(), which in 0usize..64) {
         let codec = WireCodec::new("prod");
-        let mut frame = codec.encode(NodeId(3), &samples()[which]).expect("encode");
+        let all = samples();
+        let mut frame = codec.encode_at(NodeId(3), 5, &all[which % all.len()]).expect("encode");
         let i = idx % frame.len();
         frame[i] = byte;
         if let Ok(env) = codec.decode(&frame) {
             // Whatever decodes must re-encode to a frame that decodes the same.
-            let again = codec.encode(env.from, &env.msg).expect("re-encode");
+            let again = codec.encode_at(env.from, env.layout, &env.msg).expect("re-encode");
             prop_assert_eq!(codec.decode(&again).expect("decode"), env);
         }
     }

@@ -181,6 +181,20 @@ fn mutation_purge_by_grace_only() {
 }
 
 #[test]
+fn mutation_schema_acceptor_promises_every_ballot() {
+    // An acceptor that promises and accepts every ballot lets two nodes
+    // minting at once both choose their version.
+    let control = nemesis::concurrent_schema_changes();
+    let mut broken = control.clone();
+    broken.name = "mutation_schema_acceptor_promises_every_ballot".into();
+    broken.mutations.promise_every_ballot = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "two versions minted at once and both used went unnoticed"
+    );
+}
+
+#[test]
 fn mutation_leave_without_handoff() {
     // A leaving node that announces `Left` before the nodes gaining its
     // ranges synced them takes the only copies of some writes with it.

@@ -81,9 +81,11 @@ impl Node {
 
     /// The largest replication factor of this node's keyspaces.
     pub(super) fn max_replication_factor(&self) -> usize {
-        self.keyspaces
+        self.schema
+            .schema()
+            .keyspaces
             .values()
-            .map(|k| k.replication_factor)
+            .map(|k| k.config.replication_factor)
             .max()
             .unwrap_or(1)
     }
@@ -101,8 +103,15 @@ impl Node {
         let Some((ks, token, _)) = split_storage_key_token(key) else {
             return true;
         };
-        let Some(own) = self.keyspaces.get(ks).map(|k| k.replication_factor) else {
-            return true;
+        let Some((name, own)) = self
+            .schema
+            .schema()
+            .by_storage_name(ks)
+            .map(|k| (k.config.name.clone(), k.config.replication_factor))
+        else {
+            // A keyspace this node does not know: its schema is behind (it
+            // fetches the newer one when a peer's message says so).
+            return self.schema.schema().version >= self.peer_schema;
         };
         let epoch = self.membership.view_epoch();
         if self.widest_rf.0 != epoch {
@@ -115,7 +124,14 @@ impl Node {
             }
             self.widest_rf = (epoch, widest);
         }
-        let rf = self.widest_rf.1.get(ks).copied().unwrap_or(0).max(own);
+        // Before the cluster agreed on a schema, each node's own
+        // configuration says; after, the schema alone.
+        let widest = if self.schema.schema().version == 0 {
+            self.widest_rf.1.get(&name).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let rf = widest.max(own);
         self.rebuild_placement();
         if read {
             self.layout

@@ -111,6 +111,28 @@ pub enum Violation {
         /// The node.
         node: NodeId,
     },
+    /// Two nodes used different schemas under one version number: two
+    /// versions were minted concurrently and both used.
+    SchemaDiverged {
+        /// The version.
+        version: u64,
+        /// The distinct digests seen for it.
+        digests: usize,
+    },
+    /// A keyspace change acknowledged as part of a version is missing
+    /// from that version.
+    SchemaChangeLost {
+        /// The change, as text.
+        change: String,
+        /// The version it was acknowledged in.
+        version: u64,
+    },
+    /// After faults stopped, the running nodes did not end on one schema
+    /// version (liveness).
+    SchemaNotConverged {
+        /// Each running node's version.
+        versions: String,
+    },
     /// A node held more hint bytes for one target than the cap.
     HintCapExceeded {
         /// The most held.
@@ -169,6 +191,18 @@ impl fmt::Display for Violation {
             Violation::NeverLeft { node } => {
                 write!(f, "node {node} was asked to leave and never announced Left")
             }
+            Violation::SchemaDiverged { version, digests } => write!(
+                f,
+                "schema version {version} was used with {digests} different contents"
+            ),
+            Violation::SchemaChangeLost { change, version } => write!(
+                f,
+                "schema change {change} was acknowledged in version {version}, which does not hold it"
+            ),
+            Violation::SchemaNotConverged { versions } => write!(
+                f,
+                "the running nodes ended on different schema versions: {versions}"
+            ),
             Violation::HintCapExceeded { bytes, cap } => {
                 write!(
                     f,
@@ -271,6 +305,7 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
     for &node in &outcome.never_left {
         violations.push(Violation::NeverLeft { node });
     }
+    violations.extend(schema_violations(outcome));
     if scenario.hints.enabled
         && outcome.max_hint_bytes_per_target > scenario.hints.max_bytes_per_target
     {
@@ -430,4 +465,74 @@ fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// The schema's guarantees: one content per version, every acknowledged
+/// change in the version it was acknowledged in, one final version.
+fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
+    use cassio_core::schema::SchemaChange;
+    let mut violations = Vec::new();
+    let mut by_version: BTreeMap<u64, Vec<&cassio_core::schema::Schema>> = BTreeMap::new();
+    for (_, s) in &outcome.schema_adopted {
+        by_version.entry(s.version).or_default().push(s);
+    }
+    for (&version, schemas) in &by_version {
+        let digests: std::collections::BTreeSet<u64> = schemas.iter().map(|s| s.digest()).collect();
+        if digests.len() > 1 {
+            violations.push(Violation::SchemaDiverged {
+                version,
+                digests: digests.len(),
+            });
+        }
+    }
+    for (change, answer) in &outcome.schema_changes {
+        let Some(Ok(version)) = answer else { continue };
+        let Some(schemas) = by_version.get(version) else {
+            violations.push(Violation::SchemaChangeLost {
+                change: format!("{change:?}"),
+                version: *version,
+            });
+            continue;
+        };
+        let holds = |s: &cassio_core::schema::Schema| match change {
+            SchemaChange::Create {
+                name,
+                replication_factor,
+                ..
+            } => s
+                .keyspace(name)
+                .is_some_and(|k| k.config.replication_factor == *replication_factor),
+            SchemaChange::Alter {
+                name,
+                replication_factor,
+                ..
+            } => s.keyspace(name).is_some_and(|k| {
+                replication_factor.is_none_or(|rf| k.config.replication_factor == rf)
+            }),
+            SchemaChange::Drop { name } => s.keyspace(name).is_none(),
+            SchemaChange::SetVoters(v) => &s.voters == v,
+        };
+        if !schemas.iter().all(|s| holds(s)) {
+            violations.push(Violation::SchemaChangeLost {
+                change: format!("{change:?}"),
+                version: *version,
+            });
+        }
+    }
+    let finals: std::collections::BTreeSet<u64> = outcome
+        .final_schema_versions
+        .iter()
+        .map(|(_, v)| *v)
+        .collect();
+    if finals.len() > 1 {
+        violations.push(Violation::SchemaNotConverged {
+            versions: outcome
+                .final_schema_versions
+                .iter()
+                .map(|(id, v)| format!("{id}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    violations
 }

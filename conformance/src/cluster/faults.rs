@@ -84,4 +84,12 @@ pub enum Fault {
         /// The dead node.
         dead: usize,
     },
+    /// An operator asks node `by` for a keyspace change (`cassio
+    /// keyspace ...`); retried a second later while `by` is not ready.
+    SchemaChange {
+        /// The node the operator asks.
+        by: usize,
+        /// The change.
+        change: cassio_core::schema::SchemaChange,
+    },
 }

@@ -89,6 +89,16 @@ pub struct SimOutcome {
     /// The most hint bytes any node held for one target, sampled every
     /// second.
     pub max_hint_bytes_per_target: u64,
+    /// Every schema version each node adopted, in order.
+    pub schema_adopted: Vec<(NodeId, cassio_core::schema::Schema)>,
+    /// Every operator schema change and its answer (`None`: unanswered,
+    /// or never asked because the node was down).
+    pub schema_changes: Vec<(
+        cassio_core::schema::SchemaChange,
+        Option<Result<u64, cassio_core::ClientError>>,
+    )>,
+    /// The schema version of each running node at the end of the run.
+    pub final_schema_versions: Vec<(NodeId, u64)>,
 }
 
 impl SimOutcome {

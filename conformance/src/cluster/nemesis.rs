@@ -755,3 +755,66 @@ pub fn by_name(name: &str, seed: u64) -> Option<Scenario> {
     }
     catalog().into_iter().find(|s| s.name == name)
 }
+
+fn create(name: &str, rf: usize) -> cassio_core::schema::SchemaChange {
+    cassio_core::schema::SchemaChange::Create {
+        name: name.into(),
+        replication_factor: rf,
+        default_consistency: cassio_core::Consistency::Quorum,
+    }
+}
+
+/// Two nodes mint schema versions at once, twice, under load: each asks
+/// for its own keyspace at the same instant, so both propose the same
+/// version. Exactly one content may be used per version, and both changes
+/// must end up in the schema.
+pub fn concurrent_schema_changes() -> Scenario {
+    let mut s = base("concurrent_schema_changes");
+    s.faults = vec![
+        (
+            secs(2),
+            Fault::SchemaChange {
+                by: 1,
+                change: create("orders", 3),
+            },
+        ),
+        (
+            secs(2),
+            Fault::SchemaChange {
+                by: 3,
+                change: create("users", 3),
+            },
+        ),
+        (
+            secs(6),
+            Fault::SchemaChange {
+                by: 0,
+                change: cassio_core::schema::SchemaChange::Alter {
+                    name: "orders".into(),
+                    replication_factor: Some(4),
+                    default_consistency: None,
+                },
+            },
+        ),
+        (
+            secs(6),
+            Fault::SchemaChange {
+                by: 4,
+                change: create("events", 2),
+            },
+        ),
+    ];
+    s
+}
+
+/// The same with 10% of frames lost and a minter crashing right after it
+/// proposed (it comes back 10 s later).
+pub fn concurrent_schema_changes_with_loss_and_crash() -> Scenario {
+    let mut s = concurrent_schema_changes();
+    s.name = "concurrent_schema_changes_with_loss_and_crash".into();
+    s.net.loss = 0.1;
+    s.faults
+        .push((secs(2) + Duration::from_millis(3), Fault::Crash(3)));
+    s.faults.push((secs(12), Fault::Restart(3)));
+    s
+}

@@ -10,8 +10,8 @@ use cassio_core::config::{Config, Consistency, KeyspaceConfig};
 use cassio_core::membership::MembershipEvent;
 use cassio_core::NodeEvent;
 use cassio_core::{
-    ClientRequest, HintLog, Instant, Node, NodeId, Output, PeerMsg, RequestId, StorageOp,
-    StorageResult, StorageToken, Store, Timestamp, WireCodec,
+    ClientError, ClientRequest, HintLog, Instant, Node, NodeId, Output, PeerMsg, RequestId,
+    StorageOp, StorageResult, StorageToken, Store, Timestamp,
 };
 use core::net::SocketAddr;
 use rand::{Rng, SeedableRng};
@@ -68,6 +68,13 @@ enum Event {
     /// Sample hint bytes held.
     HintSample,
     /// Watch a leaving node until it announces `Left`, then stop it.
+    /// An operator asks again for schema change `idx`.
+    SchemaRetry {
+        /// The node asked.
+        by: usize,
+        /// The change, by index.
+        idx: usize,
+    },
     LeftWatch {
         node: usize,
         since: Instant,
@@ -138,11 +145,18 @@ pub struct SimCluster<'a> {
     by_addr: BTreeMap<SocketAddr, usize>,
     seeds: Vec<SocketAddr>,
     membership_log: Vec<(Instant, usize, MembershipEvent)>,
-    codec: WireCodec,
     cut: BTreeSet<(usize, usize)>,
     loss: f64,
     history: Vec<OpRecord>,
     in_flight: BTreeMap<RequestId, usize>,
+    /// Operator schema changes in flight: request id -> index in
+    /// `schema_changes`.
+    schema_requests: BTreeMap<RequestId, usize>,
+    schema_changes: Vec<(
+        cassio_core::schema::SchemaChange,
+        Option<Result<u64, ClientError>>,
+    )>,
+    schema_adopted: Vec<(NodeId, cassio_core::schema::Schema)>,
     client_ops_left: Vec<usize>,
     next_request: u64,
     next_value: u64,
@@ -240,11 +254,13 @@ impl<'a> SimCluster<'a> {
             by_addr,
             seeds,
             membership_log: Vec::new(),
-            codec: WireCodec::new("sim"),
             cut: BTreeSet::new(),
             loss: scenario.net.loss,
             history: Vec::new(),
             in_flight: BTreeMap::new(),
+            schema_requests: BTreeMap::new(),
+            schema_changes: Vec::new(),
+            schema_adopted: Vec::new(),
             client_ops_left: vec![scenario.ops_per_client; scenario.clients],
             next_request: 1,
             next_value: 1,
@@ -352,7 +368,20 @@ impl<'a> SimCluster<'a> {
             };
             match out {
                 Output::Send { addr, msg, .. } => self.send(i, addr, &msg),
-                Output::Reply { id, result } => self.complete(id, result),
+                Output::Reply { id, result } => {
+                    if let Some(idx) = self.schema_requests.remove(&id) {
+                        self.schema_answered(idx, i, result);
+                    } else {
+                        self.complete(id, result)
+                    }
+                }
+                Output::Event(NodeEvent::SchemaAdopted { version, .. }) => {
+                    if let Some(n) = self.nodes[i].node.as_ref() {
+                        if n.schema().version == version {
+                            self.schema_adopted.push((n.id(), n.schema().clone()));
+                        }
+                    }
+                }
                 Output::Storage { token, op } => {
                     if let StorageOp::Apply { version, .. } = &op {
                         self.note_write_ts(version.ts);
@@ -415,10 +444,10 @@ impl<'a> SimCluster<'a> {
         let Some(&to) = self.by_addr.get(&to) else {
             return;
         };
-        let Some(sender) = self.nodes[from].node.as_ref().map(|n| n.id()) else {
+        let Some(node) = self.nodes[from].node.as_ref() else {
             return;
         };
-        let frame = match self.codec.encode(sender, msg) {
+        let frame = match node.encode(msg) {
             Ok(f) => f,
             Err(e) => panic!("simulated message does not encode: {e}"),
         };
@@ -650,6 +679,7 @@ impl<'a> SimCluster<'a> {
                 since,
             } => self.caught_up_watch(node, incarnation, since),
             Event::LeftWatch { node, since } => self.left_watch(node, since),
+            Event::SchemaRetry { by, idx } => self.ask_schema(by, idx),
             Event::SyncTick => {
                 for n in &self.nodes {
                     if let (Some(_), Some(s)) = (&n.node, &n.store) {
@@ -800,6 +830,14 @@ impl<'a> SimCluster<'a> {
             never_caught_up: self.never_caught_up,
             never_left: self.never_left,
             max_hint_bytes_per_target: self.max_hint_bytes_per_target,
+            final_schema_versions: self
+                .nodes
+                .iter()
+                .filter_map(|n| n.node.as_ref())
+                .map(|n| (n.id(), n.schema().version))
+                .collect(),
+            schema_adopted: self.schema_adopted,
+            schema_changes: self.schema_changes,
         }
     }
 }

@@ -9,6 +9,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl SimCluster<'_> {
+    /// Asks node `by` for schema change `idx` (a second later again while
+    /// `by` is down).
+    pub(super) fn ask_schema(&mut self, by: usize, idx: usize) {
+        let change = self.schema_changes[idx].0.clone();
+        let now = self.now_for(by.min(self.nodes.len().saturating_sub(1)));
+        // Ids of operator requests stay far from the clients'.
+        let id = RequestId(u64::MAX - idx as u64);
+        match self.nodes.get_mut(by).and_then(|n| n.node.as_mut()) {
+            Some(n) => {
+                self.schema_requests.insert(id, idx);
+                n.change_schema(now, id, change);
+                self.pump(by);
+            }
+            None => self.schedule(
+                self.now + Duration::from_secs(1),
+                Event::SchemaRetry { by, idx },
+            ),
+        }
+    }
+
+    /// A schema change was answered: an operator retries one the node was
+    /// not ready for a second later, and keeps any other answer.
+    pub(super) fn schema_answered(
+        &mut self,
+        idx: usize,
+        by: usize,
+        result: Result<cassio_core::ClientResponse, cassio_core::ClientError>,
+    ) {
+        use cassio_core::{ClientError, ClientResponse};
+        match result {
+            Err(ClientError::Joining | ClientError::ShuttingDown) => self.schedule(
+                self.now + Duration::from_secs(1),
+                Event::SchemaRetry { by, idx },
+            ),
+            Ok(ClientResponse::SchemaChanged { version }) => {
+                self.schema_changes[idx].1 = Some(Ok(version))
+            }
+            Ok(other) => {
+                self.schema_changes[idx].1 = Some(Err(ClientError::Schema(
+                    cassio_core::schema_agreement::ChangeError::Busy,
+                )));
+                debug_assert!(false, "a schema change answered {other:?}");
+            }
+            Err(e) => self.schema_changes[idx].1 = Some(Err(e)),
+        }
+    }
+
     /// The process of node `i` dies: requests it coordinated are lost, its
     /// timers and storage operations are orphaned, its store is crashed.
     pub(super) fn crash(&mut self, i: usize) {
@@ -178,6 +225,11 @@ impl SimCluster<'_> {
                     }
                     self.pump(by);
                 }
+            }
+            Fault::SchemaChange { by, change } => {
+                let idx = self.schema_changes.len();
+                self.schema_changes.push((change.clone(), None));
+                self.ask_schema(by, idx);
             }
             Fault::Leave(i) => {
                 let now = self.now_for(i.min(self.nodes.len().saturating_sub(1)));

@@ -1,0 +1,198 @@
+//! The node's side of the schema: operator changes, the claimant that
+//! founds the schema and keeps its voters current, fetching a newer version
+//! a peer knows, and applying each chosen version (see
+//! [`crate::schema_agreement`]).
+
+use super::*;
+use crate::schema::{Schema, SchemaChange};
+use crate::schema_agreement::{AgreementOutput, AgreementView, SchemaMsg};
+use std::collections::BTreeSet;
+
+/// How often a node behind a peer's schema asks for the newer one.
+const FETCH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Node {
+    /// The newest schema version this node knows: its keyspaces and voters.
+    pub fn schema(&self) -> &Schema {
+        self.schema.schema()
+    }
+
+    /// Asks the cluster for a schema change; the answer comes out as
+    /// `Output::Reply { id, .. }`: `ClientResponse::SchemaChanged` once a
+    /// version holding it is chosen, or `ClientError::Schema`.
+    pub fn change_schema(&mut self, now: impl Into<Now>, id: RequestId, change: SchemaChange) {
+        let now = self.enter(now);
+        if self.shutting_down {
+            self.reply(id, Err(ClientError::ShuttingDown));
+        } else if !self.readiness.is_ready() {
+            self.reply(id, Err(ClientError::Joining));
+        } else {
+            let view = self.agreement_view();
+            self.run_schema(now, |a| a.propose(now, change, Some(id), &view));
+        }
+        self.leave_input();
+    }
+
+    /// Every message says which schema version its sender knows; a newer
+    /// one is fetched (at most every [`FETCH_EVERY`]).
+    pub(super) fn peer_schema_version(&mut self, now: Instant, from: NodeId, version: u64) {
+        if version <= self.schema.schema().version {
+            return;
+        }
+        self.peer_schema = self.peer_schema.max(version);
+        if self
+            .schema_fetched
+            .is_some_and(|at| now.saturating_duration_since(at) < FETCH_EVERY)
+            || !self.membership.is_member(from)
+        {
+            return;
+        }
+        self.schema_fetched = Some(now);
+        let view = self.agreement_view();
+        self.run_schema(now, |a| a.peer_version(now, from, version, &view));
+    }
+
+    pub(super) fn on_schema_msg(&mut self, now: Instant, from: NodeId, m: SchemaMsg) {
+        let view = self.agreement_view();
+        self.run_schema(now, |a| a.on_message(now, from, m, &view));
+    }
+
+    /// The claimant's duties and the agreement's timers. The claimant is
+    /// the lowest live `Normal` token owner: it founds the schema (the
+    /// first version) once its view has settled and holds every seed, and
+    /// proposes new voters when the token owners changed and no ring
+    /// transition runs.
+    pub(super) fn schema_tick(&mut self, now: Instant) {
+        let view = self.agreement_view();
+        // The claimant: the lowest live `Normal` token owner.
+        let lowest_live = self
+            .membership
+            .token_owners()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|&id| id == self.id || self.membership.is_alive(id))
+            .find(|&id| {
+                self.membership
+                    .state_of(id)
+                    .is_some_and(|(_, app)| app.status == NodeStatus::Normal)
+            });
+        let claimant = self.readiness.is_ready()
+            && !self.shutting_down
+            && self.membership.status() == NodeStatus::Normal
+            && lowest_live == Some(self.id)
+            && !self.schema.busy();
+        if claimant {
+            let current = self.schema.schema();
+            let wanted = if current.version == 0 {
+                (!view.founders.is_empty()).then(|| view.founders.clone())
+            } else {
+                let owners: BTreeSet<NodeId> = self
+                    .membership
+                    .token_owners()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| !self.membership.removal_requested(*id))
+                    .collect();
+                (self.layout.transition() == 0 && !owners.is_empty() && owners != current.voters)
+                    .then_some(owners)
+            };
+            if let Some(voters) = wanted {
+                self.run_schema(now, |a| {
+                    a.propose(now, SchemaChange::SetVoters(voters), None, &view)
+                });
+            }
+        }
+        self.run_schema(now, |a| a.tick(now, &view));
+    }
+
+    /// When the agreement next needs a timer.
+    pub(super) fn schema_deadline(&self) -> Option<Instant> {
+        self.schema.next_deadline()
+    }
+
+    /// Who founds the first version: every `Normal` token owner this node
+    /// knows, alive or not, once every seed is among them (none before).
+    /// Any two nodes that could found share a seed (seed lists overlap
+    /// within one cluster) and need every founder's acceptance, so their
+    /// rounds meet at an acceptor and cannot choose two first versions;
+    /// and a node cut off from part of the cluster still names it, so it
+    /// waits rather than founds alone.
+    fn agreement_view(&self) -> AgreementView {
+        let founders: BTreeSet<NodeId> = self
+            .membership
+            .token_owners()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|&id| {
+                self.membership
+                    .state_of(id)
+                    .is_some_and(|(_, app)| app.status == NodeStatus::Normal)
+            })
+            .collect();
+        let seeds_in = self.seeds.iter().all(|addr| {
+            founders
+                .iter()
+                .any(|&id| self.membership.addr_of(id) == Some(*addr))
+        });
+        AgreementView {
+            founders: if seeds_in { founders } else { BTreeSet::new() },
+        }
+    }
+
+    /// Runs `f` on the agreement, then persists (before anything is sent:
+    /// an acceptor's promise must survive a crash) and carries out what it
+    /// asked for.
+    fn run_schema(&mut self, now: Instant, f: impl FnOnce(&mut SchemaAgreement)) {
+        f(&mut self.schema);
+        let outputs = self.schema.drain();
+        if self.schema.take_dirty() {
+            self.persist(true);
+        }
+        for o in outputs {
+            match o {
+                AgreementOutput::Send(to, msg) => self.send(to, PeerMsg::Schema(msg)),
+                AgreementOutput::Reply(id, result) => self.reply(
+                    id,
+                    result
+                        .map(|version| ClientResponse::SchemaChanged { version })
+                        .map_err(ClientError::Schema),
+                ),
+                AgreementOutput::Adopt(schema) => self.adopt_schema(now, &schema),
+                AgreementOutput::Event(e) => {
+                    self.out.push_back(Output::Event(NodeEvent::Schema(e)));
+                }
+            }
+        }
+    }
+
+    /// Uses a newly chosen version: anti-entropy follows its keyspaces,
+    /// and a round starts at once when a replication factor changed (the
+    /// keyspace's new replicas pull its keys).
+    fn adopt_schema(&mut self, now: Instant, schema: &Schema) {
+        let rf_changed = schema.keyspaces.values().any(|k| {
+            self.ae_rf
+                .get(&k.storage_name())
+                .is_some_and(|&rf| rf != k.config.replication_factor)
+        });
+        self.ae_rf = schema
+            .keyspaces
+            .values()
+            .map(|k| (k.storage_name(), k.config.replication_factor))
+            .collect();
+        if rf_changed {
+            self.ae.request_round(now);
+        }
+        self.ae.set_keyspaces(
+            schema
+                .keyspaces
+                .values()
+                .map(|k| (k.storage_name(), k.config.replication_factor)),
+            now,
+        );
+        self.out.push_back(Output::Event(NodeEvent::SchemaAdopted {
+            version: schema.version,
+            digest: schema.digest(),
+            minted_by: schema.minted_by,
+        }));
+    }
+}
