@@ -361,14 +361,12 @@ impl Running {
     fn drain(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Send { addr, msg, .. } => {
-                    match self.node.codec().encode(self.node.id(), &msg) {
-                        Ok(frame) => self.send_frame(addr, Bytes::from(frame)),
-                        Err(e) => {
-                            tracing::warn!(peer = %addr, error = %e, "could not encode a peer message")
-                        }
+                Output::Send { addr, msg, .. } => match self.node.encode(&msg) {
+                    Ok(frame) => self.send_frame(addr, Bytes::from(frame)),
+                    Err(e) => {
+                        tracing::warn!(peer = %addr, error = %e, "could not encode a peer message")
                     }
-                }
+                },
                 Output::Reply { id, result } => self.reply(id, result.map_err(RequestError::from)),
                 Output::Storage { token, op } => self.storage.push(token, op),
                 Output::Event(e) => {
@@ -520,6 +518,26 @@ impl Running {
             Command::RemoveDead(dead, reply) => {
                 let _ = reply.send(self.remove_dead(dead));
             }
+            Command::ChangeSchema(change, reply) => {
+                if self.stopping {
+                    let _ = reply.send(Err(RequestError::NotRunning));
+                    return;
+                }
+                tracing::info!(?change, "schema change requested");
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.requests.insert(
+                    id,
+                    PendingRequest {
+                        reply,
+                        op: "schema",
+                        started: std::time::Instant::now(),
+                    },
+                );
+                let now = self.clock.now();
+                self.node.change_schema(now, id, change);
+                self.drain();
+            }
         }
     }
 
@@ -574,19 +592,28 @@ impl Running {
             return Err(RequestError::Client(cassio_core::ClientError::ShuttingDown));
         }
         let me = self.node.id();
+        // Anti-entropy knows keyspaces by the name their keys are stored
+        // under.
+        let storage_name = match &req.keyspace {
+            None => None,
+            Some(ks) => match self.node.schema().keyspace(ks) {
+                Some(def) => Some(def.storage_name()),
+                None => {
+                    let known: Vec<&str> = self
+                        .node
+                        .schema()
+                        .keyspaces
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    return Err(RequestError::BadRequest(format!(
+                        "unknown keyspace {ks:?} (the cluster has: {})",
+                        known.join(", ")
+                    )));
+                }
+            },
+        };
         let m = self.node.membership();
-        if let Some(ks) = &req.keyspace {
-            let known: Vec<String> = m
-                .state_of(me)
-                .map(|(_, app)| app.keyspaces.iter().map(|k| k.name.clone()).collect())
-                .unwrap_or_default();
-            if !known.contains(ks) {
-                return Err(RequestError::BadRequest(format!(
-                    "unknown keyspace {ks:?} (this node has: {})",
-                    known.join(", ")
-                )));
-            }
-        }
         let peer = match req.node {
             None => None,
             Some(addr) => {
@@ -630,7 +657,7 @@ impl Running {
         self.node.start_repair(
             now,
             cassio_core::anti_entropy::RepairScope {
-                keyspace: req.keyspace.clone(),
+                keyspace: storage_name,
                 peer,
             },
         );
@@ -711,20 +738,19 @@ impl Running {
                 })
             })
             .collect();
-        let keyspaces = m
-            .state_of(self.node.id())
-            .map(|(_, app)| {
-                app.keyspaces
-                    .iter()
-                    .map(|k| KeyspaceStatus {
-                        name: k.name.clone(),
-                        replication_factor: k.replication_factor as u64,
-                        default_consistency: k.default_consistency.to_string(),
-                        strategy: format!("{:?}", k.strategy),
-                    })
-                    .collect()
+        let schema = self.node.schema();
+        let keyspaces = schema
+            .keyspaces
+            .values()
+            .map(|k| KeyspaceStatus {
+                name: k.config.name.clone(),
+                id: u64::from(k.id),
+                replication_factor: k.config.replication_factor as u64,
+                default_consistency: k.config.default_consistency.to_string(),
+                strategy: format!("{:?}", k.config.strategy),
             })
-            .unwrap_or_default();
+            .collect();
+        let schema_version = schema.version;
         let mut ring_change = RingChange::default();
         for member in &members {
             let MemberStatus { id, state, .. } = member;
@@ -751,6 +777,7 @@ impl Running {
             repair: self.repair_info(),
             hints: self.hint_info(),
             keyspaces,
+            schema_version,
             requests: self.request_stats.snapshot(std::time::Instant::now()),
             ring_change,
         }
@@ -935,6 +962,28 @@ fn log_event(e: &NodeEvent) {
         }
         NodeEvent::CaughtUp => {
             tracing::info!("caught up after the restart (hints received, a repair round completed): Normal, serving reads again")
+        }
+        NodeEvent::SchemaAdopted {
+            version,
+            digest,
+            minted_by,
+        } => {
+            metrics::gauge!("cassio_schema_version").set(*version as f64);
+            tracing::info!(version, digest = format_args!("{digest:016x}"), minted_by = %minted_by, "schema version in use")
+        }
+        NodeEvent::Schema(cassio_core::schema_agreement::AgreementEvent::Abandoned {
+            slot,
+            chosen_from,
+        }) => {
+            tracing::info!(slot, chosen_from = %chosen_from, "schema proposal lost to another node's for the same version; retrying at the next")
+        }
+        NodeEvent::Schema(cassio_core::schema_agreement::AgreementEvent::Conflict {
+            version,
+            ours,
+            theirs,
+        }) => {
+            metrics::counter!("cassio_schema_conflicts_total").increment(1);
+            tracing::error!(version, ours = %ours, theirs = %theirs, "two different schemas carry the same version: parts of this cluster were founded apart; this node keeps its own")
         }
         NodeEvent::NotOwner { from } => {
             metrics::counter!("cassio_requests_not_owned_total").increment(1);

@@ -183,6 +183,10 @@ pub struct ClusterStatus {
     /// The keyspaces the answering node serves, with their settings.
     #[serde(default)]
     pub keyspaces: Vec<KeyspaceStatus>,
+    /// The schema version the keyspaces are from (0: this node's own
+    /// configuration; 1 and up: agreed on by the cluster).
+    #[serde(default)]
+    pub schema_version: u64,
     /// Requests this node coordinated lately, per operation (`get`, `set`,
     /// `del`): rate and p99 latency over the last few seconds.
     #[serde(default)]
@@ -250,6 +254,9 @@ pub struct RemoveStarted {
 pub struct KeyspaceStatus {
     /// Its name.
     pub name: String,
+    /// Its id, never reused (0 for `default`).
+    #[serde(default)]
+    pub id: u64,
     /// How many nodes hold each key.
     pub replication_factor: u64,
     /// The level used when a request names none (`QUORUM`, `ONE`, ...).
@@ -325,6 +332,12 @@ pub enum Command {
         cassio_core::NodeId,
         oneshot::Sender<Result<RemoveStarted, RingOpError>>,
     ),
+    /// Change the cluster's keyspaces; answered once the change is agreed
+    /// on (`ClientResponse::SchemaChanged`).
+    ChangeSchema(
+        cassio_core::schema::SchemaChange,
+        oneshot::Sender<Result<ClientResponse, RequestError>>,
+    ),
 }
 
 /// A cheap, cloneable way to talk to a running node.
@@ -380,6 +393,25 @@ impl NodeHandle {
             .await
             .map_err(|_| RingOpError::NotRunning)?;
         rx.await.map_err(|_| RingOpError::NotRunning)?
+    }
+
+    /// Changes the cluster's keyspaces (create, alter, drop); answers the
+    /// schema version that holds the change once the cluster agreed on it.
+    pub async fn change_schema(
+        &self,
+        change: cassio_core::schema::SchemaChange,
+    ) -> Result<u64, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ChangeSchema(change, tx))
+            .await
+            .map_err(|_| RequestError::NotRunning)?;
+        match rx.await.map_err(|_| RequestError::NotRunning)?? {
+            ClientResponse::SchemaChanged { version } => Ok(version),
+            other => Err(RequestError::BadRequest(format!(
+                "the node answered a schema change with {other:?}"
+            ))),
+        }
     }
 
     /// Asks the cluster to take dead member `dead` off the ring; its

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli_keyspace;
 mod cli_repair;
 mod cli_ring;
 
@@ -52,6 +53,8 @@ enum Command {
     /// Make a node leave the cluster (its ranges handed over first) and
     /// follow it until it has left and stopped.
     Decommission(cli_ring::DecommissionArgs),
+    /// List, create, alter or drop the cluster's keyspaces.
+    Keyspace(cli_keyspace::KeyspaceArgs),
 }
 
 /// Node settings. Each flag is also a key of the `--config` TOML file
@@ -581,6 +584,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Repair(a) => cli_repair::run(a).await,
         Command::Remove(a) => cli_ring::remove(a).await,
         Command::Decommission(a) => cli_ring::decommission(a).await,
+        Command::Keyspace(a) => cli_keyspace::run(a).await,
     }
 }
 

@@ -109,6 +109,7 @@ mod tests {
             generation: 7,
             members: Vec::new(),
             alive_micros: 1_700_000_000_000_000,
+            ..Default::default()
         };
         f.save(&state).expect("save");
         assert_eq!(f.load().expect("load"), Some(state));
@@ -127,6 +128,7 @@ mod tests {
             generation: 1,
             members: Vec::new(),
             alive_micros: 0,
+            ..Default::default()
         };
         f.save(&state).expect("save");
         // Format 1 laid keys out in another order; its files start with a

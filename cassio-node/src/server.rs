@@ -85,6 +85,11 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
     Ok(match handle.execute(req).await? {
         ClientResponse::Value(v) => Reply::Value(v),
         ClientResponse::Written { ts } => Reply::Written(ts),
+        ClientResponse::SchemaChanged { .. } => {
+            return Err(RequestError::BadRequest(
+                "the node answered a request with a schema change".into(),
+            ))
+        }
     })
 }
 

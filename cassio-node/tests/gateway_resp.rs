@@ -371,7 +371,8 @@ fn spawn_barrier_node(n: usize) -> NodeHandle {
                         Command::Status(_)
                         | Command::Repair(..)
                         | Command::Decommission(_)
-                        | Command::RemoveDead(..),
+                        | Command::RemoveDead(..)
+                        | Command::ChangeSchema(..),
                     ) => {}
                     None => return,
                 },

@@ -46,6 +46,8 @@
 //! TLS (when the node has a client certificate): the port speaks only
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
+mod keyspaces;
+
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
 use crate::auth::{AuthError, Authenticator, ClientSecurity, Secret};
@@ -95,6 +97,18 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
             "/kv/{*key}",
             get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
         )
+        .route(
+            "/ks/{keyspace}/kv/{*key}",
+            get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
+        )
+        .route(
+            "/admin/keyspaces",
+            get(keyspaces::list).post(keyspaces::create),
+        )
+        .route(
+            "/admin/keyspaces/{name}",
+            axum::routing::patch(keyspaces::alter).delete(keyspaces::drop),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
@@ -130,8 +144,8 @@ pub fn router_secured(
 enum Need {
     Nothing,
     AnyUser,
-    Read,
-    Write,
+    Read(String),
+    Write(String),
     Admin,
 }
 
@@ -139,10 +153,10 @@ fn need(req: &Request) -> Need {
     let path = req.uri().path();
     if path == "/health" {
         Need::Nothing
-    } else if path.starts_with("/kv/") {
+    } else if let Some((keyspace, _)) = keyspace_and_key(path) {
         match *req.method() {
-            axum::http::Method::GET | axum::http::Method::HEAD => Need::Read,
-            _ => Need::Write,
+            axum::http::Method::GET | axum::http::Method::HEAD => Need::Read(keyspace),
+            _ => Need::Write(keyspace),
         }
     } else if path.starts_with("/admin/") {
         Need::Admin
@@ -209,8 +223,8 @@ async fn require_auth(
     };
     let checked = match need {
         Need::Nothing | Need::AnyUser => Ok(()),
-        Need::Read => Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, false),
-        Need::Write => Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, true),
+        Need::Read(ks) => Authenticator::check(&user, &ks, false),
+        Need::Write(ks) => Authenticator::check(&user, &ks, true),
         Need::Admin => Authenticator::check_admin(&user),
     };
     match checked {
@@ -488,6 +502,7 @@ fn request_error(e: &RequestError) -> Response {
                 (StatusCode::SERVICE_UNAVAILABLE, "config_mismatch")
             }
             ClientError::Contended { .. } => (StatusCode::CONFLICT, "contended"),
+            ClientError::Schema(s) => keyspaces::schema_error_status(s),
             ClientError::Overloaded => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e);
                 r.headers_mut().insert(
@@ -512,11 +527,33 @@ struct KvParams {
 }
 
 /// The key from the path and the level from the query, or the error answer.
+/// The keyspace and the raw (still percent-encoded) key of a data path:
+/// `/kv/{key}` (keyspace `default`) or `/ks/{keyspace}/kv/{key}`.
+fn keyspace_and_key(path: &str) -> Option<(String, &str)> {
+    if let Some(raw) = path.strip_prefix("/kv/") {
+        return Some((cassio_core::DEFAULT_KEYSPACE.to_string(), raw));
+    }
+    let rest = path.strip_prefix("/ks/")?;
+    let (ks, raw) = rest.split_once("/kv/")?;
+    let ks = percent_encoding::percent_decode(ks.as_bytes())
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    Some((ks, raw))
+}
+
+/// The request a data path names, its keyspace set, at the level asked.
 fn key_and_level(
     uri: &Uri,
     params: Result<Query<KvParams>, QueryRejection>,
-) -> Result<(Bytes, Option<Consistency>), Box<Response>> {
-    let raw = uri.path().strip_prefix("/kv/").unwrap_or_default();
+) -> Result<(String, Bytes, Option<Consistency>), Box<Response>> {
+    let Some((keyspace, raw)) = keyspace_and_key(uri.path()) else {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "keyspace names are UTF-8: /ks/{keyspace}/kv/{key}",
+        )));
+    };
     let key: Vec<u8> = percent_encoding::percent_decode(raw.as_bytes()).collect();
     check_key(&key).map_err(|e| Box::new(error(StatusCode::URI_TOO_LONG, "key_too_large", e)))?;
     let Query(params) = params
@@ -528,7 +565,7 @@ fn key_and_level(
                 .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", e)))?,
         ),
     };
-    Ok((Bytes::from(key), level))
+    Ok((keyspace, Bytes::from(key), level))
 }
 
 /// The answer to a successful write.
@@ -537,7 +574,7 @@ fn written(res: Result<ClientResponse, RequestError>) -> Response {
         Ok(ClientResponse::Written { ts }) => {
             Json(json!({ "ok": true, "timestamp": ts })).into_response()
         }
-        Ok(ClientResponse::Value(_)) => error(
+        Ok(ClientResponse::Value(_) | ClientResponse::SchemaChanged { .. }) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a write with a value",
@@ -551,11 +588,11 @@ async fn get_kv(
     uri: Uri,
     params: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
-    let (key, level) = match key_and_level(&uri, params) {
+    let (keyspace, key, level) = match key_and_level(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
     };
-    let mut req = ClientRequest::get(key);
+    let mut req = ClientRequest::get(key).in_keyspace(keyspace);
     req.consistency = level;
     match execute(&gw.handle, PROTOCOL, req).await {
         Ok(ClientResponse::Value(Some(v))) => {
@@ -564,7 +601,7 @@ async fn get_kv(
         Ok(ClientResponse::Value(None)) => {
             error(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
-        Ok(ClientResponse::Written { .. }) => error(
+        Ok(ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. }) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a read with a write acknowledgement",
@@ -579,7 +616,7 @@ async fn put_kv(
     params: Result<Query<KvParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (key, level) = match key_and_level(&uri, params) {
+    let (keyspace, key, level) = match key_and_level(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
     };
@@ -597,7 +634,7 @@ async fn put_kv(
         }
         Err(e) => return error(e.status(), "bad_request", e.body_text()),
     };
-    let mut req = ClientRequest::put(key, value);
+    let mut req = ClientRequest::put(key, value).in_keyspace(keyspace);
     req.consistency = level;
     written(execute(&gw.handle, PROTOCOL, req).await)
 }
@@ -607,11 +644,11 @@ async fn delete_kv(
     uri: Uri,
     params: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
-    let (key, level) = match key_and_level(&uri, params) {
+    let (keyspace, key, level) = match key_and_level(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
     };
-    let mut req = ClientRequest::delete(key);
+    let mut req = ClientRequest::delete(key).in_keyspace(keyspace);
     req.consistency = level;
     written(execute(&gw.handle, PROTOCOL, req).await)
 }

@@ -2,7 +2,10 @@
 //! `redis-benchmark` and Redis client libraries work unchanged.
 //!
 //! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO AUTH INFO
-//! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`.
+//! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`, and
+//! Cassio's own `CASSIO.CONSISTENCY [level]` and `CASSIO.KEYSPACE [name]`
+//! (the keyspace the connection's commands address from then on; `default`
+//! at first; an unknown one is refused per command).
 //!
 //! Protocols: a connection starts in RESP2; `HELLO 3` switches it to RESP3
 //! and `HELLO 2` back. Under RESP3 replies take the types Redis 7 gives
@@ -236,6 +239,9 @@ struct Conn {
     /// How replies are encoded from the current command on.
     proto: Proto,
     consistency: Option<Consistency>,
+    /// The keyspace this connection's commands address
+    /// (`CASSIO.KEYSPACE`; `default` at first).
+    keyspace: Arc<str>,
     quit: bool,
     port: u16,
     /// Most keys one multi-key command may name.
@@ -301,6 +307,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         name: None,
         proto: Proto::Resp2,
         consistency: None,
+        keyspace: Arc::from(cassio_core::DEFAULT_KEYSPACE),
         quit: false,
         port: ctx.port,
         max_keys: limits.max_keys_per_command,
@@ -476,6 +483,7 @@ enum IoKind {
 struct IoOp {
     kind: IoKind,
     consistency: Option<Consistency>,
+    keyspace: Arc<str>,
 }
 
 impl IoOp {
@@ -642,7 +650,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
         IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) => false,
         IoKind::Info(..) => return planned,
     };
-    match Authenticator::check(&user, cassio_core::DEFAULT_KEYSPACE, write) {
+    match Authenticator::check(&user, &op.keyspace, write) {
         Ok(()) => planned,
         Err(e @ AuthError::Forbidden { .. }) => err(format!("NOPERM {e}")),
         Err(e) => err(format!("ERR {e}")),
@@ -778,6 +786,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         Plan::Io(IoOp {
             kind,
             consistency: conn.consistency,
+            keyspace: conn.keyspace.clone(),
         })
     };
     match name {
@@ -888,6 +897,22 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         "COMMAND" => command(&args),
         "CLIENT" => client(&args, conn),
         "CONFIG" => config(&args),
+        "CASSIO.KEYSPACE" => match argc {
+            1 => Plan::Ready(Reply::bulk_str(&conn.keyspace)),
+            2 => {
+                let ks = String::from_utf8_lossy(args.get(1).map_or(&[][..], |a| &a[..]));
+                // Existence is the node's to judge, per request (keyspaces
+                // come and go); the name's form is checked here.
+                if ks != cassio_core::DEFAULT_KEYSPACE {
+                    if let Err(e) = cassio_core::schema::check_name(&ks) {
+                        return err(format!("ERR {e}"));
+                    }
+                }
+                conn.keyspace = Arc::from(ks.as_ref());
+                Plan::Ready(Reply::Simple("OK"))
+            }
+            _ => wrong_arity(name),
+        },
         "CASSIO.CONSISTENCY" => match argc {
             1 => Plan::Ready(Reply::bulk_str(
                 &conn
@@ -1018,6 +1043,7 @@ const COMMANDS: &[CommandSpec] = &[
     ("command", -1, &["stale"], 0, 0, 0),
     ("client", -2, &["stale"], 0, 0, 0),
     ("select", 2, &["fast", "stale"], 0, 0, 0),
+    ("cassio.keyspace", -1, &["fast", "stale"], 0, 0, 0),
     ("config", -2, &["stale"], 0, 0, 0),
     ("cassio.consistency", -1, &["fast"], 0, 0, 0),
 ];
@@ -1139,14 +1165,17 @@ async fn get(
     handle: &NodeHandle,
     key: &Bytes,
     c: Option<Consistency>,
+    ks: &str,
 ) -> Result<Option<Bytes>, RequestError> {
-    let mut req = ClientRequest::get(key.clone());
+    let mut req = ClientRequest::get(key.clone()).in_keyspace(ks);
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
         ClientResponse::Value(v) => Ok(v),
-        ClientResponse::Written { .. } => Err(RequestError::BadRequest(
-            "the node answered a read with a write acknowledgement".into(),
-        )),
+        ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. } => {
+            Err(RequestError::BadRequest(
+                "the node answered a read with a write acknowledgement".into(),
+            ))
+        }
     }
 }
 
@@ -1155,8 +1184,9 @@ async fn put(
     key: &Bytes,
     value: &Bytes,
     c: Option<Consistency>,
+    ks: &str,
 ) -> Result<(), RequestError> {
-    let mut req = ClientRequest::put(key.clone(), value.clone());
+    let mut req = ClientRequest::put(key.clone(), value.clone()).in_keyspace(ks);
     req.consistency = c;
     execute(handle, PROTOCOL, req).await.map(|_| ())
 }
@@ -1165,9 +1195,10 @@ async fn delete(
     handle: &NodeHandle,
     key: &Bytes,
     c: Option<Consistency>,
+    ks: &str,
 ) -> Result<bool, RequestError> {
-    let existed = get(handle, key, c).await?.is_some();
-    let mut req = ClientRequest::delete(key.clone());
+    let existed = get(handle, key, c, ks).await?.is_some();
+    let mut req = ClientRequest::delete(key.clone()).in_keyspace(ks);
     req.consistency = c;
     execute(handle, PROTOCOL, req).await?;
     Ok(existed)
@@ -1181,17 +1212,18 @@ fn count(n: usize) -> Reply {
 async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
     use futures_util::future::join_all;
     let c = op.consistency;
+    let ks: &str = &op.keyspace;
     match &op.kind {
-        IoKind::Get(k) => match get(handle, k, c).await {
+        IoKind::Get(k) => match get(handle, k, c, ks).await {
             Ok(v) => Reply::Bulk(v),
             Err(e) => request_error(&e),
         },
-        IoKind::Set(k, v) => match put(handle, k, v, c).await {
+        IoKind::Set(k, v) => match put(handle, k, v, c, ks).await {
             Ok(()) => Reply::Simple("OK"),
             Err(e) => request_error(&e),
         },
         IoKind::MGet(keys) => {
-            let got = join_all(keys.iter().map(|k| get(handle, k, c))).await;
+            let got = join_all(keys.iter().map(|k| get(handle, k, c, ks))).await;
             let mut items = Vec::with_capacity(got.len());
             for g in got {
                 match g {
@@ -1202,7 +1234,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             Reply::Array(items)
         }
         IoKind::Exists(keys) => {
-            let got = join_all(keys.iter().map(|k| get(handle, k, c))).await;
+            let got = join_all(keys.iter().map(|k| get(handle, k, c, ks))).await;
             let mut n = 0;
             for g in got {
                 match g {
@@ -1213,7 +1245,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             count(n)
         }
         IoKind::Del(keys) => {
-            let done = join_all(keys.iter().map(|k| delete(handle, k, c))).await;
+            let done = join_all(keys.iter().map(|k| delete(handle, k, c, ks))).await;
             let mut n = 0;
             for d in done {
                 match d {
@@ -1224,7 +1256,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             count(n)
         }
         IoKind::MSet(pairs) => {
-            let done = join_all(pairs.iter().map(|(k, v)| put(handle, k, v, c))).await;
+            let done = join_all(pairs.iter().map(|(k, v)| put(handle, k, v, c, ks))).await;
             match done.into_iter().find_map(Result::err) {
                 None => Reply::Simple("OK"),
                 Some(e) => request_error(&e),
@@ -1292,6 +1324,7 @@ mod tests {
             name: None,
             proto: Proto::Resp2,
             consistency: None,
+            keyspace: Arc::from("default"),
             quit: false,
             port: 0,
             max_keys: 3,
@@ -1319,6 +1352,32 @@ mod tests {
         // GET a, SET c, GET a together; MGET c waits for SET c.
         assert_eq!(wave_end(&plans, 4), 7);
         assert_eq!(wave_end(&plans, 7), 8);
+    }
+
+    #[test]
+    fn keyspace_is_captured_in_command_order() {
+        let mut c = conn();
+        let p1 = plan(cmd("SET a 1"), &mut c);
+        assert!(matches!(
+            plan(cmd("CASSIO.KEYSPACE orders"), &mut c),
+            Plan::Ready(Reply::Simple("OK"))
+        ));
+        let p2 = plan(cmd("SET a 1"), &mut c);
+        let ks = |p: &Plan| match p {
+            Plan::Io(op) => op.keyspace.to_string(),
+            _ => String::new(),
+        };
+        assert_eq!((ks(&p1), ks(&p2)), ("default".into(), "orders".into()));
+        assert!(matches!(
+            plan(cmd("CASSIO.KEYSPACE"), &mut c),
+            Plan::Ready(Reply::Bulk(Some(ref v))) if &v[..] == b"orders"
+        ));
+        // A name no keyspace can have is refused at once; the keyspace is kept.
+        assert!(matches!(
+            plan(cmd("CASSIO.KEYSPACE #1"), &mut c),
+            Plan::Ready(Reply::Error(_))
+        ));
+        assert_eq!(ks(&plan(cmd("GET a"), &mut c)), "orders");
     }
 
     #[test]
@@ -1575,6 +1634,9 @@ mod tests {
                     }
                     Command::Decommission(reply) => {
                         let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));
+                    }
+                    Command::ChangeSchema(_, reply) => {
+                        let _ = reply.send(Err(RequestError::NotRunning));
                     }
                     Command::RemoveDead(_, reply) => {
                         let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 pub struct Seen {
     pub requests: Vec<ClientRequest>,
     pub repairs: Vec<RepairRequest>,
+    pub schema_changes: Vec<cassio_core::schema::SchemaChange>,
 }
 
 /// A running fake node.
@@ -119,6 +120,34 @@ pub fn spawn_fake() -> Fake {
                             requested_by: 1,
                         }),
                         _ => Err(RemoveError::Unknown(id).into()),
+                    };
+                    let _ = reply.send(res);
+                }
+                // Schema changes succeed at versions 1, 2, ...; creating
+                // `taken` is refused as existing, anything on `ghost` as
+                // unknown.
+                Command::ChangeSchema(change, reply) => {
+                    use cassio_core::schema::{SchemaChange, SchemaError};
+                    use cassio_core::schema_agreement::ChangeError;
+                    let refusal = match &change {
+                        SchemaChange::Create { name, .. } if name == "taken" => {
+                            Some(SchemaError::Exists(name.clone()))
+                        }
+                        SchemaChange::Alter { name, .. } | SchemaChange::Drop { name }
+                            if name == "ghost" =>
+                        {
+                            Some(SchemaError::Unknown(name.clone()))
+                        }
+                        _ => None,
+                    };
+                    let mut seen = seen2.lock().unwrap();
+                    seen.schema_changes.push(change);
+                    let version = seen.schema_changes.len() as u64;
+                    let res = match refusal {
+                        Some(e) => {
+                            Err(cassio_core::ClientError::Schema(ChangeError::Invalid(e)).into())
+                        }
+                        None => Ok(cassio_core::ClientResponse::SchemaChanged { version }),
                     };
                     let _ = reply.send(res);
                 }

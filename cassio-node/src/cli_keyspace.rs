@@ -1,0 +1,147 @@
+//! `cassio keyspace list|create|alter|drop` (part of the binary): asks a
+//! node over its HTTP admin API (`/admin/keyspaces`) and prints the answer.
+//! A change returns once the cluster agreed on it (the schema version that
+//! holds it is printed).
+
+use crate::cli_repair::{base_url, error_text, http_client_builder};
+use crate::Failure;
+use anyhow::{anyhow, Context};
+use cassio_node::config::DEFAULT_HTTP_ADDR;
+use cassio_node::KeyspaceStatus;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A change waits for the cluster to agree (up to 20 s in the node), so
+/// the call may take longer than a read.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `cassio keyspace` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct KeyspaceArgs {
+    #[command(subcommand)]
+    command: KeyspaceCommand,
+    /// HTTP address of any node of the cluster (its `--http-addr`).
+    #[arg(long, global = true, default_value = DEFAULT_HTTP_ADDR)]
+    node: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyspaceCommand {
+    /// List the cluster's keyspaces.
+    List,
+    /// Create a keyspace.
+    Create {
+        /// Its name: 1 to 48 ASCII letters, digits, '_' or '-'.
+        name: String,
+        /// How many nodes hold each key.
+        #[arg(long)]
+        rf: usize,
+        /// The level of requests that name none (one, two, three, quorum, all).
+        #[arg(long, default_value = "quorum")]
+        consistency: String,
+    },
+    /// Change a keyspace's replication factor (by one per step) or default level.
+    Alter {
+        /// The keyspace.
+        name: String,
+        /// The new replication factor (today's plus or minus one).
+        #[arg(long)]
+        rf: Option<usize>,
+        /// The new default level.
+        #[arg(long)]
+        consistency: Option<String>,
+    },
+    /// Drop a keyspace (a keyspace created again under its name starts empty).
+    Drop {
+        /// The keyspace.
+        name: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    schema_version: u64,
+    keyspaces: Vec<KeyspaceStatus>,
+}
+
+#[derive(Deserialize)]
+struct Changed {
+    schema_version: u64,
+}
+
+/// `cassio keyspace`.
+pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
+    let base = format!("{}/admin/keyspaces", base_url(&a.node));
+    let client = http_client_builder()?
+        .timeout(CHANGE_TIMEOUT)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let (request, what) = match a.command {
+        KeyspaceCommand::List => {
+            let resp = client
+                .get(&base)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            if !resp.status().is_success() {
+                return Err(anyhow!("{}", error_text(resp).await).into());
+            }
+            let l: Listing = resp
+                .json()
+                .await
+                .context("the node's answer is not valid")?;
+            println!("schema version {}", l.schema_version);
+            println!("{:<24} {:>5} {:>4} {:<8}", "Keyspace", "Id", "RF", "Level");
+            for k in l.keyspaces {
+                println!(
+                    "{:<24} {:>5} {:>4} {:<8}",
+                    k.name, k.id, k.replication_factor, k.default_consistency
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        KeyspaceCommand::Create {
+            name,
+            rf,
+            consistency,
+        } => (
+            client.post(&base).json(&json!({
+                "name": name,
+                "replication_factor": rf,
+                "consistency": consistency,
+            })),
+            format!("created keyspace {name}"),
+        ),
+        KeyspaceCommand::Alter {
+            name,
+            rf,
+            consistency,
+        } => (
+            client.patch(format!("{base}/{name}")).json(&json!({
+                "replication_factor": rf,
+                "consistency": consistency,
+            })),
+            format!("altered keyspace {name}"),
+        ),
+        KeyspaceCommand::Drop { name } => (
+            client.delete(format!("{base}/{name}")),
+            format!("dropped keyspace {name}"),
+        ),
+    };
+    let resp = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    if !resp.status().is_success() {
+        return Err(anyhow!("refused: {}", error_text(resp).await).into());
+    }
+    let c: Changed = resp
+        .json()
+        .await
+        .context("the node's answer is not valid")?;
+    println!("{what} (schema version {})", c.schema_version);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,207 @@
+//! Keyspaces on real processes: three nodes (RF 3) agree on a schema;
+//! `cassio keyspace create/alter/list/drop` and the HTTP admin API change
+//! it; HTTP (`/ks/{keyspace}/kv/{key}`) and RESP (`CASSIO.KEYSPACE`)
+//! address a keyspace; a keyspace dropped and created again starts empty;
+//! a node that starts later takes the cluster's keyspaces over its own
+//! `--replication-factor`.
+
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod process_common;
+
+use process_common::{cli, http, node_args, start_node, start_three, wait_status, Scenario};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// `cassio keyspace ARGS --node HTTP`, asserting it succeeded.
+fn keyspace_cli(http: SocketAddr, args: &[&str]) -> String {
+    let node = http.to_string();
+    let mut all = vec!["keyspace"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--node", &node]);
+    let out = cli(&all);
+    assert!(
+        out.status.success(),
+        "cassio {all:?} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Retries a request while the node answers "later" (503: a node that
+/// has not fetched the newest schema yet, say), for a bounded time.
+fn http_settled(at: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, text) = http(at, method, path, body);
+        if code != 503 || Instant::now() > deadline {
+            return (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One RESP command over a raw socket (RESP2 array of bulk strings);
+/// returns the first reply line.
+fn resp(conn: &mut std::net::TcpStream, args: &[&str]) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.trim().parse().unwrap();
+        if len < 0 {
+            return "(nil)".into();
+        }
+        let mut body = vec![0u8; len as usize + 2];
+        reader.read_exact(&mut body).unwrap();
+        return String::from_utf8_lossy(&body[..len as usize]).into_owned();
+    }
+    line.trim_end().to_string()
+}
+
+#[test]
+fn keyspaces_are_created_used_altered_dropped_and_reused_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Scenario {
+        name: "keyspaces",
+        transport: "tcp",
+        store: "native",
+    };
+    let mut nodes = start_three(&sc, dir.path(), |_, _| {});
+    let h: Vec<SocketAddr> = nodes.iter().map(|(_, r)| r.http.unwrap()).collect();
+    // The cluster founded its schema (version 1, all three voting).
+    for (_, r) in &nodes {
+        wait_status("an agreed schema", r.client, Duration::from_secs(30), |s| {
+            s.schema_version >= 1
+        });
+    }
+
+    // Create from the CLI on node 1; list from node 3.
+    let out = keyspace_cli(h[0], &["create", "orders", "--rf", "3"]);
+    assert!(out.contains("created keyspace orders"), "{out}");
+    let listed = keyspace_cli(h[2], &["list"]);
+    assert!(
+        listed.contains("orders") && listed.contains("default"),
+        "{listed}"
+    );
+
+    // Refusals: an existing name (409), a bad name (400), a factor that
+    // jumps by two (400), an unknown keyspace for data (400).
+    let (code, body) = http(
+        h[1],
+        "POST",
+        "/admin/keyspaces",
+        r#"{"name":"orders","replication_factor":3}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = http(
+        h[1],
+        "POST",
+        "/admin/keyspaces",
+        r##"{"name":"#1","replication_factor":3}"##,
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(
+        h[1],
+        "PATCH",
+        "/admin/keyspaces/orders",
+        r#"{"replication_factor":1}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(h[0], "GET", "/ks/nosuch/kv/k", "");
+    assert_eq!(code, 400, "{body}");
+    let failed = cli(&["keyspace", "drop", "nosuch", "--node", &h[0].to_string()]);
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("does not exist"),
+        "{}",
+        text(&failed.stderr)
+    );
+
+    // Data in `orders` over HTTP on one node, read on another; the same
+    // key in `default` is another key.
+    let (code, body) = http_settled(
+        h[0],
+        "PUT",
+        "/ks/orders/kv/k1?consistency=quorum",
+        "in-orders",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_settled(h[2], "GET", "/ks/orders/kv/k1?consistency=quorum", "");
+    assert_eq!((code, body.as_str()), (200, "in-orders"));
+    assert_eq!(http(h[1], "GET", "/kv/k1?consistency=quorum", "").0, 404);
+
+    // RESP: the connection's keyspace.
+    let mut r = std::net::TcpStream::connect(nodes[1].1.resp.unwrap()).unwrap();
+    r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(resp(&mut r, &["GET", "k1"]), "(nil)");
+    assert_eq!(resp(&mut r, &["CASSIO.KEYSPACE", "orders"]), "+OK");
+    assert_eq!(resp(&mut r, &["GET", "k1"]), "in-orders");
+    assert_eq!(resp(&mut r, &["SET", "k2", "from-resp"]), "+OK");
+    let (code, body) = http(h[0], "GET", "/ks/orders/kv/k2?consistency=quorum", "");
+    assert_eq!((code, body.as_str()), (200, "from-resp"));
+
+    // Alter by one step over HTTP; the listing shows it.
+    let (code, body) = http(
+        h[2],
+        "PATCH",
+        "/admin/keyspaces/orders",
+        r#"{"consistency":"all"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let listed = keyspace_cli(h[0], &["list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("orders") && l.contains("ALL")),
+        "{listed}"
+    );
+
+    // Drop, then create again: the new keyspace is empty.
+    let out = keyspace_cli(h[1], &["drop", "orders"]);
+    assert!(out.contains("dropped keyspace orders"), "{out}");
+    let (code, _) = http_settled(h[0], "GET", "/ks/orders/kv/k1", "");
+    assert_eq!(code, 400, "a dropped keyspace is unknown");
+    keyspace_cli(h[2], &["create", "orders", "--rf", "3"]);
+    let (code, body) = http_settled(h[0], "GET", "/ks/orders/kv/k1?consistency=quorum", "");
+    assert_eq!(code, 404, "a re-created keyspace showed an old key: {body}");
+
+    // A fourth node started with another replication factor takes the
+    // cluster's keyspaces.
+    let mut args = node_args(&sc, dir.path(), 4, Some(nodes[0].1.peer), None);
+    if let Some(i) = args.iter().position(|a| a == "--replication-factor") {
+        args[i + 1] = "1".into();
+    } else {
+        args.extend(["--replication-factor".into(), "1".into()]);
+    }
+    let (mut p4, r4) = start_node("node4", dir.path(), &args);
+    let st = wait_status(
+        "node 4 with the cluster's schema",
+        r4.client,
+        Duration::from_secs(60),
+        |s| s.keyspaces.iter().any(|k| k.name == "orders"),
+    );
+    let default_rf = st
+        .keyspaces
+        .iter()
+        .find(|k| k.name == "default")
+        .map(|k| k.replication_factor);
+    assert_eq!(default_rf, Some(3), "node 4 kept its own factor: {st:#?}");
+
+    p4.terminate();
+    for (p, _) in &mut nodes {
+        p.terminate();
+    }
+}
