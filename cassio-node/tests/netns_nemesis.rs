@@ -175,7 +175,9 @@ impl Net {
         let probe = net.veth(1);
         net.netem = run(
             "tc",
-            &["qdisc", "add", "dev", &probe, "root", "netem", "delay", "1ms"],
+            &[
+                "qdisc", "add", "dev", &probe, "root", "netem", "delay", "1ms",
+            ],
         )
         .is_ok();
         let _ = run("tc", &["qdisc", "del", "dev", &probe, "root"]);
@@ -228,8 +230,8 @@ impl Net {
             run_ok(
                 "tc",
                 &[
-                    "qdisc", "add", "dev", &veth, "root", "netem", "delay", "40ms", "20ms",
-                    "loss", "5%", "reorder", "25%", "50%",
+                    "qdisc", "add", "dev", &veth, "root", "netem", "delay", "40ms", "20ms", "loss",
+                    "5%", "reorder", "25%", "50%",
                 ],
             );
             "link_netem"
@@ -440,8 +442,7 @@ impl Cluster {
                     Some(s) => {
                         let staying: Vec<_> =
                             s.members.iter().filter(|m| m.state != "Left").collect();
-                        if staying.len() == n
-                            && staying.iter().all(|m| m.up && m.state == "Normal")
+                        if staying.len() == n && staying.iter().all(|m| m.up && m.state == "Normal")
                         {
                             break;
                         }
@@ -647,22 +648,24 @@ enum Fault {
 const SCHEDULE: [Fault; 10] = [
     Fault::Link,
     Fault::Minority,
+    Fault::Join,
     Fault::Kill,
     Fault::Pause,
     Fault::Majority,
-    Fault::Join,
     Fault::Bridge,
-    Fault::Kill,
     Fault::Decommission,
+    Fault::Kill,
     Fault::Pause,
 ];
 
 /// Runs the whole thing once: hosts up, clients and faults for
-/// `fault_time`, heal, converge, final reads, check.
+/// `fault_time` (with the join and decommission steps when `membership`),
+/// heal, converge, final reads, check.
 fn nemesis_run(
     name: &str,
     dir: &Path,
     fault_time: Duration,
+    membership: bool,
     failpoints: Option<&str>,
 ) -> RunResult {
     let started = Instant::now();
@@ -703,7 +706,10 @@ fn nemesis_run(
     if let Err(e) = cl.wait_settled(Duration::from_secs(90)) {
         panic!("[{name}] the cluster did not form: {e}\n{}", cl.logs());
     }
-    println!("[{name}] {HOSTS} hosts Normal after {:.1?}", started.elapsed());
+    println!(
+        "[{name}] {HOSTS} hosts Normal after {:.1?}",
+        started.elapsed()
+    );
 
     let t0 = Instant::now();
     let seed = u64::from(std::process::id()) ^ 0x5EED;
@@ -712,7 +718,9 @@ fn nemesis_run(
     let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
     let mut rng = seed;
     let mut pick = move |n: usize| {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((rng >> 33) % n as u64) as usize
     };
     let (mut joined, mut decommissioned) = (false, false);
@@ -735,7 +743,7 @@ fn nemesis_run(
                 .filter(|h| !side.contains(h))
                 .collect()
         };
-        let at = fault_start.elapsed();
+        let at = fault_start.elapsed().as_secs_f64();
         let what: String = match fault {
             Fault::Link => {
                 let (a, b) = (order[0], order[1]);
@@ -790,7 +798,7 @@ fn nemesis_run(
                 cl.signal(v, "-CONT");
                 format!("SIGSTOP host {v} for 6 s, then SIGCONT")
             }
-            Fault::Join if !joined => {
+            Fault::Join if membership && !joined => {
                 joined = true;
                 let t = Instant::now();
                 cl.start(JOINER);
@@ -809,7 +817,13 @@ fn nemesis_run(
                 rest_targets.retain(|a| *a != cl.http(JOINER));
                 clients.set_targets(rest_targets);
                 let out = Command::new(BIN)
-                    .args(["decommission", "--node", &cl.http(JOINER), "--timeout", "120s"])
+                    .args([
+                        "decommission",
+                        "--node",
+                        &cl.http(JOINER),
+                        "--timeout",
+                        "120s",
+                    ])
                     .output()
                     .unwrap();
                 assert!(
@@ -830,7 +844,7 @@ fn nemesis_run(
         for h in 1..=JOINER {
             cl.net.heal(h);
         }
-        println!("[{name}] {at:>6.1?} {what}; healed");
+        println!("[{name}] {at:>5.1}s {what}; healed");
         std::thread::sleep(rest);
     }
 
@@ -915,6 +929,7 @@ fn five_hosts_in_namespaces_under_a_nemesis() {
         "nemesis",
         dir.path(),
         Duration::from_secs_f64(minutes * 60.0),
+        true,
         None,
     );
     print_result("nemesis", &normal);
@@ -927,6 +942,7 @@ fn five_hosts_in_namespaces_under_a_nemesis() {
             "broken",
             dir.path(),
             Duration::from_secs(30),
+            false,
             Some("storage-apply-drop=50%return"),
         );
         print_result("broken", &b);
@@ -945,7 +961,10 @@ fn five_hosts_in_namespaces_under_a_nemesis() {
         println!("kept {}", kept.display());
     }
     let total = normal.report.operations;
-    assert!(total > 500, "too little load to mean anything: {total} operations");
+    assert!(
+        total > 500,
+        "too little load to mean anything: {total} operations"
+    );
     assert!(
         normal.report.violations.is_empty(),
         "the nemesis run broke guarantees: {:?}",

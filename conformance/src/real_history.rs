@@ -320,9 +320,9 @@ pub fn check_history(history: &[Record]) -> Report {
             _ => e.0 += 1,
         }
         if r.final_read && !matches!(r.outcome, Outcome::Value(_) | Outcome::NotFound) {
-            report
-                .violations
-                .push(Violation::FinalReadFailed { read: r.to_string() });
+            report.violations.push(Violation::FinalReadFailed {
+                read: r.to_string(),
+            });
         }
     }
     let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
