@@ -130,6 +130,11 @@ impl Net {
         for line in stdout_of("ip", &["netns", "list"]).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if stale(name) {
+                // Nodes of a run that was itself killed outlive it inside
+                // its namespace: only this test starts processes there.
+                for pid in stdout_of("ip", &["netns", "pids", name]).split_whitespace() {
+                    let _ = run("kill", &["-KILL", pid]);
+                }
                 let _ = run("ip", &["netns", "del", name]);
             }
         }
