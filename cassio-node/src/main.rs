@@ -467,6 +467,10 @@ struct RepairArgs {
 struct Usage(ConfigError);
 
 fn main() -> ExitCode {
+    // Test builds only: reads FAILPOINTS (e.g. `storage-apply-drop=50%return`)
+    // and arms those failpoints for the life of the process.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -155,6 +155,14 @@ fn run_op(store: &dyn Store, hints: &dyn HintLog, op: &StorageOp) -> StorageResu
     let text = |e: cassio_core::StoreError| e.to_string();
     match op {
         StorageOp::Apply { key, version } => {
+            // A deliberately broken build for the multi-host nemesis: with
+            // FAILPOINTS=storage-apply-drop=..., the write is reported kept
+            // (so the replica acknowledges it) but never reaches the store.
+            // The nemesis's checker must catch this; see tests/netns_nemesis.rs.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("storage-apply-drop", |_| {
+                StorageResult::Applied(Ok(cassio_core::ApplyOutcome::Kept { replaced: None }))
+            });
             StorageResult::Applied(store.apply_replacing(key, version).map_err(text))
         }
         StorageOp::Get { key } => StorageResult::Got(store.get(key).map_err(text)),

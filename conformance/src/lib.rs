@@ -4,6 +4,8 @@
 //! - [`memstore`]: the in-memory reference [`Store`](cassio_core::Store).
 //! - [`memhints`]: the in-memory reference [`HintLog`](cassio_core::HintLog).
 //! - [`cluster`]: the deterministic cluster simulator and its history checker.
+//! - [`real_history`]: the checker of histories recorded against a real
+//!   cluster (the multi-host nemesis), and the `check-history` binary.
 //! - [`store`]: the store suite, as macros that expand to one test per case.
 //! - [`hint_log`]: the hint log suite, as macros likewise.
 //! - [`transport`]: the transport suite, as a macro likewise.
@@ -12,6 +14,7 @@ pub mod cluster;
 pub mod hint_log;
 pub mod memhints;
 pub mod memstore;
+pub mod real_history;
 pub mod store;
 pub mod transport;
 
