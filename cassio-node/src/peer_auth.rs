@@ -57,7 +57,7 @@ pub fn admit(codec: &WireCodec, frame: &InboundFrame) -> Admission {
 /// per inbound frame).
 pub fn deliver(node: &mut Node, now: impl Into<Now>, frame: &InboundFrame) {
     match admit(node.codec(), frame) {
-        Admission::Accept(env) => node.handle_message(now, env.from, env.msg),
+        Admission::Accept(env) => node.handle_envelope(now, env),
         // Decoded again by the core, which reports why it is bad; bad
         // frames are rare, so the second decode costs nothing that matters.
         Admission::Undecodable => node.handle_frame(now, &frame.payload),

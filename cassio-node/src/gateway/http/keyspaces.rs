@@ -13,7 +13,7 @@
 
 use super::{error, request_error, Gateway};
 use crate::handle::RequestError;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,18 @@ pub(super) fn schema_error_status(e: &ChangeError) -> (StatusCode, &'static str)
     }
 }
 
+/// The JSON body, whatever `Content-Type` says (`curl -d` sends a form
+/// type), or a 400 naming what is wrong.
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the body is not the JSON this route takes: {e}"),
+        ))
+    })
+}
+
 fn level(text: Option<String>) -> Result<Option<Consistency>, Box<Response>> {
     text.map(|t| t.parse::<Consistency>())
         .transpose()
@@ -91,13 +103,10 @@ pub(super) async fn list(State(gw): State<Gateway>) -> Response {
 }
 
 /// `POST /admin/keyspaces`.
-pub(super) async fn create(
-    State(gw): State<Gateway>,
-    body: Result<Json<CreateBody>, JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
+pub(super) async fn create(State(gw): State<Gateway>, body: Bytes) -> Response {
+    let body: CreateBody = match json_body(&body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+        Err(r) => return *r,
     };
     let default_consistency = match level(body.consistency) {
         Ok(l) => l.unwrap_or(Consistency::Quorum),
@@ -115,11 +124,11 @@ pub(super) async fn create(
 pub(super) async fn alter(
     State(gw): State<Gateway>,
     Path(name): Path<String>,
-    body: Result<Json<AlterBody>, JsonRejection>,
+    body: Bytes,
 ) -> Response {
-    let Json(body) = match body {
+    let body: AlterBody = match json_body(&body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+        Err(r) => return *r,
     };
     let default_consistency = match level(body.consistency) {
         Ok(l) => l,
