@@ -415,25 +415,10 @@ impl AntiEntropy {
         now: Instant,
         xid_base: u64,
     ) -> Self {
-        let trees = keyspaces
-            .into_iter()
-            .map(|(name, rf)| {
-                (
-                    name,
-                    KsTree {
-                        rf,
-                        live: SegmentTree::default(),
-                        ready: false,
-                        rebuild: None,
-                        rebuilt_at: now,
-                    },
-                )
-            })
-            .collect();
-        AntiEntropy {
+        let mut ae = AntiEntropy {
             cfg,
             me,
-            trees,
+            trees: BTreeMap::new(),
             round: None,
             next_round_at: now,
             again: false,
@@ -445,7 +430,9 @@ impl AntiEntropy {
             live_rounds_since_start: 0,
             last_round_skipped: BTreeSet::new(),
             scope: None,
-        }
+        };
+        ae.set_keyspaces(keyspaces, now);
+        ae
     }
 
     /// Figures for status and metrics.
