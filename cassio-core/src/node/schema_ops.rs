@@ -26,6 +26,8 @@ impl Node {
             self.reply(id, Err(ClientError::ShuttingDown));
         } else if !self.readiness.is_ready() {
             self.reply(id, Err(ClientError::Joining));
+        } else if let Some(e) = self.founding_refusal() {
+            self.reply(id, Err(e));
         } else {
             let view = self.agreement_view();
             self.run_schema(now, |a| a.propose(now, change, Some(id), &view));
@@ -64,7 +66,16 @@ impl Node {
     /// transition runs.
     pub(super) fn schema_tick(&mut self, now: Instant) {
         let view = self.agreement_view();
-        // The claimant: the lowest live `Normal` token owner.
+        // The claimant: the lowest live `Normal` token owner; before the
+        // first version, the lowest whose configured keyspaces are this
+        // node's (a node configured otherwise may not found, see
+        // `founding_refusal`, so it must not hold the others back).
+        let founding = self.schema.schema().version == 0;
+        let own_keyspaces = self
+            .membership
+            .state_of(self.id)
+            .map(|(_, app)| app.keyspaces.clone())
+            .unwrap_or_default();
         let lowest_live = self
             .membership
             .token_owners()
@@ -72,15 +83,17 @@ impl Node {
             .map(|(id, _)| id)
             .filter(|&id| id == self.id || self.membership.is_alive(id))
             .find(|&id| {
-                self.membership
-                    .state_of(id)
-                    .is_some_and(|(_, app)| app.status == NodeStatus::Normal)
+                self.membership.state_of(id).is_some_and(|(_, app)| {
+                    app.status == NodeStatus::Normal
+                        && (!founding || app.keyspaces == own_keyspaces)
+                })
             });
         let claimant = self.readiness.is_ready()
             && !self.shutting_down
             && self.membership.status() == NodeStatus::Normal
             && lowest_live == Some(self.id)
-            && !self.schema.busy();
+            && !self.schema.busy()
+            && (!founding || self.founding_refusal().is_none());
         if claimant {
             let current = self.schema.schema();
             let wanted = if current.version == 0 {
@@ -103,6 +116,18 @@ impl Node {
             }
         }
         self.run_schema(now, |a| a.tick(now, &view));
+    }
+
+    /// Why this node may not found the schema: its configured keyspaces
+    /// disagree with what most token owners gossip (a node started with
+    /// another `--replication-factor` must not give the whole cluster its
+    /// setting). `None` once a version exists, or when they agree.
+    fn founding_refusal(&mut self) -> Option<ClientError> {
+        if self.schema.schema().version > 0 {
+            return None;
+        }
+        let names: Vec<String> = self.schema.schema().keyspaces.keys().cloned().collect();
+        names.into_iter().find_map(|name| self.disagreement(&name))
     }
 
     /// When the agreement next needs a timer.
