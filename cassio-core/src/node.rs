@@ -124,6 +124,10 @@ pub struct Node {
     alive_persisted: u64,
     #[cfg(feature = "mutations")]
     mutations: crate::config::Mutations,
+    /// Mutation `skip_config_check`: the node's own version-0 schema,
+    /// which it keeps using for its requests.
+    #[cfg(feature = "mutations")]
+    seed_schema: Schema,
 }
 
 impl Node {
@@ -226,6 +230,8 @@ impl Node {
             Some(persisted.members.iter().map(|m| m.id).collect())
         };
         let seed = Schema::seed(id, &keyspaces);
+        #[cfg(feature = "mutations")]
+        let seed_for_mutations = seed.clone();
         let chosen = persisted.schema.clone().unwrap_or(seed);
         let ae_keyspaces: Vec<(String, usize)> = chosen
             .keyspaces
@@ -311,6 +317,8 @@ impl Node {
             alive_persisted: 0,
             #[cfg(feature = "mutations")]
             mutations: config.mutations.clone(),
+            #[cfg(feature = "mutations")]
+            seed_schema: seed_for_mutations,
         };
         #[cfg(feature = "mutations")]
         {
@@ -661,7 +669,16 @@ impl Node {
                 );
             }
         }
-        let Some(ks) = self.schema.schema().keyspace(&req.keyspace) else {
+        #[cfg(feature = "mutations")]
+        let seed = self
+            .mutations
+            .skip_config_check
+            .then_some(&self.seed_schema);
+        #[cfg(not(feature = "mutations"))]
+        let seed: Option<&Schema> = None;
+        // (Mutation: a node that keeps its own configuration.)
+        let schema = seed.unwrap_or(self.schema.schema());
+        let Some(ks) = schema.keyspace(&req.keyspace) else {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
         };
         let level = req.consistency.unwrap_or(ks.config.default_consistency);

@@ -123,7 +123,8 @@ fn mutation_hlc_reset_on_restart_with_a_clock_behind() {
 #[test]
 fn mutation_one_node_with_rf_1() {
     // Node 4 has RF 1 where the cluster has RF 3; broken on purpose, it
-    // coordinates anyway instead of refusing.
+    // coordinates anyway with its own setting instead of refusing and
+    // then taking the cluster's agreed schema.
     let control = nemesis::config_mismatch();
     let mut broken = control.clone();
     broken.name = "mutation_one_node_with_rf_1".into();
