@@ -669,15 +669,15 @@ impl Node {
                 );
             }
         }
-        #[cfg(feature = "mutations")]
-        let seed = self
-            .mutations
-            .skip_config_check
-            .then_some(&self.seed_schema);
-        #[cfg(not(feature = "mutations"))]
-        let seed: Option<&Schema> = None;
         // (Mutation: a node that keeps its own configuration.)
-        let schema = seed.unwrap_or(self.schema.schema());
+        #[cfg(feature = "mutations")]
+        let schema = if self.mutations.skip_config_check {
+            &self.seed_schema
+        } else {
+            self.schema.schema()
+        };
+        #[cfg(not(feature = "mutations"))]
+        let schema = self.schema.schema();
         let Some(ks) = schema.keyspace(&req.keyspace) else {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
         };
