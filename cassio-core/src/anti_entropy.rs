@@ -471,17 +471,22 @@ impl AntiEntropy {
 
     /// Follows a schema change: a tree for each new keyspace (built by a
     /// scan before the next round), none for a dropped one, and each
-    /// keyspace's replication factor as the schema now has it.
+    /// keyspace's replication factor as the schema now has it. Answers
+    /// whether a kept keyspace's factor changed.
     pub fn set_keyspaces(
         &mut self,
         keyspaces: impl IntoIterator<Item = (String, usize)>,
         now: Instant,
-    ) {
+    ) -> bool {
         let wanted: BTreeMap<String, usize> = keyspaces.into_iter().collect();
         self.trees.retain(|name, _| wanted.contains_key(name));
+        let mut rf_changed = false;
         for (name, rf) in wanted {
             match self.trees.get_mut(&name) {
-                Some(t) => t.rf = rf,
+                Some(t) => {
+                    rf_changed |= t.rf != rf;
+                    t.rf = rf;
+                }
                 None => {
                     self.trees.insert(
                         name,
@@ -496,6 +501,7 @@ impl AntiEntropy {
                 }
             }
         }
+        rf_changed
     }
 
     fn trees_ready(&self) -> bool {

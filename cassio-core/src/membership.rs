@@ -608,6 +608,22 @@ impl Membership {
             .map_or(0.0, |m| m.detector.phi(now, &self.cfg))
     }
 
+    /// The ids of the token owners (this node included if it is one), in
+    /// id order; [`Membership::token_owners`] without copying the tokens.
+    pub fn token_owner_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.app.status.owns_tokens())
+            .map(|(&id, _)| id)
+            .collect();
+        if self.own_app.status.owns_tokens() {
+            v.push(self.me);
+        }
+        v.sort_unstable();
+        v
+    }
+
     /// Each token owner and its tokens, for building the ring.
     pub fn token_owners(&self) -> Vec<(NodeId, Vec<Token>)> {
         let mut v: Vec<(NodeId, Vec<Token>)> = self

@@ -75,9 +75,6 @@ pub struct Node {
     peer_schema: u64,
     /// When this node last asked a peer for a newer schema.
     schema_fetched: Option<Instant>,
-    /// Each keyspace's replication factor as anti-entropy last had it (by
-    /// storage name), to notice a change.
-    ae_rf: BTreeMap<String, usize>,
     /// The seeds this node was given (other than itself): it founds the
     /// schema only together with all of them.
     seeds: Vec<core::net::SocketAddr>,
@@ -236,7 +233,7 @@ impl Node {
         let ae_keyspaces: Vec<(String, usize)> = chosen
             .keyspaces
             .values()
-            .map(|k| (k.storage_name(), k.config.replication_factor))
+            .map(|k| (k.storage.clone(), k.config.replication_factor))
             .collect();
         let schema = SchemaAgreement::new(
             id,
@@ -257,7 +254,6 @@ impl Node {
             schema,
             peer_schema: 0,
             schema_fetched: None,
-            ae_rf: ae_keyspaces.iter().cloned().collect(),
             seeds: config
                 .seeds
                 .iter()
@@ -687,10 +683,15 @@ impl Node {
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        let storage_name = ks.storage_name();
+        let user_key = match &req.op {
+            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
+        };
+        // Built while the keyspace is borrowed, so the storage name is
+        // never copied on this path.
+        let key = storage_key(&ks.storage, user_key);
         match ks.config.strategy {
             ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, &storage_name, rf, needed)
+                self.start_leaderless(now, id, &req, key, rf, needed)
             }
         }
     }
@@ -700,7 +701,7 @@ impl Node {
         now: Instant,
         id: RequestId,
         req: &ClientRequest,
-        storage_name: &str,
+        key: Key,
         rf: usize,
         needed: usize,
     ) {
@@ -738,7 +739,6 @@ impl Node {
                 ReplicaSet { all, live }
             })
             .collect();
-        let key = storage_key(storage_name, user_key);
         let op = match &req.op {
             ClientOp::Get { .. } => Op::Read,
             ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),

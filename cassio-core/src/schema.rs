@@ -41,13 +41,6 @@ pub struct KeyspaceDef {
     pub config: KeyspaceConfig,
 }
 
-impl KeyspaceDef {
-    /// The name under which the store keeps this keyspace's keys.
-    pub fn storage_name(&self) -> String {
-        self.storage.clone()
-    }
-}
-
 /// A change an operator asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchemaChange {
@@ -339,15 +332,15 @@ mod tests {
     fn ids_are_never_reused_and_storage_names_follow_them() {
         let s = seed();
         let s = s.apply(&create("a", 3), NodeId(1)).unwrap();
-        let first = s.keyspace("a").unwrap().storage_name();
+        let first = s.keyspace("a").unwrap().storage.clone();
         let s = s
             .apply(&SchemaChange::Drop { name: "a".into() }, NodeId(1))
             .unwrap();
         let s = s.apply(&create("a", 3), NodeId(1)).unwrap();
-        let second = s.keyspace("a").unwrap().storage_name();
+        let second = s.keyspace("a").unwrap().storage.clone();
         assert_ne!(first, second);
         assert_eq!(s.version, 3);
-        assert_eq!(s.keyspace("default").unwrap().storage_name(), "default");
+        assert_eq!(s.keyspace("default").unwrap().storage, "default");
         assert_eq!(s.by_storage_name(&second).unwrap().config.name, "a");
         assert!(s.by_storage_name(&first).is_none());
     }

@@ -597,7 +597,7 @@ impl Running {
         let storage_name = match &req.keyspace {
             None => None,
             Some(ks) => match self.node.schema().keyspace(ks) {
-                Some(def) => Some(def.storage_name()),
+                Some(def) => Some(def.storage.clone()),
                 None => {
                     let known: Vec<&str> = self
                         .node

@@ -63,24 +63,38 @@ impl Node {
     /// the lowest live `Normal` token owner: it founds the schema (the
     /// first version) once its view has settled and holds every seed, and
     /// proposes new voters when the token owners changed and no ring
-    /// transition runs.
+    /// transition runs. Runs on every timer, so an idle agreement and a
+    /// node that cannot claim cost no walk over the members.
     pub(super) fn schema_tick(&mut self, now: Instant) {
-        let view = self.agreement_view();
-        // The claimant: the lowest live `Normal` token owner; before the
-        // first version, the lowest whose configured keyspaces are this
-        // node's (a node configured otherwise may not found, see
-        // `founding_refusal`, so it must not hold the others back).
+        let may_claim = self.readiness.is_ready()
+            && !self.shutting_down
+            && self.membership.status() == NodeStatus::Normal
+            && !self.schema.busy();
+        if may_claim {
+            self.claim(now);
+        }
+        if self.schema.busy() {
+            let view = self.agreement_view();
+            self.run_schema(now, |a| a.tick(now, &view));
+        }
+    }
+
+    /// The claimant's proposal, if this node is the claimant and one is due.
+    fn claim(&mut self, now: Instant) {
+        // Before the first version, the claimant is the lowest live node
+        // whose configured keyspaces are this node's (a node configured
+        // otherwise may not found, see `founding_refusal`, so it must not
+        // hold the others back).
         let founding = self.schema.schema().version == 0;
         let own_keyspaces = self
             .membership
             .state_of(self.id)
             .map(|(_, app)| app.keyspaces.clone())
             .unwrap_or_default();
-        let lowest_live = self
-            .membership
-            .token_owners()
-            .into_iter()
-            .map(|(id, _)| id)
+        let owners = self.membership.token_owner_ids();
+        let lowest_live = owners
+            .iter()
+            .copied()
             .filter(|&id| id == self.id || self.membership.is_alive(id))
             .find(|&id| {
                 self.membership.state_of(id).is_some_and(|(_, app)| {
@@ -88,34 +102,26 @@ impl Node {
                         && (!founding || app.keyspaces == own_keyspaces)
                 })
             });
-        let claimant = self.readiness.is_ready()
-            && !self.shutting_down
-            && self.membership.status() == NodeStatus::Normal
-            && lowest_live == Some(self.id)
-            && !self.schema.busy()
-            && (!founding || self.founding_refusal().is_none());
-        if claimant {
-            let current = self.schema.schema();
-            let wanted = if current.version == 0 {
-                (!view.founders.is_empty()).then(|| view.founders.clone())
-            } else {
-                let owners: BTreeSet<NodeId> = self
-                    .membership
-                    .token_owners()
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .filter(|id| !self.membership.removal_requested(*id))
-                    .collect();
-                (self.layout.transition() == 0 && !owners.is_empty() && owners != current.voters)
-                    .then_some(owners)
-            };
-            if let Some(voters) = wanted {
-                self.run_schema(now, |a| {
-                    a.propose(now, SchemaChange::SetVoters(voters), None, &view)
-                });
-            }
+        if lowest_live != Some(self.id) || (founding && self.founding_refusal().is_some()) {
+            return;
         }
-        self.run_schema(now, |a| a.tick(now, &view));
+        let view = self.agreement_view();
+        let current = self.schema.schema();
+        let wanted = if founding {
+            (!view.founders.is_empty()).then(|| view.founders.clone())
+        } else {
+            let owners: BTreeSet<NodeId> = owners
+                .into_iter()
+                .filter(|id| !self.membership.removal_requested(*id))
+                .collect();
+            (self.layout.transition() == 0 && !owners.is_empty() && owners != current.voters)
+                .then_some(owners)
+        };
+        if let Some(voters) = wanted {
+            self.run_schema(now, |a| {
+                a.propose(now, SchemaChange::SetVoters(voters), None, &view)
+            });
+        }
     }
 
     /// Why this node may not found the schema: its configured keyspaces
@@ -145,9 +151,8 @@ impl Node {
     fn agreement_view(&self) -> AgreementView {
         let founders: BTreeSet<NodeId> = self
             .membership
-            .token_owners()
+            .token_owner_ids()
             .into_iter()
-            .map(|(id, _)| id)
             .filter(|&id| {
                 self.membership
                     .state_of(id)
@@ -194,26 +199,16 @@ impl Node {
     /// and a round starts at once when a replication factor changed (the
     /// keyspace's new replicas pull its keys).
     fn adopt_schema(&mut self, now: Instant, schema: &Schema) {
-        let rf_changed = schema.keyspaces.values().any(|k| {
-            self.ae_rf
-                .get(&k.storage_name())
-                .is_some_and(|&rf| rf != k.config.replication_factor)
-        });
-        self.ae_rf = schema
-            .keyspaces
-            .values()
-            .map(|k| (k.storage_name(), k.config.replication_factor))
-            .collect();
-        if rf_changed {
-            self.ae.request_round(now);
-        }
-        self.ae.set_keyspaces(
+        let rf_changed = self.ae.set_keyspaces(
             schema
                 .keyspaces
                 .values()
-                .map(|k| (k.storage_name(), k.config.replication_factor)),
+                .map(|k| (k.storage.clone(), k.config.replication_factor)),
             now,
         );
+        if rf_changed {
+            self.ae.request_round(now);
+        }
         self.out.push_back(Output::Event(NodeEvent::SchemaAdopted {
             version: schema.version,
             digest: schema.digest(),
