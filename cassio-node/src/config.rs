@@ -88,6 +88,7 @@ pub const FIELDS: &[&str] = &[
     // Client ports: users, TLS, idle connections (see docs/operations.md,
     // "Users, TLS and limits on client ports").
     "users",
+    "users_file",
     "client_tls_cert",
     "client_tls_key",
     "insecure_no_auth",
@@ -1050,10 +1051,25 @@ impl Settings {
                 },
             }
         };
-        let users = match raw.get("users") {
-            Some(text) => users_setting(text)?,
-            None => Vec::new(),
-        };
+        let users =
+            match (raw.get("users"), raw.get("users_file")) {
+                (Some(_), Some(path)) => return Err(ConfigError::new(
+                    "users_file",
+                    path,
+                    "give users either as [[users]] in the config file or in users_file, not both",
+                )),
+                (Some(text), None) => users_setting(text)?,
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        ConfigError::new("users_file", path, format!("cannot read: {e}"))
+                    })?;
+                    users_setting(&text).map_err(|mut e| {
+                        e.field = format!("users_file {path}: {}", e.field);
+                        e
+                    })?
+                }
+                (None, None) => Vec::new(),
+            };
         let client_tls = match (raw.get("client_tls_cert"), raw.get("client_tls_key")) {
             (Some(cert), Some(key)) => {
                 for (field, v) in [("client_tls_cert", cert), ("client_tls_key", key)] {
@@ -1093,7 +1109,7 @@ impl Settings {
                     return Err(ConfigError::new(
                         field,
                         a.to_string(),
-                        "a client port off loopback needs users ([[users]] in the config file) or an explicit insecure_no_auth = true (--insecure-no-auth)",
+                        "a client port off loopback needs users ([[users]] in the config file, or users_file) or an explicit insecure_no_auth = true (--insecure-no-auth)",
                     ));
                 }
             }
@@ -1381,6 +1397,34 @@ mod tests {
         // Access defaults to read-only.
         let s = Settings::from_raw(&RawSettings::from_toml_str(&users_file("")).unwrap()).unwrap();
         assert_eq!(s.users[0].access, Access::ReadOnly);
+    }
+
+    #[test]
+    fn users_file_is_read_and_not_mixed_with_users_in_the_config() {
+        let dir = std::env::temp_dir().join(format!("cassio-users-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.toml");
+        std::fs::write(&path, users_file("access = \"read-write\"")).unwrap();
+        let shown = path.display().to_string();
+        let mut raw = RawSettings::default();
+        raw.set("users_file", shown.clone());
+        raw.set("resp_addr", "0.0.0.0:6380");
+        let s = Settings::from_raw(&raw).unwrap();
+        assert_eq!(s.users.len(), 1);
+        assert_eq!(s.users[0].name, "alice");
+        // Both places at once: refused, naming users_file.
+        let mut both = RawSettings::from_toml_str(&users_file("")).unwrap();
+        both.set("users_file", shown.clone());
+        let e = Settings::from_raw(&both).unwrap_err();
+        assert_eq!(e.field, "users_file");
+        // A missing file and a file that is not [[users]]: typed errors.
+        raw.set("users_file", dir.join("absent.toml").display().to_string());
+        assert_eq!(Settings::from_raw(&raw).unwrap_err().field, "users_file");
+        std::fs::write(&path, "users = 3\n").unwrap();
+        raw.set("users_file", shown);
+        let e = Settings::from_raw(&raw).unwrap_err();
+        assert!(e.field.starts_with("users_file"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

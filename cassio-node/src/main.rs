@@ -208,17 +208,21 @@ struct StartArgs {
     no_hints: bool,
     /// Certificate (PEM) the client ports (RESP, HTTP, native) serve TLS
     /// with; `cassio gen-certs --client` makes a development one.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CLIENT_TLS_CERT")]
     client_tls_cert: Option<String>,
     /// Private key (PEM) of --client-tls-cert.
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_CLIENT_TLS_KEY")]
     client_tls_key: Option<String>,
     /// Allow client ports off loopback without users (anyone who can reach
     /// them can read and write; trusted networks only).
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// A TOML file of `[[users]]` tables (kept apart from the config file,
+    /// e.g. a mounted secret); not together with `[[users]]` in the config.
+    #[arg(long, env = "CASSIO_USERS_FILE")]
+    users_file: Option<String>,
     /// Close client connections silent this long, e.g. 5m; 0 never [default: 5m].
-    #[arg(long)]
+    #[arg(long, env = "CASSIO_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
 }
 
@@ -260,7 +264,8 @@ impl StartArgs {
             ("max_hint_bytes_per_node", &self.max_hint_bytes_per_node),
             ("max_hint_bytes", &self.max_hint_bytes),
         ];
-        let limits: [(&str, &Option<String>); 9] = [
+        let limits: [(&str, &Option<String>); 10] = [
+            ("users_file", &self.users_file),
             ("client_tls_cert", &self.client_tls_cert),
             ("client_tls_key", &self.client_tls_key),
             ("idle_timeout", &self.idle_timeout),

@@ -296,9 +296,11 @@ async fn http_basic_and_bearer() {
     let served = serve_http(fake.handle.clone(), GatewayLimits::default()).await;
     let base = format!("http://{}", served.addr);
     let c = http();
-    // /health stays open (load balancers).
+    // /health and /ready stay open (load balancers, readiness probes).
     let health = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    let ready = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_ne!(ready.status(), 401, "/ready is a probe: no credentials");
     let none = c.get(format!("{base}/kv/k")).send().await.unwrap();
     assert_eq!(none.status(), 401);
     let schemes: Vec<String> = none

@@ -347,6 +347,9 @@ impl Cluster {
             certs.join(format!("node{i}.key")).display().to_string(),
             "--log-level".into(),
             "info".into(),
+            // The client port is off loopback, inside namespaces only this
+            // test reaches: no users (client auth has tests of its own).
+            "--insecure-no-auth".into(),
         ];
         if i != 1 {
             a.push("--seeds".into());

@@ -18,11 +18,17 @@
 
 mod process_common;
 
-use process_common::{all_normal_and_up, cli, http, start_node, wait_status, Proc, Ready};
+use process_common::{
+    all_normal_and_up, cli, cli_as, http, start_node, wait_status_as, Proc, Ready,
+};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The user the test's users file holds.
+const USER: &str = "app";
+const PASSWORD: &str = "app-password";
 
 const UNIT: &str = include_str!("../../deploy/systemd/cassio.service");
 const EXAMPLE: &str = include_str!("../../deploy/systemd/cassio.toml");
@@ -159,6 +165,7 @@ fn three_machines_run_the_units_command_line_with_mutual_tls() {
             .to_string()
     };
     let example: toml::Table = EXAMPLE.parse().unwrap();
+    let creds = Some((USER, PASSWORD));
     let mut machines = Vec::new();
     for n in 1..=3u8 {
         let root = tmp.path().join(format!("machine{n}"));
@@ -202,6 +209,15 @@ fn three_machines_run_the_units_command_line_with_mutual_tls() {
             assert!(dest.starts_with(&tls), "{to} is not in /etc/cassio/tls");
             std::fs::copy(certs.join(from), dest).unwrap();
         }
+        // The users file the example names: one read-write user.
+        let users = PathBuf::from(config["users_file"].as_str().unwrap());
+        assert!(users.starts_with(rooted(&root, "/etc/cassio")), "{users:?}");
+        let hash = cassio_node::auth::hash_secret(PASSWORD).unwrap();
+        std::fs::write(
+            &users,
+            format!("[[users]]\nname = \"{USER}\"\npassword_hash = \"{hash}\"\naccess = \"read-write\"\n"),
+        )
+        .unwrap();
         let config_file = rooted(&root, config_at);
         std::fs::create_dir_all(config_file.parent().unwrap()).unwrap();
         std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
@@ -232,7 +248,8 @@ fn three_machines_run_the_units_command_line_with_mutual_tls() {
     assert_eq!(ids, [1, 2, 3], "each node runs as its certificate's id");
     for (p, r) in &nodes {
         assert!(r.http.is_some(), "{}: no HTTP port", p.name);
-        wait_status(
+        wait_status_as(
+            creds,
             "three Normal members",
             r.client,
             Duration::from_secs(60),
@@ -264,21 +281,33 @@ fn three_machines_run_the_units_command_line_with_mutual_tls() {
     // A write at ALL through machine 1, read back at ALL through machine 3.
     let c1 = nodes[0].1.client.to_string();
     let c3 = nodes[2].1.client.to_string();
-    let out = cli(&[
-        "set",
-        "deploy-key",
-        "deploy-value",
-        "--node",
-        &c1,
-        "--consistency",
-        "all",
-    ]);
+    let out = cli_as(
+        creds,
+        &[
+            "set",
+            "deploy-key",
+            "deploy-value",
+            "--node",
+            &c1,
+            "--consistency",
+            "all",
+        ],
+    );
     assert!(
         out.status.success(),
         "set: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&["get", "deploy-key", "--node", &c3, "--consistency", "all"]);
+    let out = cli_as(
+        creds,
+        &["get", "deploy-key", "--node", &c3, "--consistency", "all"],
+    );
+    // Without the user's password the client port refuses.
+    let anonymous = cli_as(None, &["get", "deploy-key", "--node", &c3]);
+    assert!(
+        !anonymous.status.success(),
+        "a client port with users served an anonymous get"
+    );
     assert!(
         out.status.success(),
         "get: {}",

@@ -30,6 +30,8 @@ HEADER = """\
 #
 #   kubectl apply -f deploy/kubernetes/namespace.yaml
 #   kubectl -n cassio create secret generic cassio-tls --from-file=certs/...
+#   kubectl -n cassio create secret generic cassio-users --from-file=users.toml \
+#     --from-literal=admin-user=ops --from-file=admin-password=ops.pw
 #   kubectl apply -f deploy/kubernetes/cassio.yaml
 """
 

@@ -142,6 +142,32 @@ class Chart(unittest.TestCase):
         for e in self.container["env"]:
             self.assertNotIn("secretKeyRef", e.get("valueFrom", {}))
 
+    def test_users_secret_mounted_as_files_by_default(self):
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        mounts = {m["name"]: m for m in self.container["volumeMounts"]}
+        self.assertEqual(volumes["users"]["secret"]["secretName"], "cassio-users")
+        self.assertEqual(volumes["users"]["secret"]["defaultMode"], 0o440)
+        self.assertEqual(mounts["users"]["mountPath"], "/etc/cassio/users")
+        self.assertTrue(mounts["users"]["readOnly"])
+        env = {e["name"]: e.get("value") for e in self.container["env"]}
+        self.assertEqual(env["CASSIO_USERS_DIR"], "/etc/cassio/users")
+        config = tomllib.loads(one(self.objs, "ConfigMap")["data"]["cassio.toml"])
+        self.assertNotIn("insecure_no_auth", config)
+
+    def test_insecure_no_auth_drops_the_users_secret(self):
+        objs = objects({"auth": {"insecureNoAuth": True}})
+        config = tomllib.loads(one(objs, "ConfigMap")["data"]["cassio.toml"])
+        self.assertIs(config["insecure_no_auth"], True)
+        pod = one(objs, "StatefulSet")["spec"]["template"]["spec"]
+        self.assertNotIn("users", [v["name"] for v in pod["volumes"]])
+        (c,) = pod["containers"]
+        self.assertNotIn("CASSIO_USERS_DIR", [e["name"] for e in c["env"]])
+
+    def test_no_users_secret_and_no_insecure_no_auth_is_refused(self):
+        with self.assertRaises(Exception) as e:
+            objects({"auth": {"usersSecret": ""}})
+        self.assertIn("auth.usersSecret", str(e.exception))
+
     def test_security_context_non_root(self):
         psc = self.pod["securityContext"]
         self.assertTrue(psc["runAsNonRoot"])
@@ -199,8 +225,8 @@ def stub(dirpath, name, body):
     p.chmod(p.stat().st_mode | stat.S_IXUSR)
 
 
-class PodScripts(unittest.TestCase):
-    """start.sh and prestop.sh with curl, getent and cassio stood in for."""
+class ScriptHarness:
+    """Runs start.sh and prestop.sh with curl, getent and cassio stood in for."""
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -261,28 +287,6 @@ class PodScripts(unittest.TestCase):
         '"status":{"replicas":3,"readyReplicas":3}}'
     )
 
-    def test_prestop_decommissions_on_scale_down(self):
-        r, calls = self.prestop("cassio-2", self.STS % 2)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("curl", calls[0])
-        self.assertIn("/apis/apps/v1/namespaces/db/statefulsets/cassio", calls[0])
-        self.assertIn("Authorization: Bearer t0ken", calls[0])
-        self.assertEqual(
-            calls[1:], ["cassio decommission --node 127.0.0.1:8080 --timeout 20m"]
-        )
-
-    def test_prestop_only_drains_when_the_pod_stays(self):
-        for host, replicas in [("cassio-1", 2), ("cassio-2", 3), ("cassio-0", 1)]:
-            self.calls.unlink(missing_ok=True)
-            r, calls = self.prestop(host, self.STS % replicas)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertEqual(calls[1:], ["sleep 3"], f"{host} with {replicas} replicas")
-
-    def test_prestop_without_the_api_never_decommissions(self):
-        r, calls = self.prestop("cassio-2", "", curl_ok=False)
-        self.assertEqual(calls[1:], ["sleep 3"])
-        self.assertIn("unknown", r.stderr)
-
     def start(self, hostname, ids, data_has_node_id=False, ready_peers=(), seed_resolves=True):
         tls = self.dir / "tls"
         tls.mkdir(exist_ok=True)
@@ -316,6 +320,33 @@ class PodScripts(unittest.TestCase):
                 "CASSIO_SEED_WAIT_TRIES": "2",
             },
         )
+
+
+
+class PodScripts(ScriptHarness, unittest.TestCase):
+    """The pod scripts' decisions."""
+
+    def test_prestop_decommissions_on_scale_down(self):
+        r, calls = self.prestop("cassio-2", self.STS % 2)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("curl", calls[0])
+        self.assertIn("/apis/apps/v1/namespaces/db/statefulsets/cassio", calls[0])
+        self.assertIn("Authorization: Bearer t0ken", calls[0])
+        self.assertEqual(
+            calls[1:], ["cassio decommission --node 127.0.0.1:8080 --timeout 20m"]
+        )
+
+    def test_prestop_only_drains_when_the_pod_stays(self):
+        for host, replicas in [("cassio-1", 2), ("cassio-2", 3), ("cassio-0", 1)]:
+            self.calls.unlink(missing_ok=True)
+            r, calls = self.prestop(host, self.STS % replicas)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(calls[1:], ["sleep 3"], f"{host} with {replicas} replicas")
+
+    def test_prestop_without_the_api_never_decommissions(self):
+        r, calls = self.prestop("cassio-2", "", curl_ok=False)
+        self.assertEqual(calls[1:], ["sleep 3"])
+        self.assertIn("unknown", r.stderr)
 
     def test_start_runs_as_the_ordinals_node_with_its_certificate(self):
         r, calls = self.start("cassio-1", [1, 2, 3])
@@ -362,6 +393,45 @@ class PodScripts(unittest.TestCase):
         )
         self.assertEqual(len(calls), 1, calls)
         self.assertIn("--seeds cassio-0.h:7000", calls[0])
+
+
+class PodScriptsWithUsers(ScriptHarness, unittest.TestCase):
+    """The users secret's files reach the node and the hook's CLI."""
+
+    def setUp(self):
+        super().setUp()
+        # cassio: records the users file and admin user it was given.
+        stub(
+            self.bin,
+            "cassio",
+            f'echo "cassio $1 users=${{CASSIO_USERS_FILE:-}} user=${{CASSIO_USER:-}} '
+            f'password=${{CASSIO_PASSWORD:-}}" >> {self.calls}\n',
+        )
+        self.users = self.dir / "users"
+        self.users.mkdir()
+
+    def run_script(self, script, env):
+        return super().run_script(script, {**env, "CASSIO_USERS_DIR": str(self.users)})
+
+    def test_start_passes_users_toml(self):
+        (self.users / "users.toml").write_text("[[users]]\n")
+        r, calls = self.start("cassio-1", [1, 2, 3])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(calls, [f"cassio start users={self.users}/users.toml user= password="])
+
+    def test_start_refuses_a_secret_without_users_toml(self):
+        r, calls = self.start("cassio-1", [1, 2, 3])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("users.toml is missing", r.stderr)
+        self.assertEqual(calls, [])
+
+    def test_prestop_decommissions_as_the_admin_user(self):
+        (self.users / "admin-user").write_text("ops\n")
+        (self.users / "admin-password").write_text("s3cret\n")
+        r, calls = self.prestop("cassio-2", self.STS % 2)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(calls[1:], ["cassio decommission users= user=ops password=s3cret"])
+
 
 
 class Dockerfile(unittest.TestCase):

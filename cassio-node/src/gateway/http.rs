@@ -35,7 +35,7 @@
 //! the HTTP stack, so no connection buffers without bound.
 //!
 //! Authentication (when the node has users, see [`crate::auth`]): every
-//! route but `/health` needs `Authorization: Basic` (user and password) or
+//! route but `/health` and `/ready` (probes) needs `Authorization: Basic` (user and password) or
 //! `Authorization: Bearer USER:TOKEN` (the token whose argon2 hash is the
 //! user's `token_hash`). Missing or wrong credentials: 401 `unauthorized`
 //! with `WWW-Authenticate` (the same message whether the user exists or
@@ -151,7 +151,9 @@ enum Need {
 
 fn need(req: &Request) -> Need {
     let path = req.uri().path();
-    if path == "/health" {
+    // Probes (load balancers, Kubernetes) carry no credentials; they learn
+    // only whether the node runs and whether it serves.
+    if path == "/health" || path == "/ready" {
         Need::Nothing
     } else if let Some((keyspace, _)) = keyspace_and_key(path) {
         match *req.method() {

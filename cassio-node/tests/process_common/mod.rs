@@ -160,23 +160,41 @@ pub fn start_node(name: &str, dir: &Path, args: &[String]) -> (Proc, Ready) {
 }
 
 pub fn cli(args: &[&str]) -> std::process::Output {
+    cli_as(None, args)
+}
+
+/// A user and password for nodes with users (`CASSIO_USER`, `CASSIO_PASSWORD`).
+pub type Credentials<'a> = Option<(&'a str, &'a str)>;
+
+/// `cli` logged in as `creds` (the CLI reads them from its environment).
+pub fn cli_as(creds: Credentials<'_>, args: &[&str]) -> std::process::Output {
     // The CLI's own client timeouts bound this call.
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some((user, password)) = creds {
+        cmd.env("CASSIO_USER", user)
+            .env("CASSIO_PASSWORD", password);
+    }
+    cmd.output().unwrap()
 }
 
 pub fn status_of(client: SocketAddr) -> Option<ClusterStatus> {
-    let out = cli(&[
-        "status",
-        "--json",
-        "--node",
-        &client.to_string(),
-        "--timeout-ms",
-        "2000",
-    ]);
+    status_of_as(None, client)
+}
+
+/// `status_of` logged in as `creds`.
+pub fn status_of_as(creds: Credentials<'_>, client: SocketAddr) -> Option<ClusterStatus> {
+    let out = cli_as(
+        creds,
+        &[
+            "status",
+            "--json",
+            "--node",
+            &client.to_string(),
+            "--timeout-ms",
+            "2000",
+        ],
+    );
     if !out.status.success() {
         return None;
     }
@@ -190,10 +208,21 @@ pub fn wait_status(
     limit: Duration,
     ok: impl Fn(&ClusterStatus) -> bool,
 ) -> ClusterStatus {
+    wait_status_as(None, what, client, limit, ok)
+}
+
+/// `wait_status` logged in as `creds`.
+pub fn wait_status_as(
+    creds: Credentials<'_>,
+    what: &str,
+    client: SocketAddr,
+    limit: Duration,
+    ok: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
     let deadline = Instant::now() + limit;
     let mut last = None;
     loop {
-        if let Some(s) = status_of(client) {
+        if let Some(s) = status_of_as(creds, client) {
             if ok(&s) {
                 return s;
             }

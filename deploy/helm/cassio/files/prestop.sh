@@ -27,6 +27,15 @@ case "$replicas" in
   *)
     if [ "$ord" -ge "$replicas" ]; then
       echo "preStop: pod $ord is past replicas=$replicas (scale-down): decommissioning" >&2
+      # A node with users takes admin routes from an admin user only: the
+      # users secret's admin-user and admin-password (read by the CLI
+      # from CASSIO_USER and CASSIO_PASSWORD).
+      users="${CASSIO_USERS_DIR:-}"
+      if [ -n "$users" ] && [ -r "$users/admin-user" ] && [ -r "$users/admin-password" ]; then
+        CASSIO_USER=$(cat "$users/admin-user")
+        CASSIO_PASSWORD=$(cat "$users/admin-password")
+        export CASSIO_USER CASSIO_PASSWORD
+      fi
       exec "${CASSIO_BIN:-cassio}" decommission --node "127.0.0.1:$http_port" \
         --timeout "${CASSIO_DECOMMISSION_TIMEOUT:-55m}"
     fi ;;

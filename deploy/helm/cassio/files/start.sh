@@ -50,6 +50,16 @@ if [ "$ord" = 0 ] && [ ! -e "$data/node-id" ]; then
   done
 fi
 
+# The users of the client ports (the users secret), unless the chart was
+# installed with auth.insecureNoAuth.
+if [ -n "${CASSIO_USERS_DIR:-}" ]; then
+  if [ ! -r "$CASSIO_USERS_DIR/users.toml" ]; then
+    echo "start: $CASSIO_USERS_DIR/users.toml is missing: put [[users]] tables in the users secret (or install with auth.insecureNoAuth=true)" >&2
+    exit 2
+  fi
+  export CASSIO_USERS_FILE="$CASSIO_USERS_DIR/users.toml"
+fi
+
 exec "${CASSIO_BIN:-cassio}" start \
   --advertise "${POD_IP:?}:$peer_port" \
   --seeds "$seeds" \
