@@ -28,6 +28,7 @@ fn app(i: u64) -> AppState {
         keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 1 << 30,
         repaired_through: 1_800_000_000_000_000,
+        repaired_schema: 0,
         hinting: Vec::new(),
         ring_acked: 0,
         ring_synced: 0,

@@ -179,6 +179,10 @@ pub struct RepairStatus {
     /// Wall micros at which the last round in which every pair (down peers
     /// included) synced began: this node's repair watermark; 0 for none.
     pub repaired_through: u64,
+    /// The schema version settled on every member when the round behind
+    /// `repaired_through` began (see [`AntiEntropy::set_settled_schema`]):
+    /// each replica under that version's replication factors was synced.
+    pub repaired_schema: u64,
     /// Wall micros at which the last round that synced every live pair began.
     pub last_round_started: u64,
     /// Wall micros at which the last round that synced every live pair ended.
@@ -366,6 +370,8 @@ struct Round {
     /// False for an operator's round over one keyspace or peer.
     full: bool,
     started_wall: u64,
+    /// The settled schema version when it began.
+    settled_schema: u64,
     /// Pairs still to sync: keyspace, peer, attempts so far, not before.
     queue: VecDeque<(String, NodeId, u8, Instant)>,
     total: u64,
@@ -403,6 +409,9 @@ pub(crate) struct AntiEntropy {
     last_round_skipped: BTreeSet<NodeId>,
     /// The scope of the next round, when an operator narrowed it.
     scope: Option<RepairScope>,
+    /// The newest schema version every member adopted long enough ago that
+    /// no write under an older one is still in flight.
+    settled_schema: u64,
 }
 
 impl AntiEntropy {
@@ -430,6 +439,7 @@ impl AntiEntropy {
             live_rounds_since_start: 0,
             last_round_skipped: BTreeSet::new(),
             scope: None,
+            settled_schema: 0,
         };
         ae.set_keyspaces(keyspaces, now);
         ae
@@ -514,6 +524,15 @@ impl AntiEntropy {
             .get(keyspace)
             .filter(|t| t.ready)
             .map(|t| t.live.root())
+    }
+
+    /// Sets the newest schema version that every member adopted at least a
+    /// request's lifetime ago. A full round that begins now and syncs every
+    /// pair repairs every write acknowledged under that version's (or an
+    /// older) replica sets, so its end reports that version
+    /// ([`RepairStatus::repaired_schema`]).
+    pub fn set_settled_schema(&mut self, version: u64) {
+        self.settled_schema = self.settled_schema.max(version);
     }
 
     /// Asks for a round as soon as possible (a peer came back, an operator
@@ -765,6 +784,7 @@ impl AntiEntropy {
         self.round = Some(Round {
             full: scope.is_full(),
             started_wall: wall,
+            settled_schema: self.settled_schema,
             total: queue.len() as u64,
             queue,
             done: 0,
@@ -869,6 +889,7 @@ impl AntiEntropy {
             self.status.last_round_completed = wall;
             if r.skipped_down == 0 {
                 self.status.repaired_through = r.started_wall;
+                self.status.repaired_schema = r.settled_schema;
             }
         }
         fx.event(NodeEvent::RepairRound {

@@ -209,6 +209,9 @@ pub struct Mutations {
     /// A dead node asked to be removed is forgotten at once, before its
     /// ranges are synced elsewhere.
     pub remove_without_sync: bool,
+    /// A keyspace's replication factor may change again before the
+    /// previous change was repaired on every replica.
+    pub skip_rf_repair_gate: bool,
 }
 
 impl Config {

@@ -91,6 +91,10 @@ pub struct AppState {
     /// pair began (0: none yet): tombstones below the minimum over all
     /// members may be purged.
     pub repaired_through: u64,
+    /// The schema version settled everywhere when that round began: every
+    /// replica set of that version (and older) is repaired on this node's
+    /// ranges (see [`crate::anti_entropy::RepairStatus::repaired_schema`]).
+    pub repaired_schema: u64,
     /// The nodes it holds undelivered hints for.
     pub hinting: Vec<NodeId>,
     /// The ring transition (see [`crate::transition`]) this node routes
@@ -447,6 +451,7 @@ impl Membership {
                 keyspaces: Vec::new(),
                 load: 0,
                 repaired_through: 0,
+                repaired_schema: 0,
                 hinting: Vec::new(),
                 ring_acked: 0,
                 ring_synced: 0,
@@ -826,15 +831,39 @@ impl Membership {
         self.joined_status = status;
     }
 
-    /// Sets this node's gossiped anti-entropy watermark and hint targets
-    /// (a no-op when unchanged, so gossip carries no needless deltas).
-    pub fn set_sync_state(&mut self, repaired_through: u64, hinting: Vec<NodeId>) {
-        if self.own_app.repaired_through != repaired_through || self.own_app.hinting != hinting {
+    /// Sets this node's gossiped anti-entropy watermark, the schema
+    /// version it repaired under, and its hint targets (a no-op when
+    /// unchanged, so gossip carries no needless deltas).
+    pub fn set_sync_state(
+        &mut self,
+        repaired_through: u64,
+        repaired_schema: u64,
+        hinting: Vec<NodeId>,
+    ) {
+        let a = &self.own_app;
+        if a.repaired_through != repaired_through
+            || a.repaired_schema != repaired_schema
+            || a.hinting != hinting
+        {
             self.set_own_app(|a| {
                 a.repaired_through = repaired_through;
+                a.repaired_schema = repaired_schema;
                 a.hinting = hinting;
             });
         }
+    }
+
+    /// The lowest schema version under which a member that owns or takes
+    /// tokens (this node included; down ones too, at what they last
+    /// gossiped) completed a full anti-entropy round.
+    pub fn min_repaired_schema(&self) -> u64 {
+        self.members
+            .values()
+            .filter(|m| m.app.status.owns_tokens())
+            .map(|m| m.app.repaired_schema)
+            .chain(std::iter::once(self.own_app.repaired_schema))
+            .min()
+            .unwrap_or(0)
     }
 
     fn own_state_full(&self) -> NodeState {

@@ -75,6 +75,11 @@ pub struct Node {
     peer_schema: u64,
     /// When this node last asked a peer for a newer schema.
     schema_fetched: Option<Instant>,
+    /// The newest schema version each peer's messages carried.
+    schema_seen: BTreeMap<NodeId, u64>,
+    /// When the lowest version adopted by every token owner rose, and to
+    /// what (oldest first; see `settle_schema`).
+    schema_adopted: VecDeque<(Instant, u64)>,
     /// The seeds this node was given (other than itself): it founds the
     /// schema only together with all of them.
     seeds: Vec<core::net::SocketAddr>,
@@ -168,6 +173,7 @@ impl Node {
             keyspaces: keyspaces.values().cloned().collect(),
             load: 0,
             repaired_through: 0,
+            repaired_schema: 0,
             hinting: Vec::new(),
             ring_acked: 0,
             ring_synced: 0,
@@ -254,6 +260,8 @@ impl Node {
             schema,
             peer_schema: 0,
             schema_fetched: None,
+            schema_seen: BTreeMap::new(),
+            schema_adopted: VecDeque::new(),
             seeds: config
                 .seeds
                 .iter()
@@ -885,6 +893,7 @@ impl Node {
         }
         self.rebuild_placement();
         let wall = self.wall_now(now);
+        self.settle_schema(now);
         let membership = &self.membership;
         let alive = |id: NodeId| membership.is_alive(id);
         self.ae.tick(
@@ -897,9 +906,12 @@ impl Node {
             &mut self.fx,
         );
         self.hints.tick(now, &alive, &mut self.budget, &mut self.fx);
-        let repaired_through = self.ae.status().repaired_through;
-        self.membership
-            .set_sync_state(repaired_through, self.hints.targets_pending());
+        let repair = self.ae.status();
+        self.membership.set_sync_state(
+            repair.repaired_through,
+            repair.repaired_schema,
+            self.hints.targets_pending(),
+        );
         self.update_watermark();
         let membership = &self.membership;
         if membership.status() == NodeStatus::Syncing

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 /// state records when the node was last alive; a data directory of format
 /// 1 is refused rather than read with the wrong key layout.
 /// 3 adds the schema and the schema acceptor's state; format 2 is still
-/// read (as a node that knows no schema yet).
-const FORMAT: u8 = 3;
+/// read (as a node that knows no schema yet). 4 records, per keyspace, the
+/// version that set its replication factor; format 3 is read as if every
+/// factor were settled (version 0).
+const FORMAT: u8 = 4;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +72,99 @@ struct PersistedStateV2 {
     generation: u64,
     members: Vec<PersistedMember>,
     alive_micros: u64,
+}
+
+/// Format 3: keyspaces without the version that set their factor.
+mod v3 {
+    use crate::config::KeyspaceConfig;
+    use crate::schema::{KeyspaceDef, KeyspaceId, Schema};
+    use crate::schema_agreement::{AcceptorState, Ballot};
+    use crate::types::NodeId;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct KeyspaceDefV3 {
+        pub(super) id: KeyspaceId,
+        pub(super) storage: String,
+        pub(super) config: KeyspaceConfig,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SchemaV3 {
+        pub(super) version: u64,
+        pub(super) minted_by: NodeId,
+        pub(super) keyspaces: BTreeMap<String, KeyspaceDefV3>,
+        pub(super) next_id: KeyspaceId,
+        pub(super) voters: BTreeSet<NodeId>,
+        pub(super) recent: Vec<(u64, NodeId, u64)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct AcceptorStateV3 {
+        pub(super) slot: u64,
+        pub(super) promised: Ballot,
+        pub(super) accepted: Option<(Ballot, SchemaV3)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct PersistedStateV3 {
+        pub(super) clock_high_water: u64,
+        pub(super) generation: u64,
+        pub(super) members: Vec<super::PersistedMember>,
+        pub(super) alive_micros: u64,
+        pub(super) schema: Option<SchemaV3>,
+        pub(super) schema_acceptor: AcceptorStateV3,
+    }
+
+    impl From<SchemaV3> for Schema {
+        fn from(s: SchemaV3) -> Schema {
+            Schema {
+                version: s.version,
+                minted_by: s.minted_by,
+                keyspaces: s
+                    .keyspaces
+                    .into_iter()
+                    .map(|(name, k)| {
+                        let def = KeyspaceDef {
+                            id: k.id,
+                            storage: k.storage,
+                            config: k.config,
+                            rf_version: 0,
+                        };
+                        (name, def)
+                    })
+                    .collect(),
+                next_id: s.next_id,
+                voters: s.voters,
+                recent: s.recent,
+            }
+        }
+    }
+
+    impl From<PersistedStateV3> for super::PersistedState {
+        fn from(v3: PersistedStateV3) -> Self {
+            super::PersistedState {
+                clock_high_water: v3.clock_high_water,
+                generation: v3.generation,
+                members: v3.members,
+                alive_micros: v3.alive_micros,
+                schema: v3.schema.map(Schema::from),
+                schema_acceptor: AcceptorState {
+                    slot: v3.schema_acceptor.slot,
+                    promised: v3.schema_acceptor.promised,
+                    accepted: v3
+                        .schema_acceptor
+                        .accepted
+                        .map(|(b, s)| (b, Schema::from(s))),
+                },
+            }
+        }
+    }
 }
 
 /// Why persisted bytes could not be decoded.
@@ -122,6 +217,9 @@ impl PersistedState {
             FORMAT => {
                 postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
             }
+            3 => postcard::from_bytes::<v3::PersistedStateV3>(&body[1..])
+                .map(PersistedState::from)
+                .map_err(|e| PersistError::Malformed(e.to_string())),
             2 => postcard::from_bytes::<PersistedStateV2>(&body[1..])
                 .map(|v2| PersistedState {
                     clock_high_water: v2.clock_high_water,
@@ -169,6 +267,62 @@ mod tests {
         let sum = xxhash_rust::xxh3::xxh3_64(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         assert_eq!(PersistedState::decode(&out), Ok(s));
+    }
+
+    #[test]
+    fn format_3_is_read_with_every_factor_settled() {
+        use crate::schema::Schema;
+        let mut ks = std::collections::BTreeMap::new();
+        ks.insert(
+            "default".to_string(),
+            crate::config::KeyspaceConfig {
+                name: "default".into(),
+                replication_factor: 3,
+                default_consistency: crate::Consistency::Quorum,
+                strategy: crate::config::ReplicationStrategy::Leaderless,
+            },
+        );
+        let schema = Schema::seed(NodeId(7), &ks);
+        let to_v3 = |s: &Schema| v3::SchemaV3 {
+            version: s.version,
+            minted_by: s.minted_by,
+            keyspaces: s
+                .keyspaces
+                .iter()
+                .map(|(n, k)| {
+                    let def = v3::KeyspaceDefV3 {
+                        id: k.id,
+                        storage: k.storage.clone(),
+                        config: k.config.clone(),
+                    };
+                    (n.clone(), def)
+                })
+                .collect(),
+            next_id: s.next_id,
+            voters: s.voters.clone(),
+            recent: s.recent.clone(),
+        };
+        let s = sample();
+        let old = v3::PersistedStateV3 {
+            clock_high_water: s.clock_high_water,
+            generation: s.generation,
+            members: s.members.clone(),
+            alive_micros: s.alive_micros,
+            schema: Some(to_v3(&schema)),
+            schema_acceptor: v3::AcceptorStateV3 {
+                slot: 2,
+                promised: Default::default(),
+                accepted: Some((Default::default(), to_v3(&schema))),
+            },
+        };
+        let mut out = vec![3u8];
+        out.extend(postcard::to_allocvec(&old).unwrap());
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        let got = PersistedState::decode(&out).unwrap();
+        assert_eq!(got.schema.as_ref(), Some(&schema));
+        assert_eq!(got.schema_acceptor.slot, 2);
+        assert_eq!(got.schema_acceptor.accepted.map(|(_, s)| s), Some(schema));
     }
 
     #[test]

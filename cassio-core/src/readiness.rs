@@ -117,6 +117,7 @@ mod tests {
             keyspaces: Vec::new(),
             load: 0,
             repaired_through: 0,
+            repaired_schema: 0,
             hinting: Vec::new(),
             ring_acked: 0,
             ring_synced: 0,

@@ -39,6 +39,11 @@ pub struct KeyspaceDef {
     pub storage: String,
     /// Its settings (name, replication factor, default level, strategy).
     pub config: KeyspaceConfig,
+    /// The schema version of the last alter that changed its replication
+    /// factor (0: none since it was created or seeded). The
+    /// next factor change waits until every replica completed a repair
+    /// under this version (see [`Schema::check_repaired`]).
+    pub rf_version: u64,
 }
 
 /// A change an operator asks for.
@@ -88,6 +93,16 @@ pub enum SchemaError {
     /// No keyspace of that name exists.
     #[error("keyspace {0:?} does not exist")]
     Unknown(String),
+    /// The keyspace's previous factor change is not repaired everywhere yet.
+    #[error("the replication factor of {name:?} changed at schema version {set_at} and not every replica has completed an anti-entropy round since (all are repaired through version {repaired}); wait for the round (or run `cassio repair`) and retry")]
+    RepairPending {
+        /// The keyspace.
+        name: String,
+        /// The version that set today's factor.
+        set_at: u64,
+        /// The newest version under which every replica completed a round.
+        repaired: u64,
+    },
     /// A replication factor of 0.
     #[error("replication factor must be at least 1")]
     ZeroReplication,
@@ -157,6 +172,7 @@ impl Schema {
                     id,
                     storage: name.clone(),
                     config: cfg.clone(),
+                    rf_version: 0,
                 },
             );
         }
@@ -204,6 +220,33 @@ impl Schema {
         self.apply_as(change, by, 0)
     }
 
+    /// Refuses a replication-factor change of a keyspace whose previous
+    /// one is not yet repaired on every replica: `repaired` is the newest
+    /// schema version under which every token owner completed a full
+    /// anti-entropy round. One ±1 step keeps old and new quorums
+    /// overlapping; two steps before the new replicas caught up would not
+    /// (writes acknowledged by 2 of 3 replicas, read from 3 of 5 others).
+    pub fn check_repaired(&self, change: &SchemaChange, repaired: u64) -> Result<(), SchemaError> {
+        let SchemaChange::Alter {
+            name,
+            replication_factor: Some(rf),
+            ..
+        } = change
+        else {
+            return Ok(());
+        };
+        match self.keyspaces.get(name) {
+            Some(def) if def.config.replication_factor != *rf && def.rf_version > repaired => {
+                Err(SchemaError::RepairPending {
+                    name: name.clone(),
+                    set_at: def.rf_version,
+                    repaired,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// [`Schema::apply`], recording the change as `by`'s `change_id`.
     pub fn apply_as(
         &self,
@@ -244,6 +287,10 @@ impl Schema {
                         id: self.next_id,
                         storage: format!("#{}", self.next_id),
                         config,
+                        // A new keyspace's first step has no earlier one
+                        // to wait for: its keys were only ever written
+                        // under this factor.
+                        rf_version: 0,
                     },
                 );
                 next.next_id = self.next_id + 1;
@@ -262,7 +309,10 @@ impl Schema {
                     if rf.abs_diff(from) > 1 {
                         return Err(SchemaError::ReplicationStep { from, to: rf });
                     }
-                    def.config.replication_factor = rf;
+                    if rf != from {
+                        def.config.replication_factor = rf;
+                        def.rf_version = next.version;
+                    }
                 }
                 if let Some(level) = *default_consistency {
                     def.config.default_consistency = level;
@@ -343,6 +393,46 @@ mod tests {
         assert_eq!(s.keyspace("default").unwrap().storage, "default");
         assert_eq!(s.by_storage_name(&second).unwrap().config.name, "a");
         assert!(s.by_storage_name(&first).is_none());
+    }
+
+    #[test]
+    fn a_factor_step_waits_for_the_repair_of_the_previous_one() {
+        let alter = |rf: Option<usize>, level: Option<Consistency>| SchemaChange::Alter {
+            name: "a".into(),
+            replication_factor: rf,
+            default_consistency: level,
+        };
+        let s = seed().apply(&create("a", 3), NodeId(1)).unwrap();
+        // A new keyspace's first step waits for nothing.
+        assert_eq!(s.keyspace("a").unwrap().rf_version, 0);
+        assert_eq!(s.check_repaired(&alter(Some(4), None), 0), Ok(()));
+        let s = s.apply(&alter(Some(4), None), NodeId(1)).unwrap();
+        assert_eq!(s.keyspace("a").unwrap().rf_version, 2);
+        // Repaired only under version 1: the step to 4 is not repaired yet.
+        assert_eq!(
+            s.check_repaired(&alter(Some(5), None), 1),
+            Err(SchemaError::RepairPending {
+                name: "a".into(),
+                set_at: 2,
+                repaired: 1
+            })
+        );
+        assert!(s.check_repaired(&alter(Some(3), None), 1).is_err());
+        // Not a factor change: no wait.
+        assert_eq!(
+            s.check_repaired(&alter(None, Some(Consistency::One)), 0),
+            Ok(())
+        );
+        assert_eq!(s.check_repaired(&alter(Some(4), None), 0), Ok(()));
+        // Repaired under version 2: the next step goes.
+        assert_eq!(s.check_repaired(&alter(Some(5), None), 2), Ok(()));
+        // A level-only alter keeps the factor's version.
+        let s = s
+            .apply(&alter(None, Some(Consistency::One)), NodeId(1))
+            .unwrap();
+        assert_eq!(s.keyspace("a").unwrap().rf_version, 2);
+        // Seeded keyspaces are settled.
+        assert_eq!(seed().keyspace("default").unwrap().rf_version, 0);
     }
 
     #[test]

@@ -174,6 +174,11 @@ pub struct AgreementView {
     /// who must all accept it. Empty while this node may not found (it has
     /// not heard from all its seeds yet): the first version then waits.
     pub founders: BTreeSet<NodeId>,
+    /// The newest schema version under which every token owner completed a
+    /// full anti-entropy round (gossiped): a replication-factor change of a
+    /// keyspace waits until its previous one is repaired
+    /// ([`Schema::check_repaired`]).
+    pub repaired: u64,
 }
 
 /// How long a round may go without reaching a majority before it is tried
@@ -298,7 +303,11 @@ impl SchemaAgreement {
         waiter: Option<RequestId>,
         view: &AgreementView,
     ) {
-        if let Err(e) = self.chosen.apply(&change, self.me) {
+        let valid = self
+            .chosen
+            .check_repaired(&change, view.repaired)
+            .and_then(|()| self.chosen.apply(&change, self.me));
+        if let Err(e) = valid {
             if let Some(w) = waiter {
                 self.out.push(AgreementOutput::Reply(w, Err(e.into())));
             }
@@ -562,7 +571,8 @@ impl SchemaAgreement {
                     self.round = None;
                     return;
                 };
-                match self.chosen.apply_as(&p.change, self.me, p.id) {
+                let valid = self.chosen.check_repaired(&p.change, view.repaired);
+                match valid.and_then(|()| self.chosen.apply_as(&p.change, self.me, p.id)) {
                     Ok(mut v) => {
                         if r.unanimous {
                             // The first version: its founders vote next.
@@ -756,6 +766,7 @@ mod tests {
         fn view(&self) -> AgreementView {
             AgreementView {
                 founders: (1..=self.nodes.len() as u64).map(NodeId).collect(),
+                repaired: u64::MAX,
             }
         }
 
@@ -987,6 +998,7 @@ mod tests {
         let t0 = Instant::from_micros(0);
         let view = AgreementView {
             founders: BTreeSet::new(),
+            repaired: u64::MAX,
         };
         let mut a =
             SchemaAgreement::new(NodeId(1), seed(NodeId(1)), AcceptorState::default(), t0, 1);

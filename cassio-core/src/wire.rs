@@ -6,7 +6,7 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -25,6 +25,7 @@ fn app(i: u64, vnodes: u16) -> AppState {
         keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
         load: 123_456_789_012,
         repaired_through: 1_763_000_000_000_000,
+        repaired_schema: 0,
         hinting: vec![NodeId(1), NodeId(2)],
         ring_acked: 0,
         ring_synced: 0,

@@ -77,6 +77,7 @@ fn samples() -> Vec<PeerMsg> {
                     keyspaces: vec![cassio_core::KeyspaceConfig::default_keyspace(3)],
                     load: 6,
                     repaired_through: 7,
+                    repaired_schema: 3,
                     hinting: vec![NodeId(8)],
                     ring_acked: 0,
                     ring_synced: 0,

@@ -169,6 +169,40 @@ fn keyspaces_are_created_used_altered_dropped_and_reused_empty() {
         "{listed}"
     );
 
+    // A factor step, then another at once: the second waits until every
+    // replica was repaired under the first (the next round is minutes
+    // away), and says so.
+    let (code, body) = http(
+        h[2],
+        "PATCH",
+        "/admin/keyspaces/orders",
+        r#"{"replication_factor":2}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(
+        h[1],
+        "PATCH",
+        "/admin/keyspaces/orders",
+        r#"{"replication_factor":3}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("repair_pending"), "{body}");
+    let failed = cli(&[
+        "keyspace",
+        "alter",
+        "orders",
+        "--rf",
+        "3",
+        "--node",
+        &h[0].to_string(),
+    ]);
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("anti-entropy round"),
+        "{}",
+        text(&failed.stderr)
+    );
+
     // Drop, then create again: the new keyspace is empty.
     let out = keyspace_cli(h[1], &["drop", "orders"]);
     assert!(out.contains("dropped keyspace orders"), "{out}");

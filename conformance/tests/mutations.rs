@@ -252,3 +252,18 @@ fn mutation_remove_without_sync() {
         "a dead node removed before its ranges were synced went unnoticed"
     );
 }
+
+#[test]
+fn mutation_rf_steps_without_waiting_for_repair() {
+    // Factor steps 3 -> 4 -> 5 taken while two nodes are cut off: a write
+    // acknowledged by the cut-off pair (2 of its 3 first replicas) is read
+    // at QUORUM from the 3 of 5 on the other side, none of which has it.
+    let control = nemesis::rf_change_with_partition();
+    let mut broken = control.clone();
+    broken.name = "mutation_rf_steps_without_waiting_for_repair".into();
+    broken.mutations.skip_rf_repair_gate = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "factor steps taken before the previous one's repair went unnoticed"
+    );
+}

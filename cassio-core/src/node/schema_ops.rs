@@ -38,6 +38,8 @@ impl Node {
     /// Every message says which schema version its sender knows; a newer
     /// one is fetched (at most every [`FETCH_EVERY`]).
     pub(super) fn peer_schema_version(&mut self, now: Instant, from: NodeId, version: u64) {
+        let seen = self.schema_seen.entry(from).or_insert(0);
+        *seen = (*seen).max(version);
         if version <= self.schema.schema().version {
             return;
         }
@@ -164,8 +166,59 @@ impl Node {
                 .iter()
                 .any(|&id| self.membership.addr_of(id) == Some(*addr))
         });
+        // (Mutation: factor changes that do not wait for their repair.)
+        #[cfg(feature = "mutations")]
+        let repaired = if self.mutations.skip_rf_repair_gate {
+            u64::MAX
+        } else {
+            self.membership.min_repaired_schema()
+        };
+        #[cfg(not(feature = "mutations"))]
+        let repaired = self.membership.min_repaired_schema();
         AgreementView {
             founders: if seeds_in { founders } else { BTreeSet::new() },
+            repaired,
+        }
+    }
+
+    /// Tells anti-entropy the newest schema version that every token owner
+    /// has adopted (its messages carry it) for at least a request's
+    /// lifetime, so no write coordinated under an older version is still
+    /// in flight: a full round that begins then repairs every replica set
+    /// of that version. A down owner holds the version back until it is
+    /// heard from again.
+    pub(super) fn settle_schema(&mut self, now: Instant) {
+        let mine = self.schema.schema().version;
+        let adopted = self
+            .membership
+            .token_owner_ids()
+            .into_iter()
+            .map(|id| {
+                if id == self.id {
+                    mine
+                } else {
+                    self.schema_seen.get(&id).copied().unwrap_or(0)
+                }
+            })
+            .min()
+            .unwrap_or(mine);
+        if self.schema_adopted.back().is_none_or(|&(_, v)| adopted > v) {
+            self.schema_adopted.push_back((now, adopted));
+        }
+        let settled_at = |at: Instant| at + self.request_timeout <= now;
+        // Keep the newest entry that settled and those after it.
+        while self.schema_adopted.len() > 1
+            && self
+                .schema_adopted
+                .get(1)
+                .is_some_and(|&(at, _)| settled_at(at))
+        {
+            self.schema_adopted.pop_front();
+        }
+        if let Some(&(at, v)) = self.schema_adopted.front() {
+            if settled_at(at) {
+                self.ae.set_settled_schema(v);
+            }
         }
     }
 

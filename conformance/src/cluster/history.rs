@@ -99,6 +99,9 @@ pub struct SimOutcome {
     )>,
     /// The schema version of each running node at the end of the run.
     pub final_schema_versions: Vec<(NodeId, u64)>,
+    /// How many times an operator's factor change was refused because the
+    /// previous change was not yet repaired everywhere (and retried).
+    pub schema_repair_waits: u64,
 }
 
 impl SimOutcome {

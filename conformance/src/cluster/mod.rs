@@ -120,6 +120,10 @@ pub struct Scenario {
     /// Percent of client operations that are deletes (45% are reads, the
     /// rest puts).
     pub delete_percent: u32,
+    /// Each schema change waits for the previous one's answer, as one
+    /// operator stepping a replication factor does (false: changes fire at
+    /// their instants, concurrently).
+    pub schema_changes_in_order: bool,
     /// Nodes whose stores are read, key by key, the moment they leave
     /// `Syncing` after each restart; the checker judges those as reads
     /// (a revived node serving reads at ONE serves these versions).
@@ -163,6 +167,7 @@ impl Scenario {
             converge_within: None,
             snapshot_when_caught_up: Vec::new(),
             delete_percent: 10,
+            schema_changes_in_order: false,
         }
     }
 

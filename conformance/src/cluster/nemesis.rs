@@ -409,6 +409,17 @@ pub fn join_with_crash() -> Scenario {
     s
 }
 
+/// Three nodes join under load and one of them crashes while it pulls its
+/// ranges (it comes back 10 s later on its data and resumes): the others'
+/// moves complete, and its own completes once it is back.
+pub fn join_with_joiner_crash() -> Scenario {
+    let mut s = join_under_load();
+    s.name = "join_with_joiner_crash".into();
+    s.faults.push((secs(3) + ms(600), Fault::Crash(6)));
+    s.faults.push((secs(14), Fault::Restart(6)));
+    s
+}
+
 /// Three nodes join while node 1 is cut off from all the others; the move
 /// completes without it, and once the partition heals node 1 coordinates
 /// at once, with the rings it had before: its writes must not land on
@@ -483,6 +494,25 @@ pub fn replace_under_load() -> Scenario {
         ),
         (secs(6), Fault::Join(2)),
     ];
+    s
+}
+
+/// A dead node replaced under load over a network that loses 10% of
+/// frames.
+pub fn replace_with_loss() -> Scenario {
+    let mut s = replace_under_load();
+    s.name = "replace_with_loss".into();
+    s.net.loss = 0.1;
+    s
+}
+
+/// A dead node replaced under load while another replica crashes in the
+/// middle of the replacement's sync (it comes back 10 s later).
+pub fn replace_with_crash() -> Scenario {
+    let mut s = replace_under_load();
+    s.name = "replace_with_crash".into();
+    s.faults.push((secs(6) + ms(500), Fault::Crash(0)));
+    s.faults.push((secs(16), Fault::Restart(0)));
     s
 }
 
@@ -816,5 +846,97 @@ pub fn concurrent_schema_changes_with_loss_and_crash() -> Scenario {
     s.faults
         .push((secs(2) + Duration::from_millis(3), Fault::Crash(3)));
     s.faults.push((secs(12), Fault::Restart(3)));
+    s
+}
+
+fn alter_rf(name: &str, rf: usize) -> cassio_core::schema::SchemaChange {
+    cassio_core::schema::SchemaChange::Alter {
+        name: name.into(),
+        replication_factor: Some(rf),
+        default_consistency: None,
+    }
+}
+
+/// The replication factor of the keyspace under load steps 3 -> 4 -> 5 ->
+/// 4 on six nodes, one operator asking each step after the previous one
+/// was answered, and retrying a step refused until the previous one's
+/// repair completed (anti-entropy every 3 s). Each single step keeps old
+/// and new quorums overlapping; the wait for repair keeps two steps from
+/// adding up to quorums that miss each other (2 of 3 written, 3 of 5
+/// read).
+pub fn rf_change_under_load() -> Scenario {
+    let mut s = base("rf_change_under_load");
+    s.nodes = 6;
+    s.ops_per_client = 30;
+    s.repair.interval = secs(3);
+    s.schema_changes_in_order = true;
+    s.faults = vec![
+        (
+            secs(4),
+            Fault::SchemaChange {
+                by: 0,
+                change: alter_rf(cassio_core::DEFAULT_KEYSPACE, 4),
+            },
+        ),
+        (
+            secs(5),
+            Fault::SchemaChange {
+                by: 2,
+                change: alter_rf(cassio_core::DEFAULT_KEYSPACE, 5),
+            },
+        ),
+        (
+            secs(6),
+            Fault::SchemaChange {
+                by: 4,
+                change: alter_rf(cassio_core::DEFAULT_KEYSPACE, 4),
+            },
+        ),
+    ];
+    s
+}
+
+/// The same with a replica crashing while the second step waits for its
+/// repair (it comes back 12 s later: the step waits for it).
+pub fn rf_change_with_crash() -> Scenario {
+    let mut s = rf_change_under_load();
+    s.name = "rf_change_with_crash".into();
+    s.faults.push((secs(5), Fault::Crash(5)));
+    s.faults.push((secs(17), Fault::Restart(5)));
+    s
+}
+
+/// The same while two nodes are cut off from the other four (4 s to
+/// 16 s): the first step goes through the majority side, the second must
+/// wait until the minority is back and repaired. Taken at once, it would
+/// let the majority side read at QUORUM of five from three nodes that all
+/// miss a write the cut-off pair acknowledged.
+pub fn rf_change_with_partition() -> Scenario {
+    let mut s = rf_change_under_load();
+    s.name = "rf_change_with_partition".into();
+    // Enough keys that some have both cut-off nodes among their three
+    // replicas, and clients on both sides.
+    s.keys = 30;
+    s.clients = 6;
+    s.think_time = ms(400);
+    s.ops_per_client = 70;
+    for (_, f) in &mut s.faults {
+        if let Fault::SchemaChange { by, .. } = f {
+            *by = 2;
+        }
+    }
+    s.faults.push((
+        secs(4) - Duration::from_millis(500),
+        partition(&[0, 1], &[2, 3, 4, 5]),
+    ));
+    s.faults.push((secs(16), Fault::Heal));
+    s
+}
+
+/// The same with 10% of frames lost throughout.
+pub fn rf_change_with_loss() -> Scenario {
+    let mut s = rf_change_under_load();
+    s.name = "rf_change_with_loss".into();
+    s.net.loss = 0.1;
     s
 }

@@ -157,6 +157,8 @@ pub struct SimCluster<'a> {
         Option<Result<u64, ClientError>>,
     )>,
     schema_adopted: Vec<(NodeId, cassio_core::schema::Schema)>,
+    /// Factor changes refused until the previous one's repair (retried).
+    schema_repair_waits: u64,
     client_ops_left: Vec<usize>,
     next_request: u64,
     next_value: u64,
@@ -260,6 +262,7 @@ impl<'a> SimCluster<'a> {
             in_flight: BTreeMap::new(),
             schema_requests: BTreeMap::new(),
             schema_changes: Vec::new(),
+            schema_repair_waits: 0,
             schema_adopted: Vec::new(),
             client_ops_left: vec![scenario.ops_per_client; scenario.clients],
             next_request: 1,
@@ -838,6 +841,7 @@ impl<'a> SimCluster<'a> {
                 .collect(),
             schema_adopted: self.schema_adopted,
             schema_changes: self.schema_changes,
+            schema_repair_waits: self.schema_repair_waits,
         }
     }
 }

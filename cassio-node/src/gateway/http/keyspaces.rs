@@ -48,6 +48,11 @@ pub(super) fn schema_error_status(e: &ChangeError) -> (StatusCode, &'static str)
         ChangeError::Invalid(SchemaError::Unknown(_)) => {
             (StatusCode::NOT_FOUND, "unknown_keyspace")
         }
+        // Retry once repair caught up: a conflict with the cluster's state,
+        // not a bad request.
+        ChangeError::Invalid(SchemaError::RepairPending { .. }) => {
+            (StatusCode::CONFLICT, "repair_pending")
+        }
         ChangeError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ChangeError::NoQuorum => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

@@ -30,16 +30,31 @@ impl SimCluster<'_> {
     }
 
     /// A schema change was answered: an operator retries one the node was
-    /// not ready for a second later, and keeps any other answer.
+    /// not ready for, or one waiting for a repair, a second later, and
+    /// keeps any other answer.
     pub(super) fn schema_answered(
         &mut self,
         idx: usize,
         by: usize,
         result: Result<cassio_core::ClientResponse, cassio_core::ClientError>,
     ) {
+        use cassio_core::schema::SchemaError;
+        use cassio_core::schema_agreement::ChangeError;
         use cassio_core::{ClientError, ClientResponse};
+        if matches!(
+            result,
+            Err(ClientError::Schema(ChangeError::Invalid(
+                SchemaError::RepairPending { .. }
+            )))
+        ) {
+            self.schema_repair_waits += 1;
+        }
         match result {
-            Err(ClientError::Joining | ClientError::ShuttingDown) => self.schedule(
+            Err(
+                ClientError::Joining
+                | ClientError::ShuttingDown
+                | ClientError::Schema(ChangeError::Invalid(SchemaError::RepairPending { .. })),
+            ) => self.schedule(
                 self.now + Duration::from_secs(1),
                 Event::SchemaRetry { by, idx },
             ),
@@ -227,6 +242,15 @@ impl SimCluster<'_> {
                 }
             }
             Fault::SchemaChange { by, change } => {
+                if self.scenario.schema_changes_in_order
+                    && self.schema_changes.iter().any(|(_, a)| a.is_none())
+                {
+                    self.schedule(
+                        self.now + Duration::from_secs(1),
+                        Event::Fault(Fault::SchemaChange { by, change }),
+                    );
+                    return;
+                }
                 let idx = self.schema_changes.len();
                 self.schema_changes.push((change.clone(), None));
                 self.ask_schema(by, idx);
