@@ -366,7 +366,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         // The batch's commands are answered: only the unparsed rest is held.
         // (While it ran, the share still counted them.)
         share.set(rbuf.len());
-        if let Some(e) = &fatal {
+        // After QUIT's reply nothing more is said, not even about garbage
+        // that followed it (found by `resp_conn_props.rs`).
+        if let Some(e) = fatal.as_ref().filter(|_| !conn.quit) {
             proto::error(&mut out, &format!("ERR {e}"));
         }
         if !out.is_empty() {

@@ -285,7 +285,9 @@ pub(super) fn static_info(want: &dyn Fn(&str) -> bool) -> String {
         text.push_str("# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n");
     }
     if want("persistence") {
-        text.push_str("# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n\r\n");
+        text.push_str(
+            "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n\r\n",
+        );
     }
     if want("keyspace") {
         // Key counts would need a cluster-wide scan; the section is there

@@ -132,7 +132,12 @@ async fn drive(input: Vec<u8>, cuts: Vec<usize>) -> (Vec<u8>, Result<(), String>
     let both = async { tokio::join!(writer, reader).1 };
     let out = match tokio::time::timeout(Duration::from_secs(20), both).await {
         Ok(out) => out,
-        Err(_) => return (Vec::new(), Err("the connection did not end within 20 s".into())),
+        Err(_) => {
+            return (
+                Vec::new(),
+                Err("the connection did not end within 20 s".into()),
+            )
+        }
     };
     let ended = match tokio::time::timeout(Duration::from_secs(20), task).await {
         Err(_) => Err("the connection task did not finish".into()),

@@ -53,10 +53,13 @@ mod tests {
         let mut at = 0;
         while let Some(i) = src[at..].find(needle) {
             let open = at + i + needle.len() - 1;
-            let inner = balanced(src, open).unwrap_or_else(|| panic!("unbalanced route call at {open}"));
+            let inner =
+                balanced(src, open).unwrap_or_else(|| panic!("unbalanced route call at {open}"));
             at = open + inner.len();
             let Some(q1) = inner.find('"') else { continue };
-            let Some(q2) = inner[q1 + 1..].find('"') else { continue };
+            let Some(q2) = inner[q1 + 1..].find('"') else {
+                continue;
+            };
             let path = inner[q1 + 1..q1 + 1 + q2].replace("{*", "{");
             let handlers = &inner[q1 + 2 + q2..];
             let methods = into.entry(path).or_default();
@@ -87,7 +90,8 @@ mod tests {
         files.extend(more);
         let mut routes = Routes::new();
         for f in files {
-            let src = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let src =
+                std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             routes_in(&src, &mut routes);
         }
         routes
@@ -110,7 +114,9 @@ mod tests {
                     .as_object()
                     .map(|o| {
                         o.keys()
-                            .filter(|k| *k != "parameters" && *k != "summary" && *k != "description")
+                            .filter(|k| {
+                                *k != "parameters" && *k != "summary" && *k != "description"
+                            })
                             .cloned()
                             .collect()
                     })
@@ -153,7 +159,10 @@ mod tests {
             "routes missing from openapi.json or with other methods there: {undocumented:?}\n(documented: {doc:?})"
         );
         let unrouted: Vec<_> = doc.keys().filter(|p| !routes.contains_key(*p)).collect();
-        assert!(unrouted.is_empty(), "documented paths with no route: {unrouted:?}");
+        assert!(
+            unrouted.is_empty(),
+            "documented paths with no route: {unrouted:?}"
+        );
     }
 
     #[test]
@@ -175,7 +184,9 @@ mod tests {
         walk(&doc, &mut refs);
         assert!(!refs.is_empty());
         for r in refs {
-            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("external $ref {r}"));
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external $ref {r}"));
             assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
         }
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
@@ -187,7 +198,10 @@ mod tests {
                     op["responses"].as_object().is_some_and(|r| !r.is_empty()),
                     "{method} {path} has no responses"
                 );
-                assert!(op["operationId"].is_string(), "{method} {path} has no operationId");
+                assert!(
+                    op["operationId"].is_string(),
+                    "{method} {path} has no operationId"
+                );
             }
         }
     }
