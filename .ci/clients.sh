@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=cassio-node/tests/clients
-CACHE=${CASSIO_CI_CACHE:-$HOME/.cache/cassio-ci}
+CACHE=$HOME/.cache/cassio-ci  # where tests/real_clients.rs looks
 VENV=$CACHE/clients-venv
 NODE_DIR=$CACHE/node-clients
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
