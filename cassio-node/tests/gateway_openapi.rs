@@ -21,7 +21,11 @@ async fn openapi_json_is_served_and_its_paths_are_routes() {
         .build()
         .unwrap();
     let base = format!("http://{}", srv.addr);
-    let resp = http.get(format!("{base}/openapi.json")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()[reqwest::header::CONTENT_TYPE],
@@ -38,14 +42,24 @@ async fn openapi_json_is_served_and_its_paths_are_routes() {
         if path.contains('{') || item.get("get").is_none() {
             continue;
         }
-        let status = http.get(format!("{base}{path}")).send().await.unwrap().status();
+        let status = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_ne!(status, 404, "GET {path} is documented but not routed");
         assert_ne!(status, 405, "GET {path} is documented but not allowed");
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} paths checked");
     // And an undocumented path is the router's 404.
-    let status = http.get(format!("{base}/nosuch")).send().await.unwrap().status();
+    let status = http
+        .get(format!("{base}/nosuch"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 404);
     srv.shutdown().await;
 }
