@@ -1,6 +1,7 @@
 //! The RESP connection task under arbitrary input (issue 14): any sequence
 //! of well-formed command frames and arbitrary bytes, written in arbitrary
-//! pieces to `connection` over an in-memory duplex stream with a fake node,
+//! pieces to `connection` over an in-memory duplex stream with a fake node
+//! (with and without users, so `NOAUTH`, `AUTH u p` and `HELLO 3 AUTH` run),
 //! never panics it; it ends by itself once the input ends, and what it
 //! wrote is a sequence of well-formed replies that answers at least every
 //! command before the first garbage (all of them when there is none, up to
@@ -8,17 +9,37 @@
 
 use super::tests::{fake_handle, one_reply};
 use super::{connection, ConnCtx, COMMANDS};
+use crate::auth::{hash_secret, Access, Authenticator, User};
 use crate::gateway::limits::{BufferBudget, GatewayLimits};
 use bytes::Bytes;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+/// A node with one user, `u` with password `p` (hashed once: argon2 is
+/// deliberately slow).
+fn users() -> Arc<Authenticator> {
+    static AUTH: OnceLock<Arc<Authenticator>> = OnceLock::new();
+    AUTH.get_or_init(|| {
+        Authenticator::new(vec![User {
+            name: "u".into(),
+            password_hash: Some(hash_secret("p").unwrap_or_default()),
+            token_hash: None,
+            access: Access::ReadWrite,
+            keyspaces: BTreeMap::new(),
+            admin: false,
+        }])
+    })
+    .clone()
+}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Arguments the handlers branch on, so frames reach their arms.
 const WORDS: &[&str] = &[
     "", "0", "1", "3", "2", "k", "busy", "SETNAME", "GETNAME", "ID", "INFO", "LIST", "SETINFO",
     "LIB-NAME", "NO-EVICT", "ON", "GET", "SET", "DOCS", "COUNT", "save", "*", "EX", "AUTH",
-    "default", "quorum", "\r\n", "$-1", "*1",
+    "default", "quorum", "\r\n", "$-1", "*1", "u", "p",
 ];
 
 #[derive(Clone, Debug)]
@@ -89,7 +110,11 @@ fn must_answer(chunks: &[Chunk]) -> (usize, bool) {
 
 /// Feeds `input` in pieces cut at `cuts` and returns what the connection
 /// wrote and how its task ended.
-async fn drive(input: Vec<u8>, cuts: Vec<usize>) -> (Vec<u8>, Result<(), String>) {
+async fn drive(
+    input: Vec<u8>,
+    cuts: Vec<usize>,
+    auth: Option<Arc<Authenticator>>,
+) -> (Vec<u8>, Result<(), String>) {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = GatewayLimits::default();
@@ -97,7 +122,7 @@ async fn drive(input: Vec<u8>, cuts: Vec<usize>) -> (Vec<u8>, Result<(), String>
     let ctx = ConnCtx {
         port: 6380,
         limits,
-        auth: None,
+        auth,
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
     };
     let task = tokio::spawn(connection(
@@ -156,6 +181,7 @@ proptest! {
     fn any_frames_and_bytes_never_panic_the_connection(
         chunks in prop::collection::vec(chunk(), 0..24),
         cuts in prop::collection::vec(0usize..4096, 0..8),
+        with_users in any::<bool>(),
     ) {
         let mut input = Vec::new();
         for c in &chunks {
@@ -168,7 +194,8 @@ proptest! {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("runtime: {e}"));
-        let (out, ended) = rt.block_on(drive(input, cuts));
+        let auth = with_users.then(users);
+        let (out, ended) = rt.block_on(drive(input, cuts, auth));
         prop_assert_eq!(ended, Ok(()));
         let mut rest = &out[..];
         let mut replies = 0;
