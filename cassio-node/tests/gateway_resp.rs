@@ -763,7 +763,12 @@ async fn raw_resp3_after_hello_3_and_back_to_resp2() {
             &resp_cmd(&["COMMAND", "INFO", "get", "nosuch"]),
             b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n~2\r\n$8\r\nreadonly\r\n$4\r\nfast\r\n:1\r\n:1\r\n:1\r\n_\r\n",
         );
-        exchange(&mut s, &resp_cmd(&["COMMAND", "DOCS"]), b"%0\r\n");
+        exchange(&mut s, &resp_cmd(&["COMMAND", "DOCS", "nosuch"]), b"%0\r\n");
+        exchange(
+            &mut s,
+            &resp_cmd(&["COMMAND", "DOCS", "get"]),
+            b"%1\r\n$3\r\nget\r\n%3\r\n$7\r\nsummary\r\n$27\r\nReturns the value of a key.\r\n$5\r\nsince\r\n$5\r\n1.0.0\r\n$5\r\ngroup\r\n$7\r\ngeneric\r\n",
+        );
         exchange(&mut s, &resp_cmd(&["DEL", "k", "missing"]), b":1\r\n");
         exchange(&mut s, &resp_cmd(&["GET", "k"]), b"_\r\n");
         // INFO is a verbatim string whose length counts the `txt:` prefix.

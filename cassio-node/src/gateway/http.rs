@@ -12,6 +12,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /admin/repair` | starts an anti-entropy round now; `?keyspace=K` limits it to one keyspace, `?node=IP:PORT` (a peer's listen address) to exchanges with one peer; 202 with `RepairStarted` as JSON |
 //! | `POST /admin/decommission` | this node starts leaving (`Leaving`, keeps serving while the nodes gaining its ranges sync them, then announces `Left` and its process stops); 202 with `DecommissionStarted` as JSON; 409 `too_few_nodes` or `not_an_owner` when refused (the node keeps running) |
+//! | `GET /openapi.json` | this API as an OpenAPI 3 document (`http/openapi.json`, checked against these routes by a test) |
 //! | `POST /admin/remove?node=ID` | asks the cluster to take dead member `ID` (the Node ID column of `cassio status`) off the ring, its ranges re-replicated among the rest first; 202 with `RemoveStarted` as JSON; 400 `bad_request` (no or bad id) or `unknown_node`; 409 `alive`, `itself` or `too_few_nodes` |
 //!
 //! The key is the rest of the path after `/kv/`, percent-decoded to bytes,
@@ -47,6 +48,7 @@
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
 mod keyspaces;
+mod openapi;
 
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
@@ -116,6 +118,7 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
         .route("/admin/repair", post(admin_repair))
         .route("/admin/decommission", post(admin_decommission))
         .route("/admin/remove", post(admin_remove))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Past this, axum refuses the body with 413 before reading it all.

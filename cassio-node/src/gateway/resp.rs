@@ -1,8 +1,9 @@
 //! The RESP gateway: Cassio behind the Redis protocol, so `redis-cli`,
 //! `redis-benchmark` and Redis client libraries work unchanged.
 //!
-//! Supported: `GET SET DEL EXISTS MGET MSET PING ECHO QUIT HELLO AUTH INFO
-//! COMMAND CLIENT (SETNAME GETNAME ID SETINFO) SELECT 0 CONFIG GET`, and
+//! Supported: `GET SET DEL EXISTS MGET MSET TYPE PING ECHO QUIT RESET HELLO
+//! AUTH INFO COMMAND CLIENT SELECT 0 CONFIG GET` (the connection commands
+//! are in `resp_conn.rs`), and
 //! Cassio's own `CASSIO.CONSISTENCY [level]` and `CASSIO.KEYSPACE [name]`
 //! (the keyspace the connection's commands address from then on; `default`
 //! at first; an unknown one is refused per command).
@@ -80,6 +81,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+// Connection and server commands (CLIENT, CONFIG, COMMAND DOCS, SELECT,
+// RESET, static INFO sections), kept out of this file.
+#[path = "resp_conn.rs"]
+mod conn_cmds;
+// The connection task under arbitrary input (a proptest).
+#[cfg(test)]
+#[path = "resp_conn_props.rs"]
+mod conn_props;
 
 /// The `protocol` label of this gateway's metrics.
 const PROTOCOL: Protocol = Protocol::Resp;
@@ -252,6 +262,10 @@ struct Conn {
     user: Option<Arc<User>>,
     /// The client's address, for the failure log.
     peer: std::net::SocketAddr,
+    /// What the client library announced (`CLIENT SETINFO`), for
+    /// `CLIENT INFO`.
+    lib_name: Option<Arc<str>>,
+    lib_ver: Option<Arc<str>>,
 }
 
 /// What a connection is given besides its socket.
@@ -314,6 +328,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         auth: ctx.auth,
         user: None,
         peer: ctx.peer,
+        lib_name: None,
+        lib_ver: None,
     };
     // One command can never be larger than the connection's whole buffer.
     let mut parser = Parser::new(Limits {
@@ -350,7 +366,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         // The batch's commands are answered: only the unparsed rest is held.
         // (While it ran, the share still counted them.)
         share.set(rbuf.len());
-        if let Some(e) = &fatal {
+        // After QUIT's reply nothing more is said, not even about garbage
+        // that followed it (found by `resp_conn_props.rs`).
+        if let Some(e) = fatal.as_ref().filter(|_| !conn.quit) {
             proto::error(&mut out, &format!("ERR {e}"));
         }
         if !out.is_empty() {
@@ -476,6 +494,7 @@ enum IoKind {
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
     Info(Option<String>, u16),
+    Type(Bytes),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -489,7 +508,7 @@ struct IoOp {
 impl IoOp {
     fn reads(&self) -> &[Bytes] {
         match &self.kind {
-            IoKind::Get(k) => std::slice::from_ref(k),
+            IoKind::Get(k) | IoKind::Type(k) => std::slice::from_ref(k),
             IoKind::Exists(ks) | IoKind::MGet(ks) | IoKind::Del(ks) => ks,
             _ => &[],
         }
@@ -636,7 +655,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
         let mut upper = [0u8; 24];
         let name = cmd.first().map_or("", |c| command_name(c, &mut upper));
         return match name {
-            "QUIT" => plan(cmd, conn),
+            "QUIT" | "RESET" => plan(cmd, conn),
             "HELLO" => err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"),
             _ => err("NOAUTH Authentication required."),
         };
@@ -647,7 +666,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
     };
     let write = match &op.kind {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
-        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) => false,
+        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Type(_) => false,
         IoKind::Info(..) => return planned,
     };
     match Authenticator::check(&user, &op.keyspace, write) {
@@ -873,15 +892,17 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             conn.quit = true;
             Plan::Ready(Reply::Simple("OK"))
         }
-        "SELECT" => {
+        "SELECT" => conn_cmds::select(&args),
+        "RESET" => conn_cmds::reset(&args, conn),
+        "TYPE" => {
             if argc != 2 {
                 return wrong_arity(name);
             }
-            if args.get(1).is_some_and(|a| &a[..] == b"0") {
-                Plan::Ready(Reply::Simple("OK"))
-            } else {
-                err("ERR DB index is out of range (Cassio has only database 0)")
+            let key = args.swap_remove(1);
+            if let Err(p) = check_sizes([&key], []) {
+                return p;
             }
+            io(IoKind::Type(key))
         }
         "HELLO" => hello(&args, conn),
         "AUTH" => err(NO_AUTH),
@@ -895,8 +916,8 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             io(IoKind::Info(section, conn.port))
         }
         "COMMAND" => command(&args),
-        "CLIENT" => client(&args, conn),
-        "CONFIG" => config(&args),
+        "CLIENT" => conn_cmds::client(&args, conn),
+        "CONFIG" => conn_cmds::config(&args),
         "CASSIO.KEYSPACE" => match argc {
             1 => Plan::Ready(Reply::bulk_str(&conn.keyspace)),
             2 => {
@@ -1046,6 +1067,8 @@ const COMMANDS: &[CommandSpec] = &[
     ("cassio.keyspace", -1, &["fast", "stale"], 0, 0, 0),
     ("config", -2, &["stale"], 0, 0, 0),
     ("cassio.consistency", -1, &["fast"], 0, 0, 0),
+    ("reset", 1, &["fast", "stale", "noauth"], 0, 0, 0),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
 ];
 
 fn command_info(name: &str) -> Reply {
@@ -1080,69 +1103,11 @@ fn command(args: &[Bytes]) -> Plan {
         "COUNT" => Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX)),
         "INFO" => Reply::Array(rest().map(|n| command_info(&n)).collect()),
         "LIST" => Reply::Array(COMMANDS.iter().map(|c| Reply::bulk_str(c.0)).collect()),
-        // An empty map: clients (redis-cli's hints) fall back to no docs.
-        "DOCS" => Reply::Map(Vec::new()),
+        "DOCS" => conn_cmds::command_docs(args),
         other => Reply::Error(format!(
             "ERR COMMAND {other} is not supported by Cassio (try COUNT, INFO, LIST, DOCS)"
         )),
     })
-}
-
-/// `CLIENT SETNAME|GETNAME|ID|SETINFO`.
-fn client(args: &[Bytes], conn: &mut Conn) -> Plan {
-    let Some(sub) = args.get(1) else {
-        return wrong_arity("client");
-    };
-    let sub = name_of(sub);
-    match (sub.as_str(), args.get(2)) {
-        ("SETNAME", Some(name)) if args.len() == 3 => {
-            if let Some(e) = client_name_error(name) {
-                return err(e);
-            }
-            conn.name = (!name.is_empty()).then(|| name.clone());
-            Plan::Ready(Reply::Simple("OK"))
-        }
-        ("GETNAME", None) => Plan::Ready(Reply::Bulk(conn.name.clone())),
-        ("ID", None) => Plan::Ready(Reply::Int(i64::try_from(conn.id).unwrap_or(i64::MAX))),
-        // Client libraries announce themselves (LIB-NAME, LIB-VER); accepted
-        // and ignored.
-        ("SETINFO", Some(_)) if args.len() == 4 => Plan::Ready(Reply::Simple("OK")),
-        ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => wrong_arity(&format!("client|{sub}")),
-        (other, _) => err(format!(
-            "ERR CLIENT {other} is not supported by Cassio (try SETNAME, GETNAME, ID, SETINFO)"
-        )),
-    }
-}
-
-/// `CONFIG GET param`: the two parameters `redis-benchmark` asks for, so it
-/// runs without warnings; Cassio persists through its own commit log, not
-/// RDB snapshots or an AOF.
-fn config(args: &[Bytes]) -> Plan {
-    let Some(sub) = args.get(1) else {
-        return wrong_arity("config");
-    };
-    let sub = name_of(sub);
-    if sub != "GET" {
-        return err(format!(
-            "ERR CONFIG {} is not supported by Cassio",
-            sub.chars().take(64).collect::<String>()
-        ));
-    }
-    if args.len() < 3 {
-        return wrong_arity("config|get");
-    }
-    let mut items = Vec::new();
-    for p in args.iter().skip(2) {
-        let p = String::from_utf8_lossy(p).to_ascii_lowercase();
-        let v = match p.as_str() {
-            "save" => "",
-            "appendonly" => "no",
-            "databases" => "1",
-            _ => continue,
-        };
-        items.push((Reply::bulk_str(&p), Reply::bulk_str(v)));
-    }
-    Plan::Ready(Reply::Map(items))
 }
 
 /// The reply to a failed node request, with a code clients can match on.
@@ -1263,6 +1228,12 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             }
         }
         IoKind::Info(section, port) => info(handle, section.as_deref(), *port).await,
+        // Cassio's values are strings until the other types land.
+        IoKind::Type(k) => match get(handle, k, c, ks).await {
+            Ok(Some(_)) => Reply::Simple("string"),
+            Ok(None) => Reply::Simple("none"),
+            Err(e) => request_error(&e),
+        },
     }
 }
 
@@ -1282,6 +1253,7 @@ async fn info(handle: &NodeHandle, section: Option<&str>, port: u16) -> Reply {
             port,
         ));
     }
+    text.push_str(&conn_cmds::static_info(&want));
     if want("replication") {
         text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
@@ -1331,6 +1303,8 @@ mod tests {
             auth: None,
             user: None,
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            lib_name: None,
+            lib_ver: None,
         }
     }
 
@@ -1547,7 +1521,7 @@ mod tests {
 
     /// Parses one RESP2 or RESP3 reply off the front of `buf`: the rest, or
     /// why not.
-    fn one_reply(buf: &[u8]) -> Result<&[u8], String> {
+    pub(super) fn one_reply(buf: &[u8]) -> Result<&[u8], String> {
         let line_end = buf.windows(2).position(|w| w == b"\r\n").ok_or("no CRLF")?;
         let (kind, line) = (buf.first().ok_or("empty")?, &buf[1..line_end]);
         let rest = &buf[line_end + 2..];
@@ -1614,7 +1588,7 @@ mod tests {
 
     /// A node double: reads succeed empty, writes succeed, status answers;
     /// keys starting with `busy` are refused as overloaded.
-    fn fake_handle() -> NodeHandle {
+    pub(super) fn fake_handle() -> NodeHandle {
         use crate::handle::{ClusterStatus, Command};
         use cassio_core::{ClientOp, NodeId, Timestamp};
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Command>(64);
