@@ -437,6 +437,15 @@ async fn http_idle_connections_are_closed_and_counted() {
             .any(|l| l.starts_with("cassio_gateway_idle_closes_total{protocol=\"http\"}")),
         "{metrics}"
     );
+    // A request that takes longer than the idle timeout is not silence:
+    // its answer comes.
+    let slow = http()
+        .get(format!("http://{}/kv/slow-key", served.addr))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .expect("a slow request was cut off by the idle timeout");
+    assert_eq!(slow.status(), 404);
     served.shutdown().await;
 }
 

@@ -267,6 +267,50 @@ struct Admitted {
     _slot: OwnedSemaphorePermit,
     idle: Option<std::time::Duration>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    in_flight: InFlight,
+}
+
+/// How many of a connection's requests are being handled. hyper polls the
+/// socket while a handler runs (to notice a client that went away), so
+/// without this a slow request (an argon2 login on a loaded machine, a
+/// write at ALL) would count as silence and be cut off by the idle timer.
+#[derive(Clone, Debug, Default)]
+struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn busy(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+}
+
+/// Counts one request from its start until its handler answered.
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
+    for InFlight
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
+        stream.io().in_flight.clone()
+    }
+}
+
+/// Marks the connection busy while its request is handled.
+async fn count_in_flight(
+    axum::extract::ConnectInfo(in_flight): axum::extract::ConnectInfo<InFlight>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    in_flight
+        .0
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _guard = InFlightGuard(in_flight);
+    next.run(req).await
 }
 
 impl Admitted {
@@ -280,6 +324,7 @@ impl Admitted {
             _slot: slot,
             idle,
             timer: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -371,6 +416,12 @@ impl AsyncRead for Admitted {
                 Poll::Ready(r)
             }
             Poll::Pending => {
+                if self.in_flight.busy() {
+                    // Not silence: the client waits for its answer (whose
+                    // writes restart the idle time when it comes).
+                    self.touch();
+                    return Poll::Pending;
+                }
                 let expired = self
                     .timer
                     .as_mut()
@@ -459,6 +510,9 @@ pub async fn serve(
         idle: limits.idle_timeout,
         handshakes: tokio::task::JoinSet::new(),
     };
+    let app = app
+        .layer(axum::middleware::from_fn(count_in_flight))
+        .into_make_service_with_connect_info::<InFlight>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
         .into_future();

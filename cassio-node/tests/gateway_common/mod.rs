@@ -156,7 +156,17 @@ pub fn spawn_fake() -> Fake {
                     clock += 1;
                     let ts = Timestamp::new(clock, 0, NodeId(1));
                     let res = answer(&req, ts, &mut data2.lock().unwrap());
-                    let _ = reply.send(res);
+                    // Reads of `slow*` keys answer after 700 ms (longer
+                    // than the idle timeouts the tests set).
+                    let slow = matches!(&req.op, ClientOp::Get { key } if key.starts_with(b"slow"));
+                    if slow {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                            let _ = reply.send(res);
+                        });
+                    } else {
+                        let _ = reply.send(res);
+                    }
                 }
             }
         }
