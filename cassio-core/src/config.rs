@@ -209,6 +209,8 @@ pub struct Mutations {
     /// A dead node asked to be removed is forgotten at once, before its
     /// ranges are synced elsewhere.
     pub remove_without_sync: bool,
+    /// Reads ignore expiries: an expired value is served as live.
+    pub ignore_expiry: bool,
 }
 
 impl Config {

@@ -57,6 +57,7 @@ pub use node::{
     StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
+pub use client_api::Expiry;
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};

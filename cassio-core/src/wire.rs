@@ -6,7 +6,13 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-pub const WIRE_VERSION: u8 = 4;
+/// Version 5 added the expiry to every [`Versioned`]; frames of version 4
+/// ([`WIRE_VERSION_PRE_EXPIRY`]) are still decoded, their values reading as
+/// never expiring.
+pub const WIRE_VERSION: u8 = 5;
+
+/// The last wire version before expiries, still accepted by [`WireCodec::decode`].
+pub const WIRE_VERSION_PRE_EXPIRY: u8 = 4;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -201,7 +207,7 @@ impl WireCodec {
             });
         }
         let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
-        if version != WIRE_VERSION {
+        if version != WIRE_VERSION && version != WIRE_VERSION_PRE_EXPIRY {
             return Err(WireError::Version {
                 got: version,
                 want: WIRE_VERSION,
@@ -209,8 +215,13 @@ impl WireCodec {
         }
         // postcard bounds every length prefix by the remaining input, so a
         // hostile length cannot make it allocate more than the frame holds.
-        let (env, rest): (Envelope, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let take = || postcard::take_from_bytes::<Envelope>(body);
+        let taken = if version == WIRE_VERSION_PRE_EXPIRY {
+            crate::types::with_legacy_versioned(take)
+        } else {
+            take()
+        };
+        let (env, rest) = taken.map_err(|e| WireError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(WireError::Malformed(format!(
                 "{} trailing bytes after the envelope",

@@ -26,8 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Identifies the file as a Cassio table ("CASSIOST").
 const MAGIC: u64 = u64::from_le_bytes(*b"CASSIOST");
-/// The on-disk format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this code writes (2: entries may carry an
+/// expiry, see `format::encode_entry`).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The format before expiries, still read (its entries never carry one).
+pub(crate) const FORMAT_VERSION_PRE_EXPIRY: u32 = 1;
 /// Bytes in the footer.
 const FOOTER_LEN: u64 = 64;
 
@@ -75,7 +78,8 @@ impl TableWriter {
         self.last_key.extend_from_slice(key);
         self.hashes.push(KeyHash::of(key));
         self.entries += 1;
-        if v.is_tombstone() {
+        // Counts what a purge could drop: tombstones and expiring values.
+        if v.dead_since().is_some() {
             self.tombstones += 1;
         }
         if self.block.len() >= self.block_target {
@@ -220,7 +224,7 @@ impl Table {
             return Err(bad_footer("footer checksum mismatch"));
         }
         let version = get_u32(&footer, 48).unwrap_or(0);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_PRE_EXPIRY {
             return Err(bad_footer(&format!(
                 "unsupported table format version {version}"
             )));
