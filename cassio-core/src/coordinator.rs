@@ -928,9 +928,9 @@ mod tests {
         let (mut c, _, tag, _) = started(Op::Read);
         let mut fx = CoordEffects::default();
         let (old, new) = (version(5, b"old"), version(9, b"new"));
-        c.on_read_result(tag, C, Some(Some(old)), &mut fx);
+        c.on_read_result(tag, C, Some(Some(old)), 0, &mut fx);
         assert!(replies(&fx.0).is_empty());
-        c.on_read_result(tag, B, Some(Some(new.clone())), &mut fx);
+        c.on_read_result(tag, B, Some(Some(new.clone())), 0, &mut fx);
         assert_eq!(
             replies(&fx.0),
             vec![&Ok(ClientResponse::Value(Some(Bytes::from_static(b"new"))))]
@@ -946,7 +946,7 @@ mod tests {
         // The local replica answers late, with nothing: it is repaired too,
         // and the request is done.
         let mut fx = CoordEffects::default();
-        c.on_read_result(tag, ME, Some(None), &mut fx);
+        c.on_read_result(tag, ME, Some(None), 0, &mut fx);
         assert!(fx.0.contains(&CoordEffect::Storage(
             StorageOp::Apply {
                 key: key(),
@@ -955,6 +955,77 @@ mod tests {
             CoordWaiter::Repair
         )));
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_expired_newest_version_reads_as_absent_and_still_repairs() {
+        let (mut c, _, tag, _) = started(Op::ReadEntry);
+        let mut fx = CoordEffects::default();
+        let old = version(5, b"old");
+        let expired = Versioned::expiring(Timestamp::new(9, 0, B), "new", 20);
+        c.on_read_result(tag, C, Some(Some(old)), 30, &mut fx);
+        c.on_read_result(tag, B, Some(Some(expired.clone())), 30, &mut fx);
+        // Absent, not the older value it still hides.
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Entry {
+                value: None,
+                expires: None,
+                now_micros: 30
+            })]
+        );
+        assert!(fx.0.contains(&CoordEffect::Send(
+            C,
+            PeerMsg::Repair {
+                key: key(),
+                version: expired
+            }
+        )));
+        // Before its deadline the same version is live, with its expiry.
+        let (mut c, _, tag, _) = started(Op::ReadEntry);
+        let mut fx = CoordEffects::default();
+        let live = Versioned::expiring(Timestamp::new(9, 0, B), "new", 20);
+        c.on_read_result(tag, B, Some(Some(live.clone())), 19, &mut fx);
+        c.on_read_result(tag, C, Some(Some(live)), 19, &mut fx);
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Entry {
+                value: Some(Bytes::from_static(b"new")),
+                expires: Some(20),
+                now_micros: 19
+            })]
+        );
+    }
+
+    #[test]
+    fn an_expiring_write_resolves_its_ttl_at_the_first_stamp_and_keeps_it() {
+        let op = Op::WriteExpiring(
+            Bytes::from_static(b"v"),
+            crate::client_api::Expiry::After(5_000),
+        );
+        let (mut c, mut clock, tag, fx) = started(op);
+        let first = fx
+            .iter()
+            .find_map(|e| match e {
+                CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
+                _ => None,
+            })
+            .expect("a write was sent");
+        assert_eq!(first.expires, Some(first.ts.micros + 5_000));
+        // Superseded: the re-stamped write keeps the same deadline.
+        let mut fx = CoordEffects::default();
+        let newer = Timestamp::new(first.ts.micros + 100_000, 0, B);
+        ack(&mut c, &mut clock, tag, B, WriteOutcome::Superseded(newer), &mut fx);
+        let again = fx
+            .0
+            .iter()
+            .find_map(|e| match e {
+                CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
+                _ => None,
+            })
+            .expect("re-stamped");
+        assert!(again.ts > first.ts);
+        assert_eq!(again.expires, first.expires);
     }
 
     #[test]

@@ -140,90 +140,17 @@ impl HybridClock {
 /// tombstone written at its timestamp, and once expired it is purged under
 /// the tombstone rules as if it were a tombstone written at
 /// [`Versioned::dead_since`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Versioned {
     /// When the write happened; the newest timestamp wins.
     pub ts: Timestamp,
     /// The value, or `None` for a tombstone.
     pub value: Option<Value>,
     /// When the value ends, in HLC microseconds (`None`: never). Ignored
-    /// (and kept `None`) for tombstones.
+    /// (and kept `None`) for tombstones. (Self-describing encodings may
+    /// leave it out; postcard, on the wire, always carries it.)
+    #[serde(default)]
     pub expires: Option<u64>,
-}
-
-std::thread_local! {
-    /// Set while decoding a format written before expiries existed (wire
-    /// version 4): a [`Versioned`] then has two fields, not three.
-    static LEGACY_VERSIONED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with [`Versioned`] decoding the pre-expiry layout (timestamp and
-/// value only; the expiry reads as `None`), for decoders of old formats.
-pub(crate) fn with_legacy_versioned<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            LEGACY_VERSIONED.with(|l| l.set(self.0));
-        }
-    }
-    let _reset = Reset(LEGACY_VERSIONED.with(|l| l.replace(true)));
-    f()
-}
-
-// Written by hand so one type decodes both layouts (see
-// `with_legacy_versioned`); postcard gives fields as a sequence, self-describing
-// formats as a map.
-impl<'de> Deserialize<'de> for Versioned {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
-        struct V(bool);
-        impl<'de> Visitor<'de> for V {
-            type Value = Versioned;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a versioned value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Versioned, A::Error> {
-                let ts = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
-                let value = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                let expires = if self.0 {
-                    None
-                } else {
-                    seq.next_element()?
-                        .ok_or_else(|| A::Error::invalid_length(2, &self))?
-                };
-                Ok(Versioned { ts, value, expires })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Versioned, A::Error> {
-                let (mut ts, mut value, mut expires) = (None, None, None);
-                while let Some(k) = map.next_key::<String>()? {
-                    match k.as_str() {
-                        "ts" => ts = Some(map.next_value()?),
-                        "value" => value = Some(map.next_value()?),
-                        "expires" => expires = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(Versioned {
-                    ts: ts.ok_or_else(|| A::Error::missing_field("ts"))?,
-                    value: value.ok_or_else(|| A::Error::missing_field("value"))?,
-                    expires: expires.unwrap_or(None),
-                })
-            }
-        }
-        let legacy = LEGACY_VERSIONED.with(|l| l.get());
-        let fields: &'static [&'static str] = if legacy {
-            &["ts", "value"]
-        } else {
-            &["ts", "value", "expires"]
-        };
-        d.deserialize_struct("Versioned", fields, V(legacy))
-    }
 }
 
 impl Versioned {

@@ -6,13 +6,11 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
-/// Version 5 added the expiry to every [`Versioned`]; frames of version 4
-/// ([`WIRE_VERSION_PRE_EXPIRY`]) are still decoded, their values reading as
-/// never expiring.
+/// Version 5 added the expiry to every [`Versioned`]. As with every bump,
+/// a node refuses frames of another version ([`WireError::Version`]): a
+/// cluster is upgraded from version 4 by restarting all its nodes, not one
+/// at a time.
 pub const WIRE_VERSION: u8 = 5;
-
-/// The last wire version before expiries, still accepted by [`WireCodec::decode`].
-pub const WIRE_VERSION_PRE_EXPIRY: u8 = 4;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -207,7 +205,7 @@ impl WireCodec {
             });
         }
         let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
-        if version != WIRE_VERSION && version != WIRE_VERSION_PRE_EXPIRY {
+        if version != WIRE_VERSION {
             return Err(WireError::Version {
                 got: version,
                 want: WIRE_VERSION,
@@ -215,13 +213,8 @@ impl WireCodec {
         }
         // postcard bounds every length prefix by the remaining input, so a
         // hostile length cannot make it allocate more than the frame holds.
-        let take = || postcard::take_from_bytes::<Envelope>(body);
-        let taken = if version == WIRE_VERSION_PRE_EXPIRY {
-            crate::types::with_legacy_versioned(take)
-        } else {
-            take()
-        };
-        let (env, rest) = taken.map_err(|e| WireError::Malformed(e.to_string()))?;
+        let (env, rest): (Envelope, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(WireError::Malformed(format!(
                 "{} trailing bytes after the envelope",
@@ -235,5 +228,30 @@ impl WireCodec {
             });
         }
         Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Versioned;
+    use bytes::Bytes;
+
+    #[test]
+    fn expiries_cross_the_wire_and_version_4_frames_are_refused() {
+        let ts = Timestamp::new(7, 1, NodeId(3));
+        let msg = PeerMsg::Repair {
+            key: Bytes::from_static(b"k"),
+            version: Versioned::expiring(ts, "v", 99),
+        };
+        let codec = WireCodec::new("c");
+        let mut frame = codec.encode(NodeId(1), &msg).expect("encode");
+        let env = codec.decode(&frame).expect("decode");
+        assert_eq!(env.msg, msg);
+        frame[0] = 4;
+        assert_eq!(
+            codec.decode(&frame),
+            Err(WireError::Version { got: 4, want: 5 })
+        );
     }
 }
