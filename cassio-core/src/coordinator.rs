@@ -1015,15 +1015,21 @@ mod tests {
         // Superseded: the re-stamped write keeps the same deadline.
         let mut fx = CoordEffects::default();
         let newer = Timestamp::new(first.ts.micros + 100_000, 0, B);
-        ack(&mut c, &mut clock, tag, B, WriteOutcome::Superseded(newer), &mut fx);
-        let again = fx
-            .0
-            .iter()
-            .find_map(|e| match e {
-                CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
-                _ => None,
-            })
-            .expect("re-stamped");
+        ack(
+            &mut c,
+            &mut clock,
+            tag,
+            B,
+            WriteOutcome::Superseded(newer),
+            &mut fx,
+        );
+        let again =
+            fx.0.iter()
+                .find_map(|e| match e {
+                    CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
+                    _ => None,
+                })
+                .expect("re-stamped");
         assert!(again.ts > first.ts);
         assert_eq!(again.expires, first.expires);
     }

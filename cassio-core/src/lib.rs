@@ -49,6 +49,7 @@ pub mod wire;
 /// The keyspace every cluster has from the start.
 pub const DEFAULT_KEYSPACE: &str = "default";
 
+pub use client_api::Expiry;
 pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use membership::{GossipConfig, MembershipEvent, NodeStatus};
@@ -57,7 +58,6 @@ pub use node::{
     StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
-pub use client_api::Expiry;
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};

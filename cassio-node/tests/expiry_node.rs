@@ -62,7 +62,8 @@ fn resp_checks(addr: SocketAddr) {
     let c = &mut c;
     let int = |c: &mut redis::Connection, a: &[&str]| q::<i64>(c, a).unwrap();
     let get = |c: &mut redis::Connection, k: &str| q::<Option<String>>(c, &["GET", k]).unwrap();
-    let err = |c: &mut redis::Connection, a: &[&str]| q::<redis::Value>(c, a).unwrap_err().to_string();
+    let err =
+        |c: &mut redis::Connection, a: &[&str]| q::<redis::Value>(c, a).unwrap_err().to_string();
 
     // TTL / PTTL: -2 missing, -1 without expiry.
     assert_eq!(int(c, &["TTL", "nothing"]), -2);
@@ -71,25 +72,41 @@ fn resp_checks(addr: SocketAddr) {
     assert_eq!(int(c, &["TTL", "plain"]), -1);
 
     // SET ... EX: visible, a TTL counting down, then gone.
-    assert_eq!(q::<String>(c, &["SET", "ex", "v", "EX", "1"]).unwrap(), "OK");
+    assert_eq!(
+        q::<String>(c, &["SET", "ex", "v", "EX", "1"]).unwrap(),
+        "OK"
+    );
     assert_eq!(get(c, "ex").as_deref(), Some("v"));
     let pttl = int(c, &["PTTL", "ex"]);
     assert!((1..=1000).contains(&pttl), "PTTL {pttl}");
     assert!((0..=1).contains(&int(c, &["TTL", "ex"])));
-    eventually(Duration::from_secs(5), "SET EX 1 expires", || get(c, "ex").is_none());
+    eventually(Duration::from_secs(5), "SET EX 1 expires", || {
+        get(c, "ex").is_none()
+    });
     assert_eq!(int(c, &["TTL", "ex"]), -2);
     assert_eq!(int(c, &["EXISTS", "ex"]), 0);
 
     // PX, EXAT, PXAT.
-    assert_eq!(q::<String>(c, &["SET", "px", "v", "PX", "300"]).unwrap(), "OK");
+    assert_eq!(
+        q::<String>(c, &["SET", "px", "v", "PX", "300"]).unwrap(),
+        "OK"
+    );
     let future = (unix_secs() + 100).to_string();
-    assert_eq!(q::<String>(c, &["SET", "exat", "v", "EXAT", &future]).unwrap(), "OK");
+    assert_eq!(
+        q::<String>(c, &["SET", "exat", "v", "EXAT", &future]).unwrap(),
+        "OK"
+    );
     let t = int(c, &["TTL", "exat"]);
     assert!((98..=100).contains(&t), "TTL after EXAT {t}");
     let past_ms = ((unix_secs() - 10) * 1000).to_string();
-    assert_eq!(q::<String>(c, &["SET", "pxat", "v", "PXAT", &past_ms]).unwrap(), "OK");
+    assert_eq!(
+        q::<String>(c, &["SET", "pxat", "v", "PXAT", &past_ms]).unwrap(),
+        "OK"
+    );
     assert_eq!(get(c, "pxat"), None, "PXAT in the past: already expired");
-    eventually(Duration::from_secs(5), "SET PX 300 expires", || get(c, "px").is_none());
+    eventually(Duration::from_secs(5), "SET PX 300 expires", || {
+        get(c, "px").is_none()
+    });
 
     // KEEPTTL keeps the deadline; a plain SET drops it.
     q::<String>(c, &["SET", "keep", "a", "EX", "100"]).unwrap();
@@ -100,17 +117,38 @@ fn resp_checks(addr: SocketAddr) {
     assert_eq!(int(c, &["TTL", "keep"]), -1);
 
     // NX / XX / GET.
-    assert_eq!(q::<Option<String>>(c, &["SET", "nx", "1", "NX"]).unwrap().as_deref(), Some("OK"));
-    assert_eq!(q::<Option<String>>(c, &["SET", "nx", "2", "NX"]).unwrap(), None);
-    assert_eq!(get(c, "nx").as_deref(), Some("1"));
-    assert_eq!(q::<Option<String>>(c, &["SET", "xx", "1", "XX"]).unwrap(), None);
-    assert_eq!(get(c, "xx"), None);
-    assert_eq!(q::<Option<String>>(c, &["SET", "nx", "3", "XX"]).unwrap().as_deref(), Some("OK"));
     assert_eq!(
-        q::<Option<String>>(c, &["SET", "nx", "4", "GET"]).unwrap().as_deref(),
+        q::<Option<String>>(c, &["SET", "nx", "1", "NX"])
+            .unwrap()
+            .as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        q::<Option<String>>(c, &["SET", "nx", "2", "NX"]).unwrap(),
+        None
+    );
+    assert_eq!(get(c, "nx").as_deref(), Some("1"));
+    assert_eq!(
+        q::<Option<String>>(c, &["SET", "xx", "1", "XX"]).unwrap(),
+        None
+    );
+    assert_eq!(get(c, "xx"), None);
+    assert_eq!(
+        q::<Option<String>>(c, &["SET", "nx", "3", "XX"])
+            .unwrap()
+            .as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        q::<Option<String>>(c, &["SET", "nx", "4", "GET"])
+            .unwrap()
+            .as_deref(),
         Some("3")
     );
-    assert_eq!(q::<Option<String>>(c, &["SET", "fresh", "1", "GET"]).unwrap(), None);
+    assert_eq!(
+        q::<Option<String>>(c, &["SET", "fresh", "1", "GET"]).unwrap(),
+        None
+    );
     assert_eq!(get(c, "nx").as_deref(), Some("4"));
 
     // SETNX, SETEX, PSETEX.
@@ -119,8 +157,13 @@ fn resp_checks(addr: SocketAddr) {
     assert_eq!(get(c, "snx").as_deref(), Some("1"));
     assert_eq!(q::<String>(c, &["SETEX", "sx", "100", "v"]).unwrap(), "OK");
     assert!(int(c, &["TTL", "sx"]) > 90);
-    assert_eq!(q::<String>(c, &["PSETEX", "psx", "300", "v"]).unwrap(), "OK");
-    eventually(Duration::from_secs(5), "PSETEX 300 expires", || get(c, "psx").is_none());
+    assert_eq!(
+        q::<String>(c, &["PSETEX", "psx", "300", "v"]).unwrap(),
+        "OK"
+    );
+    eventually(Duration::from_secs(5), "PSETEX 300 expires", || {
+        get(c, "psx").is_none()
+    });
 
     // EXPIRE family and PERSIST.
     assert_eq!(int(c, &["EXPIRE", "missing", "10"]), 0);
@@ -134,9 +177,15 @@ fn resp_checks(addr: SocketAddr) {
     assert_eq!(int(c, &["PERSIST", "e"]), 1);
     assert_eq!(int(c, &["PERSIST", "e"]), 0);
     assert_eq!(int(c, &["TTL", "e"]), -1);
-    assert_eq!(get(c, "e").as_deref(), Some("v"), "EXPIRE/PERSIST keep the value");
+    assert_eq!(
+        get(c, "e").as_deref(),
+        Some("v"),
+        "EXPIRE/PERSIST keep the value"
+    );
     assert_eq!(int(c, &["PEXPIRE", "e", "300"]), 1);
-    eventually(Duration::from_secs(5), "PEXPIRE 300 expires", || get(c, "e").is_none());
+    eventually(Duration::from_secs(5), "PEXPIRE 300 expires", || {
+        get(c, "e").is_none()
+    });
     q::<String>(c, &["SET", "at", "v"]).unwrap();
     let at = (unix_secs() + 200).to_string();
     assert_eq!(int(c, &["EXPIREAT", "at", &at]), 1);
@@ -150,33 +199,66 @@ fn resp_checks(addr: SocketAddr) {
 
     // GETEX and GETDEL.
     q::<String>(c, &["SET", "gx", "v"]).unwrap();
-    assert_eq!(q::<Option<String>>(c, &["GETEX", "gx"]).unwrap().as_deref(), Some("v"));
+    assert_eq!(
+        q::<Option<String>>(c, &["GETEX", "gx"]).unwrap().as_deref(),
+        Some("v")
+    );
     assert_eq!(int(c, &["TTL", "gx"]), -1);
     assert_eq!(
-        q::<Option<String>>(c, &["GETEX", "gx", "EX", "100"]).unwrap().as_deref(),
+        q::<Option<String>>(c, &["GETEX", "gx", "EX", "100"])
+            .unwrap()
+            .as_deref(),
         Some("v")
     );
     assert!(int(c, &["TTL", "gx"]) > 90);
     q::<Option<String>>(c, &["GETEX", "gx", "PERSIST"]).unwrap();
     assert_eq!(int(c, &["TTL", "gx"]), -1);
     q::<Option<String>>(c, &["GETEX", "gx", "PX", "300"]).unwrap();
-    eventually(Duration::from_secs(5), "GETEX PX 300 expires", || get(c, "gx").is_none());
+    eventually(Duration::from_secs(5), "GETEX PX 300 expires", || {
+        get(c, "gx").is_none()
+    });
     assert_eq!(q::<Option<String>>(c, &["GETEX", "gx"]).unwrap(), None);
     q::<String>(c, &["SET", "gd", "v"]).unwrap();
-    assert_eq!(q::<Option<String>>(c, &["GETDEL", "gd"]).unwrap().as_deref(), Some("v"));
+    assert_eq!(
+        q::<Option<String>>(c, &["GETDEL", "gd"])
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
     assert_eq!(q::<Option<String>>(c, &["GETDEL", "gd"]).unwrap(), None);
     assert_eq!(get(c, "gd"), None);
 
     // Redis's errors, and the connection lives on.
     for (args, want) in [
-        (&["SET", "k", "v", "EX", "x"][..], "value is not an integer or out of range"),
-        (&["SET", "k", "v", "EX", "0"], "invalid expire time in 'set' command"),
-        (&["SET", "k", "v", "PX", "-1"], "invalid expire time in 'set' command"),
+        (
+            &["SET", "k", "v", "EX", "x"][..],
+            "value is not an integer or out of range",
+        ),
+        (
+            &["SET", "k", "v", "EX", "0"],
+            "invalid expire time in 'set' command",
+        ),
+        (
+            &["SET", "k", "v", "PX", "-1"],
+            "invalid expire time in 'set' command",
+        ),
         (&["SET", "k", "v", "EX", "1", "KEEPTTL"], "syntax error"),
-        (&["SETEX", "k", "0", "v"], "invalid expire time in 'setex' command"),
-        (&["PSETEX", "k", "-5", "v"], "invalid expire time in 'psetex' command"),
-        (&["EXPIRE", "k", "soon"], "value is not an integer or out of range"),
-        (&["GETEX", "k", "EX", "0"], "invalid expire time in 'getex' command"),
+        (
+            &["SETEX", "k", "0", "v"],
+            "invalid expire time in 'setex' command",
+        ),
+        (
+            &["PSETEX", "k", "-5", "v"],
+            "invalid expire time in 'psetex' command",
+        ),
+        (
+            &["EXPIRE", "k", "soon"],
+            "value is not an integer or out of range",
+        ),
+        (
+            &["GETEX", "k", "EX", "0"],
+            "invalid expire time in 'getex' command",
+        ),
         (&["TTL"], "wrong number of arguments for 'ttl' command"),
     ] {
         let e = err(c, args);
@@ -188,7 +270,10 @@ fn resp_checks(addr: SocketAddr) {
     let redis::Value::Array(items) = info else {
         panic!("COMMAND INFO: {info:?}");
     };
-    assert!(items.iter().all(|i| !matches!(i, redis::Value::Nil)), "{items:?}");
+    assert!(
+        items.iter().all(|i| !matches!(i, redis::Value::Nil)),
+        "{items:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,20 +318,40 @@ async fn expiry_over_resp_http_and_the_native_client() {
         .build()
         .unwrap();
     let base = format!("http://{http_addr}");
-    let r = c.put(format!("{base}/kv/h?ttl=100")).body("v").send().await.unwrap();
+    let r = c
+        .put(format!("{base}/kv/h?ttl=100"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{base}/kv/h")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let ttl: u64 = r.headers()["cassio-ttl"].to_str().unwrap().parse().unwrap();
     assert!((99..=100).contains(&ttl), "Cassio-TTL {ttl}");
-    let r = c.post(format!("{base}/ks/default/kv/short?ttl=1")).body("v").send().await.unwrap();
+    let r = c
+        .post(format!("{base}/ks/default/kv/short?ttl=1"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.post(format!("{base}/kv/forever")).body("v").send().await.unwrap();
+    let r = c
+        .post(format!("{base}/kv/forever"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{base}/kv/forever")).send().await.unwrap();
     assert!(r.headers().get("cassio-ttl").is_none(), "no TTL, no header");
     for bad in ["0", "-3", "1.5", "x"] {
-        let r = c.put(format!("{base}/kv/h?ttl={bad}")).body("v").send().await.unwrap();
+        let r = c
+            .put(format!("{base}/kv/h?ttl={bad}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "ttl={bad}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"], "bad_ttl", "{body}");
@@ -257,7 +362,10 @@ async fn expiry_over_resp_http_and_the_native_client() {
         if r.status() == 404 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "?ttl=1 never expired");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "?ttl=1 never expired"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -269,10 +377,16 @@ async fn expiry_over_resp_http_and_the_native_client() {
         .set_with_ttl("n", "v", Duration::from_millis(300), None)
         .await
         .unwrap();
-    assert_eq!(client.get("n", None).await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        client.get("n", None).await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     let start = Instant::now();
     while client.get("n", None).await.unwrap().is_some() {
-        assert!(start.elapsed() < Duration::from_secs(5), "set_with_ttl never expired");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "set_with_ttl never expired"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(client

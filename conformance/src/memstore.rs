@@ -91,9 +91,8 @@ impl MemStore {
         let before = map.len();
         // An expiring value is purged like a tombstone stamped when it died.
         map.retain(|_, v| {
-            !v.dead_since().is_some_and(|dead| {
-                dead.saturating_add(grace) < now_micros && dead < watermark
-            })
+            !v.dead_since()
+                .is_some_and(|dead| dead.saturating_add(grace) < now_micros && dead < watermark)
         });
         before - map.len()
     }

@@ -1486,7 +1486,11 @@ pub mod cases {
             .expect("digests");
         let d = digests.iter().find(|d| &d.key[..] == b"k").expect("listed");
         assert_eq!(d.digest, v.digest(b"k"));
-        assert_ne!(d.digest, val(10, "ttl").digest(b"k"), "the digest covers the expiry");
+        assert_ne!(
+            d.digest,
+            val(10, "ttl").digest(b"k"),
+            "the digest covers the expiry"
+        );
         // A newer write of the same value with another deadline replaces it.
         assert!(put(&s, b"k", &exp(11, "ttl", 2_000)));
         assert_eq!(get(&s, b"k"), Some(exp(11, "ttl", 2_000)));
@@ -1554,7 +1558,11 @@ pub mod cases {
         // The watermark passes every write but not `wm`'s expiry.
         s.set_purge_watermark(now - 2 * HOUR - 1);
         H::compact(&s).expect("compact");
-        assert_eq!(get(&s, b"gone"), None, "purged, and the older value stays buried");
+        assert_eq!(
+            get(&s, b"gone"),
+            None,
+            "purged, and the older value stays buried"
+        );
         assert_eq!(
             get(&s, b"wm"),
             Some(wm.clone()),
@@ -1564,7 +1572,11 @@ pub mod cases {
         assert_eq!(get(&s, b"future"), Some(future.clone()), "not expired");
         s.set_purge_watermark(u64::MAX);
         H::compact(&s).expect("compact");
-        assert_eq!(get(&s, b"wm"), None, "purged once the watermark passes its expiry");
+        assert_eq!(
+            get(&s, b"wm"),
+            None,
+            "purged once the watermark passes its expiry"
+        );
         assert_eq!(get(&s, b"young"), Some(young));
         assert_eq!(get(&s, b"future"), Some(future));
         assert_eq!(keys(&all(&s)), vec![b"future".to_vec(), b"young".to_vec()]);

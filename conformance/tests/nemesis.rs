@@ -60,7 +60,10 @@ fn assert_did_work(stats: &SweepStats) {
 
 #[test]
 fn ttl_under_crash_and_skew() {
-    let stats = run(&nemesis::ttl_under_crash_and_skew(), "ttl_under_crash_and_skew");
+    let stats = run(
+        &nemesis::ttl_under_crash_and_skew(),
+        "ttl_under_crash_and_skew",
+    );
     println!("ttl_under_crash_and_skew: {stats:?}");
 }
 

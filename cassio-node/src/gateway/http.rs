@@ -560,7 +560,15 @@ fn key_and_level(
 fn key_level_ttl(
     uri: &Uri,
     params: Result<Query<KvParams>, QueryRejection>,
-) -> Result<(String, Bytes, Option<Consistency>, Option<cassio_core::Expiry>), Box<Response>> {
+) -> Result<
+    (
+        String,
+        Bytes,
+        Option<Consistency>,
+        Option<cassio_core::Expiry>,
+    ),
+    Box<Response>,
+> {
     let Some((keyspace, raw)) = keyspace_and_key(uri.path()) else {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,

@@ -385,7 +385,12 @@ impl Ctx<'_> {
     }
 
     /// Writes `value` ending at `expires` (`None`: never).
-    async fn put(&self, key: &Bytes, value: &Bytes, expiry: Option<Expiry>) -> Result<(), RequestError> {
+    async fn put(
+        &self,
+        key: &Bytes,
+        value: &Bytes,
+        expiry: Option<Expiry>,
+    ) -> Result<(), RequestError> {
         let op = match expiry {
             None => ClientOp::Put {
                 key: key.clone(),
@@ -397,12 +402,16 @@ impl Ctx<'_> {
                 expiry,
             },
         };
-        execute(self.handle, PROTOCOL, self.req(op)).await.map(|_| ())
+        execute(self.handle, PROTOCOL, self.req(op))
+            .await
+            .map(|_| ())
     }
 
     async fn delete(&self, key: &Bytes) -> Result<(), RequestError> {
         let op = ClientOp::Delete { key: key.clone() };
-        execute(self.handle, PROTOCOL, self.req(op)).await.map(|_| ())
+        execute(self.handle, PROTOCOL, self.req(op))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -581,14 +590,24 @@ mod tests {
             planned("SET k v EX ten").err().as_deref(),
             Some(NOT_INTEGER)
         );
-        for bad in ["SET k v EX 0", "SET k v PX -5", "SET k v EX 9223372036854775807"] {
+        for bad in [
+            "SET k v EX 0",
+            "SET k v PX -5",
+            "SET k v EX 9223372036854775807",
+        ] {
             assert_eq!(
                 planned(bad).err().as_deref(),
                 Some("ERR invalid expire time in 'set' command"),
                 "{bad}"
             );
         }
-        for bad in ["SET k v EX 1 PX 1", "SET k v NX XX", "SET k v EX", "SET k v KEEPTTL EX 1", "SET k v WHAT"] {
+        for bad in [
+            "SET k v EX 1 PX 1",
+            "SET k v NX XX",
+            "SET k v EX",
+            "SET k v KEEPTTL EX 1",
+            "SET k v WHAT",
+        ] {
             assert_eq!(planned(bad).err().as_deref(), Some(SYNTAX), "{bad}");
         }
         assert_eq!(planned("SET k v").err().as_deref(), Some("not ours"));
@@ -600,14 +619,8 @@ mod tests {
             planned("SETEX k 0 v").err().as_deref(),
             Some("ERR invalid expire time in 'setex' command")
         );
-        assert_eq!(
-            planned("PSETEX k x v").err().as_deref(),
-            Some(NOT_INTEGER)
-        );
-        assert_eq!(
-            planned("EXPIRE k 1.5").err().as_deref(),
-            Some(NOT_INTEGER)
-        );
+        assert_eq!(planned("PSETEX k x v").err().as_deref(), Some(NOT_INTEGER));
+        assert_eq!(planned("EXPIRE k 1.5").err().as_deref(), Some(NOT_INTEGER));
         assert_eq!(
             planned("EXPIRE k 10 NX XX").err().as_deref(),
             Some("ERR NX and XX, GT or LT options at the same time are not compatible")
@@ -631,7 +644,10 @@ mod tests {
             Some("ERR invalid expire time in 'getex' command")
         );
         assert_eq!(planned("GETEX k PERSIST x").err().as_deref(), Some(SYNTAX));
-        assert!(matches!(planned("TTL k"), Ok(ExpiryOp::Ttl { ms: false, .. })));
+        assert!(matches!(
+            planned("TTL k"),
+            Ok(ExpiryOp::Ttl { ms: false, .. })
+        ));
         assert!(!planned("TTL k").expect("ttl").writes());
         assert!(planned("PERSIST k").expect("persist").writes());
     }

@@ -505,14 +505,15 @@ fn check_key(ops: &[&OpRecord], uncertainty: Duration, violations: &mut Vec<Viol
                     .collect();
                 let explained = explaining.iter().any(|d| match acked_at(d) {
                     None => true,
-                    Some(d_acked) => match acked_between(&live_puts, d_acked, read.invoked, false)
-                    {
-                        None => true,
-                        Some(w2) => {
-                            blocked = Some((*d, w2));
-                            false
+                    Some(d_acked) => {
+                        match acked_between(&live_puts, d_acked, read.invoked, false) {
+                            None => true,
+                            Some(w2) => {
+                                blocked = Some((*d, w2));
+                                false
+                            }
                         }
-                    },
+                    }
                 });
                 if !explained {
                     if let Some((d, w2)) = blocked {

@@ -52,9 +52,12 @@ mod tests {
     #[test]
     fn ttl_parameters_parse_and_bad_ones_are_refused() {
         assert_eq!(parse(None).ok(), Some(None));
-        assert_eq!(parse(Some("10")).ok(), Some(Some(Expiry::After(10_000_000))));
+        assert_eq!(
+            parse(Some("10")).ok(),
+            Some(Some(Expiry::After(10_000_000)))
+        );
         for bad in ["0", "-1", "1.5", "ten", "", "99999999999999999999"] {
-            let r = parse(Some(bad)).err().expect(bad);
+            let r = parse(Some(bad)).expect_err(bad);
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
         }
     }
