@@ -394,6 +394,37 @@ async fn expiry_over_resp_http_and_the_native_client() {
         .await
         .is_err());
 
+    // The CLI: `cassio set k v --ttl 1s`, then `cassio get` until (nil).
+    let addr = native_addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let cassio = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_cassio"))
+                .args(args)
+                .args(["--node", &addr])
+                .env_remove("CASSIO_USER")
+                .env_remove("CASSIO_TLS_CA")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        };
+        let (ok, out, err) = cassio(&["set", "cli", "v", "--ttl", "1s"]);
+        assert!(ok && out.starts_with("OK "), "{out} {err}");
+        assert_eq!(cassio(&["get", "cli"]).1, "v\n");
+        eventually(
+            Duration::from_secs(6),
+            "cassio set --ttl 1s expires",
+            || cassio(&["get", "cli"]).1 == "(nil)\n",
+        );
+        let (ok, _, err) = cassio(&["set", "cli", "v", "--ttl", "0s"]);
+        assert!(!ok && err.contains("more than zero"), "{err}");
+    })
+    .await
+    .unwrap();
+
     node.shutdown(false).await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), resp).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
