@@ -143,6 +143,7 @@ mod tests {
                 node: NodeId(2),
             },
             value: Some(bytes::Bytes::from_static(b"v")),
+            expires: None,
         }
     }
 

@@ -32,6 +32,59 @@ pub enum ClientOp {
         /// The key.
         key: Key,
     },
+    /// Write a value that ends at an expiry (see [`Expiry`]).
+    PutExpiring {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Value,
+        /// When it ends.
+        expiry: Expiry,
+    },
+    /// Read a key with its expiry: answered with [`ClientResponse::Entry`].
+    GetEntry {
+        /// The key.
+        key: Key,
+    },
+}
+
+impl ClientOp {
+    /// The key the operation addresses.
+    pub fn key(&self) -> &Key {
+        match self {
+            ClientOp::Get { key }
+            | ClientOp::Put { key, .. }
+            | ClientOp::Delete { key }
+            | ClientOp::PutExpiring { key, .. }
+            | ClientOp::GetEntry { key } => key,
+        }
+    }
+
+    /// True for the operations that only read.
+    pub fn is_read(&self) -> bool {
+        matches!(self, ClientOp::Get { .. } | ClientOp::GetEntry { .. })
+    }
+}
+
+/// When a written value ends, in the cluster's hybrid-logical-clock time
+/// (microseconds since the Unix epoch, as the coordinator's clock sees it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiry {
+    /// This many microseconds after the write's timestamp (a TTL).
+    After(u64),
+    /// At this absolute HLC time in microseconds (may be in the past: the
+    /// value is then written already expired, as Redis's `EXPIREAT` does).
+    At(u64),
+}
+
+impl Expiry {
+    /// The absolute expiry of a write stamped at `ts_micros`.
+    pub fn resolve(self, ts_micros: u64) -> u64 {
+        match self {
+            Expiry::After(d) => ts_micros.saturating_add(d),
+            Expiry::At(at) => at,
+        }
+    }
 }
 
 /// A client request: an operation in a keyspace at a consistency level.
@@ -72,6 +125,21 @@ impl ClientRequest {
         Self::new(ClientOp::Delete { key: key.into() })
     }
 
+    /// A write of `value` under `key` that ends at `expiry`, in the
+    /// default keyspace.
+    pub fn put_expiring(key: impl Into<Key>, value: impl Into<Value>, expiry: Expiry) -> Self {
+        Self::new(ClientOp::PutExpiring {
+            key: key.into(),
+            value: value.into(),
+            expiry,
+        })
+    }
+
+    /// A read of `key` with its expiry, in the default keyspace.
+    pub fn get_entry(key: impl Into<Key>) -> Self {
+        Self::new(ClientOp::GetEntry { key: key.into() })
+    }
+
     /// The same request at consistency level `level`.
     pub fn with_consistency(mut self, level: Consistency) -> Self {
         self.consistency = Some(level);
@@ -99,6 +167,18 @@ pub enum ClientResponse {
     SchemaChanged {
         /// The version that holds the change.
         version: u64,
+    },
+    /// The answer to a [`ClientOp::GetEntry`]: the newest live value (`None`
+    /// if absent, deleted or expired), its expiry, and the coordinator's
+    /// HLC time when it judged it (so the remaining TTL is
+    /// `expires - now_micros`, whatever the asker's clock says).
+    Entry {
+        /// The value, or `None`.
+        value: Option<Value>,
+        /// When it ends (HLC micros), `None` if never (or no value).
+        expires: Option<u64>,
+        /// The coordinator's HLC time at the answer, in micros.
+        now_micros: u64,
     },
 }
 

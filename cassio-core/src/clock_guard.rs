@@ -152,6 +152,9 @@ pub(crate) trait Stamper {
     fn observe(&mut self, now: Instant, ts: Timestamp) -> Result<(), u64>;
     /// The maximum clock offset, in micros.
     fn max_offset(&self) -> u64;
+    /// This node's HLC time at monotonic time `now`, in micros, without
+    /// issuing a timestamp: what expiries are judged against.
+    fn hlc_micros(&self, now: Instant) -> u64;
 }
 
 /// The wall clock at monotonic time `now`, given the host's latest reading
@@ -179,6 +182,9 @@ pub(crate) struct NodeStamper<'a> {
     /// Whether to stamp writes at random (mutation).
     #[cfg(feature = "mutations")]
     pub random_timestamps: bool,
+    /// Whether reads ignore expiries (mutation).
+    #[cfg(feature = "mutations")]
+    pub ignore_expiry: bool,
 }
 
 impl Stamper for NodeStamper<'_> {
@@ -207,6 +213,15 @@ impl Stamper for NodeStamper<'_> {
 
     fn max_offset(&self) -> u64 {
         self.clock.max_offset()
+    }
+
+    fn hlc_micros(&self, now: Instant) -> u64 {
+        // (Mutation: judged at the epoch, nothing has expired yet.)
+        #[cfg(feature = "mutations")]
+        if self.ignore_expiry {
+            return 0;
+        }
+        self.clock.micros().max(wall_at(self.wall, now))
     }
 }
 

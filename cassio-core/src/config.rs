@@ -212,6 +212,8 @@ pub struct Mutations {
     /// A keyspace's replication factor may change again before the
     /// previous change was repaired on every replica.
     pub skip_rf_repair_gate: bool,
+    /// Reads ignore expiries: an expired value is served as live.
+    pub ignore_expiry: bool,
 }
 
 impl Config {

@@ -35,6 +35,10 @@ pub(crate) enum Op {
     Read,
     /// Write this value (`None`: a tombstone).
     Write(Option<Value>),
+    /// Write this value ending at this expiry.
+    WriteExpiring(Value, crate::client_api::Expiry),
+    /// Read the key and answer with its expiry ([`ClientResponse::Entry`]).
+    ReadEntry,
 }
 
 /// Who waits for a storage operation the coordinator asked for.
@@ -108,10 +112,14 @@ enum PendingKind {
         ts: Timestamp,
         value: Option<Value>,
         stamps: u8,
+        /// The absolute expiry, fixed at the first stamp (a re-stamp keeps it).
+        expires: Option<u64>,
     },
     Read {
         responses: Vec<(NodeId, Option<Versioned>)>,
         repaired: Vec<(NodeId, Timestamp)>,
+        /// Answer with [`ClientResponse::Entry`] rather than `Value`.
+        entry: bool,
     },
 }
 
@@ -243,8 +251,9 @@ impl Coordinator {
         }
         let sets: Vec<Vec<NodeId>> = sets.into_iter().map(|s| s.live).collect();
         let tag = self.new_tag();
+        let entry = matches!(op, Op::ReadEntry);
         let kind = match op {
-            Op::Read => {
+            Op::Read | Op::ReadEntry => {
                 for &r in &live {
                     if r == self.id {
                         fx.storage(
@@ -264,25 +273,12 @@ impl Coordinator {
                 PendingKind::Read {
                     responses: Vec::new(),
                     repaired: Vec::new(),
+                    entry,
                 }
             }
-            Op::Write(value) => {
-                let ts = clock.stamp(now);
-                self.send_write(
-                    tag,
-                    &key,
-                    Versioned {
-                        ts,
-                        value: value.clone(),
-                    },
-                    &live,
-                    fx,
-                );
-                PendingKind::Write {
-                    ts,
-                    value,
-                    stamps: 1,
-                }
+            Op::Write(value) => self.first_stamp(now, tag, &key, value, None, &live, clock, fx),
+            Op::WriteExpiring(value, expiry) => {
+                self.first_stamp(now, tag, &key, Some(value), Some(expiry), &live, clock, fx)
             }
         };
         let deadline = now + self.request_timeout;
@@ -305,6 +301,35 @@ impl Coordinator {
             },
         );
         self.deadlines.insert((deadline, tag));
+    }
+
+    /// Stamps a new write, resolves its expiry against that stamp, and sends it.
+    #[allow(clippy::too_many_arguments)]
+    fn first_stamp(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        key: &Key,
+        value: Option<Value>,
+        expiry: Option<crate::client_api::Expiry>,
+        live: &[NodeId],
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) -> PendingKind {
+        let ts = clock.stamp(now);
+        let expires = expiry.map(|e| e.resolve(ts.micros));
+        let version = Versioned {
+            ts,
+            value: value.clone(),
+            expires,
+        };
+        self.send_write(tag, key, version, live, fx);
+        PendingKind::Write {
+            ts,
+            value,
+            stamps: 1,
+            expires,
+        }
     }
 
     fn send_write(
@@ -367,7 +392,8 @@ impl Coordinator {
                 self.on_write_result(now, tag, id, outcome, clock, fx)
             }
             (CoordWaiter::Read { tag }, StorageResult::Got(r)) => {
-                self.on_read_result(tag, id, r.ok(), fx)
+                let hlc = clock.hlc_micros(now);
+                self.on_read_result(tag, id, r.ok(), hlc, fx)
             }
             (CoordWaiter::Repair, _) => {}
             // A host that answers an Apply with Got (or the reverse) broke the
@@ -375,7 +401,10 @@ impl Coordinator {
             (CoordWaiter::Write { tag, .. } | CoordWaiter::Superseded { tag, .. }, _) => {
                 self.on_write_result(now, tag, id, WriteOutcome::Failed, clock, fx)
             }
-            (CoordWaiter::Read { tag }, _) => self.on_read_result(tag, id, None, fx),
+            (CoordWaiter::Read { tag }, _) => {
+                let hlc = clock.hlc_micros(now);
+                self.on_read_result(tag, id, None, hlc, fx)
+            }
         }
     }
 
@@ -492,7 +521,13 @@ impl Coordinator {
             return false;
         };
         self.deadlines.remove(&(p.deadline, tag));
-        let PendingKind::Write { ts, value, stamps } = p.kind else {
+        let PendingKind::Write {
+            ts,
+            value,
+            stamps,
+            expires,
+        } = p.kind
+        else {
             return false;
         };
         let new_ts = clock.stamp(now);
@@ -505,6 +540,7 @@ impl Coordinator {
             ts: new_ts,
             value: value.clone(),
             stamps: stamps + 1,
+            expires,
         };
         p.responded.clear();
         p.applied_by.clear();
@@ -514,7 +550,12 @@ impl Coordinator {
         let targets = p.sent_to.clone();
         self.deadlines.insert((p.deadline, new_tag));
         self.pending.insert(new_tag, p);
-        self.send_write(new_tag, &key, Versioned { ts: new_ts, value }, &targets, fx);
+        let version = Versioned {
+            ts: new_ts,
+            value,
+            expires,
+        };
+        self.send_write(new_tag, &key, version, &targets, fx);
         true
     }
 
@@ -533,7 +574,8 @@ impl Coordinator {
         if let Ok(Some(v)) = &result {
             let _ = clock.observe(now, v.ts);
         }
-        self.on_read_result(tag, from, result.ok(), fx)
+        let hlc = clock.hlc_micros(now);
+        self.on_read_result(tag, from, result.ok(), hlc, fx)
     }
 
     /// Replica `from` answered read `tag` (`None`: its store failed).
@@ -542,6 +584,7 @@ impl Coordinator {
         tag: RequestTag,
         from: NodeId,
         result: Option<Option<Versioned>>,
+        hlc_micros: u64,
         fx: &mut CoordEffects,
     ) {
         if !self.record_response(tag, from) {
@@ -550,7 +593,10 @@ impl Coordinator {
         let Some(p) = self.pending.get_mut(&tag) else {
             return;
         };
-        let PendingKind::Read { responses, .. } = &mut p.kind else {
+        let PendingKind::Read {
+            responses, entry, ..
+        } = &mut p.kind
+        else {
             return;
         };
         match result {
@@ -563,9 +609,20 @@ impl Coordinator {
         let outstanding = p.sent_to.len() - p.responded.len();
         if !p.answered && p.ok >= p.needed {
             p.answered = true;
-            let best = best_version(responses);
+            // An expired value reads as absent: judged against this
+            // coordinator's HLC time, the same time base as the deadline.
+            let best = best_version(responses).filter(|v| v.is_live_at(hlc_micros));
             let value = best.and_then(|v| v.value.clone());
-            fx.reply(p.client, Ok(ClientResponse::Value(value)));
+            let reply = if *entry {
+                ClientResponse::Entry {
+                    value,
+                    expires: best.and_then(|v| v.expires),
+                    now_micros: hlc_micros,
+                }
+            } else {
+                ClientResponse::Value(value)
+            };
+            fx.reply(p.client, Ok(reply));
         } else if !p.answered && p.ok + outstanding < p.needed {
             p.answered = true;
             let err = ClientError::ReplicaFailure {
@@ -590,6 +647,7 @@ impl Coordinator {
         let PendingKind::Read {
             responses,
             repaired,
+            ..
         } = &mut p.kind
         else {
             return;
@@ -645,7 +703,10 @@ impl Coordinator {
     /// apply it, when at least one did (a write no replica applied failed,
     /// and is not made durable behind the client's back).
     fn hint_missed(&self, p: &Pending, fx: &mut CoordEffects) {
-        let PendingKind::Write { ts, value, .. } = &p.kind else {
+        let PendingKind::Write {
+            ts, value, expires, ..
+        } = &p.kind
+        else {
             return;
         };
         if p.applied_by.is_empty() {
@@ -665,6 +726,7 @@ impl Coordinator {
             version: Versioned {
                 ts: *ts,
                 value: value.clone(),
+                expires: *expires,
             },
             targets,
         });
@@ -742,6 +804,9 @@ mod tests {
         fn max_offset(&self) -> u64 {
             500_000
         }
+        fn hlc_micros(&self, _now: Instant) -> u64 {
+            self.0
+        }
     }
 
     fn key() -> Key {
@@ -752,6 +817,7 @@ mod tests {
         Versioned {
             ts: Timestamp::new(micros, 0, B),
             value: Some(Bytes::from_static(value)),
+            expires: None,
         }
     }
 
@@ -862,9 +928,9 @@ mod tests {
         let (mut c, _, tag, _) = started(Op::Read);
         let mut fx = CoordEffects::default();
         let (old, new) = (version(5, b"old"), version(9, b"new"));
-        c.on_read_result(tag, C, Some(Some(old)), &mut fx);
+        c.on_read_result(tag, C, Some(Some(old)), 0, &mut fx);
         assert!(replies(&fx.0).is_empty());
-        c.on_read_result(tag, B, Some(Some(new.clone())), &mut fx);
+        c.on_read_result(tag, B, Some(Some(new.clone())), 0, &mut fx);
         assert_eq!(
             replies(&fx.0),
             vec![&Ok(ClientResponse::Value(Some(Bytes::from_static(b"new"))))]
@@ -880,7 +946,7 @@ mod tests {
         // The local replica answers late, with nothing: it is repaired too,
         // and the request is done.
         let mut fx = CoordEffects::default();
-        c.on_read_result(tag, ME, Some(None), &mut fx);
+        c.on_read_result(tag, ME, Some(None), 0, &mut fx);
         assert!(fx.0.contains(&CoordEffect::Storage(
             StorageOp::Apply {
                 key: key(),
@@ -889,6 +955,83 @@ mod tests {
             CoordWaiter::Repair
         )));
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_expired_newest_version_reads_as_absent_and_still_repairs() {
+        let (mut c, _, tag, _) = started(Op::ReadEntry);
+        let mut fx = CoordEffects::default();
+        let old = version(5, b"old");
+        let expired = Versioned::expiring(Timestamp::new(9, 0, B), "new", 20);
+        c.on_read_result(tag, C, Some(Some(old)), 30, &mut fx);
+        c.on_read_result(tag, B, Some(Some(expired.clone())), 30, &mut fx);
+        // Absent, not the older value it still hides.
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Entry {
+                value: None,
+                expires: None,
+                now_micros: 30
+            })]
+        );
+        assert!(fx.0.contains(&CoordEffect::Send(
+            C,
+            PeerMsg::Repair {
+                key: key(),
+                version: expired
+            }
+        )));
+        // Before its deadline the same version is live, with its expiry.
+        let (mut c, _, tag, _) = started(Op::ReadEntry);
+        let mut fx = CoordEffects::default();
+        let live = Versioned::expiring(Timestamp::new(9, 0, B), "new", 20);
+        c.on_read_result(tag, B, Some(Some(live.clone())), 19, &mut fx);
+        c.on_read_result(tag, C, Some(Some(live)), 19, &mut fx);
+        assert_eq!(
+            replies(&fx.0),
+            vec![&Ok(ClientResponse::Entry {
+                value: Some(Bytes::from_static(b"new")),
+                expires: Some(20),
+                now_micros: 19
+            })]
+        );
+    }
+
+    #[test]
+    fn an_expiring_write_resolves_its_ttl_at_the_first_stamp_and_keeps_it() {
+        let op = Op::WriteExpiring(
+            Bytes::from_static(b"v"),
+            crate::client_api::Expiry::After(5_000),
+        );
+        let (mut c, mut clock, tag, fx) = started(op);
+        let first = fx
+            .iter()
+            .find_map(|e| match e {
+                CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
+                _ => None,
+            })
+            .expect("a write was sent");
+        assert_eq!(first.expires, Some(first.ts.micros + 5_000));
+        // Superseded: the re-stamped write keeps the same deadline.
+        let mut fx = CoordEffects::default();
+        let newer = Timestamp::new(first.ts.micros + 100_000, 0, B);
+        ack(
+            &mut c,
+            &mut clock,
+            tag,
+            B,
+            WriteOutcome::Superseded(newer),
+            &mut fx,
+        );
+        let again =
+            fx.0.iter()
+                .find_map(|e| match e {
+                    CoordEffect::Send(_, PeerMsg::Write { version, .. }) => Some(version.clone()),
+                    _ => None,
+                })
+                .expect("re-stamped");
+        assert!(again.ts > first.ts);
+        assert_eq!(again.expires, first.expires);
     }
 
     #[test]

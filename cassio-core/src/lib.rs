@@ -49,6 +49,7 @@ pub mod wire;
 /// The keyspace every cluster has from the start.
 pub const DEFAULT_KEYSPACE: &str = "default";
 
+pub use client_api::Expiry;
 pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use membership::{GossipConfig, MembershipEvent, NodeStatus};

@@ -652,7 +652,7 @@ impl Node {
         if let Some(e) = self.disagreement(&req.keyspace) {
             return self.reply(id, Err(e));
         }
-        if !matches!(req.op, ClientOp::Get { .. }) {
+        if !req.op.is_read() {
             let membership = &self.membership;
             let check = self
                 .clock
@@ -691,9 +691,7 @@ impl Node {
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        let user_key = match &req.op {
-            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
-        };
+        let user_key = req.op.key();
         // Built while the keyspace is borrowed, so the storage name is
         // never copied on this path.
         let key = storage_key(&ks.storage, user_key);
@@ -713,12 +711,10 @@ impl Node {
         rf: usize,
         needed: usize,
     ) {
-        let user_key = match &req.op {
-            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
-        };
+        let user_key = req.op.key();
         self.rebuild_placement();
         let token = Token::of(user_key);
-        let is_read = matches!(req.op, ClientOp::Get { .. });
+        let is_read = req.op.is_read();
         // Reads use the current ring; writes reach the replicas of the
         // next ring too while a node leaves (see `transition`).
         #[cfg(feature = "mutations")]
@@ -751,6 +747,10 @@ impl Node {
             ClientOp::Get { .. } => Op::Read,
             ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
             ClientOp::Delete { .. } => Op::Write(None),
+            ClientOp::PutExpiring { value, expiry, .. } => {
+                Op::WriteExpiring(value.clone(), *expiry)
+            }
+            ClientOp::GetEntry { .. } => Op::ReadEntry,
         };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
@@ -1060,6 +1060,8 @@ impl Node {
             id: self.id,
             #[cfg(feature = "mutations")]
             random_timestamps: self.mutations.random_timestamps,
+            #[cfg(feature = "mutations")]
+            ignore_expiry: self.mutations.ignore_expiry,
         };
         f(&mut self.coord, &mut clock)
     }

@@ -216,12 +216,16 @@ mod tests {
         fn max_offset(&self) -> u64 {
             MAX
         }
+        fn hlc_micros(&self, _now: Instant) -> u64 {
+            0
+        }
     }
 
     fn version(micros: u64) -> Versioned {
         Versioned {
             ts: Timestamp::new(micros, 0, COORD),
             value: Some(Bytes::from_static(b"v")),
+            expires: None,
         }
     }
 

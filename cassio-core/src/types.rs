@@ -131,12 +131,26 @@ impl HybridClock {
 }
 
 /// A value at a point in time: `value: None` is a tombstone (a delete).
+///
+/// A value may carry an expiry: an absolute time in the cluster's HLC
+/// microseconds (the `micros` of [`Timestamp`]), part of the version so every
+/// replica holds the same deadline whatever its own clock says. At and after
+/// that time the value reads as absent ([`Versioned::is_live_at`]); under
+/// last-write-wins it still wins over older versions exactly like a
+/// tombstone written at its timestamp, and once expired it is purged under
+/// the tombstone rules as if it were a tombstone written at
+/// [`Versioned::dead_since`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Versioned {
     /// When the write happened; the newest timestamp wins.
     pub ts: Timestamp,
     /// The value, or `None` for a tombstone.
     pub value: Option<Value>,
+    /// When the value ends, in HLC microseconds (`None`: never). Ignored
+    /// (and kept `None`) for tombstones. (Self-describing encodings may
+    /// leave it out; postcard, on the wire, always carries it.)
+    #[serde(default)]
+    pub expires: Option<u64>,
 }
 
 impl Versioned {
@@ -145,17 +159,66 @@ impl Versioned {
         Versioned {
             ts,
             value: Some(value.into()),
+            expires: None,
+        }
+    }
+
+    /// A live value written at `ts` that ends at `expires` (HLC micros).
+    pub fn expiring(ts: Timestamp, value: impl Into<Value>, expires: u64) -> Self {
+        Versioned {
+            ts,
+            value: Some(value.into()),
+            expires: Some(expires),
         }
     }
 
     /// A tombstone (a delete) written at `ts`.
     pub fn tombstone(ts: Timestamp) -> Self {
-        Versioned { ts, value: None }
+        Versioned {
+            ts,
+            value: None,
+            expires: None,
+        }
     }
 
     /// True when this is a delete marker.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// True when this is a value whose expiry is at or before `now_micros`
+    /// (HLC microseconds).
+    pub fn is_expired_at(&self, now_micros: u64) -> bool {
+        self.value.is_some() && self.expires.is_some_and(|e| e <= now_micros)
+    }
+
+    /// True when a read at HLC time `now_micros` sees a value: not a
+    /// tombstone and not expired.
+    pub fn is_live_at(&self, now_micros: u64) -> bool {
+        self.value.is_some() && !self.is_expired_at(now_micros)
+    }
+
+    /// The value a read at HLC time `now_micros` sees: `None` for a
+    /// tombstone or an expired value.
+    pub fn live_value(&self, now_micros: u64) -> Option<&Value> {
+        if self.is_live_at(now_micros) {
+            self.value.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// The HLC micros from which this version is dead for good, so the
+    /// tombstone purge rules apply to it as to a tombstone stamped then: its
+    /// timestamp for a tombstone, the later of its timestamp and its expiry
+    /// for an expiring value (a value that expired "before" it was written
+    /// is dead from its write on), `None` for a value that never expires.
+    pub fn dead_since(&self) -> Option<u64> {
+        match (&self.value, self.expires) {
+            (None, _) => Some(self.ts.micros),
+            (Some(_), Some(e)) => Some(e.max(self.ts.micros)),
+            (Some(_), None) => None,
+        }
     }
 
     /// The last-write-wins order every store and every coordinator uses:
@@ -169,7 +232,11 @@ impl Versioned {
                 (None, None) => Ordering::Equal,
                 (None, Some(_)) => Ordering::Greater,
                 (Some(_), None) => Ordering::Less,
-                (Some(a), Some(b)) => a.cmp(b),
+                // Equal values differing only in expiry: the one with no
+                // expiry (`None` sorts first) loses to any deadline, and
+                // deadlines compare as numbers; any fixed order would do,
+                // as long as every replica uses this one.
+                (Some(a), Some(b)) => a.cmp(b).then_with(|| self.expires.cmp(&other.expires)),
             })
     }
 
@@ -179,7 +246,10 @@ impl Versioned {
     }
 
     /// The digest of this version stored under `key`: XXH3-128 of the key's
-    /// length, the key, the timestamp and the value (or a tombstone mark).
+    /// length, the key, the timestamp and the value (or a tombstone mark),
+    /// with the expiry for an expiring value (so anti-entropy repairs a
+    /// replica whose deadline differs; a value without one hashes as it
+    /// did before expiries existed).
     /// Two replicas hold the same item exactly when their digests agree
     /// (up to a 2^-128 collision); anti-entropy trees XOR these digests.
     pub fn digest(&self, key: &[u8]) -> u128 {
@@ -189,10 +259,15 @@ impl Versioned {
         h.update(&self.ts.micros.to_le_bytes());
         h.update(&self.ts.logical.to_le_bytes());
         h.update(&self.ts.node.0.to_le_bytes());
-        match &self.value {
-            None => h.update(&[0]),
-            Some(v) => {
+        match (&self.value, self.expires) {
+            (None, _) => h.update(&[0]),
+            (Some(v), None) => {
                 h.update(&[1]);
+                h.update(v);
+            }
+            (Some(v), Some(e)) => {
+                h.update(&[2]);
+                h.update(&e.to_le_bytes());
                 h.update(v);
             }
         }
@@ -255,5 +330,55 @@ mod tests {
         assert!(b.supersedes(&a) && !a.supersedes(&b));
         assert!(t.supersedes(&b) && !b.supersedes(&t));
         assert!(!a.supersedes(&a));
+    }
+
+    #[test]
+    fn expiry_hides_the_value_from_its_deadline_on() {
+        let ts = Timestamp::new(100, 0, NodeId(1));
+        let v = Versioned::expiring(ts, "a", 500);
+        assert!(v.is_live_at(499) && !v.is_expired_at(499));
+        assert!(!v.is_live_at(500) && v.is_expired_at(500));
+        assert_eq!(v.live_value(499).map(|b| &b[..]), Some(&b"a"[..]));
+        assert_eq!(v.live_value(10_000), None);
+        assert_eq!(v.dead_since(), Some(500));
+        // A deadline before the write: dead from the write on.
+        assert_eq!(Versioned::expiring(ts, "a", 7).dead_since(), Some(100));
+        assert_eq!(Versioned::value(ts, "a").dead_since(), None);
+        assert_eq!(Versioned::tombstone(ts).dead_since(), Some(100));
+        assert!(Versioned::value(ts, "a").is_live_at(u64::MAX));
+        assert!(!Versioned::tombstone(ts).is_live_at(0));
+    }
+
+    #[test]
+    fn an_expired_version_still_wins_lww_like_a_tombstone() {
+        let old = Versioned::value(Timestamp::new(1, 0, NodeId(1)), "old");
+        let expired = Versioned::expiring(Timestamp::new(2, 0, NodeId(1)), "new", 3);
+        assert!(expired.supersedes(&old) && !old.supersedes(&expired));
+        // Equal timestamp and value: the expiry decides, the same way everywhere.
+        let ts = Timestamp::new(5, 0, NodeId(1));
+        let a = Versioned::value(ts, "v");
+        let b = Versioned::expiring(ts, "v", 9);
+        assert!(b.supersedes(&a) && !a.supersedes(&b));
+        assert!(Versioned::tombstone(ts).supersedes(&b));
+    }
+
+    #[test]
+    fn the_digest_covers_the_expiry_and_keeps_old_digests() {
+        let ts = Timestamp::new(5, 0, NodeId(1));
+        let plain = Versioned::value(ts, "v");
+        let a = Versioned::expiring(ts, "v", 9);
+        let b = Versioned::expiring(ts, "v", 10);
+        assert_ne!(a.digest(b"k"), b.digest(b"k"));
+        assert_ne!(a.digest(b"k"), plain.digest(b"k"));
+        // Pinned: a value without expiry hashes as before expiries existed.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&1u64.to_le_bytes());
+        h.update(b"k");
+        h.update(&5u64.to_le_bytes());
+        h.update(&0u32.to_le_bytes());
+        h.update(&1u64.to_le_bytes());
+        h.update(&[1]);
+        h.update(b"v");
+        assert_eq!(plain.digest(b"k"), h.digest128());
     }
 }

@@ -6,6 +6,11 @@ use crate::types::{Key, NodeId, Timestamp, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
+/// Version 5 added the expiry to every [`Versioned`] and the schema
+/// version each node repaired under to its gossiped state. As with every
+/// bump, a node refuses frames of another version ([`WireError::Version`]):
+/// a cluster is upgraded from version 4 by restarting all its nodes, not
+/// one at a time.
 pub const WIRE_VERSION: u8 = 5;
 
 /// The default cap on a frame's size: 16 MiB.
@@ -224,5 +229,30 @@ impl WireCodec {
             });
         }
         Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Versioned;
+    use bytes::Bytes;
+
+    #[test]
+    fn expiries_cross_the_wire_and_version_4_frames_are_refused() {
+        let ts = Timestamp::new(7, 1, NodeId(3));
+        let msg = PeerMsg::Repair {
+            key: Bytes::from_static(b"k"),
+            version: Versioned::expiring(ts, "v", 99),
+        };
+        let codec = WireCodec::new("c");
+        let mut frame = codec.encode(NodeId(1), &msg).expect("encode");
+        let env = codec.decode(&frame).expect("decode");
+        assert_eq!(env.msg, msg);
+        frame[0] = 4;
+        assert_eq!(
+            codec.decode(&frame),
+            Err(WireError::Version { got: 4, want: 5 })
+        );
     }
 }

@@ -270,6 +270,39 @@ impl Client {
         }
     }
 
+    /// Writes `value` under `key`, to expire `ttl` after the write's
+    /// timestamp (in the cluster's HLC time: every replica agrees when it
+    /// ends); returns the write's timestamp. A `ttl` under a microsecond is
+    /// refused, as is one too long to represent.
+    pub async fn set_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: std::time::Duration,
+        consistency: Option<Consistency>,
+    ) -> Result<Timestamp, Error> {
+        let ttl_micros = u64::try_from(ttl.as_micros())
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| {
+                Error::Request(RequestError::BadRequest(format!(
+                    "TTL {ttl:?} must be at least 1 microsecond and fit in 64 bits of microseconds"
+                )))
+            })?;
+        match self
+            .call(RequestOp::SetExpiring {
+                key: key.into(),
+                value: value.into(),
+                ttl_micros,
+                consistency,
+            })
+            .await?
+        {
+            Reply::Written(ts) => Ok(ts),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
     /// Deletes `key` (writes a tombstone); returns its timestamp.
     pub async fn del(
         &self,

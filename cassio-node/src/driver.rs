@@ -252,8 +252,8 @@ struct Running {
 
 fn op_name(op: &ClientOp) -> &'static str {
     match op {
-        ClientOp::Get { .. } => "get",
-        ClientOp::Put { .. } => "set",
+        ClientOp::Get { .. } | ClientOp::GetEntry { .. } => "get",
+        ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "set",
         ClientOp::Delete { .. } => "del",
     }
 }
@@ -284,8 +284,12 @@ fn error_label(e: &RequestError) -> &'static str {
 /// path shares, so each gateway need not repeat them).
 fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
     let (key, value) = match &req.op {
-        ClientOp::Get { key } | ClientOp::Delete { key } => (key, None),
-        ClientOp::Put { key, value } => (key, Some(value)),
+        ClientOp::Get { key } | ClientOp::Delete { key } | ClientOp::GetEntry { key } => {
+            (key, None)
+        }
+        ClientOp::Put { key, value } | ClientOp::PutExpiring { key, value, .. } => {
+            (key, Some(value))
+        }
     };
     if key.len() > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(

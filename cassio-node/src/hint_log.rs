@@ -77,6 +77,9 @@ const FRAME_HEADER: usize = 10;
 const FIXED: usize = 8 + 8 + 8 + 4 + 8 + 1 + 4 + 4;
 const MAX_PAYLOAD: usize = FIXED + MAX_KEY_LEN + MAX_VALUE_LEN;
 const TOMBSTONE: u8 = 1;
+/// The value region starts with the value's expiry (HLC micros, u64 LE).
+/// Records without it read as before expiries existed, so old logs replay.
+const EXPIRING: u8 = 2;
 /// The trim point's file inside a target's directory.
 const TRIM_FILE: &str = "trimmed";
 const SEGMENT_EXT: &str = "log";
@@ -99,7 +102,8 @@ struct Meta {
 /// Frames `hint` as record `seq` into `out` (cleared first).
 fn encode(seq: u64, hint: &Hint, out: &mut Vec<u8>) {
     let value = hint.version.value.as_deref();
-    let vlen = value.map_or(0, <[u8]>::len);
+    let expires = hint.version.expires.filter(|_| value.is_some());
+    let vlen = value.map_or(0, <[u8]>::len) + if expires.is_some() { 8 } else { 0 };
     let payload = FIXED + hint.key.len() + vlen;
     out.clear();
     out.reserve(FRAME_HEADER + payload);
@@ -114,10 +118,17 @@ fn encode(seq: u64, hint: &Hint, out: &mut Vec<u8>) {
     out.extend_from_slice(&ts.micros.to_le_bytes());
     out.extend_from_slice(&ts.logical.to_le_bytes());
     out.extend_from_slice(&ts.node.0.to_le_bytes());
-    out.push(if value.is_none() { TOMBSTONE } else { 0 });
+    out.push(match (value, expires) {
+        (None, _) => TOMBSTONE,
+        (Some(_), Some(_)) => EXPIRING,
+        (Some(_), None) => 0,
+    });
     out.extend_from_slice(&(hint.key.len() as u32).to_le_bytes());
     out.extend_from_slice(&(vlen as u32).to_le_bytes());
     out.extend_from_slice(&hint.key);
+    if let Some(e) = expires {
+        out.extend_from_slice(&e.to_le_bytes());
+    }
     if let Some(v) = value {
         out.extend_from_slice(v);
     }
@@ -155,13 +166,18 @@ fn parse_fixed(fixed: &[u8], payload_len: usize) -> Result<(Meta, Timestamp, u8)
             "lengths disagree: key {key_len} + value {value_len} in a payload of {payload_len}"
         ));
     }
-    if flags & !TOMBSTONE != 0 || (flags & TOMBSTONE != 0 && value_len != 0) {
+    if flags & !(TOMBSTONE | EXPIRING) != 0
+        || (flags & TOMBSTONE != 0 && (value_len != 0 || flags & EXPIRING != 0))
+        || (flags & EXPIRING != 0 && value_len < 8)
+    {
         return Err(format!("bad flags {flags:#x}"));
     }
     let meta = Meta {
         seq: u64_at(fixed, 0),
         created: u64_at(fixed, 8),
-        charge: (key_len + value_len) as u64 + CHARGE_OVERHEAD,
+        // `Hint::charge` counts the value's bytes, not the expiry's.
+        charge: (key_len + value_len - if flags & EXPIRING != 0 { 8 } else { 0 }) as u64
+            + CHARGE_OVERHEAD,
         len: (FRAME_HEADER + payload_len) as u64,
     };
     let ts = Timestamp {
@@ -177,14 +193,21 @@ fn decode(payload: &[u8]) -> Result<Hint, String> {
     let (meta, ts, flags) = parse_fixed(&payload[..FIXED], payload.len())?;
     let key_len = u32_at(payload, 37) as usize;
     let key = bytes::Bytes::copy_from_slice(&payload[FIXED..FIXED + key_len]);
+    let mut at = FIXED + key_len;
+    let mut expires = None;
+    if flags & EXPIRING != 0 {
+        // `parse_fixed` checked the value region holds the 8 bytes.
+        expires = Some(u64_at(payload, at));
+        at += 8;
+    }
     let value = if flags & TOMBSTONE != 0 {
         None
     } else {
-        Some(bytes::Bytes::copy_from_slice(&payload[FIXED + key_len..]))
+        Some(bytes::Bytes::copy_from_slice(&payload[at..]))
     };
     Ok(Hint {
         key,
-        version: Versioned { ts, value },
+        version: Versioned { ts, value, expires },
         created_micros: meta.created,
     })
 }
@@ -930,6 +953,16 @@ mod tests {
                 key: Bytes::new(),
                 version: Versioned::tombstone(Timestamp::new(1, 2, NodeId(3))),
                 created_micros: 4,
+            },
+            Hint {
+                key: Bytes::from_static(b"ttl"),
+                version: Versioned::expiring(Timestamp::new(1, 2, NodeId(3)), "v", 99),
+                created_micros: 5,
+            },
+            Hint {
+                key: Bytes::from_static(b"ttl-empty"),
+                version: Versioned::expiring(Timestamp::new(1, 2, NodeId(3)), "", u64::MAX),
+                created_micros: 6,
             },
         ] {
             let mut buf = Vec::new();

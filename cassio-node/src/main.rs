@@ -16,6 +16,7 @@ use std::time::Duration;
 mod cli_keyspace;
 mod cli_repair;
 mod cli_ring;
+mod cli_ttl;
 
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]
@@ -424,6 +425,10 @@ struct SetArgs {
     key: String,
     /// The value.
     value: String,
+    /// Expire the value this long after the write (`10s`, `500ms`, `2h`,
+    /// `1d`; a bare number is seconds). Without it the value never expires.
+    #[arg(long, value_parser = cli_ttl::parse_ttl)]
+    ttl: Option<Duration>,
     /// Consistency level: one, two, three, quorum, all.
     #[arg(long)]
     consistency: Option<String>,
@@ -542,10 +547,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Set(a) => {
             let level = consistency(a.consistency.as_deref())?;
             let client = connect(&a.target).await?;
-            let ts = client
-                .set(a.key.into_bytes(), a.value.into_bytes(), level)
-                .await
-                .context("set failed")?;
+            let (key, value) = (a.key.into_bytes(), a.value.into_bytes());
+            let ts = match a.ttl {
+                None => client.set(key, value, level).await,
+                Some(ttl) => client.set_with_ttl(key, value, ttl, level).await,
+            }
+            .context("set failed")?;
             println!("OK {ts}");
             Ok(ExitCode::SUCCESS)
         }

@@ -65,6 +65,18 @@ pub enum RequestOp {
         /// The password.
         password: String,
     },
+    /// Write a value that expires `ttl_micros` after the write's timestamp.
+    /// Appended last so older frames decode unchanged.
+    SetExpiring {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Microseconds the value lives.
+        ttl_micros: u64,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
 }
 
 /// A server's answer to one request.

@@ -51,7 +51,9 @@ fn request_bytes(op: &RequestOp) -> usize {
     OVERHEAD
         + match op {
             RequestOp::Get { key, .. } | RequestOp::Del { key, .. } => key.len(),
-            RequestOp::Set { key, value, .. } => key.len() + value.len(),
+            RequestOp::Set { key, value, .. } | RequestOp::SetExpiring { key, value, .. } => {
+                key.len() + value.len()
+            }
             RequestOp::Status | RequestOp::Ping => 0,
             RequestOp::Auth { user, password } => user.len() + password.len(),
         }
@@ -73,6 +75,15 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
             consistency,
         } => with_level(ClientRequest::put(key, value), consistency),
         RequestOp::Del { key, consistency } => with_level(ClientRequest::delete(key), consistency),
+        RequestOp::SetExpiring {
+            key,
+            value,
+            ttl_micros,
+            consistency,
+        } => with_level(
+            ClientRequest::put_expiring(key, value, cassio_core::Expiry::After(ttl_micros)),
+            consistency,
+        ),
         RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
         // Logins are answered by the connection (they change its user).
@@ -85,6 +96,7 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
     Ok(match handle.execute(req).await? {
         ClientResponse::Value(v) => Reply::Value(v),
         ClientResponse::Written { ts } => Reply::Written(ts),
+        ClientResponse::Entry { value, .. } => Reply::Value(value),
         ClientResponse::SchemaChanged { .. } => {
             return Err(RequestError::BadRequest(
                 "the node answered a request with a schema change".into(),
@@ -267,7 +279,7 @@ fn permitted(
     };
     let write = match op {
         RequestOp::Get { .. } => false,
-        RequestOp::Set { .. } | RequestOp::Del { .. } => true,
+        RequestOp::Set { .. } | RequestOp::Del { .. } | RequestOp::SetExpiring { .. } => true,
         _ => return Ok(()),
     };
     Authenticator::check(user, cassio_core::DEFAULT_KEYSPACE, write)

@@ -491,6 +491,7 @@ mod tests {
             version: Versioned {
                 ts: Timestamp::new(1, 0, NodeId(1)),
                 value: Some(Bytes::from(vec![0u8; 100])),
+                expires: None,
             },
         }
     }

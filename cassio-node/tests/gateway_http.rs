@@ -146,8 +146,8 @@ async fn consistency_query_parameter() {
         .iter()
         .map(|r| {
             let op = match r.op {
-                ClientOp::Get { .. } => "get",
-                ClientOp::Put { .. } => "put",
+                ClientOp::Get { .. } | ClientOp::GetEntry { .. } => "get",
+                ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "put",
                 ClientOp::Delete { .. } => "delete",
             };
             (op, r.consistency)

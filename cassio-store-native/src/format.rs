@@ -50,18 +50,30 @@ pub(crate) fn get_u32(buf: &[u8], pos: usize) -> Option<u32> {
     Some(u32::from_le_bytes(a))
 }
 
-/// Appends one entry: `varint key_len | key | ts | varint tag | value`,
-/// where tag 0 is a tombstone and tag n > 0 is a value of n - 1 bytes.
+/// Set in an entry's tag when an expiry (u64 LE) follows the tag. No value
+/// can be 2^62 bytes long, so entries written before expiries existed
+/// never have it set and still parse the same.
+const TAG_EXPIRING: u64 = 1 << 62;
+
+/// Appends one entry: `varint key_len | key | ts | varint tag | [expiry] | value`,
+/// where tag 0 is a tombstone and tag n > 0 is a value of n - 1 bytes; a
+/// value with an expiry sets [`TAG_EXPIRING`] in the tag and puts the
+/// expiry (HLC micros, u64 LE) before the value bytes.
 pub(crate) fn encode_entry(buf: &mut Vec<u8>, key: &[u8], v: &Versioned) {
     put_varint(buf, key.len() as u64);
     buf.extend_from_slice(key);
     buf.extend_from_slice(&v.ts.micros.to_le_bytes());
     buf.extend_from_slice(&v.ts.logical.to_le_bytes());
     buf.extend_from_slice(&v.ts.node.0.to_le_bytes());
-    match &v.value {
-        None => put_varint(buf, 0),
-        Some(val) => {
+    match (&v.value, v.expires) {
+        (None, _) => put_varint(buf, 0),
+        (Some(val), None) => {
             put_varint(buf, val.len() as u64 + 1);
+            buf.extend_from_slice(val);
+        }
+        (Some(val), Some(e)) => {
+            put_varint(buf, TAG_EXPIRING | (val.len() as u64 + 1));
+            buf.extend_from_slice(&e.to_le_bytes());
             buf.extend_from_slice(val);
         }
     }
@@ -75,6 +87,8 @@ pub(crate) struct EntryRef {
     pub ts: Timestamp,
     /// Where the value is, or `None` for a tombstone.
     pub value: Option<Range<usize>>,
+    /// The value's expiry, if it has one.
+    pub expires: Option<u64>,
     /// Where the next entry starts.
     pub next: usize,
 }
@@ -94,7 +108,17 @@ pub(crate) fn parse_entry(buf: &[u8], pos: usize) -> Option<EntryRef> {
     let logical = get_u32(buf, p + 8)?;
     let node = get_u64(buf, p + 12)?;
     p += TS_LEN;
-    let tag = get_varint(buf, &mut p)?;
+    let mut tag = get_varint(buf, &mut p)?;
+    let mut expires = None;
+    if tag & TAG_EXPIRING != 0 {
+        tag &= !TAG_EXPIRING;
+        // An expiring tombstone is not a thing: refuse it as damage.
+        if tag == 0 {
+            return None;
+        }
+        expires = Some(get_u64(buf, p)?);
+        p += 8;
+    }
     let value = if tag == 0 {
         None
     } else {
@@ -111,6 +135,7 @@ pub(crate) fn parse_entry(buf: &[u8], pos: usize) -> Option<EntryRef> {
         key,
         ts: Timestamp::new(micros, logical, NodeId(node)),
         value,
+        expires,
         next: p,
     })
 }
@@ -131,6 +156,7 @@ impl EntryRef {
         Versioned {
             ts: self.ts,
             value: self.value.clone().map(|r| buf.slice(r)),
+            expires: self.expires,
         }
     }
 }

@@ -815,7 +815,11 @@ impl Inner {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let merged = Merge::new(sources)?.filter(|e| match e {
-            Ok((_, x)) => !(purge && x.is_tombstone() && x.ts.micros < horizon),
+            // An expiring value is purged like a tombstone stamped when it
+            // died (`dead_since`): once every replica has it and its
+            // deadline is older than the grace period, nothing older can
+            // come back from under it.
+            Ok((_, x)) => !(purge && x.dead_since().is_some_and(|d| d < horizon)),
             Err(_) => true,
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

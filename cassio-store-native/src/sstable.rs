@@ -26,8 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Identifies the file as a Cassio table ("CASSIOST").
 const MAGIC: u64 = u64::from_le_bytes(*b"CASSIOST");
-/// The on-disk format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this code writes (2: entries may carry an
+/// expiry, see `format::encode_entry`).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The format before expiries, still read (its entries never carry one).
+pub(crate) const FORMAT_VERSION_PRE_EXPIRY: u32 = 1;
 /// Bytes in the footer.
 const FOOTER_LEN: u64 = 64;
 
@@ -75,7 +78,8 @@ impl TableWriter {
         self.last_key.extend_from_slice(key);
         self.hashes.push(KeyHash::of(key));
         self.entries += 1;
-        if v.is_tombstone() {
+        // Counts what a purge could drop: tombstones and expiring values.
+        if v.dead_since().is_some() {
             self.tombstones += 1;
         }
         if self.block.len() >= self.block_target {
@@ -220,7 +224,7 @@ impl Table {
             return Err(bad_footer("footer checksum mismatch"));
         }
         let version = get_u32(&footer, 48).unwrap_or(0);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_PRE_EXPIRY {
             return Err(bad_footer(&format!(
                 "unsupported table format version {version}"
             )));
@@ -508,6 +512,43 @@ mod tests {
         }
         w.finish().unwrap();
         Table::open(&path, 1).unwrap()
+    }
+
+    #[test]
+    fn format_1_tables_still_open_and_expiries_round_trip_in_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sst");
+        let mut w = TableWriter::create(&path, 512, 0.01).unwrap();
+        let expiring = Versioned::expiring(Timestamp::new(5, 0, NodeId(1)), "ttl", 77);
+        w.add(b"a", &ver(1)).unwrap();
+        w.add(b"b", &expiring).unwrap();
+        w.finish().unwrap();
+        let c = ReadCounters::default();
+        let t = Table::open(&path, 1).unwrap();
+        assert_eq!(t.get(b"b", KeyHash::of(b"b"), &c).unwrap(), Some(expiring));
+        // Counted as purgeable, like a tombstone.
+        assert_eq!(t.tombstones, 1);
+        drop(t);
+        // A table written before expiries: footer version 1 (entries
+        // without the expiry bit read the same).
+        let path1 = dir.path().join("2.sst");
+        let mut w = TableWriter::create(&path1, 512, 0.01).unwrap();
+        w.add(b"a", &ver(1)).unwrap();
+        w.finish().unwrap();
+        let mut bytes = std::fs::read(&path1).unwrap();
+        let f = bytes.len() - FOOTER_LEN as usize;
+        bytes[f + 48..f + 52].copy_from_slice(&FORMAT_VERSION_PRE_EXPIRY.to_le_bytes());
+        let crc = format::crc(&bytes[f..f + 52]);
+        bytes[f + 52..f + 56].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path1, &bytes).unwrap();
+        let t = Table::open(&path1, 2).unwrap();
+        assert_eq!(t.get(b"a", KeyHash::of(b"a"), &c).unwrap(), Some(ver(1)));
+        // An unknown version is still refused.
+        bytes[f + 48..f + 52].copy_from_slice(&9u32.to_le_bytes());
+        let crc = format::crc(&bytes[f..f + 52]);
+        bytes[f + 52..f + 56].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path1, &bytes).unwrap();
+        assert!(Table::open(&path1, 2).is_err());
     }
 
     #[test]

@@ -143,13 +143,12 @@ impl RocksStore {
         o.set_compaction_filter(
             "cassio-tombstone-grace",
             move |_level: u32, _key: &[u8], value: &[u8]| match codec::decode_header(value) {
+                // An expiring value is purged like a tombstone stamped when
+                // it died (`dead_since`).
                 Ok(h)
-                    if h.tombstone
-                        && tombstone_purgeable(
-                            h.ts.micros,
-                            grace,
-                            watermark.load(AtomicOrdering::Acquire),
-                        ) =>
+                    if h.dead_since().is_some_and(|dead| {
+                        tombstone_purgeable(dead, grace, watermark.load(AtomicOrdering::Acquire))
+                    }) =>
                 {
                     Decision::Remove
                 }

@@ -146,7 +146,10 @@ impl SledStore {
         for item in self.db.iter() {
             let (key, raw) = item.map_err(|e| self.err(e))?;
             let expired = match codec::decode_header(&raw) {
-                Ok(h) => h.tombstone && tombstone_purgeable(h.ts.micros, self.grace, watermark),
+                // An expiring value goes like a tombstone stamped when it died.
+                Ok(h) => h
+                    .dead_since()
+                    .is_some_and(|dead| tombstone_purgeable(dead, self.grace, watermark)),
                 // Damage stays in place for a read to report.
                 Err(_) => false,
             };

@@ -184,6 +184,7 @@ pub mod cases {
             version: Versioned {
                 ts: Timestamp::new(1_000_000 + i, (i % 7) as u32, NodeId(i % 5 + 1)),
                 value: Some(filler(i, value_len)),
+                expires: None,
             },
             created_micros: 5_000_000 + i * 3,
         }

@@ -89,10 +89,10 @@ impl MemStore {
         let grace = self.grace_micros;
         let mut map = self.map();
         let before = map.len();
+        // An expiring value is purged like a tombstone stamped when it died.
         map.retain(|_, v| {
-            !(v.is_tombstone()
-                && v.ts.micros.saturating_add(grace) < now_micros
-                && v.ts.micros < watermark)
+            !v.dead_since()
+                .is_some_and(|dead| dead.saturating_add(grace) < now_micros && dead < watermark)
         });
         before - map.len()
     }

@@ -107,6 +107,8 @@ macro_rules! store_tests {
             apply_replacing_reports_what_it_replaced,
             apply_replacing_under_concurrent_writers,
             digests_list_what_range_lists,
+            expiry_round_trips_and_reads_as_the_contract_says,
+            expired_version_still_wins_lww_like_a_tombstone,
         );
     };
 }
@@ -122,6 +124,7 @@ macro_rules! purge_store_tests {
             $harness;
             tombstones_kept_until_the_watermark_passes_them,
             purge_watermark_only_rises,
+            expired_values_purged_like_tombstones,
         );
     };
 }
@@ -147,6 +150,8 @@ macro_rules! durable_store_tests {
             purge_watermark_is_not_persisted,
             tombstones_kept_until_the_watermark_passes_them,
             purge_watermark_only_rises,
+            expired_values_purged_like_tombstones,
+            expiry_survives_reopen_and_compaction,
         );
     };
 }
@@ -214,6 +219,10 @@ pub mod cases {
 
     fn tomb(micros: u64) -> Versioned {
         Versioned::tombstone(ts(micros))
+    }
+
+    fn exp(micros: u64, v: impl Into<Bytes>, expires: u64) -> Versioned {
+        Versioned::expiring(ts(micros), v, expires)
     }
 
     /// Deterministic, key-specific filler of `len` bytes.
@@ -959,6 +968,7 @@ pub mod cases {
             let v = match i % 10 {
                 0 => tomb(100 + i),
                 1 => val(100 + i, ""),
+                2 => exp(100 + i, filler(i, 60), 1_000_000 + i),
                 _ => val(100 + i, filler(i, 100)),
             };
             w.push((k, v));
@@ -1446,5 +1456,147 @@ pub mod cases {
         s.set_purge_watermark(u64::MAX);
         H::compact(&s).expect("compact");
         assert_eq!(get(&s, b"k"), None);
+    }
+
+    // ---- expiry ----
+
+    /// A value's expiry is stored and returned with it, through `get`,
+    /// `range` and `digests` (whose digest covers it). The store keeps no
+    /// clock of its own: it returns an expired value like a tombstone, with
+    /// its expiry, and the reader decides with [`Versioned::is_live_at`] at
+    /// its own HLC time (the contract: an expired value reads as absent).
+    pub fn expiry_round_trips_and_reads_as_the_contract_says<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let v = exp(10, "ttl", 1_000);
+        assert!(put(&s, b"k", &v));
+        assert!(put(&s, b"empty", &exp(10, "", 5)));
+        assert!(put(&s, b"plain", &val(10, "p")));
+        assert_eq!(get(&s, b"k"), Some(v.clone()));
+        assert_eq!(get(&s, b"empty"), Some(exp(10, "", 5)));
+        assert_eq!(get(&s, b"plain").and_then(|p| p.expires), None);
+        let got = get(&s, b"k").expect("stored");
+        assert!(got.is_live_at(999) && !got.is_live_at(1_000));
+        let listed = all(&s);
+        assert_eq!(
+            listed.iter().find(|(k, _)| &k[..] == b"k").map(|(_, v)| v),
+            Some(&v)
+        );
+        let digests = s
+            .digests(Bound::Unbounded, Bound::Unbounded, 100)
+            .expect("digests");
+        let d = digests.iter().find(|d| &d.key[..] == b"k").expect("listed");
+        assert_eq!(d.digest, v.digest(b"k"));
+        assert_ne!(
+            d.digest,
+            val(10, "ttl").digest(b"k"),
+            "the digest covers the expiry"
+        );
+        // A newer write of the same value with another deadline replaces it.
+        assert!(put(&s, b"k", &exp(11, "ttl", 2_000)));
+        assert_eq!(get(&s, b"k"), Some(exp(11, "ttl", 2_000)));
+        // And one without any deadline (PERSIST) replaces that.
+        assert!(put(&s, b"k", &val(12, "ttl")));
+        assert_eq!(get(&s, b"k"), Some(val(12, "ttl")));
+        s.flush().expect("flush");
+        assert_eq!(get(&s, b"k"), Some(val(12, "ttl")));
+        assert_eq!(get(&s, b"empty"), Some(exp(10, "", 5)));
+    }
+
+    /// An expired version is still a version: it beats older ones under
+    /// last-write-wins (before and after a flush), loses to newer ones, and
+    /// at an equal timestamp resolves the same way on every store.
+    pub fn expired_version_still_wins_lww_like_a_tombstone<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        assert!(put(&s, b"k", &val(10, "old")));
+        assert!(put(&s, b"k", &exp(20, "new", 21)));
+        assert!(!put(&s, b"k", &val(15, "older write arriving late")));
+        s.flush().expect("flush");
+        assert!(!put(&s, b"k", &val(19, "another")));
+        assert_eq!(get(&s, b"k"), Some(exp(20, "new", 21)));
+        assert!(put(&s, b"k", &val(30, "newer")));
+        assert_eq!(get(&s, b"k"), Some(val(30, "newer")));
+        // Equal timestamp, equal value: the expiry decides, as lww_cmp says.
+        let (a, b) = (val(40, "v"), exp(40, "v", 50));
+        let want = if a.supersedes(&b) { &a } else { &b };
+        for order in [[&a, &b], [&b, &a]] {
+            let (_d, s) = fresh::<H>();
+            for v in order {
+                put(&s, b"t", v);
+            }
+            assert_eq!(get(&s, b"t").as_ref(), Some(want));
+        }
+    }
+
+    /// An expired value is purged like a tombstone stamped at its expiry
+    /// (later than its write): only once that is past the grace period and
+    /// below the purge watermark, only by a compaction over every table, and
+    /// the older value it shadowed never comes back. A value whose expiry
+    /// is still inside the grace period (or in the future) stays.
+    pub fn expired_values_purged_like_tombstones<H: PurgingStoreHarness>() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let s = H::open(d.path(), Duration::from_secs(3600)).expect("open");
+        let now = now_micros();
+        for k in [&b"gone"[..], b"young", b"future", b"wm"] {
+            put(&s, k, &val(now - 5 * HOUR, "buried"));
+        }
+        s.flush().expect("flush");
+        // Written long ago, expired long ago: purgeable.
+        let gone = exp(now - 4 * HOUR, "ttl", now - 3 * HOUR);
+        // Written long ago, expired a minute ago: inside the grace period.
+        let young = exp(now - 4 * HOUR, "ttl", now - 60_000_000);
+        // Not expired at all.
+        let future = exp(now - 4 * HOUR, "ttl", now + HOUR);
+        // Expired long ago, but the watermark will sit between write and expiry.
+        let wm = exp(now - 4 * HOUR, "ttl", now - 2 * HOUR);
+        put(&s, b"gone", &gone);
+        put(&s, b"young", &young);
+        put(&s, b"future", &future);
+        put(&s, b"wm", &wm);
+        s.flush().expect("flush");
+        H::compact(&s).expect("compact");
+        assert_eq!(get(&s, b"gone"), Some(gone.clone()), "no watermark yet");
+        // The watermark passes every write but not `wm`'s expiry.
+        s.set_purge_watermark(now - 2 * HOUR - 1);
+        H::compact(&s).expect("compact");
+        assert_eq!(
+            get(&s, b"gone"),
+            None,
+            "purged, and the older value stays buried"
+        );
+        assert_eq!(
+            get(&s, b"wm"),
+            Some(wm.clone()),
+            "kept while the watermark is below its expiry (its write is below it)"
+        );
+        assert_eq!(get(&s, b"young"), Some(young.clone()), "inside the grace");
+        assert_eq!(get(&s, b"future"), Some(future.clone()), "not expired");
+        s.set_purge_watermark(u64::MAX);
+        H::compact(&s).expect("compact");
+        assert_eq!(
+            get(&s, b"wm"),
+            None,
+            "purged once the watermark passes its expiry"
+        );
+        assert_eq!(get(&s, b"young"), Some(young));
+        assert_eq!(get(&s, b"future"), Some(future));
+        assert_eq!(keys(&all(&s)), vec![b"future".to_vec(), b"young".to_vec()]);
+    }
+
+    /// Expiries survive a reopen (from the log and from tables) and a
+    /// compaction that purges nothing.
+    pub fn expiry_survives_reopen_and_compaction<H: DurableStoreHarness>() {
+        let (d, s) = fresh::<H>();
+        let (a, b) = (exp(10, "in a table", 77), exp(11, "in the log", 88));
+        put(&s, b"a", &a);
+        s.flush().expect("flush");
+        put(&s, b"b", &b);
+        s.sync().expect("sync");
+        drop(s);
+        let s = reopen::<H>(d.path());
+        assert_eq!(get(&s, b"a"), Some(a.clone()));
+        assert_eq!(get(&s, b"b"), Some(b.clone()));
+        H::compact(&s).expect("compact");
+        assert_eq!(get(&s, b"a"), Some(a));
+        assert_eq!(get(&s, b"b"), Some(b));
     }
 }

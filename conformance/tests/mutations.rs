@@ -79,6 +79,21 @@ fn mutation_store_loses_synced_writes_on_crash() {
 // --- mutations of the core (cassio-core feature `mutations`) -------------
 
 #[test]
+fn mutation_reads_ignore_expiry() {
+    let control = nemesis::ttl_base("ttl_base");
+    let mut broken = control.clone();
+    broken.name = "mutation_reads_ignore_expiry".into();
+    broken.mutations.ignore_expiry = true;
+    let found = caught(&broken, &mem, &control, &mem);
+    assert!(
+        found
+            .as_ref()
+            .is_some_and(|(_, v)| v.starts_with("expired value read")),
+        "coordinators serving expired values as live went unnoticed: {found:?}"
+    );
+}
+
+#[test]
 fn mutation_random_timestamps() {
     let control = nemesis::base("no_faults");
     let mut broken = control.clone();

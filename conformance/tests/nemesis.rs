@@ -56,6 +56,17 @@ fn assert_did_work(stats: &SweepStats) {
     );
 }
 
+// --- expiry -------------------------------------------------------------------
+
+#[test]
+fn ttl_under_crash_and_skew() {
+    let stats = run(
+        &nemesis::ttl_under_crash_and_skew(),
+        "ttl_under_crash_and_skew",
+    );
+    println!("ttl_under_crash_and_skew: {stats:?}");
+}
+
 // --- partitions -----------------------------------------------------------
 
 #[test]

@@ -47,6 +47,7 @@
 //! TLS (when the node has a client certificate): the port speaks only
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
+mod expiry;
 mod keyspaces;
 mod openapi;
 
@@ -583,6 +584,8 @@ fn request_error(e: &RequestError) -> Response {
 #[derive(Debug, Deserialize)]
 struct KvParams {
     consistency: Option<String>,
+    /// Seconds a written value lives (`expiry.rs`).
+    ttl: Option<String>,
 }
 
 /// The key from the path and the level from the query, or the error answer.
@@ -606,6 +609,23 @@ fn key_and_level(
     uri: &Uri,
     params: Result<Query<KvParams>, QueryRejection>,
 ) -> Result<(String, Bytes, Option<Consistency>), Box<Response>> {
+    key_level_ttl(uri, params).map(|(ks, key, level, _)| (ks, key, level))
+}
+
+/// [`key_and_level`] and the `ttl` parameter, checked.
+#[allow(clippy::type_complexity)]
+fn key_level_ttl(
+    uri: &Uri,
+    params: Result<Query<KvParams>, QueryRejection>,
+) -> Result<
+    (
+        String,
+        Bytes,
+        Option<Consistency>,
+        Option<cassio_core::Expiry>,
+    ),
+    Box<Response>,
+> {
     let Some((keyspace, raw)) = keyspace_and_key(uri.path()) else {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -624,7 +644,8 @@ fn key_and_level(
                 .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", e)))?,
         ),
     };
-    Ok((keyspace, Bytes::from(key), level))
+    let ttl = expiry::parse(params.ttl.as_deref())?;
+    Ok((keyspace, Bytes::from(key), level, ttl))
 }
 
 /// The answer to a successful write.
@@ -633,7 +654,11 @@ fn written(res: Result<ClientResponse, RequestError>) -> Response {
         Ok(ClientResponse::Written { ts }) => {
             Json(json!({ "ok": true, "timestamp": ts })).into_response()
         }
-        Ok(ClientResponse::Value(_) | ClientResponse::SchemaChanged { .. }) => error(
+        Ok(
+            ClientResponse::Value(_)
+            | ClientResponse::SchemaChanged { .. }
+            | ClientResponse::Entry { .. },
+        ) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a write with a value",
@@ -651,13 +676,25 @@ async fn get_kv(
         Ok(k) => k,
         Err(r) => return *r,
     };
-    let mut req = ClientRequest::get(key).in_keyspace(keyspace);
+    // Read with the expiry, for the `Cassio-TTL` header.
+    let mut req = ClientRequest::get_entry(key).in_keyspace(keyspace);
     req.consistency = level;
     match execute(&gw.handle, PROTOCOL, req).await {
+        Ok(ClientResponse::Entry {
+            value: Some(v),
+            expires,
+            now_micros,
+        }) => {
+            let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response();
+            if let Some((name, value)) = expiry::header(expires, now_micros) {
+                r.headers_mut().insert(name, value);
+            }
+            r
+        }
         Ok(ClientResponse::Value(Some(v))) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()
         }
-        Ok(ClientResponse::Value(None)) => {
+        Ok(ClientResponse::Value(None) | ClientResponse::Entry { value: None, .. }) => {
             error(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
         Ok(ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. }) => error(
@@ -675,7 +712,7 @@ async fn put_kv(
     params: Result<Query<KvParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (keyspace, key, level) = match key_and_level(&uri, params) {
+    let (keyspace, key, level, ttl) = match key_level_ttl(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
     };
@@ -693,7 +730,11 @@ async fn put_kv(
         }
         Err(e) => return error(e.status(), "bad_request", e.body_text()),
     };
-    let mut req = ClientRequest::put(key, value).in_keyspace(keyspace);
+    let req = match ttl {
+        None => ClientRequest::put(key, value),
+        Some(e) => ClientRequest::put_expiring(key, value, e),
+    };
+    let mut req = req.in_keyspace(keyspace);
     req.consistency = level;
     written(execute(&gw.handle, PROTOCOL, req).await)
 }

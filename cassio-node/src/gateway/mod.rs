@@ -160,8 +160,8 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The index of a request's operation in [`metrics_install::OPS`].
 pub(crate) fn op_index(req: &ClientRequest) -> usize {
     match req.op {
-        cassio_core::ClientOp::Get { .. } => 0,
-        cassio_core::ClientOp::Put { .. } => 1,
+        cassio_core::ClientOp::Get { .. } | cassio_core::ClientOp::GetEntry { .. } => 0,
+        cassio_core::ClientOp::Put { .. } | cassio_core::ClientOp::PutExpiring { .. } => 1,
         cassio_core::ClientOp::Delete { .. } => 2,
     }
 }

@@ -29,8 +29,11 @@
 //! TLS (when the node has a client certificate): the port speaks only TLS
 //! (`redis-cli --tls --cacert ca.pem`); the handshake must finish within
 //! [`crate::auth::TLS_HANDSHAKE_TIMEOUT`].
+//! Expiry and conditional writes (`SET ... EX|PX|EXAT|PXAT|KEEPTTL|NX|XX|GET`,
+//! `SETEX PSETEX SETNX GETEX GETDEL EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL
+//! PTTL PERSIST`) live in `resp_expiry.rs`, with their semantics.
 //! Anything else is answered with an error that names what is unsupported
-//! (`ERR SET options (EX) are not supported by Cassio`), never by dropping
+//! (`ERR unknown or unsupported command 'INCR' ...`), never by dropping
 //! the connection. Malformed protocol is answered with `-ERR Protocol
 //! error: ...` and the connection is closed, as Redis does.
 //!
@@ -64,6 +67,9 @@
 //! write. Requests stay in order where it matters: a read of a key that an
 //! earlier command of the batch writes (or the reverse) waits for it; writes
 //! to the same key are submitted in order and so get increasing timestamps.
+
+#[path = "resp_expiry.rs"]
+mod expiry;
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
 use super::resp3;
@@ -495,6 +501,8 @@ enum IoKind {
     MSet(Vec<(Bytes, Bytes)>),
     Info(Option<String>, u16),
     Type(Bytes),
+    /// Expiry and conditional writes (`resp_expiry.rs`).
+    Expiry(Box<expiry::ExpiryOp>),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -510,6 +518,7 @@ impl IoOp {
         match &self.kind {
             IoKind::Get(k) | IoKind::Type(k) => std::slice::from_ref(k),
             IoKind::Exists(ks) | IoKind::MGet(ks) | IoKind::Del(ks) => ks,
+            IoKind::Expiry(e) => std::slice::from_ref(e.key()),
             _ => &[],
         }
     }
@@ -519,6 +528,7 @@ impl IoOp {
             IoKind::Set(k, _) => (Some(k), &[], &[]),
             IoKind::Del(ks) => (None, ks, &[]),
             IoKind::MSet(kvs) => (None, &[], kvs),
+            IoKind::Expiry(e) if e.writes() => (Some(e.key()), &[], &[]),
             _ => (None, &[], &[]),
         };
         one.into_iter()
@@ -668,6 +678,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
         IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Type(_) => false,
         IoKind::Info(..) => return planned,
+        IoKind::Expiry(e) => e.writes(),
     };
     match Authenticator::check(&user, &op.keyspace, write) {
         Ok(()) => planned,
@@ -808,6 +819,17 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             keyspace: conn.keyspace.clone(),
         })
     };
+    if let Some(planned) = expiry::plan(name, &args) {
+        return match planned {
+            Ok(op) => {
+                if let Err(p) = check_sizes([op.key()], []) {
+                    return p;
+                }
+                io(expiry::io_kind(op))
+            }
+            Err(p) => p,
+        };
+    }
     match name {
         "GET" => {
             if argc != 2 {
@@ -823,13 +845,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             if argc < 3 {
                 return wrong_arity(name);
             }
-            if argc > 3 {
-                let opts: Vec<String> = args[3..].iter().map(|a| name_of(a)).collect();
-                return err(format!(
-                    "ERR SET options ({}) are not supported by Cassio",
-                    opts.join(" ")
-                ));
-            }
+            // `SET` with options is `expiry::plan`'s.
             let value = args.swap_remove(2);
             let key = args.swap_remove(1);
             if let Err(p) = check_sizes([&key], [&value]) {
@@ -959,7 +975,7 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         _ => err(format!(
             "ERR unknown or unsupported command '{}' (Cassio supports {})",
             name_of(first).chars().take(64).collect::<String>(),
-            COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(" ")
+            all_commands().map(|c| c.0).collect::<Vec<_>>().join(" ")
         )),
     }
 }
@@ -1071,8 +1087,13 @@ const COMMANDS: &[CommandSpec] = &[
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
 ];
 
+/// Every supported command, this file's and `resp_expiry.rs`'s.
+pub(super) fn all_commands() -> impl Iterator<Item = &'static CommandSpec> {
+    COMMANDS.iter().chain(expiry::COMMANDS)
+}
+
 fn command_info(name: &str) -> Reply {
-    let Some(c) = COMMANDS.iter().find(|c| c.0.eq_ignore_ascii_case(name)) else {
+    let Some(c) = all_commands().find(|c| c.0.eq_ignore_ascii_case(name)) else {
         return Reply::Bulk(None);
     };
     Reply::Array(vec![
@@ -1090,7 +1111,7 @@ fn command_info(name: &str) -> Reply {
 fn command(args: &[Bytes]) -> Plan {
     let Some(sub) = args.get(1) else {
         return Plan::Ready(Reply::Array(
-            COMMANDS.iter().map(|c| command_info(c.0)).collect(),
+            all_commands().map(|c| command_info(c.0)).collect(),
         ));
     };
     let sub = name_of(sub);
@@ -1100,9 +1121,9 @@ fn command(args: &[Bytes]) -> Plan {
             .map(|a| String::from_utf8_lossy(a).to_string())
     };
     Plan::Ready(match sub.as_str() {
-        "COUNT" => Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX)),
+        "COUNT" => Reply::Int(i64::try_from(all_commands().count()).unwrap_or(i64::MAX)),
         "INFO" => Reply::Array(rest().map(|n| command_info(&n)).collect()),
-        "LIST" => Reply::Array(COMMANDS.iter().map(|c| Reply::bulk_str(c.0)).collect()),
+        "LIST" => Reply::Array(all_commands().map(|c| Reply::bulk_str(c.0)).collect()),
         "DOCS" => conn_cmds::command_docs(args),
         other => Reply::Error(format!(
             "ERR COMMAND {other} is not supported by Cassio (try COUNT, INFO, LIST, DOCS)"
@@ -1135,7 +1156,7 @@ async fn get(
     let mut req = ClientRequest::get(key.clone()).in_keyspace(ks);
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
-        ClientResponse::Value(v) => Ok(v),
+        ClientResponse::Value(v) | ClientResponse::Entry { value: v, .. } => Ok(v),
         ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. } => {
             Err(RequestError::BadRequest(
                 "the node answered a read with a write acknowledgement".into(),
@@ -1234,6 +1255,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             Ok(None) => Reply::Simple("none"),
             Err(e) => request_error(&e),
         },
+        IoKind::Expiry(e) => expiry::run(handle, e, c, ks).await,
     }
 }
 
@@ -1386,10 +1408,17 @@ mod tests {
     #[test]
     fn unsupported_things_are_named() {
         let mut c = conn();
-        let Plan::Ready(Reply::Error(e)) = plan(cmd("SET k v EX 10"), &mut c) else {
-            panic!("SET EX should be refused");
+        let Plan::Ready(Reply::Error(e)) = plan(cmd("SET k v EX 10 LATER"), &mut c) else {
+            panic!("an unknown SET option should be refused");
         };
-        assert!(e.contains("SET options (EX 10) are not supported"), "{e}");
+        assert_eq!(e, "ERR syntax error");
+        assert!(matches!(
+            plan(cmd("SET k v EX 10"), &mut c),
+            Plan::Io(IoOp {
+                kind: IoKind::Expiry(_),
+                ..
+            })
+        ));
         let Plan::Ready(Reply::Error(e)) = plan(cmd("HINCRBY h f 1"), &mut c) else {
             panic!("HINCRBY should be refused");
         };
@@ -1616,11 +1645,7 @@ mod tests {
                         let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));
                     }
                     Command::Request(req, reply) => {
-                        let key = match &req.op {
-                            ClientOp::Get { key }
-                            | ClientOp::Put { key, .. }
-                            | ClientOp::Delete { key } => key.clone(),
-                        };
+                        let key = req.op.key().clone();
                         let res = if key.starts_with(b"busy") {
                             Err(RequestError::Client(ClientError::Overloaded))
                         } else if matches!(req.op, ClientOp::Get { .. }) {
@@ -1707,8 +1732,8 @@ mod tests {
         ];
 
         fn names() -> Vec<String> {
-            let mut v: Vec<String> = COMMANDS.iter().map(|c| c.0.to_string()).collect();
-            v.extend(COMMANDS.iter().map(|c| c.0.to_ascii_uppercase()));
+            let mut v: Vec<String> = all_commands().map(|c| c.0.to_string()).collect();
+            v.extend(all_commands().map(|c| c.0.to_ascii_uppercase()));
             // Unknown ones, odd ones, and names longer than the name buffer.
             v.extend(
                 [

@@ -10,7 +10,7 @@
 //! `CONFIG SET` is refused (the node is configured by its file), `SELECT n`
 //! past 0 points at `CASSIO.KEYSPACE`.
 
-use super::{err, name_of, wrong_arity, Conn, Plan, Proto, Reply, COMMANDS};
+use super::{all_commands, err, name_of, wrong_arity, Conn, Plan, Proto, Reply};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -199,6 +199,14 @@ fn summary(name: &str) -> &'static str {
         "type" => "Returns the type of a key's value.",
         "cassio.keyspace" => "Returns or sets the keyspace the connection's commands address.",
         "cassio.consistency" => "Returns or sets the connection's consistency level.",
+        "setex" | "psetex" => "Sets a key with a time to live (seconds, milliseconds).",
+        "setnx" => "Sets a key if it does not exist (a read, then a write: not atomic).",
+        "getex" => "Returns a key's value and sets or clears its expiry.",
+        "getdel" => "Returns a key's value and deletes it (not atomic).",
+        "expire" | "pexpire" => "Sets a key's time to live (rewrites its value).",
+        "expireat" | "pexpireat" => "Sets a key's expiry to an absolute Unix time.",
+        "ttl" | "pttl" => "Returns a key's remaining time to live (-2 missing, -1 none).",
+        "persist" => "Removes a key's expiry.",
         _ => "A Cassio command (see README.md's command table).",
     }
 }
@@ -223,13 +231,12 @@ fn docs_of(name: &str) -> Reply {
 /// (unknown names are left out, as in Redis).
 pub(super) fn command_docs(args: &[Bytes]) -> Reply {
     let names: Vec<&'static str> = if args.len() <= 2 {
-        COMMANDS.iter().map(|c| c.0).collect()
+        all_commands().map(|c| c.0).collect()
     } else {
         args.iter()
             .skip(2)
             .filter_map(|a| {
-                COMMANDS
-                    .iter()
+                all_commands()
                     .find(|c| c.0.as_bytes().eq_ignore_ascii_case(a))
                     .map(|c| c.0)
             })

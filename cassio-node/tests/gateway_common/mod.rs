@@ -191,9 +191,7 @@ fn answer(
     ts: Timestamp,
     data: &mut HashMap<Bytes, Bytes>,
 ) -> Result<ClientResponse, RequestError> {
-    let key = match &req.op {
-        ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
-    };
+    let key = req.op.key();
     if req.consistency == Some(Consistency::All) {
         return Err(ClientError::Unavailable {
             needed: 3,
@@ -231,7 +229,13 @@ fn answer(
     }
     Ok(match &req.op {
         ClientOp::Get { key } => ClientResponse::Value(data.get(key).cloned()),
-        ClientOp::Put { key, value } => {
+        // The fake keeps no expiries (the real node's tests cover them).
+        ClientOp::GetEntry { key } => ClientResponse::Entry {
+            value: data.get(key).cloned(),
+            expires: None,
+            now_micros: ts.micros,
+        },
+        ClientOp::Put { key, value } | ClientOp::PutExpiring { key, value, .. } => {
             data.insert(key.clone(), value.clone());
             ClientResponse::Written { ts }
         }

@@ -22,6 +22,17 @@
 //! 5. Every request is answered within its timeout (unless its coordinator
 //!    crashed or was paused); `Unavailable` means nothing was sent.
 //!
+//! 6. Expiry (puts with a TTL): the value ends TTL after the write's
+//!    timestamp, which was issued between the put's invocation and the
+//!    first time a store executed it, by a clock that may be off true time
+//!    by up to [`Scenario::clock_uncertainty`] (and the reading
+//!    coordinator's too). A read invoked later than the first execution +
+//!    TTL + twice that uncertainty must not return the value
+//!    ([`Violation::ExpiredValueRead`]); an empty read is explained by a
+//!    TTL put, like by a delete, once its completion is past the put's
+//!    invocation + TTL − twice the uncertainty (before that, the value was
+//!    surely live and the read is stale as in 2).
+//!
 //! Guarantees 1 and 2 hold only when reads and writes overlap (R + W > N);
 //! the checker looks for stale reads in every history, so a run at ONE/ONE
 //! shows the stale reads that weaker levels allow.
@@ -133,6 +144,13 @@ pub enum Violation {
         /// Each running node's version.
         versions: String,
     },
+    /// Guarantee 6: a read returned a value whose TTL had surely passed.
+    ExpiredValueRead {
+        /// The read.
+        read: String,
+        /// The put with the TTL.
+        put: String,
+    },
     /// A node held more hint bytes for one target than the cap.
     HintCapExceeded {
         /// The most held.
@@ -203,6 +221,9 @@ impl fmt::Display for Violation {
                 f,
                 "the running nodes ended on different schema versions: {versions}"
             ),
+            Violation::ExpiredValueRead { read, put } => {
+                write!(f, "expired value read: {read} returned the value of {put} after its TTL")
+            }
             Violation::HintCapExceeded { bytes, cap } => {
                 write!(
                     f,
@@ -218,7 +239,10 @@ impl fmt::Display for Violation {
 pub fn describe(op: &OpRecord) -> String {
     let kind = match &op.kind {
         OpKind::Get => "get".to_string(),
-        OpKind::Put(v) => format!("put {v:?}"),
+        OpKind::Put(v) => match op.ttl {
+            Some(ttl) => format!("put {v:?} ttl={}ms", ttl.as_millis()),
+            None => format!("put {v:?}"),
+        },
         OpKind::Delete => "delete".to_string(),
     };
     let ts = op.ts.map(|t| format!(" ts={t}")).unwrap_or_default();
@@ -274,8 +298,9 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
             violations.push(Violation::RepairFailed { op: describe(op) });
         }
     }
+    let uncertainty = scenario.clock_uncertainty() * 2;
     for ops in by_key.values() {
-        check_key(ops, &mut violations);
+        check_key(ops, uncertainty, &mut violations);
     }
     for (key, versions) in &outcome.replicas {
         let first = versions.first().map(|(_, v)| v);
@@ -342,7 +367,22 @@ fn acked_between<'a>(
         .map(|(w, _)| *w)
 }
 
-fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
+/// Whether a TTL put's value may have ended by `at` (true time), given how
+/// far clocks may judge time differently (`uncertainty`).
+fn may_have_expired(put: &OpRecord, at: Instant, uncertainty: Duration) -> bool {
+    put.ttl
+        .is_some_and(|ttl| at + uncertainty >= put.invoked + ttl)
+}
+
+/// Whether a TTL put's value has surely ended by `at` (true time).
+fn surely_expired(put: &OpRecord, at: Instant, uncertainty: Duration) -> bool {
+    match (put.ttl, put.applied.first()) {
+        (Some(ttl), Some(&first)) => at > first + ttl + uncertainty,
+        _ => false,
+    }
+}
+
+fn check_key(ops: &[&OpRecord], uncertainty: Duration, violations: &mut Vec<Violation>) {
     let puts_by_value: BTreeMap<&Bytes, &OpRecord> = ops
         .iter()
         .filter_map(|op| match &op.kind {
@@ -393,6 +433,13 @@ fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
                     });
                     continue;
                 }
+                if surely_expired(w1, read.invoked, uncertainty) {
+                    violations.push(Violation::ExpiredValueRead {
+                        read: describe(read),
+                        put: describe(w1),
+                    });
+                    continue;
+                }
                 // Only an acknowledged w1 has a place in real time; a failed
                 // or unanswered put may take effect at any later moment.
                 let Some(w1_acked) = acked_at(w1) else {
@@ -425,10 +472,16 @@ fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
                     continue;
                 };
                 // Deletes whose tombstone some store executed before the read
-                // completed: only they can explain the empty answer.
+                // completed, and TTL puts executed by then whose value may
+                // have ended by then: only they can explain the empty answer.
                 let explaining: Vec<&OpRecord> = deletes
                     .iter()
                     .copied()
+                    .chain(
+                        ops.iter()
+                            .copied()
+                            .filter(|p| may_have_expired(p, done, uncertainty)),
+                    )
                     .filter(|d| d.applied.iter().any(|&t| t <= done))
                     .collect();
                 if explaining.is_empty() {
@@ -443,15 +496,24 @@ fn check_key(ops: &[&OpRecord], violations: &mut Vec<Violation>) {
                 // Some explaining delete must not be followed, in real time,
                 // by an acknowledged put that completed before the read.
                 let mut blocked = None;
+                // (A put that may itself have expired by the read does not
+                // block: it explains the empty answer on its own.)
+                let live_puts: Vec<(&OpRecord, Instant)> = acked
+                    .iter()
+                    .copied()
+                    .filter(|(w, _)| !may_have_expired(w, done, uncertainty))
+                    .collect();
                 let explained = explaining.iter().any(|d| match acked_at(d) {
                     None => true,
-                    Some(d_acked) => match acked_between(&acked, d_acked, read.invoked, false) {
-                        None => true,
-                        Some(w2) => {
-                            blocked = Some((*d, w2));
-                            false
+                    Some(d_acked) => {
+                        match acked_between(&live_puts, d_acked, read.invoked, false) {
+                            None => true,
+                            Some(w2) => {
+                                blocked = Some((*d, w2));
+                                false
+                            }
                         }
-                    },
+                    }
                 });
                 if !explained {
                     if let Some((d, w2)) = blocked {

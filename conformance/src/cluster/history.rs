@@ -64,6 +64,9 @@ pub struct OpRecord {
     /// Whether the coordinator was paused while the request was in flight
     /// (its answer may then be late through no fault of the protocol).
     pub coordinator_paused: bool,
+    /// For a put with an expiry: its TTL (the value ends this long after
+    /// the write's timestamp).
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// The result of one simulation.

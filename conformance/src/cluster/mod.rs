@@ -128,6 +128,10 @@ pub struct Scenario {
     /// `Syncing` after each restart; the checker judges those as reads
     /// (a revived node serving reads at ONE serves these versions).
     pub snapshot_when_caught_up: Vec<usize>,
+    /// Percent of client puts that carry a TTL of [`Scenario::ttl`] (0: none).
+    pub ttl_percent: u32,
+    /// The TTL of those puts.
+    pub ttl: Duration,
 }
 
 impl Scenario {
@@ -168,7 +172,36 @@ impl Scenario {
             snapshot_when_caught_up: Vec::new(),
             delete_percent: 10,
             schema_changes_in_order: false,
+            ttl_percent: 0,
+            ttl: Duration::from_millis(500),
         }
+    }
+
+    /// How far apart two nodes' hybrid clocks may judge one instant: a
+    /// node's wall clock is off true time by its skew and fixed offset, and
+    /// its HLC may run up to the cluster's maximum clock offset (500 ms by
+    /// default) ahead of that. The checker allows expiries this much
+    /// either way of where true time puts them.
+    pub fn clock_uncertainty(&self) -> Duration {
+        let offsets = self
+            .clock_offsets
+            .values()
+            .map(|o| o.unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        // A node whose clock jumped back reads expiries that much late
+        // until its hybrid clock hears of newer timestamps.
+        let jumps: u64 = self
+            .faults
+            .iter()
+            .map(|(_, f)| match f {
+                Fault::ClockJump { micros, .. } => micros.unsigned_abs(),
+                _ => 0,
+            })
+            .sum();
+        self.clock_skew
+            + Duration::from_micros(offsets.saturating_add(jumps))
+            + Duration::from_millis(500)
     }
 
     /// Whether reads are guaranteed to see acknowledged writes (R + W > N).

@@ -607,6 +607,43 @@ pub fn no_resurrection_short_grace() -> Scenario {
     s
 }
 
+/// Half the puts carry a 500 ms TTL, under skewed clocks (±200 ms), a
+/// crash, a node whose clock jumps 2 s back while down, and its restart;
+/// stores compact with a short grace, so expired values are purged like
+/// tombstones while the run goes on. Many keys, each written rarely, so
+/// reads land well after expiries. The checker judges expired reads
+/// (guarantee 6) besides everything else.
+pub fn ttl_under_crash_and_skew() -> Scenario {
+    let mut s = ttl_base("ttl_under_crash_and_skew");
+    s.clock_skew = ms(200);
+    s.tombstone_grace = secs(30);
+    s.repair.interval = secs(15);
+    s.compact_every = Some(secs(5));
+    s.faults = vec![
+        (secs(3), Fault::Crash(1)),
+        (
+            secs(4),
+            Fault::ClockJump {
+                node: 1,
+                micros: -2_000_000,
+            },
+        ),
+        (secs(8), Fault::Restart(1)),
+        (secs(12), Fault::Crash(3)),
+        (secs(18), Fault::Restart(3)),
+    ];
+    s
+}
+
+/// TTL writes without faults or skew: the control of the expiry mutation.
+pub fn ttl_base(name: &str) -> Scenario {
+    let mut s = base(name);
+    s.keys = 12;
+    s.ttl_percent = 50;
+    s.ttl = ms(500);
+    s
+}
+
 /// A replica down four hours under load, with small hint caps: the hints
 /// held for it stay under the per-target cap, then the window stops them.
 pub fn hint_cap_through_4h_outage() -> Scenario {
@@ -774,6 +811,7 @@ pub fn catalog() -> Vec<Scenario> {
         no_resurrection_short_grace(),
         hint_cap_through_4h_outage(),
         trees_equal_within_two_rounds(),
+        ttl_under_crash_and_skew(),
     ]
 }
 

@@ -87,14 +87,35 @@ impl SimCluster<'_> {
         level: Consistency,
         repair_pass: bool,
     ) {
+        self.issue_ttl(client, node, kind, key, level, repair_pass, None)
+    }
+
+    /// [`Self::issue`], a put carrying `ttl` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn issue_ttl(
+        &mut self,
+        client: usize,
+        node: usize,
+        kind: OpKind,
+        key: Bytes,
+        level: Consistency,
+        repair_pass: bool,
+        ttl: Option<Duration>,
+    ) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let req = match &kind {
-            OpKind::Get => ClientRequest::get(key.clone()),
-            OpKind::Put(v) => ClientRequest::put(key.clone(), v.clone()),
-            OpKind::Delete => ClientRequest::delete(key.clone()),
+        let req = match (&kind, ttl) {
+            (OpKind::Get, _) => ClientRequest::get(key.clone()),
+            (OpKind::Put(v), None) => ClientRequest::put(key.clone(), v.clone()),
+            (OpKind::Put(v), Some(ttl)) => ClientRequest::put_expiring(
+                key.clone(),
+                v.clone(),
+                cassio_core::Expiry::After(u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX)),
+            ),
+            (OpKind::Delete, _) => ClientRequest::delete(key.clone()),
         }
         .with_consistency(level);
+        let kind_is_put = matches!(kind, OpKind::Put(_));
         if let OpKind::Put(v) = &kind {
             self.value_owner.insert(v.clone(), self.history.len());
         }
@@ -112,6 +133,7 @@ impl SimCluster<'_> {
             applied: Vec::new(),
             fanned_out: false,
             coordinator_paused: paused,
+            ttl: ttl.filter(|_| kind_is_put),
         });
         let idx = self.history.len() - 1;
         if self.nodes[node].node.is_none() {
@@ -172,7 +194,13 @@ impl SimCluster<'_> {
         } else {
             (OpKind::Delete, self.scenario.write_cl)
         };
-        self.issue(client, node, kind, key, level, false);
+        // Drawn only in scenarios with TTLs, so other scenarios' runs (and
+        // their seeds' histories) are unchanged.
+        let ttl = (self.scenario.ttl_percent > 0
+            && matches!(kind, OpKind::Put(_))
+            && self.rng.random_range(0..100) < self.scenario.ttl_percent)
+            .then_some(self.scenario.ttl);
+        self.issue_ttl(client, node, kind, key, level, false, ttl);
     }
 
     pub(super) fn fresh_value(&mut self) -> Bytes {

@@ -105,6 +105,8 @@ impl SimCluster<'_> {
             return;
         }
         let id = self.nodes[i].id;
+        // A node serving this read would judge expiries by its own clock.
+        let wall = self.wall_of(i);
         let Some(store) = self.nodes[i].store.clone() else {
             return;
         };
@@ -127,11 +129,14 @@ impl SimCluster<'_> {
                 ts: None,
                 invoked: self.now,
                 completed: Some(self.now),
-                outcome: OpOutcome::Done(Ok(ClientResponse::Value(v.and_then(|v| v.value)))),
+                outcome: OpOutcome::Done(Ok(ClientResponse::Value(
+                    v.and_then(|v| v.live_value(wall).cloned()),
+                ))),
                 repair_pass: false,
                 applied: Vec::new(),
                 fanned_out: false,
                 coordinator_paused: false,
+                ttl: None,
             });
         }
     }
