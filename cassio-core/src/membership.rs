@@ -616,17 +616,19 @@ impl Membership {
     /// The ids of the token owners (this node included if it is one), in
     /// id order; [`Membership::token_owners`] without copying the tokens.
     pub fn token_owner_ids(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self
-            .members
+        let mut v: Vec<NodeId> = self.token_owner_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The members that own tokens, this node included if it does, in no
+    /// particular order and without allocating.
+    pub fn token_owner_iter(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
             .iter()
             .filter(|(_, m)| m.app.status.owns_tokens())
             .map(|(&id, _)| id)
-            .collect();
-        if self.own_app.status.owns_tokens() {
-            v.push(self.me);
-        }
-        v.sort_unstable();
-        v
+            .chain(self.own_app.status.owns_tokens().then_some(self.me))
     }
 
     /// Each token owner and its tokens, for building the ring.

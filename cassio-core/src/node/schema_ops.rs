@@ -38,8 +38,12 @@ impl Node {
     /// Every message says which schema version its sender knows; a newer
     /// one is fetched (at most every [`FETCH_EVERY`]).
     pub(super) fn peer_schema_version(&mut self, now: Instant, from: NodeId, version: u64) {
-        let seen = self.schema_seen.entry(from).or_insert(0);
-        *seen = (*seen).max(version);
+        // Only members count toward `settle_schema`; the map stays bounded
+        // by the membership.
+        if self.membership.is_member(from) {
+            let seen = self.schema_seen.entry(from).or_insert(0);
+            *seen = (*seen).max(version);
+        }
         if version <= self.schema.schema().version {
             return;
         }
@@ -189,10 +193,10 @@ impl Node {
     /// heard from again.
     pub(super) fn settle_schema(&mut self, now: Instant) {
         let mine = self.schema.schema().version;
+        // Runs on every timer: walks the owners without collecting them.
         let adopted = self
             .membership
-            .token_owner_ids()
-            .into_iter()
+            .token_owner_iter()
             .map(|id| {
                 if id == self.id {
                     mine

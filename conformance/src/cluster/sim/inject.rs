@@ -41,20 +41,17 @@ impl SimCluster<'_> {
         use cassio_core::schema::SchemaError;
         use cassio_core::schema_agreement::ChangeError;
         use cassio_core::{ClientError, ClientResponse};
-        if matches!(
-            result,
-            Err(ClientError::Schema(ChangeError::Invalid(
-                SchemaError::RepairPending { .. }
-            )))
-        ) {
-            self.schema_repair_waits += 1;
-        }
         match result {
-            Err(
-                ClientError::Joining
-                | ClientError::ShuttingDown
-                | ClientError::Schema(ChangeError::Invalid(SchemaError::RepairPending { .. })),
-            ) => self.schedule(
+            Err(ClientError::Schema(ChangeError::Invalid(SchemaError::RepairPending {
+                ..
+            }))) => {
+                self.schema_repair_waits += 1;
+                self.schedule(
+                    self.now + Duration::from_secs(1),
+                    Event::SchemaRetry { by, idx },
+                )
+            }
+            Err(ClientError::Joining | ClientError::ShuttingDown) => self.schedule(
                 self.now + Duration::from_secs(1),
                 Event::SchemaRetry { by, idx },
             ),
