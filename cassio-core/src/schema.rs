@@ -130,6 +130,19 @@ pub enum SchemaError {
     TooMany(usize),
 }
 
+impl SchemaError {
+    /// Whether the change is wrong whatever the schema holds (a bad name,
+    /// a factor of 0, dropping `default`). Every other refusal is judged
+    /// against a version that may already be old on the node asked, so it
+    /// is final only once the node knows it holds the newest version.
+    pub fn is_regardless_of_schema(&self) -> bool {
+        matches!(
+            self,
+            SchemaError::InvalidName(_) | SchemaError::ZeroReplication | SchemaError::DropDefault
+        )
+    }
+}
+
 /// The schema at one version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {

@@ -295,7 +295,12 @@ impl SchemaAgreement {
     }
 
     /// Asks for `change`; `waiter` is answered once it is chosen (or not).
-    /// A change invalid against today's version is refused at once.
+    /// A change wrong whatever the schema holds is refused at once; one
+    /// invalid only against this node's version waits for the round's
+    /// first phase, which learns any newer chosen version from a majority
+    /// before the change is judged: a node behind (the operator's previous
+    /// step was chosen elsewhere and has not reached it) must not refuse a
+    /// change the newest version allows, nor accept one it forbids.
     pub fn propose(
         &mut self,
         now: Instant,
@@ -307,9 +312,10 @@ impl SchemaAgreement {
             .chosen
             .check_repaired(&change, view.repaired)
             .and_then(|()| self.chosen.apply(&change, self.me));
-        if let Err(e) = valid {
+        if let Some(e) = valid.as_ref().err().filter(|e| e.is_regardless_of_schema()) {
             if let Some(w) = waiter {
-                self.out.push(AgreementOutput::Reply(w, Err(e.into())));
+                self.out
+                    .push(AgreementOutput::Reply(w, Err(e.clone().into())));
             }
             return;
         }
@@ -849,6 +855,40 @@ mod tests {
             assert!(n.schema().keyspace("a").is_some());
             assert_eq!(n.schema().voters.len(), 3, "founded by all three");
         }
+    }
+
+    #[test]
+    fn a_node_behind_judges_a_change_against_the_newest_version() {
+        let mut net = Net::new(3, 7, 0.0);
+        net.propose(
+            0,
+            SchemaChange::SetVoters((1..=3).map(NodeId).collect()),
+            100,
+        );
+        net.run(400);
+        // Node 3 hears nothing while nodes 1 and 2 choose keyspace "a".
+        net.propose(0, create("a"), 1);
+        for _ in 0..400 {
+            net.inflight
+                .retain(|(_, from, to, _)| *from != NodeId(3) && *to != NodeId(3));
+            net.run(1);
+        }
+        assert!(net.replies.iter().any(|(id, r)| id.0 == 1 && r.is_ok()));
+        assert!(net.nodes[2].schema().keyspace("a").is_none(), "node 3 is behind");
+        // Asked on node 3 at once, a drop of "a" is judged after the round
+        // learned the newest version: chosen, not refused as unknown.
+        net.propose(2, SchemaChange::Drop { name: "a".into() }, 2);
+        net.run(400);
+        net.agree();
+        let answer = net.replies.iter().find(|(id, _)| id.0 == 2).map(|(_, r)| r.clone());
+        assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+        for n in &net.nodes {
+            assert!(n.schema().keyspace("a").is_none());
+        }
+        // Wrong whatever the version: refused at once.
+        net.propose(2, SchemaChange::Drop { name: "default".into() }, 3);
+        let answer = net.replies.iter().find(|(id, _)| id.0 == 3).map(|(_, r)| r.clone());
+        assert!(answer.is_some_and(|r| r.is_err()), "dropping default refused at once");
     }
 
     #[test]

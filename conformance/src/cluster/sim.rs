@@ -159,6 +159,10 @@ pub struct SimCluster<'a> {
     schema_adopted: Vec<(NodeId, cassio_core::schema::Schema)>,
     /// Factor changes refused until the previous one's repair (retried).
     schema_repair_waits: u64,
+    /// With `schema_changes_in_order`: changes whose instant came while an
+    /// earlier one was unanswered, in the order the scenario lists them
+    /// (each is asked once the one before it is answered).
+    schema_queued: std::collections::VecDeque<(usize, cassio_core::schema::SchemaChange)>,
     client_ops_left: Vec<usize>,
     next_request: u64,
     next_value: u64,
@@ -263,6 +267,7 @@ impl<'a> SimCluster<'a> {
             schema_requests: BTreeMap::new(),
             schema_changes: Vec::new(),
             schema_repair_waits: 0,
+            schema_queued: std::collections::VecDeque::new(),
             schema_adopted: Vec::new(),
             client_ops_left: vec![scenario.ops_per_client; scenario.clients],
             next_request: 1,

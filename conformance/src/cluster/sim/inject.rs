@@ -66,6 +66,13 @@ impl SimCluster<'_> {
             }
             Err(e) => self.schema_changes[idx].1 = Some(Err(e)),
         }
+        if self.schema_changes[idx].1.is_some() {
+            if let Some((by, change)) = self.schema_queued.pop_front() {
+                let next = self.schema_changes.len();
+                self.schema_changes.push((change, None));
+                self.schedule(self.now, Event::SchemaRetry { by, idx: next });
+            }
+        }
     }
 
     /// The process of node `i` dies: requests it coordinated are lost, its
@@ -239,13 +246,14 @@ impl SimCluster<'_> {
                 }
             }
             Fault::SchemaChange { by, change } => {
+                // In order: queued behind an unanswered change (or behind
+                // changes already queued, so they keep the scenario's
+                // order); `schema_answered` asks the next.
                 if self.scenario.schema_changes_in_order
-                    && self.schema_changes.iter().any(|(_, a)| a.is_none())
+                    && (!self.schema_queued.is_empty()
+                        || self.schema_changes.iter().any(|(_, a)| a.is_none()))
                 {
-                    self.schedule(
-                        self.now + Duration::from_secs(1),
-                        Event::Fault(Fault::SchemaChange { by, change }),
-                    );
+                    self.schema_queued.push_back((by, change));
                     return;
                 }
                 let idx = self.schema_changes.len();
