@@ -5,6 +5,7 @@
 //! [`ClientError`].
 
 use crate::config::Consistency;
+use crate::scan::ScanCursor;
 use crate::types::{Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,17 @@ pub enum ClientOp {
     Delete {
         /// The key.
         key: Key,
+    },
+    /// One page of a scan of the keyspace, in token order (see
+    /// [`crate::scan`]): live keys starting with `prefix`, from `from`,
+    /// at most `limit` of them.
+    Scan {
+        /// Only keys that start with these bytes (empty: every key).
+        prefix: Key,
+        /// Where the page starts ([`ScanCursor::start`] for the first).
+        from: ScanCursor,
+        /// At most this many entries (lowered to [`crate::scan::MAX_PAGE`]).
+        limit: usize,
     },
 }
 
@@ -67,6 +79,16 @@ impl ClientRequest {
         })
     }
 
+    /// The first page (of at most `limit` entries) of a scan of the
+    /// default keyspace's keys that start with `prefix`.
+    pub fn scan(prefix: impl Into<Key>, limit: usize) -> Self {
+        Self::new(ClientOp::Scan {
+            prefix: prefix.into(),
+            from: ScanCursor::start(),
+            limit,
+        })
+    }
+
     /// A delete of `key` in the default keyspace.
     pub fn delete(key: impl Into<Key>) -> Self {
         Self::new(ClientOp::Delete { key: key.into() })
@@ -94,6 +116,14 @@ pub enum ClientResponse {
     Written {
         /// The timestamp the write carries.
         ts: Timestamp,
+    },
+    /// A page of a scan: entries in token order, and where the next page
+    /// starts (`None`: the scan is complete).
+    Page {
+        /// Keys and values.
+        entries: Vec<(Key, Value)>,
+        /// The cursor of the next page.
+        next: Option<ScanCursor>,
     },
     /// A schema change was chosen, as part of this schema version.
     SchemaChanged {
@@ -190,6 +220,10 @@ pub enum ClientError {
     /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
+    /// A scan was refused: a malformed cursor, or a placement that does
+    /// not keep keys in token ranges (rendezvous).
+    #[error("invalid scan: {0}")]
+    InvalidScan(String),
     /// A schema change was refused or could not be agreed on.
     #[error("schema change failed: {0}")]
     Schema(crate::schema_agreement::ChangeError),

@@ -209,6 +209,9 @@ pub struct Mutations {
     /// A dead node asked to be removed is forgotten at once, before its
     /// ranges are synced elsewhere.
     pub remove_without_sync: bool,
+    /// A scan takes a range whose replica chunk was cut by its limit as
+    /// read to its end (it skips the range's tail).
+    pub scan_skip_range_tail: bool,
 }
 
 impl Config {

@@ -20,6 +20,7 @@ use crate::persist::PersistedState;
 use crate::placement::{default_tokens, PlacementKind};
 use crate::readiness::Readiness;
 use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
+use crate::scan::{PageRequest, RangeView, ScanCtx, ScanEffect, ScanWaiter, Scans};
 use crate::schema::Schema;
 use crate::schema_agreement::SchemaAgreement;
 pub use crate::storage_ops::{StorageOp, StorageResult};
@@ -51,6 +52,8 @@ enum Waiter {
     Replica(ReplicaWaiter),
     /// Anti-entropy or hinted handoff.
     Bg(BgWaiter),
+    /// A scan (coordinated here, or served as a replica).
+    Scan(ScanWaiter),
 }
 
 /// How often a running node records that it is alive.
@@ -83,6 +86,8 @@ pub struct Node {
     next_token: u64,
     /// The client requests this node coordinates.
     coord: Coordinator,
+    /// The scan pages this node coordinates.
+    scans: Scans,
     waiters: HashMap<u64, Waiter>,
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
@@ -270,6 +275,7 @@ impl Node {
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
                 config.request_timeout,
             ),
+            scans: Scans::default(),
             waiters: HashMap::new(),
             events: Vec::new(),
             out: VecDeque::new(),
@@ -319,6 +325,7 @@ impl Node {
         #[cfg(feature = "mutations")]
         {
             node.coord.trust_local_clock = config.mutations.trust_local_clock;
+            node.scans.skip_range_tail = config.mutations.scan_skip_range_tail;
             node.schema.promise_every_ballot = config.mutations.promise_every_ballot;
         }
         #[cfg(feature = "mutations")]
@@ -410,7 +417,7 @@ impl Node {
 
     /// Requests in flight (answered or not) that still hold state.
     pub fn in_flight(&self) -> usize {
-        self.coord.in_flight()
+        self.coord.in_flight() + self.scans.in_flight()
     }
 
     /// The wall clock at monotonic time `now`: the host's latest reading
@@ -494,6 +501,9 @@ impl Node {
             }
         }
         if let Some(s) = self.schema_deadline() {
+            m = m.min(s);
+        }
+        if let Some(s) = self.scans.next_deadline() {
             m = m.min(s);
         }
         Some(match self.coord.next_deadline() {
@@ -609,6 +619,17 @@ impl Node {
                     c.on_write_result(now, tag, from, outcome, clock, fx)
                 })
             }
+            PeerMsg::ScanRead {
+                tag,
+                keyspace,
+                first,
+                last,
+                after,
+                limit,
+            } => self.serve_scan_read(from, tag, keyspace, first, last, after, limit),
+            PeerMsg::ScanReply { tag, result } => {
+                self.scan_with(now, |s, cx, fx| s.on_chunk(tag, from, result.ok(), cx, fx))
+            }
             PeerMsg::ReadReply { tag, result } => {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| {
@@ -644,7 +665,7 @@ impl Node {
         if let Some(e) = self.disagreement(&req.keyspace) {
             return self.reply(id, Err(e));
         }
-        if !matches!(req.op, ClientOp::Get { .. }) {
+        if !matches!(req.op, ClientOp::Get { .. } | ClientOp::Scan { .. }) {
             let membership = &self.membership;
             let check = self
                 .clock
@@ -685,6 +706,22 @@ impl Node {
         }
         let user_key = match &req.op {
             ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
+            ClientOp::Scan {
+                prefix,
+                from,
+                limit,
+            } => {
+                let page = PageRequest {
+                    client: id,
+                    storage: ks.storage.clone(),
+                    rf,
+                    needed,
+                    prefix: prefix.clone(),
+                    limit: (*limit).clamp(1, crate::scan::MAX_PAGE),
+                    from: from.clone(),
+                };
+                return self.scan_with(now, |s, cx, fx| s.start(page, cx, fx));
+            }
         };
         // Built while the keyspace is borrowed, so the storage name is
         // never copied on this path.
@@ -707,6 +744,8 @@ impl Node {
     ) {
         let user_key = match &req.op {
             ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
+            // Scans never come here (see `client_request`).
+            ClientOp::Scan { .. } => return,
         };
         self.rebuild_placement();
         let token = Token::of(user_key);
@@ -743,6 +782,7 @@ impl Node {
             ClientOp::Get { .. } => Op::Read,
             ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
             ClientOp::Delete { .. } => Op::Write(None),
+            ClientOp::Scan { .. } => return,
         };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
@@ -773,6 +813,7 @@ impl Node {
             | StorageResult::AppliedBatch(Err(e))
             | StorageResult::GotBatch(Err(e))
             | StorageResult::Digests(Err(e))
+            | StorageResult::Ranged(Err(e))
             | StorageResult::HintAppended(Err(e))
             | StorageResult::HintsRead(Err(e))
             | StorageResult::HintsTrimmed(Err(e))
@@ -804,6 +845,7 @@ impl Node {
             }
             Waiter::Replica(w) => self.replicate(|_, fx| replica::storage_done(w, result, fx)),
             Waiter::Bg(w) => self.background_done(now, w, result),
+            Waiter::Scan(w) => self.scan_with(now, |s, cx, fx| s.storage_done(w, result, cx, fx)),
         }
     }
 
@@ -825,6 +867,7 @@ impl Node {
         self.background(now);
         self.schema_tick(now);
         self.coordinate(now, |c, _, fx| c.expire(now, fx));
+        self.scan_with(now, |s, _, fx| s.expire(now, fx));
     }
 
     /// Becomes ready to coordinate once the view has settled (see
@@ -866,6 +909,99 @@ impl Node {
         self.shutting_down = true;
         let at = self.wall.0;
         self.coordinate(at, |c, _, fx| c.shutdown(fx));
+        self.scan_with(at, |s, _, fx| s.shutdown(fx));
+    }
+
+    /// Runs `f` on the scans with this node's view of the ring, then
+    /// carries out what it asked for, in order.
+    fn scan_with(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Scans, &mut ScanCtx<'_>, &mut Vec<ScanEffect>),
+    ) {
+        self.rebuild_placement();
+        let mut fx = Vec::new();
+        {
+            let layout = &self.layout;
+            let membership = &self.membership;
+            let coord = &mut self.coord;
+            let mut range = |token: Token, rf: usize, skip_syncing: bool| {
+                let placement = layout.placement();
+                let last = placement.range_last(token)?;
+                let live = placement
+                    .replicas(token, rf)
+                    .into_iter()
+                    .filter(|&r| membership.is_alive(r))
+                    .filter(|&r| !skip_syncing || !membership.is_syncing(r))
+                    .collect();
+                Some(RangeView { last, live })
+            };
+            let mut tag = || coord.new_tag();
+            let mut cx = ScanCtx {
+                me: self.id,
+                now,
+                timeout: self.request_timeout,
+                range: &mut range,
+                tag: &mut tag,
+            };
+            f(&mut self.scans, &mut cx, &mut fx);
+        }
+        for e in fx {
+            match e {
+                ScanEffect::Reply(id, result) => self.reply(id, result),
+                ScanEffect::Send(to, msg) => self.send(to, msg),
+                ScanEffect::Storage(op, w) => self.storage(op, Waiter::Scan(w)),
+            }
+        }
+    }
+
+    /// Coordinator `from` asks for this node's entries of a token range
+    /// (a scan's read). A range this node does not hold whole on its
+    /// current ring is refused, as a read of a key it does not hold is.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_scan_read(
+        &mut self,
+        from: NodeId,
+        tag: crate::wire::RequestTag,
+        keyspace: String,
+        first: Token,
+        last: Token,
+        after: Option<Key>,
+        limit: u32,
+    ) {
+        let rf = self
+            .schema
+            .schema()
+            .by_storage_name(&keyspace)
+            .map(|k| k.config.replication_factor);
+        self.rebuild_placement();
+        let placement = self.layout.placement();
+        let holds = rf.is_some_and(|rf| {
+            first <= last
+                && placement.replicas(first, rf).contains(&self.id)
+                && placement.range_last(first).is_some_and(|l| l >= last)
+        });
+        let cursor = crate::scan::ScanCursor {
+            token: first,
+            after,
+        };
+        if !holds || cursor.validate().is_err() {
+            self.out
+                .push_back(Output::Event(NodeEvent::NotOwner { from }));
+            return self.send(from, PeerMsg::ScanReply { tag, result: Err(()) });
+        }
+        let limit = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .clamp(1, crate::scan::MAX_PAGE);
+        let op = crate::scan::range_op(&keyspace, &cursor, last, limit);
+        self.storage(
+            op,
+            Waiter::Scan(ScanWaiter::Replica {
+                to: from,
+                tag,
+                limit,
+            }),
+        );
     }
 
     /// Runs the background machines: tree rebuilds, anti-entropy rounds,
