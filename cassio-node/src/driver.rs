@@ -255,6 +255,7 @@ fn op_name(op: &ClientOp) -> &'static str {
         ClientOp::Get { .. } => "get",
         ClientOp::Put { .. } => "set",
         ClientOp::Delete { .. } => "del",
+        ClientOp::Scan { .. } => "scan",
     }
 }
 
@@ -286,6 +287,7 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
     let (key, value) = match &req.op {
         ClientOp::Get { key } | ClientOp::Delete { key } => (key, None),
         ClientOp::Put { key, value } => (key, Some(value)),
+        ClientOp::Scan { prefix, .. } => (prefix, None),
     };
     if key.len() > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(

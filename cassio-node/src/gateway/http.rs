@@ -576,7 +576,11 @@ fn written(res: Result<ClientResponse, RequestError>) -> Response {
         Ok(ClientResponse::Written { ts }) => {
             Json(json!({ "ok": true, "timestamp": ts })).into_response()
         }
-        Ok(ClientResponse::Value(_) | ClientResponse::SchemaChanged { .. }) => error(
+        Ok(
+            ClientResponse::Value(_)
+            | ClientResponse::SchemaChanged { .. }
+            | ClientResponse::Page { .. },
+        ) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a write with a value",
@@ -603,7 +607,11 @@ async fn get_kv(
         Ok(ClientResponse::Value(None)) => {
             error(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
-        Ok(ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. }) => error(
+        Ok(
+            ClientResponse::Written { .. }
+            | ClientResponse::SchemaChanged { .. }
+            | ClientResponse::Page { .. },
+        ) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a read with a write acknowledgement",

@@ -1171,7 +1171,9 @@ async fn get(
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
         ClientResponse::Value(v) => Ok(v),
-        ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. } => {
+        ClientResponse::Written { .. }
+        | ClientResponse::SchemaChanged { .. }
+        | ClientResponse::Page { .. } => {
             Err(RequestError::BadRequest(
                 "the node answered a read with a write acknowledgement".into(),
             ))
@@ -1646,6 +1648,7 @@ mod tests {
                             ClientOp::Get { key }
                             | ClientOp::Put { key, .. }
                             | ClientOp::Delete { key } => key.clone(),
+                            ClientOp::Scan { prefix, .. } => prefix.clone(),
                         };
                         let res = if key.starts_with(b"busy") {
                             Err(RequestError::Client(ClientError::Overloaded))

@@ -766,6 +766,11 @@ impl<'a> SimCluster<'a> {
                     .digests(bound_slice(&start), bound_slice(&end), limit)
                     .map_err(text),
             ),
+            StorageOp::Range { start, end, limit } => StorageResult::Ranged(
+                store
+                    .range(bound_slice(&start), bound_slice(&end), limit)
+                    .map_err(text),
+            ),
             StorageOp::SetPurgeWatermark { micros } => {
                 store.set_purge_watermark(micros);
                 StorageResult::WatermarkSet
