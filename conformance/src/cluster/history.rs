@@ -66,6 +66,22 @@ pub struct OpRecord {
     pub coordinator_paused: bool,
 }
 
+/// One pass of the scan workload over the whole keyspace (see
+/// `Scenario::scan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPass {
+    /// When its first page was asked for.
+    pub started: Instant,
+    /// When its last page was answered (`None`: unfinished).
+    pub completed: Option<Instant>,
+    /// Every entry of every page, in order.
+    pub entries: Vec<(Bytes, Bytes)>,
+    /// Pages answered.
+    pub pages: u32,
+    /// Pages that failed (or went unanswered) and were asked again.
+    pub failed_pages: u32,
+}
+
 /// The result of one simulation.
 #[derive(Debug)]
 pub struct SimOutcome {
@@ -99,6 +115,8 @@ pub struct SimOutcome {
     )>,
     /// The schema version of each running node at the end of the run.
     pub final_schema_versions: Vec<(NodeId, u64)>,
+    /// Finished passes of the scan workload.
+    pub scans: Vec<ScanPass>,
 }
 
 impl SimOutcome {
