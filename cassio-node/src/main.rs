@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod cli_keyspace;
+mod cli_scan;
 mod cli_repair;
 mod cli_ring;
 
@@ -43,6 +44,8 @@ enum Command {
     Get(KeyArgs),
     /// Delete a key.
     Del(KeyArgs),
+    /// List the keys (and values) that start with a prefix, in token order.
+    Scan(cli_scan::ScanArgs),
     /// Show every node as the contacted node sees it (like `nodetool status`).
     Status(StatusArgs),
     /// Start an anti-entropy round on a node now and follow it to its end.
@@ -594,6 +597,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Remove(a) => cli_ring::remove(a).await,
         Command::Decommission(a) => cli_ring::decommission(a).await,
         Command::Keyspace(a) => cli_keyspace::run(a).await,
+        Command::Scan(a) => cli_scan::run(a).await,
     }
 }
 

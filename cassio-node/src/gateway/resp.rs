@@ -65,6 +65,8 @@
 //! to the same key are submitted in order and so get increasing timestamps.
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
+#[path = "resp_scan.rs"]
+mod resp_scan;
 use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
@@ -476,6 +478,8 @@ enum IoKind {
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
     Info(Option<String>, u16),
+    /// `SCAN`, `KEYS`, `DBSIZE` (see `resp_scan`).
+    Scan(resp_scan::ScanKind),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -647,7 +651,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
     };
     let write = match &op.kind {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
-        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) => false,
+        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Scan(_) => false,
         IoKind::Info(..) => return planned,
     };
     match Authenticator::check(&user, &op.keyspace, write) {
@@ -706,6 +710,10 @@ fn wave_end(plans: &[Plan], start: usize) -> usize {
     let mut writes: HashSet<&[u8]> = HashSet::new();
     for (i, p) in plans.iter().enumerate().skip(start) {
         let Plan::Io(op) = p else { continue };
+        // A scan reads every key: it runs alone, in order.
+        if matches!(op.kind, IoKind::Scan(_)) {
+            return if i > start { i } else { i + 1 };
+        }
         let conflict = op.reads().iter().any(|k| writes.contains(&k[..]))
             || op.writes().any(|k| reads.contains(&k[..]));
         if conflict && i > start {
@@ -858,6 +866,10 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             }
             io(IoKind::MSet(pairs))
         }
+        "SCAN" | "KEYS" | "DBSIZE" => match resp_scan::plan(name, &args) {
+            Ok(kind) => io(kind),
+            Err(e) => err(e),
+        },
         "PING" => match argc {
             1 => Plan::Ready(Reply::Simple("PONG")),
             2 => Plan::Ready(Reply::Bulk(Some(args.swap_remove(1)))),
@@ -1046,6 +1058,9 @@ const COMMANDS: &[CommandSpec] = &[
     ("cassio.keyspace", -1, &["fast", "stale"], 0, 0, 0),
     ("config", -2, &["stale"], 0, 0, 0),
     ("cassio.consistency", -1, &["fast"], 0, 0, 0),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
 ];
 
 fn command_info(name: &str) -> Reply {
@@ -1265,6 +1280,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             }
         }
         IoKind::Info(section, port) => info(handle, section.as_deref(), *port).await,
+        IoKind::Scan(kind) => resp_scan::run(handle, kind, ks, c).await,
     }
 }
 
