@@ -988,7 +988,13 @@ impl Node {
         if !holds || cursor.validate().is_err() {
             self.out
                 .push_back(Output::Event(NodeEvent::NotOwner { from }));
-            return self.send(from, PeerMsg::ScanReply { tag, result: Err(()) });
+            return self.send(
+                from,
+                PeerMsg::ScanReply {
+                    tag,
+                    result: Err(()),
+                },
+            );
         }
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)

@@ -450,7 +450,9 @@ impl Scans {
         for (node, c) in &page.responses {
             let have: HashMap<&Key, &Versioned> = c.entries.iter().map(|(k, v)| (k, v)).collect();
             for (k, best) in &merged {
-                let stale = have.get(k).is_none_or(|v| v.lww_cmp(best) == Ordering::Less);
+                let stale = have
+                    .get(k)
+                    .is_none_or(|v| v.lww_cmp(best) == Ordering::Less);
                 if !stale {
                     continue;
                 }
@@ -483,9 +485,8 @@ impl Scans {
             Some(h) => {
                 let (_, th, key) = split_storage_key_token(h).unwrap_or(("", page.pos.token, h));
                 if th > page.pos.token {
-                    merged.retain(|k, _| {
-                        split_storage_key_token(k).is_some_and(|(_, t, _)| t < th)
-                    });
+                    merged
+                        .retain(|k, _| split_storage_key_token(k).is_some_and(|(_, t, _)| t < th));
                     Some(ScanCursor {
                         token: th,
                         after: None,
@@ -582,7 +583,11 @@ fn partial(page: Page, err: ClientError) -> Result<ClientResponse, ClientError> 
 fn cut(entries: &mut Vec<(Key, Value)>, limit: usize) -> Option<ScanCursor> {
     let first_out = entries.get(limit)?;
     let t = Token::of(&first_out.0);
-    let keep = entries.iter().take(limit).take_while(|(k, _)| Token::of(k) < t).count();
+    let keep = entries
+        .iter()
+        .take(limit)
+        .take_while(|(k, _)| Token::of(k) < t)
+        .count();
     if keep > 0 {
         entries.truncate(keep);
         Some(ScanCursor {
@@ -681,7 +686,8 @@ mod tests {
             token: *first,
             after: after.clone(),
         };
-        let StorageOp::Range { start, end, limit } = range_op(keyspace, &pos, *last, *limit as usize)
+        let StorageOp::Range { start, end, limit } =
+            range_op(keyspace, &pos, *last, *limit as usize)
         else {
             unreachable!()
         };
@@ -833,7 +839,10 @@ mod tests {
         let a = data(0..200, 10);
         let mut b = data(0..200, 10);
         for i in 1000..1400 {
-            b.insert(format!("gone{i}").into_bytes(), Versioned::tombstone(ts(11)));
+            b.insert(
+                format!("gone{i}").into_bytes(),
+                Versioned::tombstone(ts(11)),
+            );
         }
         let (pages, _) = scan_all(&a, &b, 17, false);
         let n: usize = pages.iter().map(Vec::len).sum();
@@ -874,7 +883,10 @@ mod tests {
             token: Token(5),
             after: Some(Key::from_static(b"alice")),
         };
-        assert_eq!(ScanCursor::decode(&bad.encode()), Err(CursorError::Inconsistent));
+        assert_eq!(
+            ScanCursor::decode(&bad.encode()),
+            Err(CursorError::Inconsistent)
+        );
         // A page that starts from it is refused with a typed error.
         let mut scans = Scans::default();
         let mut range = two_ranges;
@@ -902,7 +914,10 @@ mod tests {
         scans.on_chunk(9, NodeId(3), None, &mut cx, &mut fx);
         assert!(matches!(
             fx.as_slice(),
-            [ScanEffect::Reply(_, Err(ClientError::ReplicaFailure { .. }))]
+            [ScanEffect::Reply(
+                _,
+                Err(ClientError::ReplicaFailure { .. })
+            )]
         ));
         assert_eq!(scans.in_flight(), 0);
         scans.start(req(10, ScanCursor::start()), &mut cx, &mut fx);

@@ -14,9 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod cli_keyspace;
-mod cli_scan;
 mod cli_repair;
 mod cli_ring;
+mod cli_scan;
 
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]

@@ -98,7 +98,8 @@ async fn scans_over_a_three_node_cluster() {
             let mut conn = client
                 .get_connection_with_timeout(Duration::from_secs(5))
                 .unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
             // 10,000 keys in pipelines of 1,000; 100 of them under "user:".
             for chunk in 0..KEYS / 1000 {
                 let mut p = redis::pipe();
@@ -149,7 +150,11 @@ async fn scans_over_a_three_node_cluster() {
             let ks: Vec<String> = redis::cmd("KEYS").arg("user:1?").query(&mut conn).unwrap();
             assert_eq!(ks.len(), 10, "{ks:?}");
             // One more key makes 10,001: past KEYS's bound of 10,000.
-            let () = redis::cmd("SET").arg("over:1").arg("x").query(&mut conn).unwrap();
+            let () = redis::cmd("SET")
+                .arg("over:1")
+                .arg("x")
+                .query(&mut conn)
+                .unwrap();
             let e = redis::cmd("KEYS")
                 .arg("*")
                 .query::<Vec<String>>(&mut conn)
@@ -163,7 +168,9 @@ async fn scans_over_a_three_node_cluster() {
                 .query(&mut conn)
                 .unwrap();
             assert_eq!((next, none.len()), (0, 0));
-            let e = redis::cmd("SCAN").arg("junk").query::<redis::Value>(&mut conn);
+            let e = redis::cmd("SCAN")
+                .arg("junk")
+                .query::<redis::Value>(&mut conn);
             assert!(e.is_err());
             (seen, users, n)
         }),
@@ -221,7 +228,13 @@ async fn scans_over_a_three_node_cluster() {
     assert!(pages >= (KEYS - 100) / 300);
     assert_eq!(got["key:4242"], "4242");
     // A bad cursor and a bad limit are typed 400s.
-    for q in ["cursor=AAAA", "cursor=!!", "limit=0", "limit=999999", "cursor=x&after=y"] {
+    for q in [
+        "cursor=AAAA",
+        "cursor=!!",
+        "limit=0",
+        "limit=999999",
+        "cursor=x&after=y",
+    ] {
         let r = http_client
             .get(format!("{base}/kv?{q}"))
             .send()
@@ -250,7 +263,10 @@ async fn scans_over_a_three_node_cluster() {
     };
     assert_eq!(all.len(), 100);
     let r: serde_json::Value = http_client
-        .get(format!("{base}/kv?prefix=user:&limit=1000&after={}", all[49]))
+        .get(format!(
+            "{base}/kv?prefix=user:&limit=1000&after={}",
+            all[49]
+        ))
         .send()
         .await
         .unwrap()

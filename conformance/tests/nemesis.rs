@@ -306,8 +306,14 @@ fn scan_under_faults_and_join() {
         "scan_under_faults_and_join: {} seeds, {} loader ops ok, {} failed, {} scan passes ({} pages), every pass passed the checker",
         stats.seeds, stats.ok, stats.failed, stats.scan_passes, stats.scan_pages
     );
-    assert!(stats.ok >= stats.seeds * 250, "the loader did too little: {stats:?}");
-    assert!(stats.scan_passes >= stats.seeds * 3, "too few passes: {stats:?}");
+    assert!(
+        stats.ok >= stats.seeds * 250,
+        "the loader did too little: {stats:?}"
+    );
+    assert!(
+        stats.scan_passes >= stats.seeds * 3,
+        "too few passes: {stats:?}"
+    );
 }
 
 // --- range movements (issue 12) -------------------------------------------

@@ -1188,11 +1188,9 @@ async fn get(
         ClientResponse::Value(v) => Ok(v),
         ClientResponse::Written { .. }
         | ClientResponse::SchemaChanged { .. }
-        | ClientResponse::Page { .. } => {
-            Err(RequestError::BadRequest(
-                "the node answered a read with a write acknowledgement".into(),
-            ))
-        }
+        | ClientResponse::Page { .. } => Err(RequestError::BadRequest(
+            "the node answered a read with a write acknowledgement".into(),
+        )),
     }
 }
 

@@ -210,7 +210,11 @@ pub(super) async fn run(
                             ));
                         }
                         match next {
-                            None => return Reply::Array(keys.into_iter().map(|k| Reply::Bulk(Some(k))).collect()),
+                            None => {
+                                return Reply::Array(
+                                    keys.into_iter().map(|k| Reply::Bulk(Some(k))).collect(),
+                                )
+                            }
                             Some(n) => cursor = n,
                         }
                     }
@@ -342,7 +346,9 @@ fn class(pattern: &[u8], at: usize, c: u8) -> Option<(bool, usize)> {
             let e = *pattern.get(j + 1)?;
             matched |= e == c;
             j += 2;
-        } else if pattern.get(j + 1) == Some(&b'-') && pattern.get(j + 2).is_some_and(|&e| e != b']') {
+        } else if pattern.get(j + 1) == Some(&b'-')
+            && pattern.get(j + 2).is_some_and(|&e| e != b']')
+        {
             let (lo, hi) = (b.min(pattern[j + 2]), b.max(pattern[j + 2]));
             matched |= lo <= c && c <= hi;
             j += 3;
@@ -377,7 +383,10 @@ mod tests {
             ("[abc", "[abc"),
         ];
         for (p, s) in yes {
-            assert!(glob_match(p.as_bytes(), s.as_bytes()), "{p} should match {s}");
+            assert!(
+                glob_match(p.as_bytes(), s.as_bytes()),
+                "{p} should match {s}"
+            );
         }
         let no: &[(&str, &str)] = &[
             ("h?llo", "hllo"),
@@ -390,7 +399,10 @@ mod tests {
             ("", "x"),
         ];
         for (p, s) in no {
-            assert!(!glob_match(p.as_bytes(), s.as_bytes()), "{p} should not match {s}");
+            assert!(
+                !glob_match(p.as_bytes(), s.as_bytes()),
+                "{p} should not match {s}"
+            );
         }
         // Binary keys match byte by byte.
         assert!(glob_match(b"\xff*", b"\xff\x00\x01"));
@@ -406,7 +418,8 @@ mod tests {
 
     #[test]
     fn scan_arguments_are_checked() {
-        let a = |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
+        let a =
+            |v: &[&str]| -> Vec<Bytes> { v.iter().map(|s| Bytes::from(s.to_string())).collect() };
         assert!(plan("SCAN", &a(&["SCAN"])).is_err());
         assert!(plan("SCAN", &a(&["SCAN", "x"])).is_err());
         assert!(plan("SCAN", &a(&["SCAN", "0", "COUNT", "0"])).is_err());
@@ -414,7 +427,11 @@ mod tests {
         assert!(plan("SCAN", &a(&["SCAN", "0", "BOGUS", "1"])).is_err());
         assert!(matches!(
             plan("SCAN", &a(&["SCAN", "123", "match", "k*", "count", "50"])),
-            Ok(IoKind::Scan(ScanKind::Scan { from: Token(123), count: 50, .. }))
+            Ok(IoKind::Scan(ScanKind::Scan {
+                from: Token(123),
+                count: 50,
+                ..
+            }))
         ));
         assert!(matches!(
             plan("SCAN", &a(&["SCAN", "0", "TYPE", "hash"])),

@@ -350,9 +350,7 @@ fn check_scans(outcome: &SimOutcome, violations: &mut Vec<Violation>) {
     let mut expect: BTreeMap<Bytes, Expect> = BTreeMap::new();
     for op in outcome.history.iter().filter(|o| !o.repair_pass) {
         let ok = matches!(op.outcome, OpOutcome::Done(Ok(_)));
-        let e = expect
-            .entry(op.key.clone())
-            .or_insert(Expect::Either(None));
+        let e = expect.entry(op.key.clone()).or_insert(Expect::Either(None));
         match (&op.kind, ok) {
             (OpKind::Put(v), true) => *e = Expect::Present(v.clone()),
             (OpKind::Put(v), false) => *e = Expect::Either(Some(v.clone())),

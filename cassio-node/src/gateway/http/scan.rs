@@ -115,10 +115,7 @@ async fn scan(
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > cassio_core::scan::MAX_PAGE {
-        return bad(format!(
-            "limit must be 1..={}",
-            cassio_core::scan::MAX_PAGE
-        ));
+        return bad(format!("limit must be 1..={}", cassio_core::scan::MAX_PAGE));
     }
     let from = match (&p.cursor, &p.after) {
         (Some(_), Some(_)) => return bad("give cursor or after, not both"),
@@ -134,8 +131,8 @@ async fn scan(
         Some(Ok(l)) => Some(l),
         Some(Err(e)) => return bad(e),
     };
-    let mut req = ClientRequest::scan(Bytes::from(p.prefix.unwrap_or_default()), limit)
-        .in_keyspace(keyspace);
+    let mut req =
+        ClientRequest::scan(Bytes::from(p.prefix.unwrap_or_default()), limit).in_keyspace(keyspace);
     if let ClientOp::Scan { from: f, .. } = &mut req.op {
         *f = from;
     }
@@ -184,7 +181,9 @@ mod tests {
     fn cursors_survive_the_query_string_and_junk_is_refused() {
         let c = ScanCursor::after_key(Bytes::from_static(b"a/b?c"));
         let s = encode_cursor(&c);
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(decode_cursor(&s), Ok(c));
         assert!(decode_cursor("!!").is_err());
         assert!(decode_cursor("AAAAAAAAAAAAAAAAAAAAAAAA").is_err());

@@ -45,7 +45,8 @@ impl SimCluster<'_> {
             .filter(|&i| self.nodes[i].node.is_some())
             .collect();
         if running.is_empty() {
-            return;
+            self.scanner.loading -= 1;
+            return self.maybe_start_scanning();
         }
         for i in 0..plan.keys {
             let node = running[self.rng.random_range(0..running.len())];
@@ -82,8 +83,8 @@ impl SimCluster<'_> {
             return;
         };
         let op = &self.history[idx];
-        let acked_put = matches!(op.kind, OpKind::Put(_))
-            && matches!(op.outcome, OpOutcome::Done(Ok(_)));
+        let acked_put =
+            matches!(op.kind, OpKind::Put(_)) && matches!(op.outcome, OpOutcome::Done(Ok(_)));
         let picked = op
             .key
             .get(1..)
@@ -100,7 +101,14 @@ impl SimCluster<'_> {
             }
             let node = running[self.rng.random_range(0..running.len())];
             self.scanner.loading += 1;
-            self.issue(LOADER, node, OpKind::Delete, key, self.scenario.write_cl, false);
+            self.issue(
+                LOADER,
+                node,
+                OpKind::Delete,
+                key,
+                self.scenario.write_cl,
+                false,
+            );
         }
         self.maybe_start_scanning();
     }
@@ -137,8 +145,8 @@ impl SimCluster<'_> {
         };
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let mut req = ClientRequest::scan(Bytes::new(), plan.page)
-            .with_consistency(self.scenario.read_cl);
+        let mut req =
+            ClientRequest::scan(Bytes::new(), plan.page).with_consistency(self.scenario.read_cl);
         if let cassio_core::ClientOp::Scan { from: f, .. } = &mut req.op {
             *f = from;
         }
@@ -169,7 +177,7 @@ impl SimCluster<'_> {
                 match next {
                     Some(c) => *cursor = c,
                     None => {
-                        let mut pass = std::mem::replace(pass, ScanPass::default());
+                        let mut pass = std::mem::take(pass);
                         pass.completed = Some(self.now);
                         self.scanner.done.push(pass);
                         let fresh = self.new_pass();
