@@ -5,6 +5,7 @@
 //! [`ClientError`].
 
 use crate::config::Consistency;
+use crate::scan::ScanCursor;
 use crate::types::{Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +47,21 @@ pub enum ClientOp {
         /// The key.
         key: Key,
     },
+    /// One page of a scan of the keyspace, in token order (see
+    /// [`crate::scan`]): live keys starting with `prefix`, from `from`,
+    /// at most `limit` of them.
+    Scan {
+        /// Only keys that start with these bytes (empty: every key).
+        prefix: Key,
+        /// Where the page starts ([`ScanCursor::start`] for the first).
+        from: ScanCursor,
+        /// At most this many entries (lowered to [`crate::scan::MAX_PAGE`]).
+        limit: usize,
+    },
 }
 
 impl ClientOp {
-    /// The key the operation addresses.
+    /// The key the operation addresses (a scan's: its prefix).
     pub fn key(&self) -> &Key {
         match self {
             ClientOp::Get { key }
@@ -57,12 +69,16 @@ impl ClientOp {
             | ClientOp::Delete { key }
             | ClientOp::PutExpiring { key, .. }
             | ClientOp::GetEntry { key } => key,
+            ClientOp::Scan { prefix, .. } => prefix,
         }
     }
 
     /// True for the operations that only read.
     pub fn is_read(&self) -> bool {
-        matches!(self, ClientOp::Get { .. } | ClientOp::GetEntry { .. })
+        matches!(
+            self,
+            ClientOp::Get { .. } | ClientOp::GetEntry { .. } | ClientOp::Scan { .. }
+        )
     }
 }
 
@@ -120,6 +136,16 @@ impl ClientRequest {
         })
     }
 
+    /// The first page (of at most `limit` entries) of a scan of the
+    /// default keyspace's keys that start with `prefix`.
+    pub fn scan(prefix: impl Into<Key>, limit: usize) -> Self {
+        Self::new(ClientOp::Scan {
+            prefix: prefix.into(),
+            from: ScanCursor::start(),
+            limit,
+        })
+    }
+
     /// A delete of `key` in the default keyspace.
     pub fn delete(key: impl Into<Key>) -> Self {
         Self::new(ClientOp::Delete { key: key.into() })
@@ -162,6 +188,14 @@ pub enum ClientResponse {
     Written {
         /// The timestamp the write carries.
         ts: Timestamp,
+    },
+    /// A page of a scan: entries in token order, and where the next page
+    /// starts (`None`: the scan is complete).
+    Page {
+        /// Keys and values.
+        entries: Vec<(Key, Value)>,
+        /// The cursor of the next page.
+        next: Option<ScanCursor>,
     },
     /// A schema change was chosen, as part of this schema version.
     SchemaChanged {
@@ -270,6 +304,10 @@ pub enum ClientError {
     /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
+    /// A scan was refused: a malformed cursor, or a placement that does
+    /// not keep keys in token ranges (rendezvous).
+    #[error("invalid scan: {0}")]
+    InvalidScan(String),
     /// A schema change was refused or could not be agreed on.
     #[error("schema change failed: {0}")]
     Schema(crate::schema_agreement::ChangeError),

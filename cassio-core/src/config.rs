@@ -214,6 +214,9 @@ pub struct Mutations {
     pub skip_rf_repair_gate: bool,
     /// Reads ignore expiries: an expired value is served as live.
     pub ignore_expiry: bool,
+    /// A scan takes a range whose replica chunk was cut by its limit as
+    /// read to its end (it skips the range's tail).
+    pub scan_skip_range_tail: bool,
 }
 
 impl Config {

@@ -34,6 +34,7 @@ pub mod persist;
 pub mod placement;
 mod readiness;
 mod replica;
+pub mod scan;
 pub mod schema;
 pub mod schema_agreement;
 mod storage_key;
@@ -58,6 +59,7 @@ pub use node::{
     StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
+pub use scan::ScanCursor;
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
 pub use transport::{InboundFrame, Transport, TransportError};

@@ -20,6 +20,7 @@ use crate::persist::PersistedState;
 use crate::placement::{default_tokens, PlacementKind};
 use crate::readiness::Readiness;
 use crate::replica::{self, ReplicaEffect, ReplicaWaiter};
+use crate::scan::{PageRequest, RangeView, ScanCtx, ScanEffect, ScanWaiter, Scans};
 use crate::schema::Schema;
 use crate::schema_agreement::SchemaAgreement;
 pub use crate::storage_ops::{StorageOp, StorageResult};
@@ -51,6 +52,8 @@ enum Waiter {
     Replica(ReplicaWaiter),
     /// Anti-entropy or hinted handoff.
     Bg(BgWaiter),
+    /// A scan (coordinated here, or served as a replica).
+    Scan(ScanWaiter),
 }
 
 /// How often a running node records that it is alive.
@@ -88,6 +91,8 @@ pub struct Node {
     next_token: u64,
     /// The client requests this node coordinates.
     coord: Coordinator,
+    /// The scan pages this node coordinates.
+    scans: Scans,
     waiters: HashMap<u64, Waiter>,
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
@@ -278,6 +283,7 @@ impl Node {
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
                 config.request_timeout,
             ),
+            scans: Scans::default(),
             waiters: HashMap::new(),
             events: Vec::new(),
             out: VecDeque::new(),
@@ -327,6 +333,7 @@ impl Node {
         #[cfg(feature = "mutations")]
         {
             node.coord.trust_local_clock = config.mutations.trust_local_clock;
+            node.scans.skip_range_tail = config.mutations.scan_skip_range_tail;
             node.schema.promise_every_ballot = config.mutations.promise_every_ballot;
         }
         #[cfg(feature = "mutations")]
@@ -418,7 +425,7 @@ impl Node {
 
     /// Requests in flight (answered or not) that still hold state.
     pub fn in_flight(&self) -> usize {
-        self.coord.in_flight()
+        self.coord.in_flight() + self.scans.in_flight()
     }
 
     /// The wall clock at monotonic time `now`: the host's latest reading
@@ -502,6 +509,9 @@ impl Node {
             }
         }
         if let Some(s) = self.schema_deadline() {
+            m = m.min(s);
+        }
+        if let Some(s) = self.scans.next_deadline() {
             m = m.min(s);
         }
         Some(match self.coord.next_deadline() {
@@ -617,6 +627,17 @@ impl Node {
                     c.on_write_result(now, tag, from, outcome, clock, fx)
                 })
             }
+            PeerMsg::ScanRead {
+                tag,
+                keyspace,
+                first,
+                last,
+                after,
+                limit,
+            } => self.serve_scan_read(from, tag, keyspace, first, last, after, limit),
+            PeerMsg::ScanReply { tag, result } => {
+                self.scan_with(now, |s, cx, fx| s.on_chunk(tag, from, result.ok(), cx, fx))
+            }
             PeerMsg::ReadReply { tag, result } => {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| {
@@ -691,7 +712,25 @@ impl Node {
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        let user_key = req.op.key();
+        let user_key = match &req.op {
+            ClientOp::Scan {
+                prefix,
+                from,
+                limit,
+            } => {
+                let page = PageRequest {
+                    client: id,
+                    storage: ks.storage.clone(),
+                    rf,
+                    needed,
+                    prefix: prefix.clone(),
+                    limit: (*limit).clamp(1, crate::scan::MAX_PAGE),
+                    from: from.clone(),
+                };
+                return self.scan_with(now, |s, cx, fx| s.start(page, cx, fx));
+            }
+            op => op.key(),
+        };
         // Built while the keyspace is borrowed, so the storage name is
         // never copied on this path.
         let key = storage_key(&ks.storage, user_key);
@@ -711,6 +750,10 @@ impl Node {
         rf: usize,
         needed: usize,
     ) {
+        // Scans never come here (see `client_request`).
+        if matches!(req.op, ClientOp::Scan { .. }) {
+            return;
+        }
         let user_key = req.op.key();
         self.rebuild_placement();
         let token = Token::of(user_key);
@@ -751,6 +794,7 @@ impl Node {
                 Op::WriteExpiring(value.clone(), *expiry)
             }
             ClientOp::GetEntry { .. } => Op::ReadEntry,
+            ClientOp::Scan { .. } => return,
         };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
@@ -781,6 +825,7 @@ impl Node {
             | StorageResult::AppliedBatch(Err(e))
             | StorageResult::GotBatch(Err(e))
             | StorageResult::Digests(Err(e))
+            | StorageResult::Ranged(Err(e))
             | StorageResult::HintAppended(Err(e))
             | StorageResult::HintsRead(Err(e))
             | StorageResult::HintsTrimmed(Err(e))
@@ -812,6 +857,7 @@ impl Node {
             }
             Waiter::Replica(w) => self.replicate(|_, fx| replica::storage_done(w, result, fx)),
             Waiter::Bg(w) => self.background_done(now, w, result),
+            Waiter::Scan(w) => self.scan_with(now, |s, cx, fx| s.storage_done(w, result, cx, fx)),
         }
     }
 
@@ -833,6 +879,7 @@ impl Node {
         self.background(now);
         self.schema_tick(now);
         self.coordinate(now, |c, _, fx| c.expire(now, fx));
+        self.scan_with(now, |s, _, fx| s.expire(now, fx));
     }
 
     /// Becomes ready to coordinate once the view has settled (see
@@ -874,6 +921,107 @@ impl Node {
         self.shutting_down = true;
         let at = self.wall.0;
         self.coordinate(at, |c, _, fx| c.shutdown(fx));
+        self.scan_with(at, |s, _, fx| s.shutdown(fx));
+    }
+
+    /// Runs `f` on the scans with this node's view of the ring, then
+    /// carries out what it asked for, in order.
+    fn scan_with(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Scans, &mut ScanCtx<'_>, &mut Vec<ScanEffect>),
+    ) {
+        self.rebuild_placement();
+        let hlc_micros = self.with_clock(|_, clock| clock.hlc_micros(now));
+        let mut fx = Vec::new();
+        {
+            let layout = &self.layout;
+            let membership = &self.membership;
+            let coord = &mut self.coord;
+            let mut range = |token: Token, rf: usize, skip_syncing: bool| {
+                let placement = layout.placement();
+                let last = placement.range_last(token)?;
+                let live = placement
+                    .replicas(token, rf)
+                    .into_iter()
+                    .filter(|&r| membership.is_alive(r))
+                    .filter(|&r| !skip_syncing || !membership.is_syncing(r))
+                    .collect();
+                Some(RangeView { last, live })
+            };
+            let mut tag = || coord.new_tag();
+            let mut cx = ScanCtx {
+                me: self.id,
+                now,
+                hlc_micros,
+                timeout: self.request_timeout,
+                range: &mut range,
+                tag: &mut tag,
+            };
+            f(&mut self.scans, &mut cx, &mut fx);
+        }
+        for e in fx {
+            match e {
+                ScanEffect::Reply(id, result) => self.reply(id, result),
+                ScanEffect::Send(to, msg) => self.send(to, msg),
+                ScanEffect::Storage(op, w) => self.storage(op, Waiter::Scan(w)),
+            }
+        }
+    }
+
+    /// Coordinator `from` asks for this node's entries of a token range
+    /// (a scan's read). A range this node does not hold whole on its
+    /// current ring is refused, as a read of a key it does not hold is.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_scan_read(
+        &mut self,
+        from: NodeId,
+        tag: crate::wire::RequestTag,
+        keyspace: String,
+        first: Token,
+        last: Token,
+        after: Option<Key>,
+        limit: u32,
+    ) {
+        let rf = self
+            .schema
+            .schema()
+            .by_storage_name(&keyspace)
+            .map(|k| k.config.replication_factor);
+        self.rebuild_placement();
+        let placement = self.layout.placement();
+        let holds = rf.is_some_and(|rf| {
+            first <= last
+                && placement.replicas(first, rf).contains(&self.id)
+                && placement.range_last(first).is_some_and(|l| l >= last)
+        });
+        let cursor = crate::scan::ScanCursor {
+            token: first,
+            after,
+        };
+        if !holds || cursor.validate().is_err() {
+            self.out
+                .push_back(Output::Event(NodeEvent::NotOwner { from }));
+            return self.send(
+                from,
+                PeerMsg::ScanReply {
+                    tag,
+                    result: Err(()),
+                },
+            );
+        }
+        let limit = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .clamp(1, crate::scan::MAX_PAGE);
+        let op = crate::scan::range_op(&keyspace, &cursor, last, limit);
+        self.storage(
+            op,
+            Waiter::Scan(ScanWaiter::Replica {
+                to: from,
+                tag,
+                limit,
+            }),
+        );
     }
 
     /// Runs the background machines: tree rebuilds, anti-entropy rounds,

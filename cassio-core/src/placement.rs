@@ -13,6 +13,14 @@ pub trait Placement {
     /// Every node known to this placement.
     fn nodes(&self) -> Vec<NodeId>;
 
+    /// The last token of the range that holds `token` (its replicas are
+    /// those of every token through it); `None` when placement is decided
+    /// key by key (rendezvous) or the ring is empty.
+    fn range_last(&self, token: Token) -> Option<Token> {
+        let _ = token;
+        None
+    }
+
     /// The ring cut into contiguous inclusive token ranges `(first, last)`,
     /// each with its `rf` replicas, covering every token once; `None` when
     /// placement is decided key by key (rendezvous).
@@ -119,6 +127,20 @@ impl Placement for TokenRing {
             }
         }
         out
+    }
+
+    fn range_last(&self, token: Token) -> Option<Token> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        // (previous token, t] belongs to t's replicas; past the last
+        // token, the wrap-around range runs to the end of the space.
+        Some(
+            self.ring
+                .range(token..)
+                .next()
+                .map_or(Token(u64::MAX), |(&t, _)| t),
+        )
     }
 
     fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {

@@ -42,6 +42,15 @@ pub enum StorageOp {
         /// At most this many entries.
         limit: usize,
     },
+    /// `Store::range(start, end, limit)` (a scan's read).
+    Range {
+        /// Lower bound (storage keys).
+        start: Bound<Key>,
+        /// Upper bound (storage keys).
+        end: Bound<Key>,
+        /// At most this many entries.
+        limit: usize,
+    },
     /// `Store::set_purge_watermark(micros)`.
     SetPurgeWatermark {
         /// The new watermark (HLC microseconds).
@@ -92,6 +101,8 @@ pub enum StorageResult {
     GotBatch(Result<Vec<Option<Versioned>>, String>),
     /// The result of a `Digests` scan.
     Digests(Result<Vec<KeyDigest>, String>),
+    /// The result of a `Range` read: storage keys and versions, ascending.
+    Ranged(Result<Vec<(Key, Versioned)>, String>),
     /// A `SetPurgeWatermark` was passed to the store.
     WatermarkSet,
     /// The result of a `HintAppend`: the hint's sequence number.

@@ -2,7 +2,7 @@
 //! `postcard`-encoded [`Envelope`] that names the cluster and the sender.
 //! Decoding untrusted bytes never panics and never allocates past the cap.
 
-use crate::types::{Key, NodeId, Timestamp, Versioned};
+use crate::types::{Key, NodeId, Timestamp, Token, Versioned};
 use serde::{Deserialize, Serialize};
 
 /// The wire format version written as the first byte of every frame.
@@ -67,6 +67,33 @@ pub enum PeerMsg {
     Hints(crate::hints::HintMsg),
     /// The schema agreement; its module owns the content.
     Schema(crate::schema_agreement::SchemaMsg),
+    /// Coordinator → replica: send me your entries (tombstones included)
+    /// of keyspace `keyspace` with tokens `first..=last`, after key
+    /// `after` of token `first`, at most `limit` of them (a paged scan,
+    /// see [`crate::scan`]).
+    ScanRead {
+        /// Echoed in the reply.
+        tag: RequestTag,
+        /// The keyspace's storage name.
+        keyspace: String,
+        /// The first token of the read.
+        first: Token,
+        /// The last token of the read (inclusive); the range must be one
+        /// the replica holds whole.
+        last: Token,
+        /// Start after this key of token `first` (`None`: at its start).
+        after: Option<Key>,
+        /// At most this many entries.
+        limit: u32,
+    },
+    /// Replica → coordinator: the entries, or `Err(())` when the store
+    /// failed or the replica does not hold the range.
+    ScanReply {
+        /// The tag of the read.
+        tag: RequestTag,
+        /// The chunk.
+        result: Result<crate::scan::ScanChunk, ()>,
+    },
 }
 
 /// What a replica did with a write.

@@ -197,6 +197,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// A page of a scan: entries (key, value) and the next page's cursor.
+pub type ScanPage = (Vec<(Bytes, Bytes)>, Option<Bytes>);
+
 /// A connection-level failure: worth trying another node.
 struct Failover(String);
 
@@ -319,6 +322,81 @@ impl Client {
             Reply::Written(ts) => Ok(ts),
             other => Err(self.unexpected(other).await),
         }
+    }
+
+    /// One page of a scan of the default keyspace: up to `limit` keys
+    /// starting with `prefix`, in token (hash) order, from `cursor` (a
+    /// previous page's, or `None` for the start); returns the entries and
+    /// the next page's cursor (`None`: the scan is complete).
+    pub async fn scan_page(
+        &self,
+        prefix: impl Into<Bytes>,
+        cursor: Option<Bytes>,
+        limit: u32,
+        consistency: Option<Consistency>,
+    ) -> Result<ScanPage, Error> {
+        match self
+            .call(RequestOp::Scan {
+                prefix: prefix.into(),
+                cursor,
+                limit,
+                consistency,
+            })
+            .await?
+        {
+            Reply::Page { entries, next } => Ok((entries, next)),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Every live key starting with `prefix` and its value, in token
+    /// (hash) order, fetched in pages of `page` entries as the stream is
+    /// read. A page that fails ends the stream with its error; no key
+    /// present for the whole scan is missed or repeated.
+    pub fn scan(
+        &self,
+        prefix: impl Into<Bytes>,
+        page: u32,
+        consistency: Option<Consistency>,
+    ) -> impl futures_util::Stream<Item = Result<(Bytes, Bytes), Error>> + '_ {
+        struct St {
+            buf: std::collections::VecDeque<(Bytes, Bytes)>,
+            cursor: Option<Bytes>,
+            done: bool,
+        }
+        let prefix = prefix.into();
+        let start = St {
+            buf: std::collections::VecDeque::new(),
+            cursor: None,
+            done: false,
+        };
+        futures_util::stream::unfold(start, move |mut st| {
+            let prefix = prefix.clone();
+            async move {
+                loop {
+                    if let Some(e) = st.buf.pop_front() {
+                        return Some((Ok(e), st));
+                    }
+                    if st.done {
+                        return None;
+                    }
+                    match self
+                        .scan_page(prefix.clone(), st.cursor.take(), page, consistency)
+                        .await
+                    {
+                        Ok((entries, next)) => {
+                            st.buf.extend(entries);
+                            st.done = next.is_none();
+                            st.cursor = next;
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// The cluster as the connected node sees it.

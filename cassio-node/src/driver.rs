@@ -255,6 +255,7 @@ fn op_name(op: &ClientOp) -> &'static str {
         ClientOp::Get { .. } | ClientOp::GetEntry { .. } => "get",
         ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "set",
         ClientOp::Delete { .. } => "del",
+        ClientOp::Scan { .. } => "scan",
     }
 }
 
@@ -290,6 +291,7 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
         ClientOp::Put { key, value } | ClientOp::PutExpiring { key, value, .. } => {
             (key, Some(value))
         }
+        ClientOp::Scan { prefix, .. } => (prefix, None),
     };
     if key.len() > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(

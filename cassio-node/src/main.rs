@@ -17,6 +17,7 @@ mod cli_keyspace;
 mod cli_repair;
 mod cli_ring;
 mod cli_ttl;
+mod cli_scan;
 
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]
@@ -44,6 +45,8 @@ enum Command {
     Get(KeyArgs),
     /// Delete a key.
     Del(KeyArgs),
+    /// List the keys (and values) that start with a prefix, in token order.
+    Scan(cli_scan::ScanArgs),
     /// Show every node as the contacted node sees it (like `nodetool status`).
     Status(StatusArgs),
     /// Start an anti-entropy round on a node now and follow it to its end.
@@ -601,6 +604,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Remove(a) => cli_ring::remove(a).await,
         Command::Decommission(a) => cli_ring::decommission(a).await,
         Command::Keyspace(a) => cli_keyspace::run(a).await,
+        Command::Scan(a) => cli_scan::run(a).await,
     }
 }
 

@@ -77,6 +77,18 @@ pub enum RequestOp {
         /// The level, or `None` for the keyspace default.
         consistency: Option<Consistency>,
     },
+    /// One page of a scan of the default keyspace, in token order.
+    /// Appended last so older frames decode unchanged.
+    Scan {
+        /// Only keys that start with these bytes.
+        prefix: Bytes,
+        /// The cursor a previous page returned (`None`: from the start).
+        cursor: Option<Bytes>,
+        /// At most this many entries.
+        limit: u32,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
 }
 
 /// A server's answer to one request.
@@ -101,6 +113,14 @@ pub enum Reply {
     Pong,
     /// Answer to a successful `Auth`.
     Authenticated,
+    /// A page of a scan: keys and values in token order, and the cursor
+    /// of the next page (`None`: the scan is complete).
+    Page {
+        /// Keys and values.
+        entries: Vec<(Bytes, Bytes)>,
+        /// Opaque; pass it back as `RequestOp::Scan::cursor`.
+        next: Option<Bytes>,
+    },
 }
 
 /// Why a frame could not be read or written.

@@ -55,6 +55,9 @@ fn request_bytes(op: &RequestOp) -> usize {
                 key.len() + value.len()
             }
             RequestOp::Status | RequestOp::Ping => 0,
+            RequestOp::Scan { prefix, cursor, .. } => {
+                prefix.len() + cursor.as_ref().map_or(0, |c| c.len())
+            }
             RequestOp::Auth { user, password } => user.len() + password.len(),
         }
 }
@@ -86,6 +89,23 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         ),
         RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
+        RequestOp::Scan {
+            prefix,
+            cursor,
+            limit,
+            consistency,
+        } => {
+            let from = match cursor {
+                Some(c) => cassio_core::ScanCursor::decode(&c)
+                    .map_err(|e| RequestError::BadRequest(e.to_string()))?,
+                None => cassio_core::ScanCursor::start(),
+            };
+            let mut req = ClientRequest::scan(prefix, usize::try_from(limit).unwrap_or(usize::MAX));
+            if let cassio_core::ClientOp::Scan { from: f, .. } = &mut req.op {
+                *f = from;
+            }
+            with_level(req, consistency)
+        }
         // Logins are answered by the connection (they change its user).
         RequestOp::Auth { .. } => {
             return Err(RequestError::Unauthorized(
@@ -97,6 +117,10 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         ClientResponse::Value(v) => Reply::Value(v),
         ClientResponse::Written { ts } => Reply::Written(ts),
         ClientResponse::Entry { value, .. } => Reply::Value(value),
+        ClientResponse::Page { entries, next } => Reply::Page {
+            entries,
+            next: next.map(|c| bytes::Bytes::from(c.encode())),
+        },
         ClientResponse::SchemaChanged { .. } => {
             return Err(RequestError::BadRequest(
                 "the node answered a request with a schema change".into(),

@@ -109,7 +109,9 @@ fn op_bytes(op: &StorageOp) -> usize {
                 items.iter().map(|(k, v)| k.len() + value_len(v)).sum()
             }
             StorageOp::GetBatch { keys } => keys.iter().map(|k| k.len()).sum(),
-            StorageOp::Digests { start, end, .. } => bound_len(start) + bound_len(end),
+            StorageOp::Digests { start, end, .. } | StorageOp::Range { start, end, .. } => {
+                bound_len(start) + bound_len(end)
+            }
             StorageOp::SetPurgeWatermark { .. }
             | StorageOp::HintTrim { .. }
             | StorageOp::HintDrop { .. }
@@ -137,6 +139,7 @@ pub(crate) fn failed(op: &StorageOp, why: String) -> StorageResult {
         StorageOp::ApplyBatch { .. } => StorageResult::AppliedBatch(Err(why)),
         StorageOp::GetBatch { .. } => StorageResult::GotBatch(Err(why)),
         StorageOp::Digests { .. } => StorageResult::Digests(Err(why)),
+        StorageOp::Range { .. } => StorageResult::Ranged(Err(why)),
         StorageOp::SetPurgeWatermark { .. } => StorageResult::WatermarkSet,
         StorageOp::HintAppend { .. } => StorageResult::HintAppended(Err(why)),
         StorageOp::HintRead { .. } => StorageResult::HintsRead(Err(why)),
@@ -184,6 +187,11 @@ fn run_op(store: &dyn Store, hints: &dyn HintLog, op: &StorageOp) -> StorageResu
         StorageOp::Digests { start, end, limit } => StorageResult::Digests(
             store
                 .digests(bound_slice(start), bound_slice(end), *limit)
+                .map_err(text),
+        ),
+        StorageOp::Range { start, end, limit } => StorageResult::Ranged(
+            store
+                .range(bound_slice(start), bound_slice(end), *limit)
                 .map_err(text),
         ),
         StorageOp::SetPurgeWatermark { micros } => {

@@ -149,6 +149,7 @@ async fn consistency_query_parameter() {
                 ClientOp::Get { .. } | ClientOp::GetEntry { .. } => "get",
                 ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "put",
                 ClientOp::Delete { .. } => "delete",
+                ClientOp::Scan { .. } => "scan",
             };
             (op, r.consistency)
         })

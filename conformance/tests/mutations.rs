@@ -282,3 +282,17 @@ fn mutation_rf_steps_without_waiting_for_repair() {
         "factor steps taken before the previous one's repair went unnoticed"
     );
 }
+
+#[test]
+fn mutation_scan_skips_range_tails() {
+    // A scan that takes a range as read once one replica's chunk was cut
+    // by the page limit loses the keys after the cut.
+    let control = nemesis::scan_under_faults_and_join();
+    let mut broken = control.clone();
+    broken.name = "mutation_scan_skips_range_tails".into();
+    broken.mutations.scan_skip_range_tail = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "a scan that skips the tail of a range went unnoticed"
+    );
+}

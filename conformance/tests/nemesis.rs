@@ -304,6 +304,29 @@ fn config_mismatch() {
     run(&nemesis::config_mismatch(), "config_mismatch");
 }
 
+// --- scans (issue 14) -----------------------------------------------------
+
+#[test]
+fn scan_under_faults_and_join() {
+    // Pages of 7 at QUORUM walk the ring while frames are lost, a node is
+    // cut off, another crashes and a sixth joins; every finished pass must
+    // hold each acknowledged, not deleted key exactly once.
+    let s = nemesis::scan_under_faults_and_join();
+    let stats = sweep(&s, &args("scan_under_faults_and_join"), &mem);
+    println!(
+        "scan_under_faults_and_join: {} seeds, {} loader ops ok, {} failed, {} scan passes ({} pages), every pass passed the checker",
+        stats.seeds, stats.ok, stats.failed, stats.scan_passes, stats.scan_pages
+    );
+    assert!(
+        stats.ok >= stats.seeds * 250,
+        "the loader did too little: {stats:?}"
+    );
+    assert!(
+        stats.scan_passes >= stats.seeds * 3,
+        "too few passes: {stats:?}"
+    );
+}
+
 // --- range movements (issue 12) -------------------------------------------
 
 #[test]

@@ -59,6 +59,12 @@ impl Host {
                 .take(limit)
                 .map(|(k, v)| KeyDigest::of(k.clone(), v))
                 .collect())),
+            StorageOp::Range { start, end, limit } => StorageResult::Ranged(Ok(self
+                .store
+                .range::<Bytes, _>((start, end))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())),
             StorageOp::SetPurgeWatermark { .. } => StorageResult::WatermarkSet,
             StorageOp::HintAppend { target, hint } => {
                 let seq = self.next_seq.entry(target).or_insert(0);

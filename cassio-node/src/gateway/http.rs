@@ -6,6 +6,7 @@
 //! | `GET /kv/{key}` | 200 with the value's bytes, or 404 |
 //! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
 //! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
+//! | `GET /kv?prefix=P&after=K&cursor=C&limit=N` (and `/ks/{keyspace}/kv?...`) | a page of a scan, in token order: 200 `{"entries":[{"key","value"}...],"count":N,"cursor":C\|null}` (see `http/scan.rs`) |
 //! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
 //! | `GET /ready` | 200 `{"status":"ready","state":"Normal"}` when the node coordinates requests (its view settled, a restart heard from a majority) and its state is `Normal`; otherwise 503 `{"status":"not_ready","state":...,"ready":...}` (`Joining`, `Syncing`, `Leaving`, waiting after a restart, stopped). For load balancers and Kubernetes readiness probes |
 //! | `GET /status` | the cluster as this node sees it (`ClusterStatus` as JSON: members, this node's state, repair and hint figures, keyspaces, request rate and p99 per operation) |
@@ -50,6 +51,7 @@
 mod expiry;
 mod keyspaces;
 mod openapi;
+mod scan;
 
 use super::limits::{ConnectionSlots, GatewayLimits};
 use super::{check_key, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
@@ -96,6 +98,8 @@ const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
         .route("/", get(console))
+        .route("/kv", get(scan::scan_default))
+        .route("/ks/{keyspace}/kv", get(scan::scan_keyspace_route))
         .route(
             "/kv/{*key}",
             get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
@@ -159,6 +163,8 @@ fn need(req: &Request) -> Need {
     // only whether the node runs and whether it serves.
     if path == "/health" || path == "/ready" {
         Need::Nothing
+    } else if let Some(keyspace) = scan::scan_keyspace(path) {
+        Need::Read(keyspace)
     } else if let Some((keyspace, _)) = keyspace_and_key(path) {
         match *req.method() {
             axum::http::Method::GET | axum::http::Method::HEAD => Need::Read(keyspace),
@@ -562,6 +568,7 @@ fn request_error(e: &RequestError) -> Response {
                 (StatusCode::SERVICE_UNAVAILABLE, "config_mismatch")
             }
             ClientError::Contended { .. } => (StatusCode::CONFLICT, "contended"),
+            ClientError::InvalidScan(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ClientError::Schema(s) => keyspaces::schema_error_status(s),
             ClientError::Overloaded => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e);
@@ -657,7 +664,8 @@ fn written(res: Result<ClientResponse, RequestError>) -> Response {
         Ok(
             ClientResponse::Value(_)
             | ClientResponse::SchemaChanged { .. }
-            | ClientResponse::Entry { .. },
+            | ClientResponse::Entry { .. }
+            | ClientResponse::Page { .. },
         ) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -697,7 +705,11 @@ async fn get_kv(
         Ok(ClientResponse::Value(None) | ClientResponse::Entry { value: None, .. }) => {
             error(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
-        Ok(ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. }) => error(
+        Ok(
+            ClientResponse::Written { .. }
+            | ClientResponse::SchemaChanged { .. }
+            | ClientResponse::Page { .. },
+        ) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a read with a write acknowledgement",

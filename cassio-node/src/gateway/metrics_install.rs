@@ -62,7 +62,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, MetricsError> {
 /// The gateways' `protocol` label values.
 pub(crate) const PROTOCOLS: [&str; 2] = ["resp", "http"];
 /// The `op` label values.
-pub(crate) const OPS: [&str; 3] = ["get", "put", "delete"];
+pub(crate) const OPS: [&str; 4] = ["get", "put", "delete", "scan"];
 /// The `result` label values.
 pub(crate) const RESULTS: [&str; 8] = [
     "ok",

@@ -163,6 +163,7 @@ pub(crate) fn op_index(req: &ClientRequest) -> usize {
         cassio_core::ClientOp::Get { .. } | cassio_core::ClientOp::GetEntry { .. } => 0,
         cassio_core::ClientOp::Put { .. } | cassio_core::ClientOp::PutExpiring { .. } => 1,
         cassio_core::ClientOp::Delete { .. } => 2,
+        cassio_core::ClientOp::Scan { .. } => 3,
     }
 }
 

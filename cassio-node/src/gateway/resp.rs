@@ -72,6 +72,8 @@
 mod expiry;
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
+#[path = "resp_scan.rs"]
+mod resp_scan;
 use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
 use super::{check_key, check_value, execute, shutdown_signal, Protocol, DRAIN_TIMEOUT};
@@ -503,6 +505,8 @@ enum IoKind {
     Type(Bytes),
     /// Expiry and conditional writes (`resp_expiry.rs`).
     Expiry(Box<expiry::ExpiryOp>),
+    /// `SCAN`, `KEYS`, `DBSIZE` (see `resp_scan`).
+    Scan(resp_scan::ScanKind),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -676,7 +680,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
     };
     let write = match &op.kind {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
-        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Type(_) => false,
+        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Type(_) | IoKind::Scan(_) => false,
         IoKind::Info(..) => return planned,
         IoKind::Expiry(e) => e.writes(),
     };
@@ -736,6 +740,10 @@ fn wave_end(plans: &[Plan], start: usize) -> usize {
     let mut writes: HashSet<&[u8]> = HashSet::new();
     for (i, p) in plans.iter().enumerate().skip(start) {
         let Plan::Io(op) = p else { continue };
+        // A scan reads every key: it runs alone, in order.
+        if matches!(op.kind, IoKind::Scan(_)) {
+            return if i > start { i } else { i + 1 };
+        }
         let conflict = op.reads().iter().any(|k| writes.contains(&k[..]))
             || op.writes().any(|k| reads.contains(&k[..]));
         if conflict && i > start {
@@ -893,6 +901,10 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             }
             io(IoKind::MSet(pairs))
         }
+        "SCAN" | "KEYS" | "DBSIZE" => match resp_scan::plan(name, &args) {
+            Ok(kind) => io(kind),
+            Err(e) => err(e),
+        },
         "PING" => match argc {
             1 => Plan::Ready(Reply::Simple("PONG")),
             2 => Plan::Ready(Reply::Bulk(Some(args.swap_remove(1)))),
@@ -1085,6 +1097,9 @@ const COMMANDS: &[CommandSpec] = &[
     ("cassio.consistency", -1, &["fast"], 0, 0, 0),
     ("reset", 1, &["fast", "stale", "noauth"], 0, 0, 0),
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
 ];
 
 /// Every supported command, this file's and `resp_expiry.rs`'s.
@@ -1157,7 +1172,9 @@ async fn get(
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
         ClientResponse::Value(v) | ClientResponse::Entry { value: v, .. } => Ok(v),
-        ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. } => {
+        ClientResponse::Written { .. }
+        | ClientResponse::SchemaChanged { .. }
+        | ClientResponse::Page { .. } => {
             Err(RequestError::BadRequest(
                 "the node answered a read with a write acknowledgement".into(),
             ))
@@ -1256,6 +1273,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             Err(e) => request_error(&e),
         },
         IoKind::Expiry(e) => expiry::run(handle, e, c, ks).await,
+        IoKind::Scan(kind) => resp_scan::run(handle, kind, ks, c).await,
     }
 }
 

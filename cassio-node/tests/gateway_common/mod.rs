@@ -243,6 +243,25 @@ fn answer(
             data.remove(key);
             ClientResponse::Written { ts }
         }
+        ClientOp::Scan {
+            prefix,
+            from,
+            limit,
+        } => {
+            // Token order, as the cluster scans; one key per position.
+            let pos = |k: &Bytes| (cassio_core::Token::of(k), Some(k.clone()));
+            let start = (from.token, from.after.clone());
+            let mut all: Vec<(Bytes, Bytes)> = data
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix) && pos(k) > start)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            all.sort_by_key(|(k, _)| pos(k));
+            let next = (all.len() > *limit)
+                .then(|| cassio_core::ScanCursor::after_key(all[*limit - 1].0.clone()));
+            all.truncate(*limit);
+            ClientResponse::Page { entries: all, next }
+        }
     })
 }
 

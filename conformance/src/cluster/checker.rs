@@ -158,6 +158,13 @@ pub enum Violation {
         /// The cap.
         cap: u64,
     },
+    /// A finished scan pass returned a key twice, missed an acknowledged
+    /// and not deleted key, returned an acknowledged delete's key or a
+    /// value never written, or no pass finished at all.
+    ScanWrong {
+        /// Which pass (by index), and what it got wrong.
+        what: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -224,6 +231,7 @@ impl fmt::Display for Violation {
             Violation::ExpiredValueRead { read, put } => {
                 write!(f, "expired value read: {read} returned the value of {put} after its TTL")
             }
+            Violation::ScanWrong { what } => write!(f, "scan: {what}"),
             Violation::HintCapExceeded { bytes, cap } => {
                 write!(
                     f,
@@ -339,7 +347,98 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
             cap: scenario.hints.max_bytes_per_target,
         });
     }
+    if scenario.scan.is_some() {
+        check_scans(outcome, &mut violations);
+    }
     violations
+}
+
+/// What a scan must show of one loader key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Its write was acknowledged and no delete was asked: exactly once,
+    /// with this value.
+    Present(Bytes),
+    /// Its delete was acknowledged: never.
+    Absent,
+    /// Its write or delete failed or went unanswered: at most once, with
+    /// a value someone wrote.
+    Either(Option<Bytes>),
+}
+
+/// Judges the scan workload: every finished pass holds each key at most
+/// once, every acknowledged, not deleted key with its value, and no key
+/// whose delete was acknowledged. Scans start after every write of the
+/// workload was answered, so no key is written during a pass (the
+/// liveness phase's writes come after the scans stop).
+fn check_scans(outcome: &SimOutcome, violations: &mut Vec<Violation>) {
+    let mut expect: BTreeMap<Bytes, Expect> = BTreeMap::new();
+    for op in outcome.history.iter().filter(|o| !o.repair_pass) {
+        let ok = matches!(op.outcome, OpOutcome::Done(Ok(_)));
+        let e = expect.entry(op.key.clone()).or_insert(Expect::Either(None));
+        match (&op.kind, ok) {
+            (OpKind::Put(v), true) => *e = Expect::Present(v.clone()),
+            (OpKind::Put(v), false) => *e = Expect::Either(Some(v.clone())),
+            (OpKind::Delete, true) => *e = Expect::Absent,
+            (OpKind::Delete, false) => {
+                let v = match e {
+                    Expect::Present(v) => Some(v.clone()),
+                    Expect::Either(v) => v.clone(),
+                    Expect::Absent => None,
+                };
+                *e = Expect::Either(v);
+            }
+            (OpKind::Get, _) => {}
+        }
+    }
+    if outcome.scans.is_empty() {
+        violations.push(Violation::ScanWrong {
+            what: "no scan pass finished".into(),
+        });
+    }
+    for (i, pass) in outcome.scans.iter().enumerate() {
+        let mut seen: BTreeMap<&Bytes, usize> = BTreeMap::new();
+        let mut wrong = Vec::new();
+        for (k, v) in &pass.entries {
+            *seen.entry(k).or_default() += 1;
+            match expect.get(k) {
+                None => wrong.push(format!("key {k:?} was never written")),
+                Some(Expect::Absent) => wrong.push(format!("deleted key {k:?} returned")),
+                Some(Expect::Present(want)) if want != v => {
+                    wrong.push(format!("key {k:?} returned {v:?}, not {want:?}"))
+                }
+                Some(Expect::Either(Some(want))) if want != v => {
+                    wrong.push(format!("key {k:?} returned {v:?}, not {want:?}"))
+                }
+                Some(Expect::Either(None)) => {
+                    wrong.push(format!("key {k:?} returned {v:?}, never written"))
+                }
+                _ => {}
+            }
+        }
+        for (k, n) in &seen {
+            if *n > 1 {
+                wrong.push(format!("key {k:?} returned {n} times"));
+            }
+        }
+        for (k, e) in &expect {
+            if matches!(e, Expect::Present(_)) && !seen.contains_key(k) {
+                wrong.push(format!("acknowledged key {k:?} missing"));
+            }
+        }
+        if !wrong.is_empty() {
+            violations.push(Violation::ScanWrong {
+                what: format!(
+                    "pass {i} ({} pages, {} retried, from {} µs): {} problems, first: {}",
+                    pass.pages,
+                    pass.failed_pages,
+                    pass.started.as_micros(),
+                    wrong.len(),
+                    wrong[..wrong.len().min(3)].join("; ")
+                ),
+            });
+        }
+    }
 }
 
 /// When the operation was acknowledged as a successful write, if it was.

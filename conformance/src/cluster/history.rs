@@ -69,6 +69,22 @@ pub struct OpRecord {
     pub ttl: Option<std::time::Duration>,
 }
 
+/// One pass of the scan workload over the whole keyspace (see
+/// `Scenario::scan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPass {
+    /// When its first page was asked for.
+    pub started: Instant,
+    /// When its last page was answered (`None`: unfinished).
+    pub completed: Option<Instant>,
+    /// Every entry of every page, in order.
+    pub entries: Vec<(Bytes, Bytes)>,
+    /// Pages answered.
+    pub pages: u32,
+    /// Pages that failed (or went unanswered) and were asked again.
+    pub failed_pages: u32,
+}
+
 /// The result of one simulation.
 #[derive(Debug)]
 pub struct SimOutcome {
@@ -105,6 +121,8 @@ pub struct SimOutcome {
     /// How many times an operator's factor change was refused because the
     /// previous change was not yet repaired everywhere (and retried).
     pub schema_repair_waits: u64,
+    /// Finished passes of the scan workload.
+    pub scans: Vec<ScanPass>,
 }
 
 impl SimOutcome {

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use checker::{check, Violation};
 pub use faults::Fault;
-pub use history::{OpKind, OpOutcome, OpRecord, SimOutcome};
+pub use history::{OpKind, OpOutcome, OpRecord, ScanPass, SimOutcome};
 pub use net::NetConfig;
 pub use sim::{SimCluster, StoreFactory};
 pub use stores::{FaultyStore, NodeStores, SimStore, SimStores, SimSync};
@@ -132,6 +132,26 @@ pub struct Scenario {
     pub ttl_percent: u32,
     /// The TTL of those puts.
     pub ttl: Duration,
+    /// A scan workload instead of (or beside) the clients' (see
+    /// [`ScanPlan`]).
+    pub scan: Option<ScanPlan>,
+}
+
+/// The scan workload: right after warm-up a loader writes `keys` distinct
+/// keys once each (at the write level) and deletes `delete_percent` of
+/// them once their write is acknowledged; when all of that was answered,
+/// a scanner pages through the keyspace (pages of `page`, at the read
+/// level) again and again until the workload ends, under the scenario's
+/// faults. The checker wants every finished pass to hold each
+/// acknowledged, not deleted key exactly once, and no deleted one.
+#[derive(Clone, Debug)]
+pub struct ScanPlan {
+    /// Distinct keys written.
+    pub keys: usize,
+    /// Percent of them deleted afterwards.
+    pub delete_percent: u32,
+    /// Entries per page.
+    pub page: usize,
 }
 
 impl Scenario {
@@ -174,6 +194,7 @@ impl Scenario {
             schema_changes_in_order: false,
             ttl_percent: 0,
             ttl: Duration::from_millis(500),
+            scan: None,
         }
     }
 
@@ -315,11 +336,17 @@ pub struct SweepStats {
     pub failed: u64,
     /// Successful reads that returned a value.
     pub reads_with_value: u64,
+    /// Finished passes of the scan workload, and their pages.
+    pub scan_passes: u64,
+    /// Pages of those passes.
+    pub scan_pages: u64,
 }
 
 impl SweepStats {
     fn add(&mut self, o: &SimOutcome) {
         self.seeds += 1;
+        self.scan_passes += o.scans.len() as u64;
+        self.scan_pages += o.scans.iter().map(|p| u64::from(p.pages)).sum::<u64>();
         for op in o.history.iter().filter(|op| !op.repair_pass) {
             match &op.outcome {
                 OpOutcome::Done(Ok(r)) => {

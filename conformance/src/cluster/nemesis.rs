@@ -778,6 +778,33 @@ pub fn swarm(seed: u64) -> Scenario {
     s
 }
 
+/// Paged scans under faults and while a node joins (issue 14): 300 keys
+/// written once each, 15% then deleted; then pages of 7 at QUORUM walk
+/// the ring again and again while 2% of frames are lost, a node is cut
+/// off, another crashes and restarts, and a sixth node joins (ranges
+/// move under the scan). Every finished pass must hold each
+/// acknowledged, not deleted key exactly once.
+pub fn scan_under_faults_and_join() -> Scenario {
+    let mut s = base("scan_under_faults_and_join");
+    s.clients = 0;
+    s.nodes = 6;
+    s.join_later = vec![5];
+    s.net.loss = 0.02;
+    s.scan = Some(super::ScanPlan {
+        keys: 300,
+        delete_percent: 15,
+        page: 7,
+    });
+    s.faults = vec![
+        (secs(1), partition(&[0], &[1, 2, 3, 4, 5])),
+        (secs(3), Fault::Heal),
+        (secs(4), Fault::Crash(2)),
+        (secs(5), Fault::Join(5)),
+        (secs(9), Fault::Restart(2)),
+    ];
+    s
+}
+
 /// Every named scenario of the catalog that runs on `MemStore`s (the
 /// store-model and swarm scenarios are built where they run).
 pub fn catalog() -> Vec<Scenario> {
@@ -812,6 +839,7 @@ pub fn catalog() -> Vec<Scenario> {
         hint_cap_through_4h_outage(),
         trees_equal_within_two_rounds(),
         ttl_under_crash_and_skew(),
+        scan_under_faults_and_join(),
     ]
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 mod clients;
 mod inject;
+mod scans;
 mod sync_checks;
 
 /// Makes and crashes the stores of the nodes of a simulation.
@@ -47,6 +48,14 @@ enum Event {
     },
     ClientNext {
         client: usize,
+    },
+    /// The scan workload's loader starts.
+    LoaderStart,
+    /// The scanner asks for its next page.
+    ScanNext,
+    /// The scanner gives page `id` up if it is still unanswered.
+    ScanGiveUp {
+        id: RequestId,
     },
     /// A client request that reached a paused coordinator.
     Client {
@@ -184,6 +193,8 @@ pub struct SimCluster<'a> {
     never_caught_up: Vec<NodeId>,
     never_left: Vec<NodeId>,
     max_hint_bytes_per_target: u64,
+    /// The scan workload's loader and scanner.
+    scanner: scans::Scanner,
 }
 
 /// A node whose wall clock was ever this far from true time (twice Cassio's
@@ -283,6 +294,7 @@ impl<'a> SimCluster<'a> {
             never_caught_up: Vec::new(),
             never_left: Vec::new(),
             max_hint_bytes_per_target: 0,
+            scanner: scans::Scanner::default(),
         }
     }
 
@@ -379,6 +391,8 @@ impl<'a> SimCluster<'a> {
                 Output::Reply { id, result } => {
                     if let Some(idx) = self.schema_requests.remove(&id) {
                         self.schema_answered(idx, i, result);
+                    } else if self.is_scan_request(id) {
+                        self.scan_answered(result);
                     } else {
                         self.complete(id, result)
                     }
@@ -499,6 +513,9 @@ impl<'a> SimCluster<'a> {
         for c in 0..self.scenario.clients {
             let start = Duration::from_micros(self.rng.random_range(0..10_000));
             self.schedule(warmup + start, Event::ClientNext { client: c });
+        }
+        if self.scenario.scan.is_some() {
+            self.schedule(warmup, Event::LoaderStart);
         }
         let mut last_fault = Duration::ZERO;
         for (at, f) in self.scenario.faults.clone() {
@@ -670,6 +687,9 @@ impl<'a> SimCluster<'a> {
                 }
             }
             Event::ClientNext { client } => self.client_next(client),
+            Event::ScanNext => self.scan_next(),
+            Event::LoaderStart => self.start_loader(),
+            Event::ScanGiveUp { id } => self.scan_give_up(id),
             Event::Fault(f) => self.apply_fault(f),
             Event::RepairPass => self.repair_pass(),
             Event::LivenessWrites => self.liveness(true),
@@ -774,6 +794,11 @@ impl<'a> SimCluster<'a> {
                     .digests(bound_slice(&start), bound_slice(&end), limit)
                     .map_err(text),
             ),
+            StorageOp::Range { start, end, limit } => StorageResult::Ranged(
+                store
+                    .range(bound_slice(&start), bound_slice(&end), limit)
+                    .map_err(text),
+            ),
             StorageOp::SetPurgeWatermark { micros } => {
                 store.set_purge_watermark(micros);
                 StorageResult::WatermarkSet
@@ -847,6 +872,7 @@ impl<'a> SimCluster<'a> {
             schema_adopted: self.schema_adopted,
             schema_changes: self.schema_changes,
             schema_repair_waits: self.schema_repair_waits,
+            scans: self.scanner.done,
         }
     }
 }

@@ -61,7 +61,9 @@ impl SimCluster<'_> {
         op.completed = Some(self.now);
         op.outcome = OpOutcome::Done(result);
         let client = op.client;
-        if !op.repair_pass {
+        if client == super::scans::LOADER {
+            self.loader_done(idx);
+        } else if !op.repair_pass {
             self.client_backoff(client);
         }
     }
@@ -139,7 +141,9 @@ impl SimCluster<'_> {
         if self.nodes[node].node.is_none() {
             self.history[idx].outcome = OpOutcome::Refused;
             self.history[idx].completed = Some(self.now);
-            if !repair_pass {
+            if client == super::scans::LOADER {
+                self.loader_done(idx);
+            } else if !repair_pass {
                 self.client_backoff(client);
             }
             return;
