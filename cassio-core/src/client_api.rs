@@ -8,6 +8,11 @@ use crate::config::Consistency;
 use crate::types::{Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
+/// The most entries a row read returns per replica (a page): bounds the
+/// size of a replica's answer. A slice with more continues with
+/// [`RowSlice::After`].
+pub const MAX_ROW_PAGE: usize = 1000;
+
 /// Identifies one client request; chosen by the host, echoed in the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
@@ -32,6 +37,81 @@ pub enum ClientOp {
         /// The key.
         key: Key,
     },
+    /// Read column `column` of row `row` (one cell).
+    GetCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+    },
+    /// Write one cell: its own timestamp, last write wins per cell.
+    PutCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+        /// The value.
+        value: Value,
+    },
+    /// Delete one cell (writes a tombstone for that cell only).
+    DeleteCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+    },
+    /// Read a slice of a row: its live cells in column order, merged
+    /// across replicas cell by cell (newest wins, tombstones hidden).
+    ReadRow {
+        /// The row.
+        row: Key,
+        /// Which columns.
+        slice: RowSlice,
+        /// At most this many entries (live or tombstones) per replica; the
+        /// answer says whether more may follow.
+        limit: u32,
+    },
+}
+
+/// Which columns of a row a [`ClientOp::ReadRow`] reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowSlice {
+    /// Every column.
+    #[default]
+    All,
+    /// Columns starting with these bytes.
+    Prefix(Key),
+    /// Columns in `from..to` (`from` included, `to` excluded; `None`: no
+    /// bound).
+    Range {
+        /// First column, included.
+        from: Option<Key>,
+        /// Bound after the last column, excluded.
+        to: Option<Key>,
+    },
+    /// Columns strictly after this one (the next page of a slice).
+    After(Key),
+}
+
+impl ClientOp {
+    /// The key that decides the token: the key, or the row of a cell op.
+    pub fn routing_key(&self) -> &Key {
+        match self {
+            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
+            ClientOp::GetCell { row, .. }
+            | ClientOp::PutCell { row, .. }
+            | ClientOp::DeleteCell { row, .. }
+            | ClientOp::ReadRow { row, .. } => row,
+        }
+    }
+
+    /// Whether the op only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            ClientOp::Get { .. } | ClientOp::GetCell { .. } | ClientOp::ReadRow { .. }
+        )
+    }
 }
 
 /// A client request: an operation in a keyspace at a consistency level.
@@ -72,6 +152,40 @@ impl ClientRequest {
         Self::new(ClientOp::Delete { key: key.into() })
     }
 
+    /// A read of column `column` of row `row` in the default keyspace.
+    pub fn hget(row: impl Into<Key>, column: impl Into<Key>) -> Self {
+        Self::new(ClientOp::GetCell {
+            row: row.into(),
+            column: column.into(),
+        })
+    }
+
+    /// A write of one cell in the default keyspace.
+    pub fn hset(row: impl Into<Key>, column: impl Into<Key>, value: impl Into<Value>) -> Self {
+        Self::new(ClientOp::PutCell {
+            row: row.into(),
+            column: column.into(),
+            value: value.into(),
+        })
+    }
+
+    /// A delete of one cell in the default keyspace.
+    pub fn hdel(row: impl Into<Key>, column: impl Into<Key>) -> Self {
+        Self::new(ClientOp::DeleteCell {
+            row: row.into(),
+            column: column.into(),
+        })
+    }
+
+    /// A read of a row's slice in the default keyspace.
+    pub fn read_row(row: impl Into<Key>, slice: RowSlice, limit: u32) -> Self {
+        Self::new(ClientOp::ReadRow {
+            row: row.into(),
+            slice,
+            limit,
+        })
+    }
+
     /// The same request at consistency level `level`.
     pub fn with_consistency(mut self, level: Consistency) -> Self {
         self.consistency = Some(level);
@@ -94,6 +208,18 @@ pub enum ClientResponse {
     Written {
         /// The timestamp the write carries.
         ts: Timestamp,
+    },
+    /// The answer to a row read: live cells as (column, value) in column
+    /// order. `more`: some replica had entries past the last one
+    /// returned, so the slice may continue after `last` (the last column
+    /// looked at, live or not).
+    Cells {
+        /// Live cells in column order.
+        cells: Vec<(Key, Value)>,
+        /// Whether another page may follow.
+        more: bool,
+        /// The last column covered (resume with [`RowSlice::After`]).
+        last: Option<Key>,
     },
     /// A schema change was chosen, as part of this schema version.
     SchemaChanged {
@@ -190,6 +316,11 @@ pub enum ClientError {
     /// off, then retry (or ask another node).
     #[error("node is overloaded; back off and retry, or ask another node")]
     Overloaded,
+    /// The row and column cannot be stored as a cell (one pair in 2^64
+    /// whose encoding would be indistinguishable from a plain key), or the
+    /// row is longer than 4 GiB.
+    #[error("this row and column cannot be stored as a cell; pick another column name")]
+    UnstorableCell,
     /// A schema change was refused or could not be agreed on.
     #[error("schema change failed: {0}")]
     Schema(crate::schema_agreement::ChangeError),

@@ -209,6 +209,10 @@ pub struct Mutations {
     /// A dead node asked to be removed is forgotten at once, before its
     /// ranges are synced elsewhere.
     pub remove_without_sync: bool,
+    /// Last write wins per row instead of per cell: every column of a row
+    /// is stored as one item, so concurrent writes to different columns
+    /// overwrite each other.
+    pub row_lww: bool,
 }
 
 impl Config {

@@ -49,12 +49,13 @@ pub mod wire;
 /// The keyspace every cluster has from the start.
 pub const DEFAULT_KEYSPACE: &str = "default";
 
+pub use client_api::MAX_ROW_PAGE;
 pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use membership::{GossipConfig, MembershipEvent, NodeStatus};
 pub use node::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
-    StorageOp, StorageResult, StorageToken,
+    RowSlice, StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};

@@ -32,11 +32,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-pub use crate::client_api::{ClientError, ClientOp, ClientRequest, ClientResponse, RequestId};
+pub use crate::client_api::{
+    ClientError, ClientOp, ClientRequest, ClientResponse, RequestId, RowSlice,
+};
 pub use crate::config::ConfigError;
 pub use crate::output::{NodeEvent, Output, StorageToken};
 pub use crate::storage_key::{
-    split_storage_key, split_storage_key_token, storage_key, token_range_bounds,
+    cell_storage_key, classify, row_bounds, row_prefix_bounds, split_storage_key,
+    split_storage_key_token, storage_key, token_range_bounds, StoredItem,
 };
 
 mod ring_change;
@@ -575,6 +578,29 @@ impl Node {
                 }
                 self.replicate(|_, fx| replica::on_read(from, tag, key, fx))
             }
+            PeerMsg::ReadRange {
+                tag,
+                start,
+                end,
+                limit,
+            } => {
+                if !self.holds(&start, true) {
+                    self.out
+                        .push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    return self.send(
+                        from,
+                        PeerMsg::RangeReply {
+                            tag,
+                            result: Err(()),
+                        },
+                    );
+                }
+                // A replica never sends more than a page, whatever was asked.
+                let limit = usize::try_from(limit)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, crate::client_api::MAX_ROW_PAGE);
+                self.replicate(|_, fx| replica::on_read_range(from, tag, start, end, limit, fx))
+            }
             PeerMsg::Repair { key, version } => {
                 self.replicate(|clock, fx| replica::on_repair(now, from, key, version, clock, fx))
             }
@@ -615,6 +641,12 @@ impl Node {
                     c.on_read_reply(now, tag, from, result, clock, fx)
                 })
             }
+            PeerMsg::RangeReply { tag, result } => {
+                let at = self.wall.0;
+                self.coordinate(at, |c, clock, fx| {
+                    c.on_range_reply(now, tag, from, result, clock, fx)
+                })
+            }
         }
     }
 
@@ -644,7 +676,7 @@ impl Node {
         if let Some(e) = self.disagreement(&req.keyspace) {
             return self.reply(id, Err(e));
         }
-        if !matches!(req.op, ClientOp::Get { .. }) {
+        if !req.op.is_read() {
             let membership = &self.membership;
             let check = self
                 .clock
@@ -683,15 +715,62 @@ impl Node {
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        let user_key = match &req.op {
-            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
-        };
         // Built while the keyspace is borrowed, so the storage name is
-        // never copied on this path.
-        let key = storage_key(&ks.storage, user_key);
+        // never copied on this path. A cell op's key is the cell's (a row
+        // read's: the first key of its slice, `end` in the op).
+        let (key, op) = match &req.op {
+            ClientOp::Get { key } => (storage_key(&ks.storage, key), Op::Read),
+            ClientOp::Put { key, value } => (
+                storage_key(&ks.storage, key),
+                Op::Write(Some(value.clone())),
+            ),
+            ClientOp::Delete { key } => (storage_key(&ks.storage, key), Op::Write(None)),
+            ClientOp::GetCell { row, column }
+            | ClientOp::PutCell { row, column, .. }
+            | ClientOp::DeleteCell { row, column } => {
+                // (Mutation: one item per row, whatever the column.)
+                #[cfg(feature = "mutations")]
+                let column = if self.mutations.row_lww {
+                    &Key::new()
+                } else {
+                    column
+                };
+                let Some(key) = cell_storage_key(&ks.storage, row, column) else {
+                    return self.reply(id, Err(ClientError::UnstorableCell));
+                };
+                let op = match &req.op {
+                    ClientOp::PutCell { value, .. } => Op::Write(Some(value.clone())),
+                    ClientOp::DeleteCell { .. } => Op::Write(None),
+                    _ => Op::Read,
+                };
+                (key, op)
+            }
+            ClientOp::ReadRow { row, slice, limit } => {
+                let bounds = match slice {
+                    RowSlice::All => row_bounds(&ks.storage, row, None, None),
+                    RowSlice::Prefix(p) => row_prefix_bounds(&ks.storage, row, p),
+                    RowSlice::Range { from, to } => {
+                        row_bounds(&ks.storage, row, from.as_deref(), to.as_deref())
+                    }
+                    RowSlice::After(c) => {
+                        let mut next = c.to_vec();
+                        // The first column after `c`.
+                        next.push(0);
+                        row_bounds(&ks.storage, row, Some(&next), None)
+                    }
+                };
+                let Some((start, end)) = bounds else {
+                    return self.reply(id, Err(ClientError::UnstorableCell));
+                };
+                let limit = usize::try_from(*limit)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, crate::client_api::MAX_ROW_PAGE);
+                (start, Op::ReadRange { end, limit })
+            }
+        };
         match ks.config.strategy {
             ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, key, rf, needed)
+                self.start_leaderless(now, id, &req, key, op, rf, needed)
             }
         }
     }
@@ -702,15 +781,14 @@ impl Node {
         id: RequestId,
         req: &ClientRequest,
         key: Key,
+        op: Op,
         rf: usize,
         needed: usize,
     ) {
-        let user_key = match &req.op {
-            ClientOp::Get { key } | ClientOp::Put { key, .. } | ClientOp::Delete { key } => key,
-        };
         self.rebuild_placement();
-        let token = Token::of(user_key);
-        let is_read = matches!(req.op, ClientOp::Get { .. });
+        // A cell's token is its row's: a row lives on one replica set.
+        let token = Token::of(req.op.routing_key());
+        let is_read = req.op.is_read();
         // Reads use the current ring; writes reach the replicas of the
         // next ring too while a node leaves (see `transition`).
         #[cfg(feature = "mutations")]
@@ -739,11 +817,6 @@ impl Node {
                 ReplicaSet { all, live }
             })
             .collect();
-        let op = match &req.op {
-            ClientOp::Get { .. } => Op::Read,
-            ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
-            ClientOp::Delete { .. } => Op::Write(None),
-        };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
             c.start(now, id, key, op, sets, needed, rf, clock, fx)

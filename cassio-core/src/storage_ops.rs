@@ -33,6 +33,15 @@ pub enum StorageOp {
         /// Storage keys.
         keys: Vec<Key>,
     },
+    /// `Store::range(start..end, limit)`: a row's cells.
+    Range {
+        /// First storage key, included.
+        start: Key,
+        /// Bound, excluded.
+        end: Key,
+        /// At most this many items.
+        limit: usize,
+    },
     /// `Store::digests(start, end, limit)`.
     Digests {
         /// Lower bound (storage keys).
@@ -90,6 +99,8 @@ pub enum StorageResult {
     AppliedBatch(Result<Vec<ApplyOutcome>, String>),
     /// The result of a `GetBatch`: one entry per key, in order.
     GotBatch(Result<Vec<Option<Versioned>>, String>),
+    /// The items of a `Range`, tombstones included.
+    Ranged(Result<Vec<(Key, Versioned)>, String>),
     /// The result of a `Digests` scan.
     Digests(Result<Vec<KeyDigest>, String>),
     /// A `SetPurgeWatermark` was passed to the store.

@@ -53,6 +53,13 @@ fn request_bytes(op: &RequestOp) -> usize {
             RequestOp::Get { key, .. } | RequestOp::Del { key, .. } => key.len(),
             RequestOp::Set { key, value, .. } => key.len() + value.len(),
             RequestOp::Status | RequestOp::Ping => 0,
+            RequestOp::HSet {
+                row, column, value, ..
+            } => row.len() + column.len() + value.len(),
+            RequestOp::HGet { row, column, .. } | RequestOp::HDel { row, column, .. } => {
+                row.len() + column.len()
+            }
+            RequestOp::HGetAll { row, .. } => row.len(),
             RequestOp::Auth { user, password } => user.len() + password.len(),
         }
 }
@@ -73,6 +80,35 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
             consistency,
         } => with_level(ClientRequest::put(key, value), consistency),
         RequestOp::Del { key, consistency } => with_level(ClientRequest::delete(key), consistency),
+        RequestOp::HSet {
+            row,
+            column,
+            value,
+            consistency,
+        } => with_level(ClientRequest::hset(row, column, value), consistency),
+        RequestOp::HGet {
+            row,
+            column,
+            consistency,
+        } => with_level(ClientRequest::hget(row, column), consistency),
+        RequestOp::HDel {
+            row,
+            column,
+            consistency,
+        } => with_level(ClientRequest::hdel(row, column), consistency),
+        RequestOp::HGetAll { row, consistency } => {
+            return crate::gateway::rows::read_row_more(
+                handle,
+                None,
+                &row,
+                cassio_core::RowSlice::All,
+                crate::proto::MAX_HGETALL,
+                consistency,
+                cassio_core::DEFAULT_KEYSPACE,
+            )
+            .await
+            .map(|(cells, _)| Reply::Cells(cells))
+        }
         RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
         // Logins are answered by the connection (they change its user).
@@ -85,9 +121,9 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
     Ok(match handle.execute(req).await? {
         ClientResponse::Value(v) => Reply::Value(v),
         ClientResponse::Written { ts } => Reply::Written(ts),
-        ClientResponse::SchemaChanged { .. } => {
+        ClientResponse::SchemaChanged { .. } | ClientResponse::Cells { .. } => {
             return Err(RequestError::BadRequest(
-                "the node answered a request with a schema change".into(),
+                "the node answered a request with a schema change or cells".into(),
             ))
         }
     })
@@ -266,8 +302,11 @@ fn permitted(
         ));
     };
     let write = match op {
-        RequestOp::Get { .. } => false,
-        RequestOp::Set { .. } | RequestOp::Del { .. } => true,
+        RequestOp::Get { .. } | RequestOp::HGet { .. } | RequestOp::HGetAll { .. } => false,
+        RequestOp::Set { .. }
+        | RequestOp::Del { .. }
+        | RequestOp::HSet { .. }
+        | RequestOp::HDel { .. } => true,
         _ => return Ok(()),
     };
     Authenticator::check(user, cassio_core::DEFAULT_KEYSPACE, write)

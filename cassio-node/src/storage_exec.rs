@@ -110,6 +110,7 @@ fn op_bytes(op: &StorageOp) -> usize {
             }
             StorageOp::GetBatch { keys } => keys.iter().map(|k| k.len()).sum(),
             StorageOp::Digests { start, end, .. } => bound_len(start) + bound_len(end),
+            StorageOp::Range { start, end, .. } => start.len() + end.len(),
             StorageOp::SetPurgeWatermark { .. }
             | StorageOp::HintTrim { .. }
             | StorageOp::HintDrop { .. }
@@ -137,6 +138,7 @@ pub(crate) fn failed(op: &StorageOp, why: String) -> StorageResult {
         StorageOp::ApplyBatch { .. } => StorageResult::AppliedBatch(Err(why)),
         StorageOp::GetBatch { .. } => StorageResult::GotBatch(Err(why)),
         StorageOp::Digests { .. } => StorageResult::Digests(Err(why)),
+        StorageOp::Range { .. } => StorageResult::Ranged(Err(why)),
         StorageOp::SetPurgeWatermark { .. } => StorageResult::WatermarkSet,
         StorageOp::HintAppend { .. } => StorageResult::HintAppended(Err(why)),
         StorageOp::HintRead { .. } => StorageResult::HintsRead(Err(why)),
@@ -184,6 +186,11 @@ fn run_op(store: &dyn Store, hints: &dyn HintLog, op: &StorageOp) -> StorageResu
         StorageOp::Digests { start, end, limit } => StorageResult::Digests(
             store
                 .digests(bound_slice(start), bound_slice(end), *limit)
+                .map_err(text),
+        ),
+        StorageOp::Range { start, end, limit } => StorageResult::Ranged(
+            store
+                .range(Bound::Included(start), Bound::Excluded(end), *limit)
                 .map_err(text),
         ),
         StorageOp::SetPurgeWatermark { micros } => {
@@ -265,7 +272,11 @@ const BACKGROUND_MAX_IN_FLIGHT: usize = 1;
 /// Whether `op` is background work rather than a client's read or write
 /// (or a replica's part of one).
 fn is_background(op: &StorageOp) -> bool {
-    !matches!(op, StorageOp::Apply { .. } | StorageOp::Get { .. })
+    // A row read is a client's read.
+    !matches!(
+        op,
+        StorageOp::Apply { .. } | StorageOp::Get { .. } | StorageOp::Range { .. }
+    )
 }
 
 /// Whether an operation queued with `deadline` is no longer worth running at `now`.

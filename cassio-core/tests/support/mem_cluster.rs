@@ -53,6 +53,15 @@ impl Host {
                 .iter()
                 .map(|k| self.store.get(k).cloned())
                 .collect())),
+            StorageOp::Range { start, end, limit } => StorageResult::Ranged(Ok(self
+                .store
+                .range::<Bytes, _>((
+                    std::ops::Bound::Included(start),
+                    std::ops::Bound::Excluded(end),
+                ))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())),
             StorageOp::Digests { start, end, limit } => StorageResult::Digests(Ok(self
                 .store
                 .range::<Bytes, _>((start, end))
@@ -103,6 +112,8 @@ pub struct Cluster {
     pub now: Instant,
     pub down: BTreeSet<usize>,
     pub replies: BTreeMap<RequestId, bool>,
+    /// Every answer, in full (for tests that look at values).
+    pub answers: BTreeMap<RequestId, Result<cassio_core::ClientResponse, cassio_core::ClientError>>,
     /// Encoded bytes of the anti-entropy and hint messages delivered.
     pub sync_bytes: u64,
     /// Links (from, to) that drop every message, in one direction.
@@ -145,6 +156,7 @@ impl Cluster {
             now: Instant::ZERO,
             down: BTreeSet::new(),
             replies: BTreeMap::new(),
+            answers: BTreeMap::new(),
             sync_bytes: 0,
             blocked: BTreeSet::new(),
             blocked_sync: BTreeSet::new(),
@@ -218,6 +230,7 @@ impl Cluster {
                         }
                         Output::Reply { id, result } => {
                             self.replies.insert(id, result.is_ok());
+                            self.answers.insert(id, result);
                         }
                         Output::Persist(state) => self.persisted[i] = Some(state),
                         _ => {}

@@ -64,6 +64,9 @@
 //! earlier command of the batch writes (or the reverse) waits for it; writes
 //! to the same key are submitted in order and so get increasing timestamps.
 
+#[path = "resp_hash.rs"]
+mod hash;
+
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
 use super::resp3;
 use super::resp_proto::{self as proto, Limits, Parser};
@@ -476,6 +479,8 @@ enum IoKind {
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
     Info(Option<String>, u16),
+    /// A hash command (a row of cells; see `resp_hash`).
+    Hash(hash::HashOp),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -491,6 +496,7 @@ impl IoOp {
         match &self.kind {
             IoKind::Get(k) => std::slice::from_ref(k),
             IoKind::Exists(ks) | IoKind::MGet(ks) | IoKind::Del(ks) => ks,
+            IoKind::Hash(h) => std::slice::from_ref(h.key()),
             _ => &[],
         }
     }
@@ -500,6 +506,7 @@ impl IoOp {
             IoKind::Set(k, _) => (Some(k), &[], &[]),
             IoKind::Del(ks) => (None, ks, &[]),
             IoKind::MSet(kvs) => (None, &[], kvs),
+            IoKind::Hash(h) if h.writes() => (Some(h.key()), &[], &[]),
             _ => (None, &[], &[]),
         };
         one.into_iter()
@@ -649,6 +656,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
         IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) => false,
         IoKind::Info(..) => return planned,
+        IoKind::Hash(h) => h.writes(),
     };
     match Authenticator::check(&user, &op.keyspace, write) {
         Ok(()) => planned,
@@ -897,6 +905,11 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         "COMMAND" => command(&args),
         "CLIENT" => client(&args, conn),
         "CONFIG" => config(&args),
+        "HSET" | "HMSET" | "HSETNX" | "HGET" | "HMGET" | "HDEL" | "HGETALL" | "HKEYS" | "HVALS"
+        | "HLEN" | "HEXISTS" | "HSCAN" | "TYPE" => {
+            hash::plan(name, args, conn.consistency, conn.keyspace.clone())
+                .unwrap_or_else(|| err("ERR unknown command"))
+        }
         "CASSIO.KEYSPACE" => match argc {
             1 => Plan::Ready(Reply::bulk_str(&conn.keyspace)),
             2 => {
@@ -1046,6 +1059,19 @@ const COMMANDS: &[CommandSpec] = &[
     ("cassio.keyspace", -1, &["fast", "stale"], 0, 0, 0),
     ("config", -2, &["stale"], 0, 0, 0),
     ("cassio.consistency", -1, &["fast"], 0, 0, 0),
+    ("hset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hmset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hsetnx", 4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hget", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hmget", -3, &["readonly", "fast"], 1, 1, 1),
+    ("hdel", -3, &["write", "fast"], 1, 1, 1),
+    ("hgetall", 2, &["readonly"], 1, 1, 1),
+    ("hkeys", 2, &["readonly"], 1, 1, 1),
+    ("hvals", 2, &["readonly"], 1, 1, 1),
+    ("hlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hscan", -3, &["readonly"], 1, 1, 1),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
 ];
 
 fn command_info(name: &str) -> Reply {
@@ -1171,7 +1197,7 @@ async fn get(
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
         ClientResponse::Value(v) => Ok(v),
-        ClientResponse::Written { .. } | ClientResponse::SchemaChanged { .. } => {
+        _ => {
             Err(RequestError::BadRequest(
                 "the node answered a read with a write acknowledgement".into(),
             ))
@@ -1263,6 +1289,7 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             }
         }
         IoKind::Info(section, port) => info(handle, section.as_deref(), *port).await,
+        IoKind::Hash(h) => hash::run(handle, h, c, ks).await,
     }
 }
 
@@ -1738,7 +1765,6 @@ mod tests {
             // Unknown ones, odd ones, and names longer than the name buffer.
             v.extend(
                 [
-                    "HGET",
                     "FLUSHALL",
                     "",
                     "x",

@@ -124,7 +124,15 @@ pub struct Scenario {
     /// `Syncing` after each restart; the checker judges those as reads
     /// (a revived node serving reads at ONE serves these versions).
     pub snapshot_when_caught_up: Vec<usize>,
+    /// Client keys are the columns of one row ([`CELL_ROW`]): writes and
+    /// deletes are cell ops, reads alternate between reading the cell and
+    /// reading the row's slice that holds only it; the checker judges each
+    /// (row, column) as a register.
+    pub cells: bool,
 }
+
+/// The row whose columns a [`Scenario::cells`] workload uses.
+pub const CELL_ROW: &[u8] = b"row";
 
 impl Scenario {
     /// A fault-free scenario with 5 nodes, RF=3, QUORUM reads and writes.
@@ -163,6 +171,7 @@ impl Scenario {
             converge_within: None,
             snapshot_when_caught_up: Vec::new(),
             delete_percent: 10,
+            cells: false,
         }
     }
 

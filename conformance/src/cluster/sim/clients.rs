@@ -57,6 +57,13 @@ impl SimCluster<'_> {
         let Some(idx) = self.in_flight.remove(&id) else {
             return;
         };
+        // A row read of a one-column slice answers that cell's value.
+        let result = match result {
+            Ok(ClientResponse::Cells { cells, .. }) => Ok(ClientResponse::Value(
+                cells.into_iter().next().map(|(_, v)| v),
+            )),
+            other => other,
+        };
         let op = &mut self.history[idx];
         op.completed = Some(self.now);
         op.outcome = OpOutcome::Done(result);
@@ -89,10 +96,28 @@ impl SimCluster<'_> {
     ) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let req = match &kind {
-            OpKind::Get => ClientRequest::get(key.clone()),
-            OpKind::Put(v) => ClientRequest::put(key.clone(), v.clone()),
-            OpKind::Delete => ClientRequest::delete(key.clone()),
+        let row = Bytes::from_static(crate::cluster::CELL_ROW);
+        let req = match (&kind, self.scenario.cells) {
+            (OpKind::Get, false) => ClientRequest::get(key.clone()),
+            (OpKind::Put(v), false) => ClientRequest::put(key.clone(), v.clone()),
+            (OpKind::Delete, false) => ClientRequest::delete(key.clone()),
+            (OpKind::Get, true) if self.rng.random_bool(0.5) => {
+                ClientRequest::hget(row, key.clone())
+            }
+            (OpKind::Get, true) => {
+                let mut to = key.to_vec();
+                to.push(0);
+                ClientRequest::read_row(
+                    row,
+                    cassio_core::RowSlice::Range {
+                        from: Some(key.clone()),
+                        to: Some(Bytes::from(to)),
+                    },
+                    10,
+                )
+            }
+            (OpKind::Put(v), true) => ClientRequest::hset(row, key.clone(), v.clone()),
+            (OpKind::Delete, true) => ClientRequest::hdel(row, key.clone()),
         }
         .with_consistency(level);
         if let OpKind::Put(v) = &kind {
