@@ -54,7 +54,12 @@ pub(crate) async fn hset(a: HSetArgs) -> Result<ExitCode, Failure> {
     let level = consistency(a.consistency.as_deref())?;
     let client = connect(&a.target).await?;
     let ts = client
-        .hset(a.row.into_bytes(), a.column.into_bytes(), a.value.into_bytes(), level)
+        .hset(
+            a.row.into_bytes(),
+            a.column.into_bytes(),
+            a.value.into_bytes(),
+            level,
+        )
         .await
         .context("hset failed")?;
     println!("OK {ts}");

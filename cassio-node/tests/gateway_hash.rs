@@ -80,15 +80,24 @@ async fn redis_hashes_on_a_real_node() {
             let mut c = connect(addr, false);
             assert_eq!(q::<i64>(&mut c, &["HSET", "h", "b", "2", "a", "1"]), 2);
             assert_eq!(q::<i64>(&mut c, &["HSET", "h", "a", "one", "c", "3"]), 1);
-            assert_eq!(q::<Option<String>>(&mut c, &["HGET", "h", "a"]).as_deref(), Some("one"));
+            assert_eq!(
+                q::<Option<String>>(&mut c, &["HGET", "h", "a"]).as_deref(),
+                Some("one")
+            );
             assert_eq!(q::<Option<String>>(&mut c, &["HGET", "h", "zz"]), None);
             assert_eq!(
                 q::<Vec<Option<String>>>(&mut c, &["HMGET", "h", "c", "nope", "b"]),
                 vec![Some("3".into()), None, Some("2".into())]
             );
             // Sorted by field name.
-            assert_eq!(q::<Vec<String>>(&mut c, &["HKEYS", "h"]), vec!["a", "b", "c"]);
-            assert_eq!(q::<Vec<String>>(&mut c, &["HVALS", "h"]), vec!["one", "2", "3"]);
+            assert_eq!(
+                q::<Vec<String>>(&mut c, &["HKEYS", "h"]),
+                vec!["a", "b", "c"]
+            );
+            assert_eq!(
+                q::<Vec<String>>(&mut c, &["HVALS", "h"]),
+                vec!["one", "2", "3"]
+            );
             assert_eq!(q::<i64>(&mut c, &["HLEN", "h"]), 3);
             assert_eq!(q::<i64>(&mut c, &["HEXISTS", "h", "b"]), 1);
             assert_eq!(q::<i64>(&mut c, &["HDEL", "h", "b", "b", "nope"]), 1);
@@ -114,12 +123,19 @@ async fn redis_hashes_on_a_real_node() {
             assert_eq!(q::<Option<String>>(&mut c, &["GET", "h"]), None);
             // Wrong arity is an error and the connection lives.
             let e = redis::cmd("HSET").arg("h").arg("f").query::<i64>(&mut c);
-            assert!(e.unwrap_err().to_string().contains("wrong number of arguments"));
+            assert!(e
+                .unwrap_err()
+                .to_string()
+                .contains("wrong number of arguments"));
 
             // HSCAN over 250 fields: every field once, with MATCH too.
             let mut p = redis::pipe();
             for i in 0..250 {
-                p.cmd("HSET").arg("big").arg(format!("f{i:03}")).arg(i).ignore();
+                p.cmd("HSET")
+                    .arg("big")
+                    .arg(format!("f{i:03}"))
+                    .arg(i)
+                    .ignore();
             }
             p.query::<()>(&mut c).unwrap();
             let seen: Vec<(String, String)> = c.hscan("big").unwrap().collect();
@@ -181,7 +197,12 @@ async fn redis_hashes_on_a_real_node() {
         .build()
         .unwrap();
     let base = format!("http://{http_addr}");
-    for (col, v) in [("email", "a@x"), ("name", "Ann"), ("nick", "an"), ("zip", "0150")] {
+    for (col, v) in [
+        ("email", "a@x"),
+        ("name", "Ann"),
+        ("nick", "an"),
+        ("zip", "0150"),
+    ] {
         let r = c
             .put(format!("{base}/kv/user%2F1?column={col}"))
             .body(v)
@@ -236,7 +257,11 @@ async fn redis_hashes_on_a_real_node() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(row("").await.0, vec!["email", "name", "zip"]);
-    let r = c.get(format!("{base}/kv/user%2F1?columns&limit=0")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/kv/user%2F1?columns&limit=0"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r: serde_json::Value = c
         .delete(format!("{base}/kv/user%2F1?columns"))
@@ -258,7 +283,9 @@ async fn redis_hashes_on_a_real_node() {
     assert_eq!(r.status(), 200);
 
     // The Rust client.
-    let client = cassio_node::client::Client::connect(&[native_addr]).await.unwrap();
+    let client = cassio_node::client::Client::connect(&[native_addr])
+        .await
+        .unwrap();
     client.hset("cr", "b", "2", None).await.unwrap();
     client.hset("cr", "a", "1", None).await.unwrap();
     assert_eq!(
@@ -268,7 +295,10 @@ async fn redis_hashes_on_a_real_node() {
     client.hdel("cr", "b", None).await.unwrap();
     assert_eq!(client.hget("cr", "b", None).await.unwrap(), None);
     let all = client.hgetall("r2", None).await.unwrap();
-    assert_eq!(all, vec![(bytes::Bytes::from("c"), bytes::Bytes::from("v"))]);
+    assert_eq!(
+        all,
+        vec![(bytes::Bytes::from("c"), bytes::Bytes::from("v"))]
+    );
     assert_eq!(
         client.hgetall("cr", None).await.unwrap(),
         vec![(bytes::Bytes::from("a"), bytes::Bytes::from("1"))]

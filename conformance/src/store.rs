@@ -468,7 +468,8 @@ pub mod cases {
     pub fn row_cells_read_as_one_sorted_range<H: StoreHarness>() {
         use cassio_core::node::{cell_storage_key, classify, row_bounds, storage_key, StoredItem};
         let (_d, s) = fresh::<H>();
-        let cell = |row: &[u8], col: &[u8]| cell_storage_key("default", row, col).expect("storable");
+        let cell =
+            |row: &[u8], col: &[u8]| cell_storage_key("default", row, col).expect("storable");
         let cols: Vec<&[u8]> = vec![b"\xff", b"b", b"a\x00", b"", b"a", b"ab"];
         for (i, c) in cols.iter().enumerate() {
             put(&s, &cell(b"r", c), &val(1, format!("v{i}")));

@@ -1197,11 +1197,9 @@ async fn get(
     req.consistency = c;
     match execute(handle, PROTOCOL, req).await? {
         ClientResponse::Value(v) => Ok(v),
-        _ => {
-            Err(RequestError::BadRequest(
-                "the node answered a read with a write acknowledgement".into(),
-            ))
-        }
+        _ => Err(RequestError::BadRequest(
+            "the node answered a read with a write acknowledgement".into(),
+        )),
     }
 }
 

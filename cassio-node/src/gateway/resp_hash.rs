@@ -197,9 +197,7 @@ fn scan_args(row: Bytes, rest: &[Bytes]) -> Result<HashOp, Plan> {
                     .ok()
                     .and_then(|c| c.parse::<usize>().ok())
                     .filter(|&c| c >= 1)
-                    .ok_or_else(|| {
-                        super::err("ERR value is not an integer or out of range")
-                    })?;
+                    .ok_or_else(|| super::err("ERR value is not an integer or out of range"))?;
             }
             "NOVALUES" => return Err(super::err("ERR HSCAN NOVALUES is not supported by Cassio")),
             _ => return Err(super::err("ERR syntax error")),
@@ -235,12 +233,7 @@ async fn run_inner(
     use futures_util::future::join_all;
     let count = |n: usize| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(match op {
-        HashOp::Set {
-            row,
-            pairs,
-            nx,
-            ok,
-        } => {
+        HashOp::Set { row, pairs, nx, ok } => {
             // Redis answers how many fields are new: read them first (not
             // atomic with the write; see the module doc).
             let before = if *ok {
@@ -271,9 +264,9 @@ async fn run_inner(
             }
         }
         HashOp::Get { row, field } => Reply::Bulk(hget(handle, row, field, c, ks).await?),
-        HashOp::Exists { row, field } => {
-            count(usize::from(hget(handle, row, field, c, ks).await?.is_some()))
-        }
+        HashOp::Exists { row, field } => count(usize::from(
+            hget(handle, row, field, c, ks).await?.is_some(),
+        )),
         HashOp::MGet { row, fields } => {
             let got = join_all(fields.iter().map(|f| hget(handle, row, f, c, ks))).await;
             let mut items = Vec::with_capacity(got.len());
@@ -302,7 +295,8 @@ async fn run_inner(
             count(present.len())
         }
         HashOp::Whole { row, what } => {
-            let cells = read_row(handle, PROTOCOL, row, RowSlice::All, MAX_HASH_FIELDS, c, ks).await?;
+            let cells =
+                read_row(handle, PROTOCOL, row, RowSlice::All, MAX_HASH_FIELDS, c, ks).await?;
             match what {
                 Whole::All => Reply::Map(
                     cells
@@ -310,12 +304,18 @@ async fn run_inner(
                         .map(|(f, v)| (Reply::Bulk(Some(f)), Reply::Bulk(Some(v))))
                         .collect(),
                 ),
-                Whole::Keys => {
-                    Reply::Array(cells.into_iter().map(|(f, _)| Reply::Bulk(Some(f))).collect())
-                }
-                Whole::Vals => {
-                    Reply::Array(cells.into_iter().map(|(_, v)| Reply::Bulk(Some(v))).collect())
-                }
+                Whole::Keys => Reply::Array(
+                    cells
+                        .into_iter()
+                        .map(|(f, _)| Reply::Bulk(Some(f)))
+                        .collect(),
+                ),
+                Whole::Vals => Reply::Array(
+                    cells
+                        .into_iter()
+                        .map(|(_, v)| Reply::Bulk(Some(v)))
+                        .collect(),
+                ),
                 Whole::Len => count(cells.len()),
             }
         }
@@ -359,7 +359,10 @@ async fn run_inner(
             );
             if string {
                 Reply::Simple("string")
-            } else if read_row(handle, PROTOCOL, key, RowSlice::All, 1, c, ks).await?.is_empty() {
+            } else if read_row(handle, PROTOCOL, key, RowSlice::All, 1, c, ks)
+                .await?
+                .is_empty()
+            {
                 Reply::Simple("none")
             } else {
                 Reply::Simple("hash")
@@ -414,9 +417,7 @@ pub(super) fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
             }
             Some(b'?') => Some(p + 1),
             Some(b'[') => class_match(pattern, p, s[i]),
-            Some(b'\\') if p + 1 < pattern.len() => {
-                (pattern[p + 1] == s[i]).then_some(p + 2)
-            }
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == s[i]).then_some(p + 2),
             Some(&b) => (b == s[i]).then_some(p + 1),
             None => None,
         };
@@ -452,7 +453,10 @@ fn class_match(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
             hit |= pattern[j + 1] == c;
             j += 2;
         } else if j + 2 < pattern.len() && pattern[j + 1] == b'-' && pattern[j + 2] != b']' {
-            let (a, b) = (pattern[j].min(pattern[j + 2]), pattern[j].max(pattern[j + 2]));
+            let (a, b) = (
+                pattern[j].min(pattern[j + 2]),
+                pattern[j].max(pattern[j + 2]),
+            );
             hit |= (a..=b).contains(&c);
             j += 3;
         } else {

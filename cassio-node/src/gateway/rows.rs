@@ -32,15 +32,16 @@ pub(crate) async fn read_row_more(
         };
         let mut req = ClientRequest::read_row(row.clone(), slice, page).in_keyspace(ks);
         req.consistency = c;
+        // The gateways count their requests; the native port does not.
+        let answer = match protocol {
+            Some(p) => execute(handle, p, req).await?,
+            None => handle.execute(req).await?,
+        };
         let ClientResponse::Cells {
             cells,
             more: page_more,
             last,
-        } = match protocol {
-            // The gateways count their requests; the native port does not.
-            Some(p) => execute(handle, p, req).await?,
-            None => handle.execute(req).await?,
-        }
+        } = answer
         else {
             return Err(RequestError::BadRequest(
                 "the node answered a row read with something else".into(),

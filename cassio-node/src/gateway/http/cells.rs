@@ -123,7 +123,16 @@ pub(super) async fn get(gw: &Gateway, uri: &Uri) -> Option<Response> {
             }
         }
         Ask::Row(slice, limit) => {
-            match read_row_more(&gw.handle, Some(PROTOCOL), &row, slice, limit, level, &keyspace).await
+            match read_row_more(
+                &gw.handle,
+                Some(PROTOCOL),
+                &row,
+                slice,
+                limit,
+                level,
+                &keyspace,
+            )
+            .await
             {
                 Ok((cells, more)) => {
                     let columns: Vec<serde_json::Value> = cells
