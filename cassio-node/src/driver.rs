@@ -252,9 +252,10 @@ struct Running {
 
 fn op_name(op: &ClientOp) -> &'static str {
     match op {
-        ClientOp::Get { .. } => "get",
-        ClientOp::Put { .. } => "set",
-        ClientOp::Delete { .. } => "del",
+        // Cell ops count with the key ops they resemble.
+        ClientOp::Get { .. } | ClientOp::GetCell { .. } | ClientOp::ReadRow { .. } => "get",
+        ClientOp::Put { .. } | ClientOp::PutCell { .. } => "set",
+        ClientOp::Delete { .. } | ClientOp::DeleteCell { .. } => "del",
     }
 }
 
@@ -283,14 +284,19 @@ fn error_label(e: &RequestError) -> &'static str {
 /// Refuses requests the cluster could not carry (the limits every client
 /// path shares, so each gateway need not repeat them).
 fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
-    let (key, value) = match &req.op {
-        ClientOp::Get { key } | ClientOp::Delete { key } => (key, None),
-        ClientOp::Put { key, value } => (key, Some(value)),
+    // A cell's row and column together are its key.
+    let (key_len, value) = match &req.op {
+        ClientOp::Get { key } | ClientOp::Delete { key } => (key.len(), None),
+        ClientOp::Put { key, value } => (key.len(), Some(value)),
+        ClientOp::GetCell { row, column } | ClientOp::DeleteCell { row, column } => {
+            (row.len() + column.len(), None)
+        }
+        ClientOp::PutCell { row, column, value } => (row.len() + column.len(), Some(value)),
+        ClientOp::ReadRow { row, .. } => (row.len(), None),
     };
-    if key.len() > MAX_KEY_LEN {
+    if key_len > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(
-            "key of {} bytes exceeds the limit of {MAX_KEY_LEN} bytes",
-            key.len()
+            "key of {key_len} bytes exceeds the limit of {MAX_KEY_LEN} bytes"
         )));
     }
     if let Some(v) = value {

@@ -8,7 +8,7 @@
 use cassio_node::builder::NodeBuilder;
 use cassio_store_native::NativeStore;
 use cassio_transport_tcp::{TcpConfig, TcpTransport};
-use redis::Value;
+use redis::{Commands, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -303,6 +303,33 @@ async fn redis_hashes_on_a_real_node() {
         client.hgetall("cr", None).await.unwrap(),
         vec![(bytes::Bytes::from("a"), bytes::Bytes::from("1"))]
     );
+
+    // The CLI, over the native port.
+    let node_arg = native_addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_cassio"))
+                .args(args)
+                .args(["--node", &node_arg])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "cassio {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert!(cli(&["hset", "cli-row", "b", "2"]).starts_with("OK "));
+        assert!(cli(&["hset", "cli-row", "a", "1"]).starts_with("OK "));
+        assert_eq!(cli(&["hget", "cli-row", "a"]), "1\n");
+        assert_eq!(cli(&["hget", "cli-row", "zz"]), "(nil)\n");
+        let all = cli(&["hgetall", "cli-row"]);
+        assert!(cli(&["hdel", "cli-row", "a"]).starts_with("OK "));
+        (all, cli(&["hgetall", "cli-row"]))
+    });
+    let (all, after) = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all, "a\t1\nb\t2\n");
+    assert_eq!(after, "b\t2\n");
 
     let _ = stop_native.send(true);
     node.shutdown(false).await.unwrap();

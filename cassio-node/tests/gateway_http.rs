@@ -149,6 +149,7 @@ async fn consistency_query_parameter() {
                 ClientOp::Get { .. } => "get",
                 ClientOp::Put { .. } => "put",
                 ClientOp::Delete { .. } => "delete",
+                _ => "cell",
             };
             (op, r.consistency)
         })

@@ -1667,11 +1667,7 @@ mod tests {
                         let _ = reply.send(Err(crate::handle::RingOpError::NotRunning));
                     }
                     Command::Request(req, reply) => {
-                        let key = match &req.op {
-                            ClientOp::Get { key }
-                            | ClientOp::Put { key, .. }
-                            | ClientOp::Delete { key } => key.clone(),
-                        };
+                        let key = req.op.routing_key().clone();
                         let res = if key.starts_with(b"busy") {
                             Err(RequestError::Client(ClientError::Overloaded))
                         } else if matches!(req.op, ClientOp::Get { .. }) {
