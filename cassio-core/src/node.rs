@@ -770,7 +770,7 @@ impl Node {
         };
         match ks.config.strategy {
             ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, key, op, rf, needed)
+                self.start_leaderless(now, id, &req, (key, op), rf, needed)
             }
         }
     }
@@ -780,8 +780,7 @@ impl Node {
         now: Instant,
         id: RequestId,
         req: &ClientRequest,
-        key: Key,
-        op: Op,
+        (key, op): (Key, Op),
         rf: usize,
         needed: usize,
     ) {

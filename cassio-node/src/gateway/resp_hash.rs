@@ -112,10 +112,16 @@ pub(super) fn plan(
     }
     let op = match name {
         "HSET" | "HMSET" | "HSETNX" => {
-            let pairs: Vec<(Bytes, Bytes)> = rest
+            // A field named twice: Redis keeps the last value. The writes
+            // run concurrently, so only the last is sent.
+            let mut seen = std::collections::HashSet::new();
+            let mut pairs: Vec<(Bytes, Bytes)> = rest
                 .chunks_exact(2)
+                .rev()
+                .filter(|c| seen.insert(c[0].clone()))
                 .map(|c| (c[0].clone(), c[1].clone()))
                 .collect();
+            pairs.reverse();
             if let Err(p) = super::check_sizes([], pairs.iter().map(|(_, v)| v)) {
                 return Some(p);
             }
