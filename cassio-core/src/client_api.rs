@@ -9,6 +9,11 @@ use crate::scan::ScanCursor;
 use crate::types::{Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
+/// The most entries a row read returns per replica (a page): bounds the
+/// size of a replica's answer. A slice with more continues with
+/// [`RowSlice::After`].
+pub const MAX_ROW_PAGE: usize = 1000;
+
 /// Identifies one client request; chosen by the host, echoed in the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
@@ -58,10 +63,65 @@ pub enum ClientOp {
         /// At most this many entries (lowered to [`crate::scan::MAX_PAGE`]).
         limit: usize,
     },
+    /// Read column `column` of row `row` (one cell).
+    GetCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+    },
+    /// Write one cell: its own timestamp, last write wins per cell.
+    PutCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+        /// The value.
+        value: Value,
+    },
+    /// Delete one cell (writes a tombstone for that cell only).
+    DeleteCell {
+        /// The row.
+        row: Key,
+        /// The column.
+        column: Key,
+    },
+    /// Read a slice of a row: its live cells in column order, merged
+    /// across replicas cell by cell (newest wins, tombstones hidden).
+    ReadRow {
+        /// The row.
+        row: Key,
+        /// Which columns.
+        slice: RowSlice,
+        /// At most this many entries (live or tombstones) per replica; the
+        /// answer says whether more may follow.
+        limit: u32,
+    },
+}
+
+/// Which columns of a row a [`ClientOp::ReadRow`] reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowSlice {
+    /// Every column.
+    #[default]
+    All,
+    /// Columns starting with these bytes.
+    Prefix(Key),
+    /// Columns in `from..to` (`from` included, `to` excluded; `None`: no
+    /// bound).
+    Range {
+        /// First column, included.
+        from: Option<Key>,
+        /// Bound after the last column, excluded.
+        to: Option<Key>,
+    },
+    /// Columns strictly after this one (the next page of a slice).
+    After(Key),
 }
 
 impl ClientOp {
-    /// The key the operation addresses (a scan's: its prefix).
+    /// The key that decides the token: the key, a cell op's row (a row
+    /// lives on one replica set), a scan's prefix.
     pub fn key(&self) -> &Key {
         match self {
             ClientOp::Get { key }
@@ -69,6 +129,10 @@ impl ClientOp {
             | ClientOp::Delete { key }
             | ClientOp::PutExpiring { key, .. }
             | ClientOp::GetEntry { key } => key,
+            ClientOp::GetCell { row, .. }
+            | ClientOp::PutCell { row, .. }
+            | ClientOp::DeleteCell { row, .. }
+            | ClientOp::ReadRow { row, .. } => row,
             ClientOp::Scan { prefix, .. } => prefix,
         }
     }
@@ -77,7 +141,11 @@ impl ClientOp {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            ClientOp::Get { .. } | ClientOp::GetEntry { .. } | ClientOp::Scan { .. }
+            ClientOp::Get { .. }
+                | ClientOp::GetEntry { .. }
+                | ClientOp::Scan { .. }
+                | ClientOp::GetCell { .. }
+                | ClientOp::ReadRow { .. }
         )
     }
 }
@@ -166,6 +234,40 @@ impl ClientRequest {
         Self::new(ClientOp::GetEntry { key: key.into() })
     }
 
+    /// A read of column `column` of row `row` in the default keyspace.
+    pub fn hget(row: impl Into<Key>, column: impl Into<Key>) -> Self {
+        Self::new(ClientOp::GetCell {
+            row: row.into(),
+            column: column.into(),
+        })
+    }
+
+    /// A write of one cell in the default keyspace.
+    pub fn hset(row: impl Into<Key>, column: impl Into<Key>, value: impl Into<Value>) -> Self {
+        Self::new(ClientOp::PutCell {
+            row: row.into(),
+            column: column.into(),
+            value: value.into(),
+        })
+    }
+
+    /// A delete of one cell in the default keyspace.
+    pub fn hdel(row: impl Into<Key>, column: impl Into<Key>) -> Self {
+        Self::new(ClientOp::DeleteCell {
+            row: row.into(),
+            column: column.into(),
+        })
+    }
+
+    /// A read of a row's slice in the default keyspace.
+    pub fn read_row(row: impl Into<Key>, slice: RowSlice, limit: u32) -> Self {
+        Self::new(ClientOp::ReadRow {
+            row: row.into(),
+            slice,
+            limit,
+        })
+    }
+
     /// The same request at consistency level `level`.
     pub fn with_consistency(mut self, level: Consistency) -> Self {
         self.consistency = Some(level);
@@ -196,6 +298,18 @@ pub enum ClientResponse {
         entries: Vec<(Key, Value)>,
         /// The cursor of the next page.
         next: Option<ScanCursor>,
+    },
+    /// The answer to a row read: live cells as (column, value) in column
+    /// order. `more`: some replica had entries past the last one
+    /// returned, so the slice may continue after `last` (the last column
+    /// looked at, live or not).
+    Cells {
+        /// Live cells in column order.
+        cells: Vec<(Key, Value)>,
+        /// Whether another page may follow.
+        more: bool,
+        /// The last column covered (resume with [`RowSlice::After`]).
+        last: Option<Key>,
     },
     /// A schema change was chosen, as part of this schema version.
     SchemaChanged {
@@ -308,6 +422,11 @@ pub enum ClientError {
     /// not keep keys in token ranges (rendezvous).
     #[error("invalid scan: {0}")]
     InvalidScan(String),
+    /// The row and column cannot be stored as a cell (one pair in 2^64
+    /// whose encoding would be indistinguishable from a plain key), or the
+    /// row is longer than 4 GiB.
+    #[error("this row and column cannot be stored as a cell; pick another column name")]
+    UnstorableCell,
     /// A schema change was refused or could not be agreed on.
     #[error("schema change failed: {0}")]
     Schema(crate::schema_agreement::ChangeError),

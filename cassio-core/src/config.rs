@@ -217,6 +217,10 @@ pub struct Mutations {
     /// A scan takes a range whose replica chunk was cut by its limit as
     /// read to its end (it skips the range's tail).
     pub scan_skip_range_tail: bool,
+    /// Last write wins per row instead of per cell: every column of a row
+    /// is stored as one item, so concurrent writes to different columns
+    /// overwrite each other.
+    pub row_lww: bool,
 }
 
 impl Config {

@@ -39,6 +39,9 @@ pub(crate) enum Op {
     WriteExpiring(Value, crate::client_api::Expiry),
     /// Read the key and answer with its expiry ([`ClientResponse::Entry`]).
     ReadEntry,
+    /// Read the items from the key up to `end` (excluded), at most `limit`
+    /// per replica: a row's cells, merged cell by cell.
+    ReadRange { end: Key, limit: usize },
 }
 
 /// Who waits for a storage operation the coordinator asked for.
@@ -56,6 +59,8 @@ pub(crate) enum CoordWaiter {
     Read { tag: RequestTag },
     /// A read repair of this node's own replica (nothing to do after).
     Repair,
+    /// This node's own replica answering range read `tag`.
+    ReadRange { tag: RequestTag },
 }
 
 /// One thing the coordinator wants done; the node carries them out in order.
@@ -120,6 +125,12 @@ enum PendingKind {
         repaired: Vec<(NodeId, Timestamp)>,
         /// Answer with [`ClientResponse::Entry`] rather than `Value`.
         entry: bool,
+    },
+    ReadRange {
+        limit: usize,
+        responses: Vec<(NodeId, Vec<(Key, Versioned)>)>,
+        /// (replica, cell, stamp) repairs already sent.
+        repaired: Vec<(NodeId, Key, Timestamp)>,
     },
 }
 
@@ -276,6 +287,35 @@ impl Coordinator {
                     entry,
                 }
             }
+            Op::ReadRange { end, limit } => {
+                for &r in &live {
+                    if r == self.id {
+                        fx.storage(
+                            StorageOp::Range {
+                                start: std::ops::Bound::Included(key.clone()),
+                                end: std::ops::Bound::Excluded(end.clone()),
+                                limit,
+                            },
+                            CoordWaiter::ReadRange { tag },
+                        );
+                    } else {
+                        fx.send(
+                            r,
+                            PeerMsg::ReadRange {
+                                tag,
+                                start: key.clone(),
+                                end: end.clone(),
+                                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                            },
+                        );
+                    }
+                }
+                PendingKind::ReadRange {
+                    limit,
+                    responses: Vec::new(),
+                    repaired: Vec::new(),
+                }
+            }
             Op::Write(value) => self.first_stamp(now, tag, &key, value, None, &live, clock, fx),
             Op::WriteExpiring(value, expiry) => {
                 self.first_stamp(now, tag, &key, Some(value), Some(expiry), &live, clock, fx)
@@ -395,6 +435,10 @@ impl Coordinator {
                 let hlc = clock.hlc_micros(now);
                 self.on_read_result(tag, id, r.ok(), hlc, fx)
             }
+            (CoordWaiter::ReadRange { tag }, StorageResult::Ranged(r)) => {
+                self.on_range_result(tag, id, r.ok(), fx)
+            }
+            (CoordWaiter::ReadRange { tag }, _) => self.on_range_result(tag, id, None, fx),
             (CoordWaiter::Repair, _) => {}
             // A host that answers an Apply with Got (or the reverse) broke the
             // contract; treat it as a failed operation rather than guess.
@@ -640,6 +684,145 @@ impl Coordinator {
         self.finish_if_complete(tag, fx);
     }
 
+    /// Replica `from` answered range read `tag` (`Err`: its store failed).
+    pub fn on_range_reply(
+        &mut self,
+        now: Instant,
+        tag: RequestTag,
+        from: NodeId,
+        result: Result<Vec<(Key, Versioned)>, ()>,
+        clock: &mut dyn Stamper,
+        fx: &mut CoordEffects,
+    ) {
+        if let Ok(items) = &result {
+            if let Some(newest) = items.iter().map(|(_, v)| v.ts).max() {
+                let _ = clock.observe(now, newest);
+            }
+        }
+        self.on_range_result(tag, from, result.ok(), fx)
+    }
+
+    /// Replica `from` answered range read `tag` (`None`: its store failed).
+    fn on_range_result(
+        &mut self,
+        tag: RequestTag,
+        from: NodeId,
+        result: Option<Vec<(Key, Versioned)>>,
+        fx: &mut CoordEffects,
+    ) {
+        if !self.record_response(tag, from) {
+            return;
+        }
+        let Some(p) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        let PendingKind::ReadRange {
+            limit, responses, ..
+        } = &mut p.kind
+        else {
+            return;
+        };
+        match result {
+            Some(mut items) => {
+                // A replica answers at most a page, in key order, whatever
+                // it sent.
+                items.truncate(*limit);
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                responses.push((from, items));
+                p.ok += 1;
+            }
+            None => p.failed += 1,
+        }
+        let outstanding = p.sent_to.len() - p.responded.len();
+        if !p.answered && p.ok >= p.needed {
+            p.answered = true;
+            let merged = merge_ranges(responses, *limit);
+            let cells = merged
+                .cells
+                .iter()
+                .filter_map(|(k, v)| {
+                    let value = v.value.clone()?;
+                    match crate::storage_key::classify(k) {
+                        Some((_, crate::storage_key::StoredItem::Cell { column, .. })) => {
+                            Some((Key::copy_from_slice(column), value))
+                        }
+                        // A plain key hashing to the row's token inside the
+                        // row's range: not a cell.
+                        _ => None,
+                    }
+                })
+                .collect();
+            let last =
+                merged
+                    .cells
+                    .last()
+                    .and_then(|(k, _)| match crate::storage_key::classify(k) {
+                        Some((_, crate::storage_key::StoredItem::Cell { column, .. })) => {
+                            Some(Key::copy_from_slice(column))
+                        }
+                        _ => None,
+                    });
+            fx.reply(
+                p.client,
+                Ok(ClientResponse::Cells {
+                    cells,
+                    more: merged.more,
+                    last,
+                }),
+            );
+        } else if !p.answered && p.ok + outstanding < p.needed {
+            p.answered = true;
+            let err = ClientError::ReplicaFailure {
+                acked: p.ok,
+                failed: p.failed,
+                needed: p.needed,
+            };
+            fx.reply(p.client, Err(err));
+        }
+        if self.pending.get(&tag).is_some_and(|p| p.answered) {
+            self.repair_stale_cells(tag, fx);
+        }
+        self.finish_if_complete(tag, fx);
+    }
+
+    /// Repairs, cell by cell, the replicas of range read `tag` that
+    /// answered without the newest version of a cell the merge covers.
+    fn repair_stale_cells(&mut self, tag: RequestTag, fx: &mut CoordEffects) {
+        let Some(p) = self.pending.get_mut(&tag) else {
+            return;
+        };
+        let PendingKind::ReadRange {
+            limit,
+            responses,
+            repaired,
+        } = &mut p.kind
+        else {
+            return;
+        };
+        let merged = merge_ranges(responses, *limit);
+        let mut repairs = Vec::new();
+        for (key, best) in &merged.cells {
+            for (node, items) in responses.iter() {
+                let theirs = items
+                    .binary_search_by(|(k, _)| k.cmp(key))
+                    .ok()
+                    .map(|i| &items[i].1);
+                let stale = theirs.is_none_or(|v| best.supersedes(v));
+                if stale && !repaired.contains(&(*node, key.clone(), best.ts)) {
+                    repaired.push((*node, key.clone(), best.ts));
+                    repairs.push((*node, key.clone(), best.clone()));
+                }
+            }
+        }
+        for (node, key, version) in repairs {
+            if node == self.id {
+                fx.storage(StorageOp::Apply { key, version }, CoordWaiter::Repair);
+            } else {
+                fx.send(node, PeerMsg::Repair { key, version });
+            }
+        }
+    }
+
     fn repair_stale(&mut self, tag: RequestTag, fx: &mut CoordEffects) {
         let Some(p) = self.pending.get_mut(&tag) else {
             return;
@@ -769,6 +952,46 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+/// Replicas' range answers merged cell by cell.
+struct MergedRange {
+    /// Every cell (tombstones included) up to the bound all replicas
+    /// covered, with its newest version, in key order.
+    cells: Vec<(Key, Versioned)>,
+    /// Whether some replica stopped at its page limit (more may follow).
+    more: bool,
+}
+
+/// Merges range answers by last write wins per cell. A replica that
+/// answered a full page may hold more past its last key, so the merge
+/// stops at the smallest such last key: past it, a replica's silence does
+/// not mean it lacks the cell.
+fn merge_ranges(responses: &[(NodeId, Vec<(Key, Versioned)>)], limit: usize) -> MergedRange {
+    let bound = responses
+        .iter()
+        .filter(|(_, items)| items.len() >= limit)
+        .filter_map(|(_, items)| items.last().map(|(k, _)| k))
+        .min();
+    let mut cells: std::collections::BTreeMap<&Key, &Versioned> = std::collections::BTreeMap::new();
+    for (_, items) in responses {
+        for (k, v) in items {
+            if bound.is_some_and(|b| k > b) {
+                break;
+            }
+            let e = cells.entry(k).or_insert(v);
+            if v.lww_cmp(e) == std::cmp::Ordering::Greater {
+                *e = v;
+            }
+        }
+    }
+    MergedRange {
+        cells: cells
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        more: bound.is_some(),
     }
 }
 

@@ -51,12 +51,13 @@ pub mod wire;
 pub const DEFAULT_KEYSPACE: &str = "default";
 
 pub use client_api::Expiry;
+pub use client_api::MAX_ROW_PAGE;
 pub use config::{Config, Consistency, KeyspaceConfig, ReplicationStrategy};
 pub use hint_log::{Hint, HintBacklog, HintLog};
 pub use membership::{GossipConfig, MembershipEvent, NodeStatus};
 pub use node::{
     ClientError, ClientOp, ClientRequest, ClientResponse, Node, NodeEvent, Output, RequestId,
-    StorageOp, StorageResult, StorageToken,
+    RowSlice, StorageOp, StorageResult, StorageToken,
 };
 pub use persist::{PersistedMember, PersistedState};
 pub use scan::ScanCursor;

@@ -33,11 +33,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-pub use crate::client_api::{ClientError, ClientOp, ClientRequest, ClientResponse, RequestId};
+pub use crate::client_api::{
+    ClientError, ClientOp, ClientRequest, ClientResponse, RequestId, RowSlice,
+};
 pub use crate::config::ConfigError;
 pub use crate::output::{NodeEvent, Output, StorageToken};
 pub use crate::storage_key::{
-    split_storage_key, split_storage_key_token, storage_key, token_range_bounds,
+    cell_storage_key, classify, row_bounds, row_prefix_bounds, split_storage_key,
+    split_storage_key_token, storage_key, token_range_bounds, StoredItem,
 };
 
 mod ring_change;
@@ -593,6 +596,29 @@ impl Node {
                 }
                 self.replicate(|_, fx| replica::on_read(from, tag, key, fx))
             }
+            PeerMsg::ReadRange {
+                tag,
+                start,
+                end,
+                limit,
+            } => {
+                if !self.holds(&start, true) {
+                    self.out
+                        .push_back(Output::Event(NodeEvent::NotOwner { from }));
+                    return self.send(
+                        from,
+                        PeerMsg::RangeReply {
+                            tag,
+                            result: Err(()),
+                        },
+                    );
+                }
+                // A replica never sends more than a page, whatever was asked.
+                let limit = usize::try_from(limit)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, crate::client_api::MAX_ROW_PAGE);
+                self.replicate(|_, fx| replica::on_read_range(from, tag, start, end, limit, fx))
+            }
             PeerMsg::Repair { key, version } => {
                 self.replicate(|clock, fx| replica::on_repair(now, from, key, version, clock, fx))
             }
@@ -642,6 +668,12 @@ impl Node {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| {
                     c.on_read_reply(now, tag, from, result, clock, fx)
+                })
+            }
+            PeerMsg::RangeReply { tag, result } => {
+                let at = self.wall.0;
+                self.coordinate(at, |c, clock, fx| {
+                    c.on_range_reply(now, tag, from, result, clock, fx)
                 })
             }
         }
@@ -712,31 +744,86 @@ impl Node {
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
         }
-        let user_key = match &req.op {
-            ClientOp::Scan {
-                prefix,
-                from,
-                limit,
-            } => {
-                let page = PageRequest {
-                    client: id,
-                    storage: ks.storage.clone(),
-                    rf,
-                    needed,
-                    prefix: prefix.clone(),
-                    limit: (*limit).clamp(1, crate::scan::MAX_PAGE),
-                    from: from.clone(),
-                };
-                return self.scan_with(now, |s, cx, fx| s.start(page, cx, fx));
-            }
-            op => op.key(),
-        };
+        if let ClientOp::Scan {
+            prefix,
+            from,
+            limit,
+        } = &req.op
+        {
+            let page = PageRequest {
+                client: id,
+                storage: ks.storage.clone(),
+                rf,
+                needed,
+                prefix: prefix.clone(),
+                limit: (*limit).clamp(1, crate::scan::MAX_PAGE),
+                from: from.clone(),
+            };
+            return self.scan_with(now, |s, cx, fx| s.start(page, cx, fx));
+        }
         // Built while the keyspace is borrowed, so the storage name is
-        // never copied on this path.
-        let key = storage_key(&ks.storage, user_key);
+        // never copied on this path. A cell op's key is the cell's (a row
+        // read's: the first key of its slice, `end` in the op).
+        let (key, op) = match &req.op {
+            ClientOp::Get { key } => (storage_key(&ks.storage, key), Op::Read),
+            ClientOp::Put { key, value } => (
+                storage_key(&ks.storage, key),
+                Op::Write(Some(value.clone())),
+            ),
+            ClientOp::Delete { key } => (storage_key(&ks.storage, key), Op::Write(None)),
+            ClientOp::PutExpiring { key, value, expiry } => (
+                storage_key(&ks.storage, key),
+                Op::WriteExpiring(value.clone(), *expiry),
+            ),
+            ClientOp::GetEntry { key } => (storage_key(&ks.storage, key), Op::ReadEntry),
+            // Answered above.
+            ClientOp::Scan { .. } => return,
+            ClientOp::GetCell { row, column }
+            | ClientOp::PutCell { row, column, .. }
+            | ClientOp::DeleteCell { row, column } => {
+                // (Mutation: one item per row, whatever the column.)
+                #[cfg(feature = "mutations")]
+                let column = if self.mutations.row_lww {
+                    &Key::new()
+                } else {
+                    column
+                };
+                let Some(key) = cell_storage_key(&ks.storage, row, column) else {
+                    return self.reply(id, Err(ClientError::UnstorableCell));
+                };
+                let op = match &req.op {
+                    ClientOp::PutCell { value, .. } => Op::Write(Some(value.clone())),
+                    ClientOp::DeleteCell { .. } => Op::Write(None),
+                    _ => Op::Read,
+                };
+                (key, op)
+            }
+            ClientOp::ReadRow { row, slice, limit } => {
+                let bounds = match slice {
+                    RowSlice::All => row_bounds(&ks.storage, row, None, None),
+                    RowSlice::Prefix(p) => row_prefix_bounds(&ks.storage, row, p),
+                    RowSlice::Range { from, to } => {
+                        row_bounds(&ks.storage, row, from.as_deref(), to.as_deref())
+                    }
+                    RowSlice::After(c) => {
+                        let mut next = c.to_vec();
+                        // The first column after `c`.
+                        next.push(0);
+                        row_bounds(&ks.storage, row, Some(&next), None)
+                    }
+                };
+                let Some((start, end)) = bounds else {
+                    return self.reply(id, Err(ClientError::UnstorableCell));
+                };
+                let limit = usize::try_from(*limit)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, crate::client_api::MAX_ROW_PAGE);
+                (start, Op::ReadRange { end, limit })
+            }
+        };
         match ks.config.strategy {
             ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, key, rf, needed)
+                self.start_leaderless(now, id, &req, (key, op), rf, needed)
             }
         }
     }
@@ -746,17 +833,13 @@ impl Node {
         now: Instant,
         id: RequestId,
         req: &ClientRequest,
-        key: Key,
+        (key, op): (Key, Op),
         rf: usize,
         needed: usize,
     ) {
-        // Scans never come here (see `client_request`).
-        if matches!(req.op, ClientOp::Scan { .. }) {
-            return;
-        }
-        let user_key = req.op.key();
         self.rebuild_placement();
-        let token = Token::of(user_key);
+        // A cell's token is its row's: a row lives on one replica set.
+        let token = Token::of(req.op.key());
         let is_read = req.op.is_read();
         // Reads use the current ring; writes reach the replicas of the
         // next ring too while a node leaves (see `transition`).
@@ -786,16 +869,6 @@ impl Node {
                 ReplicaSet { all, live }
             })
             .collect();
-        let op = match &req.op {
-            ClientOp::Get { .. } => Op::Read,
-            ClientOp::Put { value, .. } => Op::Write(Some(value.clone())),
-            ClientOp::Delete { .. } => Op::Write(None),
-            ClientOp::PutExpiring { value, expiry, .. } => {
-                Op::WriteExpiring(value.clone(), *expiry)
-            }
-            ClientOp::GetEntry { .. } => Op::ReadEntry,
-            ClientOp::Scan { .. } => return,
-        };
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
             c.start(now, id, key, op, sets, needed, rf, clock, fx)

@@ -35,6 +35,8 @@ pub(crate) enum ReplicaWaiter {
     Read { to: NodeId, tag: RequestTag },
     /// A read repair (nothing to answer).
     Repair,
+    /// Range read `tag` of coordinator `to` (a row's cells).
+    ReadRange { to: NodeId, tag: RequestTag },
 }
 
 /// One thing the replica wants done; the node carries them out in order.
@@ -112,6 +114,26 @@ pub(crate) fn on_read(from: NodeId, tag: RequestTag, key: Key, fx: &mut Vec<Repl
     ));
 }
 
+/// Coordinator `from` asks for this node's items in `start..end` (a
+/// row's cells), at most `limit` of them.
+pub(crate) fn on_read_range(
+    from: NodeId,
+    tag: RequestTag,
+    start: Key,
+    end: Key,
+    limit: usize,
+    fx: &mut Vec<ReplicaEffect>,
+) {
+    fx.push(ReplicaEffect::Storage(
+        StorageOp::Range {
+            start: std::ops::Bound::Included(start),
+            end: std::ops::Bound::Excluded(end),
+            limit,
+        },
+        ReplicaWaiter::ReadRange { to: from, tag },
+    ));
+}
+
 /// Coordinator `from` repairs this node's `key` with `version`.
 pub(crate) fn on_repair(
     now: Instant,
@@ -154,6 +176,20 @@ pub(crate) fn storage_done(
             PeerMsg::ReadReply {
                 tag,
                 result: r.map_err(|_| ()),
+            },
+        ),
+        (ReplicaWaiter::ReadRange { to, tag }, StorageResult::Ranged(r)) => ReplicaEffect::Send(
+            to,
+            PeerMsg::RangeReply {
+                tag,
+                result: r.map_err(|_| ()),
+            },
+        ),
+        (ReplicaWaiter::ReadRange { to, tag }, _) => ReplicaEffect::Send(
+            to,
+            PeerMsg::RangeReply {
+                tag,
+                result: Err(()),
             },
         ),
         (ReplicaWaiter::Repair, _) => return,

@@ -25,7 +25,9 @@
 //! remaining limit (and [`MAX_CHUNK_BYTES`] of data).
 
 use crate::client_api::{ClientError, ClientResponse, RequestId};
-use crate::storage_key::{split_storage_key_token, storage_key, token_range_bounds};
+use crate::storage_key::{
+    classify, split_storage_key_token, storage_key, token_range_bounds, StoredItem,
+};
 use crate::storage_ops::{StorageOp, StorageResult};
 use crate::time::Instant;
 use crate::types::{Key, NodeId, Token, Value, Versioned};
@@ -503,8 +505,10 @@ impl Scans {
             }
         };
         for (k, v) in merged {
+            // Plain keys only: a row's cells (Redis hashes) have no single
+            // value and are read with row reads.
             let live = v.live_value(cx.hlc_micros).cloned();
-            let (Some((_, _, key)), Some(value)) = (split_storage_key_token(&k), live) else {
+            let (Some((_, StoredItem::Plain(key))), Some(value)) = (classify(&k), live) else {
                 continue;
             };
             if key.starts_with(&page.req.prefix) {

@@ -874,21 +874,41 @@ mod tests {
             net.run(1);
         }
         assert!(net.replies.iter().any(|(id, r)| id.0 == 1 && r.is_ok()));
-        assert!(net.nodes[2].schema().keyspace("a").is_none(), "node 3 is behind");
+        assert!(
+            net.nodes[2].schema().keyspace("a").is_none(),
+            "node 3 is behind"
+        );
         // Asked on node 3 at once, a drop of "a" is judged after the round
         // learned the newest version: chosen, not refused as unknown.
         net.propose(2, SchemaChange::Drop { name: "a".into() }, 2);
         net.run(400);
         net.agree();
-        let answer = net.replies.iter().find(|(id, _)| id.0 == 2).map(|(_, r)| r.clone());
+        let answer = net
+            .replies
+            .iter()
+            .find(|(id, _)| id.0 == 2)
+            .map(|(_, r)| r.clone());
         assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
         for n in &net.nodes {
             assert!(n.schema().keyspace("a").is_none());
         }
         // Wrong whatever the version: refused at once.
-        net.propose(2, SchemaChange::Drop { name: "default".into() }, 3);
-        let answer = net.replies.iter().find(|(id, _)| id.0 == 3).map(|(_, r)| r.clone());
-        assert!(answer.is_some_and(|r| r.is_err()), "dropping default refused at once");
+        net.propose(
+            2,
+            SchemaChange::Drop {
+                name: "default".into(),
+            },
+            3,
+        );
+        let answer = net
+            .replies
+            .iter()
+            .find(|(id, _)| id.0 == 3)
+            .map(|(_, r)| r.clone());
+        assert!(
+            answer.is_some_and(|r| r.is_err()),
+            "dropping default refused at once"
+        );
     }
 
     #[test]

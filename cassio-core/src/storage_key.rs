@@ -74,6 +74,135 @@ pub fn token_range_bounds(
     (start, end)
 }
 
+/// The bytes after the token of a cell's storage key: the row's length
+/// (4 bytes, big-endian), the row, then the column. The row is
+/// length-prefixed so the cells of one row share one prefix and sort by
+/// column name.
+fn cell_tail(row: &[u8], column: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::try_from(row.len()).ok()?;
+    let mut t = Vec::with_capacity(4 + row.len() + column.len());
+    t.extend_from_slice(&len.to_be_bytes());
+    t.extend_from_slice(row);
+    t.extend_from_slice(column);
+    Some(t)
+}
+
+/// The key under which column `column` of row `row` of `keyspace` is
+/// stored, or `None` if the pair cannot be stored (see below).
+///
+/// A cell is an ordinary stored item: one length byte, the keyspace name,
+/// the *row's* token (so a row lives on one replica set, and anti-entropy,
+/// hints and range movements, which read the token from the storage key,
+/// carry cells like any other item), then the row (length-prefixed) and
+/// the column, so a row's cells are one contiguous range sorted by column.
+///
+/// Why no plain key can ever share these bytes: a plain key `k` is stored
+/// under token `Token::of(k)` followed by `k` itself, so a storage key
+/// whose token differs from the hash of the bytes after it is never a
+/// plain key. A cell whose tail happens to hash to the row's token (one
+/// chance in 2^64 per cell) is refused instead of stored, so every stored
+/// cell key has that property ([`classify`] uses it).
+pub fn cell_storage_key(keyspace: &str, row: &[u8], column: &[u8]) -> Option<Key> {
+    let token = Token::of(row);
+    let tail = cell_tail(row, column)?;
+    if Token::of(&tail) == token {
+        return None;
+    }
+    let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
+    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+    b.put_slice(keyspace.as_bytes());
+    b.put_u64(token.0);
+    b.put_slice(&tail);
+    Some(b.freeze())
+}
+
+/// What a storage key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredItem<'a> {
+    /// A plain key.
+    Plain(&'a [u8]),
+    /// Column `column` of row `row`.
+    Cell {
+        /// The row.
+        row: &'a [u8],
+        /// The column.
+        column: &'a [u8],
+    },
+}
+
+/// Splits a storage key into its keyspace and what it holds (a plain key
+/// or a cell), or `None` if it is neither.
+pub fn classify(skey: &[u8]) -> Option<(&str, StoredItem<'_>)> {
+    let (ks, token, tail) = split_storage_key_token(skey)?;
+    if Token::of(tail) == token {
+        return Some((ks, StoredItem::Plain(tail)));
+    }
+    let (len, rest) = tail.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (row, column) = rest.split_at(len);
+    (Token::of(row) == token).then_some((ks, StoredItem::Cell { row, column }))
+}
+
+/// The storage-key bounds of the cells of row `row` whose columns lie in
+/// `from..` (or from the row's first column) up to `to` (exclusive;
+/// `None`: the row's end). Plain keys hashing to the row's token may fall
+/// inside (one chance in 2^64 each); readers keep only what [`classify`]
+/// calls a cell of this row.
+pub fn row_bounds(
+    keyspace: &str,
+    row: &[u8],
+    from: Option<&[u8]>,
+    to: Option<&[u8]>,
+) -> Option<(Key, Key)> {
+    let prefix = {
+        let tail = cell_tail(row, b"")?;
+        let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
+        b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+        b.put_slice(keyspace.as_bytes());
+        b.put_u64(Token::of(row).0);
+        b.put_slice(&tail);
+        b.freeze()
+    };
+    let with = |col: &[u8]| {
+        let mut b = BytesMut::with_capacity(prefix.len() + col.len());
+        b.put_slice(&prefix);
+        b.put_slice(col);
+        b.freeze()
+    };
+    let start = from.map_or_else(|| prefix.clone(), with);
+    let end = match to {
+        Some(to) => with(to),
+        None => prefix_end(&prefix)?,
+    };
+    Some((start, end))
+}
+
+/// The bounds of the cells of `row` whose column starts with `prefix`.
+pub fn row_prefix_bounds(keyspace: &str, row: &[u8], prefix: &[u8]) -> Option<(Key, Key)> {
+    let (start, row_end) = row_bounds(keyspace, row, Some(prefix), None)?;
+    // The first key after every column starting with `prefix`; an all-0xFF
+    // prefix runs to the row's end.
+    let end = prefix_end(&start)
+        .filter(|e| *e < row_end)
+        .unwrap_or(row_end);
+    Some((start, end))
+}
+
+/// The smallest key greater than every key starting with `p`.
+fn prefix_end(p: &[u8]) -> Option<Key> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < u8::MAX {
+            v.push(last + 1);
+            return Some(Key::from(v));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +260,91 @@ mod tests {
         assert!(keys.iter().all(|k| tail.contains(k)));
         assert!(!tail.contains(&storage_key("kt", b"x")));
         assert!(matches!(tail.1, Bound::Excluded(_)));
+    }
+
+    #[test]
+    fn a_cell_key_classifies_back_into_row_and_column() {
+        let k = cell_storage_key("users", b"alice", b"email").expect("storable");
+        assert_eq!(
+            classify(&k),
+            Some((
+                "users",
+                StoredItem::Cell {
+                    row: b"alice",
+                    column: b"email"
+                }
+            ))
+        );
+        let (ks, token, _) = split_storage_key_token(&k).expect("well formed");
+        assert_eq!((ks, token), ("users", Token::of(b"alice")));
+        let plain = storage_key("users", b"alice");
+        assert_eq!(
+            classify(&plain),
+            Some(("users", StoredItem::Plain(b"alice")))
+        );
+    }
+
+    #[test]
+    fn a_rows_cells_are_contiguous_and_sorted_by_column() {
+        let cols: Vec<&[u8]> = vec![b"", b"a", b"a\x00", b"ab", b"b", b"\xff\xff"];
+        let (start, end) = row_bounds("ks", b"r", None, None).expect("bounds");
+        let mut keys: Vec<Key> = cols
+            .iter()
+            .map(|c| cell_storage_key("ks", b"r", c).expect("storable"))
+            .collect();
+        // Other rows and plain keys stay outside the row's range.
+        let others = [
+            cell_storage_key("ks", b"r\x00", b"a").expect("storable"),
+            cell_storage_key("ks", b"s", b"a").expect("storable"),
+            storage_key("ks", b"r"),
+        ];
+        for o in &others {
+            assert!(!(start <= *o && *o < end), "{o:?}");
+        }
+        let sorted = {
+            let mut k = keys.clone();
+            k.sort();
+            k
+        };
+        assert_eq!(keys, sorted, "column order is storage order");
+        keys.retain(|k| start <= *k && *k < end);
+        assert_eq!(keys.len(), cols.len());
+        let (ps, pe) = row_prefix_bounds("ks", b"r", b"a").expect("bounds");
+        let in_prefix: Vec<&[u8]> = cols
+            .iter()
+            .copied()
+            .filter(|c| {
+                let k = cell_storage_key("ks", b"r", c).expect("storable");
+                ps <= k && k < pe
+            })
+            .collect();
+        assert_eq!(in_prefix, vec![&b"a"[..], b"a\x00", b"ab"]);
+    }
+
+    proptest::proptest! {
+        /// No cell key is ever a plain key's storage key, whatever the
+        /// bytes (the construction argument is in `cell_storage_key`'s
+        /// doc; this checks the encoder and the classifier agree).
+        #[test]
+        fn cells_never_collide_with_plain_keys(
+            row in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            col in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+        ) {
+            let cell = cell_storage_key("ks", &row, &col).expect("storable");
+            // The plain key made of exactly the cell's tail bytes.
+            let (_, _, tail) = split_storage_key_token(&cell).expect("well formed");
+            proptest::prop_assert_ne!(&storage_key("ks", tail), &cell);
+            proptest::prop_assert_ne!(&storage_key("ks", &plain), &cell);
+            proptest::prop_assert_eq!(
+                classify(&cell),
+                Some(("ks", StoredItem::Cell { row: &row, column: &col }))
+            );
+            let plain_key = storage_key("ks", &plain);
+            proptest::prop_assert_eq!(
+                classify(&plain_key),
+                Some(("ks", StoredItem::Plain(&plain)))
+            );
+        }
     }
 }

@@ -42,7 +42,7 @@ pub enum StorageOp {
         /// At most this many entries.
         limit: usize,
     },
-    /// `Store::range(start, end, limit)` (a scan's read).
+    /// `Store::range(start, end, limit)` (a scan's read, a row's cells).
     Range {
         /// Lower bound (storage keys).
         start: Bound<Key>,

@@ -59,6 +59,25 @@ pub enum PeerMsg {
         /// The winning version.
         version: Versioned,
     },
+    /// Coordinator → replica: send me your items in `start..end` (a row's
+    /// cells), at most `limit` of them, tombstones included.
+    ReadRange {
+        /// Echoed in the reply.
+        tag: RequestTag,
+        /// First storage key, included.
+        start: Key,
+        /// Bound, excluded.
+        end: Key,
+        /// At most this many items.
+        limit: u32,
+    },
+    /// Replica → coordinator: the items of a [`PeerMsg::ReadRange`].
+    RangeReply {
+        /// The tag of the read.
+        tag: RequestTag,
+        /// The items in key order, or `Err(())`: the store failed.
+        result: Result<Vec<(Key, Versioned)>, ()>,
+    },
     /// Liveness and membership gossip; the membership module owns its content.
     Gossip(crate::membership::GossipMsg),
     /// Anti-entropy; the anti-entropy module owns its content.

@@ -399,6 +399,90 @@ impl Client {
         })
     }
 
+    /// Writes `value` in column `column` of row `row` (one cell: last
+    /// write wins per cell, so writers of other columns never lose theirs);
+    /// returns the write's timestamp.
+    pub async fn hset(
+        &self,
+        row: impl Into<Bytes>,
+        column: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Timestamp, Error> {
+        match self
+            .call(RequestOp::HSet {
+                row: row.into(),
+                column: column.into(),
+                value: value.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Written(ts) => Ok(ts),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Reads column `column` of row `row` (`None`: absent or deleted).
+    pub async fn hget(
+        &self,
+        row: impl Into<Bytes>,
+        column: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Option<Bytes>, Error> {
+        match self
+            .call(RequestOp::HGet {
+                row: row.into(),
+                column: column.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Value(v) => Ok(v),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Deletes column `column` of row `row`; returns the tombstone's
+    /// timestamp.
+    pub async fn hdel(
+        &self,
+        row: impl Into<Bytes>,
+        column: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Timestamp, Error> {
+        match self
+            .call(RequestOp::HDel {
+                row: row.into(),
+                column: column.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Written(ts) => Ok(ts),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Row `row`'s live cells, (column, value) in column order (at most
+    /// [`crate::proto::MAX_HGETALL`]).
+    pub async fn hgetall(
+        &self,
+        row: impl Into<Bytes>,
+        consistency: Option<Consistency>,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error> {
+        match self
+            .call(RequestOp::HGetAll {
+                row: row.into(),
+                consistency,
+            })
+            .await?
+        {
+            Reply::Cells(cells) => Ok(cells),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
     /// The cluster as the connected node sees it.
     pub async fn status(&self) -> Result<ClusterStatus, Error> {
         match self.call(RequestOp::Status).await? {

@@ -252,9 +252,13 @@ struct Running {
 
 fn op_name(op: &ClientOp) -> &'static str {
     match op {
-        ClientOp::Get { .. } | ClientOp::GetEntry { .. } => "get",
-        ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "set",
-        ClientOp::Delete { .. } => "del",
+        // Cell ops count with the key ops they resemble.
+        ClientOp::Get { .. }
+        | ClientOp::GetEntry { .. }
+        | ClientOp::GetCell { .. }
+        | ClientOp::ReadRow { .. } => "get",
+        ClientOp::Put { .. } | ClientOp::PutExpiring { .. } | ClientOp::PutCell { .. } => "set",
+        ClientOp::Delete { .. } | ClientOp::DeleteCell { .. } => "del",
         ClientOp::Scan { .. } => "scan",
     }
 }
@@ -284,19 +288,24 @@ fn error_label(e: &RequestError) -> &'static str {
 /// Refuses requests the cluster could not carry (the limits every client
 /// path shares, so each gateway need not repeat them).
 fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
-    let (key, value) = match &req.op {
+    // A cell's row and column together are its key.
+    let (key_len, value) = match &req.op {
         ClientOp::Get { key } | ClientOp::Delete { key } | ClientOp::GetEntry { key } => {
-            (key, None)
+            (key.len(), None)
         }
         ClientOp::Put { key, value } | ClientOp::PutExpiring { key, value, .. } => {
-            (key, Some(value))
+            (key.len(), Some(value))
         }
-        ClientOp::Scan { prefix, .. } => (prefix, None),
+        ClientOp::Scan { prefix, .. } => (prefix.len(), None),
+        ClientOp::GetCell { row, column } | ClientOp::DeleteCell { row, column } => {
+            (row.len() + column.len(), None)
+        }
+        ClientOp::PutCell { row, column, value } => (row.len() + column.len(), Some(value)),
+        ClientOp::ReadRow { row, .. } => (row.len(), None),
     };
-    if key.len() > MAX_KEY_LEN {
+    if key_len > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(
-            "key of {} bytes exceeds the limit of {MAX_KEY_LEN} bytes",
-            key.len()
+            "key of {key_len} bytes exceeds the limit of {MAX_KEY_LEN} bytes"
         )));
     }
     if let Some(v) = value {

@@ -13,11 +13,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli_hash;
 mod cli_keyspace;
 mod cli_repair;
 mod cli_ring;
-mod cli_ttl;
 mod cli_scan;
+mod cli_ttl;
 
 /// Cassio: a peer-to-peer distributed key-value store.
 #[derive(Parser, Debug)]
@@ -47,6 +48,14 @@ enum Command {
     Del(KeyArgs),
     /// List the keys (and values) that start with a prefix, in token order.
     Scan(cli_scan::ScanArgs),
+    /// Write one column of a row (a Redis hash field).
+    Hset(cli_hash::HSetArgs),
+    /// Read one column of a row (prints `(nil)` when absent).
+    Hget(cli_hash::CellArgs),
+    /// Print a row's columns, `column<TAB>value` per line, in column order.
+    Hgetall(cli_hash::RowArgs),
+    /// Delete one column of a row.
+    Hdel(cli_hash::CellArgs),
     /// Show every node as the contacted node sees it (like `nodetool status`).
     Status(StatusArgs),
     /// Start an anti-entropy round on a node now and follow it to its end.
@@ -605,6 +614,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Decommission(a) => cli_ring::decommission(a).await,
         Command::Keyspace(a) => cli_keyspace::run(a).await,
         Command::Scan(a) => cli_scan::run(a).await,
+        Command::Hset(a) => cli_hash::hset(a).await,
+        Command::Hget(a) => cli_hash::hget(a).await,
+        Command::Hgetall(a) => cli_hash::hgetall(a).await,
+        Command::Hdel(a) => cli_hash::hdel(a).await,
     }
 }
 

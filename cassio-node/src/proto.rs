@@ -89,7 +89,49 @@ pub enum RequestOp {
         /// The level, or `None` for the keyspace default.
         consistency: Option<Consistency>,
     },
+    /// Write column `column` of row `row` (one cell, last write wins per
+    /// cell). Appended after `Auth` so older frames decode unchanged.
+    HSet {
+        /// The row.
+        row: Bytes,
+        /// The column.
+        column: Bytes,
+        /// The value.
+        value: Bytes,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
+    /// Read one cell.
+    HGet {
+        /// The row.
+        row: Bytes,
+        /// The column.
+        column: Bytes,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
+    /// Delete one cell (a tombstone for that cell only).
+    HDel {
+        /// The row.
+        row: Bytes,
+        /// The column.
+        column: Bytes,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
+    /// Read a row's live cells in column order (at most
+    /// [`MAX_HGETALL`] of them).
+    HGetAll {
+        /// The row.
+        row: Bytes,
+        /// The level, or `None` for the keyspace default.
+        consistency: Option<Consistency>,
+    },
 }
+
+/// The most cells one [`RequestOp::HGetAll`] answers (bounded by the
+/// frame size too: keep rows read whole small).
+pub const MAX_HGETALL: usize = 10_000;
 
 /// A server's answer to one request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +163,8 @@ pub enum Reply {
         /// Opaque; pass it back as `RequestOp::Scan::cursor`.
         next: Option<Bytes>,
     },
+    /// A row's live cells, (column, value) in column order.
+    Cells(Vec<(Bytes, Bytes)>),
 }
 
 /// Why a frame could not be read or written.

@@ -58,6 +58,13 @@ fn request_bytes(op: &RequestOp) -> usize {
             RequestOp::Scan { prefix, cursor, .. } => {
                 prefix.len() + cursor.as_ref().map_or(0, |c| c.len())
             }
+            RequestOp::HSet {
+                row, column, value, ..
+            } => row.len() + column.len() + value.len(),
+            RequestOp::HGet { row, column, .. } | RequestOp::HDel { row, column, .. } => {
+                row.len() + column.len()
+            }
+            RequestOp::HGetAll { row, .. } => row.len(),
             RequestOp::Auth { user, password } => user.len() + password.len(),
         }
 }
@@ -87,6 +94,35 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
             ClientRequest::put_expiring(key, value, cassio_core::Expiry::After(ttl_micros)),
             consistency,
         ),
+        RequestOp::HSet {
+            row,
+            column,
+            value,
+            consistency,
+        } => with_level(ClientRequest::hset(row, column, value), consistency),
+        RequestOp::HGet {
+            row,
+            column,
+            consistency,
+        } => with_level(ClientRequest::hget(row, column), consistency),
+        RequestOp::HDel {
+            row,
+            column,
+            consistency,
+        } => with_level(ClientRequest::hdel(row, column), consistency),
+        RequestOp::HGetAll { row, consistency } => {
+            return crate::gateway::rows::read_row_more(
+                handle,
+                None,
+                &row,
+                cassio_core::RowSlice::All,
+                crate::proto::MAX_HGETALL,
+                consistency,
+                cassio_core::DEFAULT_KEYSPACE,
+            )
+            .await
+            .map(|(cells, _)| Reply::Cells(cells))
+        }
         RequestOp::Status => return handle.status().await.map(|s| Reply::Status(Box::new(s))),
         RequestOp::Ping => return Ok(Reply::Pong),
         RequestOp::Scan {
@@ -121,9 +157,9 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
             entries,
             next: next.map(|c| bytes::Bytes::from(c.encode())),
         },
-        ClientResponse::SchemaChanged { .. } => {
+        ClientResponse::SchemaChanged { .. } | ClientResponse::Cells { .. } => {
             return Err(RequestError::BadRequest(
-                "the node answered a request with a schema change".into(),
+                "the node answered a request with a schema change or cells".into(),
             ))
         }
     })
@@ -302,8 +338,12 @@ fn permitted(
         ));
     };
     let write = match op {
-        RequestOp::Get { .. } => false,
-        RequestOp::Set { .. } | RequestOp::Del { .. } | RequestOp::SetExpiring { .. } => true,
+        RequestOp::Get { .. } | RequestOp::HGet { .. } | RequestOp::HGetAll { .. } => false,
+        RequestOp::Set { .. }
+        | RequestOp::Del { .. }
+        | RequestOp::SetExpiring { .. }
+        | RequestOp::HSet { .. }
+        | RequestOp::HDel { .. } => true,
         _ => return Ok(()),
     };
     Authenticator::check(user, cassio_core::DEFAULT_KEYSPACE, write)

@@ -273,7 +273,11 @@ const BACKGROUND_MAX_IN_FLIGHT: usize = 1;
 /// Whether `op` is background work rather than a client's read or write
 /// (or a replica's part of one).
 fn is_background(op: &StorageOp) -> bool {
-    !matches!(op, StorageOp::Apply { .. } | StorageOp::Get { .. })
+    // A row read is a client's read.
+    !matches!(
+        op,
+        StorageOp::Apply { .. } | StorageOp::Get { .. } | StorageOp::Range { .. }
+    )
 }
 
 /// Whether an operation queued with `deadline` is no longer worth running at `now`.

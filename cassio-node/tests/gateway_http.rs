@@ -150,6 +150,7 @@ async fn consistency_query_parameter() {
                 ClientOp::Put { .. } | ClientOp::PutExpiring { .. } => "put",
                 ClientOp::Delete { .. } => "delete",
                 ClientOp::Scan { .. } => "scan",
+                _ => "cell",
             };
             (op, r.consistency)
         })

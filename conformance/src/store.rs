@@ -109,6 +109,7 @@ macro_rules! store_tests {
             digests_list_what_range_lists,
             expiry_round_trips_and_reads_as_the_contract_says,
             expired_version_still_wins_lww_like_a_tombstone,
+            row_cells_read_as_one_sorted_range,
         );
     };
 }
@@ -468,6 +469,58 @@ pub mod cases {
             seen.extend(keys(&page));
         }
         assert_eq!(seen, ks[..=16].to_vec());
+    }
+
+    /// A row's cells (issue 14) are one contiguous range of storage keys,
+    /// in column order, apart from other rows and plain keys, whatever was
+    /// written around them; paging through it returns each cell once.
+    pub fn row_cells_read_as_one_sorted_range<H: StoreHarness>() {
+        use cassio_core::node::{cell_storage_key, classify, row_bounds, storage_key, StoredItem};
+        let (_d, s) = fresh::<H>();
+        let cell =
+            |row: &[u8], col: &[u8]| cell_storage_key("default", row, col).expect("storable");
+        let cols: Vec<&[u8]> = vec![b"\xff", b"b", b"a\x00", b"", b"a", b"ab"];
+        for (i, c) in cols.iter().enumerate() {
+            put(&s, &cell(b"r", c), &val(1, format!("v{i}")));
+        }
+        put(&s, &cell(b"r", b"b"), &tomb(2));
+        // Neighbours: other rows, plain keys named like the row or a cell.
+        put(&s, &cell(b"r\x00", b"a"), &val(1, "other row"));
+        put(&s, &cell(b"q", b"a"), &val(1, "other row"));
+        put(&s, &storage_key("default", b"r"), &val(1, "plain"));
+        put(&s, &storage_key("default", b"ra"), &val(1, "plain"));
+        let (start, end) = row_bounds("default", b"r", None, None).expect("bounds");
+        let got = s
+            .range(Bound::Included(&start), Bound::Excluded(&end), 100)
+            .expect("range");
+        let columns: Vec<Vec<u8>> = got
+            .iter()
+            .map(|(k, _)| match classify(k) {
+                Some(("default", StoredItem::Cell { row: b"r", column })) => column.to_vec(),
+                other => panic!("not a cell of row r: {other:?}"),
+            })
+            .collect();
+        let mut want: Vec<Vec<u8>> = cols.iter().map(|c| c.to_vec()).collect();
+        want.sort();
+        assert_eq!(columns, want, "every cell once, in column order");
+        assert!(got
+            .iter()
+            .any(|(k, v)| k == &cell(b"r", b"b") && v.is_tombstone()));
+        // Paged two at a time, resuming after the last key.
+        let mut paged = Vec::new();
+        let mut from = Bound::Included(start.to_vec());
+        loop {
+            let b = match &from {
+                Bound::Included(k) => Bound::Included(k.as_slice()),
+                Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let page = s.range(b, Bound::Excluded(&end), 2).expect("range");
+            let Some((last, _)) = page.last() else { break };
+            from = Bound::Excluded(last.to_vec());
+            paged.extend(page);
+        }
+        assert_eq!(paged, got);
     }
 
     /// Range shows each key once, with its winning version, tombstones included.

@@ -42,6 +42,21 @@ fn caught(
 }
 
 #[test]
+fn mutation_row_lww() {
+    // Every column of a row stored as one item: a write of one column
+    // overwrites the others, so reads of a column see another's value or
+    // miss an acknowledged write.
+    let control = nemesis::cells_concurrent_columns();
+    let mut broken = control.clone();
+    broken.name = "mutation_row_lww".into();
+    broken.mutations.row_lww = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "last write wins per row instead of per cell went unnoticed"
+    );
+}
+
+#[test]
 fn mutation_replica_drops_every_tenth_write() {
     // Without anti-entropy and hints, which would repair the dropped
     // writes before a read sees them: this proves the checker sees lost

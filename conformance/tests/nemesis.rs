@@ -79,6 +79,15 @@ fn partition_minority() {
 }
 
 #[test]
+fn cells_concurrent_columns() {
+    let stats = run(
+        &nemesis::cells_concurrent_columns(),
+        "cells_concurrent_columns",
+    );
+    assert_did_work(&stats);
+}
+
+#[test]
 fn partition_majority() {
     let stats = run(&nemesis::partition_majority(), "partition_majority");
     assert!(stats.failed > 0, "{stats:?}");

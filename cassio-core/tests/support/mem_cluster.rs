@@ -109,6 +109,8 @@ pub struct Cluster {
     pub now: Instant,
     pub down: BTreeSet<usize>,
     pub replies: BTreeMap<RequestId, bool>,
+    /// Every answer, in full (for tests that look at values).
+    pub answers: BTreeMap<RequestId, Result<cassio_core::ClientResponse, cassio_core::ClientError>>,
     /// Encoded bytes of the anti-entropy and hint messages delivered.
     pub sync_bytes: u64,
     /// Links (from, to) that drop every message, in one direction.
@@ -151,6 +153,7 @@ impl Cluster {
             now: Instant::ZERO,
             down: BTreeSet::new(),
             replies: BTreeMap::new(),
+            answers: BTreeMap::new(),
             sync_bytes: 0,
             blocked: BTreeSet::new(),
             blocked_sync: BTreeSet::new(),
@@ -224,6 +227,7 @@ impl Cluster {
                         }
                         Output::Reply { id, result } => {
                             self.replies.insert(id, result.is_ok());
+                            self.answers.insert(id, result);
                         }
                         Output::Persist(state) => self.persisted[i] = Some(state),
                         _ => {}

@@ -48,6 +48,7 @@
 //! TLS (when the node has a client certificate): the port speaks only
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
+mod cells;
 mod expiry;
 mod keyspaces;
 mod openapi;
@@ -661,12 +662,7 @@ fn written(res: Result<ClientResponse, RequestError>) -> Response {
         Ok(ClientResponse::Written { ts }) => {
             Json(json!({ "ok": true, "timestamp": ts })).into_response()
         }
-        Ok(
-            ClientResponse::Value(_)
-            | ClientResponse::SchemaChanged { .. }
-            | ClientResponse::Entry { .. }
-            | ClientResponse::Page { .. },
-        ) => error(
+        Ok(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a write with a value",
@@ -680,6 +676,9 @@ async fn get_kv(
     uri: Uri,
     params: Result<Query<KvParams>, QueryRejection>,
 ) -> Response {
+    if let Some(r) = cells::get(&gw, &uri).await {
+        return r;
+    }
     let (keyspace, key, level) = match key_and_level(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
@@ -705,11 +704,7 @@ async fn get_kv(
         Ok(ClientResponse::Value(None) | ClientResponse::Entry { value: None, .. }) => {
             error(StatusCode::NOT_FOUND, "not_found", "key not found")
         }
-        Ok(
-            ClientResponse::Written { .. }
-            | ClientResponse::SchemaChanged { .. }
-            | ClientResponse::Page { .. },
-        ) => error(
+        Ok(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the node answered a read with a write acknowledgement",
@@ -742,6 +737,9 @@ async fn put_kv(
         }
         Err(e) => return error(e.status(), "bad_request", e.body_text()),
     };
+    if let Some(r) = cells::write(&gw, &uri, Some(value.clone())).await {
+        return r;
+    }
     let req = match ttl {
         None => ClientRequest::put(key, value),
         Some(e) => ClientRequest::put_expiring(key, value, e),
@@ -760,6 +758,9 @@ async fn delete_kv(
         Ok(k) => k,
         Err(r) => return *r,
     };
+    if let Some(r) = cells::write(&gw, &uri, None).await {
+        return r;
+    }
     let mut req = ClientRequest::delete(key).in_keyspace(keyspace);
     req.consistency = level;
     written(execute(&gw.handle, PROTOCOL, req).await)

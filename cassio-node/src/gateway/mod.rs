@@ -35,6 +35,7 @@ mod node_metrics;
 pub mod resp;
 mod resp3;
 mod resp_proto;
+pub(crate) mod rows;
 
 pub use limits::GatewayLimits;
 pub use metrics_install::{install_metrics, MetricsError};
@@ -160,9 +161,15 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The index of a request's operation in [`metrics_install::OPS`].
 pub(crate) fn op_index(req: &ClientRequest) -> usize {
     match req.op {
-        cassio_core::ClientOp::Get { .. } | cassio_core::ClientOp::GetEntry { .. } => 0,
-        cassio_core::ClientOp::Put { .. } | cassio_core::ClientOp::PutExpiring { .. } => 1,
-        cassio_core::ClientOp::Delete { .. } => 2,
+        // Cell ops count with the key ops they resemble.
+        cassio_core::ClientOp::Get { .. }
+        | cassio_core::ClientOp::GetEntry { .. }
+        | cassio_core::ClientOp::GetCell { .. }
+        | cassio_core::ClientOp::ReadRow { .. } => 0,
+        cassio_core::ClientOp::Put { .. }
+        | cassio_core::ClientOp::PutExpiring { .. }
+        | cassio_core::ClientOp::PutCell { .. } => 1,
+        cassio_core::ClientOp::Delete { .. } | cassio_core::ClientOp::DeleteCell { .. } => 2,
         cassio_core::ClientOp::Scan { .. } => 3,
     }
 }

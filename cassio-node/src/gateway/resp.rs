@@ -70,6 +70,8 @@
 
 #[path = "resp_expiry.rs"]
 mod expiry;
+#[path = "resp_hash.rs"]
+mod hash;
 
 use super::limits::{self, BufferBudget, BufferShare, ConnectionSlots, GatewayLimits};
 #[path = "resp_scan.rs"]
@@ -502,11 +504,12 @@ enum IoKind {
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
     Info(Option<String>, u16),
-    Type(Bytes),
     /// Expiry and conditional writes (`resp_expiry.rs`).
     Expiry(Box<expiry::ExpiryOp>),
     /// `SCAN`, `KEYS`, `DBSIZE` (see `resp_scan`).
     Scan(resp_scan::ScanKind),
+    /// A hash command (a row of cells; see `resp_hash`).
+    Hash(hash::HashOp),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -520,9 +523,10 @@ struct IoOp {
 impl IoOp {
     fn reads(&self) -> &[Bytes] {
         match &self.kind {
-            IoKind::Get(k) | IoKind::Type(k) => std::slice::from_ref(k),
+            IoKind::Get(k) => std::slice::from_ref(k),
             IoKind::Exists(ks) | IoKind::MGet(ks) | IoKind::Del(ks) => ks,
             IoKind::Expiry(e) => std::slice::from_ref(e.key()),
+            IoKind::Hash(h) => std::slice::from_ref(h.key()),
             _ => &[],
         }
     }
@@ -533,6 +537,7 @@ impl IoOp {
             IoKind::Del(ks) => (None, ks, &[]),
             IoKind::MSet(kvs) => (None, &[], kvs),
             IoKind::Expiry(e) if e.writes() => (Some(e.key()), &[], &[]),
+            IoKind::Hash(h) if h.writes() => (Some(h.key()), &[], &[]),
             _ => (None, &[], &[]),
         };
         one.into_iter()
@@ -680,9 +685,10 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
     };
     let write = match &op.kind {
         IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
-        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Type(_) | IoKind::Scan(_) => false,
+        IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Scan(_) => false,
         IoKind::Info(..) => return planned,
         IoKind::Expiry(e) => e.writes(),
+        IoKind::Hash(h) => h.writes(),
     };
     match Authenticator::check(&user, &op.keyspace, write) {
         Ok(()) => planned,
@@ -922,16 +928,6 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         }
         "SELECT" => conn_cmds::select(&args),
         "RESET" => conn_cmds::reset(&args, conn),
-        "TYPE" => {
-            if argc != 2 {
-                return wrong_arity(name);
-            }
-            let key = args.swap_remove(1);
-            if let Err(p) = check_sizes([&key], []) {
-                return p;
-            }
-            io(IoKind::Type(key))
-        }
         "HELLO" => hello(&args, conn),
         "AUTH" => err(NO_AUTH),
         "INFO" => {
@@ -946,6 +942,11 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
         "COMMAND" => command(&args),
         "CLIENT" => conn_cmds::client(&args, conn),
         "CONFIG" => conn_cmds::config(&args),
+        "HSET" | "HMSET" | "HSETNX" | "HGET" | "HMGET" | "HDEL" | "HGETALL" | "HKEYS" | "HVALS"
+        | "HLEN" | "HEXISTS" | "HSCAN" | "TYPE" => {
+            hash::plan(name, args, conn.consistency, conn.keyspace.clone())
+                .unwrap_or_else(|| err("ERR unknown command"))
+        }
         "CASSIO.KEYSPACE" => match argc {
             1 => Plan::Ready(Reply::bulk_str(&conn.keyspace)),
             2 => {
@@ -1100,6 +1101,18 @@ const COMMANDS: &[CommandSpec] = &[
     ("scan", -2, &["readonly"], 0, 0, 0),
     ("keys", 2, &["readonly"], 0, 0, 0),
     ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("hset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hmset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hsetnx", 4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hget", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hmget", -3, &["readonly", "fast"], 1, 1, 1),
+    ("hdel", -3, &["write", "fast"], 1, 1, 1),
+    ("hgetall", 2, &["readonly"], 1, 1, 1),
+    ("hkeys", 2, &["readonly"], 1, 1, 1),
+    ("hvals", 2, &["readonly"], 1, 1, 1),
+    ("hlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hscan", -3, &["readonly"], 1, 1, 1),
 ];
 
 /// Every supported command, this file's and `resp_expiry.rs`'s.
@@ -1174,11 +1187,10 @@ async fn get(
         ClientResponse::Value(v) | ClientResponse::Entry { value: v, .. } => Ok(v),
         ClientResponse::Written { .. }
         | ClientResponse::SchemaChanged { .. }
-        | ClientResponse::Page { .. } => {
-            Err(RequestError::BadRequest(
-                "the node answered a read with a write acknowledgement".into(),
-            ))
-        }
+        | ClientResponse::Page { .. }
+        | ClientResponse::Cells { .. } => Err(RequestError::BadRequest(
+            "the node answered a read with a write acknowledgement".into(),
+        )),
     }
 }
 
@@ -1266,14 +1278,9 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
             }
         }
         IoKind::Info(section, port) => info(handle, section.as_deref(), *port).await,
-        // Cassio's values are strings until the other types land.
-        IoKind::Type(k) => match get(handle, k, c, ks).await {
-            Ok(Some(_)) => Reply::Simple("string"),
-            Ok(None) => Reply::Simple("none"),
-            Err(e) => request_error(&e),
-        },
         IoKind::Expiry(e) => expiry::run(handle, e, c, ks).await,
         IoKind::Scan(kind) => resp_scan::run(handle, kind, ks, c).await,
+        IoKind::Hash(h) => hash::run(handle, h, c, ks).await,
     }
 }
 
@@ -1755,7 +1762,6 @@ mod tests {
             // Unknown ones, odd ones, and names longer than the name buffer.
             v.extend(
                 [
-                    "HGET",
                     "FLUSHALL",
                     "",
                     "x",

@@ -262,6 +262,12 @@ fn answer(
             all.truncate(*limit);
             ClientResponse::Page { entries: all, next }
         }
+        // Hashes are tested against a real node (tests/gateway_hash.rs).
+        _ => {
+            return Err(RequestError::BadRequest(
+                "the fake node keeps no cells".into(),
+            ))
+        }
     })
 }
 

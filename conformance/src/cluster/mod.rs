@@ -132,6 +132,11 @@ pub struct Scenario {
     pub ttl_percent: u32,
     /// The TTL of those puts.
     pub ttl: Duration,
+    /// Client keys are the columns of one row ([`CELL_ROW`]): writes and
+    /// deletes are cell ops, reads alternate between reading the cell and
+    /// reading the row's slice that holds only it; the checker judges each
+    /// (row, column) as a register.
+    pub cells: bool,
     /// A scan workload instead of (or beside) the clients' (see
     /// [`ScanPlan`]).
     pub scan: Option<ScanPlan>,
@@ -153,6 +158,9 @@ pub struct ScanPlan {
     /// Entries per page.
     pub page: usize,
 }
+
+/// The row whose columns a [`Scenario::cells`] workload uses.
+pub const CELL_ROW: &[u8] = b"row";
 
 impl Scenario {
     /// A fault-free scenario with 5 nodes, RF=3, QUORUM reads and writes.
@@ -195,6 +203,7 @@ impl Scenario {
             ttl_percent: 0,
             ttl: Duration::from_millis(500),
             scan: None,
+            cells: false,
         }
     }
 

@@ -838,8 +838,8 @@ impl<'a> SimCluster<'a> {
             let Some(view) = view else {
                 break;
             };
-            let skey = cassio_core::node::storage_key(cassio_core::DEFAULT_KEYSPACE, &key);
-            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &key);
+            let (skey, placed_by) = stored_as(self.scenario.cells, &key);
+            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &placed_by);
             let versions = owners
                 .into_iter()
                 .map(|id| {
@@ -880,4 +880,18 @@ impl<'a> SimCluster<'a> {
 /// A bound on a storage key as the store's scans take it.
 fn bound_slice(b: &Bound<cassio_core::Key>) -> Bound<&[u8]> {
     b.as_ref().map(|k| &k[..])
+}
+
+/// The storage key of workload key `key`, and the key that places it: the
+/// key itself, or (for a [`Scenario::cells`] workload) column `key` of
+/// [`crate::cluster::CELL_ROW`], placed by the row.
+pub(crate) fn stored_as(cells: bool, key: &Bytes) -> (Bytes, Bytes) {
+    let ks = cassio_core::DEFAULT_KEYSPACE;
+    if cells {
+        let row = Bytes::from_static(crate::cluster::CELL_ROW);
+        if let Some(skey) = cassio_core::node::cell_storage_key(ks, &row, key) {
+            return (skey, row);
+        }
+    }
+    (cassio_core::node::storage_key(ks, key), key.clone())
 }

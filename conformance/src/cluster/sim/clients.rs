@@ -57,6 +57,13 @@ impl SimCluster<'_> {
         let Some(idx) = self.in_flight.remove(&id) else {
             return;
         };
+        // A row read of a one-column slice answers that cell's value.
+        let result = match result {
+            Ok(ClientResponse::Cells { cells, .. }) => Ok(ClientResponse::Value(
+                cells.into_iter().next().map(|(_, v)| v),
+            )),
+            other => other,
+        };
         let op = &mut self.history[idx];
         op.completed = Some(self.now);
         op.outcome = OpOutcome::Done(result);
@@ -106,15 +113,34 @@ impl SimCluster<'_> {
     ) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let req = match (&kind, ttl) {
-            (OpKind::Get, _) => ClientRequest::get(key.clone()),
-            (OpKind::Put(v), None) => ClientRequest::put(key.clone(), v.clone()),
-            (OpKind::Put(v), Some(ttl)) => ClientRequest::put_expiring(
+        let row = Bytes::from_static(crate::cluster::CELL_ROW);
+        // Cells carry no expiry: a cells scenario has no TTL puts.
+        let req = match (&kind, self.scenario.cells, ttl) {
+            (OpKind::Get, false, _) => ClientRequest::get(key.clone()),
+            (OpKind::Put(v), false, None) => ClientRequest::put(key.clone(), v.clone()),
+            (OpKind::Put(v), false, Some(ttl)) => ClientRequest::put_expiring(
                 key.clone(),
                 v.clone(),
                 cassio_core::Expiry::After(u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX)),
             ),
-            (OpKind::Delete, _) => ClientRequest::delete(key.clone()),
+            (OpKind::Delete, false, _) => ClientRequest::delete(key.clone()),
+            (OpKind::Get, true, _) if self.rng.random_bool(0.5) => {
+                ClientRequest::hget(row, key.clone())
+            }
+            (OpKind::Get, true, _) => {
+                let mut to = key.to_vec();
+                to.push(0);
+                ClientRequest::read_row(
+                    row,
+                    cassio_core::RowSlice::Range {
+                        from: Some(key.clone()),
+                        to: Some(Bytes::from(to)),
+                    },
+                    10,
+                )
+            }
+            (OpKind::Put(v), true, _) => ClientRequest::hset(row, key.clone(), v.clone()),
+            (OpKind::Delete, true, _) => ClientRequest::hdel(row, key.clone()),
         }
         .with_consistency(level);
         let kind_is_put = matches!(kind, OpKind::Put(_));

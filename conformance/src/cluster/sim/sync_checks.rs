@@ -28,8 +28,8 @@ impl SimCluster<'_> {
         };
         let mut unconverged = Vec::new();
         for key in self.keys() {
-            let skey = cassio_core::node::storage_key(cassio_core::DEFAULT_KEYSPACE, &key);
-            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &key);
+            let (skey, placed_by) = super::stored_as(self.scenario.cells, &key);
+            let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &placed_by);
             let versions: Vec<_> = owners
                 .iter()
                 .map(|&id| {
@@ -112,12 +112,15 @@ impl SimCluster<'_> {
         };
         for key in self.keys() {
             if !node
-                .replicas_of(cassio_core::DEFAULT_KEYSPACE, &key)
+                .replicas_of(
+                    cassio_core::DEFAULT_KEYSPACE,
+                    &super::stored_as(self.scenario.cells, &key).1,
+                )
                 .contains(&id)
             {
                 continue;
             }
-            let skey = cassio_core::node::storage_key(cassio_core::DEFAULT_KEYSPACE, &key);
+            let skey = super::stored_as(self.scenario.cells, &key).0;
             let Ok(v) = store.get(&skey) else {
                 continue;
             };
