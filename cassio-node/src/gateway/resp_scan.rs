@@ -8,9 +8,10 @@
 //!   [`cassio_core::scan::MAX_PAGE`]) is how many keys a call examines, so
 //!   a call may return fewer (even none) with a non-zero cursor, as Redis
 //!   allows. `MATCH` uses Redis glob rules ([`glob_match`]); its literal
-//!   prefix is sent to the cluster as a scan prefix. Every key is a string,
-//!   so `TYPE string` changes nothing and any other type ends at once with
-//!   no keys. No key present for the whole scan is missed or repeated.
+//!   prefix is sent to the cluster as a scan prefix. Scans list string
+//!   keys only (a hash's fields are cells, read with `HSCAN`), so `TYPE
+//!   string` changes nothing and any other type ends at once with no keys.
+//!   No key present for the whole scan is missed or repeated.
 //! - `KEYS pattern`: the whole scan, refused with an error pointing at
 //!   `SCAN` once more than [`KEYS_MAX`] keys match.
 //! - `DBSIZE`: an estimate. The scan's first [`DBSIZE_SAMPLE`] keys are
