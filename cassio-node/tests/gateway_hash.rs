@@ -118,6 +118,11 @@ async fn redis_hashes_on_a_real_node() {
             assert_eq!(q::<String>(&mut c, &["SET", "s", "v"]), "OK");
             assert_eq!(q::<String>(&mut c, &["TYPE", "s"]), "string");
             assert_eq!(q::<String>(&mut c, &["TYPE", "h"]), "hash");
+            // Scans list string keys only: the hashes' cells are not keys.
+            let mut keys: Vec<String> = q(&mut c, &["KEYS", "*"]);
+            keys.sort();
+            assert_eq!(keys, vec!["s".to_string()]);
+            assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1);
             assert_eq!(q::<String>(&mut c, &["TYPE", "none"]), "none");
             // A plain key and a hash of one name are apart.
             assert_eq!(q::<Option<String>>(&mut c, &["GET", "h"]), None);
