@@ -883,6 +883,13 @@ impl Node {
         result: StorageResult,
     ) {
         let now = self.enter(now);
+        // A request whose deadline passed times out before any late result
+        // is counted: a store that dropped the request's operation because
+        // it waited past that same deadline must not turn the client's
+        // timeout into a replica failure, whichever the driver saw first.
+        if self.coord.next_deadline().is_some_and(|d| d <= now) {
+            self.coordinate(now, |c, _, fx| c.expire(now, fx));
+        }
         self.storage_done(now, token, result);
         self.leave_input();
     }
