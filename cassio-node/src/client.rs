@@ -33,13 +33,13 @@
 
 mod keyspace;
 
-pub use crate::proto::KeyspaceList;
-pub use keyspace::{KeyspaceHandle, CHANGE_TIMEOUT};
 use crate::handle::{ClusterStatus, RequestError};
+pub use crate::proto::KeyspaceList;
 use crate::proto::{self, ProtoError, Reply, Request, RequestOp, Response};
 use bytes::Bytes;
 use cassio_core::{ClientError, Consistency, Timestamp};
 use core::net::SocketAddr;
+pub use keyspace::{KeyspaceHandle, CHANGE_TIMEOUT};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};

@@ -487,9 +487,10 @@ mod tests {
             op: wrap(MAX_NESTING + 1),
         })
         .unwrap();
+        // (postcard does not carry a custom error's text.)
         assert!(matches!(
             decode::<Request>(&frame[4..]),
-            Err(ProtoError::Malformed(m)) if m.contains("nested")
+            Err(ProtoError::Malformed(_))
         ));
         // A hand-made frame of a million wrappers (variant index, an empty
         // name) is refused, not recursed into.

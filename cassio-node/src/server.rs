@@ -122,7 +122,8 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
                 name,
                 replication_factor: factor(replication_factor)?,
                 // As `POST /admin/keyspaces`.
-                default_consistency: default_consistency.unwrap_or(cassio_core::Consistency::Quorum),
+                default_consistency: default_consistency
+                    .unwrap_or(cassio_core::Consistency::Quorum),
             };
             schema_change(handle, change).await
         }
@@ -488,9 +489,10 @@ fn permitted(
         }
         // Status needs a login only; a nested wrapper is refused by
         // `execute`.
-        RequestOp::Status | RequestOp::Ping | RequestOp::Auth { .. } | RequestOp::InKeyspace { .. } => {
-            return Ok(())
-        }
+        RequestOp::Status
+        | RequestOp::Ping
+        | RequestOp::Auth { .. }
+        | RequestOp::InKeyspace { .. } => return Ok(()),
     };
     Authenticator::check(user, keyspace, write)
         .map_err(|e| RequestError::Unauthorized(e.to_string()))

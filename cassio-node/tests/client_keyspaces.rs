@@ -129,7 +129,12 @@ async fn keyspaces_are_created_addressed_listed_altered_and_dropped_by_the_clien
     );
     // `default` by name is the unwrapped default.
     assert_eq!(
-        admin.keyspace("default").get("k", None).await.unwrap().as_deref(),
+        admin
+            .keyspace("default")
+            .get("k", None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"in-default"[..])
     );
 
@@ -179,7 +184,10 @@ async fn keyspaces_are_created_addressed_listed_altered_and_dropped_by_the_clien
         .iter()
         .find(|k| k.name == "orders")
         .unwrap_or_else(|| panic!("{list:?}"));
-    assert_eq!((ks.replication_factor, ks.default_consistency.as_str()), (1, "ONE"));
+    assert_eq!(
+        (ks.replication_factor, ks.default_consistency.as_str()),
+        (1, "ONE")
+    );
     assert!(list.keyspaces.iter().any(|k| k.name == "default"));
 
     // Refusals are typed, with the node's message.
@@ -197,15 +205,24 @@ async fn keyspaces_are_created_addressed_listed_altered_and_dropped_by_the_clien
         ),
         "{e:?}"
     );
-    let e = admin.alter_keyspace("orders", Some(3), None).await.unwrap_err();
+    let e = admin
+        .alter_keyspace("orders", Some(3), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e.schema_error(),
-            Some(ChangeError::Invalid(SchemaError::ReplicationStep { from: 1, to: 3 }))
+            Some(ChangeError::Invalid(SchemaError::ReplicationStep {
+                from: 1,
+                to: 3
+            }))
         ),
         "{e:?}"
     );
-    let e = admin.alter_keyspace("orders", None, None).await.unwrap_err();
+    let e = admin
+        .alter_keyspace("orders", None, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, Error::Request(RequestError::BadRequest(m)) if m.contains("nothing to change")),
         "{e:?}"
@@ -213,12 +230,12 @@ async fn keyspaces_are_created_addressed_listed_altered_and_dropped_by_the_clien
     // A new keyspace's first factor step (1 -> 2, on a 1-node cluster)
     // waits for nothing: the node takes it. The next step waits until
     // every replica was repaired under the first, and says so.
-    let v2 = admin
-        .alter_keyspace("orders", Some(2), None)
-        .await
-        .unwrap();
+    let v2 = admin.alter_keyspace("orders", Some(2), None).await.unwrap();
     assert!(v2 > v1);
-    let e = admin.alter_keyspace("orders", Some(3), None).await.unwrap_err();
+    let e = admin
+        .alter_keyspace("orders", Some(3), None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e.schema_error(),
@@ -233,7 +250,10 @@ async fn keyspaces_are_created_addressed_listed_altered_and_dropped_by_the_clien
         .unwrap();
     let list = admin.list_keyspaces().await.unwrap();
     let ks = list.keyspaces.iter().find(|k| k.name == "orders").unwrap();
-    assert_eq!((ks.replication_factor, ks.default_consistency.as_str()), (2, "ALL"));
+    assert_eq!(
+        (ks.replication_factor, ks.default_consistency.as_str()),
+        (2, "ALL")
+    );
     assert!(list.schema_version >= v3);
 
     // Dropped: data requests in it are refused as an unknown keyspace,
@@ -277,10 +297,19 @@ async fn keyspace_rights_apply_to_wrapped_requests_and_changes_need_admin() {
     // A read-only user reads any keyspace, writes none, changes none.
     let reader = client_as(addr, "reader").await;
     assert_eq!(
-        reader.keyspace("orders").get("k", None).await.unwrap().as_deref(),
+        reader
+            .keyspace("orders")
+            .get("k", None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v"[..])
     );
-    let e = reader.keyspace("orders").set("k", "w", None).await.unwrap_err();
+    let e = reader
+        .keyspace("orders")
+        .set("k", "w", None)
+        .await
+        .unwrap_err();
     assert!(e.is_unauthorized(), "{e:?}");
     assert!(e.to_string().contains("orders"), "{e}");
     let e = reader.create_keyspace("mine", 1, None).await.unwrap_err();
@@ -288,7 +317,10 @@ async fn keyspace_rights_apply_to_wrapped_requests_and_changes_need_admin() {
     assert!(e.to_string().contains("reader"), "{e}");
     for e in [
         reader.list_keyspaces().await.unwrap_err(),
-        reader.alter_keyspace("orders", None, Some(Consistency::All)).await.unwrap_err(),
+        reader
+            .alter_keyspace("orders", None, Some(Consistency::All))
+            .await
+            .unwrap_err(),
         reader.drop_keyspace("orders").await.unwrap_err(),
     ] {
         assert!(e.is_unauthorized(), "{e:?}");
@@ -316,7 +348,12 @@ async fn keyspace_rights_apply_to_wrapped_requests_and_changes_need_admin() {
     );
     // Nothing was changed by the refusals.
     assert_eq!(
-        admin.keyspace("orders").get("k", None).await.unwrap().as_deref(),
+        admin
+            .keyspace("orders")
+            .get("k", None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v"[..])
     );
     assert!(admin
@@ -365,7 +402,9 @@ async fn malformed_wrappers_get_typed_errors_and_the_connection_stays_usable() {
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     // Rights are checked before anything else: not logged in yet.
-    let r = exchange(&mut s, 1, wrap("orders", get(b"k"))).await.unwrap();
+    let r = exchange(&mut s, 1, wrap("orders", get(b"k")))
+        .await
+        .unwrap();
     assert!(
         matches!(&r.result, Err(RequestError::Unauthorized(m)) if m.contains("authentication required")),
         "{r:?}"
@@ -388,7 +427,11 @@ async fn malformed_wrappers_get_typed_errors_and_the_connection_stays_usable() {
         (10, wrap("orders", wrap("orders", get(b"k"))), "nested"),
         (11, wrap("orders", RequestOp::Status), "status"),
         (12, wrap("orders", RequestOp::Ping), "ping"),
-        (13, wrap("orders", RequestOp::ListKeyspaces), "list keyspaces"),
+        (
+            13,
+            wrap("orders", RequestOp::ListKeyspaces),
+            "list keyspaces",
+        ),
         (
             14,
             wrap(
@@ -420,9 +463,13 @@ async fn malformed_wrappers_get_typed_errors_and_the_connection_stays_usable() {
         );
     }
     // The connection still serves, wrapped and not.
-    let r = exchange(&mut s, 20, wrap("orders", get(b"k"))).await.unwrap();
+    let r = exchange(&mut s, 20, wrap("orders", get(b"k")))
+        .await
+        .unwrap();
     assert_eq!(r.result, Ok(Reply::Value(Some(Bytes::from_static(b"v")))));
-    let r = exchange(&mut s, 21, wrap("nosuch", get(b"k"))).await.unwrap();
+    let r = exchange(&mut s, 21, wrap("nosuch", get(b"k")))
+        .await
+        .unwrap();
     assert!(
         matches!(
             &r.result,
@@ -450,7 +497,12 @@ async fn malformed_wrappers_get_typed_errors_and_the_connection_stays_usable() {
     }
     assert!(exchange(&mut s, 30, deep).await.is_none());
     assert_eq!(
-        admin.keyspace("orders").get("k", None).await.unwrap().as_deref(),
+        admin
+            .keyspace("orders")
+            .get("k", None)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v"[..])
     );
 

@@ -16,12 +16,12 @@
 //! ```
 
 use super::{Client, Error, ScanPage};
+use crate::handle::RequestError;
 use crate::proto::{KeyspaceList, Reply, RequestOp};
 use bytes::Bytes;
 use cassio_core::schema::SchemaError;
 use cassio_core::schema_agreement::ChangeError;
 use cassio_core::{ClientError, Consistency, Timestamp};
-use crate::handle::RequestError;
 use std::time::Duration;
 
 /// How long a keyspace change may take on one node at least: the node
