@@ -24,12 +24,22 @@
 //! client speaks TLS and checks the node's certificate against a CA. A
 //! connection the node closed while it sat unused (its `idle_timeout`) is
 //! replaced once, silently, before the node counts as failed.
+//!
+//! Keyspaces: `Client`'s own data methods address `default`;
+//! [`Client::keyspace`] gives a [`KeyspaceHandle`] with the same methods in
+//! another keyspace, on the same connection. [`Client::list_keyspaces`],
+//! [`Client::create_keyspace`], [`Client::alter_keyspace`] and
+//! [`Client::drop_keyspace`] manage them ([`KeyspaceList`] is a listing).
+
+mod keyspace;
 
 use crate::handle::{ClusterStatus, RequestError};
+pub use crate::proto::KeyspaceList;
 use crate::proto::{self, ProtoError, Reply, Request, RequestOp, Response};
 use bytes::Bytes;
 use cassio_core::{ClientError, Consistency, Timestamp};
 use core::net::SocketAddr;
+pub use keyspace::{KeyspaceHandle, CHANGE_TIMEOUT};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
@@ -235,48 +245,30 @@ impl Client {
         self.state.lock().await.conn.as_ref().map(|c| c.addr)
     }
 
-    /// Reads `key`; `None` when absent or deleted.
+    /// Reads `key` in `default`; `None` when absent or deleted.
     pub async fn get(
         &self,
         key: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Option<Bytes>, Error> {
-        match self
-            .call(RequestOp::Get {
-                key: key.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Value(v) => Ok(v),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().get(key, consistency).await
     }
 
-    /// Writes `value` under `key`; returns the write's timestamp.
+    /// Writes `value` under `key` in `default`; returns the write's
+    /// timestamp.
     pub async fn set(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Timestamp, Error> {
-        match self
-            .call(RequestOp::Set {
-                key: key.into(),
-                value: value.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Written(ts) => Ok(ts),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().set(key, value, consistency).await
     }
 
-    /// Writes `value` under `key`, to expire `ttl` after the write's
-    /// timestamp (in the cluster's HLC time: every replica agrees when it
-    /// ends); returns the write's timestamp. A `ttl` under a microsecond is
-    /// refused, as is one too long to represent.
+    /// Writes `value` under `key` in `default`, to expire `ttl` after the
+    /// write's timestamp (in the cluster's HLC time: every replica agrees
+    /// when it ends); returns the write's timestamp. A `ttl` under a
+    /// microsecond is refused, as is one too long to represent.
     pub async fn set_with_ttl(
         &self,
         key: impl Into<Bytes>,
@@ -284,44 +276,19 @@ impl Client {
         ttl: std::time::Duration,
         consistency: Option<Consistency>,
     ) -> Result<Timestamp, Error> {
-        let ttl_micros = u64::try_from(ttl.as_micros())
-            .ok()
-            .filter(|m| *m > 0)
-            .ok_or_else(|| {
-                Error::Request(RequestError::BadRequest(format!(
-                    "TTL {ttl:?} must be at least 1 microsecond and fit in 64 bits of microseconds"
-                )))
-            })?;
-        match self
-            .call(RequestOp::SetExpiring {
-                key: key.into(),
-                value: value.into(),
-                ttl_micros,
-                consistency,
-            })
-            .await?
-        {
-            Reply::Written(ts) => Ok(ts),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace()
+            .set_with_ttl(key, value, ttl, consistency)
+            .await
     }
 
-    /// Deletes `key` (writes a tombstone); returns its timestamp.
+    /// Deletes `key` in `default` (writes a tombstone); returns its
+    /// timestamp.
     pub async fn del(
         &self,
         key: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Timestamp, Error> {
-        match self
-            .call(RequestOp::Del {
-                key: key.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Written(ts) => Ok(ts),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().del(key, consistency).await
     }
 
     /// One page of a scan of the default keyspace: up to `limit` keys
@@ -335,73 +302,27 @@ impl Client {
         limit: u32,
         consistency: Option<Consistency>,
     ) -> Result<ScanPage, Error> {
-        match self
-            .call(RequestOp::Scan {
-                prefix: prefix.into(),
-                cursor,
-                limit,
-                consistency,
-            })
-            .await?
-        {
-            Reply::Page { entries, next } => Ok((entries, next)),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace()
+            .scan_page(prefix, cursor, limit, consistency)
+            .await
     }
 
-    /// Every live key starting with `prefix` and its value, in token
-    /// (hash) order, fetched in pages of `page` entries as the stream is
-    /// read. A page that fails ends the stream with its error; no key
-    /// present for the whole scan is missed or repeated.
+    /// Every live key of `default` starting with `prefix` and its value,
+    /// in token (hash) order, fetched in pages of `page` entries as the
+    /// stream is read. A page that fails ends the stream with its error;
+    /// no key present for the whole scan is missed or repeated.
     pub fn scan(
         &self,
         prefix: impl Into<Bytes>,
         page: u32,
         consistency: Option<Consistency>,
     ) -> impl futures_util::Stream<Item = Result<(Bytes, Bytes), Error>> + '_ {
-        struct St {
-            buf: std::collections::VecDeque<(Bytes, Bytes)>,
-            cursor: Option<Bytes>,
-            done: bool,
-        }
-        let prefix = prefix.into();
-        let start = St {
-            buf: std::collections::VecDeque::new(),
-            cursor: None,
-            done: false,
-        };
-        futures_util::stream::unfold(start, move |mut st| {
-            let prefix = prefix.clone();
-            async move {
-                loop {
-                    if let Some(e) = st.buf.pop_front() {
-                        return Some((Ok(e), st));
-                    }
-                    if st.done {
-                        return None;
-                    }
-                    match self
-                        .scan_page(prefix.clone(), st.cursor.take(), page, consistency)
-                        .await
-                    {
-                        Ok((entries, next)) => {
-                            st.buf.extend(entries);
-                            st.done = next.is_none();
-                            st.cursor = next;
-                        }
-                        Err(e) => {
-                            st.done = true;
-                            return Some((Err(e), st));
-                        }
-                    }
-                }
-            }
-        })
+        self.default_keyspace().scan(prefix, page, consistency)
     }
 
-    /// Writes `value` in column `column` of row `row` (one cell: last
-    /// write wins per cell, so writers of other columns never lose theirs);
-    /// returns the write's timestamp.
+    /// Writes `value` in column `column` of row `row` in `default` (one
+    /// cell: last write wins per cell, so writers of other columns never
+    /// lose theirs); returns the write's timestamp.
     pub async fn hset(
         &self,
         row: impl Into<Bytes>,
@@ -409,78 +330,41 @@ impl Client {
         value: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Timestamp, Error> {
-        match self
-            .call(RequestOp::HSet {
-                row: row.into(),
-                column: column.into(),
-                value: value.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Written(ts) => Ok(ts),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace()
+            .hset(row, column, value, consistency)
+            .await
     }
 
-    /// Reads column `column` of row `row` (`None`: absent or deleted).
+    /// Reads column `column` of row `row` in `default` (`None`: absent or
+    /// deleted).
     pub async fn hget(
         &self,
         row: impl Into<Bytes>,
         column: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Option<Bytes>, Error> {
-        match self
-            .call(RequestOp::HGet {
-                row: row.into(),
-                column: column.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Value(v) => Ok(v),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().hget(row, column, consistency).await
     }
 
-    /// Deletes column `column` of row `row`; returns the tombstone's
-    /// timestamp.
+    /// Deletes column `column` of row `row` in `default`; returns the
+    /// tombstone's timestamp.
     pub async fn hdel(
         &self,
         row: impl Into<Bytes>,
         column: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Timestamp, Error> {
-        match self
-            .call(RequestOp::HDel {
-                row: row.into(),
-                column: column.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Written(ts) => Ok(ts),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().hdel(row, column, consistency).await
     }
 
-    /// Row `row`'s live cells, (column, value) in column order (at most
-    /// [`crate::proto::MAX_HGETALL`]).
+    /// Row `row`'s live cells in `default`, (column, value) in column
+    /// order (at most [`crate::proto::MAX_HGETALL`]).
     pub async fn hgetall(
         &self,
         row: impl Into<Bytes>,
         consistency: Option<Consistency>,
     ) -> Result<Vec<(Bytes, Bytes)>, Error> {
-        match self
-            .call(RequestOp::HGetAll {
-                row: row.into(),
-                consistency,
-            })
-            .await?
-        {
-            Reply::Cells(cells) => Ok(cells),
-            other => Err(self.unexpected(other).await),
-        }
+        self.default_keyspace().hgetall(row, consistency).await
     }
 
     /// The cluster as the connected node sees it.
@@ -502,13 +386,18 @@ impl Client {
     /// Sends `op` to the current node, moving on to the next ones when the
     /// connection fails; each node is tried at most once per call.
     async fn call(&self, op: RequestOp) -> Result<Reply, Error> {
+        self.call_within(op, self.config.request_timeout).await
+    }
+
+    /// [`Client::call`], waiting up to `timeout` for each node's answer.
+    async fn call_within(&self, op: RequestOp, timeout: Duration) -> Result<Reply, Error> {
         let mut st = self.state.lock().await;
         let mut last = None;
         for _ in 0..self.addrs.len() {
             let addr = self.addrs[st.current % self.addrs.len()];
             let id = st.next_id;
             st.next_id += 1;
-            match self.attempt(&mut st, addr, id, op.clone()).await {
+            match self.attempt(&mut st, addr, id, op.clone(), timeout).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 // That node cannot coordinate (yet, or with its clock or
                 // settings as they are); another one may.
@@ -552,10 +441,11 @@ impl Client {
         addr: SocketAddr,
         id: u64,
         op: RequestOp,
+        timeout: Duration,
     ) -> Result<Result<Reply, RequestError>, Failover> {
         let reused = st.conn.as_ref().is_some_and(|c| c.addr == addr);
         if reused {
-            match self.exchange(st, id, op.clone()).await {
+            match self.exchange(st, id, op.clone(), timeout).await {
                 Ok(r) => return Ok(r),
                 // A node that is slow to answer would be as slow again.
                 Err(Failover(reason)) if reason.starts_with(NO_ANSWER) => {
@@ -577,7 +467,10 @@ impl Client {
             };
             let login_id = st.next_id;
             st.next_id += 1;
-            match self.exchange(st, login_id, login).await? {
+            match self
+                .exchange(st, login_id, login, self.config.request_timeout)
+                .await?
+            {
                 Ok(Reply::Authenticated) => {}
                 Ok(other) => {
                     st.conn = None;
@@ -591,7 +484,7 @@ impl Client {
                 }
             }
         }
-        self.exchange(st, id, op).await
+        self.exchange(st, id, op, timeout).await
     }
 
     /// A new connection to `addr` (TLS when configured).
@@ -629,6 +522,7 @@ impl Client {
         st: &mut State,
         id: u64,
         op: RequestOp,
+        timeout: Duration,
     ) -> Result<Result<Reply, RequestError>, Failover> {
         let Some(conn) = st.conn.as_mut() else {
             return Err(Failover("not connected".into()));
@@ -650,13 +544,10 @@ impl Client {
                 }
             }
         };
-        match tokio::time::timeout(self.config.request_timeout, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(Failover(e.to_string())),
-            Err(_) => Err(Failover(format!(
-                "{NO_ANSWER} {:?}",
-                self.config.request_timeout
-            ))),
+            Err(_) => Err(Failover(format!("{NO_ANSWER} {timeout:?}"))),
         }
     }
 }

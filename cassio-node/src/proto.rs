@@ -7,7 +7,7 @@
 //! of order. Frames over [`MAX_FRAME`] and undecodable frames are protocol
 //! errors: the server closes that connection, and only that one.
 
-use crate::handle::{ClusterStatus, RequestError};
+use crate::handle::{ClusterStatus, KeyspaceStatus, RequestError};
 use bytes::Bytes;
 use cassio_core::{Consistency, Timestamp};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -127,6 +127,112 @@ pub enum RequestOp {
         /// The level, or `None` for the keyspace default.
         consistency: Option<Consistency>,
     },
+    /// Runs data operation `op` (`Get`, `Set`, `SetExpiring`, `Del`,
+    /// `Scan`, `HSet`, `HGet`, `HDel` or `HGetAll`) in keyspace `keyspace`
+    /// instead of `default`. Any other `op` (another `InKeyspace`, `Ping`,
+    /// `Status`, `Auth`, the keyspace operations) is answered
+    /// [`RequestError::BadRequest`]; the connection stays open. Appended
+    /// after the operations it wraps so older frames decode unchanged.
+    InKeyspace {
+        /// The keyspace.
+        keyspace: String,
+        /// The operation. Decoding refuses wrappers nested deeper than
+        /// [`MAX_NESTING`] (a malformed frame), so a crafted frame cannot
+        /// recurse the decoder off the stack.
+        #[serde(deserialize_with = "nested_op")]
+        op: Box<RequestOp>,
+    },
+    /// The cluster's keyspaces, answered [`Reply::Keyspaces`] (as
+    /// `GET /admin/keyspaces`). Needs the admin right on a node with users.
+    ListKeyspaces,
+    /// Creates a keyspace, answered [`Reply::SchemaChanged`] once the
+    /// cluster agreed on it (as `POST /admin/keyspaces`). Needs the admin
+    /// right on a node with users.
+    CreateKeyspace {
+        /// Its name: 1 to 48 ASCII letters, digits, `_` or `-`.
+        name: String,
+        /// How many nodes hold each key.
+        replication_factor: u64,
+        /// The level of requests that name none (`None`: `QUORUM`).
+        default_consistency: Option<Consistency>,
+    },
+    /// Changes a keyspace's replication factor (by one per step) and/or
+    /// default level, answered [`Reply::SchemaChanged`] (as
+    /// `PATCH /admin/keyspaces/{name}`). Needs the admin right on a node
+    /// with users.
+    AlterKeyspace {
+        /// The keyspace.
+        name: String,
+        /// The new replication factor (`None`: unchanged).
+        replication_factor: Option<u64>,
+        /// The new default level (`None`: unchanged).
+        default_consistency: Option<Consistency>,
+    },
+    /// Drops a keyspace, answered [`Reply::SchemaChanged`] (as
+    /// `DELETE /admin/keyspaces/{name}`). Needs the admin right on a node
+    /// with users.
+    DropKeyspace {
+        /// The keyspace.
+        name: String,
+    },
+}
+
+impl RequestOp {
+    /// Whether this is a data operation, the kind [`RequestOp::InKeyspace`]
+    /// may wrap.
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            RequestOp::Get { .. }
+                | RequestOp::Set { .. }
+                | RequestOp::SetExpiring { .. }
+                | RequestOp::Del { .. }
+                | RequestOp::Scan { .. }
+                | RequestOp::HSet { .. }
+                | RequestOp::HGet { .. }
+                | RequestOp::HDel { .. }
+                | RequestOp::HGetAll { .. }
+        )
+    }
+}
+
+/// How deep [`RequestOp::InKeyspace`] wrappers may nest in a frame that
+/// still decodes. One level of nesting decodes (so the server can answer
+/// it with a typed error and keep the connection); deeper is a malformed
+/// frame.
+pub const MAX_NESTING: usize = 2;
+
+std::thread_local! {
+    /// The number of `InKeyspace` operations being decoded on this thread
+    /// (decoding is synchronous, so a thread-local follows one decode).
+    static NESTING: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// Restores [`NESTING`] when a nested decode ends, on error paths too.
+struct NestingGuard;
+
+impl Drop for NestingGuard {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// Decodes the operation inside an `InKeyspace`, refusing more than
+/// [`MAX_NESTING`] wrappers: each level recurses in the decoder, and a
+/// frame of nested wrappers could otherwise overflow the stack.
+fn nested_op<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<RequestOp>, D::Error> {
+    let depth = NESTING.with(|n| {
+        let depth = n.get() + 1;
+        n.set(depth);
+        depth
+    });
+    let _guard = NestingGuard;
+    if depth > MAX_NESTING {
+        return Err(serde::de::Error::custom(format!(
+            "InKeyspace operations nested more than {MAX_NESTING} deep"
+        )));
+    }
+    RequestOp::deserialize(d).map(Box::new)
 }
 
 /// The most cells one [`RequestOp::HGetAll`] answers (bounded by the
@@ -165,6 +271,22 @@ pub enum Reply {
     },
     /// A row's live cells, (column, value) in column order.
     Cells(Vec<(Bytes, Bytes)>),
+    /// Answer to `ListKeyspaces`.
+    Keyspaces(KeyspaceList),
+    /// Answer to a keyspace change: the schema version that holds it.
+    SchemaChanged {
+        /// The version.
+        version: u64,
+    },
+}
+
+/// The cluster's keyspaces as the answering node knows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyspaceList {
+    /// The schema version they are from.
+    pub schema_version: u64,
+    /// Every keyspace, `default` included.
+    pub keyspaces: Vec<KeyspaceStatus>,
 }
 
 /// Why a frame could not be read or written.
@@ -306,6 +428,92 @@ mod tests {
             decode::<Request>(&frame[4..]),
             Err(ProtoError::Malformed(_))
         ));
+    }
+
+    fn wrap(depth: usize) -> RequestOp {
+        let mut op = RequestOp::Get {
+            key: Bytes::from_static(b"k"),
+            consistency: None,
+        };
+        for _ in 0..depth {
+            op = RequestOp::InKeyspace {
+                keyspace: "orders".into(),
+                op: Box::new(op),
+            };
+        }
+        op
+    }
+
+    #[test]
+    fn keyspace_ops_round_trip_and_older_frames_decode_unchanged() {
+        for op in [
+            wrap(1),
+            wrap(MAX_NESTING),
+            RequestOp::ListKeyspaces,
+            RequestOp::CreateKeyspace {
+                name: "orders".into(),
+                replication_factor: 3,
+                default_consistency: Some(Consistency::One),
+            },
+            RequestOp::AlterKeyspace {
+                name: "orders".into(),
+                replication_factor: None,
+                default_consistency: Some(Consistency::All),
+            },
+            RequestOp::DropKeyspace {
+                name: "orders".into(),
+            },
+        ] {
+            let req = Request { id: 3, op };
+            let frame = encode(&req).unwrap();
+            assert_eq!(decode::<Request>(&frame[4..]).unwrap(), req);
+        }
+        // Appending variants kept the old ones' indexes: a `Ping` is still
+        // variant 4 on the wire (version, id 1, variant 4).
+        let ping = encode(&Request {
+            id: 1,
+            op: RequestOp::Ping,
+        })
+        .unwrap();
+        assert_eq!(&ping[4..], &[PROTO_VERSION, 1, 4]);
+        assert!(!wrap(1).is_data() && !RequestOp::Ping.is_data());
+        assert!(wrap(0).is_data());
+    }
+
+    #[test]
+    fn wrappers_nested_too_deep_are_malformed_not_a_stack_overflow() {
+        let frame = encode(&Request {
+            id: 1,
+            op: wrap(MAX_NESTING + 1),
+        })
+        .unwrap();
+        // (postcard does not carry a custom error's text.)
+        assert!(matches!(
+            decode::<Request>(&frame[4..]),
+            Err(ProtoError::Malformed(_))
+        ));
+        // A hand-made frame of a million wrappers (variant index, an empty
+        // name) is refused, not recursed into.
+        let index = {
+            let f = encode(&RequestOp::InKeyspace {
+                keyspace: String::new(),
+                op: Box::new(RequestOp::Ping),
+            })
+            .unwrap();
+            f[5]
+        };
+        let mut body = vec![PROTO_VERSION, 1];
+        for _ in 0..1_000_000 {
+            body.extend([index, 0]);
+        }
+        body.push(4);
+        assert!(matches!(
+            decode::<Request>(&body),
+            Err(ProtoError::Malformed(_))
+        ));
+        // The depth count is back to zero: a legal frame decodes after.
+        let ok = encode(&Request { id: 2, op: wrap(2) }).unwrap();
+        assert!(decode::<Request>(&ok[4..]).is_ok());
     }
 
     #[tokio::test]

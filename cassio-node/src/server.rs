@@ -16,9 +16,21 @@
 //! Authentication (a node with users, [`crate::auth`]): the handshake is a
 //! [`RequestOp::Auth`] request, answered [`Reply::Authenticated`] or
 //! [`RequestError::Unauthorized`] (the same text for an unknown user and a
-//! wrong password). Before it, only `Ping` and `Auth` are served; `Get`
-//! needs read access to the keyspace (`default`), `Set` and `Del` write
-//! access; refusals are `Unauthorized` naming the user and keyspace.
+//! wrong password). Before it, only `Ping` and `Auth` are served; reads
+//! (`Get`, `HGet`, `HGetAll`, `Scan`) need read access to the keyspace
+//! (`default`, or the one a [`RequestOp::InKeyspace`] names), writes
+//! (`Set`, `SetExpiring`, `Del`, `HSet`, `HDel`) write access; the keyspace
+//! operations (`ListKeyspaces`, `CreateKeyspace`, `AlterKeyspace`,
+//! `DropKeyspace`) need the admin right, as `/admin/keyspaces` does.
+//! Refusals are `Unauthorized` naming the user and keyspace (or the
+//! missing admin right).
+//!
+//! Keyspaces: [`RequestOp::InKeyspace`] runs one data operation in a named
+//! keyspace (an unknown one is `ClientError::UnknownKeyspace`); wrapping
+//! anything else, a nested wrapper included, is `BadRequest` and the
+//! connection stays open. Keyspace changes answer once the cluster agreed
+//! on them, with the schema version, or the node's typed
+//! `ClientError::Schema` refusal (exists, unknown, repair pending, ...).
 //!
 //! TLS (a node with a client certificate): the port speaks only TLS.
 
@@ -26,6 +38,7 @@ use crate::auth::{Authenticator, ClientSecurity, Secret, User};
 use crate::gateway::limits::{ConnectionSlots, GatewayLimits};
 use crate::handle::{NodeHandle, RequestError};
 use crate::proto::{self, Reply, Request, RequestOp, Response};
+use cassio_core::schema::SchemaChange;
 use cassio_core::{ClientError, ClientRequest, ClientResponse};
 use core::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +79,12 @@ fn request_bytes(op: &RequestOp) -> usize {
             }
             RequestOp::HGetAll { row, .. } => row.len(),
             RequestOp::Auth { user, password } => user.len() + password.len(),
+            // Decoding bounds the nesting (proto::MAX_NESTING).
+            RequestOp::InKeyspace { keyspace, op } => keyspace.len() + request_bytes(op),
+            RequestOp::ListKeyspaces => 0,
+            RequestOp::CreateKeyspace { name, .. }
+            | RequestOp::AlterKeyspace { name, .. }
+            | RequestOp::DropKeyspace { name } => name.len(),
         }
 }
 
@@ -77,6 +96,103 @@ fn permits(bytes: usize, max: usize) -> u32 {
 
 /// Runs one request against the node.
 pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate::RequestError> {
+    match op {
+        RequestOp::InKeyspace { keyspace, op } => {
+            if !op.is_data() {
+                return Err(RequestError::BadRequest(format!(
+                    "InKeyspace wraps one data operation (get, set, del, scan, hset, hget, hdel, hgetall), not {}",
+                    op_name(&op)
+                )));
+            }
+            execute_in(handle, *op, &keyspace).await
+        }
+        RequestOp::ListKeyspaces => {
+            let st = handle.status().await?;
+            Ok(Reply::Keyspaces(proto::KeyspaceList {
+                schema_version: st.schema_version,
+                keyspaces: st.keyspaces,
+            }))
+        }
+        RequestOp::CreateKeyspace {
+            name,
+            replication_factor,
+            default_consistency,
+        } => {
+            let change = SchemaChange::Create {
+                name,
+                replication_factor: factor(replication_factor)?,
+                // As `POST /admin/keyspaces`.
+                default_consistency: default_consistency
+                    .unwrap_or(cassio_core::Consistency::Quorum),
+            };
+            schema_change(handle, change).await
+        }
+        RequestOp::AlterKeyspace {
+            name,
+            replication_factor,
+            default_consistency,
+        } => {
+            if replication_factor.is_none() && default_consistency.is_none() {
+                return Err(RequestError::BadRequest(
+                    "nothing to change: give a replication factor and/or a consistency".into(),
+                ));
+            }
+            let change = SchemaChange::Alter {
+                name,
+                replication_factor: replication_factor.map(factor).transpose()?,
+                default_consistency,
+            };
+            schema_change(handle, change).await
+        }
+        RequestOp::DropKeyspace { name } => {
+            schema_change(handle, SchemaChange::Drop { name }).await
+        }
+        op => execute_in(handle, op, cassio_core::DEFAULT_KEYSPACE).await,
+    }
+}
+
+/// A replication factor from the wire (a `u64`, whatever the platform).
+fn factor(rf: u64) -> Result<usize, RequestError> {
+    usize::try_from(rf)
+        .map_err(|_| RequestError::BadRequest(format!("replication factor {rf} is too large")))
+}
+
+/// Asks the cluster for `change`; errors are the node's typed ones
+/// (`ClientError::Schema`: exists, unknown, repair pending, no quorum...).
+async fn schema_change(handle: &NodeHandle, change: SchemaChange) -> Result<Reply, RequestError> {
+    let version = handle.change_schema(change).await?;
+    Ok(Reply::SchemaChanged { version })
+}
+
+/// The operation's name in error messages.
+fn op_name(op: &RequestOp) -> &'static str {
+    match op {
+        RequestOp::Get { .. } => "get",
+        RequestOp::Set { .. } => "set",
+        RequestOp::SetExpiring { .. } => "set with a TTL",
+        RequestOp::Del { .. } => "del",
+        RequestOp::Scan { .. } => "scan",
+        RequestOp::HSet { .. } => "hset",
+        RequestOp::HGet { .. } => "hget",
+        RequestOp::HDel { .. } => "hdel",
+        RequestOp::HGetAll { .. } => "hgetall",
+        RequestOp::Status => "status",
+        RequestOp::Ping => "ping",
+        RequestOp::Auth { .. } => "auth",
+        RequestOp::InKeyspace { .. } => "a nested InKeyspace",
+        RequestOp::ListKeyspaces => "list keyspaces",
+        RequestOp::CreateKeyspace { .. } => "create keyspace",
+        RequestOp::AlterKeyspace { .. } => "alter keyspace",
+        RequestOp::DropKeyspace { .. } => "drop keyspace",
+    }
+}
+
+/// Runs one operation (not a keyspace wrapper or change) in `keyspace`.
+async fn execute_in(
+    handle: &NodeHandle,
+    op: RequestOp,
+    keyspace: &str,
+) -> Result<Reply, RequestError> {
     let req = match op {
         RequestOp::Get { key, consistency } => with_level(ClientRequest::get(key), consistency),
         RequestOp::Set {
@@ -118,7 +234,7 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
                 cassio_core::RowSlice::All,
                 crate::proto::MAX_HGETALL,
                 consistency,
-                cassio_core::DEFAULT_KEYSPACE,
+                keyspace,
             )
             .await
             .map(|(cells, _)| Reply::Cells(cells))
@@ -148,8 +264,19 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
                 "this node has no users configured, so there is no password to check; connect without credentials".into(),
             ))
         }
+        // `execute` takes these before they get here.
+        op @ (RequestOp::InKeyspace { .. }
+        | RequestOp::ListKeyspaces
+        | RequestOp::CreateKeyspace { .. }
+        | RequestOp::AlterKeyspace { .. }
+        | RequestOp::DropKeyspace { .. }) => {
+            return Err(RequestError::BadRequest(format!(
+                "{} cannot be run inside a keyspace",
+                op_name(&op)
+            )))
+        }
     };
-    Ok(match handle.execute(req).await? {
+    Ok(match handle.execute(req.in_keyspace(keyspace)).await? {
         ClientResponse::Value(v) => Reply::Value(v),
         ClientResponse::Written { ts } => Reply::Written(ts),
         ClientResponse::Entry { value, .. } => Reply::Value(value),
@@ -337,16 +464,37 @@ fn permitted(
             "authentication required: this node has users; log in first (ClientConfig::credentials, or `cassio --user`)".into(),
         ));
     };
+    // A wrapped operation is judged in its keyspace.
+    let (keyspace, op) = match op {
+        RequestOp::InKeyspace { keyspace, op } => (keyspace.as_str(), op.as_ref()),
+        op => (cassio_core::DEFAULT_KEYSPACE, op),
+    };
     let write = match op {
-        RequestOp::Get { .. } | RequestOp::HGet { .. } | RequestOp::HGetAll { .. } => false,
+        RequestOp::Get { .. }
+        | RequestOp::HGet { .. }
+        | RequestOp::HGetAll { .. }
+        | RequestOp::Scan { .. } => false,
         RequestOp::Set { .. }
         | RequestOp::Del { .. }
         | RequestOp::SetExpiring { .. }
         | RequestOp::HSet { .. }
         | RequestOp::HDel { .. } => true,
-        _ => return Ok(()),
+        // As the HTTP admin routes: the admin right.
+        RequestOp::ListKeyspaces
+        | RequestOp::CreateKeyspace { .. }
+        | RequestOp::AlterKeyspace { .. }
+        | RequestOp::DropKeyspace { .. } => {
+            return Authenticator::check_admin(user)
+                .map_err(|e| RequestError::Unauthorized(e.to_string()))
+        }
+        // Status needs a login only; a nested wrapper is refused by
+        // `execute`.
+        RequestOp::Status
+        | RequestOp::Ping
+        | RequestOp::Auth { .. }
+        | RequestOp::InKeyspace { .. } => return Ok(()),
     };
-    Authenticator::check(user, cassio_core::DEFAULT_KEYSPACE, write)
+    Authenticator::check(user, keyspace, write)
         .map_err(|e| RequestError::Unauthorized(e.to_string()))
 }
 
