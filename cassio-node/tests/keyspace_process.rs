@@ -1,7 +1,8 @@
 //! Keyspaces on real processes: three nodes (RF 3) agree on a schema;
 //! `cassio keyspace create/alter/list/drop` and the HTTP admin API change
 //! it; HTTP (`/ks/{keyspace}/kv/{key}`) and RESP (`CASSIO.KEYSPACE`)
-//! address a keyspace; a keyspace dropped and created again starts empty;
+//! address a keyspace, and so does the Rust client, which also creates,
+//! alters, lists and drops one; a keyspace dropped and created again starts empty;
 //! a node that starts later takes the cluster's keyspaces over its own
 //! `--replication-factor`.
 
@@ -211,6 +212,58 @@ fn keyspaces_are_created_used_altered_dropped_and_reused_empty() {
     keyspace_cli(h[2], &["create", "orders", "--rf", "3"]);
     let (code, body) = http_settled(h[0], "GET", "/ks/orders/kv/k1?consistency=quorum", "");
     assert_eq!(code, 404, "a re-created keyspace showed an old key: {body}");
+
+    // The Rust client against the processes: create, address, alter, list
+    // and drop a keyspace; its data stays apart from `default`'s.
+    let c0 = nodes[0].1.client;
+    let c2 = nodes[2].1.client;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use cassio_core::Consistency;
+        use cassio_node::client::Client;
+        let a = Client::connect(&[c0]).await.unwrap();
+        let b = Client::connect(&[c2]).await.unwrap();
+        a.create_keyspace("carts", 3, Some(Consistency::Quorum))
+            .await
+            .unwrap();
+        let e = a.create_keyspace("carts", 3, None).await.unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        // Node 3 may learn the new version a moment later.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed = b.list_keyspaces().await.unwrap();
+            if listed.keyspaces.iter().any(|k| k.name == "carts") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{listed:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        a.keyspace("carts")
+            .set("k1", "in-carts", Some(Consistency::Quorum))
+            .await
+            .unwrap();
+        let got = b
+            .keyspace("carts")
+            .get("k1", Some(Consistency::Quorum))
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"in-carts"[..]));
+        let in_orders = b
+            .keyspace("orders")
+            .get("k1", Some(Consistency::Quorum))
+            .await
+            .unwrap();
+        assert_eq!(in_orders, None, "a re-created keyspace showed an old key");
+        b.alter_keyspace("carts", None, Some(Consistency::All))
+            .await
+            .unwrap();
+        a.drop_keyspace("carts").await.unwrap();
+        let e = a.keyspace("carts").get("k1", None).await.unwrap_err();
+        assert!(e.is_unknown_keyspace(), "{e}");
+    });
 
     // A fourth node started with another replication factor takes the
     // cluster's keyspaces.
