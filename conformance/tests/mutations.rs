@@ -269,6 +269,21 @@ fn mutation_join_without_sync() {
 }
 
 #[test]
+fn mutation_cells_move_without_sync() {
+    // The same broken join under the cells workload: a row's range that
+    // moved to a joining node without its cells loses acknowledged cells,
+    // so the cells scenario does see range movements.
+    let control = nemesis::cells_join_under_load();
+    let mut broken = control.clone();
+    broken.name = "mutation_cells_move_without_sync".into();
+    broken.mutations.skip_syncing = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "cells of a row that moved without syncing went unnoticed"
+    );
+}
+
+#[test]
 fn mutation_remove_without_sync() {
     // A dead node forgotten as soon as an operator removes it: its ranges
     // move to nodes that never held them; once another old replica is down

@@ -79,6 +79,12 @@ fn partition_minority() {
 }
 
 #[test]
+fn cells_join_under_load() {
+    let stats = run(&nemesis::cells_join_under_load(), "cells_join_under_load");
+    assert_did_work(&stats);
+}
+
+#[test]
 fn cells_concurrent_columns() {
     let stats = run(
         &nemesis::cells_concurrent_columns(),

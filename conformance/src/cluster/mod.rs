@@ -132,11 +132,15 @@ pub struct Scenario {
     pub ttl_percent: u32,
     /// The TTL of those puts.
     pub ttl: Duration,
-    /// Client keys are the columns of one row ([`CELL_ROW`]): writes and
-    /// deletes are cell ops, reads alternate between reading the cell and
+    /// Client keys are the columns of rows ([`CELL_ROW`], or
+    /// [`Scenario::cell_rows`] of them): writes and deletes are cell ops, reads alternate between reading the cell and
     /// reading the row's slice that holds only it; the checker judges each
     /// (row, column) as a register.
     pub cells: bool,
+    /// With `cells`: how many rows the keys are spread over (by their
+    /// token; 1: every key is a column of [`CELL_ROW`]). More rows put
+    /// cells on more token ranges, so ring changes move some of them.
+    pub cell_rows: u64,
     /// A scan workload instead of (or beside) the clients' (see
     /// [`ScanPlan`]).
     pub scan: Option<ScanPlan>,
@@ -161,6 +165,16 @@ pub struct ScanPlan {
 
 /// The row whose columns a [`Scenario::cells`] workload uses.
 pub const CELL_ROW: &[u8] = b"row";
+
+/// The row a [`Scenario::cells`] workload puts column `key` in, with
+/// `rows` rows ([`Scenario::cell_rows`]).
+pub fn cell_row(key: &[u8], rows: u64) -> bytes::Bytes {
+    if rows <= 1 {
+        return bytes::Bytes::from_static(CELL_ROW);
+    }
+    let n = cassio_core::Token::of(key).0 % rows;
+    bytes::Bytes::from(format!("row{n}"))
+}
 
 impl Scenario {
     /// A fault-free scenario with 5 nodes, RF=3, QUORUM reads and writes.
@@ -204,6 +218,7 @@ impl Scenario {
             ttl: Duration::from_millis(500),
             scan: None,
             cells: false,
+            cell_rows: 1,
         }
     }
 

@@ -841,6 +841,7 @@ pub fn catalog() -> Vec<Scenario> {
         ttl_under_crash_and_skew(),
         scan_under_faults_and_join(),
         cells_concurrent_columns(),
+        cells_join_under_load(),
     ]
 }
 
@@ -860,6 +861,25 @@ pub fn cells_concurrent_columns() -> Scenario {
         (secs(14), Fault::Heal),
         (secs(16), Fault::Crash(3)),
         (secs(26), Fault::Restart(3)),
+    ];
+    s
+}
+
+/// Rows of cells while the ring grows: three nodes join five under the
+/// cells workload (40 columns over 10 rows), so rows' ranges move by the
+/// same sync as plain keys; no cell may be lost or resurrected.
+pub fn cells_join_under_load() -> Scenario {
+    let mut s = base("cells_join_under_load");
+    s.cells = true;
+    s.cell_rows = 10;
+    s.clients = 4;
+    s.keys = 40;
+    s.nodes = 8;
+    s.join_later = vec![5, 6, 7];
+    s.faults = vec![
+        (secs(3), Fault::Join(5)),
+        (secs(3), Fault::Join(6)),
+        (secs(3), Fault::Join(7)),
     ];
     s
 }

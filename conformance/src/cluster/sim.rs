@@ -838,7 +838,7 @@ impl<'a> SimCluster<'a> {
             let Some(view) = view else {
                 break;
             };
-            let (skey, placed_by) = stored_as(self.scenario.cells, &key);
+            let (skey, placed_by) = stored_as(self.scenario, &key);
             let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &placed_by);
             let versions = owners
                 .into_iter()
@@ -883,12 +883,12 @@ fn bound_slice(b: &Bound<cassio_core::Key>) -> Bound<&[u8]> {
 }
 
 /// The storage key of workload key `key`, and the key that places it: the
-/// key itself, or (for a [`Scenario::cells`] workload) column `key` of
-/// [`crate::cluster::CELL_ROW`], placed by the row.
-pub(crate) fn stored_as(cells: bool, key: &Bytes) -> (Bytes, Bytes) {
+/// key itself, or (for a [`Scenario::cells`] workload) column `key` of its
+/// row ([`crate::cluster::cell_row`]), placed by the row.
+pub(crate) fn stored_as(scenario: &Scenario, key: &Bytes) -> (Bytes, Bytes) {
     let ks = cassio_core::DEFAULT_KEYSPACE;
-    if cells {
-        let row = Bytes::from_static(crate::cluster::CELL_ROW);
+    if scenario.cells {
+        let row = crate::cluster::cell_row(key, scenario.cell_rows);
         if let Some(skey) = cassio_core::node::cell_storage_key(ks, &row, key) {
             return (skey, row);
         }

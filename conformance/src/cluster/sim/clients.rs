@@ -113,7 +113,7 @@ impl SimCluster<'_> {
     ) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let row = Bytes::from_static(crate::cluster::CELL_ROW);
+        let row = crate::cluster::cell_row(&key, self.scenario.cell_rows);
         // Cells carry no expiry: a cells scenario has no TTL puts.
         let req = match (&kind, self.scenario.cells, ttl) {
             (OpKind::Get, false, _) => ClientRequest::get(key.clone()),

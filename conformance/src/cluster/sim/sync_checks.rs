@@ -28,7 +28,7 @@ impl SimCluster<'_> {
         };
         let mut unconverged = Vec::new();
         for key in self.keys() {
-            let (skey, placed_by) = super::stored_as(self.scenario.cells, &key);
+            let (skey, placed_by) = super::stored_as(self.scenario, &key);
             let owners = view.replicas_of(cassio_core::DEFAULT_KEYSPACE, &placed_by);
             let versions: Vec<_> = owners
                 .iter()
@@ -114,13 +114,13 @@ impl SimCluster<'_> {
             if !node
                 .replicas_of(
                     cassio_core::DEFAULT_KEYSPACE,
-                    &super::stored_as(self.scenario.cells, &key).1,
+                    &super::stored_as(self.scenario, &key).1,
                 )
                 .contains(&id)
             {
                 continue;
             }
-            let skey = super::stored_as(self.scenario.cells, &key).0;
+            let skey = super::stored_as(self.scenario, &key).0;
             let Ok(v) = store.get(&skey) else {
                 continue;
             };
