@@ -33,6 +33,7 @@ mod output;
 pub mod persist;
 pub mod placement;
 mod readiness;
+pub mod reclaim;
 mod replica;
 pub mod scan;
 pub mod schema;

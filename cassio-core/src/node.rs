@@ -57,6 +57,8 @@ enum Waiter {
     Bg(BgWaiter),
     /// A scan (coordinated here, or served as a replica).
     Scan(ScanWaiter),
+    /// Reclaiming a dropped keyspace's data.
+    Reclaim(crate::reclaim::ReclaimWaiter),
 }
 
 /// How often a running node records that it is alive.
@@ -96,6 +98,8 @@ pub struct Node {
     coord: Coordinator,
     /// The scan pages this node coordinates.
     scans: Scans,
+    /// Reclaims the data of dropped keyspaces.
+    reclaim: crate::reclaim::Reclaim,
     waiters: HashMap<u64, Waiter>,
     events: Vec<MembershipEvent>,
     out: VecDeque<Output>,
@@ -287,6 +291,7 @@ impl Node {
                 config.request_timeout,
             ),
             scans: Scans::default(),
+            reclaim: crate::reclaim::Reclaim::default(),
             waiters: HashMap::new(),
             events: Vec::new(),
             out: VecDeque::new(),
@@ -938,6 +943,12 @@ impl Node {
             Waiter::Replica(w) => self.replicate(|_, fx| replica::storage_done(w, result, fx)),
             Waiter::Bg(w) => self.background_done(now, w, result),
             Waiter::Scan(w) => self.scan_with(now, |s, cx, fx| s.storage_done(w, result, cx, fx)),
+            Waiter::Reclaim(w) => {
+                let mut fx = Vec::new();
+                self.reclaim
+                    .storage_done(now, self.schema.schema(), w, result, &mut fx);
+                self.reclaim_effects(fx);
+            }
         }
     }
 
@@ -1154,6 +1165,25 @@ impl Node {
         self.advance_joining();
         self.advance_transition(now, wall);
         self.drain_fx();
+        let mut fx = Vec::new();
+        self.reclaim.tick(
+            now,
+            self.readiness.is_ready() && !self.shutting_down,
+            &mut fx,
+        );
+        self.reclaim_effects(fx);
+    }
+
+    fn reclaim_effects(&mut self, fx: Vec<(StorageOp, crate::reclaim::ReclaimWaiter)>) {
+        for (op, w) in fx {
+            self.storage(op, Waiter::Reclaim(w));
+        }
+    }
+
+    /// Reclaim figures: walks of the store, items of dropped keyspaces
+    /// turned into tombstones.
+    pub fn reclaim_status(&self) -> crate::reclaim::ReclaimStatus {
+        self.reclaim.status()
     }
 
     /// Tombstones may be purged below the time before which every member

@@ -55,6 +55,10 @@ fn security() -> ClientSecurity {
 }
 
 async fn node() -> RunningNode {
+    node_on(Arc::new(MemStore::new())).await
+}
+
+async fn node_on(store: Arc<MemStore>) -> RunningNode {
     let transport = TcpTransport::bind(
         "127.0.0.1:0".parse().unwrap(),
         TcpConfig::plaintext("ks-client"),
@@ -63,7 +67,7 @@ async fn node() -> RunningNode {
     .unwrap();
     NodeBuilder::new(1, "ks-client")
         .transport(Arc::new(transport))
-        .store(Arc::new(MemStore::new()))
+        .store(store)
         .replication_factor(1)
         .default_consistency(Consistency::One)
         .gossip_interval(Duration::from_millis(100))
@@ -506,5 +510,72 @@ async fn malformed_wrappers_get_typed_errors_and_the_connection_stays_usable() {
         Some(&b"v"[..])
     );
 
+    n.shutdown(false).await.unwrap();
+}
+
+/// Live items the store holds under storage name `storage`.
+fn live_items(store: &MemStore, storage: &str) -> usize {
+    use cassio_core::Store;
+    let mut prefix = vec![u8::try_from(storage.len()).unwrap()];
+    prefix.extend_from_slice(storage.as_bytes());
+    let mut end = prefix.clone();
+    *end.last_mut().unwrap() += 1;
+    store
+        .range(
+            std::ops::Bound::Included(&prefix[..]),
+            std::ops::Bound::Excluded(&end[..]),
+            usize::MAX,
+        )
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| !v.is_tombstone())
+        .count()
+}
+
+#[tokio::test]
+async fn a_dropped_keyspace_s_data_is_reclaimed() {
+    let store = Arc::new(MemStore::new());
+    let n = node_on(store.clone()).await;
+    let admin = client_as(n.client_addr().unwrap(), "admin").await;
+    create_settled(&admin, "scratch", 1, None).await;
+    create_settled(&admin, "kept", 1, None).await;
+    for i in 0..600 {
+        let k = format!("k{i}");
+        admin
+            .keyspace("scratch")
+            .set(k.clone(), "x", None)
+            .await
+            .unwrap();
+        admin.keyspace("kept").set(k, "y", None).await.unwrap();
+    }
+    let list = admin.list_keyspaces().await.unwrap();
+    let storage = |name: &str| {
+        let id = list.keyspaces.iter().find(|k| k.name == name).unwrap().id;
+        format!("#{id}")
+    };
+    let (scratch, kept) = (storage("scratch"), storage("kept"));
+    assert_eq!(live_items(&store, &scratch), 600);
+    admin.drop_keyspace("scratch").await.unwrap();
+    // The node's reclaim walk turns the dropped keyspace's items into
+    // tombstones (purged later by compaction) and leaves the rest.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while live_items(&store, &scratch) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} items of the dropped keyspace still live",
+            live_items(&store, &scratch)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live_items(&store, &kept), 600);
+    assert_eq!(
+        admin
+            .keyspace("kept")
+            .get("k7", None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
     n.shutdown(false).await.unwrap();
 }

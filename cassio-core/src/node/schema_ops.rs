@@ -266,6 +266,8 @@ impl Node {
         if rf_changed {
             self.ae.request_round(now);
         }
+        // A dropped keyspace's data is reclaimed by the next walk.
+        self.reclaim.request_walk();
         self.out.push_back(Output::Event(NodeEvent::SchemaAdopted {
             version: schema.version,
             digest: schema.digest(),
