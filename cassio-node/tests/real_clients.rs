@@ -440,7 +440,9 @@ fn rust_redis(n: &Nodes) -> Result<String, String> {
     let int = |got: redis::RedisResult<V>, what: &str| -> Result<i64, String> {
         match got {
             Ok(V::Int(i)) => Ok(i),
-            other => Err(format!("redis crate: {what}: got {other:?}, want an integer")),
+            other => Err(format!(
+                "redis crate: {what}: got {other:?}, want an integer"
+            )),
         }
     };
     let within = |v: i64, range: std::ops::RangeInclusive<i64>, what: &str| {
@@ -572,7 +574,11 @@ fn rust_redis(n: &Nodes) -> Result<String, String> {
     }
     let total = i64::try_from(writers * fields).unwrap();
     expect(q(&mut r, &[b"HLEN", b"rs:hash"]), V::Int(total), "HLEN")?;
-    expect(q(&mut r, &[b"HDEL", b"rs:hash", b"w0f0"]), V::Int(1), "HDEL")?;
+    expect(
+        q(&mut r, &[b"HDEL", b"rs:hash", b"w0f0"]),
+        V::Int(1),
+        "HDEL",
+    )?;
     expect(
         q(&mut r, &[b"HEXISTS", b"rs:hash", b"w0f0"]),
         V::Int(0),
@@ -589,13 +595,24 @@ fn rust_redis(n: &Nodes) -> Result<String, String> {
         "HLEN after HDEL",
     )?;
     expect(
-        q(&mut r, &[b"HMGET", b"rs:hash", b"w1f1", b"w0f0", b"nofield"]),
+        q(
+            &mut r,
+            &[b"HMGET", b"rs:hash", b"w1f1", b"w0f0", b"nofield"],
+        ),
         V::Array(vec![bulk(b"1:1"), V::Nil, V::Nil]),
         "HMGET",
     )?;
     let simple = |s: &str| V::SimpleString(s.into());
-    expect(q(&mut r, &[b"TYPE", b"rs:hash"]), simple("hash"), "TYPE hash")?;
-    expect(q(&mut r, &[b"SET", b"rs:plain", b"x"]), V::Okay, "SET plain")?;
+    expect(
+        q(&mut r, &[b"TYPE", b"rs:hash"]),
+        simple("hash"),
+        "TYPE hash",
+    )?;
+    expect(
+        q(&mut r, &[b"SET", b"rs:plain", b"x"]),
+        V::Okay,
+        "SET plain",
+    )?;
     expect(
         q(&mut r, &[b"TYPE", b"rs:plain"]),
         simple("string"),
@@ -821,7 +838,9 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
     // `--no-raw` prints replies as a terminal shows them (`(nil)`,
     // `(integer) -2`, `1) "a"`), so nil and an empty string differ.
     let shown = |args: &[&str]| -> Output {
-        let all: Vec<&str> = std::iter::once("--no-raw").chain(args.iter().copied()).collect();
+        let all: Vec<&str> = std::iter::once("--no-raw")
+            .chain(args.iter().copied())
+            .collect();
         cli(pw, false, &all, b"")
     };
     let int = |name: &str, args: &[&str], want: std::ops::RangeInclusive<i64>| {
@@ -832,7 +851,10 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
             .and_then(|v| v.parse::<i64>().ok());
         match got {
             Some(v) if out.status.success() && want.contains(&v) => Ok(()),
-            _ => Err(format!("redis-cli {name}: want {want:?}, got {}", text(&out))),
+            _ => Err(format!(
+                "redis-cli {name}: want {want:?}, got {}",
+                text(&out)
+            )),
         }
     };
     let is = |want: &'static str| move |o: &[u8]| String::from_utf8_lossy(o).trim() == want;
@@ -863,7 +885,11 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
         &cli(pw, false, &["GET", "cli:setex"], b""),
         &is("w"),
     )?;
-    int("EXPIRE missing", &["EXPIRE", "cli:ttl-missing", "100"], 0..=0)?;
+    int(
+        "EXPIRE missing",
+        &["EXPIRE", "cli:ttl-missing", "100"],
+        0..=0,
+    )?;
     int("TTL missing", &["TTL", "cli:ttl-missing"], -2..=-2)?;
     log.push_str("ok expiry\n");
 
@@ -908,7 +934,11 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
     int("HDEL", &["HDEL", "cli:hash", "w0f0"], 1..=1)?;
     int("HEXISTS deleted", &["HEXISTS", "cli:hash", "w0f0"], 0..=0)?;
     int("HEXISTS", &["HEXISTS", "cli:hash", "w1f0"], 1..=1)?;
-    int("HLEN after HDEL", &["HLEN", "cli:hash"], total - 1..=total - 1)?;
+    int(
+        "HLEN after HDEL",
+        &["HLEN", "cli:hash"],
+        total - 1..=total - 1,
+    )?;
     check(
         "HMGET",
         &shown(&["HMGET", "cli:hash", "w1f1", "w0f0", "nofield"]),
@@ -958,8 +988,7 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
     let scanned = lines(&out);
     let distinct: HashSet<&String> = scanned.iter().collect();
     let all_there = (0..10_000).all(|i| distinct.contains(&format!("cli:scan:{i}")));
-    if !out.status.success() || scanned.len() != 10_000 || distinct.len() != 10_000 || !all_there
-    {
+    if !out.status.success() || scanned.len() != 10_000 || distinct.len() != 10_000 || !all_there {
         return Err(format!(
             "redis-cli --scan --pattern cli:scan:* listed {} keys, {} distinct ({})",
             scanned.len(),
