@@ -243,6 +243,7 @@ def scan_10000(a, r):
     total = sum(1 for _ in r.scan_iter(count=1000))
     assert total >= 10_000, total
     assert abs(size - total) <= total // 10, (size, total)
+    print(f"  DBSIZE {size}, a full SCAN {total}", flush=True)
     few = {f"{a.prefix}keys:{i}".encode() for i in range(10)}
     assert r.mset({k: b"k" for k in few}) is True
     got = r.keys(a.prefix + "keys:*")
