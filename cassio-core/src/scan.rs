@@ -26,7 +26,7 @@
 
 use crate::client_api::{ClientError, ClientResponse, RequestId};
 use crate::storage_key::{
-    classify, split_storage_key_token, storage_key, token_range_bounds, StoredItem,
+    classify, item_storage_key, split_storage_key_token, token_range_bounds, StoredItem,
 };
 use crate::storage_ops::{StorageOp, StorageResult};
 use crate::time::Instant;
@@ -58,7 +58,9 @@ const CURSOR_VERSION: u8 = 1;
 pub struct ScanCursor {
     /// The first token still to be scanned.
     pub token: Token,
-    /// Within `token`, the last key already returned.
+    /// Within `token`, the last item already passed: a key, or (when a
+    /// read was cut among the cells of a row on `token`) the bytes after
+    /// the token of that cell's storage key.
     pub after: Option<Key>,
 }
 
@@ -92,10 +94,13 @@ impl ScanCursor {
         }
     }
 
-    /// Whether the cursor is well formed: its key lies on its token.
+    /// Whether the cursor is well formed: its key (or cell) lies on its
+    /// token.
     pub fn validate(&self) -> Result<(), CursorError> {
         match &self.after {
-            Some(k) if Token::of(k) != self.token => Err(CursorError::Inconsistent),
+            Some(k) if classify(&item_storage_key("", self.token, k)).is_none() => {
+                Err(CursorError::Inconsistent)
+            }
             _ => Ok(()),
         }
     }
@@ -618,7 +623,9 @@ fn cut(entries: &mut Vec<(Key, Value)>, limit: usize) -> Option<ScanCursor> {
 pub(crate) fn range_op(storage: &str, pos: &ScanCursor, last: Token, limit: usize) -> StorageOp {
     let (start, end) = token_range_bounds(storage, pos.token, last);
     let start = match &pos.after {
-        Some(k) => std::ops::Bound::Excluded(storage_key(storage, k)),
+        // On the cursor's token, not `Token::of(k)`: `k` may be a cell's
+        // tail, which does not hash to its row's token.
+        Some(k) => std::ops::Bound::Excluded(item_storage_key(storage, pos.token, k)),
         None => start,
     };
     StorageOp::Range { start, end, limit }
@@ -627,6 +634,7 @@ pub(crate) fn range_op(storage: &str, pos: &ScanCursor, last: Token, limit: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage_key::{cell_storage_key, storage_key};
     use crate::types::Timestamp;
 
     const ME: NodeId = NodeId(1);
@@ -681,8 +689,8 @@ mod tests {
         }
     }
 
-    /// What a replica holding `data` (user keys) answers to `msg`.
-    fn answer(data: &BTreeMap<Vec<u8>, Versioned>, msg: &PeerMsg) -> ScanChunk {
+    /// What a replica holding `data` (storage keys) answers to `msg`.
+    fn answer(data: &BTreeMap<Key, Versioned>, msg: &PeerMsg) -> ScanChunk {
         let PeerMsg::ScanRead {
             keyspace,
             first,
@@ -704,16 +712,13 @@ mod tests {
             unreachable!()
         };
         let mut all: Vec<(Key, Versioned)> = data
-            .iter()
-            .map(|(k, v)| (storage_key(keyspace, k), v.clone()))
-            .filter(|(k, _)| (start.clone(), end.clone()).contains(k))
+            .range((start, end))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        all.sort_by(|x, y| x.0.cmp(&y.0));
         all.truncate(limit);
         ScanChunk::from_range(all, limit)
     }
-
-    use std::ops::RangeBounds;
 
     /// Scans to the end in pages of `limit` with replicas 2 and 3 holding
     /// `a` and `b` (replica 4 never answers); returns every page.
@@ -729,6 +734,23 @@ mod tests {
     fn scan_prefix(
         a: &BTreeMap<Vec<u8>, Versioned>,
         b: &BTreeMap<Vec<u8>, Versioned>,
+        limit: usize,
+        skip_tail: bool,
+        prefix: &[u8],
+    ) -> (Vec<Vec<(Key, Value)>>, Vec<ScanEffect>) {
+        let stored = |d: &BTreeMap<Vec<u8>, Versioned>| -> BTreeMap<Key, Versioned> {
+            d.iter()
+                .map(|(k, v)| (storage_key("ks", k), v.clone()))
+                .collect()
+        };
+        scan_stored(&stored(a), &stored(b), limit, skip_tail, prefix)
+    }
+
+    /// [`scan_prefix`] over replicas given by storage keys (so they may
+    /// hold cells).
+    fn scan_stored(
+        a: &BTreeMap<Key, Versioned>,
+        b: &BTreeMap<Key, Versioned>,
         limit: usize,
         skip_tail: bool,
         prefix: &[u8],
@@ -891,6 +913,42 @@ mod tests {
         let (pages, _) = scan_prefix(&a, &a, 7, true, b"key1");
         let n: usize = pages.iter().map(Vec::len).sum();
         assert!(n < 111, "the mutation should lose keys, got {n}");
+    }
+
+    #[test]
+    fn a_read_cut_among_a_rows_cells_resumes_after_the_cell() {
+        // A row of 100 cells (a Redis hash) among 300 plain keys: reads
+        // of 8 items are cut inside the row, and the next read must start
+        // after the last cell passed on the row's token, not at the token
+        // the cell's bytes hash to (which skipped the rest of the range).
+        let mut a: BTreeMap<Key, Versioned> = data(0..300, 10)
+            .into_iter()
+            .map(|(k, v)| (storage_key("ks", &k), v))
+            .collect();
+        for c in 0..100 {
+            let cell = cell_storage_key("ks", b"row", format!("f{c}").as_bytes()).unwrap();
+            a.insert(cell, Versioned::value(ts(10), "cell"));
+        }
+        for limit in [1, 7, 50] {
+            let (pages, _) = scan_stored(&a, &a, limit, false, b"");
+            let keys: Vec<Key> = pages.into_iter().flatten().map(|(k, _)| k).collect();
+            let set: BTreeSet<&Key> = keys.iter().collect();
+            assert_eq!(keys.len(), 300, "limit {limit}");
+            assert_eq!(set.len(), 300, "duplicates at limit {limit}");
+        }
+        // Such a position is a valid cursor; a tail on another token is not.
+        let cell = cell_storage_key("ks", b"row", b"f1").unwrap();
+        let (_, token, tail) = split_storage_key_token(&cell).unwrap();
+        let at = ScanCursor {
+            token,
+            after: Some(Key::copy_from_slice(tail)),
+        };
+        assert_eq!(ScanCursor::decode(&at.encode()), Ok(at));
+        let off = ScanCursor {
+            token: Token(token.0 ^ 1),
+            after: Some(Key::copy_from_slice(tail)),
+        };
+        assert_eq!(off.validate(), Err(CursorError::Inconsistent));
     }
 
     #[test]

@@ -21,6 +21,19 @@ pub fn storage_key(keyspace: &str, key: &[u8]) -> Key {
     b.freeze()
 }
 
+/// The storage key of the item of `keyspace` on token `token` whose bytes
+/// after the token are `tail`: a plain key's tail is the key itself (and
+/// `token` its hash), a cell's is its row and column ([`cell_storage_key`]).
+/// A scan resumes after such a key, whichever kind it is.
+pub fn item_storage_key(keyspace: &str, token: Token, tail: &[u8]) -> Key {
+    let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
+    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+    b.put_slice(keyspace.as_bytes());
+    b.put_u64(token.0);
+    b.put_slice(tail);
+    b.freeze()
+}
+
 /// Splits a storage key into (keyspace, key), or `None` if malformed.
 pub fn split_storage_key(skey: &[u8]) -> Option<(&str, &[u8])> {
     let (ks, _, key) = split_storage_key_token(skey)?;

@@ -5,8 +5,26 @@
 //! hash-password`): one plaintext RESP port, one with `--client-tls-cert` /
 //! `--client-tls-key` from `cassio gen-certs --client`. Every session checks
 //! get/set/del, all 256 byte values, a 1 MiB value, a pipeline of 1,000
-//! commands, MGET/MSET, AUTH success and failure, TLS, and an unknown
-//! command's error naming it on a connection that stays usable:
+//! commands, MGET/MSET, AUTH success and failure, TLS, an unknown
+//! command's error naming it on a connection that stays usable, and:
+//!
+//! - `expiry`: `SET EX` then `TTL`/`PTTL`, `PEXPIRE 300` then after 1 s
+//!   `GET` nil and `TTL` -2, `SETEX`, `PERSIST` (`TTL` -1), `EXPIRE` of a
+//!   missing key 0;
+//! - `hashes_concurrent`: four connections (threads, `Promise.all`, or
+//!   `redis-cli` processes) released together `HSET` 50 fields each of one
+//!   hash; `HGETALL` holds all 200 with their values, `HLEN`, `HDEL` then
+//!   `HEXISTS` 0, `HMGET` with missing fields, `TYPE` hash/string/none;
+//! - `scan_10000`: 10,000 keys written pipelined under the session's
+//!   prefix come back from the client's own SCAN iterator (`scan_iter`,
+//!   `scanBufferStream`, `scanIterator`, `scan_options`, `redis-cli
+//!   --scan --pattern`) exactly once each (counted with duplicates);
+//!   `DBSIZE` is within 10% of what a full SCAN counts; `KEYS` of a prefix
+//!   with 10 keys lists those 10.
+//!
+//! The sessions run one after another against the same two nodes, each
+//! under its own key prefix, so a whole-node count (DBSIZE against a full
+//! SCAN) sees no writes in between. The sessions are:
 //!
 //! - redis-py with its default protocol (RESP3 in redis-py 8) and with
 //!   `protocol=2` (`tests/clients/session.py`),
@@ -21,8 +39,8 @@
 //! test with the command that installs it; only an explicit
 //! `CASSIO_SKIP_REAL_CLIENTS=1` (which `.ci/run` never sets) skips it.
 //!
-//! A later check (expiry, hashes, SCAN) is one more function in each script
-//! and here, and one more name in `CHECKS`.
+//! A later check is one more function in each script and here, and one
+//! more name in `CHECKS`.
 
 // Test helpers: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -30,6 +48,8 @@
 mod process_common;
 
 use process_common::{start_node, Proc, BIN};
+use redis::Commands;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -45,6 +65,9 @@ const CHECKS: &[&str] = &[
     "unknown_command",
     "auth_ok_and_failure",
     "tls",
+    "expiry",
+    "hashes_concurrent",
+    "scan_10000",
 ];
 
 const USER: &str = "alice";
@@ -413,6 +436,259 @@ fn rust_redis(n: &Nodes) -> Result<String, String> {
     expect(q(&mut t, &[b"SET", b"rs:tls", &all]), okv, "SET over TLS")?;
     expect(q(&mut t, &[b"GET", b"rs:tls"]), bulk(&all), "GET over TLS")?;
     ok("tls");
+
+    let int = |got: redis::RedisResult<V>, what: &str| -> Result<i64, String> {
+        match got {
+            Ok(V::Int(i)) => Ok(i),
+            other => Err(format!(
+                "redis crate: {what}: got {other:?}, want an integer"
+            )),
+        }
+    };
+    let within = |v: i64, range: std::ops::RangeInclusive<i64>, what: &str| {
+        if range.contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("redis crate: {what} is {v}, want {range:?}"))
+        }
+    };
+    expect(
+        q(&mut r, &[b"SET", b"rs:ttl", b"v", b"EX", b"100"]),
+        V::Okay,
+        "SET EX",
+    )?;
+    within(int(q(&mut r, &[b"TTL", b"rs:ttl"]), "TTL")?, 1..=100, "TTL")?;
+    within(
+        int(q(&mut r, &[b"PTTL", b"rs:ttl"]), "PTTL")?,
+        1..=100_000,
+        "PTTL",
+    )?;
+    expect(
+        q(&mut r, &[b"PEXPIRE", b"rs:ttl", b"300"]),
+        V::Int(1),
+        "PEXPIRE",
+    )?;
+    within(
+        int(q(&mut r, &[b"PTTL", b"rs:ttl"]), "PTTL")?,
+        1..=300,
+        "PTTL after PEXPIRE",
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    expect(q(&mut r, &[b"GET", b"rs:ttl"]), V::Nil, "GET expired")?;
+    expect(q(&mut r, &[b"TTL", b"rs:ttl"]), V::Int(-2), "TTL expired")?;
+    expect(q(&mut r, &[b"PTTL", b"rs:ttl"]), V::Int(-2), "PTTL expired")?;
+    expect(
+        q(&mut r, &[b"SETEX", b"rs:setex", b"100", b"w"]),
+        V::Okay,
+        "SETEX",
+    )?;
+    within(
+        int(q(&mut r, &[b"TTL", b"rs:setex"]), "TTL")?,
+        1..=100,
+        "TTL after SETEX",
+    )?;
+    expect(q(&mut r, &[b"GET", b"rs:setex"]), bulk(b"w"), "GET SETEX")?;
+    expect(q(&mut r, &[b"PERSIST", b"rs:setex"]), V::Int(1), "PERSIST")?;
+    expect(
+        q(&mut r, &[b"TTL", b"rs:setex"]),
+        V::Int(-1),
+        "TTL after PERSIST",
+    )?;
+    expect(
+        q(&mut r, &[b"PERSIST", b"rs:setex"]),
+        V::Int(0),
+        "PERSIST without expiry",
+    )?;
+    expect(
+        q(&mut r, &[b"GET", b"rs:setex"]),
+        bulk(b"w"),
+        "GET after PERSIST",
+    )?;
+    expect(
+        q(&mut r, &[b"EXPIRE", b"rs:ttl-missing", b"100"]),
+        V::Int(0),
+        "EXPIRE missing",
+    )?;
+    expect(
+        q(&mut r, &[b"TTL", b"rs:ttl-missing"]),
+        V::Int(-2),
+        "TTL missing",
+    )?;
+    ok("expiry");
+
+    // Writers on their own connections, released together, each HSET-ing
+    // its own fields of one hash.
+    let (writers, fields) = (4usize, 50usize);
+    let field = |w: usize, f: usize| (format!("w{w}f{f}"), format!("{w}:{f}"));
+    let start = std::sync::Barrier::new(writers);
+    let answers: Vec<Result<Vec<V>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (start, field) = (&start, &field);
+                s.spawn(move || -> Result<Vec<V>, String> {
+                    let c = connect(url(n.port, PASSWORD));
+                    // Every writer reaches the barrier, connected or not.
+                    start.wait();
+                    let mut c = c.map_err(|e| fail("writer connect", &e))?;
+                    c.set_read_timeout(Some(Duration::from_secs(20)))
+                        .map_err(|e| fail("timeout", &e))?;
+                    (0..fields)
+                        .map(|f| {
+                            let (k, v) = field(w, f);
+                            q(&mut c, &[b"HSET", b"rs:hash", k.as_bytes(), v.as_bytes()])
+                                .map_err(|e| fail("HSET", &e))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a writer panicked".into())))
+            .collect()
+    });
+    for got in answers {
+        let got = got?;
+        if got != vec![V::Int(1); fields] {
+            return Err(format!("redis crate: concurrent HSETs answered {got:?}"));
+        }
+    }
+    let want: HashMap<Vec<u8>, Vec<u8>> = (0..writers)
+        .flat_map(|w| (0..fields).map(move |f| (w, f)))
+        .map(|(w, f)| {
+            let (k, v) = field(w, f);
+            (k.into_bytes(), v.into_bytes())
+        })
+        .collect();
+    let got: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg("rs:hash")
+        .query(&mut r)
+        .map_err(|e| fail("HGETALL", &e))?;
+    if got != want {
+        return Err(format!(
+            "redis crate: HGETALL has {} fields, {} of them right, want {}",
+            got.len(),
+            want.iter().filter(|(k, v)| got.get(*k) == Some(v)).count(),
+            want.len()
+        ));
+    }
+    let total = i64::try_from(writers * fields).unwrap();
+    expect(q(&mut r, &[b"HLEN", b"rs:hash"]), V::Int(total), "HLEN")?;
+    expect(
+        q(&mut r, &[b"HDEL", b"rs:hash", b"w0f0"]),
+        V::Int(1),
+        "HDEL",
+    )?;
+    expect(
+        q(&mut r, &[b"HEXISTS", b"rs:hash", b"w0f0"]),
+        V::Int(0),
+        "HEXISTS deleted",
+    )?;
+    expect(
+        q(&mut r, &[b"HEXISTS", b"rs:hash", b"w1f0"]),
+        V::Int(1),
+        "HEXISTS",
+    )?;
+    expect(
+        q(&mut r, &[b"HLEN", b"rs:hash"]),
+        V::Int(total - 1),
+        "HLEN after HDEL",
+    )?;
+    expect(
+        q(
+            &mut r,
+            &[b"HMGET", b"rs:hash", b"w1f1", b"w0f0", b"nofield"],
+        ),
+        V::Array(vec![bulk(b"1:1"), V::Nil, V::Nil]),
+        "HMGET",
+    )?;
+    let simple = |s: &str| V::SimpleString(s.into());
+    expect(
+        q(&mut r, &[b"TYPE", b"rs:hash"]),
+        simple("hash"),
+        "TYPE hash",
+    )?;
+    expect(
+        q(&mut r, &[b"SET", b"rs:plain", b"x"]),
+        V::Okay,
+        "SET plain",
+    )?;
+    expect(
+        q(&mut r, &[b"TYPE", b"rs:plain"]),
+        simple("string"),
+        "TYPE string",
+    )?;
+    expect(
+        q(&mut r, &[b"TYPE", b"rs:type-missing"]),
+        simple("none"),
+        "TYPE missing",
+    )?;
+    ok("hashes_concurrent");
+
+    let want: HashSet<Vec<u8>> = (0..10_000)
+        .map(|i| format!("rs:scan:{i}").into_bytes())
+        .collect();
+    let mut p = redis::pipe();
+    for k in &want {
+        p.cmd("SET").arg(k).arg("s");
+    }
+    let got: Vec<V> = p
+        .query(&mut r)
+        .map_err(|e| fail("pipeline of 10,000", &e))?;
+    if got.len() != 10_000 || got.iter().any(|v| *v != V::Okay) {
+        return Err("redis crate: a SET of the 10,000 failed".into());
+    }
+    // `Vec<u8>` items: the crate's iterator silently stops at a key it
+    // cannot convert, and a count would then come out short.
+    let scanned: Vec<Vec<u8>> = r
+        .scan_options(
+            redis::ScanOptions::default()
+                .with_pattern("rs:scan:*")
+                .with_count(1000),
+        )
+        .map_err(|e| fail("SCAN", &e))?
+        .collect();
+    let distinct: HashSet<Vec<u8>> = scanned.iter().cloned().collect();
+    if scanned.len() != 10_000 || distinct != want {
+        return Err(format!(
+            "redis crate: SCAN MATCH rs:scan:* returned {} keys, {} distinct, {} of the 10,000",
+            scanned.len(),
+            distinct.len(),
+            distinct.intersection(&want).count()
+        ));
+    }
+    // DBSIZE is an estimate: within 10% of what a full scan counts (the
+    // sessions run one after another, so nothing writes meanwhile).
+    let size: i64 = redis::cmd("DBSIZE")
+        .query(&mut r)
+        .map_err(|e| fail("DBSIZE", &e))?;
+    let every = r
+        .scan_options::<Vec<u8>>(redis::ScanOptions::default().with_count(1000))
+        .map_err(|e| fail("SCAN", &e))?
+        .count();
+    let every = i64::try_from(every).unwrap();
+    if every < 10_000 || (size - every).abs() > every / 10 {
+        return Err(format!(
+            "redis crate: DBSIZE {size}, a full SCAN counted {every}"
+        ));
+    }
+    let few: Vec<String> = (0..10).map(|i| format!("rs:keys:{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for k in &few {
+        mset.arg(k).arg("k");
+    }
+    expect(mset.query(&mut r), V::Okay, "MSET")?;
+    let mut listed: Vec<String> = redis::cmd("KEYS")
+        .arg("rs:keys:*")
+        .query(&mut r)
+        .map_err(|e| fail("KEYS", &e))?;
+    listed.sort();
+    let mut sorted = few.clone();
+    sorted.sort();
+    if listed != sorted {
+        return Err(format!("redis crate: KEYS rs:keys:* gave {listed:?}"));
+    }
+    ok("scan_10000");
     Ok(log)
 }
 
@@ -558,6 +834,197 @@ fn redis_cli(n: &Nodes) -> Result<String, String> {
         &|o| o == want,
     )?;
     log.push_str("ok tls\n");
+
+    // `--no-raw` prints replies as a terminal shows them (`(nil)`,
+    // `(integer) -2`, `1) "a"`), so nil and an empty string differ.
+    let shown = |args: &[&str]| -> Output {
+        let all: Vec<&str> = std::iter::once("--no-raw")
+            .chain(args.iter().copied())
+            .collect();
+        cli(pw, false, &all, b"")
+    };
+    let int = |name: &str, args: &[&str], want: std::ops::RangeInclusive<i64>| {
+        let out = shown(args);
+        let got = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("(integer) ")
+            .and_then(|v| v.parse::<i64>().ok());
+        match got {
+            Some(v) if out.status.success() && want.contains(&v) => Ok(()),
+            _ => Err(format!(
+                "redis-cli {name}: want {want:?}, got {}",
+                text(&out)
+            )),
+        }
+    };
+    let is = |want: &'static str| move |o: &[u8]| String::from_utf8_lossy(o).trim() == want;
+    check(
+        "SET EX",
+        &cli(pw, false, &["SET", "cli:ttl", "v", "EX", "100"], b""),
+        &is("OK"),
+    )?;
+    int("TTL", &["TTL", "cli:ttl"], 1..=100)?;
+    int("PTTL", &["PTTL", "cli:ttl"], 1..=100_000)?;
+    int("PEXPIRE", &["PEXPIRE", "cli:ttl", "300"], 1..=1)?;
+    int("PTTL after PEXPIRE", &["PTTL", "cli:ttl"], 1..=300)?;
+    std::thread::sleep(Duration::from_secs(1));
+    check("GET expired", &shown(&["GET", "cli:ttl"]), &is("(nil)"))?;
+    int("TTL expired", &["TTL", "cli:ttl"], -2..=-2)?;
+    int("PTTL expired", &["PTTL", "cli:ttl"], -2..=-2)?;
+    check(
+        "SETEX",
+        &cli(pw, false, &["SETEX", "cli:setex", "100", "w"], b""),
+        &is("OK"),
+    )?;
+    int("TTL after SETEX", &["TTL", "cli:setex"], 1..=100)?;
+    int("PERSIST", &["PERSIST", "cli:setex"], 1..=1)?;
+    int("TTL after PERSIST", &["TTL", "cli:setex"], -1..=-1)?;
+    int("PERSIST without expiry", &["PERSIST", "cli:setex"], 0..=0)?;
+    check(
+        "GET after PERSIST",
+        &cli(pw, false, &["GET", "cli:setex"], b""),
+        &is("w"),
+    )?;
+    int(
+        "EXPIRE missing",
+        &["EXPIRE", "cli:ttl-missing", "100"],
+        0..=0,
+    )?;
+    int("TTL missing", &["TTL", "cli:ttl-missing"], -2..=-2)?;
+    log.push_str("ok expiry\n");
+
+    // Writer processes run at once, each a session of HSETs of its own
+    // fields of one hash on its own connection.
+    let (writers, fields) = (4usize, 50usize);
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let input: String = (0..fields)
+                    .map(|f| format!("HSET cli:hash w{w}f{f} {w}:{f}\n"))
+                    .collect();
+                s.spawn(move || cli(pw, false, &[], input.as_bytes()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (w, out) in outs.iter().enumerate() {
+        check(&format!("HSET writer {w}"), out, &|o| {
+            let s = String::from_utf8_lossy(o);
+            s.lines().count() == fields && s.lines().all(|l| l.trim() == "1")
+        })?;
+    }
+    let want: HashMap<String, String> = (0..writers)
+        .flat_map(|w| (0..fields).map(move |f| (format!("w{w}f{f}"), format!("{w}:{f}"))))
+        .collect();
+    check(
+        "HGETALL",
+        &cli(pw, false, &["HGETALL", "cli:hash"], b""),
+        &|o| {
+            let s = String::from_utf8_lossy(o);
+            let lines: Vec<&str> = s.lines().collect();
+            let got: HashMap<String, String> = lines
+                .chunks(2)
+                .map(|p| (p[0].to_owned(), p.get(1).unwrap_or(&"").to_string()))
+                .collect();
+            lines.len() == 2 * want.len() && got == want
+        },
+    )?;
+    let total = i64::try_from(writers * fields).unwrap();
+    int("HLEN", &["HLEN", "cli:hash"], total..=total)?;
+    int("HDEL", &["HDEL", "cli:hash", "w0f0"], 1..=1)?;
+    int("HEXISTS deleted", &["HEXISTS", "cli:hash", "w0f0"], 0..=0)?;
+    int("HEXISTS", &["HEXISTS", "cli:hash", "w1f0"], 1..=1)?;
+    int(
+        "HLEN after HDEL",
+        &["HLEN", "cli:hash"],
+        total - 1..=total - 1,
+    )?;
+    check(
+        "HMGET",
+        &shown(&["HMGET", "cli:hash", "w1f1", "w0f0", "nofield"]),
+        &is("1) \"1:1\"\n2) (nil)\n3) (nil)"),
+    )?;
+    check(
+        "TYPE hash",
+        &cli(pw, false, &["TYPE", "cli:hash"], b""),
+        &is("hash"),
+    )?;
+    check(
+        "SET plain",
+        &cli(pw, false, &["SET", "cli:plain", "x"], b""),
+        &is("OK"),
+    )?;
+    check(
+        "TYPE string",
+        &cli(pw, false, &["TYPE", "cli:plain"], b""),
+        &is("string"),
+    )?;
+    check(
+        "TYPE missing",
+        &cli(pw, false, &["TYPE", "cli:type-missing"], b""),
+        &is("none"),
+    )?;
+    log.push_str("ok hashes_concurrent\n");
+
+    let mut pipe = Vec::new();
+    for i in 0..10_000 {
+        let k = format!("cli:scan:{i}");
+        pipe.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\ns\r\n", k.len()).as_bytes(),
+        );
+    }
+    check("--pipe 10,000", &cli(pw, false, &["--pipe"], &pipe), &|o| {
+        String::from_utf8_lossy(o).contains("errors: 0, replies: 10000")
+    })?;
+    // `--scan` pages through SCAN (redis-cli 7.0 sends no COUNT, so pages
+    // of 10); with `--no-raw` every key is one quoted line.
+    let lines = |o: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim_matches('"').to_owned())
+            .collect()
+    };
+    let out = shown(&["--scan", "--pattern", "cli:scan:*"]);
+    let scanned = lines(&out);
+    let distinct: HashSet<&String> = scanned.iter().collect();
+    let all_there = (0..10_000).all(|i| distinct.contains(&format!("cli:scan:{i}")));
+    if !out.status.success() || scanned.len() != 10_000 || distinct.len() != 10_000 || !all_there {
+        return Err(format!(
+            "redis-cli --scan --pattern cli:scan:* listed {} keys, {} distinct ({})",
+            scanned.len(),
+            distinct.len(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // DBSIZE is an estimate: within 10% of what a full scan counts (the
+    // sessions run one after another, so nothing writes meanwhile).
+    let size_out = shown(&["DBSIZE"]);
+    let size = String::from_utf8_lossy(&size_out.stdout)
+        .trim()
+        .strip_prefix("(integer) ")
+        .and_then(|v| v.parse::<usize>().ok())
+        .ok_or_else(|| format!("redis-cli DBSIZE: {}", text(&size_out)))?;
+    let every = lines(&shown(&["--scan"])).len();
+    if every < 10_000 || size.abs_diff(every) > every / 10 {
+        return Err(format!(
+            "redis-cli: DBSIZE {size}, --scan listed {every} keys"
+        ));
+    }
+    let mut mset = vec!["MSET"];
+    let few: Vec<String> = (0..10).map(|i| format!("cli:keys:{i}")).collect();
+    for k in &few {
+        mset.extend([k.as_str(), "k"]);
+    }
+    check("MSET", &cli(pw, false, &mset, b""), &is("OK"))?;
+    let out = cli(pw, false, &["KEYS", "cli:keys:*"], b"");
+    let mut listed = lines(&out);
+    listed.sort();
+    let mut sorted = few.clone();
+    sorted.sort();
+    if listed != sorted {
+        return Err(format!("redis-cli KEYS cli:keys:*: {}", text(&out)));
+    }
+    log.push_str("ok scan_10000\n");
     Ok(log)
 }
 

@@ -2,8 +2,9 @@
 // matrix's (cassio-node/tests/real_clients.rs drives it; docs/testing.md).
 // Runs with ioredis or node-redis (`redis` on npm), found through NODE_PATH
 // (.ci/clients.sh installs both). Prints `ok CHECK` per check and exits 0;
-// any failure exits 1 with the error. Each check is one entry of CHECKS, so
-// later checks (expiry, hashes, SCAN) are one more entry each.
+// any failure exits 1 with the error. Each check is one entry of CHECKS.
+// The sessions run one after another against the same node, each under its
+// own key prefix (--prefix).
 //
 // Usage: node session.cjs --client ioredis|redis --port P --tls-port T
 //        --ca CA.pem --user U --password PW [--prefix KEYPREFIX]
@@ -24,7 +25,9 @@ function args() {
   return a;
 }
 
-// One interface over both libraries: connect, send a raw command, pipeline.
+// One interface over both libraries: connect, send a raw command, pipeline,
+// and every key of a SCAN through the library's own iterator (duplicates
+// kept, so a check can count them).
 const drivers = {
   ioredis: {
     lib: () => require('ioredis'),
@@ -51,6 +54,12 @@ const drivers = {
         cmd: (...xs) => c.callBuffer(xs[0], ...xs.slice(1)),
         pipeline: (cmds) => c.pipeline(cmds.map((x) => [x[0] + 'Buffer', ...x.slice(1)]))
           .exec().then((rs) => rs.map(([e, v]) => { if (e) throw e; return v; })),
+        async scan(match, count) {
+          const keys = [];
+          const opts = match === undefined ? { count } : { match, count };
+          for await (const page of c.scanBufferStream(opts)) keys.push(...page.map(str));
+          return keys;
+        },
         close: () => c.quit(),
       };
     },
@@ -77,6 +86,12 @@ const drivers = {
           const m = c.multi();
           for (const x of cmds) m.addCommand(x.map(String));
           return m.execAsPipeline();
+        },
+        async scan(match, count) {
+          const keys = [];
+          const opts = match === undefined ? { COUNT: count } : { MATCH: match, COUNT: count };
+          for await (const page of c.scanIterator(opts)) keys.push(...page.map(str));
+          return keys;
         },
         close: () => c.close ? c.close() : c.quit(),
       };
@@ -158,6 +173,87 @@ const CHECKS = [
     assert.deepEqual(Buffer.from(await t.cmd('GET', a.prefix + 'tls')), v);
     assert.equal(await t.cmd('DEL', a.prefix + 'tls'), 1);
     await t.close();
+  }],
+  ['expiry', async (a, r) => {
+    const k = a.prefix + 'ttl';
+    assert.equal(str(await r.cmd('SET', k, 'v', 'EX', '100')), 'OK');
+    const ttl = await r.cmd('TTL', k);
+    assert.ok(ttl >= 1 && ttl <= 100, `TTL ${ttl}`);
+    const pttl = await r.cmd('PTTL', k);
+    assert.ok(pttl > 0 && pttl <= 100000, `PTTL ${pttl}`);
+    assert.equal(await r.cmd('PEXPIRE', k, '300'), 1);
+    const left = await r.cmd('PTTL', k);
+    assert.ok(left > 0 && left <= 300, `PTTL after PEXPIRE ${left}`);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal(await r.cmd('GET', k), null);
+    assert.equal(await r.cmd('TTL', k), -2);
+    assert.equal(await r.cmd('PTTL', k), -2);
+    const k2 = a.prefix + 'setex';
+    assert.equal(str(await r.cmd('SETEX', k2, '100', 'w')), 'OK');
+    const t2 = await r.cmd('TTL', k2);
+    assert.ok(t2 >= 1 && t2 <= 100, `TTL after SETEX ${t2}`);
+    assert.equal(str(await r.cmd('GET', k2)), 'w');
+    assert.equal(await r.cmd('PERSIST', k2), 1);
+    assert.equal(await r.cmd('TTL', k2), -1);
+    assert.equal(await r.cmd('PERSIST', k2), 0);
+    assert.equal(str(await r.cmd('GET', k2)), 'w');
+    assert.equal(await r.cmd('EXPIRE', a.prefix + 'ttl-missing', '100'), 0);
+    assert.equal(await r.cmd('TTL', a.prefix + 'ttl-missing'), -2);
+  }],
+  ['hashes_concurrent', async (a, r, d) => {
+    const h = a.prefix + 'hash';
+    const writers = 4;
+    const fields = 50;
+    // One connection per writer, all writing at once: their HSETs of
+    // different fields of the same hash interleave on the node.
+    const conns = await Promise.all([...Array(writers).keys()].map(() => d.connect(a)));
+    const answers = await Promise.all(conns.map(async (c, w) => {
+      const got = [];
+      for (let f = 0; f < fields; f++) got.push(await c.cmd('HSET', h, `w${w}f${f}`, `${w}:${f}`));
+      return got;
+    }));
+    await Promise.all(conns.map((c) => c.close()));
+    for (const got of answers) assert.deepEqual(got, Array(fields).fill(1));
+    const want = {};
+    for (let w = 0; w < writers; w++) for (let f = 0; f < fields; f++) want[`w${w}f${f}`] = `${w}:${f}`;
+    // HGETALL: a flat array (RESP2) or a map (RESP3), by library.
+    const all = await r.cmd('HGETALL', h);
+    const got = {};
+    if (all instanceof Map) for (const [f, v] of all) got[str(f)] = str(v);
+    else if (Array.isArray(all)) for (let i = 0; i < all.length; i += 2) got[str(all[i])] = str(all[i + 1]);
+    else for (const [f, v] of Object.entries(all)) got[f] = str(v);
+    assert.deepEqual(got, want);
+    assert.equal(await r.cmd('HLEN', h), writers * fields);
+    assert.equal(await r.cmd('HDEL', h, 'w0f0'), 1);
+    assert.equal(await r.cmd('HEXISTS', h, 'w0f0'), 0);
+    assert.equal(await r.cmd('HEXISTS', h, 'w1f0'), 1);
+    assert.equal(await r.cmd('HLEN', h), writers * fields - 1);
+    assert.deepEqual((await r.cmd('HMGET', h, 'w1f1', 'w0f0', 'nofield')).map(str), ['1:1', null, null]);
+    assert.equal(str(await r.cmd('TYPE', h)), 'hash');
+    assert.equal(str(await r.cmd('SET', a.prefix + 'plain', 'x')), 'OK');
+    assert.equal(str(await r.cmd('TYPE', a.prefix + 'plain')), 'string');
+    assert.equal(str(await r.cmd('TYPE', a.prefix + 'type-missing')), 'none');
+  }],
+  ['scan_10000', async (a, r) => {
+    const prefix = a.prefix + 'scan:';
+    const want = [...Array(10000).keys()].map((i) => `${prefix}${i}`);
+    const out = await r.pipeline(want.map((k) => ['set', k, 's']));
+    assert.ok(out.every((x) => str(x) === 'OK'));
+    const got = await r.scan(`${prefix}*`, 1000);
+    // Keys not written during a scan come back once each.
+    assert.equal(got.length, 10000);
+    assert.deepEqual(new Set(got), new Set(want));
+    // DBSIZE is an estimate: within 10% of what a full scan counts (no
+    // other session runs meanwhile).
+    const size = await r.cmd('DBSIZE');
+    const total = (await r.scan(undefined, 1000)).length;
+    assert.ok(total >= 10000, `full scan ${total}`);
+    assert.ok(Math.abs(size - total) <= Math.floor(total / 10), `DBSIZE ${size}, scan ${total}`);
+    const few = [...Array(10).keys()].map((i) => `${a.prefix}keys:${i}`);
+    assert.equal(str(await r.cmd('MSET', ...few.flatMap((k) => [k, 'k']))), 'OK');
+    const keys = (await r.cmd('KEYS', `${a.prefix}keys:*`)).map(str);
+    assert.equal(keys.length, 10);
+    assert.deepEqual(new Set(keys), new Set(few));
   }],
 ];
 

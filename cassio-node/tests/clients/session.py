@@ -2,8 +2,9 @@
 matrix's (cassio-node/tests/real_clients.rs drives it; see docs/testing.md).
 
 Prints `ok CHECK` for every check passed and exits 0; any failure raises
-(exit 1 with the traceback). Each check is a function registered in CHECKS,
-so later checks (expiry, hashes, SCAN) are one more function each.
+(exit 1 with the traceback). Each check is a function registered in CHECKS.
+The sessions run one after another against the same node, each under its
+own key prefix (`--prefix`).
 
 Usage: session.py --port P --tls-port T --ca CA.pem --user U --password PW
                   [--protocol 2|3] [--prefix KEYPREFIX]
@@ -11,6 +12,7 @@ Usage: session.py --port P --tls-port T --ca CA.pem --user U --password PW
 
 import argparse
 import sys
+import threading
 import time
 
 import redis
@@ -145,6 +147,107 @@ def tls(a, r):
     assert t.set(k, bytes(range(256))) is True
     assert t.get(k) == bytes(range(256))
     assert t.delete(k) == 1
+
+
+def text(v):
+    """A reply as str: redis-py answers bytes or str depending on the
+    protocol and the command's callback."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@check
+def expiry(a, r):
+    k = a.prefix + "ttl"
+    assert r.set(k, b"v", ex=100) is True
+    ttl = r.ttl(k)
+    assert 1 <= ttl <= 100, ttl
+    pttl = r.pttl(k)
+    assert 0 < pttl <= 100_000, pttl
+    assert r.pexpire(k, 300) == 1
+    assert 0 < r.pttl(k) <= 300
+    time.sleep(1.0)
+    assert r.get(k) is None
+    assert r.ttl(k) == -2
+    assert r.pttl(k) == -2
+    k2 = a.prefix + "setex"
+    # SETEX itself (redis-py deprecates its `setex` helper for `set(ex=)`).
+    assert r.execute_command("SETEX", k2, 100, b"w") is True
+    assert 1 <= r.ttl(k2) <= 100
+    assert r.get(k2) == b"w"
+    assert r.persist(k2) == 1
+    assert r.ttl(k2) == -1
+    assert r.persist(k2) == 0  # no expiry left to remove
+    assert r.get(k2) == b"w"
+    assert r.expire(a.prefix + "ttl-missing", 100) == 0
+    assert r.ttl(a.prefix + "ttl-missing") == -2
+
+
+@check
+def hashes_concurrent(a, r):
+    h = a.prefix + "hash"
+    writers, fields = 4, 50
+    start = threading.Barrier(writers)
+    errors = []
+
+    def write(w):
+        # One connection per writer, all released at once, so the writes
+        # of different fields of the same hash interleave on the node.
+        c = connect(a)
+        try:
+            start.wait(timeout=10)
+            for f in range(fields):
+                assert c.hset(h, f"w{w}f{f}", f"{w}:{f}") == 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a writer did not finish"
+    assert not errors, errors
+    want = {f"w{w}f{f}".encode(): f"{w}:{f}".encode()
+            for w in range(writers) for f in range(fields)}
+    got = r.hgetall(h)
+    assert got == want, (len(got), sorted(set(want) - set(got))[:5])
+    assert r.hlen(h) == writers * fields
+    assert r.hdel(h, "w0f0") == 1
+    assert r.hexists(h, "w0f0") == 0
+    assert r.hexists(h, "w1f0") == 1
+    assert r.hlen(h) == writers * fields - 1
+    assert r.hmget(h, ["w1f1", "w0f0", "nofield"]) == [b"1:1", None, None]
+    assert text(r.type(h)) == "hash"
+    assert r.set(a.prefix + "plain", b"x") is True
+    assert text(r.type(a.prefix + "plain")) == "string"
+    assert text(r.type(a.prefix + "type-missing")) == "none"
+
+
+@check
+def scan_10000(a, r):
+    prefix = a.prefix + "scan:"
+    want = {f"{prefix}{i}".encode() for i in range(10_000)}
+    p = r.pipeline(transaction=False)
+    for k in want:
+        p.set(k, b"s")
+    assert all(x is True for x in p.execute())
+    got = list(r.scan_iter(match=prefix + "*", count=1000))
+    # Keys not written during a scan come back once each.
+    assert len(got) == 10_000, len(got)
+    assert set(got) == want
+    # DBSIZE is an estimate: within 10% of what a full scan counts (no
+    # other session runs meanwhile).
+    size = r.dbsize()
+    total = sum(1 for _ in r.scan_iter(count=1000))
+    assert total >= 10_000, total
+    assert abs(size - total) <= total // 10, (size, total)
+    print(f"  DBSIZE {size}, a full SCAN {total}", flush=True)
+    few = {f"{a.prefix}keys:{i}".encode() for i in range(10)}
+    assert r.mset({k: b"k" for k in few}) is True
+    got = r.keys(a.prefix + "keys:*")
+    assert len(got) == 10 and set(got) == few, got
 
 
 def main():
