@@ -479,6 +479,11 @@ impl AntiEntropy {
         self.synced_with_every_live_peer(alive) && self.status.last_round_started >= wall
     }
 
+    /// The storage names of the keyspaces it keeps trees for.
+    pub fn keyspace_names(&self) -> impl Iterator<Item = &str> {
+        self.trees.keys().map(String::as_str)
+    }
+
     /// Follows a schema change: a tree for each new keyspace (built by a
     /// scan before the next round), none for a dropped one, and each
     /// keyspace's replication factor as the schema now has it. Answers

@@ -14,10 +14,11 @@
 //! a keyspace just created elsewhere. Names given by configuration
 //! (`default`, seeded keyspaces) are never reclaimed.
 //!
-//! The walk runs when the node becomes ready (a restart resumes an
-//! interrupted reclaim), after each schema version it adopts, and every
-//! [`WALK_EVERY`] (a hint replayed into a dropped keyspace is caught by the
-//! next walk). One storage operation is in flight at a time.
+//! The walk runs when a schema version this node adopts drops a keyspace
+//! it held, [`FIRST_WALK_AFTER`] after the node becomes ready (a restart
+//! resumes an interrupted reclaim), and every [`WALK_EVERY`] (a hint
+//! replayed into a dropped keyspace is caught by the next walk). One
+//! storage operation is in flight at a time.
 
 use crate::schema::Schema;
 use crate::storage_key::split_storage_key;
@@ -29,6 +30,10 @@ use std::time::Duration;
 
 /// How often the store is walked again when nothing asked for it.
 pub const WALK_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long after the node becomes ready the first walk runs (a start
+/// has more urgent work: catching up, founding the schema).
+pub const FIRST_WALK_AFTER: Duration = Duration::from_secs(300);
 
 /// How long a walk waits after a failed storage operation.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -87,8 +92,7 @@ impl Default for Reclaim {
             state: State::Idle,
             in_flight: false,
             from: None,
-            // The first walk runs once the node is ready.
-            walk_requested: true,
+            walk_requested: false,
             next_walk: None,
             status: ReclaimStatus::default(),
         }
@@ -153,7 +157,15 @@ impl Reclaim {
         if !ready || self.in_flight || !matches!(self.state, State::Idle) {
             return;
         }
-        let due = self.walk_requested || self.next_walk.is_some_and(|t| now >= t);
+        let due = match self.next_walk {
+            Some(t) => self.walk_requested || now >= t,
+            None => {
+                // Ready for the first time: the first walk comes a little
+                // later, unless a drop asks for one.
+                self.next_walk = Some(now + FIRST_WALK_AFTER);
+                self.walk_requested
+            }
+        };
         if !due {
             return;
         }
@@ -341,6 +353,7 @@ mod tests {
     fn run(r: &mut Reclaim, schema: &Schema, store: &mut BTreeMap<Key, Versioned>) {
         let now = Instant::ZERO;
         let mut fx = Vec::new();
+        r.request_walk();
         r.tick(now, true, &mut fx);
         let mut guard = 0;
         while let Some((op, w)) = fx.pop() {
@@ -442,23 +455,25 @@ mod tests {
     fn a_walk_waits_for_readiness_and_its_interval() {
         let mut r = Reclaim::default();
         let mut fx = Vec::new();
-        r.tick(Instant::ZERO, false, &mut fx);
+        let t0 = Instant::ZERO + Duration::from_secs(1);
+        r.tick(t0, false, &mut fx);
         assert!(fx.is_empty(), "not before the node is ready");
-        r.tick(Instant::ZERO, true, &mut fx);
+        r.tick(t0, true, &mut fx);
+        assert!(
+            fx.is_empty(),
+            "the first walk comes a while after readiness"
+        );
+        r.tick(t0 + FIRST_WALK_AFTER, true, &mut fx);
         assert_eq!(fx.len(), 1);
         let (_, w) = fx.pop().unwrap();
         let s = seed();
-        r.storage_done(
-            Instant::ZERO,
-            &s,
-            w,
-            StorageResult::Ranged(Ok(Vec::new())),
-            &mut fx,
-        );
+        let t1 = t0 + FIRST_WALK_AFTER;
+        r.storage_done(t1, &s, w, StorageResult::Ranged(Ok(Vec::new())), &mut fx);
         assert!(fx.is_empty());
-        r.tick(Instant::ZERO + Duration::from_secs(10), true, &mut fx);
+        r.tick(t1 + Duration::from_secs(10), true, &mut fx);
         assert!(fx.is_empty(), "the next walk waits its interval");
-        r.tick(Instant::ZERO + WALK_EVERY, true, &mut fx);
-        assert_eq!(fx.len(), 1);
+        r.request_walk();
+        r.tick(t1 + Duration::from_secs(11), true, &mut fx);
+        assert_eq!(fx.len(), 1, "a dropped keyspace asks for a walk at once");
     }
 }

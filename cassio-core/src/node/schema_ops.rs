@@ -256,6 +256,14 @@ impl Node {
     /// and a round starts at once when a replication factor changed (the
     /// keyspace's new replicas pull its keys).
     fn adopt_schema(&mut self, now: Instant, schema: &Schema) {
+        // A keyspace this version dropped: its data is reclaimed now.
+        if self
+            .ae
+            .keyspace_names()
+            .any(|name| crate::reclaim::is_dropped(schema, name))
+        {
+            self.reclaim.request_walk();
+        }
         let rf_changed = self.ae.set_keyspaces(
             schema
                 .keyspaces
@@ -266,8 +274,7 @@ impl Node {
         if rf_changed {
             self.ae.request_round(now);
         }
-        // A dropped keyspace's data is reclaimed by the next walk.
-        self.reclaim.request_walk();
+
         self.out.push_back(Output::Event(NodeEvent::SchemaAdopted {
             version: schema.version,
             digest: schema.digest(),
