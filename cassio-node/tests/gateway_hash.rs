@@ -262,6 +262,50 @@ async fn redis_hashes_on_a_real_node() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(row("").await.0, vec!["email", "name", "zip"]);
+    // The path form `/kv/{row}/{column}` addresses the same cells (the
+    // row's own slash travels as %2F, the column's too).
+    let r = c
+        .put(format!("{base}/kv/user%2F1/city%2Fzone"))
+        .body("Oslo/West")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = c
+        .get(format!("{base}/kv/user%2F1/name"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), "Ann");
+    let r = c
+        .get(format!("{base}/kv/user%2F1?column=city%2Fzone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), "Oslo/West");
+    let r = c
+        .delete(format!("{base}/kv/user%2F1/city%2Fzone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("{base}/kv/user%2F1/city%2Fzone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Both forms at once, or an empty column: 400.
+    let r = c
+        .get(format!("{base}/kv/user%2F1/name?column=name"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.get(format!("{base}/kv/user%2F1/")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(row("").await.0, vec!["email", "name", "zip"]);
     let r = c
         .get(format!("{base}/kv/user%2F1?columns&limit=0"))
         .send()

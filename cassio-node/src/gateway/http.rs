@@ -17,7 +17,9 @@
 //! | `POST /admin/remove?node=ID` | asks the cluster to take dead member `ID` (the Node ID column of `cassio status`) off the ring, its ranges re-replicated among the rest first; 202 with `RemoveStarted` as JSON; 400 `bad_request` (no or bad id) or `unknown_node`; 409 `alive`, `itself` or `too_few_nodes` |
 //!
 //! The key is the rest of the path after `/kv/`, percent-decoded to bytes,
-//! so any byte string (slashes included) can be a key; the HTTP stack's
+//! so any byte string can be a key; a slash in a key travels as `%2F`,
+//! because an unencoded one starts a column: `/kv/{row}/{column}` is one
+//! cell of a row (see `http/cells.rs`); the HTTP stack's
 //! URI limit (64 KiB) keeps keys within [`super::MAX_KEY_BYTES`]. `?consistency=one|
 //! two|three|quorum|all` picks the level (default: the keyspace's).
 //!
@@ -612,6 +614,16 @@ fn keyspace_and_key(path: &str) -> Option<(String, &str)> {
     Some((ks, raw))
 }
 
+/// Splits the raw (still percent-encoded) path after `/kv/` into the key
+/// (or row) and, after its first unencoded `/`, a column: `/kv/{row}/{column}`
+/// addresses one cell, so a key's own slashes travel as `%2F`.
+pub(super) fn split_row_column(raw: &str) -> (&str, Option<&str>) {
+    match raw.split_once('/') {
+        Some((row, column)) => (row, Some(column)),
+        None => (raw, None),
+    }
+}
+
 /// The request a data path names, its keyspace set, at the level asked.
 fn key_and_level(
     uri: &Uri,
@@ -641,6 +653,8 @@ fn key_level_ttl(
             "keyspace names are UTF-8: /ks/{keyspace}/kv/{key}",
         )));
     };
+    // A cell's path ends in `/{column}`; the key is its row.
+    let (raw, _) = split_row_column(raw);
     let key: Vec<u8> = percent_encoding::percent_decode(raw.as_bytes()).collect();
     check_key(&key).map_err(|e| Box::new(error(StatusCode::URI_TOO_LONG, "key_too_large", e)))?;
     let Query(params) = params

@@ -1,19 +1,20 @@
-//! Rows of columns over HTTP, on the `/kv` routes with query parameters.
+//! Rows of columns over HTTP, on the `/kv` routes.
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /kv/{row}?column=C` | 200 with the cell's bytes, or 404 |
-//! | `PUT` or `POST /kv/{row}?column=C` | stores the body in column `C` of the row; 200 `{"ok":true,"timestamp":...}` |
-//! | `DELETE /kv/{row}?column=C` | writes a tombstone for that cell only |
+//! | `GET /kv/{row}/{column}` (or `/kv/{row}?column=C`) | 200 with the cell's bytes, or 404 |
+//! | `PUT` or `POST /kv/{row}/{column}` (or `?column=C`) | stores the body in that column of the row; 200 `{"ok":true,"timestamp":...}` |
+//! | `DELETE /kv/{row}/{column}` (or `?column=C`) | writes a tombstone for that cell only |
 //! | `DELETE /kv/{row}?columns` | deletes the whole row: reads its cells (at most 10000), then writes a tombstone for each; 200 `{"ok":true,"deleted":N}`. A column written concurrently that the read did not see survives |
 //! | `GET /kv/{row}?columns[&prefix=P][&from=A][&to=B][&limit=N]` | 200 `{"row", "columns": [{"column", "value"}...], "more"}`: the live cells in column order, by prefix or in `A..B` (`B` excluded), at most `N` (default 1000, at most 10000); `more` says the slice continues (resume with `from=` the last column plus a 0 byte, or a tighter range) |
 //!
 //! Also under `/ks/{keyspace}/kv/{row}`. The row is the path after `/kv/`
-//! (so a plain key and a row may share a name; they are stored apart);
-//! columns are query parameters (UTF-8, percent-encoded) rather than a
-//! second path segment, because `/kv/{key}` already takes every path
-//! after it, slashes included, as one key. Values that are not UTF-8 come
-//! back as `value_base64`.
+//! up to its first unencoded `/`, the column the rest, both
+//! percent-decoded (so a row's or column's own slashes travel as `%2F`; a
+//! plain key and a row may share a name, they are stored apart). The
+//! `?column=` form names columns that are easier to pass as a query
+//! parameter; naming a column both ways is 400. Values that are not UTF-8
+//! come back as `value_base64`.
 
 use super::{error, key_and_level, request_error, written, Gateway, KvParams, PROTOCOL};
 use crate::gateway::execute;
@@ -50,10 +51,28 @@ enum Ask {
 
 fn ask(uri: &Uri) -> Result<Option<Ask>, Box<Response>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", m));
+    let path_column = super::keyspace_and_key(uri.path())
+        .and_then(|(_, raw)| super::split_row_column(raw).1)
+        .map(|c| Bytes::from(percent_encoding::percent_decode(c.as_bytes()).collect::<Vec<u8>>()));
     let Ok(Query(p)) = Query::<CellParams>::try_from_uri(uri) else {
         // Not UTF-8 or malformed: the key route's own parsing answers.
         return Ok(None);
     };
+    if let Some(c) = path_column {
+        if p.column.is_some() || p.columns.is_some() {
+            return Err(bad(
+                "name the column in the path or in ?column=, not both (a key's own slashes travel as %2F)"
+                    .into(),
+            ));
+        }
+        if c.is_empty() {
+            return Err(bad(
+                "empty column: /kv/{row}/{column} (a key's own slashes travel as %2F)".into(),
+            ));
+        }
+        super::super::check_key(&c).map_err(bad)?;
+        return Ok(Some(Ask::Cell(c)));
+    }
     if let Some(c) = p.column {
         super::super::check_key(c.as_bytes()).map_err(bad)?;
         return Ok(Some(Ask::Cell(Bytes::from(c))));
