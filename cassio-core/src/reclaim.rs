@@ -21,7 +21,7 @@
 //! storage operation is in flight at a time.
 
 use crate::schema::Schema;
-use crate::storage_key::split_storage_key;
+use crate::storage_key::{keyspace_prefix, split_storage_key};
 use crate::storage_ops::{StorageOp, StorageResult};
 use crate::time::Instant;
 use crate::types::{Key, Timestamp, Versioned};
@@ -108,14 +108,6 @@ pub(crate) fn is_dropped(schema: &Schema, storage: &str) -> bool {
         return false;
     };
     id < schema.next_id && schema.keyspaces.values().all(|k| k.storage != storage)
-}
-
-/// The storage-key prefix of storage name `storage`.
-fn name_prefix(storage: &str) -> Key {
-    let mut b = Vec::with_capacity(1 + storage.len());
-    b.push(u8::try_from(storage.len()).unwrap_or(u8::MAX));
-    b.extend_from_slice(storage.as_bytes());
-    Key::from(b)
 }
 
 /// The smallest key above every key that starts with `prefix` (`None`:
@@ -259,7 +251,7 @@ impl Reclaim {
                     self.from = Some(Key::from(after));
                     return self.next(fx);
                 };
-                let prefix = name_prefix(storage);
+                let prefix = keyspace_prefix(storage);
                 if is_dropped(schema, storage) {
                     self.state = State::Purging {
                         prefix,

@@ -6,6 +6,20 @@
 use crate::types::{Key, Token};
 use bytes::{BufMut, BytesMut};
 
+/// Writes the keyspace part every storage key starts with: one length
+/// byte, then the name (names are validated to 1..=255 bytes).
+fn put_keyspace(b: &mut BytesMut, keyspace: &str) {
+    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
+    b.put_slice(keyspace.as_bytes());
+}
+
+/// The prefix every storage key of `keyspace` starts with.
+pub fn keyspace_prefix(keyspace: &str) -> Key {
+    let mut b = BytesMut::with_capacity(1 + keyspace.len());
+    put_keyspace(&mut b, keyspace);
+    b.freeze()
+}
+
 /// The key under which `key` of `keyspace` is stored: one length byte, the
 /// keyspace name, the key's token (8 bytes, big-endian), then the key. Keys
 /// of one keyspace are contiguous and in token order, as in Cassandra, so
@@ -13,9 +27,7 @@ use bytes::{BufMut, BytesMut};
 /// owner) is one contiguous range of storage keys.
 pub fn storage_key(keyspace: &str, key: &[u8]) -> Key {
     let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + key.len());
-    // Keyspace names are validated to 1..=255 bytes when the node is built.
-    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-    b.put_slice(keyspace.as_bytes());
+    put_keyspace(&mut b, keyspace);
     b.put_u64(Token::of(key).0);
     b.put_slice(key);
     b.freeze()
@@ -27,8 +39,7 @@ pub fn storage_key(keyspace: &str, key: &[u8]) -> Key {
 /// A scan resumes after such a key, whichever kind it is.
 pub fn item_storage_key(keyspace: &str, token: Token, tail: &[u8]) -> Key {
     let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
-    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-    b.put_slice(keyspace.as_bytes());
+    put_keyspace(&mut b, keyspace);
     b.put_u64(token.0);
     b.put_slice(tail);
     b.freeze()
@@ -63,8 +74,7 @@ pub fn token_range_bounds(
     use std::ops::Bound;
     let prefix = |t: u64| {
         let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8);
-        b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-        b.put_slice(keyspace.as_bytes());
+        put_keyspace(&mut b, keyspace);
         b.put_u64(t);
         b.freeze()
     };
@@ -76,8 +86,7 @@ pub fn token_range_bounds(
             // name of the same length begins (its last byte plus one; UTF-8
             // never holds 0xFF, so there is no carry).
             let mut b = BytesMut::with_capacity(1 + keyspace.len());
-            b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-            b.put_slice(keyspace.as_bytes());
+            put_keyspace(&mut b, keyspace);
             if let Some(last) = b.last_mut() {
                 *last = last.saturating_add(1);
             }
@@ -122,8 +131,7 @@ pub fn cell_storage_key(keyspace: &str, row: &[u8], column: &[u8]) -> Option<Key
         return None;
     }
     let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
-    b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-    b.put_slice(keyspace.as_bytes());
+    put_keyspace(&mut b, keyspace);
     b.put_u64(token.0);
     b.put_slice(&tail);
     Some(b.freeze())
@@ -173,8 +181,7 @@ pub fn row_bounds(
     let prefix = {
         let tail = cell_tail(row, b"")?;
         let mut b = BytesMut::with_capacity(1 + keyspace.len() + 8 + tail.len());
-        b.put_u8(u8::try_from(keyspace.len()).unwrap_or(u8::MAX));
-        b.put_slice(keyspace.as_bytes());
+        put_keyspace(&mut b, keyspace);
         b.put_u64(Token::of(row).0);
         b.put_slice(&tail);
         b.freeze()
