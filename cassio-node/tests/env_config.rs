@@ -8,20 +8,18 @@
 
 mod process_common;
 
-use process_common::{parse_ready, Proc, Ready, BIN};
+use process_common::{parse_ready, reserved_ports, Proc, Ready, BIN};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn free_addr() -> String {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
+/// Three free loopback addresses (see `reserved_ports` for why not port 0).
+fn free_addrs() -> (String, String, String) {
+    let p = reserved_ports(3);
+    let a = |i: usize| format!("127.0.0.1:{}", p[i]);
+    (a(0), a(1), a(2))
 }
 
 /// `cassio start ARGS` with only `env` among the `CASSIO_*` variables.
@@ -75,7 +73,7 @@ fn start(dir: &Path, env: &[(&str, String)], args: &[&str]) -> (Proc, Ready) {
 #[test]
 fn variables_override_the_file_and_flags_override_variables() {
     let dir = tempfile::tempdir().unwrap();
-    let (file_addr, env_addr, flag_addr) = (free_addr(), free_addr(), free_addr());
+    let (file_addr, env_addr, flag_addr) = free_addrs();
     let config = dir.path().join("cassio.toml");
     std::fs::write(&config, format!("client_addr = \"{file_addr}\"\n")).unwrap();
     let from_file = [("CASSIO_CONFIG", config.display().to_string())];

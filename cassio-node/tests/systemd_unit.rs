@@ -19,10 +19,10 @@
 mod process_common;
 
 use process_common::{
-    all_normal_and_up, cli, cli_as, http, start_node, wait_status_as, Proc, Ready,
+    all_normal_and_up, cli, cli_as, http, reserved_ports, start_node, wait_status_as, Proc, Ready,
 };
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -65,15 +65,6 @@ fn one<'a>(unit: &'a BTreeMap<String, Vec<String>>, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("the unit sets no {key}"));
     assert_eq!(v.len(), 1, "{key} is set more than once");
     &v[0]
-}
-
-/// A port the OS reports free on 127.0.0.1 (released for the node to bind).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `path` (absolute) moved under `root`.
@@ -157,11 +148,15 @@ fn three_machines_run_the_units_command_line_with_mutual_tls() {
     // Every address of the example, on every machine, gets its own free
     // loopback port (the same mapping everywhere, so seeds point at the
     // right nodes).
+    let mut spare = reserved_ports(64);
     let mut ports: BTreeMap<String, SocketAddr> = BTreeMap::new();
     let mut map = |a: &str| -> String {
         ports
             .entry(a.to_owned())
-            .or_insert_with(|| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .or_insert_with(|| {
+                let port = spare.pop().expect("the example names under 64 addresses");
+                SocketAddr::from(([127, 0, 0, 1], port))
+            })
             .to_string()
     };
     let example: toml::Table = EXAMPLE.parse().unwrap();

@@ -20,6 +20,47 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cassio");
 
+/// `n` distinct loopback ports that are free now and lie below the
+/// kernel's ephemeral range, for configs that must name their ports before
+/// the node starts (seeds, unit files).
+///
+/// Ports from `bind(127.0.0.1:0)` come from the ephemeral range, and once
+/// released the kernel may hand the same port to any outgoing connection
+/// (one node dialling its seeds) before the node meant to listen on it
+/// binds: CI saw exactly that as `Address already in use`. Ports below the
+/// range are never chosen for outgoing connections; every candidate is held
+/// bound until all `n` are found, so none is returned twice.
+pub fn reserved_ports(n: usize) -> Vec<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000u16;
+    assert!(low > floor + 1000, "ephemeral range starts at {low}");
+    let span = u32::from(low - floor);
+    // A start that differs between test binaries and runs, so concurrent
+    // tests rarely probe the same ports.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut held = Vec::new();
+    for i in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = floor + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "not enough free ports below {low}");
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// What a node printed once it was ready.
 #[derive(Clone, Debug)]
 pub struct Ready {
@@ -276,8 +317,20 @@ pub fn node_args(
     seed: Option<SocketAddr>,
     ports: Option<&Ready>,
 ) -> Vec<String> {
-    let addr =
-        |a: Option<SocketAddr>| a.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+    // A first start takes ports below the ephemeral range (see
+    // `reserved_ports`), so a restart on the same ports cannot find one
+    // taken by another node's outgoing connection meanwhile.
+    let fresh = if ports.is_none() {
+        reserved_ports(4)
+    } else {
+        Vec::new()
+    };
+    let mut fresh = fresh.into_iter();
+    let mut addr = |a: Option<SocketAddr>| match (a, fresh.next()) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(p)) => format!("127.0.0.1:{p}"),
+        (None, None) => "127.0.0.1:0".to_string(),
+    };
     let mut a: Vec<String> = [
         "--cluster",
         sc.name,
