@@ -133,6 +133,8 @@ mod tests {
             replication_factor: rf,
             default_consistency: level,
             strategy: Default::default(),
+            datacenters: Default::default(),
+            spread_racks: false,
         }]
     }
 

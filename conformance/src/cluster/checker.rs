@@ -672,6 +672,12 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
             }),
             SchemaChange::Drop { name } => s.keyspace(name).is_none(),
             SchemaChange::SetVoters(v) => &s.voters == v,
+            SchemaChange::CreatePlaced {
+                name, replication, ..
+            }
+            | SchemaChange::AlterReplication { name, replication } => s
+                .keyspace(name)
+                .is_some_and(|k| k.config.replication().total() == replication.total()),
         };
         if !schemas.iter().all(|s| holds(s)) {
             violations.push(Violation::SchemaChangeLost {
