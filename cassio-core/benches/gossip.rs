@@ -34,6 +34,8 @@ fn app(i: u64) -> AppState {
         ring_synced: 0,
         removing: Vec::new(),
         removed: Vec::new(),
+        datacenter: "dc1".into(),
+        rack: "rack1".into(),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::storage_key::{split_storage_key_token, token_range_bounds};
 use crate::storage_ops::StorageOp;
 use crate::store::KeyDigest;
 use crate::time::Instant;
+use crate::topology::Replication;
 use crate::tree::{segment_last, segment_of, segment_start, SegmentTree, BRANCH_WIDTH, SEGMENTS};
 use crate::types::{Key, NodeId, Token, Versioned};
 use crate::wire::PeerMsg;
@@ -240,9 +241,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn compute(placement: &dyn Placement, rf: usize, a: NodeId, b: NodeId) -> Shared {
+    fn compute(placement: &dyn Placement, rf: &Replication, a: NodeId, b: NodeId) -> Shared {
         let mut full = vec![0u64; SEGMENTS / 64];
-        let Some(all) = placement.ranges(rf) else {
+        let Some(all) = placement.ranges_for(rf) else {
             return Shared {
                 ranges: None,
                 full,
@@ -295,7 +296,7 @@ impl Shared {
         &self,
         t: Token,
         placement: &dyn Placement,
-        rf: usize,
+        rf: &Replication,
         a: NodeId,
         b: NodeId,
     ) -> bool {
@@ -305,7 +306,7 @@ impl Shared {
                 i > 0 && r[i - 1].1 >= t
             }
             None => {
-                let reps = placement.replicas(t, rf);
+                let reps = placement.replicas_for(t, rf);
                 reps.contains(&a) && reps.contains(&b)
             }
         }
@@ -324,7 +325,7 @@ struct Rebuild {
 
 #[derive(Debug)]
 struct KsTree {
-    rf: usize,
+    rf: Replication,
     live: SegmentTree,
     ready: bool,
     rebuild: Option<Rebuild>,
@@ -348,7 +349,7 @@ struct Exchange {
     /// Earlier failed attempts at this pair in this round.
     attempts: u8,
     keyspace: String,
-    rf: usize,
+    rf: Replication,
     shared: Shared,
     phase: Phase,
     deadline: Instant,
@@ -420,7 +421,7 @@ impl AntiEntropy {
     pub fn new(
         me: NodeId,
         cfg: RepairConfig,
-        keyspaces: impl IntoIterator<Item = (String, usize)>,
+        keyspaces: impl IntoIterator<Item = (String, impl Into<Replication>)>,
         now: Instant,
         xid_base: u64,
     ) -> Self {
@@ -490,10 +491,13 @@ impl AntiEntropy {
     /// whether a kept keyspace's factor changed.
     pub fn set_keyspaces(
         &mut self,
-        keyspaces: impl IntoIterator<Item = (String, usize)>,
+        keyspaces: impl IntoIterator<Item = (String, impl Into<Replication>)>,
         now: Instant,
     ) -> bool {
-        let wanted: BTreeMap<String, usize> = keyspaces.into_iter().collect();
+        let wanted: BTreeMap<String, Replication> = keyspaces
+            .into_iter()
+            .map(|(name, r)| (name, r.into()))
+            .collect();
         self.trees.retain(|name, _| wanted.contains_key(name));
         let mut rf_changed = false;
         for (name, rf) in wanted {
@@ -773,7 +777,7 @@ impl AntiEntropy {
                 if peer == self.me || scope.peer.is_some_and(|p| p != peer) {
                     continue;
                 }
-                let shared = Shared::compute(placement, t.rf, self.me, peer);
+                let shared = Shared::compute(placement, &t.rf, self.me, peer);
                 if shared.is_empty() {
                     continue;
                 }
@@ -845,7 +849,7 @@ impl AntiEntropy {
         let Some(t) = self.trees.get(keyspace) else {
             return;
         };
-        let shared = Shared::compute(placement, t.rf, self.me, peer);
+        let shared = Shared::compute(placement, &t.rf, self.me, peer);
         let branches = t.live.branches(|s| shared.is_full(s));
         let xid = self.next_xid;
         self.next_xid = self.next_xid.wrapping_add(STEP_MASK + 1);
@@ -857,7 +861,7 @@ impl AntiEntropy {
                 unanswered: None,
                 attempts,
                 keyspace: keyspace.to_string(),
-                rf: t.rf,
+                rf: t.rf.clone(),
                 shared,
                 phase: Phase::Tree,
                 deadline: now + self.cfg.exchange_timeout,
@@ -1139,7 +1143,7 @@ impl AntiEntropy {
         if theirs.len() != BRANCH_WIDTH {
             return TreeReply::NotReady;
         }
-        let shared = Shared::compute(placement, t.rf, self.me, from);
+        let shared = Shared::compute(placement, &t.rf, self.me, from);
         let ours = t.live.branches(|s| shared.is_full(s));
         let mut segments = Vec::new();
         for b in 0..BRANCH_WIDTH {
@@ -1336,7 +1340,7 @@ impl AntiEntropy {
         };
         let shared = |k: &Key| {
             split_storage_key_token(k)
-                .is_some_and(|(_, t, _)| x.shared.contains(t, placement, x.rf, me, x.peer))
+                .is_some_and(|(_, t, _)| x.shared.contains(t, placement, &x.rf, me, x.peer))
         };
         let theirs_map: BTreeMap<&Key, &KeyDigest> = theirs
             .iter()

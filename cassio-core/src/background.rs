@@ -121,7 +121,13 @@ mod tests {
     /// what the machines asked for.
     fn route(w: BgWaiter, result: StorageResult) -> (Option<NodeEvent>, Effects) {
         let now = Instant::from_micros(0);
-        let mut ae = AntiEntropy::new(NodeId(1), Default::default(), Vec::new(), now, 1);
+        let mut ae = AntiEntropy::new(
+            NodeId(1),
+            Default::default(),
+            Vec::<(String, usize)>::new(),
+            now,
+            1,
+        );
         let mut hints = Hints::new(Default::default(), Duration::from_secs(3600), 1);
         let mut budget = ByteBudget::new(1 << 20, now);
         let mut fx = Effects::default();

@@ -20,18 +20,33 @@ pub enum Consistency {
     Quorum,
     /// Every replica.
     All,
+    /// A quorum of the replicas in the coordinator's datacenter (its own
+    /// factor `/ 2 + 1`); with a single factor, a quorum of all replicas.
+    LocalQuorum,
+    /// A quorum of the replicas in every datacenter that holds replicas;
+    /// with a single factor, a quorum of all replicas.
+    EachQuorum,
 }
 
 impl Consistency {
-    /// How many replica answers this level needs with replication factor `rf`.
+    /// How many replica answers this level needs with replication factor
+    /// `rf`. The per-datacenter levels count a quorum in each datacenter
+    /// (see [`Consistency::per_datacenter`]); over a single factor they
+    /// are a quorum.
     pub fn required(self, rf: usize) -> usize {
         match self {
             Consistency::One => 1,
             Consistency::Two => 2,
             Consistency::Three => 3,
-            Consistency::Quorum => rf / 2 + 1,
+            Consistency::Quorum | Consistency::LocalQuorum | Consistency::EachQuorum => rf / 2 + 1,
             Consistency::All => rf,
         }
+    }
+
+    /// Whether this level counts answers per datacenter (`LOCAL_QUORUM`,
+    /// `EACH_QUORUM`) when the keyspace has a factor per datacenter.
+    pub fn per_datacenter(self) -> bool {
+        matches!(self, Consistency::LocalQuorum | Consistency::EachQuorum)
     }
 }
 
@@ -44,8 +59,10 @@ impl std::str::FromStr for Consistency {
             "three" => Ok(Consistency::Three),
             "quorum" => Ok(Consistency::Quorum),
             "all" => Ok(Consistency::All),
+            "local_quorum" => Ok(Consistency::LocalQuorum),
+            "each_quorum" => Ok(Consistency::EachQuorum),
             _ => Err(format!(
-                "unknown consistency level {s:?} (expected one, two, three, quorum or all)"
+                "unknown consistency level {s:?} (expected one, two, three, quorum, all, local_quorum or each_quorum)"
             )),
         }
     }
@@ -59,6 +76,8 @@ impl std::fmt::Display for Consistency {
             Consistency::Three => "THREE",
             Consistency::Quorum => "QUORUM",
             Consistency::All => "ALL",
+            Consistency::LocalQuorum => "LOCAL_QUORUM",
+            Consistency::EachQuorum => "EACH_QUORUM",
         };
         f.write_str(s)
     }
@@ -83,6 +102,15 @@ pub struct KeyspaceConfig {
     pub default_consistency: Consistency,
     /// How replicas are kept in step.
     pub strategy: ReplicationStrategy,
+    /// A replication factor per datacenter (empty: `replication_factor`
+    /// over the whole cluster). When set, `replication_factor` is their
+    /// sum, and each datacenter's replicas spread over its racks.
+    #[serde(default)]
+    pub datacenters: BTreeMap<String, usize>,
+    /// With a single factor: place the replicas on distinct racks while
+    /// the cluster has enough of them (see [`crate::topology`]).
+    #[serde(default)]
+    pub spread_racks: bool,
 }
 
 impl KeyspaceConfig {
@@ -93,7 +121,25 @@ impl KeyspaceConfig {
             replication_factor,
             default_consistency: Consistency::Quorum,
             strategy: ReplicationStrategy::Leaderless,
+            datacenters: BTreeMap::new(),
+            spread_racks: false,
         }
+    }
+
+    /// How many replicas it wants and where (the placement's input).
+    pub fn replication(&self) -> crate::topology::Replication {
+        crate::topology::Replication {
+            factor: self.replication_factor,
+            datacenters: self.datacenters.clone(),
+            spread_racks: self.spread_racks || !self.datacenters.is_empty(),
+        }
+    }
+
+    /// Sets the replication (factor, datacenters, rack spread) from `r`.
+    pub fn set_replication(&mut self, r: &crate::topology::Replication) {
+        self.replication_factor = r.total();
+        self.datacenters = r.datacenters.clone();
+        self.spread_racks = r.spread_racks && r.datacenters.is_empty();
     }
 }
 
@@ -115,6 +161,10 @@ pub struct Config {
     pub vnodes: u16,
     /// The placement strategy.
     pub placement: PlacementKind,
+    /// This node's datacenter (see [`crate::topology`]); `dc1` by default.
+    pub datacenter: String,
+    /// This node's rack within its datacenter; `rack1` by default.
+    pub rack: String,
     /// Keyspaces; `default` is added if missing.
     pub keyspaces: Vec<KeyspaceConfig>,
     /// How long a coordinator waits for replicas before answering `Timeout`.
@@ -221,6 +271,9 @@ pub struct Mutations {
     /// is stored as one item, so concurrent writes to different columns
     /// overwrite each other.
     pub row_lww: bool,
+    /// `LOCAL_QUORUM` counts acknowledgements from replicas in any
+    /// datacenter instead of the coordinator's own.
+    pub local_quorum_any_dc: bool,
 }
 
 impl Config {
@@ -234,6 +287,8 @@ impl Config {
             tokens: None,
             vnodes: 256,
             placement: PlacementKind::TokenRing,
+            datacenter: crate::topology::default_datacenter(),
+            rack: crate::topology::default_rack(),
             keyspaces: vec![KeyspaceConfig::default_keyspace(3)],
             request_timeout: Duration::from_secs(2),
             gossip: GossipConfig::default(),
@@ -267,6 +322,17 @@ impl Config {
             // `#` starts the storage names of keyspaces created at runtime.
             if ks.name.is_empty() || ks.name.len() > 255 || ks.name.starts_with('#') {
                 return Err(ConfigError::KeyspaceName(ks.name));
+            }
+            if let Err(error) = ks.replication().check() {
+                return Err(ConfigError::KeyspaceReplication {
+                    name: ks.name,
+                    error,
+                });
+            }
+            let mut ks = ks;
+            if !ks.datacenters.is_empty() {
+                // The total is the datacenters' sum, whatever was written.
+                ks.replication_factor = ks.datacenters.values().sum();
             }
             if ks.replication_factor == 0 {
                 return Err(ConfigError::ZeroReplication(ks.name));
@@ -320,6 +386,17 @@ pub enum ConfigError {
         /// The grace, in hours.
         grace_hours: u64,
     },
+    /// The node's datacenter or rack name is invalid.
+    #[error(transparent)]
+    Location(#[from] crate::topology::TopologyError),
+    /// A keyspace's replication per datacenter is invalid.
+    #[error("keyspace {name:?}: {error}")]
+    KeyspaceReplication {
+        /// The keyspace.
+        name: String,
+        /// What is wrong.
+        error: crate::topology::TopologyError,
+    },
     /// `vnodes` is zero with the token ring placement.
     #[error("vnodes must be at least 1")]
     ZeroVnodes,
@@ -352,6 +429,8 @@ mod tests {
             replication_factor: rf,
             default_consistency: level,
             strategy: ReplicationStrategy::Leaderless,
+            datacenters: BTreeMap::new(),
+            spread_racks: false,
         }
     }
 

@@ -109,6 +109,11 @@ pub(crate) struct ReplicaSet {
     pub all: Vec<NodeId>,
     /// Those believed alive (and, for reads, caught up): the ones asked.
     pub live: Vec<NodeId>,
+    /// `(needed, wanted)` for this set when it differs from the request's
+    /// level and replication factor: a datacenter's replicas counted for
+    /// `LOCAL_QUORUM` or `EACH_QUORUM` (a quorum of its own factor), or
+    /// the replicas a write reaches without waiting for them (`needed` 0).
+    pub quorum: Option<(usize, usize)>,
 }
 
 #[derive(Debug)]
@@ -141,11 +146,13 @@ struct Pending {
     /// Every replica of every set (for writes: who gets a hint if it
     /// missed it).
     replicas: Vec<NodeId>,
-    /// The live replicas of each set: a write is acknowledged once
-    /// `needed` of each set applied it (one set for reads, and for writes
-    /// unless the ring is moving).
-    sets: Vec<Vec<NodeId>>,
-    /// Replicas that applied the write (its latest stamp).
+    /// The live replicas of each set and how many of them must answer: a
+    /// request succeeds once that many of each set applied the write (or
+    /// answered the read). One set unless the ring is moving or the level
+    /// counts per datacenter.
+    sets: Vec<(Vec<NodeId>, usize)>,
+    /// Replicas that applied the write (its latest stamp), or answered
+    /// the read.
     applied_by: Vec<NodeId>,
     sent_to: Vec<NodeId>,
     responded: Vec<NodeId>,
@@ -160,22 +167,32 @@ struct Pending {
 impl Pending {
     /// Whether `needed` replicas of every set applied the write.
     fn each_set_applied(&self) -> bool {
-        self.sets
-            .iter()
-            .all(|set| set.iter().filter(|r| self.applied_by.contains(r)).count() >= self.needed)
+        sets_applied(&self.sets, &self.applied_by)
     }
 
     /// Whether every set can still reach `needed`: the replicas that
     /// applied plus those yet to answer.
     fn each_set_can_apply(&self) -> bool {
-        self.sets.iter().all(|set| {
-            let possible = set
-                .iter()
-                .filter(|r| self.applied_by.contains(r) || !self.responded.contains(r))
-                .count();
-            possible >= self.needed
-        })
+        sets_can_apply(&self.sets, &self.applied_by, &self.responded)
     }
+}
+
+/// Whether `needed` replicas of every set are among `applied`.
+fn sets_applied(sets: &[(Vec<NodeId>, usize)], applied: &[NodeId]) -> bool {
+    sets.iter()
+        .all(|(set, needed)| set.iter().filter(|r| applied.contains(r)).count() >= *needed)
+}
+
+/// Whether every set can still reach its `needed`: the replicas that
+/// applied plus those yet to answer.
+fn sets_can_apply(sets: &[(Vec<NodeId>, usize)], applied: &[NodeId], responded: &[NodeId]) -> bool {
+    sets.iter().all(|(set, needed)| {
+        let possible = set
+            .iter()
+            .filter(|r| applied.contains(r) || !responded.contains(r))
+            .count();
+        possible >= *needed
+    })
 }
 
 /// The requests this node coordinates.
@@ -242,10 +259,19 @@ impl Coordinator {
     ) {
         // Fewer nodes on the ring than the replication factor: a "quorum"
         // of the few would not intersect the quorum of the full set later.
-        let alive = sets.iter().map(|s| s.live.len()).min().unwrap_or(0);
-        if sets.is_empty() || alive < needed || sets.iter().any(|s| s.all.len() < rf) {
+        let need = |s: &ReplicaSet| s.quorum.map_or(needed, |q| q.0);
+        let want = |s: &ReplicaSet| s.quorum.map_or(rf, |q| q.1);
+        if sets.is_empty() {
+            return fx.reply(client, Err(ClientError::Unavailable { needed, alive: 0 }));
+        }
+        if let Some(s) = sets
+            .iter()
+            .find(|s| s.live.len() < need(s) || s.all.len() < want(s))
+        {
+            let (needed, alive) = (need(s), s.live.len());
             return fx.reply(client, Err(ClientError::Unavailable { needed, alive }));
         }
+        let needed = sets.iter().map(need).max().unwrap_or(needed);
         let mut replicas: Vec<NodeId> = Vec::new();
         let mut live: Vec<NodeId> = Vec::new();
         for s in &sets {
@@ -260,7 +286,13 @@ impl Coordinator {
                 }
             }
         }
-        let sets: Vec<Vec<NodeId>> = sets.into_iter().map(|s| s.live).collect();
+        let sets: Vec<(Vec<NodeId>, usize)> = sets
+            .into_iter()
+            .map(|s| {
+                let n = need(&s);
+                (s.live, n)
+            })
+            .collect();
         let tag = self.new_tag();
         let entry = matches!(op, Op::ReadEntry);
         let kind = match op {
@@ -646,12 +678,12 @@ impl Coordinator {
         match result {
             Some(v) => {
                 responses.push((from, v));
+                p.applied_by.push(from);
                 p.ok += 1;
             }
             None => p.failed += 1,
         }
-        let outstanding = p.sent_to.len() - p.responded.len();
-        if !p.answered && p.ok >= p.needed {
+        if !p.answered && sets_applied(&p.sets, &p.applied_by) {
             p.answered = true;
             // An expired value reads as absent: judged against this
             // coordinator's HLC time, the same time base as the deadline.
@@ -667,7 +699,7 @@ impl Coordinator {
                 ClientResponse::Value(value)
             };
             fx.reply(p.client, Ok(reply));
-        } else if !p.answered && p.ok + outstanding < p.needed {
+        } else if !p.answered && !sets_can_apply(&p.sets, &p.applied_by, &p.responded) {
             p.answered = true;
             let err = ClientError::ReplicaFailure {
                 acked: p.ok,
@@ -729,12 +761,12 @@ impl Coordinator {
                 items.truncate(*limit);
                 items.sort_by(|a, b| a.0.cmp(&b.0));
                 responses.push((from, items));
+                p.applied_by.push(from);
                 p.ok += 1;
             }
             None => p.failed += 1,
         }
-        let outstanding = p.sent_to.len() - p.responded.len();
-        if !p.answered && p.ok >= p.needed {
+        if !p.answered && sets_applied(&p.sets, &p.applied_by) {
             p.answered = true;
             let merged = merge_ranges(responses, *limit);
             let cells = merged
@@ -770,7 +802,7 @@ impl Coordinator {
                     last,
                 }),
             );
-        } else if !p.answered && p.ok + outstanding < p.needed {
+        } else if !p.answered && !sets_can_apply(&p.sets, &p.applied_by, &p.responded) {
             p.answered = true;
             let err = ClientError::ReplicaFailure {
                 acked: p.ok,
@@ -1059,6 +1091,7 @@ mod tests {
             vec![ReplicaSet {
                 all: all.clone(),
                 live: all,
+                quorum: None,
             }],
             2,
             3,
@@ -1087,6 +1120,157 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Starts `op` over two datacenters' sets: dc1 = ME, B, C and dc2 =
+    /// D, E, F, each set with its `(needed, wanted)`.
+    fn started_two_dcs(
+        op: Op,
+        dc1: (usize, usize),
+        dc2: Option<(usize, usize)>,
+    ) -> (Coordinator, TestClock, Vec<CoordEffect>) {
+        let mut c = Coordinator::new(ME, 100, TIMEOUT);
+        let mut clock = TestClock(0);
+        let mut fx = CoordEffects::default();
+        let set = |v: Vec<NodeId>, q| ReplicaSet {
+            all: v.clone(),
+            live: v,
+            quorum: Some(q),
+        };
+        let mut sets = vec![set(vec![ME, B, C], dc1)];
+        if let Some(q) = dc2 {
+            sets.push(set(vec![D, E, F], q));
+        }
+        c.start(
+            Instant::ZERO,
+            RequestId(7),
+            key(),
+            op,
+            sets,
+            4,
+            6,
+            &mut clock,
+            &mut fx,
+        );
+        (c, clock, fx.0)
+    }
+
+    const D: NodeId = NodeId(4);
+    const E: NodeId = NodeId(5);
+    const F: NodeId = NodeId(6);
+
+    #[test]
+    fn local_quorum_counts_only_the_local_datacenter_and_still_writes_everywhere() {
+        let write = || Op::Write(Some(Bytes::from_static(b"v")));
+        let (mut c, mut clock, fx) = started_two_dcs(write(), (2, 3), Some((0, 0)));
+        let sent: Vec<NodeId> = fx
+            .iter()
+            .filter_map(|e| match e {
+                CoordEffect::Send(to, PeerMsg::Write { .. }) => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![B, C, D, E, F],
+            "the write reaches both datacenters"
+        );
+        let mut fx = CoordEffects::default();
+        for r in [D, E, F] {
+            ack(&mut c, &mut clock, 100, r, WriteOutcome::Applied, &mut fx);
+        }
+        assert!(
+            replies(&fx.0).is_empty(),
+            "three remote acks are no local quorum: {fx:?}"
+        );
+        ack(&mut c, &mut clock, 100, B, WriteOutcome::Applied, &mut fx);
+        assert!(replies(&fx.0).is_empty(), "one local ack of two");
+        ack(&mut c, &mut clock, 100, C, WriteOutcome::Applied, &mut fx);
+        assert!(matches!(
+            replies(&fx.0)[..],
+            [Ok(ClientResponse::Written { .. })]
+        ));
+
+        // A local failure that leaves no local quorum fails the write, however
+        // many remote replicas applied it.
+        let (mut c, mut clock, _) = started_two_dcs(write(), (2, 3), Some((0, 0)));
+        let mut fx = CoordEffects::default();
+        for r in [D, E, F] {
+            ack(&mut c, &mut clock, 100, r, WriteOutcome::Applied, &mut fx);
+        }
+        ack(&mut c, &mut clock, 100, B, WriteOutcome::Failed, &mut fx);
+        ack(&mut c, &mut clock, 100, C, WriteOutcome::Failed, &mut fx);
+        assert!(matches!(
+            replies(&fx.0)[..],
+            [Err(ClientError::ReplicaFailure { .. })]
+        ));
+    }
+
+    #[test]
+    fn each_quorum_needs_a_quorum_in_every_datacenter() {
+        let write = || Op::Write(Some(Bytes::from_static(b"v")));
+        let (mut c, mut clock, _) = started_two_dcs(write(), (2, 3), Some((2, 3)));
+        let mut fx = CoordEffects::default();
+        ack(&mut c, &mut clock, 100, B, WriteOutcome::Applied, &mut fx);
+        ack(&mut c, &mut clock, 100, C, WriteOutcome::Applied, &mut fx);
+        ack(&mut c, &mut clock, 100, D, WriteOutcome::Applied, &mut fx);
+        assert!(replies(&fx.0).is_empty(), "dc2 has one ack of two: {fx:?}");
+        ack(&mut c, &mut clock, 100, E, WriteOutcome::Applied, &mut fx);
+        assert_eq!(replies(&fx.0).len(), 1);
+
+        // A datacenter with too few live replicas is unavailable at once.
+        let mut c = Coordinator::new(ME, 100, TIMEOUT);
+        let mut fx = CoordEffects::default();
+        c.start(
+            Instant::ZERO,
+            RequestId(7),
+            key(),
+            write(),
+            vec![
+                ReplicaSet {
+                    all: vec![ME, B, C],
+                    live: vec![ME, B, C],
+                    quorum: Some((2, 3)),
+                },
+                ReplicaSet {
+                    all: vec![D, E, F],
+                    live: vec![D],
+                    quorum: Some((2, 3)),
+                },
+            ],
+            4,
+            6,
+            &mut clock,
+            &mut fx,
+        );
+        assert!(matches!(
+            replies(&fx.0)[..],
+            [Err(ClientError::Unavailable {
+                needed: 2,
+                alive: 1
+            })]
+        ));
+    }
+
+    #[test]
+    fn a_local_quorum_read_asks_and_counts_its_own_datacenter() {
+        let (mut c, mut clock, fx) = started_two_dcs(Op::Read, (2, 3), None);
+        let asked: Vec<NodeId> = fx
+            .iter()
+            .filter_map(|e| match e {
+                CoordEffect::Send(to, PeerMsg::Read { .. }) => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![B, C]);
+        let mut fx = CoordEffects::default();
+        c.on_read_reply(Instant::ZERO, 100, B, Ok(None), &mut clock, &mut fx);
+        assert!(replies(&fx.0).is_empty());
+        c.on_read_reply(Instant::ZERO, 100, C, Ok(None), &mut clock, &mut fx);
+        assert!(matches!(
+            replies(&fx.0)[..],
+            [Ok(ClientResponse::Value(None))]
+        ));
     }
 
     #[test]
@@ -1335,13 +1519,13 @@ mod tests {
     fn while_the_ring_moves_a_write_needs_its_level_in_each_replica_set() {
         // Node C leaves: the current ring's set is ME, B, C and the next
         // ring's is ME, B, D. QUORUM needs two of each.
-        const D: NodeId = NodeId(4);
         let mut c = Coordinator::new(ME, 100, TIMEOUT);
         let mut clock = TestClock(0);
         let mut fx = CoordEffects::default();
         let set = |v: Vec<NodeId>| ReplicaSet {
             all: v.clone(),
             live: v,
+            quorum: None,
         };
         c.start(
             Instant::ZERO,

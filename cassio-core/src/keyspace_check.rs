@@ -101,6 +101,12 @@ fn verdict<'a>(
             ours.replication_factor.to_string(),
             theirs.replication_factor.to_string(),
         )
+    } else if theirs.replication() != ours.replication() {
+        (
+            "replication",
+            ours.replication().to_string(),
+            theirs.replication().to_string(),
+        )
     } else if theirs.default_consistency != ours.default_consistency {
         (
             "default_consistency",
@@ -133,6 +139,8 @@ mod tests {
             replication_factor: rf,
             default_consistency: level,
             strategy: Default::default(),
+            datacenters: Default::default(),
+            spread_racks: false,
         }]
     }
 

@@ -11,6 +11,7 @@
 
 use crate::membership::Membership;
 use crate::placement::{Placement, PlacementKind, Rendezvous, TokenRing};
+use crate::topology::{Replication, Topology};
 use crate::types::{NodeId, Token};
 use std::collections::BTreeMap;
 
@@ -40,12 +41,16 @@ impl Layout {
         }
     }
 
-    fn build(kind: PlacementKind, owners: Vec<(NodeId, Vec<Token>)>) -> BoxedPlacement {
+    fn build(
+        kind: PlacementKind,
+        owners: Vec<(NodeId, Vec<Token>)>,
+        topology: Topology,
+    ) -> BoxedPlacement {
         match kind {
-            PlacementKind::TokenRing => Box::new(TokenRing::new(owners)),
-            PlacementKind::Rendezvous => {
-                Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)))
-            }
+            PlacementKind::TokenRing => Box::new(TokenRing::new(owners).with_topology(topology)),
+            PlacementKind::Rendezvous => Box::new(
+                Rendezvous::new(owners.into_iter().map(|(id, _)| id)).with_topology(topology),
+            ),
         }
     }
 
@@ -59,8 +64,9 @@ impl Layout {
         let now = membership.token_owners();
         let next = membership.token_owners_next();
         self.transition = transition_id(&now, &next);
-        self.next = (self.transition != 0).then(|| Self::build(self.kind, next));
-        self.current = Self::build(self.kind, now);
+        let topology = membership.topology();
+        self.next = (self.transition != 0).then(|| Self::build(self.kind, next, topology.clone()));
+        self.current = Self::build(self.kind, now, topology);
         self.epoch = membership.ring_epoch();
     }
 
@@ -85,11 +91,11 @@ impl Layout {
 
     /// The replica sets a write of `token` must reach, each to the
     /// requested level: the current ring's, and the next ring's while the
-    /// cluster moves.
-    pub fn write_sets(&self, token: Token, rf: usize) -> Vec<Vec<NodeId>> {
-        let mut sets = vec![self.current.replicas(token, rf)];
+    /// cluster moves (each picked by the keyspace's [`Replication`]).
+    pub fn write_sets_for(&self, token: Token, replication: &Replication) -> Vec<Vec<NodeId>> {
+        let mut sets = vec![self.current.replicas_for(token, replication)];
         if let Some(next) = &self.next {
-            let n = next.replicas(token, rf);
+            let n = next.replicas_for(token, replication);
             if n != sets[0] {
                 sets.push(n);
             }
@@ -97,13 +103,19 @@ impl Layout {
         sets
     }
 
-    /// The `rf` replicas of `token` under `membership`'s current view
-    /// (built afresh if the layout is stale, since this takes `&self`).
-    pub fn replicas_of(&self, membership: &Membership, token: Token, rf: usize) -> Vec<NodeId> {
+    /// The replicas of `token` under `membership`'s current view (built
+    /// afresh if the layout is stale, since this takes `&self`).
+    pub fn replicas_of(
+        &self,
+        membership: &Membership,
+        token: Token,
+        replication: &Replication,
+    ) -> Vec<NodeId> {
         if self.epoch == membership.ring_epoch() {
-            self.current.replicas(token, rf)
+            self.current.replicas_for(token, replication)
         } else {
-            Self::build(self.kind, membership.token_owners()).replicas(token, rf)
+            Self::build(self.kind, membership.token_owners(), membership.topology())
+                .replicas_for(token, replication)
         }
     }
 
@@ -149,9 +161,13 @@ pub(crate) struct Transitional<'a> {
 
 impl Placement for Transitional<'_> {
     fn replicas(&self, token: Token, rf: usize) -> Vec<NodeId> {
-        let mut out = self.current.replicas(token, rf);
+        self.replicas_for(token, &Replication::from(rf))
+    }
+
+    fn replicas_for(&self, token: Token, replication: &Replication) -> Vec<NodeId> {
+        let mut out = self.current.replicas_for(token, replication);
         if let Some(next) = self.next {
-            for n in next.replicas(token, rf) {
+            for n in next.replicas_for(token, replication) {
                 if !out.contains(&n) {
                     out.push(n);
                 }
@@ -171,11 +187,15 @@ impl Placement for Transitional<'_> {
     }
 
     fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
-        let a = self.current.ranges(rf)?;
+        self.ranges_for(&Replication::from(rf))
+    }
+
+    fn ranges_for(&self, replication: &Replication) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        let a = self.current.ranges_for(replication)?;
         let Some(next) = self.next else {
             return Some(a);
         };
-        let b = next.ranges(rf)?;
+        let b = next.ranges_for(replication)?;
         if a.is_empty() || b.is_empty() {
             return Some(if a.is_empty() { b } else { a });
         }

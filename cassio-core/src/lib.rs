@@ -42,6 +42,7 @@ mod storage_key;
 pub mod storage_ops;
 pub mod store;
 pub mod time;
+pub mod topology;
 pub mod transition;
 pub mod transport;
 pub mod tree;

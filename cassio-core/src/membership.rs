@@ -113,6 +113,12 @@ pub struct AppState {
     /// [`MAX_REMOVED`] are kept.
     #[serde(default)]
     pub removed: Vec<NodeId>,
+    /// Its datacenter (see [`crate::topology`]).
+    #[serde(default = "crate::topology::default_datacenter")]
+    pub datacenter: String,
+    /// Its rack within the datacenter.
+    #[serde(default = "crate::topology::default_rack")]
+    pub rack: String,
 }
 
 /// How many completed removals a node keeps announcing.
@@ -437,10 +443,34 @@ impl Membership {
             .collect()
     }
 
+    /// The other members' locations as they should be persisted.
+    pub fn persisted_locations(&self) -> Vec<(NodeId, crate::topology::Location)> {
+        self.members
+            .iter()
+            .map(|(&id, m)| {
+                let l = crate::topology::Location {
+                    datacenter: m.app.datacenter.clone(),
+                    rack: m.app.rack.clone(),
+                };
+                (id, l)
+            })
+            .collect()
+    }
+
     /// Loads the view a previous run persisted: every member is known (so
     /// the ring is whole from the start) but believed down until heard from.
-    pub fn load_persisted(&mut self, members: &[crate::persist::PersistedMember], now: Instant) {
+    pub fn load_persisted(
+        &mut self,
+        members: &[crate::persist::PersistedMember],
+        locations: &[(NodeId, crate::topology::Location)],
+        now: Instant,
+    ) {
         for p in members {
+            let location = locations
+                .iter()
+                .find(|(id, _)| *id == p.id)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default();
             if p.id == self.me || p.status == NodeStatus::Left {
                 continue;
             }
@@ -457,6 +487,8 @@ impl Membership {
                 ring_synced: 0,
                 removing: Vec::new(),
                 removed: Vec::new(),
+                datacenter: location.datacenter,
+                rack: location.rack,
             };
             self.members.insert(
                 p.id,
@@ -646,6 +678,35 @@ impl Membership {
         v
     }
 
+    /// The datacenter of member `id` (this node included); the default
+    /// one for a node it does not know.
+    pub fn datacenter_of(&self, id: NodeId) -> &str {
+        if id == self.me {
+            return &self.own_app.datacenter;
+        }
+        self.members
+            .get(&id)
+            .map_or(crate::topology::DEFAULT_DATACENTER, |m| {
+                m.app.datacenter.as_str()
+            })
+    }
+
+    /// The location of every member (this node included), by id: the
+    /// placement takes the locations of the nodes on its ring from it.
+    pub fn topology(&self) -> crate::topology::Topology {
+        let loc = |a: &AppState| crate::topology::Location {
+            datacenter: a.datacenter.clone(),
+            rack: a.rack.clone(),
+        };
+        let mut t: crate::topology::Topology = self
+            .members
+            .iter()
+            .map(|(&id, m)| (id, loc(&m.app)))
+            .collect();
+        t.insert(self.me, loc(&self.own_app));
+        t
+    }
+
     /// Each owner of tokens on the ring the cluster moves to (`Leaving`
     /// nodes left out) and its tokens; equal to [`Membership::token_owners`]
     /// when no node is leaving.
@@ -779,6 +840,8 @@ impl Membership {
             if before.status.ring_class() != self.own_app.status.ring_class()
                 || before.tokens != self.own_app.tokens
                 || before.removing != self.own_app.removing
+                || before.datacenter != self.own_app.datacenter
+                || before.rack != self.own_app.rack
             {
                 self.ring_epoch += 1;
             }
@@ -1173,6 +1236,8 @@ impl Membership {
                         if app.status.ring_class() != m.app.status.ring_class()
                             || app.tokens != m.app.tokens
                             || app.removing != m.app.removing
+                            || app.datacenter != m.app.datacenter
+                            || app.rack != m.app.rack
                         {
                             self.ring_epoch += 1;
                         }

@@ -9,7 +9,7 @@ use crate::anti_entropy::{AntiEntropy, RepairStatus};
 use crate::background::Machines;
 use crate::budget::ByteBudget;
 use crate::clock_guard::{wall_at, ClockGuard, NodeStamper, Stamper};
-use crate::config::{Config, ReplicationStrategy};
+use crate::config::{Config, Consistency, ReplicationStrategy};
 use crate::coordinator::{CoordEffect, CoordEffects, CoordWaiter, Coordinator, Op, ReplicaSet};
 use crate::effects::{BgWaiter, Effects};
 use crate::hints::{HintStatus, Hints};
@@ -155,6 +155,8 @@ impl Node {
         now: Instant,
         wall_micros: u64,
     ) -> Result<Self, ConfigError> {
+        crate::topology::check_location_name("datacenter", &config.datacenter)?;
+        crate::topology::check_location_name("rack", &config.rack)?;
         let keyspaces = config.validate_keyspaces()?;
         if config.vnodes == 0 && config.placement == PlacementKind::TokenRing {
             return Err(ConfigError::ZeroVnodes);
@@ -194,6 +196,8 @@ impl Node {
                 _ => Vec::new(),
             },
             removed: Vec::new(),
+            datacenter: config.datacenter.clone(),
+            rack: config.rack.clone(),
         };
         let own_size = Membership::state_size(&crate::membership::NodeState {
             id,
@@ -237,7 +241,7 @@ impl Node {
             persisted.clock_high_water
         };
         if !persisted.members.is_empty() {
-            membership.load_persisted(&persisted.members, now);
+            membership.load_persisted(&persisted.members, &persisted.locations, now);
         }
         let restart_quorum = if persisted.members.is_empty() || config.start_without_quorum {
             None
@@ -248,10 +252,10 @@ impl Node {
         #[cfg(feature = "mutations")]
         let seed_for_mutations = seed.clone();
         let chosen = persisted.schema.clone().unwrap_or(seed);
-        let ae_keyspaces: Vec<(String, usize)> = chosen
+        let ae_keyspaces: Vec<(String, crate::topology::Replication)> = chosen
             .keyspaces
             .values()
-            .map(|k| (k.storage.clone(), k.config.replication_factor))
+            .map(|k| (k.storage.clone(), k.config.replication()))
             .collect();
         let schema = SchemaAgreement::new(
             id,
@@ -406,13 +410,13 @@ impl Node {
 
     /// The replica set of `key` in `keyspace` under the current view.
     pub fn replicas_of(&self, keyspace: &str, key: &[u8]) -> Vec<NodeId> {
-        let rf = self
+        let replication = self
             .schema
             .schema()
             .keyspace(keyspace)
-            .map_or(0, |k| k.config.replication_factor);
+            .map_or_else(|| 0.into(), |k| k.config.replication());
         self.layout
-            .replicas_of(&self.membership, Token::of(key), rf)
+            .replicas_of(&self.membership, Token::of(key), &replication)
     }
 
     /// Each token owner's share of the ring (token-ring placement), or an
@@ -490,6 +494,7 @@ impl Node {
             alive_micros: self.wall.1,
             schema: Some(self.schema.schema().clone()).filter(|s| s.version > 0),
             schema_acceptor: self.schema.acceptor().clone(),
+            locations: self.membership.persisted_locations(),
         }));
     }
 
@@ -744,10 +749,23 @@ impl Node {
             return self.reply(id, Err(ClientError::UnknownKeyspace(req.keyspace)));
         };
         let level = req.consistency.unwrap_or(ks.config.default_consistency);
+        let replication = ks.config.replication();
         let rf = ks.config.replication_factor;
-        let needed = level.required(rf);
+        let mut needed = level.required(rf);
         if needed > rf {
             return self.reply(id, Err(ClientError::InvalidConsistency { level, rf }));
+        }
+        if level.per_datacenter() && replication.per_datacenter() {
+            let local = self.membership.datacenter_of(self.id);
+            if level == Consistency::LocalQuorum && !replication.datacenters.contains_key(local) {
+                // This datacenter holds no replica of the keyspace: its
+                // factor here is 0, which no level can be met in.
+                return self.reply(id, Err(ClientError::InvalidConsistency { level, rf: 0 }));
+            }
+            // What a scan page (counted over all replicas, not per
+            // datacenter) waits for: the sum of the datacenters' quorums,
+            // at least a quorum of all replicas.
+            needed = replication.datacenters.values().map(|f| f / 2 + 1).sum();
         }
         if let ClientOp::Scan {
             prefix,
@@ -758,7 +776,7 @@ impl Node {
             let page = PageRequest {
                 client: id,
                 storage: ks.storage.clone(),
-                rf,
+                rf: replication,
                 needed,
                 prefix: prefix.clone(),
                 limit: (*limit).clamp(1, crate::scan::MAX_PAGE),
@@ -828,7 +846,7 @@ impl Node {
         };
         match ks.config.strategy {
             ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, (key, op), rf, needed)
+                self.start_leaderless(now, id, &req, (key, op), &replication, level)
             }
         }
     }
@@ -839,10 +857,12 @@ impl Node {
         id: RequestId,
         req: &ClientRequest,
         (key, op): (Key, Op),
-        rf: usize,
-        needed: usize,
+        replication: &crate::topology::Replication,
+        level: Consistency,
     ) {
         self.rebuild_placement();
+        let rf = replication.total();
+        let needed = level.required(rf);
         // A cell's token is its row's: a row lives on one replica set.
         let token = Token::of(req.op.key());
         let is_read = req.op.is_read();
@@ -852,28 +872,86 @@ impl Node {
         let current_only = is_read || self.mutations.writes_skip_next_ring;
         #[cfg(not(feature = "mutations"))]
         let current_only = is_read;
-        let sets = if current_only {
-            vec![self.layout.placement().replicas(token, rf)]
+        let rings = if current_only {
+            vec![self.layout.placement().replicas_for(token, replication)]
         } else {
-            self.layout.write_sets(token, rf)
+            self.layout.write_sets_for(token, replication)
         };
         // A `Syncing` replica may lack writes it missed while down: it takes
         // writes but answers no reads until it has caught up. A read of
         // every replica (ALL) may include it: the newest version among all
         // replicas is the newest any of them kept.
         let skip_syncing = is_read && needed < rf;
-        let sets: Vec<ReplicaSet> = sets
-            .into_iter()
-            .map(|all| {
-                let live = all
+        let live_of = |all: &[NodeId]| -> Vec<NodeId> {
+            all.iter()
+                .copied()
+                .filter(|&r| self.membership.is_alive(r))
+                .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
+                .collect()
+        };
+        let mut sets: Vec<ReplicaSet> = Vec::new();
+        for all in rings {
+            if !(level.per_datacenter() && replication.per_datacenter()) {
+                let live = live_of(&all);
+                sets.push(ReplicaSet {
+                    all,
+                    live,
+                    quorum: None,
+                });
+                continue;
+            }
+            // Counted per datacenter: each counted datacenter's replicas
+            // are a set needing a quorum of that datacenter's factor.
+            let local = self.membership.datacenter_of(self.id).to_string();
+            let mut rest = Vec::new();
+            for (dc, &factor) in &replication.datacenters {
+                let in_dc: Vec<NodeId> = all
                     .iter()
                     .copied()
-                    .filter(|&r| self.membership.is_alive(r))
-                    .filter(|&r| !skip_syncing || !self.membership.is_syncing(r))
+                    .filter(|&r| self.membership.datacenter_of(r) == dc)
                     .collect();
-                ReplicaSet { all, live }
-            })
-            .collect();
+                #[cfg(feature = "mutations")]
+                let counted = level == Consistency::EachQuorum
+                    || *dc == local
+                    || self.mutations.local_quorum_any_dc;
+                #[cfg(not(feature = "mutations"))]
+                let counted = level == Consistency::EachQuorum || *dc == local;
+                if counted {
+                    let live = live_of(&in_dc);
+                    sets.push(ReplicaSet {
+                        all: in_dc,
+                        live,
+                        quorum: Some((factor / 2 + 1, factor)),
+                    });
+                } else {
+                    rest.extend(in_dc);
+                }
+            }
+            #[cfg(feature = "mutations")]
+            if self.mutations.local_quorum_any_dc && level == Consistency::LocalQuorum {
+                // Mutation: the local quorum counted among every replica.
+                let all_live = live_of(&all);
+                let local_factor = replication.datacenters.get(&local).copied().unwrap_or(0);
+                sets.retain(|s| s.quorum.is_none());
+                sets.push(ReplicaSet {
+                    all: all.clone(),
+                    live: all_live,
+                    quorum: Some((local_factor / 2 + 1, 0)),
+                });
+                continue;
+            }
+            // Writes still go to the other datacenters' replicas (anti-entropy
+            // and hints keep them), without waiting for them; a local read
+            // asks only its own datacenter.
+            if !is_read && !rest.is_empty() {
+                let live = live_of(&rest);
+                sets.push(ReplicaSet {
+                    all: rest,
+                    live,
+                    quorum: Some((0, 0)),
+                });
+            }
+        }
         let at = self.wall.0;
         self.coordinate(at, |c, clock, fx| {
             c.start(now, id, key, op, sets, needed, rf, clock, fx)
@@ -1029,17 +1107,18 @@ impl Node {
             let layout = &self.layout;
             let membership = &self.membership;
             let coord = &mut self.coord;
-            let mut range = |token: Token, rf: usize, skip_syncing: bool| {
-                let placement = layout.placement();
-                let last = placement.range_last(token)?;
-                let live = placement
-                    .replicas(token, rf)
-                    .into_iter()
-                    .filter(|&r| membership.is_alive(r))
-                    .filter(|&r| !skip_syncing || !membership.is_syncing(r))
-                    .collect();
-                Some(RangeView { last, live })
-            };
+            let mut range =
+                |token: Token, rf: &crate::topology::Replication, skip_syncing: bool| {
+                    let placement = layout.placement();
+                    let last = placement.range_last(token)?;
+                    let live = placement
+                        .replicas_for(token, rf)
+                        .into_iter()
+                        .filter(|&r| membership.is_alive(r))
+                        .filter(|&r| !skip_syncing || !membership.is_syncing(r))
+                        .collect();
+                    Some(RangeView { last, live })
+                };
             let mut tag = || coord.new_tag();
             let mut cx = ScanCtx {
                 me: self.id,
@@ -1074,16 +1153,16 @@ impl Node {
         after: Option<Key>,
         limit: u32,
     ) {
-        let rf = self
+        let replication = self
             .schema
             .schema()
             .by_storage_name(&keyspace)
-            .map(|k| k.config.replication_factor);
+            .map(|k| k.config.replication());
         self.rebuild_placement();
         let placement = self.layout.placement();
-        let holds = rf.is_some_and(|rf| {
+        let holds = replication.is_some_and(|r| {
             first <= last
-                && placement.replicas(first, rf).contains(&self.id)
+                && placement.replicas_for(first, &r).contains(&self.id)
                 && placement.range_last(first).is_some_and(|l| l >= last)
         });
         let cursor = crate::scan::ScanCursor {

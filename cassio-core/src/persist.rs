@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 /// 3 adds the schema and the schema acceptor's state; format 2 is still
 /// read (as a node that knows no schema yet). 4 records, per keyspace, the
 /// version that set its replication factor; format 3 is read as if every
-/// factor were settled (version 0).
-const FORMAT: u8 = 4;
+/// factor were settled (version 0). 5 adds each keyspace's replication
+/// per datacenter and rack spread, and each member's datacenter and rack;
+/// formats 3 and 4 are read as plain factors and default locations.
+const FORMAT: u8 = 5;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,9 @@ pub struct PersistedState {
     /// The schema acceptor's promise and accepted value, which it must
     /// not forget across a restart.
     pub schema_acceptor: crate::schema_agreement::AcceptorState,
+    /// The datacenter and rack of the members in `members`, so a restarted
+    /// node places keys as the cluster does before it hears from anyone.
+    pub locations: Vec<(NodeId, crate::topology::Location)>,
 }
 
 /// Format 2: the same without the schema.
@@ -74,9 +79,132 @@ struct PersistedStateV2 {
     alive_micros: u64,
 }
 
+/// Formats 3 and 4: a keyspace's settings without datacenters.
+mod legacy {
+    use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct KeyspaceConfigV4 {
+        pub(super) name: String,
+        pub(super) replication_factor: usize,
+        pub(super) default_consistency: Consistency,
+        pub(super) strategy: ReplicationStrategy,
+    }
+
+    impl From<KeyspaceConfigV4> for KeyspaceConfig {
+        fn from(k: KeyspaceConfigV4) -> KeyspaceConfig {
+            KeyspaceConfig {
+                name: k.name,
+                replication_factor: k.replication_factor,
+                default_consistency: k.default_consistency,
+                strategy: k.strategy,
+                datacenters: Default::default(),
+                spread_racks: false,
+            }
+        }
+    }
+}
+
+/// Format 4: keyspaces without datacenters, members without locations.
+mod v4 {
+    use super::legacy::KeyspaceConfigV4;
+    use crate::schema::{KeyspaceDef, KeyspaceId, Schema};
+    use crate::schema_agreement::{AcceptorState, Ballot};
+    use crate::types::NodeId;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct KeyspaceDefV4 {
+        pub(super) id: KeyspaceId,
+        pub(super) storage: String,
+        pub(super) config: KeyspaceConfigV4,
+        pub(super) rf_version: u64,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SchemaV4 {
+        pub(super) version: u64,
+        pub(super) minted_by: NodeId,
+        pub(super) keyspaces: BTreeMap<String, KeyspaceDefV4>,
+        pub(super) next_id: KeyspaceId,
+        pub(super) voters: BTreeSet<NodeId>,
+        pub(super) recent: Vec<(u64, NodeId, u64)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct AcceptorStateV4 {
+        pub(super) slot: u64,
+        pub(super) promised: Ballot,
+        pub(super) accepted: Option<(Ballot, SchemaV4)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct PersistedStateV4 {
+        pub(super) clock_high_water: u64,
+        pub(super) generation: u64,
+        pub(super) members: Vec<super::PersistedMember>,
+        pub(super) alive_micros: u64,
+        pub(super) schema: Option<SchemaV4>,
+        pub(super) schema_acceptor: AcceptorStateV4,
+    }
+
+    impl From<SchemaV4> for Schema {
+        fn from(s: SchemaV4) -> Schema {
+            Schema {
+                version: s.version,
+                minted_by: s.minted_by,
+                keyspaces: s
+                    .keyspaces
+                    .into_iter()
+                    .map(|(name, k)| {
+                        let def = KeyspaceDef {
+                            id: k.id,
+                            storage: k.storage,
+                            config: k.config.into(),
+                            rf_version: k.rf_version,
+                        };
+                        (name, def)
+                    })
+                    .collect(),
+                next_id: s.next_id,
+                voters: s.voters,
+                recent: s.recent,
+            }
+        }
+    }
+
+    impl From<PersistedStateV4> for super::PersistedState {
+        fn from(v4: PersistedStateV4) -> Self {
+            super::PersistedState {
+                clock_high_water: v4.clock_high_water,
+                generation: v4.generation,
+                members: v4.members,
+                alive_micros: v4.alive_micros,
+                schema: v4.schema.map(Schema::from),
+                schema_acceptor: AcceptorState {
+                    slot: v4.schema_acceptor.slot,
+                    promised: v4.schema_acceptor.promised,
+                    accepted: v4
+                        .schema_acceptor
+                        .accepted
+                        .map(|(b, s)| (b, Schema::from(s))),
+                },
+                locations: Vec::new(),
+            }
+        }
+    }
+}
+
 /// Format 3: keyspaces without the version that set their factor.
 mod v3 {
-    use crate::config::KeyspaceConfig;
+    use super::legacy::KeyspaceConfigV4 as KeyspaceConfig;
     use crate::schema::{KeyspaceDef, KeyspaceId, Schema};
     use crate::schema_agreement::{AcceptorState, Ballot};
     use crate::types::NodeId;
@@ -133,7 +261,7 @@ mod v3 {
                         let def = KeyspaceDef {
                             id: k.id,
                             storage: k.storage,
-                            config: k.config,
+                            config: k.config.into(),
                             rf_version: 0,
                         };
                         (name, def)
@@ -162,6 +290,7 @@ mod v3 {
                         .accepted
                         .map(|(b, s)| (b, Schema::from(s))),
                 },
+                locations: Vec::new(),
             }
         }
     }
@@ -217,6 +346,9 @@ impl PersistedState {
             FORMAT => {
                 postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
             }
+            4 => postcard::from_bytes::<v4::PersistedStateV4>(&body[1..])
+                .map(PersistedState::from)
+                .map_err(|e| PersistError::Malformed(e.to_string())),
             3 => postcard::from_bytes::<v3::PersistedStateV3>(&body[1..])
                 .map(PersistedState::from)
                 .map_err(|e| PersistError::Malformed(e.to_string())),
@@ -228,6 +360,7 @@ impl PersistedState {
                     alive_micros: v2.alive_micros,
                     schema: None,
                     schema_acceptor: Default::default(),
+                    locations: Vec::new(),
                 })
                 .map_err(|e| PersistError::Malformed(e.to_string())),
             got => Err(PersistError::Format { got, want: FORMAT }),
@@ -253,12 +386,22 @@ mod tests {
             alive_micros: 1_700_000_000_000_000,
             schema: None,
             schema_acceptor: Default::default(),
+            locations: vec![(
+                NodeId(7),
+                crate::topology::Location {
+                    datacenter: "dc2".into(),
+                    rack: "r3".into(),
+                },
+            )],
         }
     }
 
     #[test]
     fn format_2_is_read_without_a_schema() {
-        let s = sample();
+        let s = PersistedState {
+            locations: Vec::new(),
+            ..sample()
+        };
         let mut out = vec![2u8];
         out.extend(
             postcard::to_allocvec(&(s.clock_high_water, s.generation, &s.members, s.alive_micros))
@@ -280,6 +423,8 @@ mod tests {
                 replication_factor: 3,
                 default_consistency: crate::Consistency::Quorum,
                 strategy: crate::config::ReplicationStrategy::Leaderless,
+                datacenters: Default::default(),
+                spread_racks: false,
             },
         );
         let schema = Schema::seed(NodeId(7), &ks);
@@ -293,7 +438,12 @@ mod tests {
                     let def = v3::KeyspaceDefV3 {
                         id: k.id,
                         storage: k.storage.clone(),
-                        config: k.config.clone(),
+                        config: legacy::KeyspaceConfigV4 {
+                            name: k.config.name.clone(),
+                            replication_factor: k.config.replication_factor,
+                            default_consistency: k.config.default_consistency,
+                            strategy: k.config.strategy,
+                        },
                     };
                     (n.clone(), def)
                 })

@@ -1,5 +1,6 @@
 //! Placement: which nodes hold a key. A pure function of the membership view.
 
+use crate::topology::{select, Replication, Topology};
 use crate::types::{NodeId, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,18 @@ pub trait Placement {
     fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
         let _ = rf;
         None
+    }
+
+    /// The replicas of `token` by a keyspace's [`Replication`] (a factor
+    /// per datacenter, or racks to spread over): see [`crate::topology`].
+    /// A plain factor gives what [`Placement::replicas`] gives.
+    fn replicas_for(&self, token: Token, replication: &Replication) -> Vec<NodeId> {
+        self.replicas(token, replication.total())
+    }
+
+    /// [`Placement::ranges`] by a keyspace's [`Replication`].
+    fn ranges_for(&self, replication: &Replication) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        self.ranges(replication.total())
     }
 }
 
@@ -60,6 +73,8 @@ pub fn default_tokens(node: NodeId, vnodes: u16) -> Vec<Token> {
 pub struct TokenRing {
     ring: BTreeMap<Token, NodeId>,
     node_count: usize,
+    /// Each node's datacenter and rack (for [`Placement::replicas_for`]).
+    topology: Topology,
 }
 
 impl TokenRing {
@@ -83,7 +98,54 @@ impl TokenRing {
         TokenRing {
             ring,
             node_count: ids.len(),
+            topology: Topology::new(),
         }
+    }
+
+    /// This ring with each node's location (nodes left out stand in the
+    /// default datacenter and rack); locations of nodes not on the ring
+    /// are dropped, so racks count only nodes that hold tokens.
+    pub fn with_topology(mut self, mut topology: Topology) -> Self {
+        let nodes = self.nodes();
+        topology.retain(|n, _| nodes.binary_search(n).is_ok());
+        for n in nodes {
+            topology.entry(n).or_default();
+        }
+        self.topology = topology;
+        self
+    }
+
+    /// The distinct nodes met walking clockwise from `token`.
+    fn walk(&self, token: Token) -> impl Iterator<Item = NodeId> + '_ {
+        let mut seen = std::collections::BTreeSet::new();
+        self.ring
+            .range(token..)
+            .chain(self.ring.range(..token))
+            .map(|(_, &n)| n)
+            .filter(move |n| seen.insert(*n))
+            .take(self.node_count)
+    }
+
+    fn ranges_with(
+        &self,
+        replicas: impl Fn(Token) -> Vec<NodeId>,
+    ) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        let mut out = Vec::with_capacity(self.ring.len() + 1);
+        let mut first = Token(0);
+        for &t in self.ring.keys() {
+            // (previous token, t] belongs to t's replicas.
+            out.push((first, t, replicas(t)));
+            match t.0.checked_add(1) {
+                Some(n) => first = Token(n),
+                None => return Some(out),
+            }
+        }
+        if let Some((&t, _)) = self.ring.iter().next() {
+            // The wrap-around range, after the last token, belongs to the
+            // first token's replicas.
+            out.push((first, Token(u64::MAX), replicas(t)));
+        }
+        Some(out)
     }
 
     /// Builds a ring where each node takes [`default_tokens`].
@@ -144,22 +206,18 @@ impl Placement for TokenRing {
     }
 
     fn ranges(&self, rf: usize) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
-        let mut out = Vec::with_capacity(self.ring.len() + 1);
-        let mut first = Token(0);
-        for &t in self.ring.keys() {
-            // (previous token, t] belongs to t's replicas.
-            out.push((first, t, self.replicas(t, rf)));
-            match t.0.checked_add(1) {
-                Some(n) => first = Token(n),
-                None => return Some(out),
-            }
+        self.ranges_with(|t| self.replicas(t, rf))
+    }
+
+    fn replicas_for(&self, token: Token, replication: &Replication) -> Vec<NodeId> {
+        if replication.is_plain() {
+            return self.replicas(token, replication.factor);
         }
-        if let Some((&t, _)) = self.ring.iter().next() {
-            // The wrap-around range, after the last token, belongs to the
-            // first token's replicas.
-            out.push((first, Token(u64::MAX), self.replicas(t, rf)));
-        }
-        Some(out)
+        select(self.walk(token), &self.topology, replication)
+    }
+
+    fn ranges_for(&self, replication: &Replication) -> Option<Vec<(Token, Token, Vec<NodeId>)>> {
+        self.ranges_with(|t| self.replicas_for(t, replication))
     }
 
     fn nodes(&self) -> Vec<NodeId> {
@@ -176,6 +234,8 @@ impl Placement for TokenRing {
 #[derive(Clone, Debug, Default)]
 pub struct Rendezvous {
     nodes: Vec<NodeId>,
+    /// Each node's datacenter and rack (for [`Placement::replicas_for`]).
+    topology: Topology,
 }
 
 impl Rendezvous {
@@ -184,7 +244,32 @@ impl Rendezvous {
         let mut nodes: Vec<NodeId> = nodes.into_iter().collect();
         nodes.sort();
         nodes.dedup();
-        Rendezvous { nodes }
+        Rendezvous {
+            nodes,
+            topology: Topology::new(),
+        }
+    }
+
+    /// This placement with each node's location (as
+    /// [`TokenRing::with_topology`]).
+    pub fn with_topology(mut self, mut topology: Topology) -> Self {
+        topology.retain(|n, _| self.nodes.binary_search(n).is_ok());
+        for &n in &self.nodes {
+            topology.entry(n).or_default();
+        }
+        self.topology = topology;
+        self
+    }
+
+    /// Every node, highest score for `token` first.
+    fn ordered(&self, token: Token) -> Vec<NodeId> {
+        let mut scored: Vec<(u64, NodeId)> = self
+            .nodes
+            .iter()
+            .map(|&n| (Self::score(n, token), n))
+            .collect();
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        scored.into_iter().map(|(_, n)| n).collect()
     }
 
     fn score(node: NodeId, token: Token) -> u64 {
@@ -197,13 +282,13 @@ impl Rendezvous {
 
 impl Placement for Rendezvous {
     fn replicas(&self, token: Token, rf: usize) -> Vec<NodeId> {
-        let mut scored: Vec<(u64, NodeId)> = self
-            .nodes
-            .iter()
-            .map(|&n| (Self::score(n, token), n))
-            .collect();
-        scored.sort_unstable_by(|a, b| b.cmp(a));
-        scored.into_iter().take(rf).map(|(_, n)| n).collect()
+        let mut v = self.ordered(token);
+        v.truncate(rf);
+        v
+    }
+
+    fn replicas_for(&self, token: Token, replication: &Replication) -> Vec<NodeId> {
+        select(self.ordered(token), &self.topology, replication)
     }
 
     fn nodes(&self) -> Vec<NodeId> {

@@ -123,6 +123,8 @@ mod tests {
             ring_synced: 0,
             removing: Vec::new(),
             removed: Vec::new(),
+            datacenter: crate::topology::default_datacenter(),
+            rack: crate::topology::default_rack(),
         };
         Membership::new(NodeId(1), 1, app, &[], Default::default(), now)
     }

@@ -220,7 +220,8 @@ pub(crate) struct PageRequest {
     pub client: RequestId,
     /// The keyspace's storage name.
     pub storage: String,
-    pub rf: usize,
+    /// The keyspace's replication (the placement's input).
+    pub rf: crate::topology::Replication,
     pub needed: usize,
     pub prefix: Key,
     pub limit: usize,
@@ -263,7 +264,7 @@ pub(crate) struct ScanCtx<'a> {
     pub timeout: Duration,
     /// The range holding a token, for a replication factor; the flag
     /// says whether replicas still catching up (`Syncing`) are left out.
-    pub range: &'a mut dyn FnMut(Token, usize, bool) -> Option<RangeView>,
+    pub range: &'a mut dyn FnMut(Token, &crate::topology::Replication, bool) -> Option<RangeView>,
     pub tag: &'a mut dyn FnMut() -> RequestTag,
 }
 
@@ -306,8 +307,8 @@ impl Scans {
     /// Sends the page's next read: the range holding its position.
     fn read_next(&mut self, mut page: Page, cx: &mut ScanCtx<'_>, fx: &mut Vec<ScanEffect>) {
         let client = page.req.client;
-        let skip_syncing = page.req.needed < page.req.rf;
-        let Some(view) = (cx.range)(page.pos.token, page.req.rf, skip_syncing) else {
+        let skip_syncing = page.req.needed < page.req.rf.total();
+        let Some(view) = (cx.range)(page.pos.token, &page.req.rf, skip_syncing) else {
             fx.push(ScanEffect::Reply(
                 client,
                 Err(ClientError::InvalidScan(
@@ -648,7 +649,7 @@ mod tests {
 
     /// A three-replica ring cut in two ranges at `u64::MAX / 2`.
     fn ctx<'a>(
-        range: &'a mut dyn FnMut(Token, usize, bool) -> Option<RangeView>,
+        range: &'a mut dyn FnMut(Token, &crate::topology::Replication, bool) -> Option<RangeView>,
         tag: &'a mut dyn FnMut() -> RequestTag,
     ) -> ScanCtx<'a> {
         ScanCtx {
@@ -661,7 +662,7 @@ mod tests {
         }
     }
 
-    fn two_ranges(t: Token, _rf: usize, _skip: bool) -> Option<RangeView> {
+    fn two_ranges(t: Token, _rf: &crate::topology::Replication, _skip: bool) -> Option<RangeView> {
         let last = if t.0 <= u64::MAX / 2 {
             Token(u64::MAX / 2)
         } else {
@@ -681,7 +682,7 @@ mod tests {
         PageRequest {
             client: RequestId(7),
             storage: "ks".into(),
-            rf: 3,
+            rf: 3.into(),
             needed: 2,
             prefix: Key::copy_from_slice(prefix),
             limit,

@@ -13,6 +13,7 @@
 //! keys are stored under its id ([`KeyspaceDef::storage`]), not its name.
 
 use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
+use crate::topology::{Replication, TopologyError};
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +78,27 @@ pub enum SchemaChange {
     /// Set the nodes that vote on the next versions (the agreement's own
     /// change, when the cluster's token owners changed).
     SetVoters(BTreeSet<NodeId>),
+    /// Create a keyspace placed by datacenter or spread over racks.
+    CreatePlaced {
+        /// Its name.
+        name: String,
+        /// How many replicas, and where.
+        replication: Replication,
+        /// The level of requests that name none.
+        default_consistency: Consistency,
+    },
+    /// Change a keyspace's replication: a single factor by at most one, or
+    /// one datacenter's factor by one (adding a datacenter at 1, or
+    /// removing one at 1), so every quorum under the old placement meets
+    /// every quorum under the new one. Switching between a single factor
+    /// and factors per datacenter, or turning rack spread on or off, is
+    /// refused: it would move most replicas at once.
+    AlterReplication {
+        /// The keyspace.
+        name: String,
+        /// Its new replication.
+        replication: Replication,
+    },
 }
 
 /// Why a change cannot be applied.
@@ -128,6 +150,22 @@ pub enum SchemaError {
     /// The cluster holds as many keyspaces as it may.
     #[error("the cluster already holds {0} keyspaces, the most it may")]
     TooMany(usize),
+    /// A datacenter name or factor is invalid.
+    #[error(transparent)]
+    Replication(#[from] TopologyError),
+    /// An alter that switches between a single factor and factors per
+    /// datacenter, or turns rack spread on or off.
+    #[error("keyspace {0:?}: switching between a single factor and factors per datacenter (or turning rack spread on or off) moves most replicas at once and is refused; create a new keyspace and copy the data")]
+    ReplicationMode(String),
+    /// An alter that moves more than one datacenter's factor, or one by
+    /// more than one.
+    #[error("replication can change one datacenter's factor by one per step ({from} -> {to} asked); alter it step by step, letting each step's repair finish")]
+    DatacenterStep {
+        /// Today's replication.
+        from: String,
+        /// The one asked for.
+        to: String,
+    },
 }
 
 impl SchemaError {
@@ -138,7 +176,10 @@ impl SchemaError {
     pub fn is_regardless_of_schema(&self) -> bool {
         matches!(
             self,
-            SchemaError::InvalidName(_) | SchemaError::ZeroReplication | SchemaError::DropDefault
+            SchemaError::InvalidName(_)
+                | SchemaError::ZeroReplication
+                | SchemaError::DropDefault
+                | SchemaError::Replication(_)
         )
     }
 }
@@ -240,22 +281,31 @@ impl Schema {
     /// overlapping; two steps before the new replicas caught up would not
     /// (writes acknowledged by 2 of 3 replicas, read from 3 of 5 others).
     pub fn check_repaired(&self, change: &SchemaChange, repaired: u64) -> Result<(), SchemaError> {
-        let SchemaChange::Alter {
-            name,
-            replication_factor: Some(rf),
-            ..
-        } = change
-        else {
-            return Ok(());
+        let (name, changes) = match change {
+            SchemaChange::Alter {
+                name,
+                replication_factor: Some(rf),
+                ..
+            } => (
+                name,
+                self.keyspaces
+                    .get(name)
+                    .is_some_and(|d| d.config.replication_factor != *rf),
+            ),
+            SchemaChange::AlterReplication { name, replication } => (
+                name,
+                self.keyspaces
+                    .get(name)
+                    .is_some_and(|d| d.config.replication() != *replication),
+            ),
+            _ => return Ok(()),
         };
         match self.keyspaces.get(name) {
-            Some(def) if def.config.replication_factor != *rf && def.rf_version > repaired => {
-                Err(SchemaError::RepairPending {
-                    name: name.clone(),
-                    set_at: def.rf_version,
-                    repaired,
-                })
-            }
+            Some(def) if changes && def.rf_version > repaired => Err(SchemaError::RepairPending {
+                name: name.clone(),
+                set_at: def.rf_version,
+                repaired,
+            }),
             _ => Ok(()),
         }
     }
@@ -292,6 +342,8 @@ impl Schema {
                     replication_factor: *replication_factor,
                     default_consistency: *default_consistency,
                     strategy: ReplicationStrategy::Leaderless,
+                    datacenters: Default::default(),
+                    spread_racks: false,
                 };
                 check_settings(&config)?;
                 next.keyspaces.insert(
@@ -318,6 +370,9 @@ impl Schema {
                     .get_mut(name)
                     .ok_or_else(|| SchemaError::Unknown(name.clone()))?;
                 if let Some(rf) = *replication_factor {
+                    if !def.config.datacenters.is_empty() {
+                        return Err(SchemaError::ReplicationMode(name.clone()));
+                    }
                     let from = def.config.replication_factor;
                     if rf.abs_diff(from) > 1 {
                         return Err(SchemaError::ReplicationStep { from, to: rf });
@@ -341,6 +396,51 @@ impl Schema {
                 }
             }
             SchemaChange::SetVoters(voters) => next.voters = voters.clone(),
+            SchemaChange::CreatePlaced {
+                name,
+                replication,
+                default_consistency,
+            } => {
+                check_name(name)?;
+                if self.keyspaces.contains_key(name) {
+                    return Err(SchemaError::Exists(name.clone()));
+                }
+                if self.keyspaces.len() >= MAX_KEYSPACES {
+                    return Err(SchemaError::TooMany(self.keyspaces.len()));
+                }
+                let mut config = KeyspaceConfig::default_keyspace(0);
+                config.name = name.clone();
+                config.default_consistency = *default_consistency;
+                config.set_replication(replication);
+                check_settings(&config)?;
+                next.keyspaces.insert(
+                    name.clone(),
+                    KeyspaceDef {
+                        id: self.next_id,
+                        storage: format!("#{}", self.next_id),
+                        config,
+                        rf_version: 0,
+                    },
+                );
+                next.next_id = self.next_id + 1;
+            }
+            SchemaChange::AlterReplication { name, replication } => {
+                let def = next
+                    .keyspaces
+                    .get_mut(name)
+                    .ok_or_else(|| SchemaError::Unknown(name.clone()))?;
+                replication.check()?;
+                let from = def.config.replication();
+                let mut to = KeyspaceConfig::default_keyspace(0);
+                to.set_replication(replication);
+                let to = to.replication();
+                check_replication_step(name, &from, &to)?;
+                if to != from {
+                    def.config.set_replication(&to);
+                    def.rf_version = next.version;
+                }
+                check_settings(&def.config)?;
+            }
         }
         Ok(next)
     }
@@ -360,7 +460,45 @@ pub fn check_name(name: &str) -> Result<(), SchemaError> {
     }
 }
 
+/// Checks one replication step: the same mode (single factor or per
+/// datacenter, rack spread or not), and in all one replica more or fewer
+/// in one place, so old and new quorums (of all replicas, of each
+/// datacenter) overlap.
+fn check_replication_step(
+    name: &str,
+    from: &Replication,
+    to: &Replication,
+) -> Result<(), SchemaError> {
+    if from.per_datacenter() != to.per_datacenter() || from.spread_racks != to.spread_racks {
+        return Err(SchemaError::ReplicationMode(name.to_string()));
+    }
+    let moved: usize = if from.per_datacenter() {
+        let dcs: BTreeSet<&String> = from
+            .datacenters
+            .keys()
+            .chain(to.datacenters.keys())
+            .collect();
+        dcs.into_iter()
+            .map(|dc| {
+                let a = from.datacenters.get(dc).copied().unwrap_or(0);
+                let b = to.datacenters.get(dc).copied().unwrap_or(0);
+                a.abs_diff(b)
+            })
+            .sum()
+    } else {
+        from.factor.abs_diff(to.factor)
+    };
+    if moved > 1 {
+        return Err(SchemaError::DatacenterStep {
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn check_settings(cfg: &KeyspaceConfig) -> Result<(), SchemaError> {
+    cfg.replication().check()?;
     if cfg.replication_factor == 0 {
         return Err(SchemaError::ZeroReplication);
     }
@@ -389,6 +527,77 @@ mod tests {
             replication_factor: rf,
             default_consistency: Consistency::Quorum,
         }
+    }
+
+    #[test]
+    fn placed_keyspaces_step_one_datacenter_by_one_and_keep_their_mode() {
+        let rep = |s: &str| Replication::parse(s).unwrap();
+        let placed = SchemaChange::CreatePlaced {
+            name: "p".into(),
+            replication: rep("dc1:3,dc2:2"),
+            default_consistency: Consistency::LocalQuorum,
+        };
+        let s = seed().apply(&placed, NodeId(1)).unwrap();
+        let k = &s.keyspace("p").unwrap().config;
+        assert_eq!(k.replication_factor, 5);
+        assert_eq!(k.replication(), rep("dc1:3,dc2:2"));
+        let alter = |r: Replication| SchemaChange::AlterReplication {
+            name: "p".into(),
+            replication: r,
+        };
+        // One datacenter by one: accepted, and gated on repair like a factor.
+        let s2 = s.apply(&alter(rep("dc1:3,dc2:3")), NodeId(1)).unwrap();
+        assert_eq!(s2.keyspace("p").unwrap().config.replication_factor, 6);
+        assert_eq!(s2.keyspace("p").unwrap().rf_version, s2.version);
+        assert!(s2.check_repaired(&alter(rep("dc1:3,dc2:2")), 0).is_err());
+        // A new datacenter at 1 is one step; two datacenters at once are not.
+        assert!(s.apply(&alter(rep("dc1:3,dc2:2,dc3:1")), NodeId(1)).is_ok());
+        for bad in ["dc1:4,dc2:3", "dc1:1,dc2:2", "dc1:3,dc2:2,dc3:2"] {
+            assert!(
+                matches!(
+                    s.apply(&alter(rep(bad)), NodeId(1)),
+                    Err(SchemaError::DatacenterStep { .. })
+                ),
+                "{bad}"
+            );
+        }
+        // Switching modes is refused both ways.
+        assert_eq!(
+            s.apply(&alter(Replication::from(5)), NodeId(1)),
+            Err(SchemaError::ReplicationMode("p".into()))
+        );
+        let plain_alter = SchemaChange::Alter {
+            name: "p".into(),
+            replication_factor: Some(4),
+            default_consistency: None,
+        };
+        assert_eq!(
+            s.apply(&plain_alter, NodeId(1)),
+            Err(SchemaError::ReplicationMode("p".into()))
+        );
+        let s = s.apply(&create("a", 3), NodeId(1)).unwrap();
+        let to_dcs = SchemaChange::AlterReplication {
+            name: "a".into(),
+            replication: rep("dc1:3"),
+        };
+        assert_eq!(
+            s.apply(&to_dcs, NodeId(1)),
+            Err(SchemaError::ReplicationMode("a".into()))
+        );
+        // A zero factor is refused at create.
+        let zero = SchemaChange::CreatePlaced {
+            name: "z".into(),
+            replication: Replication {
+                factor: 0,
+                datacenters: [("dc1".to_string(), 0)].into(),
+                spread_racks: true,
+            },
+            default_consistency: Consistency::Quorum,
+        };
+        assert!(matches!(
+            s.apply(&zero, NodeId(1)),
+            Err(SchemaError::Replication(TopologyError::ZeroFactor(_)))
+        ));
     }
 
     #[test]

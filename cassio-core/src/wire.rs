@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 /// version each node repaired under to its gossiped state. As with every
 /// bump, a node refuses frames of another version ([`WireError::Version`]):
 /// a cluster is upgraded from version 4 by restarting all its nodes, not
-/// one at a time.
-pub const WIRE_VERSION: u8 = 5;
+/// one at a time. Version 6 added each node's datacenter and rack to its
+/// gossiped state, and each keyspace's factors per datacenter and rack
+/// spread to its definition (in gossip and in schema messages).
+pub const WIRE_VERSION: u8 = 6;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -295,10 +297,15 @@ mod tests {
         let mut frame = codec.encode(NodeId(1), &msg).expect("encode");
         let env = codec.decode(&frame).expect("decode");
         assert_eq!(env.msg, msg);
-        frame[0] = 4;
-        assert_eq!(
-            codec.decode(&frame),
-            Err(WireError::Version { got: 4, want: 5 })
-        );
+        for old in [4, 5] {
+            frame[0] = old;
+            assert_eq!(
+                codec.decode(&frame),
+                Err(WireError::Version {
+                    got: old,
+                    want: WIRE_VERSION
+                })
+            );
+        }
     }
 }

@@ -31,6 +31,8 @@ fn app(i: u64, vnodes: u16) -> AppState {
         ring_synced: 0,
         removing: Vec::new(),
         removed: Vec::new(),
+        datacenter: "dc1".into(),
+        rack: "rack1".into(),
     }
 }
 

@@ -382,6 +382,8 @@ fn bad_requests_and_strangers_get_typed_answers() {
             replication_factor: 2,
             default_consistency: Consistency::One,
             strategy: cassio_core::ReplicationStrategy::Leaderless,
+            datacenters: Default::default(),
+            spread_racks: false,
         });
         c
     });
@@ -804,6 +806,8 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
                 ring_synced: 0,
                 removing: Vec::new(),
                 removed: Vec::new(),
+                datacenter: "dc1".into(),
+                rack: "rack1".into(),
             }),
         }],
     };

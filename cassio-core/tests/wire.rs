@@ -83,6 +83,8 @@ fn samples() -> Vec<PeerMsg> {
                     ring_synced: 0,
                     removing: Vec::new(),
                     removed: Vec::new(),
+                    datacenter: "dc1".into(),
+                    rack: "rack1".into(),
                 }),
             }],
             requests: vec![Digest {

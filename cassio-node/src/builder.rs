@@ -167,6 +167,13 @@ impl NodeBuilder {
         self
     }
 
+    /// This node's datacenter and rack (see `cassio_core::topology`).
+    pub fn location(mut self, datacenter: impl Into<String>, rack: impl Into<String>) -> Self {
+        self.config.datacenter = datacenter.into();
+        self.config.rack = rack.into();
+        self
+    }
+
     /// Gossip round interval; the failure detector's tolerances scale with
     /// it (minimum deviation one interval, acceptable pause two).
     pub fn gossip_interval(mut self, interval: Duration) -> Self {

@@ -36,10 +36,15 @@ enum KeyspaceCommand {
     Create {
         /// Its name: 1 to 48 ASCII letters, digits, '_' or '-'.
         name: String,
-        /// How many nodes hold each key.
+        /// How many nodes hold each key: `N`, or a factor per datacenter
+        /// (`dc1:3,dc2:2`, replicas spread over each datacenter's racks).
         #[arg(long)]
-        rf: usize,
-        /// The level of requests that name none (one, two, three, quorum, all).
+        rf: String,
+        /// Place a single factor's replicas on distinct racks.
+        #[arg(long)]
+        spread_racks: bool,
+        /// The level of requests that name none (one, two, three, quorum,
+        /// all, local_quorum, each_quorum).
         #[arg(long, default_value = "quorum")]
         consistency: String,
     },
@@ -47,9 +52,14 @@ enum KeyspaceCommand {
     Alter {
         /// The keyspace.
         name: String,
-        /// The new replication factor (today's plus or minus one).
+        /// The new replication factor (today's plus or minus one), or the
+        /// new factors per datacenter (`dc1:3,dc2:3`: one datacenter by one).
         #[arg(long)]
-        rf: Option<usize>,
+        rf: Option<String>,
+        /// With a single factor: the keyspace's rack spread as it is (an
+        /// alter cannot turn it on or off).
+        #[arg(long)]
+        spread_racks: bool,
         /// The new default level.
         #[arg(long)]
         consistency: Option<String>,
@@ -70,6 +80,19 @@ struct Listing {
 #[derive(Deserialize)]
 struct Changed {
     schema_version: u64,
+}
+
+/// The JSON of `--rf N|DC:N,...` and `--spread-racks` for the admin API.
+fn replication_body(rf: &str, spread_racks: bool) -> Result<serde_json::Value, Failure> {
+    let r = cassio_core::topology::Replication::parse(rf)
+        .map_err(|e| cassio_node::config::ConfigError::new("rf", rf, e.to_string()))?;
+    Ok(if r.per_datacenter() {
+        json!({ "datacenters": r.datacenters })
+    } else if spread_racks {
+        json!({ "replication_factor": r.factor, "spread_racks": true })
+    } else {
+        json!({ "replication_factor": r.factor })
+    })
 }
 
 /// `cassio keyspace`.
@@ -94,11 +117,14 @@ pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
                 .await
                 .context("the node's answer is not valid")?;
             println!("schema version {}", l.schema_version);
-            println!("{:<24} {:>5} {:>4} {:<8}", "Keyspace", "Id", "RF", "Level");
+            println!(
+                "{:<24} {:>5} {:>4} {:<12} Replication",
+                "Keyspace", "Id", "RF", "Level"
+            );
             for k in l.keyspaces {
                 println!(
-                    "{:<24} {:>5} {:>4} {:<8}",
-                    k.name, k.id, k.replication_factor, k.default_consistency
+                    "{:<24} {:>5} {:>4} {:<12} {}",
+                    k.name, k.id, k.replication_factor, k.default_consistency, k.replication
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -106,26 +132,33 @@ pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
         KeyspaceCommand::Create {
             name,
             rf,
+            spread_racks,
             consistency,
-        } => (
-            client.post(&base).json(&json!({
-                "name": name,
-                "replication_factor": rf,
-                "consistency": consistency,
-            })),
-            format!("created keyspace {name}"),
-        ),
+        } => {
+            let mut body = replication_body(&rf, spread_racks)?;
+            body["name"] = json!(name);
+            body["consistency"] = json!(consistency);
+            (
+                client.post(&base).json(&body),
+                format!("created keyspace {name}"),
+            )
+        }
         KeyspaceCommand::Alter {
             name,
             rf,
+            spread_racks,
             consistency,
-        } => (
-            client.patch(format!("{base}/{name}")).json(&json!({
-                "replication_factor": rf,
-                "consistency": consistency,
-            })),
-            format!("altered keyspace {name}"),
-        ),
+        } => {
+            let mut body = match rf {
+                Some(rf) => replication_body(&rf, spread_racks)?,
+                None => json!({}),
+            };
+            body["consistency"] = json!(consistency);
+            (
+                client.patch(format!("{base}/{name}")).json(&body),
+                format!("altered keyspace {name}"),
+            )
+        }
         KeyspaceCommand::Drop { name } => (
             client.delete(format!("{base}/{name}")),
             format!("dropped keyspace {name}"),

@@ -57,6 +57,9 @@ pub const FIELDS: &[&str] = &[
     "replication_factor",
     "consistency",
     "vnodes",
+    // Racks and datacenters (see docs/operations.md).
+    "datacenter",
+    "rack",
     "client_addr",
     "resp_addr",
     "http_addr",
@@ -282,6 +285,10 @@ pub struct Settings {
     pub consistency: Consistency,
     /// Virtual nodes on the ring.
     pub vnodes: u16,
+    /// This node's datacenter.
+    pub datacenter: String,
+    /// This node's rack within its datacenter.
+    pub rack: String,
     /// Native client protocol address (`None`: off).
     pub client_addr: Option<SocketAddr>,
     /// RESP gateway address (`None`: off).
@@ -938,6 +945,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let datacenter = get("datacenter", cassio_core::topology::DEFAULT_DATACENTER);
+        cassio_core::topology::check_location_name("datacenter", &datacenter)
+            .map_err(|e| ConfigError::new("datacenter", &datacenter, e.to_string()))?;
+        let rack = get("rack", cassio_core::topology::DEFAULT_RACK);
+        cassio_core::topology::check_location_name("rack", &rack)
+            .map_err(|e| ConfigError::new("rack", &rack, e.to_string()))?;
         let client_addr = optional_addr("client_addr", &get("client_addr", DEFAULT_CLIENT_ADDR))?;
         let resp_addr = optional_addr("resp_addr", &get("resp_addr", DEFAULT_RESP_ADDR))?;
         let http_addr = optional_addr("http_addr", &get("http_addr", DEFAULT_HTTP_ADDR))?;
@@ -1148,6 +1161,8 @@ impl Settings {
             replication_factor,
             consistency,
             vnodes,
+            datacenter,
+            rack,
             client_addr,
             resp_addr,
             http_addr,
@@ -1336,6 +1351,31 @@ mod tests {
         assert!(Settings::from_raw(&toml).unwrap().truncate_corrupt_log);
         let e = Settings::from_raw(&raw(&[("truncate_corrupt_log", "maybe")])).unwrap_err();
         assert_eq!(e.field, "truncate_corrupt_log");
+    }
+
+    #[test]
+    fn datacenter_and_rack_default_parse_and_are_checked() {
+        let s = Settings::from_raw(&RawSettings::default()).unwrap();
+        assert_eq!((s.datacenter.as_str(), s.rack.as_str()), ("dc1", "rack1"));
+        let toml =
+            RawSettings::from_toml_str("datacenter = \"eu-west.1\"\nrack = \"r_2\"\n").unwrap();
+        let s = Settings::from_raw(&toml).unwrap();
+        assert_eq!(
+            (s.datacenter.as_str(), s.rack.as_str()),
+            ("eu-west.1", "r_2")
+        );
+        let long = "x".repeat(65);
+        for (field, bad) in [
+            ("datacenter", ""),
+            ("datacenter", "eu west"),
+            ("rack", "r/1"),
+            ("rack", long.as_str()),
+        ] {
+            let e = Settings::from_raw(&raw(&[(field, bad)])).unwrap_err();
+            assert_eq!((e.field.as_str(), e.value.as_str()), (field, bad));
+        }
+        let s = Settings::from_raw(&raw(&[("consistency", "local_quorum")])).unwrap();
+        assert_eq!(s.consistency, Consistency::LocalQuorum);
     }
 
     #[test]

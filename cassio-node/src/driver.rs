@@ -750,6 +750,8 @@ impl Running {
                     ownership: ownership.get(&id).copied().unwrap_or(0.0),
                     generation,
                     repaired_through: app.repaired_through,
+                    datacenter: app.datacenter.clone(),
+                    rack: app.rack.clone(),
                 })
             })
             .collect();
@@ -763,6 +765,7 @@ impl Running {
                 replication_factor: k.config.replication_factor as u64,
                 default_consistency: k.config.default_consistency.to_string(),
                 strategy: format!("{:?}", k.config.strategy),
+                replication: k.config.replication().to_string(),
             })
             .collect();
         let schema_version = schema.version;

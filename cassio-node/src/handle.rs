@@ -50,6 +50,12 @@ pub struct MemberStatus {
     /// pair began, as it gossips it (0: none yet).
     #[serde(default)]
     pub repaired_through: u64,
+    /// Its datacenter, as it gossips it.
+    #[serde(default = "cassio_core::topology::default_datacenter")]
+    pub datacenter: String,
+    /// Its rack within the datacenter.
+    #[serde(default = "cassio_core::topology::default_rack")]
+    pub rack: String,
 }
 
 /// Pairs of the anti-entropy round in progress.
@@ -263,6 +269,10 @@ pub struct KeyspaceStatus {
     pub default_consistency: String,
     /// How replicas are kept in step (`Leaderless`).
     pub strategy: String,
+    /// Its replication per datacenter (`dc1:3,dc2:2`), with a single factor
+    /// the factor (`3`, or `3 (racks)` spread over racks).
+    #[serde(default)]
+    pub replication: String,
 }
 
 /// Recent requests of one operation coordinated by the answering node.

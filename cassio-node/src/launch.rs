@@ -398,6 +398,7 @@ pub async fn launch(settings: &Settings) -> Result<Launched, LaunchError> {
         .replication_factor(settings.replication_factor)
         .default_consistency(settings.consistency)
         .vnodes(settings.vnodes)
+        .location(settings.datacenter.clone(), settings.rack.clone())
         .gossip_interval(settings.gossip_interval)
         .request_timeout(settings.request_timeout)
         .generation(dd.generation)

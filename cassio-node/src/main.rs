@@ -123,12 +123,19 @@ struct StartArgs {
     /// Replication factor of the default keyspace [default: 1].
     #[arg(long, env = "CASSIO_REPLICATION_FACTOR", alias = "rf")]
     replication_factor: Option<String>,
-    /// Default consistency: one, two, three, quorum, all [default: quorum].
+    /// Default consistency: one, two, three, quorum, all, local_quorum,
+    /// each_quorum [default: quorum].
     #[arg(long, env = "CASSIO_CONSISTENCY")]
     consistency: Option<String>,
     /// Virtual nodes on the ring [default: 256].
     #[arg(long, env = "CASSIO_VNODES")]
     vnodes: Option<String>,
+    /// This node's datacenter: 1 to 64 of [A-Za-z0-9_.-] [default: dc1].
+    #[arg(long, env = "CASSIO_DATACENTER")]
+    datacenter: Option<String>,
+    /// This node's rack within its datacenter [default: rack1].
+    #[arg(long, env = "CASSIO_RACK")]
+    rack: Option<String>,
     /// Native client protocol address, or `off` [default: 127.0.0.1:7379].
     #[arg(long, env = "CASSIO_CLIENT_ADDR")]
     client_addr: Option<String>,
@@ -242,7 +249,7 @@ struct StartArgs {
 impl StartArgs {
     fn raw(&self) -> RawSettings {
         let mut r = RawSettings::default();
-        let opts: [(&str, &Option<String>); 25] = [
+        let opts: [(&str, &Option<String>); 27] = [
             ("node_id", &self.node_id),
             ("cluster", &self.cluster),
             ("listen", &self.listen),
@@ -258,6 +265,8 @@ impl StartArgs {
             ("replication_factor", &self.replication_factor),
             ("consistency", &self.consistency),
             ("vnodes", &self.vnodes),
+            ("datacenter", &self.datacenter),
+            ("rack", &self.rack),
             ("client_addr", &self.client_addr),
             ("resp_addr", &self.resp_addr),
             ("http_addr", &self.http_addr),
@@ -718,8 +727,8 @@ fn render_status(s: &ClusterStatus) -> String {
         }
     );
     out.push_str(&format!(
-        "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {:<10}  {}\n",
-        "--", "Address", "State", "Load", "Owns", "Generation", "Repaired", "Node ID"
+        "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {:<10}  {:<16}  {}\n",
+        "--", "Address", "State", "Load", "Owns", "Generation", "Repaired", "DC/Rack", "Node ID"
     ));
     for m in &s.members {
         let code = format!(
@@ -728,7 +737,7 @@ fn render_status(s: &ClusterStatus) -> String {
             m.state.chars().next().unwrap_or('?')
         );
         out.push_str(&format!(
-            "{:<3} {:<22} {:<8} {:>10} {:>6.1}% {:>12}  {:<10}  {}\n",
+            "{:<3} {:<22} {:<8} {:>10} {:>6.1}% {:>12}  {:<10}  {:<16}  {}\n",
             code,
             m.addr,
             m.state,
@@ -736,6 +745,7 @@ fn render_status(s: &ClusterStatus) -> String {
             m.ownership * 100.0,
             m.generation,
             ago(m.repaired_through, now),
+            format!("{}/{}", m.datacenter, m.rack),
             m.id
         ));
     }
@@ -1081,6 +1091,8 @@ mod tests {
                     ownership: 0.5,
                     generation: 10,
                     repaired_through: NOW - 180_000_000,
+                    datacenter: "dc1".into(),
+                    rack: "rack1".into(),
                 },
                 cassio_node::MemberStatus {
                     id: 2,
@@ -1091,6 +1103,8 @@ mod tests {
                     ownership: 0.5,
                     generation: 11,
                     repaired_through: 0,
+                    datacenter: "dc1".into(),
+                    rack: "rack1".into(),
                 },
             ],
             state: "Normal".into(),
@@ -1119,6 +1133,7 @@ mod tests {
         assert!(t.contains("Syncing"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("50.0%"), "{t}");
+        assert!(t.contains("dc1/rack1"), "{t}");
         assert!(t.contains("as seen by node 1, Normal"), "{t}");
         // Member 1 repaired 3 minutes before the node's clock; 2 never did.
         let row = |addr: &str| t.lines().find(|l| l.contains(addr)).unwrap_or_default();

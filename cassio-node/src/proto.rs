@@ -175,6 +175,27 @@ pub enum RequestOp {
         /// The keyspace.
         name: String,
     },
+    /// Creates a keyspace with a factor per datacenter or spread over
+    /// racks, answered [`Reply::SchemaChanged`] (as `POST
+    /// /admin/keyspaces` with `datacenters` or `spread_racks`). Needs the
+    /// admin right on a node with users.
+    CreatePlacedKeyspace {
+        /// Its name.
+        name: String,
+        /// How many replicas, and where.
+        replication: cassio_core::topology::Replication,
+        /// The level of requests that name none (`None`: `QUORUM`).
+        default_consistency: Option<Consistency>,
+    },
+    /// Changes a keyspace's replication (one datacenter by one per step),
+    /// answered [`Reply::SchemaChanged`]. Needs the admin right on a node
+    /// with users.
+    AlterKeyspaceReplication {
+        /// The keyspace.
+        name: String,
+        /// Its new replication.
+        replication: cassio_core::topology::Replication,
+    },
 }
 
 impl RequestOp {

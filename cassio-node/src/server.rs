@@ -85,6 +85,17 @@ fn request_bytes(op: &RequestOp) -> usize {
             RequestOp::CreateKeyspace { name, .. }
             | RequestOp::AlterKeyspace { name, .. }
             | RequestOp::DropKeyspace { name } => name.len(),
+            RequestOp::CreatePlacedKeyspace {
+                name, replication, ..
+            }
+            | RequestOp::AlterKeyspaceReplication { name, replication } => {
+                name.len()
+                    + replication
+                        .datacenters
+                        .keys()
+                        .map(String::len)
+                        .sum::<usize>()
+            }
         }
 }
 
@@ -147,6 +158,22 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         RequestOp::DropKeyspace { name } => {
             schema_change(handle, SchemaChange::Drop { name }).await
         }
+        RequestOp::CreatePlacedKeyspace {
+            name,
+            replication,
+            default_consistency,
+        } => {
+            let change = SchemaChange::CreatePlaced {
+                name,
+                replication,
+                default_consistency: default_consistency
+                    .unwrap_or(cassio_core::Consistency::Quorum),
+            };
+            schema_change(handle, change).await
+        }
+        RequestOp::AlterKeyspaceReplication { name, replication } => {
+            schema_change(handle, SchemaChange::AlterReplication { name, replication }).await
+        }
         op => execute_in(handle, op, cassio_core::DEFAULT_KEYSPACE).await,
     }
 }
@@ -184,6 +211,8 @@ fn op_name(op: &RequestOp) -> &'static str {
         RequestOp::CreateKeyspace { .. } => "create keyspace",
         RequestOp::AlterKeyspace { .. } => "alter keyspace",
         RequestOp::DropKeyspace { .. } => "drop keyspace",
+        RequestOp::CreatePlacedKeyspace { .. } => "create keyspace",
+        RequestOp::AlterKeyspaceReplication { .. } => "alter keyspace",
     }
 }
 
@@ -269,7 +298,9 @@ async fn execute_in(
         | RequestOp::ListKeyspaces
         | RequestOp::CreateKeyspace { .. }
         | RequestOp::AlterKeyspace { .. }
-        | RequestOp::DropKeyspace { .. }) => {
+        | RequestOp::DropKeyspace { .. }
+        | RequestOp::CreatePlacedKeyspace { .. }
+        | RequestOp::AlterKeyspaceReplication { .. }) => {
             return Err(RequestError::BadRequest(format!(
                 "{} cannot be run inside a keyspace",
                 op_name(&op)
@@ -483,7 +514,9 @@ fn permitted(
         RequestOp::ListKeyspaces
         | RequestOp::CreateKeyspace { .. }
         | RequestOp::AlterKeyspace { .. }
-        | RequestOp::DropKeyspace { .. } => {
+        | RequestOp::DropKeyspace { .. }
+        | RequestOp::CreatePlacedKeyspace { .. }
+        | RequestOp::AlterKeyspaceReplication { .. } => {
             return Authenticator::check_admin(user)
                 .map_err(|e| RequestError::Unauthorized(e.to_string()))
         }

@@ -326,3 +326,18 @@ fn mutation_scan_skips_range_tails() {
         "a scan that skips the tail of a range went unnoticed"
     );
 }
+
+#[test]
+fn mutation_local_quorum_counts_any_datacenter() {
+    // LOCAL_QUORUM counting acknowledgements from replicas in any
+    // datacenter: a write acknowledged by the other datacenter's replicas
+    // and a read answered by them miss each other within one datacenter.
+    let control = nemesis::dc_local_quorum_with_crash_and_loss();
+    let mut broken = control.clone();
+    broken.name = "mutation_local_quorum_counts_any_datacenter".into();
+    broken.mutations.local_quorum_any_dc = true;
+    assert!(
+        caught(&broken, &mem, &control, &mem).is_some(),
+        "LOCAL_QUORUM counted over every datacenter went unnoticed"
+    );
+}

@@ -522,6 +522,35 @@ fn rf_change_with_loss() {
     assert_rf_walk_completed(&s, 10);
 }
 
+// --- racks and datacenters ---------------------------------------------------
+
+#[test]
+fn dc_local_quorum_with_crash_and_loss() {
+    // Clients pinned to their datacenter write and read at LOCAL_QUORUM
+    // under 10% loss and a crash in each datacenter: a read is judged
+    // against its own datacenter's writes (and none of the other's).
+    run(
+        &nemesis::dc_local_quorum_with_crash_and_loss(),
+        "dc_local_quorum_with_crash_and_loss",
+    );
+}
+
+#[test]
+fn dc_each_quorum_with_crash_and_loss() {
+    // EACH_QUORUM writes reach a quorum in both datacenters: every
+    // LOCAL_QUORUM read, in either, is judged against every write.
+    run(
+        &nemesis::dc_each_quorum_with_crash_and_loss(),
+        "dc_each_quorum_with_crash_and_loss",
+    );
+}
+
+#[test]
+fn dc_join_under_load() {
+    // Two nodes join dc1 under LOCAL_QUORUM load.
+    run(&nemesis::dc_join_under_load(), "dc_join_under_load");
+}
+
 // --- swarm ----------------------------------------------------------------
 
 #[test]

@@ -103,12 +103,13 @@ impl Node {
         let Some((ks, token, _)) = split_storage_key_token(key) else {
             return true;
         };
-        let Some((name, own)) = self
-            .schema
-            .schema()
-            .by_storage_name(ks)
-            .map(|k| (k.config.name.clone(), k.config.replication_factor))
-        else {
+        let Some((name, own, replication)) = self.schema.schema().by_storage_name(ks).map(|k| {
+            (
+                k.config.name.clone(),
+                k.config.replication_factor,
+                k.config.replication(),
+            )
+        }) else {
             // A keyspace this node does not know: its schema is behind (it
             // fetches the newer one when a peer's message says so).
             return self.schema.schema().version >= self.peer_schema;
@@ -131,16 +132,22 @@ impl Node {
         } else {
             0
         };
-        let rf = widest.max(own);
+        // A keyspace placed by datacenter or rack is placed by its own
+        // replication (the widest plain factor does not describe it).
+        let replication = if replication.is_plain() {
+            crate::topology::Replication::from(widest.max(own))
+        } else {
+            replication
+        };
         self.rebuild_placement();
         if read {
             self.layout
                 .placement()
-                .replicas(token, rf)
+                .replicas_for(token, &replication)
                 .contains(&self.id)
         } else {
             self.layout
-                .write_sets(token, rf)
+                .write_sets_for(token, &replication)
                 .iter()
                 .any(|set| set.contains(&self.id))
         }

@@ -268,7 +268,7 @@ impl Node {
             schema
                 .keyspaces
                 .values()
-                .map(|k| (k.storage.clone(), k.config.replication_factor)),
+                .map(|k| (k.storage.clone(), k.config.replication())),
             now,
         );
         if rf_changed {

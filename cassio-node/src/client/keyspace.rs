@@ -104,6 +104,40 @@ impl Client {
         .await
     }
 
+    /// Creates keyspace `name` placed by `replication`: a factor per
+    /// datacenter (`Replication::parse("dc1:3,dc2:2")`), or a single factor
+    /// spread over racks. Otherwise as [`Client::create_keyspace`].
+    pub async fn create_placed_keyspace(
+        &self,
+        name: impl Into<String>,
+        replication: cassio_core::topology::Replication,
+        default_consistency: Option<Consistency>,
+    ) -> Result<u64, Error> {
+        self.change(RequestOp::CreatePlacedKeyspace {
+            name: name.into(),
+            replication,
+            default_consistency,
+        })
+        .await
+    }
+
+    /// Changes keyspace `name`'s replication to `replication`: one
+    /// datacenter's factor by one per step (or a single factor by one);
+    /// switching between the two forms is refused
+    /// ([`SchemaError::ReplicationMode`]). Returns the schema version that
+    /// holds the change.
+    pub async fn alter_keyspace_replication(
+        &self,
+        name: impl Into<String>,
+        replication: cassio_core::topology::Replication,
+    ) -> Result<u64, Error> {
+        self.change(RequestOp::AlterKeyspaceReplication {
+            name: name.into(),
+            replication,
+        })
+        .await
+    }
+
     /// Drops keyspace `name` (its data goes; a keyspace created again
     /// under the name starts empty). Returns the schema version that holds
     /// the change. Needs the admin right on a node with users.

@@ -54,6 +54,8 @@ pub fn status() -> ClusterStatus {
             ownership: 1.0,
             generation: 7,
             repaired_through: 0,
+            datacenter: "dc1".into(),
+            rack: "rack1".into(),
         }],
         state: "Normal".into(),
         ready: true,

@@ -308,7 +308,7 @@ pub fn check(scenario: &Scenario, outcome: &SimOutcome) -> Vec<Violation> {
     }
     let uncertainty = scenario.clock_uncertainty() * 2;
     for ops in by_key.values() {
-        check_key(ops, uncertainty, &mut violations);
+        check_key(scenario, ops, uncertainty, &mut violations);
     }
     for (key, versions) in &outcome.replicas {
         let first = versions.first().map(|(_, v)| v);
@@ -481,7 +481,12 @@ fn surely_expired(put: &OpRecord, at: Instant, uncertainty: Duration) -> bool {
     }
 }
 
-fn check_key(ops: &[&OpRecord], uncertainty: Duration, violations: &mut Vec<Violation>) {
+fn check_key(
+    scenario: &Scenario,
+    ops: &[&OpRecord],
+    uncertainty: Duration,
+    violations: &mut Vec<Violation>,
+) {
     let puts_by_value: BTreeMap<&Bytes, &OpRecord> = ops
         .iter()
         .filter_map(|op| match &op.kind {
@@ -495,7 +500,7 @@ fn check_key(ops: &[&OpRecord], uncertainty: Duration, violations: &mut Vec<Viol
         .filter(|op| op.kind == OpKind::Delete)
         .collect();
     // Acknowledged writes with the time of their acknowledgement.
-    let acked: Vec<(&OpRecord, Instant)> = ops
+    let all_acked: Vec<(&OpRecord, Instant)> = ops
         .iter()
         .filter_map(|op| acked_at(op).map(|t| (*op, t)))
         .collect();
@@ -506,6 +511,19 @@ fn check_key(ops: &[&OpRecord], uncertainty: Duration, violations: &mut Vec<Viol
         else {
             continue;
         };
+        // Only the writes this read's level promises it sees (a
+        // LOCAL_QUORUM read, those of its own datacenter's LOCAL_QUORUM
+        // writes and of wider levels).
+        let acked: Vec<(&OpRecord, Instant)> = all_acked
+            .iter()
+            .copied()
+            .filter(|(w, _)| {
+                scenario.levels_overlap(
+                    (w.level, w.datacenter.as_str()),
+                    (read.level, read.datacenter.as_str()),
+                )
+            })
+            .collect();
         match value {
             Some(v) => {
                 let Some(w1) = puts_by_value.get(v) else {
@@ -672,6 +690,12 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
             }),
             SchemaChange::Drop { name } => s.keyspace(name).is_none(),
             SchemaChange::SetVoters(v) => &s.voters == v,
+            SchemaChange::CreatePlaced {
+                name, replication, ..
+            }
+            | SchemaChange::AlterReplication { name, replication } => s
+                .keyspace(name)
+                .is_some_and(|k| k.config.replication().total() == replication.total()),
         };
         if !schemas.iter().all(|s| holds(s)) {
             violations.push(Violation::SchemaChangeLost {
@@ -696,4 +720,86 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
         });
     }
     violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cassio_core::{Consistency, Timestamp};
+
+    fn op(kind: OpKind, level: Consistency, dc: &str, t: (u64, u64)) -> OpRecord {
+        let outcome = match &kind {
+            OpKind::Get => OpOutcome::Done(Ok(ClientResponse::Value(None))),
+            _ => OpOutcome::Done(Ok(ClientResponse::Written {
+                ts: Timestamp::new(t.0, 0, NodeId(1)),
+            })),
+        };
+        OpRecord {
+            client: 0,
+            node: NodeId(1),
+            key: Bytes::from_static(b"k"),
+            kind,
+            ts: None,
+            invoked: Instant::from_micros(t.0),
+            completed: Some(Instant::from_micros(t.1)),
+            outcome,
+            repair_pass: false,
+            applied: vec![Instant::from_micros(t.0 + 1)],
+            fanned_out: true,
+            coordinator_paused: false,
+            ttl: None,
+            level: Some(level),
+            datacenter: dc.into(),
+        }
+    }
+
+    fn two_dcs() -> Scenario {
+        super::super::nemesis::two_datacenters("t", Consistency::LocalQuorum)
+    }
+
+    /// Violations of an acknowledged put at `write` in `write_dc`, then an
+    /// empty read at LOCAL_QUORUM in dc1.
+    fn judged(write: Consistency, write_dc: &str) -> Vec<Violation> {
+        let put = op(
+            OpKind::Put(Bytes::from_static(b"v")),
+            write,
+            write_dc,
+            (10, 20),
+        );
+        let read = op(OpKind::Get, Consistency::LocalQuorum, "dc1", (30, 40));
+        let mut v = Vec::new();
+        check_key(&two_dcs(), &[&put, &read], Duration::ZERO, &mut v);
+        v
+    }
+
+    #[test]
+    fn a_local_read_is_judged_only_against_writes_its_level_overlaps() {
+        use Consistency::{EachQuorum, LocalQuorum, Quorum};
+        // Another datacenter's LOCAL_QUORUM write, or a global QUORUM one,
+        // may be unseen by a LOCAL_QUORUM read.
+        assert!(judged(LocalQuorum, "dc2").is_empty());
+        assert!(judged(Quorum, "dc2").is_empty());
+        // Its own datacenter's LOCAL_QUORUM write, and an EACH_QUORUM write
+        // from anywhere, must be seen.
+        for (level, dc) in [(LocalQuorum, "dc1"), (EachQuorum, "dc2")] {
+            let v = judged(level, dc);
+            assert!(
+                matches!(v[..], [Violation::StaleRead { .. }]),
+                "{level} in {dc}: {v:?}"
+            );
+        }
+        // Without datacenters every pair is judged, as before.
+        let mut plain = two_dcs();
+        plain.datacenters.clear();
+        let put = op(
+            OpKind::Put(Bytes::from_static(b"v")),
+            LocalQuorum,
+            "dc2",
+            (10, 20),
+        );
+        let read = op(OpKind::Get, LocalQuorum, "dc1", (30, 40));
+        let mut v = Vec::new();
+        check_key(&plain, &[&put, &read], Duration::ZERO, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+    }
 }

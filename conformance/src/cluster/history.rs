@@ -67,6 +67,11 @@ pub struct OpRecord {
     /// For a put with an expiry: its TTL (the value ends this long after
     /// the write's timestamp).
     pub ttl: Option<std::time::Duration>,
+    /// The level it asked for (`None`: not a client request, e.g. a
+    /// store snapshot judged as a read).
+    pub level: Option<cassio_core::Consistency>,
+    /// Its coordinator's datacenter.
+    pub datacenter: String,
 }
 
 /// One pass of the scan workload over the whole keyspace (see

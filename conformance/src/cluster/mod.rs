@@ -144,6 +144,15 @@ pub struct Scenario {
     /// A scan workload instead of (or beside) the clients' (see
     /// [`ScanPlan`]).
     pub scan: Option<ScanPlan>,
+    /// Each node's `(datacenter, rack)` by index (a node past the end is
+    /// in `dc1`/`rack1`).
+    pub topology: Vec<(String, String)>,
+    /// The default keyspace's factor per datacenter (empty: `rf` over the
+    /// whole cluster).
+    pub datacenters: BTreeMap<String, usize>,
+    /// Client `c` sends every operation to a node of the `c`-th datacenter
+    /// (cyclically, in name order) instead of any node.
+    pub pin_clients_to_datacenter: bool,
 }
 
 /// The scan workload: right after warm-up a loader writes `keys` distinct
@@ -219,6 +228,50 @@ impl Scenario {
             scan: None,
             cells: false,
             cell_rows: 1,
+            topology: Vec::new(),
+            datacenters: BTreeMap::new(),
+            pin_clients_to_datacenter: false,
+        }
+    }
+
+    /// Node `i`'s datacenter.
+    pub fn datacenter_of(&self, i: usize) -> &str {
+        self.topology
+            .get(i)
+            .map_or(cassio_core::topology::DEFAULT_DATACENTER, |(dc, _)| {
+                dc.as_str()
+            })
+    }
+
+    /// Node `i`'s rack.
+    pub fn rack_of(&self, i: usize) -> &str {
+        self.topology
+            .get(i)
+            .map_or(cassio_core::topology::DEFAULT_RACK, |(_, r)| r.as_str())
+    }
+
+    /// Whether an acknowledged write at `w` (level, coordinator's
+    /// datacenter) is promised to be seen by a later read at `r`: their
+    /// replica sets overlap. Without datacenters every pair is judged
+    /// (a run at ONE/ONE shows the stale reads weaker levels allow); with
+    /// them, `LOCAL_QUORUM` pairs only within one datacenter, and a
+    /// global `QUORUM` never with a `LOCAL_QUORUM` (4 of 6 replicas may
+    /// hold only one of the reader's datacenter).
+    pub fn levels_overlap(
+        &self,
+        w: (Option<Consistency>, &str),
+        r: (Option<Consistency>, &str),
+    ) -> bool {
+        use Consistency::{All, EachQuorum, LocalQuorum, Quorum};
+        if self.datacenters.is_empty() {
+            return true;
+        }
+        match (w.0, r.0) {
+            (None, _) | (_, None) => true,
+            (Some(All | EachQuorum), _) | (_, Some(All | EachQuorum)) => true,
+            (Some(LocalQuorum), Some(LocalQuorum)) => w.1 == r.1,
+            (Some(LocalQuorum), Some(Quorum)) | (Some(Quorum), Some(LocalQuorum)) => false,
+            _ => true,
         }
     }
 

@@ -805,6 +805,74 @@ pub fn scan_under_faults_and_join() -> Scenario {
     s
 }
 
+/// Racks and datacenters: 2 datacenters x 3 racks x 2 nodes (nodes 0-5
+/// in `dc1`, 6-11 in `dc2`; racks `r1`..`r3`, two nodes each), the
+/// default keyspace at `dc1:3,dc2:3`, every client pinned to one
+/// datacenter, at `level` for writes and `LOCAL_QUORUM` for reads.
+pub fn two_datacenters(name: &str, write: cassio_core::Consistency) -> Scenario {
+    let mut s = base(name);
+    s.nodes = 12;
+    s.rf = 6;
+    s.topology = (0..12)
+        .map(|i| {
+            let dc = if i < 6 { "dc1" } else { "dc2" };
+            (dc.to_string(), format!("r{}", (i % 6) / 2 + 1))
+        })
+        .collect();
+    s.datacenters = [("dc1".to_string(), 3), ("dc2".to_string(), 3)].into();
+    s.pin_clients_to_datacenter = true;
+    s.clients = 4;
+    s.keys = 12;
+    s.write_cl = write;
+    s.read_cl = cassio_core::Consistency::LocalQuorum;
+    // Twelve fresh nodes take their tokens `Syncing` (fewer owners than
+    // the 6 replicas at first) until a first anti-entropy round: let it
+    // finish before the load (and the loss) starts.
+    s.warmup = secs(25);
+    s
+}
+
+/// [`two_datacenters`] at `LOCAL_QUORUM` writes, 10% loss, and a crash in
+/// each datacenter (one back 10 s later, one 14 s later): reads are
+/// judged against the writes of their own datacenter.
+pub fn dc_local_quorum_with_crash_and_loss() -> Scenario {
+    let mut s = two_datacenters(
+        "dc_local_quorum_with_crash_and_loss",
+        cassio_core::Consistency::LocalQuorum,
+    );
+    s.net.loss = 0.1;
+    s.faults = vec![
+        (secs(3), Fault::Crash(1)),
+        (secs(6), Fault::Crash(8)),
+        (secs(13), Fault::Restart(1)),
+        (secs(20), Fault::Restart(8)),
+    ];
+    s
+}
+
+/// [`two_datacenters`] at `EACH_QUORUM` writes (a quorum in both
+/// datacenters), 10% loss and the same crashes: every `LOCAL_QUORUM` read,
+/// in either datacenter, is judged against every write.
+pub fn dc_each_quorum_with_crash_and_loss() -> Scenario {
+    let mut s = dc_local_quorum_with_crash_and_loss();
+    s.name = "dc_each_quorum_with_crash_and_loss".into();
+    s.write_cl = cassio_core::Consistency::EachQuorum;
+    s
+}
+
+/// [`two_datacenters`] at `LOCAL_QUORUM`, and two nodes join `dc1` (racks
+/// `r1` and `r2`) under load: `dc1`'s ranges move, `dc2`'s do not.
+pub fn dc_join_under_load() -> Scenario {
+    let mut s = two_datacenters("dc_join_under_load", cassio_core::Consistency::LocalQuorum);
+    s.nodes = 14;
+    s.keys = 30;
+    s.topology.push(("dc1".into(), "r1".into()));
+    s.topology.push(("dc1".into(), "r2".into()));
+    s.join_later = vec![12, 13];
+    s.faults = vec![(secs(3), Fault::Join(12)), (secs(3), Fault::Join(13))];
+    s
+}
+
 /// Every named scenario of the catalog that runs on `MemStore`s (the
 /// store-model and swarm scenarios are built where they run).
 pub fn catalog() -> Vec<Scenario> {
@@ -842,6 +910,9 @@ pub fn catalog() -> Vec<Scenario> {
         scan_under_faults_and_join(),
         cells_concurrent_columns(),
         cells_join_under_load(),
+        dc_local_quorum_with_crash_and_loss(),
+        dc_each_quorum_with_crash_and_loss(),
+        dc_join_under_load(),
     ]
 }
 

@@ -340,8 +340,11 @@ impl<'a> SimCluster<'a> {
             .unwrap_or(self.scenario.rf);
         c.keyspaces = vec![KeyspaceConfig {
             default_consistency: Consistency::Quorum,
+            datacenters: self.scenario.datacenters.clone(),
             ..KeyspaceConfig::default_keyspace(rf)
         }];
+        c.datacenter = self.scenario.datacenter_of(i).to_string();
+        c.rack = self.scenario.rack_of(i).to_string();
         c.request_timeout = self.scenario.request_timeout;
         c.tombstone_grace = self.scenario.tombstone_grace;
         c.repair = self.scenario.repair.clone();

@@ -3,8 +3,8 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /admin/keyspaces` | 200 `{"schema_version": N, "keyspaces": [KeyspaceStatus...]}` |
-//! | `POST /admin/keyspaces` with `{"name", "replication_factor", "consistency"?}` | 201 `{"ok": true, "schema_version": N}` once the cluster agreed on it |
-//! | `PATCH /admin/keyspaces/{name}` with `{"replication_factor"?, "consistency"?}` | 200 `{"ok": true, "schema_version": N}`; the factor moves by at most one per step |
+//! | `POST /admin/keyspaces` with `{"name", "replication_factor"?, "datacenters"?, "spread_racks"?, "consistency"?}` | 201 `{"ok": true, "schema_version": N}` once the cluster agreed on it; `datacenters` (`{"dc1": 3, "dc2": 2}`) gives a factor per datacenter instead of `replication_factor`, `spread_racks` spreads a single factor over racks |
+//! | `PATCH /admin/keyspaces/{name}` with `{"replication_factor"?, "datacenters"?, "spread_racks"?, "consistency"?}` | 200 `{"ok": true, "schema_version": N}`; the factor (or one datacenter's) moves by at most one per step |
 //! | `DELETE /admin/keyspaces/{name}` | 200 `{"ok": true, "schema_version": N}`; its id is never reused, so a keyspace created again under the name starts empty |
 //!
 //! Errors: 400 `invalid` (a bad name, factor or level), 404
@@ -20,16 +20,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cassio_core::schema::{SchemaChange, SchemaError};
 use cassio_core::schema_agreement::ChangeError;
+use cassio_core::topology::Replication;
 use cassio_core::Consistency;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The body of a create.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
     name: String,
-    replication_factor: usize,
+    replication_factor: Option<usize>,
+    /// A factor per datacenter, instead of `replication_factor`.
+    datacenters: Option<BTreeMap<String, usize>>,
+    /// Spread a single factor's replicas over distinct racks.
+    spread_racks: Option<bool>,
     consistency: Option<String>,
 }
 
@@ -38,7 +44,42 @@ pub(super) struct CreateBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct AlterBody {
     replication_factor: Option<usize>,
+    datacenters: Option<BTreeMap<String, usize>>,
+    spread_racks: Option<bool>,
     consistency: Option<String>,
+}
+
+/// The replication a body asks for beyond a plain factor (`None`: a plain
+/// factor or nothing), or a 400 for a body that mixes the two forms.
+fn placed(
+    replication_factor: Option<usize>,
+    datacenters: Option<BTreeMap<String, usize>>,
+    spread_racks: Option<bool>,
+) -> Result<Option<Replication>, Box<Response>> {
+    let bad = |m: &str| Box::new(request_error(&RequestError::BadRequest(m.into())));
+    match (replication_factor, datacenters, spread_racks) {
+        (Some(_), Some(_), _) => Err(bad("give replication_factor or datacenters, not both")),
+        (_, Some(dcs), Some(false)) if !dcs.is_empty() => Err(bad(
+            "a factor per datacenter always spreads over racks: leave spread_racks out",
+        )),
+        (None, Some(dcs), _) => {
+            if dcs.is_empty() {
+                return Err(bad("datacenters is empty"));
+            }
+            Ok(Some(Replication {
+                factor: dcs.values().sum(),
+                datacenters: dcs,
+                spread_racks: true,
+            }))
+        }
+        (Some(rf), None, Some(spread)) => Ok(Some(Replication {
+            factor: rf,
+            datacenters: BTreeMap::new(),
+            spread_racks: spread,
+        })),
+        (None, None, Some(_)) => Err(bad("spread_racks needs replication_factor")),
+        (_, None, None) => Ok(None),
+    }
 }
 
 /// The status and code of a failed schema change.
@@ -117,10 +158,25 @@ pub(super) async fn create(State(gw): State<Gateway>, body: Bytes) -> Response {
         Ok(l) => l.unwrap_or(Consistency::Quorum),
         Err(r) => return *r,
     };
-    let c = SchemaChange::Create {
-        name: body.name,
-        replication_factor: body.replication_factor,
-        default_consistency,
+    let c = match placed(body.replication_factor, body.datacenters, body.spread_racks) {
+        Err(r) => return *r,
+        Ok(Some(replication)) => SchemaChange::CreatePlaced {
+            name: body.name,
+            replication,
+            default_consistency,
+        },
+        Ok(None) => match body.replication_factor {
+            Some(replication_factor) => SchemaChange::Create {
+                name: body.name,
+                replication_factor,
+                default_consistency,
+            },
+            None => {
+                return request_error(&RequestError::BadRequest(
+                    "give replication_factor or datacenters".into(),
+                ))
+            }
+        },
     };
     change(&gw, c, true).await
 }
@@ -139,9 +195,33 @@ pub(super) async fn alter(
         Ok(l) => l,
         Err(r) => return *r,
     };
+    let replication = match placed(body.replication_factor, body.datacenters, body.spread_racks) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if let Some(replication) = replication {
+        // The replication first; a level given with it follows as a second
+        // change (answered with the version of the last one).
+        let c = SchemaChange::AlterReplication {
+            name: name.clone(),
+            replication,
+        };
+        if default_consistency.is_none() {
+            return change(&gw, c, false).await;
+        }
+        if let Err(e) = gw.handle.change_schema(c).await {
+            return request_error(&e);
+        }
+        let c = SchemaChange::Alter {
+            name,
+            replication_factor: None,
+            default_consistency,
+        };
+        return change(&gw, c, false).await;
+    }
     if body.replication_factor.is_none() && default_consistency.is_none() {
         return request_error(&RequestError::BadRequest(
-            "nothing to change: give replication_factor and/or consistency".into(),
+            "nothing to change: give replication_factor, datacenters and/or consistency".into(),
         ));
     }
     let c = SchemaChange::Alter {
@@ -155,4 +235,35 @@ pub(super) async fn alter(
 /// `DELETE /admin/keyspaces/{name}`.
 pub(super) async fn drop(State(gw): State<Gateway>, Path(name): Path<String>) -> Response {
     change(&gw, SchemaChange::Drop { name }, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_name_one_replication_form() {
+        let dcs: BTreeMap<String, usize> = [("dc1".to_string(), 3), ("dc2".to_string(), 2)].into();
+        let r = placed(None, Some(dcs.clone()), None)
+            .expect("valid")
+            .expect("placed");
+        assert_eq!((r.total(), r.spread_racks), (5, true));
+        let r = placed(Some(3), None, Some(true))
+            .expect("valid")
+            .expect("placed");
+        assert_eq!(
+            (r.factor, r.spread_racks, r.per_datacenter()),
+            (3, true, false)
+        );
+        assert_eq!(placed(Some(3), None, None).expect("valid"), None);
+        for (rf, d, s) in [
+            (Some(3), Some(dcs.clone()), None),
+            (None, Some(BTreeMap::new()), None),
+            (None, None, Some(true)),
+            (None, Some(dcs), Some(false)),
+        ] {
+            let status = placed(rf, d, s).err().map(|r| r.status());
+            assert_eq!(status, Some(StatusCode::BAD_REQUEST));
+        }
+    }
 }

@@ -162,6 +162,8 @@ impl SimCluster<'_> {
             fanned_out: false,
             coordinator_paused: paused,
             ttl: ttl.filter(|_| kind_is_put),
+            level: Some(level),
+            datacenter: self.scenario.datacenter_of(node).to_string(),
         });
         let idx = self.history.len() - 1;
         if self.nodes[node].node.is_none() {
@@ -214,7 +216,24 @@ impl SimCluster<'_> {
             return;
         }
         self.client_ops_left[client] -= 1;
-        let node = self.rng.random_range(0..self.nodes.len());
+        let node = if self.scenario.pin_clients_to_datacenter {
+            // A node of the client's datacenter (the `client`-th, in name
+            // order, cyclically).
+            let dcs: BTreeSet<&str> = (0..self.nodes.len())
+                .map(|i| self.scenario.datacenter_of(i))
+                .collect();
+            let dc = dcs
+                .iter()
+                .nth(client % dcs.len().max(1))
+                .copied()
+                .unwrap_or("");
+            let local: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.scenario.datacenter_of(i) == dc)
+                .collect();
+            local[self.rng.random_range(0..local.len())]
+        } else {
+            self.rng.random_range(0..self.nodes.len())
+        };
         let key = Bytes::from(format!("k{}", self.rng.random_range(0..self.scenario.keys)));
         let roll = self.rng.random_range(0..100);
         let (kind, level) = if roll < 45 {

@@ -140,6 +140,8 @@ impl SimCluster<'_> {
                 fanned_out: false,
                 coordinator_paused: false,
                 ttl: None,
+                level: None,
+                datacenter: String::new(),
             });
         }
     }
