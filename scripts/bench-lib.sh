@@ -48,7 +48,8 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 declare -A PEER=() RESP=() HTTP=()
 # start_node CLUSTER I [FLAGS...]: starts node I of CLUSTER on its ports
-# (chosen on first start, kept on restarts) and data dir.
+# (chosen on first start, kept on restarts) and data dir; RF (3) and
+# LOG_LEVEL (info) set those flags.
 start_node() {
   local cluster=$1 i=$2
   shift 2
@@ -61,7 +62,7 @@ start_node() {
   "$CASSIO_BIN" start --cluster "$cluster" --data-dir "$TMP/$n" \
     --listen "127.0.0.1:${PEER[$n]}" --resp-addr "127.0.0.1:${RESP[$n]}" \
     --http-addr "127.0.0.1:${HTTP[$n]}" --client-addr off \
-    --replication-factor 3 --consistency quorum --log-level info \
+    --replication-factor "${RF:-3}" --consistency quorum --log-level "${LOG_LEVEL:-info}" \
     "${seeds[@]}" "$@" >>"$TMP/$n.log" 2>&1 &
   PID[$n]=$!
 }
