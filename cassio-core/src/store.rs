@@ -175,6 +175,32 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// [`Store::get`], answered only if that cannot wait on the disk or a
+    /// lock held across I/O: `None` means "not without waiting" (nothing
+    /// was read), and the caller runs [`Store::get`] where blocking is
+    /// fine. A host may call this on its event loop, so an engine answers
+    /// here only from memory (a memtable hit, or every on-disk table's
+    /// filter ruling the key out). The default never answers.
+    fn get_if_cached(&self, key: &[u8]) -> Option<Result<Option<Versioned>, StoreError>> {
+        let _ = key;
+        None
+    }
+
+    /// [`Store::apply_replacing`], done only if it cannot wait: no fsync
+    /// (a sync-every-write policy never applies here), no write stall, and
+    /// the replaced version found in memory. `None` means nothing was
+    /// written and the caller runs [`Store::apply_replacing`] where
+    /// blocking is fine. Appending to a commit log's buffer (a `write` to
+    /// the page cache) counts as not waiting. The default never applies.
+    fn apply_replacing_if_cached(
+        &self,
+        key: &[u8],
+        version: &Versioned,
+    ) -> Option<Result<ApplyOutcome, StoreError>> {
+        let _ = (key, version);
+        None
+    }
+
     /// The entries `range(start, end, limit)` would return, as digests
     /// (timestamps and [`Versioned::digest`], no values).
     fn digests(
@@ -260,5 +286,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn set_purge_watermark(&self, micros: u64) {
         (**self).set_purge_watermark(micros)
+    }
+    fn get_if_cached(&self, key: &[u8]) -> Option<Result<Option<Versioned>, StoreError>> {
+        (**self).get_if_cached(key)
+    }
+    fn apply_replacing_if_cached(
+        &self,
+        key: &[u8],
+        version: &Versioned,
+    ) -> Option<Result<ApplyOutcome, StoreError>> {
+        (**self).apply_replacing_if_cached(key, version)
     }
 }

@@ -43,6 +43,15 @@
 //! [`StorageMode::BlockingPerOp`] for that policy. `Inline` stays available
 //! for stores that never block (the in-memory reference store).
 //!
+//! In `Workers` mode the loop first offers each operation to the store's
+//! non-waiting entry points ([`Store::get_if_cached`],
+//! [`Store::apply_replacing_if_cached`]): a read or write whose data is in
+//! memory (the native store: a memtable hit, or a key every table's filter
+//! rules out; no fsync, no stall) is done on the loop, and only the rest
+//! goes to a worker. That keeps inline's speed where nothing can block and
+//! the workers' safety where something might (issue 15; the figures are in
+//! docs/benchmarks.md, "The hot path").
+//!
 //! # Overload
 //!
 //! Storage work is bounded by [`StorageLimits`] (see
@@ -467,11 +476,25 @@ impl Running {
             Ok(_) => "ok",
             Err(e) => error_label(e),
         };
-        metrics::counter!("cassio_requests_total", "op" => p.op, "result" => label).increment(1);
         let now = std::time::Instant::now();
         let latency = now.saturating_duration_since(p.started);
-        metrics::histogram!("cassio_request_duration_seconds", "op" => p.op)
-            .record(latency.as_secs_f64());
+        // Every answered request records these two: registered handles
+        // spare the per-request lookup by name and labels.
+        let handles = crate::gateway::metrics_install::Handles::get()
+            .filter(|_| label == "ok")
+            .and_then(|h| h.driver(p.op));
+        match handles {
+            Some((count, duration)) => {
+                count.increment(1);
+                duration.record(latency.as_secs_f64());
+            }
+            None => {
+                metrics::counter!("cassio_requests_total", "op" => p.op, "result" => label)
+                    .increment(1);
+                metrics::histogram!("cassio_request_duration_seconds", "op" => p.op)
+                    .record(latency.as_secs_f64());
+            }
+        }
         self.request_stats.record(p.op, now, latency, label == "ok");
         // The caller may have given up (timeout, dropped connection).
         let _ = p.reply.send(result);
@@ -878,10 +901,35 @@ impl Running {
                     break;
                 }
                 StorageMode::Workers { .. } => {
-                    let refused = match &self.workers {
-                        Some(w) => w.submit(d.run).err(),
-                        None => Some(d.run),
+                    // What the store can do without waiting is done here;
+                    // only the rest pays the hand-off to a worker and back.
+                    let mut rest = Vec::with_capacity(d.run.len());
+                    let mut now_done = Vec::new();
+                    for job in d.run {
+                        match storage_exec::run_if_cached(self.store.as_ref(), &job) {
+                            Some(done) => now_done.push(done),
+                            None => rest.push(job),
+                        }
+                    }
+                    if !now_done.is_empty() {
+                        metrics::counter!("cassio_storage_inline_ops_total")
+                            .increment(now_done.len() as u64);
+                    }
+                    let refused = if rest.is_empty() {
+                        None
+                    } else {
+                        match &self.workers {
+                            Some(w) => w.submit(rest).err(),
+                            None => Some(rest),
+                        }
                     };
+                    if !now_done.is_empty() {
+                        // Their answers may ask for more storage: loop.
+                        self.storage_done(now_done);
+                        if refused.is_none() {
+                            continue;
+                        }
+                    }
                     let Some(batch) = refused else {
                         break;
                     };

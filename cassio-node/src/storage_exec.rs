@@ -216,6 +216,50 @@ fn run_op(store: &dyn Store, hints: &dyn HintLog, op: &StorageOp) -> StorageResu
     }
 }
 
+/// Runs `job` at once when the store can do it without waiting (see
+/// [`Store::get_if_cached`] and [`Store::apply_replacing_if_cached`]): a
+/// read or write whose data is in memory is then answered on the event
+/// loop, without the two thread hand-offs of a worker (profiled as most of
+/// a single node's per-request overhead beyond the socket). Anything else,
+/// and anything the store declines, is `None`, for the workers. A
+/// panicking store is answered as [`execute`] answers it.
+pub(crate) fn run_if_cached(store: &dyn Store, job: &Job) -> Option<Done> {
+    let text = |e: cassio_core::StoreError| e.to_string();
+    let attempt = catch_unwind(AssertUnwindSafe(|| match &job.op {
+        StorageOp::Apply { key, version } => {
+            // The same deliberately broken build as `run_op`'s: the write
+            // is reported kept but never stored.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("storage-apply-drop", |_| {
+                Some(StorageResult::Applied(Ok(
+                    cassio_core::ApplyOutcome::Kept { replaced: None },
+                )))
+            });
+            store
+                .apply_replacing_if_cached(key, version)
+                .map(|r| StorageResult::Applied(r.map_err(text)))
+        }
+        StorageOp::Get { key } => store
+            .get_if_cached(key)
+            .map(|r| StorageResult::Got(r.map_err(text))),
+        _ => None,
+    }));
+    let result = match attempt {
+        Ok(r) => r?,
+        Err(payload) => {
+            let text = panic_text(payload.as_ref());
+            metrics::counter!("cassio_storage_panics_total").increment(1);
+            tracing::error!(panic = %text, "storage operation panicked; answered as failed");
+            failed(&job.op, format!("storage operation panicked: {text}"))
+        }
+    };
+    Some(Done {
+        token: job.token,
+        result,
+        bytes: job.bytes,
+    })
+}
+
 /// The text of a caught panic's payload.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

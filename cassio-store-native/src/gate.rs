@@ -111,6 +111,20 @@ impl WriteGate {
         }
     }
 
+    /// [`WriteGate::admit`] if there is room now; `None` instead of waiting.
+    pub(crate) fn try_admit(&self, bytes: u64) -> Option<Permit<'_>> {
+        let mut h = self.held.lock();
+        let fits = h.writes < self.max_writes
+            && (h.bytes.saturating_add(bytes) <= self.max_bytes || h.bytes == 0);
+        if !fits {
+            return None;
+        }
+        h.bytes += bytes;
+        h.writes += 1;
+        self.peak_bytes.fetch_max(h.bytes, Ordering::Relaxed);
+        Some(Permit { gate: self, bytes })
+    }
+
     /// Bytes and writes held right now.
     pub(crate) fn held(&self) -> (u64, u64) {
         let h = self.held.lock();

@@ -617,6 +617,25 @@ impl Inner {
         Ok(None)
     }
 
+    /// [`Inner::lookup`] from memory only: `None` when some table's filter
+    /// does not rule the key out (answering would read a block).
+    fn lookup_cached(&self, v: &Version, key: &[u8], h: KeyHash) -> Option<Option<Versioned>> {
+        if let Some(x) = v.active.get(key) {
+            return Some(Some(x));
+        }
+        for m in v.immutables.iter().rev() {
+            if let Some(x) = m.get(key) {
+                return Some(Some(x));
+            }
+        }
+        for t in &v.tables {
+            if !t.rules_out(h, &self.counters) {
+                return None;
+            }
+        }
+        Some(None)
+    }
+
     /// Holds a writer back while the memtable is full and the flush queue is
     /// too, so memory stays bounded when the disk falls behind; past the
     /// write-queue wait it gives up with `Overloaded`.
@@ -945,12 +964,17 @@ impl NativeStore {
     /// the caller did not ask). With `exclusive` the key's stripe lock is
     /// held from the LWW lookup to the memtable insert, so the replaced
     /// version is exact among writers that take it.
+    /// One write. With `wait`, it waits for room (the write gate, a
+    /// stall) and reads the replaced version from disk if need be; without,
+    /// it answers `Ok(None)`, having written nothing, wherever it would
+    /// wait (see [`Store::apply_replacing_if_cached`]).
     fn apply_impl(
         &self,
         key: &[u8],
         version: &Versioned,
         exclusive: bool,
-    ) -> Result<ApplyOutcome, StoreError> {
+        wait: bool,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
         let inner = &*self.inner;
         inner.check_failed()?;
         check_len("key", key.len(), MAX_KEY_LEN)?;
@@ -959,21 +983,46 @@ impl NativeStore {
             version.value.as_ref().map_or(0, |v| v.len()),
             MAX_VALUE_LEN,
         )?;
+        if !wait && inner.opts.sync == SyncPolicy::Always {
+            return Ok(None);
+        }
         // Held until the write is synced: it bounds every queue a write can
         // wait in (memtable space, append lock, group commit).
         let charge = key.len() + version.value.as_ref().map_or(0, |v| v.len()) + WRITE_OVERHEAD;
-        let _permit = inner.gate.admit(charge as u64)?;
-        inner.stall_if_needed()?;
+        let _permit = if wait {
+            let permit = inner.gate.admit(charge as u64)?;
+            inner.stall_if_needed()?;
+            permit
+        } else {
+            let Some(permit) = inner.gate.try_admit(charge as u64) else {
+                return Ok(None);
+            };
+            // Room in the active memtable for this write: it then neither
+            // stalls nor freezes (a freeze starts a log segment: a file
+            // creation).
+            let v = inner.version.read();
+            if v.active.bytes() + charge >= inner.opts.memtable_bytes {
+                return Ok(None);
+            }
+            permit
+        };
         let h = KeyHash::of(key);
         let (lsn, outcome, full) = {
             // Taken before the version lock: a freeze (which takes the
             // version lock's write side) never waits for a stripe.
             let _stripe = exclusive.then(|| inner.stripes.lock(key));
             let v = inner.version.read();
-            let existing = inner.lookup(&v, key, h)?;
+            let existing = if wait {
+                inner.lookup(&v, key, h)?
+            } else {
+                match inner.lookup_cached(&v, key, h) {
+                    Some(x) => x,
+                    None => return Ok(None),
+                }
+            };
             if let Some(existing) = &existing {
                 if !version.supersedes(existing) {
-                    return Ok(ApplyOutcome::Superseded);
+                    return Ok(Some(ApplyOutcome::Superseded));
                 }
             }
             let lsn = inner.log.append(key, version)?;
@@ -991,9 +1040,11 @@ impl NativeStore {
             inner.log.sync_to(lsn)?;
         }
         if full {
+            // Without `wait` only when concurrent writers filled the room
+            // checked above: rare, and a freeze is short.
             inner.maybe_freeze(false)?;
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 }
 
@@ -1001,7 +1052,8 @@ impl Store for NativeStore {
     fn apply(&self, key: &[u8], version: &Versioned) -> Result<bool, StoreError> {
         // Plain applies skip the stripe: the memtable settles races between
         // them, and they have no replaced version to get right.
-        self.apply_impl(key, version, false).map(|o| o.kept())
+        self.apply_impl(key, version, false, true)
+            .map(|o| o.is_some_and(|o| o.kept()))
     }
 
     /// The replaced version is the one the LWW lookup found. Calls for one
@@ -1010,7 +1062,22 @@ impl Store for NativeStore {
     /// [`Store::apply`] of the same key racing with it may make it stale
     /// (it then names a version the racing write had already replaced).
     fn apply_replacing(&self, key: &[u8], version: &Versioned) -> Result<ApplyOutcome, StoreError> {
-        self.apply_impl(key, version, true)
+        // With `wait`, every path answers `Some`.
+        self.apply_impl(key, version, true, true)
+            .map(|o| o.unwrap_or(ApplyOutcome::Superseded))
+    }
+
+    fn apply_replacing_if_cached(
+        &self,
+        key: &[u8],
+        version: &Versioned,
+    ) -> Option<Result<ApplyOutcome, StoreError>> {
+        self.apply_impl(key, version, true, false).transpose()
+    }
+
+    fn get_if_cached(&self, key: &[u8]) -> Option<Result<Option<Versioned>, StoreError>> {
+        let v = self.inner.version.read().clone();
+        self.inner.lookup_cached(&v, key, KeyHash::of(key)).map(Ok)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StoreError> {

@@ -314,6 +314,18 @@ impl Table {
     }
 
     /// The version of `key` in this table, consulting the bloom filter first.
+    /// Whether the table's filter rules `h`'s key out (so a lookup needs
+    /// no block read); counted like a lookup's filter check.
+    pub(crate) fn rules_out(&self, h: KeyHash, counters: &ReadCounters) -> bool {
+        let out = !self.bloom.may_contain(h);
+        if out {
+            counters
+                .bloom_negatives
+                .fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        out
+    }
+
     pub(crate) fn get(
         &self,
         key: &[u8],

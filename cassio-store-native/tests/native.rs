@@ -224,3 +224,100 @@ fn overwrite_heavy_load_keeps_amplification_bounded() {
     eprintln!("data blocks read per get of a present key: {reads_per_get:.2}");
     assert!(reads_per_get < 2.0, "reads per get {reads_per_get}");
 }
+
+/// The event-loop entry points answer from memory only: a memtable hit or
+/// a key every table's filter rules out is answered; a key that would need
+/// a block read is not, and an apply that is not done writes nothing.
+#[test]
+fn cached_reads_and_applies_answer_only_from_memory() {
+    use cassio_core::ApplyOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let s = NativeStore::open(
+        dir.path(),
+        NativeOptions {
+            background_compaction: false,
+            ..opts(64 << 20)
+        },
+    )
+    .unwrap();
+    // In the memtable: both answer.
+    let first = s.apply_replacing_if_cached(b"hot", &v(10, 8));
+    assert!(
+        matches!(first, Some(Ok(ApplyOutcome::Kept { replaced: None }))),
+        "{first:?}"
+    );
+    assert_eq!(s.get_if_cached(b"hot").unwrap().unwrap(), Some(v(10, 8)));
+    let older = s.apply_replacing_if_cached(b"hot", &v(5, 8));
+    assert!(
+        matches!(older, Some(Ok(ApplyOutcome::Superseded))),
+        "{older:?}"
+    );
+    let newer = s.apply_replacing_if_cached(b"hot", &v(20, 8));
+    assert!(
+        matches!(&newer, Some(Ok(ApplyOutcome::Kept { replaced: Some(r) })) if *r == v(10, 8)),
+        "{newer:?}"
+    );
+    assert_eq!(s.get_if_cached(b"nothing-anywhere").unwrap().unwrap(), None);
+
+    // Flushed to a table: that key needs a block read, so neither answers,
+    // and the refused apply left the stored version alone.
+    for i in 0..1_000u64 {
+        s.apply(format!("cold-{i}").as_bytes(), &v(1, 16)).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(s.stats().tables, 1);
+    assert!(s.get_if_cached(b"cold-7").is_none());
+    assert!(s.apply_replacing_if_cached(b"cold-7", &v(99, 16)).is_none());
+    assert_eq!(s.get(b"cold-7").unwrap(), Some(v(1, 16)));
+    // The blocking path still writes it.
+    assert!(s.apply_replacing(b"cold-7", &v(99, 16)).unwrap().kept());
+    assert_eq!(s.get(b"cold-7").unwrap(), Some(v(99, 16)));
+    // Keys the table's filter rules out are answered (about 99% of them).
+    let answered = (0..1_000u64)
+        .filter(|i| {
+            matches!(
+                s.get_if_cached(format!("absent-{i}").as_bytes()),
+                Some(Ok(None))
+            )
+        })
+        .count();
+    assert!(
+        answered >= 950,
+        "only {answered} of 1000 absent keys answered"
+    );
+    let fresh = (0..1_000u64)
+        .filter(|i| {
+            matches!(
+                s.apply_replacing_if_cached(format!("fresh-{i}").as_bytes(), &v(3, 16)),
+                Some(Ok(ApplyOutcome::Kept { replaced: None }))
+            )
+        })
+        .count();
+    assert!(fresh >= 950, "only {fresh} of 1000 new keys applied");
+}
+
+/// A sync-every-write store never applies without waiting (the fsync is
+/// the wait), and a write that would fill the memtable is left to the
+/// blocking path (which freezes it).
+#[test]
+fn cached_applies_leave_fsyncs_and_full_memtables_to_the_blocking_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let always = NativeStore::open(
+        dir.path(),
+        NativeOptions {
+            sync: SyncPolicy::Always,
+            ..opts(64 << 20)
+        },
+    )
+    .unwrap();
+    assert!(always.apply_replacing_if_cached(b"k", &v(1, 8)).is_none());
+    assert_eq!(always.get(b"k").unwrap(), None);
+    drop(always);
+
+    let dir = tempfile::tempdir().unwrap();
+    let small = NativeStore::open(dir.path(), opts(4096)).unwrap();
+    assert!(small
+        .apply_replacing_if_cached(b"big", &v(1, 8192))
+        .is_none());
+    assert_eq!(small.get(b"big").unwrap(), None);
+}

@@ -105,6 +105,7 @@ macro_rules! store_tests {
             concurrent_writers,
             flush_keeps_everything_and_lww_still_holds,
             apply_replacing_reports_what_it_replaced,
+            cached_paths_agree_with_the_blocking_ones,
             apply_replacing_under_concurrent_writers,
             digests_list_what_range_lists,
             expiry_round_trips_and_reads_as_the_contract_says,
@@ -754,6 +755,62 @@ pub mod cases {
 
     fn kept(replaced: Option<Versioned>) -> ApplyOutcome {
         ApplyOutcome::Kept { replaced }
+    }
+
+    /// The event-loop entry points (`get_if_cached`,
+    /// `apply_replacing_if_cached`) may decline (`None`, having written
+    /// nothing) but never disagree with the blocking ones: the same writes
+    /// through "cached first, else blocking" report and leave exactly what
+    /// `apply_replacing` does, in memory and after a flush. An engine that
+    /// keeps the defaults (always `None`) passes trivially.
+    pub fn cached_paths_agree_with_the_blocking_ones<H: StoreHarness>() {
+        let (_d, s) = fresh::<H>();
+        let (_d2, reference) = fresh::<H>();
+        let either = |k: &[u8], v: &Versioned| -> ApplyOutcome {
+            let before = get(&s, k);
+            match s.apply_replacing_if_cached(k, v) {
+                Some(r) => r.expect("cached apply"),
+                None => {
+                    assert_eq!(get(&s, k), before, "a declined apply wrote nothing");
+                    replacing(&s, k, v)
+                }
+            }
+        };
+        let check_read = |k: &[u8]| {
+            if let Some(r) = s.get_if_cached(k) {
+                assert_eq!(r.expect("cached get"), get(&s, k), "cached read of {k:?}");
+            }
+        };
+        let steps: Vec<(&[u8], Versioned)> = vec![
+            (b"k", val(5, "five")),
+            (b"k", val(6, "six")),
+            (b"k", val(4, "four")),
+            (b"k", tomb(3)),
+            (b"other", val(1, "one")),
+        ];
+        for (k, v) in &steps {
+            assert_eq!(either(k, v), replacing(&reference, k, v), "{k:?} {v:?}");
+            check_read(k);
+        }
+        check_read(b"never-written");
+        s.flush().expect("flush");
+        reference.flush().expect("flush");
+        for k in [&b"k"[..], b"other", b"never-written"] {
+            check_read(k);
+        }
+        let after: Vec<(&[u8], Versioned)> = vec![
+            (b"k", val(6, "sixty")),
+            (b"k", tomb(7)),
+            (b"other", val(0, "zero")),
+            (b"new", val(2, "two")),
+        ];
+        for (k, v) in &after {
+            assert_eq!(either(k, v), replacing(&reference, k, v), "{k:?} {v:?}");
+            check_read(k);
+        }
+        for k in [&b"k"[..], b"other", b"new"] {
+            assert_eq!(get(&s, k), get(&reference, k));
+        }
     }
 
     /// `apply_replacing` decides like `apply` and reports the version it

@@ -83,7 +83,14 @@ pub(crate) const RESULTS: [&str; 8] = [
 pub(crate) struct Handles {
     requests: Vec<Counter>,
     durations: Vec<Histogram>,
+    /// The driver's `cassio_requests_total{result="ok"}` per [`DRIVER_OPS`].
+    driver_ok: Vec<Counter>,
+    /// The driver's `cassio_request_duration_seconds` per [`DRIVER_OPS`].
+    driver_durations: Vec<Histogram>,
 }
+
+/// The driver's `op` label values (its own names, older than the gateways').
+pub(crate) const DRIVER_OPS: [&str; 4] = ["get", "set", "del", "scan"];
 
 /// Set by [`install_metrics`]; without it the gateways use the `metrics`
 /// macros, so another recorder installed by the embedding program works.
@@ -113,6 +120,14 @@ impl Handles {
         Handles {
             requests,
             durations,
+            driver_ok: DRIVER_OPS
+                .iter()
+                .map(|&op| metrics::counter!("cassio_requests_total", "op" => op, "result" => "ok"))
+                .collect(),
+            driver_durations: DRIVER_OPS
+                .iter()
+                .map(|&op| metrics::histogram!("cassio_request_duration_seconds", "op" => op))
+                .collect(),
         }
     }
 
@@ -125,6 +140,13 @@ impl Handles {
     pub(crate) fn request(&self, protocol: usize, op: usize, result: usize) -> Option<&Counter> {
         self.requests
             .get((protocol * OPS.len() + op) * RESULTS.len() + result)
+    }
+
+    /// The driver's success counter and latency histogram for `op` (one of
+    /// [`DRIVER_OPS`]), the two it records for every request answered.
+    pub(crate) fn driver(&self, op: &str) -> Option<(&Counter, &Histogram)> {
+        let i = DRIVER_OPS.iter().position(|&o| o == op)?;
+        Some((self.driver_ok.get(i)?, self.driver_durations.get(i)?))
     }
 
     /// The latency histogram for these label indexes.

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 pub mod http;
 pub mod limits;
-mod metrics_install;
+pub(crate) mod metrics_install;
 mod node_metrics;
 pub mod resp;
 mod resp3;
