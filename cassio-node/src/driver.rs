@@ -912,8 +912,15 @@ impl Running {
                         }
                     }
                     if !now_done.is_empty() {
-                        metrics::counter!("cassio_storage_inline_ops_total")
-                            .increment(now_done.len() as u64);
+                        let n = now_done.len() as u64;
+                        // Every dispatch counts: a registered handle, not a
+                        // lookup by name, as for the per-request metrics.
+                        match crate::gateway::metrics_install::Handles::get() {
+                            Some(h) => h.storage_inline().increment(n),
+                            None => {
+                                metrics::counter!("cassio_storage_inline_ops_total").increment(n)
+                            }
+                        }
                     }
                     let refused = if rest.is_empty() {
                         None

@@ -87,6 +87,8 @@ pub(crate) struct Handles {
     driver_ok: Vec<Counter>,
     /// The driver's `cassio_request_duration_seconds` per [`DRIVER_OPS`].
     driver_durations: Vec<Histogram>,
+    /// `cassio_storage_inline_ops_total`, counted on every storage dispatch.
+    storage_inline: Counter,
 }
 
 /// The driver's `op` label values (its own names, older than the gateways').
@@ -128,6 +130,7 @@ impl Handles {
                 .iter()
                 .map(|&op| metrics::histogram!("cassio_request_duration_seconds", "op" => op))
                 .collect(),
+            storage_inline: metrics::counter!("cassio_storage_inline_ops_total"),
         }
     }
 
@@ -147,6 +150,11 @@ impl Handles {
     pub(crate) fn driver(&self, op: &str) -> Option<(&Counter, &Histogram)> {
         let i = DRIVER_OPS.iter().position(|&o| o == op)?;
         Some((self.driver_ok.get(i)?, self.driver_durations.get(i)?))
+    }
+
+    /// The counter of storage operations the driver ran on its loop.
+    pub(crate) fn storage_inline(&self) -> &Counter {
+        &self.storage_inline
     }
 
     /// The latency histogram for these label indexes.
