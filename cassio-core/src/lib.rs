@@ -65,6 +65,6 @@ pub use persist::{PersistedMember, PersistedState};
 pub use scan::ScanCursor;
 pub use store::{ApplyOutcome, KeyDigest, Store, StoreError};
 pub use time::{Instant, Now};
-pub use transport::{InboundFrame, Transport, TransportError};
+pub use transport::{InboundFrame, SendManyError, Transport, TransportError};
 pub use types::{HybridClock, Key, NodeId, Timestamp, Token, Value, Versioned};
 pub use wire::{Envelope, PeerMsg, WireCodec, WireError, WriteOutcome};

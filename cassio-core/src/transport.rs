@@ -61,6 +61,21 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
 }
 
+/// `send_many` stopped at a frame it could not queue.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {queued} frames of the batch were queued)")]
+pub struct SendManyError {
+    /// How many frames, from the first, were queued before the failure.
+    pub queued: usize,
+    /// Why the next frame was not queued.
+    #[source]
+    pub error: TransportError,
+    /// The frames not queued, in order, starting with the one that failed
+    /// (the caller may send them again: after `QueueFull`, all of them; a
+    /// frame too large says nothing of the ones after it).
+    pub unsent: Vec<Bytes>,
+}
+
 /// A frame received from a peer.
 #[derive(Clone, Debug)]
 pub struct InboundFrame {
@@ -98,6 +113,9 @@ pub struct InboundFrame {
 /// - Under mutual TLS, every received frame carries the node id its sender's
 ///   certificate names (`InboundFrame::peer_id`); a certificate that names
 ///   none is refused in the handshake, on both sides.
+/// - `send_many` and `recv_many` keep the same order and whole-frame
+///   guarantees as `send` and `recv`; `recv_many` never returns an empty
+///   batch nor more than it was asked for.
 /// - The transport tracks a bounded number of peers; `forget` drops one
 ///   (its connection and queued frames) at once.
 #[async_trait::async_trait]
@@ -107,6 +125,43 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Waits for the next frame from any peer; `Err(Closed)` after `close`.
     async fn recv(&self) -> Result<InboundFrame, TransportError>;
+
+    /// Queues every frame of `frames` for the peer at `to`, in order, as
+    /// `send` would one by one (same errors, same waits), but with one
+    /// lookup of the peer and one wake-up of its writer for the lot. On an
+    /// error, the frames before the failing one were queued (the error
+    /// says how many) and the rest were not. The default sends them one by
+    /// one.
+    async fn send_many(&self, to: SocketAddr, frames: Vec<Bytes>) -> Result<(), SendManyError> {
+        let mut frames = frames.into_iter().enumerate();
+        while let Some((queued, frame)) = frames.next() {
+            if let Err(error) = self.send(to, frame.clone()).await {
+                return Err(SendManyError {
+                    queued,
+                    error,
+                    unsent: std::iter::once(frame)
+                        .chain(frames.map(|(_, f)| f))
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for at least one frame, then appends to `out` every frame
+    /// already received, up to `max` in all (at least one), in the order
+    /// `recv` would return them; returns how many it appended, or
+    /// `Err(Closed)` after `close`. A host draining a busy transport takes
+    /// a batch per wake-up instead of a frame. The default takes one frame.
+    async fn recv_many(
+        &self,
+        out: &mut Vec<InboundFrame>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        let _ = max;
+        out.push(self.recv().await?);
+        Ok(1)
+    }
 
     /// The address peers should send to.
     fn local_addr(&self) -> SocketAddr;

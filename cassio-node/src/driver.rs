@@ -74,7 +74,7 @@ use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
 use bytes::Bytes;
 use cassio_core::{
     ClientOp, ClientRequest, ClientResponse, HintLog, InboundFrame, MembershipEvent, Node,
-    NodeEvent, NodeId, Output, RequestId, Store, Transport, TransportError,
+    NodeEvent, NodeId, Output, RequestId, SendManyError, Store, Transport, TransportError,
 };
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
@@ -100,6 +100,9 @@ pub const MAX_VALUE_LEN: usize = 15 * 1024 * 1024;
 /// Frames queued for one peer before new ones are dropped (gossip and the
 /// coordinator's timeouts cope with loss; memory must stay bounded).
 const PEER_QUEUE: usize = 4096;
+
+/// Most queued frames handed to the transport in one `send_many`.
+const SEND_BATCH: usize = 64;
 /// Bytes queued for one peer before new frames are dropped: a peer that
 /// pushes back (its store is stalled) must not make this node hold
 /// thousands of 15 MiB writes for it. One frame larger than this is still
@@ -328,24 +331,31 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// A received frame and its share of [`FRAME_BUDGET_BYTES`], released
-/// once the core has handled it.
-type Frame = (InboundFrame, OwnedSemaphorePermit);
+/// Frames received together and their share of [`FRAME_BUDGET_BYTES`],
+/// released once the core has handled them.
+type Frames = (Vec<InboundFrame>, OwnedSemaphorePermit);
+
+/// Most frames taken from the transport (and handed to the loop) at once.
+const RECV_BATCH: usize = 64;
 
 /// Receives frames from the transport and forwards them, within the byte
 /// budget: when the loop is slow (or paused by back-pressure) this task
 /// stops taking frames, and the transport's bounded queues push back.
-async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Frame>) {
+/// Frames that arrived together travel together: one hand-off to the loop
+/// per batch, not per frame.
+async fn recv_loop(transport: Arc<dyn Transport>, tx: mpsc::Sender<Frames>) {
     let budget = Arc::new(Semaphore::new(FRAME_BUDGET_BYTES));
     loop {
-        match transport.recv().await {
-            Ok(frame) => {
-                let n = frame.payload.len().clamp(1, FRAME_BUDGET_BYTES);
+        let mut batch = Vec::with_capacity(RECV_BATCH);
+        match transport.recv_many(&mut batch, RECV_BATCH).await {
+            Ok(_) => {
+                let n: usize = batch.iter().map(|f| f.payload.len().max(1)).sum();
+                let n = n.clamp(1, FRAME_BUDGET_BYTES);
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
                 let Ok(permit) = budget.clone().acquire_many_owned(n).await else {
                     return;
                 };
-                if tx.send((frame, permit)).await.is_err() {
+                if tx.send((batch, permit)).await.is_err() {
                     return;
                 }
             }
@@ -371,17 +381,48 @@ async fn peer_loop(
     mut rx: mpsc::Receiver<Bytes>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    while let Some(frame) = rx.recv().await {
-        queued.fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = transport.send(to, frame).await {
-            metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "send_error")
-                .increment(1);
-            tracing::debug!(peer = %to, error = %e, "frame to peer dropped");
+    while let Some(first) = rx.recv().await {
+        // Everything already queued goes to the transport in one call.
+        let mut batch = vec![first];
+        while batch.len() < SEND_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        queued.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+        while !batch.is_empty() {
+            match transport.send_many(to, std::mem::take(&mut batch)).await {
+                Ok(()) => {}
+                Err(SendManyError {
+                    error, mut unsent, ..
+                }) => {
+                    metrics::counter!("cassio_peer_frames_dropped_total", "reason" => "send_error")
+                        .increment(1);
+                    tracing::debug!(peer = %to, %error, "frame to peer dropped");
+                    // Only the failing frame is dropped; the ones after it
+                    // are tried again, as single sends would be.
+                    if !unsent.is_empty() {
+                        unsent.remove(0);
+                    }
+                    batch = unsent;
+                }
+            }
         }
     }
 }
 
 impl Running {
+    /// Hands received frames to the core, carrying out what each asks for
+    /// before the next (as frames one by one would).
+    fn deliver_frames(&mut self, frames: &[InboundFrame]) {
+        for frame in frames {
+            crate::peer_auth::deliver(&mut self.node, self.clock.now(), frame);
+            self.drain();
+        }
+    }
+
     fn drain(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
@@ -1147,7 +1188,7 @@ impl Driver {
             (StorageMode::Workers { .. }, None) => StorageMode::BlockingPerOp,
             (m, _) => m,
         };
-        let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Frames>(FRAME_QUEUE);
         let recv_task = tokio::spawn(recv_loop(transport.clone(), frames_tx));
         let (load_tx, mut load_rx) = mpsc::unbounded_channel::<u64>();
         let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
@@ -1268,17 +1309,15 @@ impl Driver {
                 }
                 // Back-pressure: while storage is saturated, frames wait in
                 // the (bounded) channel and the transport behind it.
-                Some((frame, permit)) = frames_rx.recv(), if !r.storage.saturated() => {
-                    crate::peer_auth::deliver(&mut r.node, r.clock.now(), &frame);
-                    r.drain();
+                Some((frames, permit)) = frames_rx.recv(), if !r.storage.saturated() => {
+                    let mut n = frames.len();
+                    r.deliver_frames(&frames);
                     drop(permit);
-                    let mut n = 0;
                     while n < MAX_PER_TURN && !r.storage.saturated() {
                         match frames_rx.try_recv() {
-                            Ok((frame, permit)) => {
-                                n += 1;
-                                crate::peer_auth::deliver(&mut r.node, r.clock.now(), &frame);
-                                r.drain();
+                            Ok((frames, permit)) => {
+                                n += frames.len();
+                                r.deliver_frames(&frames);
                                 drop(permit);
                             }
                             Err(_) => break,

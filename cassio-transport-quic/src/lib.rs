@@ -15,7 +15,7 @@
 //! certificate names none.
 
 use bytes::{Bytes, BytesMut};
-use cassio_core::{InboundFrame, NodeId, Transport, TransportError};
+use cassio_core::{InboundFrame, NodeId, SendManyError, Transport, TransportError};
 use cassio_transport_tcp::framing::{self, ReadFrameError};
 use cassio_transport_tcp::handshake::{self, HandshakeError, Hello};
 use cassio_transport_tcp::inbox::{Inbox, Tasks};
@@ -226,6 +226,18 @@ impl Transport for QuicTransport {
 
     async fn recv(&self) -> Result<InboundFrame, TransportError> {
         self.inbox.recv().await
+    }
+
+    async fn send_many(&self, to: SocketAddr, frames: Vec<Bytes>) -> Result<(), SendManyError> {
+        self.peers.send_many(to, frames).await
+    }
+
+    async fn recv_many(
+        &self,
+        out: &mut Vec<InboundFrame>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        self.inbox.recv_many(out, max).await
     }
 
     fn local_addr(&self) -> SocketAddr {

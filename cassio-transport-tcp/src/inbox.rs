@@ -107,6 +107,11 @@ impl Inbox {
 
     /// Hands several frames to `recv` at once (one wake-up instead of many).
     pub async fn deliver_batch(&self, frames: Vec<InboundFrame>) -> Result<(), TransportError> {
+        if frames.is_empty() {
+            // `recv` takes a batch per wake-up: an empty one would wake it
+            // with nothing to hand over.
+            return Ok(());
+        }
         let bytes: usize = frames
             .iter()
             .map(|f| f.payload.len() + PER_FRAME_OVERHEAD)
@@ -125,28 +130,61 @@ impl Inbox {
 
     /// The next frame; `Err(Closed)` once [`Inbox::close`] was called.
     pub async fn recv(&self) -> Result<InboundFrame, TransportError> {
+        let mut out = Vec::with_capacity(1);
+        self.recv_many(&mut out, 1).await?;
+        out.pop().ok_or(TransportError::Closed)
+    }
+
+    /// Waits for a frame, then appends it and every frame already received
+    /// to `out`, up to `max` in all (at least one); returns how many.
+    /// `Err(Closed)` once [`Inbox::close`] was called.
+    pub async fn recv_many(
+        &self,
+        out: &mut Vec<InboundFrame>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }
+        let max = max.max(1);
         let mut closed = self.closed.subscribe();
         let mut state = tokio::select! {
             state = self.rx.lock() => state,
             _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
         };
-        if let Some(frame) = state.pop() {
-            return Ok(frame);
+        if state.pending.is_empty() {
+            let batch = tokio::select! {
+                biased;
+                _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
+                batch = state.rx.recv() => batch,
+            };
+            let Some((frames, permit)) = batch else {
+                return Err(TransportError::Closed);
+            };
+            state.pending.extend(frames);
+            state.held = Some(permit);
         }
-        let batch = tokio::select! {
-            biased;
-            _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
-            batch = state.rx.recv() => batch,
-        };
-        let Some((frames, permit)) = batch else {
+        let mut taken = 0;
+        while taken < max {
+            if let Some(frame) = state.pop() {
+                out.push(frame);
+                taken += 1;
+                continue;
+            }
+            // The batch in hand is spent (its permit released by `pop`):
+            // take the next one only if it is already there.
+            match state.rx.try_recv() {
+                Ok((frames, permit)) => {
+                    state.pending.extend(frames);
+                    state.held = Some(permit);
+                }
+                Err(_) => break,
+            }
+        }
+        if taken == 0 {
             return Err(TransportError::Closed);
-        };
-        state.pending.extend(frames);
-        state.held = Some(permit);
-        state.pop().ok_or(TransportError::Closed)
+        }
+        Ok(taken)
     }
 
     /// Wakes every `recv` with `Closed` and refuses further deliveries.

@@ -25,7 +25,7 @@ pub use peers::PeerConfig;
 pub use tls::{TlsConfig, TlsMaterial};
 
 use bytes::Bytes;
-use cassio_core::{InboundFrame, NodeId, Transport, TransportError};
+use cassio_core::{InboundFrame, NodeId, SendManyError, Transport, TransportError};
 use core::net::SocketAddr;
 use framing::ReadFrameError;
 use handshake::{HandshakeError, Hello};
@@ -203,6 +203,18 @@ impl Transport for TcpTransport {
 
     async fn recv(&self) -> Result<InboundFrame, TransportError> {
         self.inbox.recv().await
+    }
+
+    async fn send_many(&self, to: SocketAddr, frames: Vec<Bytes>) -> Result<(), SendManyError> {
+        self.peers.send_many(to, frames).await
+    }
+
+    async fn recv_many(
+        &self,
+        out: &mut Vec<InboundFrame>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        self.inbox.recv_many(out, max).await
     }
 
     fn local_addr(&self) -> SocketAddr {

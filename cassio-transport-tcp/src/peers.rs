@@ -19,7 +19,7 @@
 
 use crate::inbox::Tasks;
 use bytes::Bytes;
-use cassio_core::TransportError;
+use cassio_core::{SendManyError, TransportError};
 use core::net::SocketAddr;
 use rand::Rng;
 use std::collections::HashMap;
@@ -253,23 +253,78 @@ impl<L: Link> Peers<L> {
     /// Queues `frame` for `to`, connecting first if needed (see the module
     /// documentation for how long this may wait).
     pub async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+        self.check_size(&frame)?;
+        let peer = self.peer(to)?;
+        if matches!(*peer.state.borrow(), State::Up) {
+            return self.enqueue(&peer, to, frame);
+        }
+        self.send_when_up(&peer, to, frame).await
+    }
+
+    /// Queues `frames` for `to` in order, looking the peer up once; stops
+    /// at the first error (the frames before it stay queued).
+    pub async fn send_many(&self, to: SocketAddr, frames: Vec<Bytes>) -> Result<(), SendManyError> {
+        let mut peer = None;
+        let mut frames = frames.into_iter().enumerate();
+        while let Some((queued, frame)) = frames.next() {
+            if let Err(error) = self.send_one_of_many(&mut peer, to, frame.clone()).await {
+                return Err(SendManyError {
+                    queued,
+                    error,
+                    unsent: std::iter::once(frame)
+                        .chain(frames.map(|(_, f)| f))
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame of [`Peers::send_many`], with the peer looked up once.
+    async fn send_one_of_many(
+        &self,
+        peer: &mut Option<Arc<Peer>>,
+        to: SocketAddr,
+        frame: Bytes,
+    ) -> Result<(), TransportError> {
+        self.check_size(&frame)?;
+        let p = match peer {
+            Some(p) => p,
+            None => peer.insert(self.peer(to)?),
+        };
+        // Checked per frame: a connection that drops midway makes the rest
+        // wait or fail exactly as `send` would.
+        if matches!(*p.state.borrow(), State::Up) {
+            self.enqueue(p, to, frame)
+        } else {
+            self.send_when_up(p, to, frame).await
+        }
+    }
+
+    fn check_size(&self, frame: &Bytes) -> Result<(), TransportError> {
         if frame.len() > self.max_frame {
             return Err(TransportError::FrameTooLarge {
                 len: frame.len(),
                 max: self.max_frame,
             });
         }
-        let peer = self.peer(to)?;
-        if matches!(*peer.state.borrow(), State::Up) {
-            return self.enqueue(&peer, to, frame);
-        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the peer's connection attempt, then queues.
+    async fn send_when_up(
+        &self,
+        peer: &Arc<Peer>,
+        to: SocketAddr,
+        frame: Bytes,
+    ) -> Result<(), TransportError> {
         // One connect attempt, plus slack for a backoff that is just ending.
         let deadline = Instant::now() + self.config.connect_timeout * 2 + Duration::from_secs(1);
         let mut state = peer.state.clone();
         loop {
             let now = state.borrow_and_update().clone();
             match now {
-                State::Up => return self.enqueue(&peer, to, frame),
+                State::Up => return self.enqueue(peer, to, frame),
                 State::Connecting => {}
                 State::Down {
                     kind,

@@ -179,6 +179,7 @@ macro_rules! transport_tests {
         $crate::__transport_cases!($harness;
             delivery_both_ways,
             ten_thousand_small_frames_arrive_in_order,
+            batches_keep_order_boundaries_and_limits,
             eight_mib_frame_arrives_whole,
             frames_of_every_size_arrive_whole,
             oversize_frame_is_refused_by_sender,
@@ -407,6 +408,107 @@ pub mod cases {
         };
         tokio::join!(sender, receiver);
         assert_nothing_arrives(&b, Duration::from_millis(100), "after 10k").await;
+        a.close().await;
+        b.close().await;
+    }
+
+    /// Frames queued with `send_many` arrive whole and in order; `recv_many`
+    /// hands them over in batches that are never empty nor larger than
+    /// asked, and a frame too large in the middle of a batch fails alone
+    /// (the error says how many were queued and gives back the rest).
+    pub async fn batches_keep_order_boundaries_and_limits<H: TransportHarness>() {
+        const N: u32 = 5_000;
+        const MAX: usize = 7;
+        let h = H::setup().await;
+        let a = bind(&h, BindOptions::new(CLUSTER).max_frame(64 * 1024)).await;
+        let b = bind(&h, BindOptions::new(CLUSTER)).await;
+        let to = b.local_addr();
+        // Connected first, so the batches below go out on a live connection.
+        send_until_received(&a, &b, payload(u32::MAX, 8), "warm-up").await;
+        let sender = async {
+            let mut i = 0;
+            while i < N {
+                let batch: Vec<Bytes> = (i..(i + 50).min(N))
+                    .map(|j| payload(j, 16 + (j as usize % 85)))
+                    .collect();
+                let len = batch.len() as u32;
+                let deadline = Instant::now() + WAIT;
+                let mut batch = batch;
+                loop {
+                    match timeout(WAIT, a.send_many(to, batch)).await {
+                        Ok(Ok(())) => break,
+                        // The documented back-pressure: what was not queued
+                        // comes back, the failing frame first.
+                        Ok(Err(e))
+                            if matches!(e.error, TransportError::QueueFull { .. })
+                                && Instant::now() < deadline =>
+                        {
+                            batch = e.unsent;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Ok(Err(e)) => panic!("send_many of frames {i}..: {e}"),
+                        Err(_) => panic!("send_many of frames {i}.. hung for {WAIT:?}"),
+                    }
+                }
+                i += len;
+            }
+        };
+        let receiver = async {
+            let mut next = 0u32;
+            let mut batches = 0;
+            while next < N {
+                let mut got = Vec::new();
+                let n = match timeout(WAIT, b.recv_many(&mut got, MAX)).await {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => panic!("recv_many after frame {next}: {e}"),
+                    Err(_) => panic!("recv_many after frame {next} waited {WAIT:?}"),
+                };
+                assert_eq!(n, got.len(), "the count returned is what was appended");
+                assert!((1..=MAX).contains(&n), "batch of {n} frames (max {MAX})");
+                for f in got {
+                    if f.payload.len() == 8 && tag_of(&f.payload) == u32::MAX {
+                        continue; // a late copy of the warm-up frame
+                    }
+                    assert_eq!(
+                        f.payload,
+                        payload(next, 16 + (next as usize % 85)),
+                        "frame {next}"
+                    );
+                    next += 1;
+                }
+                batches += 1;
+            }
+            batches
+        };
+        let ((), batches) = tokio::join!(sender, receiver);
+        assert!(batches >= (N as usize).div_ceil(MAX), "{batches} batches");
+        assert_nothing_arrives(&b, Duration::from_millis(100), "after the batches").await;
+
+        // A frame over the cap in the middle of a batch.
+        let batch = vec![
+            payload(1, 10),
+            Bytes::from(vec![0u8; 64 * 1024 + 1]),
+            payload(3, 10),
+        ];
+        let err = match timeout(WAIT, a.send_many(to, batch)).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => panic!("a batch holding an oversize frame was queued whole"),
+            Err(_) => panic!("send_many hung for {WAIT:?}"),
+        };
+        assert!(
+            matches!(err.error, TransportError::FrameTooLarge { .. }),
+            "{err}"
+        );
+        assert_eq!(err.queued, 1, "{err}");
+        assert_eq!(
+            err.unsent.len(),
+            2,
+            "the oversize frame and the one after it: {err}"
+        );
+        assert_eq!(err.unsent[1], payload(3, 10), "{err}");
+        let got = recv_within(&b, "the frame before the oversize one").await;
+        assert_eq!(got.payload, payload(1, 10));
+        assert_nothing_arrives(&b, Duration::from_millis(100), "after the oversize batch").await;
         a.close().await;
         b.close().await;
     }
