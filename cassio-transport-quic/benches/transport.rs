@@ -159,14 +159,50 @@ async fn send_retry<T: Transport>(t: &T, to: SocketAddr, f: Bytes) {
     }
 }
 
-async fn transport<T: Transport>(a: Arc<T>, b: Arc<T>, sizes: &Sizes) -> Row {
+async fn send_many_retry<T: Transport>(t: &T, to: SocketAddr, mut frames: Vec<Bytes>) {
+    loop {
+        match t.send_many(to, frames).await {
+            Ok(()) => return,
+            Err(e) if matches!(e.error, TransportError::QueueFull { .. }) => {
+                frames = e.unsent;
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("send_many failed: {e}"),
+        }
+    }
+}
+
+/// How the cassio side moves frames: `send`/`recv` one at a time, or
+/// `send_many`/`recv_many` (as the node's driver does).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    PerFrame,
+    Batch,
+}
+
+/// Most frames one `recv_many` takes.
+const BATCH: usize = 256;
+
+async fn transport<T: Transport>(a: Arc<T>, b: Arc<T>, sizes: &Sizes, api: Api) -> Row {
     let a_addr = a.local_addr();
     let b_addr = b.local_addr();
     let echo = {
         let b = b.clone();
         tokio::spawn(async move {
-            while let Ok(f) = b.recv().await {
-                send_retry(&*b, a_addr, f.payload).await;
+            match api {
+                Api::PerFrame => {
+                    while let Ok(f) = b.recv().await {
+                        send_retry(&*b, a_addr, f.payload).await;
+                    }
+                }
+                Api::Batch => loop {
+                    let mut got = Vec::with_capacity(BATCH);
+                    if b.recv_many(&mut got, BATCH).await.is_err() {
+                        return;
+                    }
+                    let frames = got.into_iter().map(|f| f.payload).collect();
+                    send_many_retry(&*b, a_addr, frames).await;
+                },
             }
         })
     };
@@ -180,8 +216,16 @@ async fn transport<T: Transport>(a: Arc<T>, b: Arc<T>, sizes: &Sizes) -> Row {
             h.record(t.elapsed().as_nanos() as u64).unwrap();
         }
     }
-    let small_fps = transport_stream(&a, b_addr, SMALL, sizes.small, SMALL_WINDOW).await;
-    let big = transport_stream(&a, b_addr, BIG, sizes.big, BIG_WINDOW).await;
+    let (small_fps, big) = match api {
+        Api::PerFrame => (
+            transport_stream(&a, b_addr, SMALL, sizes.small, SMALL_WINDOW).await,
+            transport_stream(&a, b_addr, BIG, sizes.big, BIG_WINDOW).await,
+        ),
+        Api::Batch => (
+            transport_stream_batched(&a, b_addr, SMALL, sizes.small, SMALL_WINDOW).await,
+            transport_stream_batched(&a, b_addr, BIG, sizes.big, BIG_WINDOW).await,
+        ),
+    };
     echo.abort();
     a.close().await;
     b.close().await;
@@ -208,6 +252,35 @@ async fn transport_stream<T: Transport>(
         if sent < n {
             send_retry(&**a, to, frame.clone()).await;
             sent += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// [`transport_stream`] through `send_many`/`recv_many`: every batch
+/// received is answered by as many new frames in one call.
+async fn transport_stream_batched<T: Transport>(
+    a: &Arc<T>,
+    to: SocketAddr,
+    len: usize,
+    n: usize,
+    window: usize,
+) -> f64 {
+    let frame = Bytes::from(vec![7u8; len]);
+    let start = Instant::now();
+    let mut sent = window.min(n);
+    send_many_retry(&**a, to, vec![frame.clone(); sent]).await;
+    let mut received = 0;
+    let mut got = Vec::with_capacity(BATCH);
+    while received < n {
+        got.clear();
+        let k = a.recv_many(&mut got, BATCH).await.unwrap();
+        assert!(got.iter().all(|f| f.payload.len() == len));
+        received += k;
+        let more = k.min(n - sent);
+        if more > 0 {
+            send_many_retry(&**a, to, vec![frame.clone(); more]).await;
+            sent += more;
         }
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -246,21 +319,35 @@ fn main() {
     let certs = tls::generate_node_cert(&ca, dir.path(), cassio_core::NodeId(1), &[]).unwrap();
     let rows = rt.block_on(async {
         let mut rows = Vec::new();
-        rows.push(("bare tokio TCP echo (baseline)", bare(&sizes).await));
+        rows.push((
+            "bare tokio TCP echo (baseline)".to_owned(),
+            bare(&sizes).await,
+        ));
         let pair = |c: TcpConfig| async move {
             (
                 Arc::new(TcpTransport::bind(local(), c.clone()).await.unwrap()),
                 Arc::new(TcpTransport::bind(local(), c).await.unwrap()),
             )
         };
-        let (a, b) = pair(TcpConfig::plaintext("bench")).await;
-        rows.push(("cassio TCP", transport(a, b, &sizes).await));
-        let (a, b) = pair(TcpConfig::mutual_tls("bench", certs.clone())).await;
-        rows.push(("cassio TCP + mutual TLS", transport(a, b, &sizes).await));
-        let qc = QuicConfig::with_files("bench", certs.clone());
-        let a = Arc::new(QuicTransport::bind(local(), qc.clone()).await.unwrap());
-        let b = Arc::new(QuicTransport::bind(local(), qc).await.unwrap());
-        rows.push(("cassio QUIC", transport(a, b, &sizes).await));
+        for (api, suffix) in [(Api::PerFrame, ""), (Api::Batch, ", batch API")] {
+            let (a, b) = pair(TcpConfig::plaintext("bench")).await;
+            rows.push((
+                format!("cassio TCP{suffix}"),
+                transport(a, b, &sizes, api).await,
+            ));
+            let (a, b) = pair(TcpConfig::mutual_tls("bench", certs.clone())).await;
+            rows.push((
+                format!("cassio TCP + mutual TLS{suffix}"),
+                transport(a, b, &sizes, api).await,
+            ));
+            let qc = QuicConfig::with_files("bench", certs.clone());
+            let a = Arc::new(QuicTransport::bind(local(), qc.clone()).await.unwrap());
+            let b = Arc::new(QuicTransport::bind(local(), qc).await.unwrap());
+            rows.push((
+                format!("cassio QUIC{suffix}"),
+                transport(a, b, &sizes, api).await,
+            ));
+        }
         rows
     });
     let base = rows[0].1;

@@ -130,9 +130,8 @@ impl Inbox {
 
     /// The next frame; `Err(Closed)` once [`Inbox::close`] was called.
     pub async fn recv(&self) -> Result<InboundFrame, TransportError> {
-        let mut out = Vec::with_capacity(1);
-        self.recv_many(&mut out, 1).await?;
-        out.pop().ok_or(TransportError::Closed)
+        let mut state = self.filled().await?;
+        state.pop().ok_or(TransportError::Closed)
     }
 
     /// Waits for a frame, then appends it and every frame already received
@@ -143,29 +142,9 @@ impl Inbox {
         out: &mut Vec<InboundFrame>,
         max: usize,
     ) -> Result<usize, TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed);
-        }
-        let max = max.max(1);
-        let mut closed = self.closed.subscribe();
-        let mut state = tokio::select! {
-            state = self.rx.lock() => state,
-            _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
-        };
-        if state.pending.is_empty() {
-            let batch = tokio::select! {
-                biased;
-                _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
-                batch = state.rx.recv() => batch,
-            };
-            let Some((frames, permit)) = batch else {
-                return Err(TransportError::Closed);
-            };
-            state.pending.extend(frames);
-            state.held = Some(permit);
-        }
+        let mut state = self.filled().await?;
         let mut taken = 0;
-        while taken < max {
+        while taken < max.max(1) {
             if let Some(frame) = state.pop() {
                 out.push(frame);
                 taken += 1;
@@ -185,6 +164,32 @@ impl Inbox {
             return Err(TransportError::Closed);
         }
         Ok(taken)
+    }
+
+    /// The receiving state with at least one frame pending, waiting for a
+    /// batch if none is; `Err(Closed)` once [`Inbox::close`] was called.
+    async fn filled(&self) -> Result<tokio::sync::MutexGuard<'_, Receiving>, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let mut closed = self.closed.subscribe();
+        let mut state = tokio::select! {
+            state = self.rx.lock() => state,
+            _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
+        };
+        if state.pending.is_empty() {
+            let batch = tokio::select! {
+                biased;
+                _ = closed.wait_for(|c| *c) => return Err(TransportError::Closed),
+                batch = state.rx.recv() => batch,
+            };
+            let Some((frames, permit)) = batch else {
+                return Err(TransportError::Closed);
+            };
+            state.pending.extend(frames);
+            state.held = Some(permit);
+        }
+        Ok(state)
     }
 
     /// Wakes every `recv` with `Closed` and refuses further deliveries.
