@@ -65,9 +65,9 @@ pub fn build(
 ) -> Box<dyn Placement + Send + Sync> {
     match kind {
         PlacementKind::TokenRing => Box::new(TokenRing::new(owners).with_topology(topology)),
-        PlacementKind::Rendezvous => Box::new(
-            Rendezvous::new(owners.into_iter().map(|(id, _)| id)).with_topology(topology),
-        ),
+        PlacementKind::Rendezvous => {
+            Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)).with_topology(topology))
+        }
     }
 }
 

@@ -116,9 +116,18 @@ async fn round(
             let mut errors = 0u64;
             let mut n = i as u64 * 7919;
             while Instant::now() < end {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let key = format!("bench-{}", (n >> 33) % 10_000);
-                match c.set(key.clone(), "value-of-64-bytes-0123456789abcdef0123456789abcdef0123456789", Some(level)).await {
+                match c
+                    .set(
+                        key.clone(),
+                        "value-of-64-bytes-0123456789abcdef0123456789abcdef0123456789",
+                        Some(level),
+                    )
+                    .await
+                {
                     Ok(_) => ops += 1,
                     Err(_) => errors += 1,
                 }
@@ -137,11 +146,7 @@ async fn round(
         errors += e;
     }
     let routed: u64 = clients.iter().map(|c| c.routing_stats().routed).sum();
-    (
-        ops as f64 / start.elapsed().as_secs_f64(),
-        errors,
-        routed,
-    )
+    (ops as f64 / start.elapsed().as_secs_f64(), errors, routed)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

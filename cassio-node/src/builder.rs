@@ -339,7 +339,6 @@ impl NodeBuilder {
         let generation = node.membership().generation();
         let peer_addr = transport.local_addr();
 
-
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = watch::channel(false);

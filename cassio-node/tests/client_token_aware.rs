@@ -176,7 +176,12 @@ async fn with_rf_1_each_request_is_coordinated_by_its_keys_owner() {
             stored(node, &keys),
         );
         assert!(held > 0, "node {} holds none of the keys", node.node.id());
-        assert_eq!(sets, held, "node {} coordinated {sets} writes but holds {held} keys", node.node.id());
+        assert_eq!(
+            sets,
+            held,
+            "node {} coordinated {sets} writes but holds {held} keys",
+            node.node.id()
+        );
         total += held;
     }
     assert_eq!(total, keys.len() as u64);
@@ -185,7 +190,12 @@ async fn with_rf_1_each_request_is_coordinated_by_its_keys_owner() {
         let owner = client.replicas_of("default", k.as_bytes()).unwrap();
         assert_eq!(owner.len(), 1);
         let node = nodes.iter().find(|n| n.node.id().0 == owner[0]).unwrap();
-        assert_eq!(stored(node, std::slice::from_ref(k)), 1, "{k} is not on node {}", owner[0]);
+        assert_eq!(
+            stored(node, std::slice::from_ref(k)),
+            1,
+            "{k} is not on node {}",
+            owner[0]
+        );
     }
 
     // The same measure tells a plain client apart: its deletes are all
@@ -200,13 +210,20 @@ async fn with_rf_1_each_request_is_coordinated_by_its_keys_owner() {
     let mut mismatched = 0;
     for node in &nodes {
         let dels = coordinated(node.client_addr(), "del").await;
-        let want = if node.client_addr() == first { keys.len() as u64 } else { 0 };
+        let want = if node.client_addr() == first {
+            keys.len() as u64
+        } else {
+            0
+        };
         assert_eq!(dels, want, "node {}", node.node.id());
         if dels != stored(node, &keys) {
             mismatched += 1;
         }
     }
-    assert!(mismatched >= 2, "a plain client's requests should not follow ownership");
+    assert!(
+        mismatched >= 2,
+        "a plain client's requests should not follow ownership"
+    );
 
     for n in nodes {
         n.node.shutdown(false).await.unwrap();
@@ -245,7 +262,10 @@ async fn a_stopped_node_costs_no_request_the_plain_path_takes_over() {
         );
     }
     let stats = client.routing_stats();
-    assert!(stats.fallbacks >= 1, "a request routed to the stopped node fell back: {stats:?}");
+    assert!(
+        stats.fallbacks >= 1,
+        "a request routed to the stopped node fell back: {stats:?}"
+    );
     // The failed node is routed around afterwards: nearly every request
     // still goes straight to a replica.
     assert!(stats.routed >= 60 + 2 * 60 - 10, "{stats:?}");
@@ -277,7 +297,10 @@ async fn a_joining_node_reaches_the_clients_layout_and_its_keys() {
             assert!(s.layout_changes > before.layout_changes, "{s:?}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never refreshed: {s:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refreshed: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let keys: Vec<String> = (0..120).map(|i| format!("join-{i:03}")).collect();
