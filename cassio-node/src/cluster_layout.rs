@@ -323,6 +323,30 @@ mod tests {
     }
 
     #[test]
+    fn the_layout_request_and_answer_cross_the_native_protocol() {
+        use crate::proto::{decode, encode, Reply, Request, RequestOp, Response};
+        let req = Request {
+            id: 9,
+            op: RequestOp::Layout,
+        };
+        let frame = encode(&req).unwrap();
+        assert_eq!(decode::<Request>(&frame[4..]).unwrap(), req);
+        assert!(!RequestOp::Layout.is_data());
+        let resp = Response {
+            id: 9,
+            result: Ok(Reply::Layout(Box::new(layout()))),
+        };
+        let frame = encode(&resp).unwrap();
+        let back: Response = decode(&frame[4..]).unwrap();
+        assert_eq!(back, resp);
+        let Ok(Reply::Layout(l)) = back.result else {
+            panic!("not a layout")
+        };
+        // A decoded layout routes as the original.
+        assert_eq!(l.routes().replicas("three", b"k"), layout().routes().replicas("three", b"k"));
+    }
+
+    #[test]
     fn unusable_replicas_are_skipped_and_the_version_tracks_routing_content() {
         let base = layout();
         let mut l = base.clone();
