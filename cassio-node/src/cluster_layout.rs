@@ -343,7 +343,10 @@ mod tests {
             panic!("not a layout")
         };
         // A decoded layout routes as the original.
-        assert_eq!(l.routes().replicas("three", b"k"), layout().routes().replicas("three", b"k"));
+        assert_eq!(
+            l.routes().replicas("three", b"k"),
+            layout().routes().replicas("three", b"k")
+        );
     }
 
     #[test]
