@@ -10,6 +10,10 @@
 //! TA_TASKS=32 TA_SECS=3 TA_ROUNDS=5 cargo bench -p cassio-node --bench token_aware
 //! ```
 //!
+//! `TA_DIAG=1` adds a third client per round: three plain clients per task
+//! (one per node), each request sent on one of them by its key, i.e. the
+//! token-aware client's connections without its routing.
+//!
 //! Everything shares one machine (nodes, clients, loopback): the figures
 //! compare the two clients under the same conditions; they are not a
 //! cluster's throughput.
@@ -86,25 +90,45 @@ async fn cluster(rf: usize) -> Vec<RunningNode> {
 }
 
 /// Ops per second of `tasks` clients doing SET+GET for `secs`.
+/// Which client a round measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One plain client per task.
+    Plain,
+    /// One token-aware client per task.
+    TokenAware,
+    /// (`TA_DIAG=1`) Three plain clients per task, one per node, each
+    /// request on one of them by its key: the token-aware client's
+    /// connections without its routing.
+    PlainPerNode,
+}
+
 async fn round(
     addrs: &[SocketAddr],
-    token_aware: bool,
+    mode: Mode,
     tasks: u64,
     secs: u64,
     level: Consistency,
 ) -> (f64, u64, u64) {
     let config = ClientConfig {
-        token_aware,
+        token_aware: mode == Mode::TokenAware,
         ..ClientConfig::default()
+    };
+    let per_task = if mode == Mode::PlainPerNode {
+        addrs.len()
+    } else {
+        1
     };
     let mut clients = Vec::new();
     for i in 0..tasks {
-        // Plain clients spread over the nodes, as an application would.
-        let mut a = addrs.to_vec();
-        a.rotate_left(usize::try_from(i).unwrap_or(0) % addrs.len());
-        clients.push(Arc::new(
-            Client::connect_with(&a, config.clone()).await.unwrap(),
-        ));
+        let mut task_clients = Vec::new();
+        for j in 0..per_task {
+            // Plain clients spread over the nodes, as an application would.
+            let mut a = addrs.to_vec();
+            a.rotate_left(usize::try_from(i).unwrap_or(0).wrapping_add(j) % addrs.len());
+            task_clients.push(Client::connect_with(&a, config.clone()).await.unwrap());
+        }
+        clients.push(Arc::new(task_clients));
     }
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
@@ -116,6 +140,7 @@ async fn round(
             let mut errors = 0u64;
             let mut n = i as u64 * 7919;
             while Instant::now() < end {
+                let c = &c[usize::try_from(n >> 40).unwrap_or(0) % c.len()];
                 n = n
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
@@ -145,7 +170,11 @@ async fn round(
         ops += o;
         errors += e;
     }
-    let routed: u64 = clients.iter().map(|c| c.routing_stats().routed).sum();
+    let routed: u64 = clients
+        .iter()
+        .flat_map(|c| c.iter())
+        .map(|c| c.routing_stats().routed)
+        .sum();
     (ops as f64 / start.elapsed().as_secs_f64(), errors, routed)
 }
 
@@ -158,6 +187,7 @@ fn main() {
     let tasks = env("TA_TASKS", 16);
     let secs = env("TA_SECS", 2);
     let rounds = env("TA_ROUNDS", 5);
+    let diag = env("TA_DIAG", 0) == 1;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,15 +198,27 @@ fn main() {
             let nodes = cluster(rf).await;
             let addrs: Vec<SocketAddr> =
                 nodes.iter().map(|n| n.client_addr().unwrap()).collect();
-            let (mut plain, mut aware) = (Vec::new(), Vec::new());
+            let (mut plain, mut aware, mut per_node) = (Vec::new(), Vec::new(), Vec::new());
             for r in 0..rounds {
-                let (p, pe, _) = round(&addrs, false, tasks, secs, level).await;
-                let (a, ae, routed) = round(&addrs, true, tasks, secs, level).await;
+                let (p, pe, _) = round(&addrs, Mode::Plain, tasks, secs, level).await;
+                let (a, ae, routed) = round(&addrs, Mode::TokenAware, tasks, secs, level).await;
                 println!(
                     "RF {rf} {level:?} round {r}: plain {p:.0} ops/s ({pe} errors), token-aware {a:.0} ops/s ({ae} errors, {routed} routed)"
                 );
+                if diag {
+                    let (d, de, _) =
+                        round(&addrs, Mode::PlainPerNode, tasks, secs, level).await;
+                    println!("RF {rf} {level:?} round {r}: plain, a client per node {d:.0} ops/s ({de} errors)");
+                    per_node.push(d);
+                }
                 plain.push(p);
                 aware.push(a);
+            }
+            if diag {
+                println!(
+                    "RF {rf} {level:?}: median plain with a client per node {:.0} ops/s",
+                    median(per_node)
+                );
             }
             let (p, a) = (median(plain), median(aware));
             println!(
