@@ -36,6 +36,7 @@ fn app(i: u64) -> AppState {
         removed: Vec::new(),
         datacenter: "dc1".into(),
         rack: "rack1".into(),
+        client_addr: None,
     }
 }
 

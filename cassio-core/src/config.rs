@@ -165,6 +165,9 @@ pub struct Config {
     pub datacenter: String,
     /// This node's rack within its datacenter; `rack1` by default.
     pub rack: String,
+    /// Where this node serves the native client protocol, gossiped so that
+    /// token-aware clients can reach each replica (`None`: not served).
+    pub client_addr: Option<SocketAddr>,
     /// Keyspaces; `default` is added if missing.
     pub keyspaces: Vec<KeyspaceConfig>,
     /// How long a coordinator waits for replicas before answering `Timeout`.
@@ -289,6 +292,7 @@ impl Config {
             placement: PlacementKind::TokenRing,
             datacenter: crate::topology::default_datacenter(),
             rack: crate::topology::default_rack(),
+            client_addr: None,
             keyspaces: vec![KeyspaceConfig::default_keyspace(3)],
             request_timeout: Duration::from_secs(2),
             gossip: GossipConfig::default(),

@@ -10,7 +10,7 @@
 //! leaving node goes (see [`crate::transition`]).
 
 use crate::membership::Membership;
-use crate::placement::{Placement, PlacementKind, Rendezvous, TokenRing};
+use crate::placement::{Placement, PlacementKind, TokenRing};
 use crate::topology::{Replication, Topology};
 use crate::types::{NodeId, Token};
 use std::collections::BTreeMap;
@@ -46,12 +46,12 @@ impl Layout {
         owners: Vec<(NodeId, Vec<Token>)>,
         topology: Topology,
     ) -> BoxedPlacement {
-        match kind {
-            PlacementKind::TokenRing => Box::new(TokenRing::new(owners).with_topology(topology)),
-            PlacementKind::Rendezvous => Box::new(
-                Rendezvous::new(owners.into_iter().map(|(id, _)| id)).with_topology(topology),
-            ),
-        }
+        crate::placement::build(kind, owners, topology)
+    }
+
+    /// The placement strategy of this layout.
+    pub fn kind(&self) -> PlacementKind {
+        self.kind
     }
 
     /// Rebuilds the rings only when membership changed who owns what: in a

@@ -119,6 +119,14 @@ pub struct AppState {
     /// Its rack within the datacenter.
     #[serde(default = "crate::topology::default_rack")]
     pub rack: String,
+    /// Where clients reach it through the native protocol, as configured
+    /// (`None`: it serves no native client port). Token-aware clients send
+    /// each request to a replica of its key through it; a wildcard address
+    /// (`0.0.0.0`, `[::]`) is advertised as configured and is not usable
+    /// for routing (such clients use their plain path for that node).
+    /// Not persisted: a restarted node learns it again through gossip.
+    #[serde(default)]
+    pub client_addr: Option<SocketAddr>,
 }
 
 /// How many completed removals a node keeps announcing.
@@ -489,6 +497,8 @@ impl Membership {
                 removed: Vec::new(),
                 datacenter: location.datacenter,
                 rack: location.rack,
+                // Not persisted: gossip brings it back.
+                client_addr: None,
             };
             self.members.insert(
                 p.id,

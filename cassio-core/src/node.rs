@@ -198,6 +198,7 @@ impl Node {
             removed: Vec::new(),
             datacenter: config.datacenter.clone(),
             rack: config.rack.clone(),
+            client_addr: config.client_addr,
         };
         let own_size = Membership::state_size(&crate::membership::NodeState {
             id,
@@ -406,6 +407,11 @@ impl Node {
     /// What this node knows of membership and liveness.
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The placement strategy this node places keys by.
+    pub fn placement_kind(&self) -> crate::placement::PlacementKind {
+        self.layout.kind()
     }
 
     /// The replica set of `key` in `keyspace` under the current view.

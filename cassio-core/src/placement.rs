@@ -53,6 +53,24 @@ pub enum PlacementKind {
     Rendezvous,
 }
 
+/// The placement of kind `kind` over the token owners `owners` (each
+/// with its tokens; rendezvous uses only the ids) located by `topology`:
+/// what every node builds from its membership view, and what a
+/// token-aware client builds from a node's layout answer, so both place
+/// keys alike.
+pub fn build(
+    kind: PlacementKind,
+    owners: Vec<(NodeId, Vec<Token>)>,
+    topology: Topology,
+) -> Box<dyn Placement + Send + Sync> {
+    match kind {
+        PlacementKind::TokenRing => Box::new(TokenRing::new(owners).with_topology(topology)),
+        PlacementKind::Rendezvous => {
+            Box::new(Rendezvous::new(owners.into_iter().map(|(id, _)| id)).with_topology(topology))
+        }
+    }
+}
+
 /// The tokens a node takes on the ring when it has not chosen its own:
 /// `vnodes` tokens derived from its id, so every node computes the same ring.
 pub fn default_tokens(node: NodeId, vnodes: u16) -> Vec<Token> {

@@ -125,6 +125,7 @@ mod tests {
             removed: Vec::new(),
             datacenter: crate::topology::default_datacenter(),
             rack: crate::topology::default_rack(),
+            client_addr: None,
         };
         Membership::new(NodeId(1), 1, app, &[], Default::default(), now)
     }

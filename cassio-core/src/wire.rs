@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 /// a cluster is upgraded from version 4 by restarting all its nodes, not
 /// one at a time. Version 6 added each node's datacenter and rack to its
 /// gossiped state, and each keyspace's factors per datacenter and rack
-/// spread to its definition (in gossip and in schema messages).
-pub const WIRE_VERSION: u8 = 6;
+/// spread to its definition (in gossip and in schema messages). Version 7
+/// added each node's native client address to its gossiped state (for
+/// token-aware clients).
+pub const WIRE_VERSION: u8 = 7;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

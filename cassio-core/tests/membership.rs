@@ -33,6 +33,7 @@ fn app(i: u64, vnodes: u16) -> AppState {
         removed: Vec::new(),
         datacenter: "dc1".into(),
         rack: "rack1".into(),
+        client_addr: None,
     }
 }
 

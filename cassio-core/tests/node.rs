@@ -808,6 +808,7 @@ fn a_restart_waits_for_a_majority_of_its_persisted_view_and_its_clock() {
                 removed: Vec::new(),
                 datacenter: "dc1".into(),
                 rack: "rack1".into(),
+                client_addr: None,
             }),
         }],
     };

@@ -85,6 +85,7 @@ fn samples() -> Vec<PeerMsg> {
                     removed: Vec::new(),
                     datacenter: "dc1".into(),
                     rack: "rack1".into(),
+                    client_addr: Some("127.0.0.1:7379".parse().expect("addr")),
                 }),
             }],
             requests: vec![Digest {

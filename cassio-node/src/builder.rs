@@ -308,6 +308,25 @@ impl NodeBuilder {
         if config.rng_seed == 0 {
             config.rng_seed = rand::random();
         }
+        // The client port is bound before the node starts so that its
+        // bound address (port 0 resolved) is what the node gossips for
+        // token-aware clients.
+        let client_listener = match self.client_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::ClientBind { addr, source })?,
+            ),
+            None => None,
+        };
+        let client_addr = match (&client_listener, self.client_addr) {
+            (Some(l), Some(addr)) => Some(
+                l.local_addr()
+                    .map_err(|source| BuildError::ClientBind { addr, source })?,
+            ),
+            _ => None,
+        };
+        config.client_addr = client_addr;
         let clock = Clock::new();
         let op_timeout = config.request_timeout;
         let hints_enabled = config.hints.enabled;
@@ -319,22 +338,6 @@ impl NodeBuilder {
         )?;
         let generation = node.membership().generation();
         let peer_addr = transport.local_addr();
-
-        let client_listener = match self.client_addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BuildError::ClientBind { addr, source })?,
-            ),
-            None => None,
-        };
-        let client_addr = match &client_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| BuildError::ClientBind {
-                addr: self.client_addr.unwrap_or(peer_addr),
-                source,
-            })?),
-            None => None,
-        };
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ctl_tx, ctl_rx) = mpsc::channel(4);

@@ -25,6 +25,16 @@
 //! connection the node closed while it sat unused (its `idle_timeout`) is
 //! replaced once, silently, before the node counts as failed.
 //!
+//! Token-aware routing ([`ClientConfig::token_aware`], off by default):
+//! the client fetches the cluster's layout ([`Client::layout`]) from any
+//! node, keeps a connection per node, and sends each data request (get,
+//! set, set with a TTL, del, hset, hget, hdel, hgetall) to a replica of its
+//! key, which then coordinates it: no forwarding hop through a
+//! non-replica. Scans, status and keyspace changes take the plain path. Any
+//! failure of a routed request falls back to the plain path, so routing
+//! never fails a request the plain client would serve; see
+//! [`Client::routing_stats`] for what it did.
+//!
 //! Keyspaces: `Client`'s own data methods address `default`;
 //! [`Client::keyspace`] gives a [`KeyspaceHandle`] with the same methods in
 //! another keyspace, on the same connection. [`Client::list_keyspaces`],
@@ -32,6 +42,7 @@
 //! [`Client::drop_keyspace`] manage them ([`KeyspaceList`] is a listing).
 
 mod keyspace;
+mod routing;
 
 use crate::handle::{ClusterStatus, RequestError};
 pub use crate::proto::KeyspaceList;
@@ -40,6 +51,7 @@ use bytes::Bytes;
 use cassio_core::{ClientError, Consistency, Timestamp};
 use core::net::SocketAddr;
 pub use keyspace::{KeyspaceHandle, CHANGE_TIMEOUT};
+pub use routing::RoutingStats;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
@@ -101,6 +113,19 @@ pub struct ClientConfig {
     pub credentials: Option<Credentials>,
     /// TLS to the nodes' client ports (`None`: plaintext).
     pub tls: Option<ClientTls>,
+    /// Token-aware routing (off by default): send each data request
+    /// (get, set, set with a TTL, del, and the row operations) straight to
+    /// a replica of its key, by the cluster's layout fetched at connect and
+    /// refreshed as it changes; see [`Client`]'s documentation.
+    pub token_aware: bool,
+    /// With `token_aware`: how often the layout is fetched again (at the
+    /// first request after this much time).
+    pub layout_refresh: Duration,
+    /// With `token_aware`: prefer replicas in this datacenter.
+    pub datacenter: Option<String>,
+    /// With `token_aware`: at most this many per-node connections (past
+    /// them, requests take the plain path).
+    pub max_node_connections: usize,
 }
 
 /// A user name and password.
@@ -171,6 +196,10 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(2),
             credentials: None,
             tls: None,
+            token_aware: false,
+            layout_refresh: Duration::from_secs(5),
+            datacenter: None,
+            max_node_connections: 64,
         }
     }
 }
@@ -197,6 +226,8 @@ pub struct Client {
     addrs: Vec<SocketAddr>,
     config: ClientConfig,
     state: tokio::sync::Mutex<State>,
+    /// Token-aware routing, when on.
+    router: Option<routing::Router>,
 }
 
 impl std::fmt::Debug for Client {
@@ -227,6 +258,7 @@ impl Client {
         if addrs.is_empty() {
             return Err(Error::NoNodes);
         }
+        let router = config.token_aware.then(routing::Router::default);
         let client = Client {
             addrs: addrs.to_vec(),
             config,
@@ -235,8 +267,16 @@ impl Client {
                 current: 0,
                 next_id: 1,
             }),
+            router,
         };
         client.call(RequestOp::Ping).await?;
+        if client.router.is_some() {
+            // Without a layout (a node that does not answer it) requests
+            // take the plain path; the next refresh tries again.
+            if let Err(e) = client.refresh_layout().await {
+                tracing::debug!(error = %e, "no layout at connect: plain path until a refresh");
+            }
+        }
         Ok(client)
     }
 

@@ -588,6 +588,9 @@ impl Running {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::Layout(reply) => {
+                let _ = reply.send(crate::cluster_layout::ClusterLayout::of(&self.node));
+            }
             Command::Repair(req, reply) => {
                 let _ = reply.send(self.repair(req));
             }

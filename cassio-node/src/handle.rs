@@ -348,6 +348,8 @@ pub enum Command {
         cassio_core::schema::SchemaChange,
         oneshot::Sender<Result<ClientResponse, RequestError>>,
     ),
+    /// Report the cluster's layout (what token-aware clients route by).
+    Layout(oneshot::Sender<crate::cluster_layout::ClusterLayout>),
 }
 
 /// A cheap, cloneable way to talk to a running node.
@@ -377,6 +379,17 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Status(tx))
+            .await
+            .map_err(|_| RequestError::NotRunning)?;
+        rx.await.map_err(|_| RequestError::NotRunning)
+    }
+
+    /// The cluster's layout as this node sees it (placement, members with
+    /// their tokens and client addresses, keyspaces' replication).
+    pub async fn layout(&self) -> Result<crate::cluster_layout::ClusterLayout, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Layout(tx))
             .await
             .map_err(|_| RequestError::NotRunning)?;
         rx.await.map_err(|_| RequestError::NotRunning)

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod builder;
 pub mod client;
+pub mod cluster_layout;
 pub mod config;
 pub mod driver;
 pub mod gateway;

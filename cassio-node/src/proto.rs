@@ -196,6 +196,11 @@ pub enum RequestOp {
         /// Its new replication.
         replication: cassio_core::topology::Replication,
     },
+    /// The cluster's layout, answered [`Reply::Layout`]: what a
+    /// token-aware client routes by (see [`crate::cluster_layout`]). Needs
+    /// a login only on a node with users. Appended last so older frames
+    /// decode unchanged.
+    Layout,
 }
 
 impl RequestOp {
@@ -299,6 +304,8 @@ pub enum Reply {
         /// The version.
         version: u64,
     },
+    /// Answer to `Layout`. Appended last so older frames decode unchanged.
+    Layout(Box<crate::cluster_layout::ClusterLayout>),
 }
 
 /// The cluster's keyspaces as the answering node knows them.

@@ -67,7 +67,7 @@ fn request_bytes(op: &RequestOp) -> usize {
             RequestOp::Set { key, value, .. } | RequestOp::SetExpiring { key, value, .. } => {
                 key.len() + value.len()
             }
-            RequestOp::Status | RequestOp::Ping => 0,
+            RequestOp::Status | RequestOp::Ping | RequestOp::Layout => 0,
             RequestOp::Scan { prefix, cursor, .. } => {
                 prefix.len() + cursor.as_ref().map_or(0, |c| c.len())
             }
@@ -174,6 +174,7 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         RequestOp::AlterKeyspaceReplication { name, replication } => {
             schema_change(handle, SchemaChange::AlterReplication { name, replication }).await
         }
+        RequestOp::Layout => Ok(Reply::Layout(Box::new(handle.layout().await?))),
         op => execute_in(handle, op, cassio_core::DEFAULT_KEYSPACE).await,
     }
 }
@@ -213,6 +214,7 @@ fn op_name(op: &RequestOp) -> &'static str {
         RequestOp::DropKeyspace { .. } => "drop keyspace",
         RequestOp::CreatePlacedKeyspace { .. } => "create keyspace",
         RequestOp::AlterKeyspaceReplication { .. } => "alter keyspace",
+        RequestOp::Layout => "layout",
     }
 }
 
@@ -300,7 +302,8 @@ async fn execute_in(
         | RequestOp::AlterKeyspace { .. }
         | RequestOp::DropKeyspace { .. }
         | RequestOp::CreatePlacedKeyspace { .. }
-        | RequestOp::AlterKeyspaceReplication { .. }) => {
+        | RequestOp::AlterKeyspaceReplication { .. }
+        | RequestOp::Layout) => {
             return Err(RequestError::BadRequest(format!(
                 "{} cannot be run inside a keyspace",
                 op_name(&op)
@@ -520,9 +523,10 @@ fn permitted(
             return Authenticator::check_admin(user)
                 .map_err(|e| RequestError::Unauthorized(e.to_string()))
         }
-        // Status needs a login only; a nested wrapper is refused by
-        // `execute`.
+        // Status and the layout need a login only; a nested wrapper is
+        // refused by `execute`.
         RequestOp::Status
+        | RequestOp::Layout
         | RequestOp::Ping
         | RequestOp::Auth { .. }
         | RequestOp::InKeyspace { .. } => return Ok(()),

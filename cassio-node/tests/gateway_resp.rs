@@ -373,7 +373,8 @@ fn spawn_barrier_node(n: usize) -> NodeHandle {
                         | Command::Repair(..)
                         | Command::Decommission(_)
                         | Command::RemoveDead(..)
-                        | Command::ChangeSchema(..),
+                        | Command::ChangeSchema(..)
+                        | Command::Layout(_),
                     ) => {}
                     None => return,
                 },

@@ -215,7 +215,21 @@ impl<'a> KeyspaceHandle<'a> {
     }
 
     async fn call(&self, op: RequestOp) -> Result<Reply, Error> {
-        self.client.call(self.wrap(op)).await
+        // The key placement is decided by: a row's cells live with the row.
+        let key = match &op {
+            RequestOp::Get { key, .. }
+            | RequestOp::Set { key, .. }
+            | RequestOp::SetExpiring { key, .. }
+            | RequestOp::Del { key, .. } => Some(key.clone()),
+            RequestOp::HSet { row, .. }
+            | RequestOp::HGet { row, .. }
+            | RequestOp::HDel { row, .. }
+            | RequestOp::HGetAll { row, .. } => Some(row.clone()),
+            _ => None,
+        };
+        self.client
+            .call_routed(self.name(), key.as_deref(), self.wrap(op))
+            .await
     }
 
     async fn written(&self, op: RequestOp) -> Result<Timestamp, Error> {

@@ -98,6 +98,9 @@ pub fn spawn_fake() -> Fake {
                 Command::Status(reply) => {
                     let _ = reply.send(st2.lock().unwrap().clone());
                 }
+                // Not asked for through the gateways; dropping the reply
+                // answers `NotRunning`.
+                Command::Layout(_) => {}
                 Command::Repair(req, reply) => {
                     let res = repair(&st2.lock().unwrap(), &req);
                     seen2.lock().unwrap().repairs.push(req);
