@@ -67,6 +67,17 @@ start_node() {
   PID[$n]=$!
 }
 
+# wait_ping PORT NAME: waits (at most 60 s) until PING on PORT answers PONG.
+wait_ping() {
+  local port=$1 name=$2
+  for _ in $(seq 600); do
+    [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ] && return 0
+    sleep 0.1
+  done
+  echo "$BENCH: $name did not answer PING in 60 s" >&2
+  exit 1
+}
+
 status() { curl -sf --max-time 2 "http://127.0.0.1:${HTTP[$1]}/status"; }
 
 # wait_for NODE SECONDS JQ-FILTER DESCRIPTION: polls NODE's /status (every

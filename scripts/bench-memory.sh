@@ -30,16 +30,6 @@ BENCH=bench-memory
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
-wait_ping() {
-  local port=$1 name=$2
-  for _ in $(seq 600); do
-    [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ] && return 0
-    sleep 0.1
-  done
-  echo "$BENCH: $name did not answer PING in 60 s" >&2
-  exit 1
-}
-
 # mem PID FIELD: FIELD (VmRSS, VmHWM) of PID in MiB.
 mem() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 

@@ -39,17 +39,6 @@ BENCH=bench-resp
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
-# Waits (at most 60 s) until PING on PORT answers PONG.
-wait_ping() {
-  local port=$1 name=$2
-  for _ in $(seq 600); do
-    [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ] && return 0
-    sleep 0.1
-  done
-  echo "$BENCH: $name did not answer PING in 60 s" >&2
-  exit 1
-}
-
 # One redis-benchmark run: prints "TEST rps p99" lines.
 run_bench() {
   local port=$1 pipeline=$2 clients=$3 requests=$4
