@@ -138,7 +138,13 @@ impl Node {
 
     /// Keeps hints of `version` for the replicas of a finished write that
     /// did not apply it (the coordinator chose them).
-    pub(super) fn hint_missed(&mut self, now: Instant, key: Key, version: Versioned, targets: Vec<NodeId>) {
+    pub(super) fn hint_missed(
+        &mut self,
+        now: Instant,
+        key: Key,
+        version: Versioned,
+        targets: Vec<NodeId>,
+    ) {
         #[cfg(feature = "mutations")]
         if self.mutations.no_anti_entropy {
             return;
