@@ -76,6 +76,23 @@ pub struct SendManyError {
     pub unsent: Vec<Bytes>,
 }
 
+impl SendManyError {
+    /// The error for frame number `queued` of a batch, which failed with
+    /// `error`; `rest` are the frames after it, not tried.
+    pub fn new(
+        queued: usize,
+        error: TransportError,
+        failed: Bytes,
+        rest: impl IntoIterator<Item = Bytes>,
+    ) -> Self {
+        SendManyError {
+            queued,
+            error,
+            unsent: std::iter::once(failed).chain(rest).collect(),
+        }
+    }
+}
+
 /// A frame received from a peer.
 #[derive(Clone, Debug)]
 pub struct InboundFrame {
@@ -135,14 +152,15 @@ pub trait Transport: Send + Sync + 'static {
     async fn send_many(&self, to: SocketAddr, frames: Vec<Bytes>) -> Result<(), SendManyError> {
         let mut frames = frames.into_iter().enumerate();
         while let Some((queued, frame)) = frames.next() {
+            // `send` consumes the frame; the clone (a reference count) is
+            // what an error gives back.
             if let Err(error) = self.send(to, frame.clone()).await {
-                return Err(SendManyError {
+                return Err(SendManyError::new(
                     queued,
                     error,
-                    unsent: std::iter::once(frame)
-                        .chain(frames.map(|(_, f)| f))
-                        .collect(),
-                });
+                    frame,
+                    frames.map(|(_, f)| f),
+                ));
             }
         }
         Ok(())

@@ -195,25 +195,27 @@ impl Peer {
         Arc::strong_count(self) == 1 && self.tx.capacity() == self.tx.max_capacity()
     }
 
-    fn enqueue(&self, to: SocketAddr, frame: Bytes, cap: usize) -> Result<(), TransportError> {
+    /// Queues `frame`; on failure the frame comes back with the error.
+    fn enqueue(&self, to: SocketAddr, frame: Bytes, cap: usize) -> Result<(), Refused> {
         let len = frame.len();
         let before = self.bytes.fetch_add(len, Ordering::AcqRel);
         if before != 0 && before.saturating_add(len) > cap {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(TransportError::QueueFull { addr: to });
+            return Err((TransportError::QueueFull { addr: to }, frame));
         }
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.bytes.fetch_sub(len, Ordering::AcqRel);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => TransportError::QueueFull { addr: to },
-                    mpsc::error::TrySendError::Closed(_) => TransportError::Closed,
-                })
+        self.tx.try_send(frame).map_err(|e| {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(f) => (TransportError::QueueFull { addr: to }, f),
+                mpsc::error::TrySendError::Closed(f) => (TransportError::Closed, f),
             }
-        }
+        })
     }
 }
+
+/// A frame that was not queued, and why: `send_many` hands such frames
+/// back to its caller without having cloned every frame it queued.
+type Refused = (TransportError, Bytes);
 
 /// The outbound side of a transport: a table of peers and their tasks.
 pub struct Peers<L: Link> {
@@ -253,12 +255,9 @@ impl<L: Link> Peers<L> {
     /// Queues `frame` for `to`, connecting first if needed (see the module
     /// documentation for how long this may wait).
     pub async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
-        self.check_size(&frame)?;
-        let peer = self.peer(to)?;
-        if matches!(*peer.state.borrow(), State::Up) {
-            return self.enqueue(&peer, to, frame);
-        }
-        self.send_when_up(&peer, to, frame).await
+        self.send_one(&mut None, to, frame)
+            .await
+            .map_err(|(e, _)| e)
     }
 
     /// Queues `frames` for `to` in order, looking the peer up once; stops
@@ -267,48 +266,45 @@ impl<L: Link> Peers<L> {
         let mut peer = None;
         let mut frames = frames.into_iter().enumerate();
         while let Some((queued, frame)) = frames.next() {
-            if let Err(error) = self.send_one_of_many(&mut peer, to, frame.clone()).await {
-                return Err(SendManyError {
+            if let Err((error, frame)) = self.send_one(&mut peer, to, frame).await {
+                return Err(SendManyError::new(
                     queued,
                     error,
-                    unsent: std::iter::once(frame)
-                        .chain(frames.map(|(_, f)| f))
-                        .collect(),
-                });
+                    frame,
+                    frames.map(|(_, f)| f),
+                ));
             }
         }
         Ok(())
     }
 
-    /// One frame of [`Peers::send_many`], with the peer looked up once.
-    async fn send_one_of_many(
+    /// Queues one frame, looking the peer up into `peer` unless a previous
+    /// frame of the same batch did.
+    async fn send_one(
         &self,
         peer: &mut Option<Arc<Peer>>,
         to: SocketAddr,
         frame: Bytes,
-    ) -> Result<(), TransportError> {
-        self.check_size(&frame)?;
+    ) -> Result<(), Refused> {
+        if frame.len() > self.max_frame {
+            let len = frame.len();
+            let max = self.max_frame;
+            return Err((TransportError::FrameTooLarge { len, max }, frame));
+        }
         let p = match peer {
             Some(p) => p,
-            None => peer.insert(self.peer(to)?),
+            None => match self.peer(to) {
+                Ok(p) => peer.insert(p),
+                Err(e) => return Err((e, frame)),
+            },
         };
         // Checked per frame: a connection that drops midway makes the rest
-        // wait or fail exactly as `send` would.
+        // of a batch wait or fail exactly as single sends would.
         if matches!(*p.state.borrow(), State::Up) {
             self.enqueue(p, to, frame)
         } else {
             self.send_when_up(p, to, frame).await
         }
-    }
-
-    fn check_size(&self, frame: &Bytes) -> Result<(), TransportError> {
-        if frame.len() > self.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            });
-        }
-        Ok(())
     }
 
     /// Waits (bounded) for the peer's connection attempt, then queues.
@@ -317,7 +313,7 @@ impl<L: Link> Peers<L> {
         peer: &Arc<Peer>,
         to: SocketAddr,
         frame: Bytes,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), Refused> {
         // One connect attempt, plus slack for a backoff that is just ending.
         let deadline = Instant::now() + self.config.connect_timeout * 2 + Duration::from_secs(1);
         let mut state = peer.state.clone();
@@ -332,27 +328,25 @@ impl<L: Link> Peers<L> {
                     retry_at,
                 } => {
                     if Instant::now() < retry_at {
-                        return Err(down_error(&kind, &reason, to));
+                        return Err((down_error(&kind, &reason, to), frame));
                     }
                     peer.demand.notify_one();
                 }
             }
             match tokio::time::timeout_at(deadline, state.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(self.gone(to)),
+                Ok(Err(_)) => return Err((self.gone(to), frame)),
                 Err(_) => {
-                    return Err(TransportError::Unreachable {
-                        addr: to,
-                        reason: "connection attempt did not finish in time".into(),
-                    })
+                    let reason = "connection attempt did not finish in time".into();
+                    return Err((TransportError::Unreachable { addr: to, reason }, frame));
                 }
             }
         }
     }
 
-    fn enqueue(&self, peer: &Peer, to: SocketAddr, frame: Bytes) -> Result<(), TransportError> {
+    fn enqueue(&self, peer: &Peer, to: SocketAddr, frame: Bytes) -> Result<(), Refused> {
         match peer.enqueue(to, frame, self.config.queue_bytes) {
-            Err(TransportError::Closed) => Err(self.gone(to)),
+            Err((TransportError::Closed, frame)) => Err((self.gone(to), frame)),
             other => other,
         }
     }
