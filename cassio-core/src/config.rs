@@ -277,6 +277,9 @@ pub struct Mutations {
     /// `LOCAL_QUORUM` counts acknowledgements from replicas in any
     /// datacenter instead of the coordinator's own.
     pub local_quorum_any_dc: bool,
+    /// Place keys by this node's gossip view of the ring, as before the
+    /// ring was agreed, instead of by the ring of its schema version.
+    pub place_by_gossip: bool,
 }
 
 impl Config {

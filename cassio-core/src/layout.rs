@@ -1,32 +1,53 @@
-//! The layout: which nodes hold which keys under the current membership
-//! view, kept as placements (token ring or rendezvous) rebuilt only when
-//! membership changes who owns what.
+//! The layout: which nodes hold which keys, kept as placements (token ring
+//! or rendezvous) of the ring in the newest schema version this node knows
+//! ([`crate::agreed_ring`]), rebuilt only when that version changes.
 //!
-//! While nodes leave, the cluster has two rings: the current one (leaving
-//! nodes still own their tokens; reads use it) and the next one (without
-//! them). Writes go to the replicas of both, each to the requested level,
-//! and anti-entropy syncs every pair that shares a range on either ring, so
-//! the nodes gaining a range fill it from its current owners before the
-//! leaving node goes (see [`crate::transition`]).
+//! While the ring moves, the cluster has two rings: the current one
+//! (leaving nodes still own their tokens, joining ones do not yet; reads
+//! use it) and the next one. Writes go to the replicas of both, each to the
+//! requested level, and anti-entropy syncs every pair that shares a range
+//! on either ring, so the nodes gaining a range fill it from its current
+//! owners before reads move (see [`crate::transition`]).
 
+use crate::agreed_ring::AgreedRing;
 use crate::membership::Membership;
 use crate::placement::{Placement, PlacementKind, TokenRing};
+use crate::schema::Schema;
 use crate::topology::{Replication, Topology};
 use crate::types::{NodeId, Token};
 use std::collections::BTreeMap;
 
 type BoxedPlacement = Box<dyn Placement + Send + Sync>;
 
-/// The placement of keys on this node's view of the ring.
+/// Ring owners and their tokens, in id order.
+type Owners = Vec<(NodeId, Vec<Token>)>;
+
+/// What the placements were built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Not built yet.
+    Nothing,
+    /// The agreed ring of this schema version.
+    Agreed(u64),
+    /// This node's gossip view at this membership ring epoch: only while it
+    /// knows no agreed ring (see [`crate::agreed_ring`]).
+    Gossip(u64),
+}
+
+/// The placement of keys on the ring this node knows.
 pub(crate) struct Layout {
     kind: PlacementKind,
     current: BoxedPlacement,
     /// The ring the cluster moves to, when it differs from `current`.
     next: Option<BoxedPlacement>,
+    /// The current ring's owners and their tokens.
+    owners: Owners,
     /// Names the move from `current` to `next` (0: no move).
     transition: u64,
-    /// The membership ring epoch the placements were built from.
-    epoch: u64,
+    source: Source,
+    /// Mutation: ignore the agreed ring and place keys by gossip.
+    #[cfg(feature = "mutations")]
+    pub place_by_gossip: bool,
 }
 
 impl Layout {
@@ -36,8 +57,11 @@ impl Layout {
             kind,
             current: Box::new(TokenRing::default()),
             next: None,
+            owners: Vec::new(),
             transition: 0,
-            epoch: 0,
+            source: Source::Nothing,
+            #[cfg(feature = "mutations")]
+            place_by_gossip: false,
         }
     }
 
@@ -54,20 +78,49 @@ impl Layout {
         self.kind
     }
 
-    /// Rebuilds the rings only when membership changed who owns what: in a
-    /// large cluster that is joining, rebuilding on every gossip delta
-    /// would cost more than the gossip itself.
-    pub fn rebuild(&mut self, membership: &Membership) {
-        if self.epoch == membership.ring_epoch() {
+    /// The agreed ring of `schema`, unless a mutation ignores it.
+    fn agreed<'s>(&self, schema: &'s Schema) -> Option<&'s AgreedRing> {
+        #[cfg(feature = "mutations")]
+        if self.place_by_gossip {
+            return None;
+        }
+        schema.ring.as_ref()
+    }
+
+    fn source_of(&self, membership: &Membership, schema: &Schema) -> Source {
+        match self.agreed(schema) {
+            Some(_) => Source::Agreed(schema.version),
+            None => Source::Gossip(membership.ring_epoch()),
+        }
+    }
+
+    /// The rings `schema` agreed on, or, before any ring was agreed, the
+    /// ones `membership` gossips: `(current, next, topology)`.
+    fn rings_of(&self, membership: &Membership, schema: &Schema) -> (Owners, Owners, Topology) {
+        match self.agreed(schema) {
+            Some(ring) => (ring.owners_now(), ring.owners_next(), ring.topology()),
+            None => {
+                let gossip = AgreedRing::from_gossip(membership);
+                (gossip.owners_now(), gossip.owners_next(), gossip.topology())
+            }
+        }
+    }
+
+    /// Rebuilds the rings only when the schema version (or, before a ring
+    /// is agreed, the gossip ring) changed: in a large cluster that is
+    /// joining, rebuilding on every gossip delta would cost more than the
+    /// gossip itself.
+    pub fn rebuild(&mut self, membership: &Membership, schema: &Schema) {
+        let source = self.source_of(membership, schema);
+        if self.source == source {
             return;
         }
-        let now = membership.token_owners();
-        let next = membership.token_owners_next();
+        let (now, next, topology) = self.rings_of(membership, schema);
         self.transition = transition_id(&now, &next);
-        let topology = membership.topology();
         self.next = (self.transition != 0).then(|| Self::build(self.kind, next, topology.clone()));
-        self.current = Self::build(self.kind, now, topology);
-        self.epoch = membership.ring_epoch();
+        self.current = Self::build(self.kind, now.clone(), topology);
+        self.owners = now;
+        self.source = source;
     }
 
     /// The current placement (reads), as last rebuilt.
@@ -103,26 +156,28 @@ impl Layout {
         sets
     }
 
-    /// The replicas of `token` under `membership`'s current view (built
-    /// afresh if the layout is stale, since this takes `&self`).
+    /// The replicas of `token` on the current ring of `schema` (or of
+    /// `membership`'s view before a ring is agreed), built afresh if the
+    /// layout is stale, since this takes `&self`.
     pub fn replicas_of(
         &self,
         membership: &Membership,
+        schema: &Schema,
         token: Token,
         replication: &Replication,
     ) -> Vec<NodeId> {
-        if self.epoch == membership.ring_epoch() {
+        if self.source == self.source_of(membership, schema) {
             self.current.replicas_for(token, replication)
         } else {
-            Self::build(self.kind, membership.token_owners(), membership.topology())
-                .replicas_for(token, replication)
+            let (now, _, topology) = self.rings_of(membership, schema);
+            Self::build(self.kind, now, topology).replicas_for(token, replication)
         }
     }
 
-    /// Each token owner's share of the ring (token-ring placement), or an
+    /// Each current owner's share of the ring (token-ring placement), or an
     /// equal share per owner (rendezvous placement); sums to 1.
-    pub fn ownership(&self, membership: &Membership) -> BTreeMap<NodeId, f64> {
-        let owners = membership.token_owners();
+    pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
+        let owners = self.owners.clone();
         match self.kind {
             PlacementKind::TokenRing => TokenRing::new(owners).ownership(),
             PlacementKind::Rendezvous => {

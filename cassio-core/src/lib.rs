@@ -15,6 +15,7 @@
 //! - [`store`], [`hint_log`] and [`transport`]: the contracts adapters implement;
 //!   [`storage_ops`] the operations a node asks its host to run on them.
 
+pub mod agreed_ring;
 pub mod anti_entropy;
 mod background;
 mod budget;

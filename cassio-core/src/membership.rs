@@ -827,6 +827,18 @@ impl Membership {
         v
     }
 
+    /// The ring trackers `(acked, synced)` of `id` (this node included), if
+    /// it is a member believed alive.
+    pub fn trackers_of(&self, id: NodeId) -> Option<(u64, u64)> {
+        if id == self.me {
+            return Some((self.own_app.ring_acked, self.own_app.ring_synced));
+        }
+        self.members
+            .get(&id)
+            .filter(|m| m.alive)
+            .map(|m| (m.app.ring_acked, m.app.ring_synced))
+    }
+
     /// Sets the ring trackers this node gossips (a no-op when unchanged).
     pub fn set_ring_trackers(&mut self, acked: u64, synced: u64) {
         if self.own_app.ring_acked != acked || self.own_app.ring_synced != synced {

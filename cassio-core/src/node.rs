@@ -388,6 +388,10 @@ impl Node {
         if node.membership.status() == NodeStatus::Joining {
             node.joining_since = Some(now);
         }
+        #[cfg(feature = "mutations")]
+        {
+            node.layout.place_by_gossip = node.mutations.place_by_gossip;
+        }
         node.rebuild_placement();
         node.settle(now);
         node.persist_if_changed();
@@ -396,7 +400,7 @@ impl Node {
 
     /// Rebuilds the layout if membership changed who owns what.
     fn rebuild_placement(&mut self) {
-        self.layout.rebuild(&self.membership);
+        self.layout.rebuild(&self.membership, self.schema.schema());
     }
 
     /// This node's id.
@@ -433,19 +437,32 @@ impl Node {
             .schema()
             .keyspace(keyspace)
             .map_or_else(|| 0.into(), |k| k.config.replication());
-        self.layout
-            .replicas_of(&self.membership, Token::of(key), &replication)
+        self.layout.replicas_of(
+            &self.membership,
+            self.schema.schema(),
+            Token::of(key),
+            &replication,
+        )
     }
 
     /// Each token owner's share of the ring (token-ring placement), or an
     /// equal share per owner (rendezvous placement); sums to 1.
     pub fn ownership(&self) -> BTreeMap<NodeId, f64> {
-        self.layout.ownership(&self.membership)
+        self.layout.ownership()
     }
 
-    /// True once this node has announced that it left the cluster.
+    /// True once this node has announced that it left the cluster and the
+    /// ring it knows no longer places keys on it: until the cluster agreed
+    /// on a ring without it, reads may still be sent to it, so it keeps
+    /// serving.
     pub fn has_left(&self) -> bool {
         self.membership.has_left()
+            && self
+                .schema
+                .schema()
+                .ring
+                .as_ref()
+                .is_none_or(|ring| ring.owns(self.id) == (false, false))
     }
 
     /// Updates the storage load this node gossips (bytes).

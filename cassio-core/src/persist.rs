@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// factor were settled (version 0). 5 adds each keyspace's replication
 /// per datacenter and rack spread, and each member's datacenter and rack;
 /// formats 3 and 4 are read as plain factors and default locations.
-const FORMAT: u8 = 5;
+/// 6 adds the agreed ring to the schema ([`crate::agreed_ring`]); format 5
+/// is read as a schema whose ring the claimant has yet to propose.
+const FORMAT: u8 = 6;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +79,81 @@ struct PersistedStateV2 {
     generation: u64,
     members: Vec<PersistedMember>,
     alive_micros: u64,
+}
+
+/// Format 5: the schema without the agreed ring.
+mod v5 {
+    use crate::schema::{KeyspaceDef, KeyspaceId, Schema};
+    use crate::schema_agreement::{AcceptorState, Ballot};
+    use crate::types::NodeId;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SchemaV5 {
+        pub(super) version: u64,
+        pub(super) minted_by: NodeId,
+        pub(super) keyspaces: BTreeMap<String, KeyspaceDef>,
+        pub(super) next_id: KeyspaceId,
+        pub(super) voters: BTreeSet<NodeId>,
+        pub(super) recent: Vec<(u64, NodeId, u64)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct AcceptorStateV5 {
+        pub(super) slot: u64,
+        pub(super) promised: Ballot,
+        pub(super) accepted: Option<(Ballot, SchemaV5)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct PersistedStateV5 {
+        pub(super) clock_high_water: u64,
+        pub(super) generation: u64,
+        pub(super) members: Vec<super::PersistedMember>,
+        pub(super) alive_micros: u64,
+        pub(super) schema: Option<SchemaV5>,
+        pub(super) schema_acceptor: AcceptorStateV5,
+        pub(super) locations: Vec<(NodeId, crate::topology::Location)>,
+    }
+
+    impl From<SchemaV5> for Schema {
+        fn from(s: SchemaV5) -> Schema {
+            Schema {
+                version: s.version,
+                minted_by: s.minted_by,
+                keyspaces: s.keyspaces,
+                next_id: s.next_id,
+                voters: s.voters,
+                recent: s.recent,
+                ring: None,
+            }
+        }
+    }
+
+    impl From<PersistedStateV5> for super::PersistedState {
+        fn from(v5: PersistedStateV5) -> Self {
+            super::PersistedState {
+                clock_high_water: v5.clock_high_water,
+                generation: v5.generation,
+                members: v5.members,
+                alive_micros: v5.alive_micros,
+                schema: v5.schema.map(Schema::from),
+                schema_acceptor: AcceptorState {
+                    slot: v5.schema_acceptor.slot,
+                    promised: v5.schema_acceptor.promised,
+                    accepted: v5
+                        .schema_acceptor
+                        .accepted
+                        .map(|(b, s)| (b, Schema::from(s))),
+                },
+                locations: v5.locations,
+            }
+        }
+    }
 }
 
 /// Formats 3 and 4: a keyspace's settings without datacenters.
@@ -176,6 +253,7 @@ mod v4 {
                 next_id: s.next_id,
                 voters: s.voters,
                 recent: s.recent,
+                ring: None,
             }
         }
     }
@@ -270,6 +348,7 @@ mod v3 {
                 next_id: s.next_id,
                 voters: s.voters,
                 recent: s.recent,
+                ring: None,
             }
         }
     }
@@ -346,6 +425,9 @@ impl PersistedState {
             FORMAT => {
                 postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
             }
+            5 => postcard::from_bytes::<v5::PersistedStateV5>(&body[1..])
+                .map(PersistedState::from)
+                .map_err(|e| PersistError::Malformed(e.to_string())),
             4 => postcard::from_bytes::<v4::PersistedStateV4>(&body[1..])
                 .map(PersistedState::from)
                 .map_err(|e| PersistError::Malformed(e.to_string())),
@@ -472,6 +554,48 @@ mod tests {
         let got = PersistedState::decode(&out).unwrap();
         assert_eq!(got.schema.as_ref(), Some(&schema));
         assert_eq!(got.schema_acceptor.slot, 2);
+        assert_eq!(got.schema_acceptor.accepted.map(|(_, s)| s), Some(schema));
+    }
+
+    #[test]
+    fn format_5_is_read_with_no_agreed_ring() {
+        let mut ks = std::collections::BTreeMap::new();
+        ks.insert(
+            "default".to_string(),
+            crate::config::KeyspaceConfig::default_keyspace(3),
+        );
+        let mut schema = crate::schema::Schema::seed(NodeId(7), &ks);
+        schema.version = 4;
+        let to_v5 = |s: &crate::schema::Schema| v5::SchemaV5 {
+            version: s.version,
+            minted_by: s.minted_by,
+            keyspaces: s.keyspaces.clone(),
+            next_id: s.next_id,
+            voters: s.voters.clone(),
+            recent: s.recent.clone(),
+        };
+        let s = sample();
+        let old = v5::PersistedStateV5 {
+            clock_high_water: s.clock_high_water,
+            generation: s.generation,
+            members: s.members.clone(),
+            alive_micros: s.alive_micros,
+            schema: Some(to_v5(&schema)),
+            schema_acceptor: v5::AcceptorStateV5 {
+                slot: 5,
+                promised: Default::default(),
+                accepted: Some((Default::default(), to_v5(&schema))),
+            },
+            locations: s.locations.clone(),
+        };
+        let mut out = vec![5u8];
+        out.extend(postcard::to_allocvec(&old).unwrap());
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        let got = PersistedState::decode(&out).unwrap();
+        assert_eq!(got.schema.as_ref(), Some(&schema));
+        assert_eq!(got.schema.as_ref().and_then(|s| s.ring.as_ref()), None);
+        assert_eq!(got.locations, s.locations);
         assert_eq!(got.schema_acceptor.accepted.map(|(_, s)| s), Some(schema));
     }
 

@@ -12,6 +12,7 @@
 //! created again under the same name starts empty: a created keyspace's
 //! keys are stored under its id ([`KeyspaceDef::storage`]), not its name.
 
+use crate::agreed_ring::AgreedRing;
 use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
 use crate::topology::{Replication, TopologyError};
 use crate::types::NodeId;
@@ -78,6 +79,20 @@ pub enum SchemaChange {
     /// Set the nodes that vote on the next versions (the agreement's own
     /// change, when the cluster's token owners changed).
     SetVoters(BTreeSet<NodeId>),
+    /// The claimant's change: the ring as its gossip view has it (nodes
+    /// that asked to join, leave or be removed) and the voters that go
+    /// with it (see [`crate::agreed_ring`]).
+    Claim {
+        /// The version the claimant read the ring against: a claim is
+        /// chosen only as the very next version, so a claim that lost a
+        /// race is dropped (the claimant proposes afresh from its newer
+        /// view), never applied over a newer ring.
+        base: u64,
+        /// The voters of the next versions.
+        voters: BTreeSet<NodeId>,
+        /// The ring.
+        ring: AgreedRing,
+    },
     /// Create a keyspace placed by datacenter or spread over racks.
     CreatePlaced {
         /// Its name.
@@ -166,6 +181,14 @@ pub enum SchemaError {
         /// The one asked for.
         to: String,
     },
+    /// A claimant's ring read against an older version than the newest.
+    #[error("the ring was read against schema version {base}, but version {version} is newer")]
+    StaleClaim {
+        /// The version the claim was read against.
+        base: u64,
+        /// The newest version.
+        version: u64,
+    },
 }
 
 impl SchemaError {
@@ -202,6 +225,10 @@ pub struct Schema {
     /// its change id), so a proposer that learns of a newer version can
     /// tell whether its own change is in it.
     pub recent: Vec<(u64, NodeId, u64)>,
+    /// The ring keys are placed by; `None` until the claimant's first
+    /// [`SchemaChange::Claim`] (a node then places keys by its gossip
+    /// view, see [`crate::agreed_ring`]).
+    pub ring: Option<AgreedRing>,
 }
 
 /// How many versions' change ids a schema remembers.
@@ -237,6 +264,7 @@ impl Schema {
             next_id,
             voters: BTreeSet::new(),
             recent: Vec::new(),
+            ring: None,
         }
     }
 
@@ -396,6 +424,16 @@ impl Schema {
                 }
             }
             SchemaChange::SetVoters(voters) => next.voters = voters.clone(),
+            SchemaChange::Claim { base, voters, ring } => {
+                if *base != self.version {
+                    return Err(SchemaError::StaleClaim {
+                        base: *base,
+                        version: self.version,
+                    });
+                }
+                next.voters = voters.clone();
+                next.ring = Some(ring.clone());
+            }
             SchemaChange::CreatePlaced {
                 name,
                 replication,

@@ -952,6 +952,81 @@ mod tests {
         }
     }
 
+    fn ring_of(ids: &[u64]) -> crate::agreed_ring::AgreedRing {
+        let mut ring = crate::agreed_ring::AgreedRing::default();
+        for &i in ids {
+            ring.members.insert(
+                NodeId(i),
+                crate::agreed_ring::RingMember {
+                    tokens: vec![crate::types::Token(i * 1000)],
+                    location: Default::default(),
+                    now: true,
+                    next: true,
+                },
+            );
+        }
+        ring
+    }
+
+    #[test]
+    fn two_claimants_at_once_put_one_ring_in_use_and_drop_the_other() {
+        for seed in 0..200 {
+            let mut net = Net::new(5, seed, 0.0);
+            net.propose(
+                0,
+                SchemaChange::SetVoters((1..=5).map(NodeId).collect()),
+                100,
+            );
+            net.run(400);
+            let base = net.nodes[0].schema().version;
+            // Two nodes claim different rings against the same version (say
+            // their gossip views differed for a moment), over a lossy,
+            // duplicating, reordering network.
+            net.loss = 0.1;
+            let voters: BTreeSet<NodeId> = (1..=5).map(NodeId).collect();
+            let (a, b) = (ring_of(&[1, 2, 3, 4, 5]), ring_of(&[1, 2, 3, 4, 5, 6]));
+            net.propose(
+                1,
+                SchemaChange::Claim {
+                    base,
+                    voters: voters.clone(),
+                    ring: a.clone(),
+                },
+                1,
+            );
+            net.propose(
+                3,
+                SchemaChange::Claim {
+                    base,
+                    voters,
+                    ring: b.clone(),
+                },
+                2,
+            );
+            net.run(2500);
+            net.agree();
+            // Exactly one claim is chosen, as the very next version; the
+            // other is refused as stale, never applied over it.
+            let ok: Vec<u64> = net
+                .replies
+                .iter()
+                .filter(|(id, _)| id.0 < 100)
+                .filter_map(|(_, r)| r.clone().ok())
+                .collect();
+            assert_eq!(ok, vec![base + 1], "seed {seed}: {:?}", net.replies);
+            let stale = net.replies.iter().any(|(_, r)| {
+                matches!(r, Err(ChangeError::Invalid(SchemaError::StaleClaim { .. })))
+            });
+            assert!(stale, "seed {seed}: {:?}", net.replies);
+            let newest = net.nodes.iter().map(|n| n.schema().version).max().unwrap();
+            assert_eq!(newest, base + 1, "seed {seed}: nothing applied on top");
+            for n in net.nodes.iter().filter(|n| n.schema().version == newest) {
+                let ring = n.schema().ring.as_ref();
+                assert!(ring == Some(&a) || ring == Some(&b), "seed {seed}");
+            }
+        }
+    }
+
     /// The checker above catches an acceptor that promises every ballot.
     #[cfg(feature = "mutations")]
     #[test]

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 /// gossiped state, and each keyspace's factors per datacenter and rack
 /// spread to its definition (in gossip and in schema messages). Version 7
 /// added each node's native client address to its gossiped state (for
-/// token-aware clients).
-pub const WIRE_VERSION: u8 = 7;
+/// token-aware clients). Version 8 added the agreed ring to the schema
+/// (in schema messages).
+pub const WIRE_VERSION: u8 = 8;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

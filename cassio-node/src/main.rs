@@ -724,14 +724,15 @@ fn render_status(s: &ClusterStatus) -> String {
             .unwrap_or(0)
     };
     let mut out = format!(
-        "Cluster: {} (as seen by node {}{})\nStatus=Up/Down State=Normal/Joining/Leaving/Syncing/Left\n",
+        "Cluster: {} (as seen by node {}{}; layout version {})\nStatus=Up/Down State=Normal/Joining/Leaving/Syncing/Left\n",
         s.cluster,
         s.local_id,
         if s.state.is_empty() {
             String::new()
         } else {
             format!(", {}", s.state)
-        }
+        },
+        s.schema_version
     );
     out.push_str(&format!(
         "{:<3} {:<22} {:<8} {:>10} {:>7} {:>12}  {:<10}  {:<16}  {}\n",
@@ -1132,6 +1133,7 @@ mod tests {
                 }],
                 ..Default::default()
             },
+            schema_version: 7,
             ..Default::default()
         };
         let t = render_status(&s);
@@ -1141,7 +1143,10 @@ mod tests {
         assert!(t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("50.0%"), "{t}");
         assert!(t.contains("dc1/rack1"), "{t}");
-        assert!(t.contains("as seen by node 1, Normal"), "{t}");
+        assert!(
+            t.contains("as seen by node 1, Normal; layout version 7)"),
+            "{t}"
+        );
         // Member 1 repaired 3 minutes before the node's clock; 2 never did.
         let row = |addr: &str| t.lines().find(|l| l.contains(addr)).unwrap_or_default();
         assert!(row("127.0.0.1:7000").contains("3m ago"), "{t}");

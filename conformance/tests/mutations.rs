@@ -8,7 +8,7 @@
 
 use cassio_core::{NodeId, Store};
 use conformance::cluster::{
-    check, nemesis, simulate, Fault, NodeStores, Scenario, SimStores, SimSync,
+    check, nemesis, simulate, Fault, NodeStores, Scenario, SimStores, SimSync, Violation,
 };
 use conformance::MemStore;
 use std::sync::Arc;
@@ -236,6 +236,37 @@ fn mutation_leave_without_handoff() {
     assert!(
         caught(&broken, &mem, &control, &mem).is_some(),
         "a node that left before its ranges moved went unnoticed"
+    );
+}
+
+#[test]
+fn mutation_place_by_gossip() {
+    // Keys placed by each node's own gossip view instead of the agreed
+    // ring of its schema version: while a node joins, two nodes that know
+    // the same version place keys differently. The placement check itself
+    // must catch it (not merely some other symptom).
+    let control = nemesis::join_under_load();
+    let mut broken = control.clone();
+    broken.name = "mutation_place_by_gossip".into();
+    broken.mutations.place_by_gossip = true;
+    let found = conformance::cluster::sweep_seeds(200)
+        .into_iter()
+        .find_map(|seed| {
+            let v = check(&broken, &simulate(&broken, seed, &mem));
+            let diverged = v
+                .iter()
+                .find(|v| matches!(v, Violation::PlacementDiverged { .. }))?
+                .to_string();
+            check(&control, &simulate(&control, seed, &mem))
+                .is_empty()
+                .then_some((seed, diverged))
+        });
+    if let Some((seed, v)) = &found {
+        println!("{}: seed {seed}: {v}", broken.name);
+    }
+    assert!(
+        found.is_some(),
+        "placement by gossip instead of the agreed ring went unnoticed"
     );
 }
 

@@ -174,8 +174,9 @@ impl Node {
     /// the sync round that fills the ranges it gains, and, on a leaving
     /// node, `Left` once every node gaining its ranges has synced them.
     pub(super) fn advance_transition(&mut self, now: Instant, wall: u64) {
+        self.rebuild_placement();
         let id = self.layout.transition();
-        let owners = self.membership.ring_trackers();
+        let owners = self.transition_owners();
         let membership = &self.membership;
         let ae = &self.ae;
         let before = self.transition.trackers();
@@ -199,12 +200,20 @@ impl Node {
         let hand_over = step.all_synced || self.mutations.leave_without_handoff;
         #[cfg(not(feature = "mutations"))]
         let hand_over = step.all_synced;
-        if self.membership.status() == NodeStatus::Leaving && hand_over {
+        // A move completes for this node only if the agreed ring moves it:
+        // a node whose request is not yet in the agreed ring must not take
+        // another move's completion for its own.
+        let (owns_now, owns_next) = self.agreed_owns(self.id);
+        if self.membership.status() == NodeStatus::Leaving && hand_over && owns_now && !owns_next {
             self.membership.complete_leave();
             self.rebuild_placement();
             self.out.push_back(Output::Event(NodeEvent::HandedOver));
         }
-        if self.membership.status() == NodeStatus::Joining && step.all_synced {
+        if self.membership.status() == NodeStatus::Joining
+            && step.all_synced
+            && !owns_now
+            && owns_next
+        {
             self.membership.set_status(NodeStatus::Normal);
             self.rebuild_placement();
             let since = self.joining_since.take().unwrap_or(now);
@@ -218,7 +227,10 @@ impl Node {
             // synced on the next ring, so they can go. This node alone
             // decides, and announces it (every node then forgets them).
             for dead in self.membership.removing().to_vec() {
-                if self.membership.is_member(dead) && !self.membership.is_alive(dead) {
+                if self.membership.is_member(dead)
+                    && !self.membership.is_alive(dead)
+                    && self.agreed_owns(dead) == (true, false)
+                {
                     self.membership
                         .complete_removal(dead, now, &mut self.events);
                     self.out
@@ -227,5 +239,49 @@ impl Node {
             }
             self.rebuild_placement();
         }
+    }
+
+    /// `(now, next)`: whether `id` owns its tokens on the current and the
+    /// next ring this node places keys by: the agreed ring, or, before one
+    /// is agreed, its own gossip view (where a node's status says).
+    pub(super) fn agreed_owns(&self, id: NodeId) -> (bool, bool) {
+        match &self.schema.schema().ring {
+            Some(ring) => ring.owns(id),
+            None => {
+                let status = if id == self.id {
+                    Some(self.membership.status())
+                } else {
+                    self.membership.state_of(id).map(|(_, app)| app.status)
+                };
+                let removed = self.membership.removal_requested(id);
+                status.map_or((false, false), |s| {
+                    (s.owns_tokens(), s.owns_tokens_next() && !removed)
+                })
+            }
+        }
+    }
+
+    /// The live owners a ring move waits for, with their gossiped
+    /// trackers: every live node on the agreed current or next ring, its
+    /// status taken from the agreed ring (`Joining`: next only, `Leaving`:
+    /// current only), since that ring and not its gossip decides what it
+    /// must sync.
+    fn transition_owners(&self) -> Vec<(NodeId, NodeStatus, u64, u64)> {
+        let Some(ring) = &self.schema.schema().ring else {
+            return self.membership.ring_trackers();
+        };
+        ring.members
+            .iter()
+            .filter_map(|(&id, m)| {
+                let (acked, synced) = self.membership.trackers_of(id)?;
+                let status = match (m.now, m.next) {
+                    (true, true) => NodeStatus::Normal,
+                    (true, false) => NodeStatus::Leaving,
+                    (false, true) => NodeStatus::Joining,
+                    (false, false) => return None,
+                };
+                Some((id, status, acked, synced))
+            })
+            .collect()
     }
 }

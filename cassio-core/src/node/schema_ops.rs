@@ -4,6 +4,7 @@
 //! [`crate::schema_agreement`]).
 
 use super::*;
+use crate::agreed_ring::AgreedRing;
 use crate::schema::{Schema, SchemaChange};
 use crate::schema_agreement::{AgreementOutput, AgreementView, SchemaMsg};
 use std::collections::BTreeSet;
@@ -67,9 +68,10 @@ impl Node {
 
     /// The claimant's duties and the agreement's timers. The claimant is
     /// the lowest live `Normal` token owner: it founds the schema (the
-    /// first version) once its view has settled and holds every seed, and
-    /// proposes new voters when the token owners changed and no ring
-    /// transition runs. Runs on every timer, so an idle agreement and a
+    /// first version) once its view has settled and holds every seed,
+    /// proposes the ring its gossip shows whenever it differs from the
+    /// agreed one (see [`crate::agreed_ring`]), and new voters when the
+    /// token owners changed and no ring move runs. Runs on every timer, so an idle agreement and a
     /// node that cannot claim cost no walk over the members.
     pub(super) fn schema_tick(&mut self, now: Instant) {
         let may_claim = self.readiness.is_ready()
@@ -113,19 +115,34 @@ impl Node {
         }
         let view = self.agreement_view();
         let current = self.schema.schema();
-        let wanted = if founding {
-            (!view.founders.is_empty()).then(|| view.founders.clone())
+        // The ring as this node's gossip has it: nodes that asked to join,
+        // leave or be removed. Keys are placed by the agreed ring only, so
+        // a request reaches the cluster's placement through this proposal.
+        let ring = AgreedRing::from_gossip(&self.membership);
+        let voters = if founding {
+            if view.founders.is_empty() {
+                return;
+            }
+            view.founders.clone()
         } else {
-            let owners: BTreeSet<NodeId> = owners
+            let owners: BTreeSet<NodeId> = ring
+                .owners_now()
                 .into_iter()
+                .map(|(id, _)| id)
                 .filter(|id| !self.membership.removal_requested(*id))
                 .collect();
-            (self.layout.transition() == 0 && !owners.is_empty() && owners != current.voters)
-                .then_some(owners)
+            // Voters change only between moves, so the voters of a move's
+            // versions are its owners before it.
+            if !ring.is_moving() && !owners.is_empty() {
+                owners
+            } else {
+                current.voters.clone()
+            }
         };
-        if let Some(voters) = wanted {
+        if founding || current.ring.as_ref() != Some(&ring) || voters != current.voters {
             self.run_schema(now, |a| {
-                a.propose(now, SchemaChange::SetVoters(voters), None, &view)
+                let base = a.schema().version;
+                a.propose(now, SchemaChange::Claim { base, voters, ring }, None, &view)
             });
         }
     }
@@ -256,6 +273,9 @@ impl Node {
     /// and a round starts at once when a replication factor changed (the
     /// keyspace's new replicas pull its keys).
     fn adopt_schema(&mut self, now: Instant, schema: &Schema) {
+        // The agreement has switched to this version already: place keys
+        // by its ring from now on.
+        self.rebuild_placement();
         // A keyspace this version dropped: its data is reclaimed now.
         if self
             .ae

@@ -130,6 +130,14 @@ pub enum Violation {
         /// The distinct digests seen for it.
         digests: usize,
     },
+    /// Two nodes that knew the same schema version placed keys
+    /// differently: placement followed something besides the agreed ring.
+    PlacementDiverged {
+        /// The version.
+        version: u64,
+        /// A node of each placement.
+        nodes: String,
+    },
     /// A keyspace change acknowledged as part of a version is missing
     /// from that version.
     SchemaChangeLost {
@@ -219,6 +227,10 @@ impl fmt::Display for Violation {
             Violation::SchemaDiverged { version, digests } => write!(
                 f,
                 "schema version {version} was used with {digests} different contents"
+            ),
+            Violation::PlacementDiverged { version, nodes } => write!(
+                f,
+                "nodes {nodes} knew schema version {version} and placed keys differently"
             ),
             Violation::SchemaChangeLost { change, version } => write!(
                 f,
@@ -664,6 +676,22 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
             });
         }
     }
+    let mut placed: BTreeMap<(u64, u64), Vec<NodeId>> = BTreeMap::new();
+    for &(version, digest, _, node) in &outcome.placements {
+        placed.entry((version, digest)).or_default().push(node);
+    }
+    for ((version, _), nodes) in placed {
+        if nodes.len() > 1 {
+            violations.push(Violation::PlacementDiverged {
+                version,
+                nodes: nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
     for (change, answer) in &outcome.schema_changes {
         let Some(Ok(version)) = answer else { continue };
         let Some(schemas) = by_version.get(version) else {
@@ -690,6 +718,9 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
             }),
             SchemaChange::Drop { name } => s.keyspace(name).is_none(),
             SchemaChange::SetVoters(v) => &s.voters == v,
+            SchemaChange::Claim { voters, ring, .. } => {
+                &s.voters == voters && s.ring.as_ref() == Some(ring)
+            }
             SchemaChange::CreatePlaced {
                 name, replication, ..
             }

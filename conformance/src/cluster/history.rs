@@ -123,6 +123,11 @@ pub struct SimOutcome {
     )>,
     /// The schema version of each running node at the end of the run.
     pub final_schema_versions: Vec<(NodeId, u64)>,
+    /// Where nodes placed a fixed set of probe keys under an agreed ring,
+    /// sampled every second and at every adoption: `(version, schema
+    /// digest, placement fingerprint, a node that placed them so)`, each
+    /// distinct triple once.
+    pub placements: Vec<(u64, u64, u64, NodeId)>,
     /// How many times an operator's factor change was refused because the
     /// previous change was not yet repaired everywhere (and retried).
     pub schema_repair_waits: u64,

@@ -166,6 +166,9 @@ pub struct SimCluster<'a> {
         Option<Result<u64, ClientError>>,
     )>,
     schema_adopted: Vec<(NodeId, cassio_core::schema::Schema)>,
+    /// See [`SimOutcome::placements`]: keyed by version, digest and
+    /// fingerprint.
+    placements: BTreeMap<(u64, u64, u64), NodeId>,
     /// Factor changes refused until the previous one's repair (retried).
     schema_repair_waits: u64,
     /// With `schema_changes_in_order`: changes whose instant came while an
@@ -280,6 +283,7 @@ impl<'a> SimCluster<'a> {
             schema_repair_waits: 0,
             schema_queued: std::collections::VecDeque::new(),
             schema_adopted: Vec::new(),
+            placements: BTreeMap::new(),
             client_ops_left: vec![scenario.ops_per_client; scenario.clients],
             next_request: 1,
             next_value: 1,
@@ -405,6 +409,7 @@ impl<'a> SimCluster<'a> {
                         if n.schema().version == version {
                             self.schema_adopted.push((n.id(), n.schema().clone()));
                         }
+                        self.placement_sample(i);
                     }
                 }
                 Output::Storage { token, op } => {
@@ -703,7 +708,12 @@ impl<'a> SimCluster<'a> {
                     self.compact_tick(every);
                 }
             }
-            Event::HintSample => self.hint_sample(),
+            Event::HintSample => {
+                self.hint_sample();
+                for i in 0..self.nodes.len() {
+                    self.placement_sample(i);
+                }
+            }
             Event::CaughtUpWatch {
                 node,
                 incarnation,
@@ -873,6 +883,11 @@ impl<'a> SimCluster<'a> {
                 .map(|n| (n.id(), n.schema().version))
                 .collect(),
             schema_adopted: self.schema_adopted,
+            placements: self
+                .placements
+                .into_iter()
+                .map(|((v, d, f), id)| (v, d, f, id))
+                .collect(),
             schema_changes: self.schema_changes,
             schema_repair_waits: self.schema_repair_waits,
             scans: self.scanner.done,

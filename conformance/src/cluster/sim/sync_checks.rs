@@ -173,4 +173,30 @@ impl SimCluster<'_> {
         }
         self.schedule(self.now + Duration::from_secs(1), Event::HintSample);
     }
+
+    /// Records where node `i` places the probe keys, if it places keys by
+    /// an agreed ring: two nodes that know the same schema version must
+    /// place every key alike.
+    pub(super) fn placement_sample(&mut self, i: usize) {
+        use std::hash::{Hash, Hasher};
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return;
+        };
+        let schema = node.schema();
+        if schema.ring.is_none() {
+            return;
+        }
+        // SipHash with fixed keys: the same on every run.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in 0..PLACEMENT_PROBES {
+            let key = format!("placement-probe-{p}");
+            node.replicas_of(cassio_core::DEFAULT_KEYSPACE, key.as_bytes())
+                .hash(&mut h);
+        }
+        let sample = (schema.version, schema.digest(), h.finish());
+        self.placements.entry(sample).or_insert(node.id());
+    }
 }
+
+/// How many keys [`SimCluster::placement_sample`] places.
+const PLACEMENT_PROBES: usize = 64;
