@@ -769,6 +769,19 @@ mod tests {
             }
         }
 
+        /// `n` nodes that founded the schema (version 1, all voters) over
+        /// a lossless network.
+        fn founded(n: u64, rng_seed: u64) -> Net {
+            let mut net = Net::new(n, rng_seed, 0.0);
+            net.propose(
+                0,
+                SchemaChange::SetVoters((1..=n).map(NodeId).collect()),
+                100,
+            );
+            net.run(400);
+            net
+        }
+
         fn view(&self) -> AgreementView {
             AgreementView {
                 founders: (1..=self.nodes.len() as u64).map(NodeId).collect(),
@@ -914,15 +927,9 @@ mod tests {
     #[test]
     fn two_concurrent_minters_never_choose_two_values() {
         for seed in 0..200 {
-            let mut net = Net::new(5, seed, 0.0);
             // Found the cluster first, then two nodes mint at once over a
             // network that loses, duplicates and reorders messages.
-            net.propose(
-                0,
-                SchemaChange::SetVoters((1..=5).map(NodeId).collect()),
-                100,
-            );
-            net.run(400);
+            let mut net = Net::founded(5, seed);
             net.loss = 0.1;
             net.propose(1, create("b"), 1);
             net.propose(3, create("c"), 2);
@@ -971,13 +978,7 @@ mod tests {
     #[test]
     fn two_claimants_at_once_put_one_ring_in_use_and_drop_the_other() {
         for seed in 0..200 {
-            let mut net = Net::new(5, seed, 0.0);
-            net.propose(
-                0,
-                SchemaChange::SetVoters((1..=5).map(NodeId).collect()),
-                100,
-            );
-            net.run(400);
+            let mut net = Net::founded(5, seed);
             let base = net.nodes[0].schema().version;
             // Two nodes claim different rings against the same version (say
             // their gossip views differed for a moment), over a lossy,
