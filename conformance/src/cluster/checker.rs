@@ -135,7 +135,9 @@ pub enum Violation {
     PlacementDiverged {
         /// The version.
         version: u64,
-        /// A node of each placement.
+        /// How many different placements were seen under it.
+        placements: usize,
+        /// The nodes seen placing them (one per placement, deduplicated).
         nodes: String,
     },
     /// A keyspace change acknowledged as part of a version is missing
@@ -228,9 +230,13 @@ impl fmt::Display for Violation {
                 f,
                 "schema version {version} was used with {digests} different contents"
             ),
-            Violation::PlacementDiverged { version, nodes } => write!(
+            Violation::PlacementDiverged {
+                version,
+                placements,
+                nodes,
+            } => write!(
                 f,
-                "nodes {nodes} knew schema version {version} and placed keys differently"
+                "nodes {nodes} knew schema version {version} and placed keys in {placements} different ways"
             ),
             Violation::SchemaChangeLost { change, version } => write!(
                 f,
@@ -680,10 +686,14 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
     for &(version, digest, _, node) in &outcome.placements {
         placed.entry((version, digest)).or_default().push(node);
     }
-    for ((version, _), nodes) in placed {
+    for ((version, _), mut nodes) in placed {
         if nodes.len() > 1 {
+            let placements = nodes.len();
+            nodes.sort();
+            nodes.dedup();
             violations.push(Violation::PlacementDiverged {
                 version,
+                placements,
                 nodes: nodes
                     .iter()
                     .map(|n| n.to_string())
