@@ -3,7 +3,8 @@
 //!
 //! Any node answers [`crate::proto::RequestOp::Layout`] with a
 //! [`ClusterLayout`] built from its membership view ([`ClusterLayout::of`]):
-//! the placement strategy, every member's id, state, liveness, tokens,
+//! the placement strategy, every member's id, state (as the agreed ring
+//! has it: `cassio_core::Node::agreed_status`), liveness, tokens,
 //! datacenter, rack and native client address (gossiped, see
 //! `cassio_core::membership::AppState::client_addr`), and each keyspace's
 //! replication. The client turns it into [`Routes`], which place keys with
@@ -90,7 +91,7 @@ impl ClusterLayout {
                 let (_, app) = m.state_of(id)?;
                 Some(LayoutMember {
                     id: id.0,
-                    state: app.status,
+                    state: node.agreed_status(id).unwrap_or(app.status),
                     up: m.is_alive(id),
                     tokens: app.tokens.clone(),
                     datacenter: app.datacenter.clone(),

@@ -811,7 +811,7 @@ impl Running {
                 Some(MemberStatus {
                     id: id.0,
                     addr: app.addr.to_string(),
-                    state: format!("{:?}", app.status),
+                    state: format!("{:?}", self.node.agreed_status(id).unwrap_or(app.status)),
                     up: m.is_alive(id),
                     load: app.load,
                     ownership: ownership.get(&id).copied().unwrap_or(0.0),
@@ -856,7 +856,12 @@ impl Running {
             local_id: self.node.id().0,
             cluster: self.cluster.clone(),
             members,
-            state: format!("{:?}", m.status()),
+            state: format!(
+                "{:?}",
+                self.node
+                    .agreed_status(self.node.id())
+                    .unwrap_or(m.status())
+            ),
             ready: self.node.is_ready(),
             now_micros: wall_micros(),
             repair: self.repair_info(),

@@ -420,6 +420,30 @@ fn replace_with_crash() {
 }
 
 #[test]
+fn layout_mints_race() {
+    let s = nemesis::layout_mints_race();
+    run(&s, "layout_mints_race");
+    // Live once faults stop: the ring moved through an agreed version in
+    // which the joiners were on the next ring only, and the newest
+    // version's ring holds all eight nodes with nothing left to move.
+    for seed in 0..5 {
+        let out = conformance::cluster::simulate(&s, seed, &mem);
+        let rings: Vec<_> = out
+            .schema_adopted
+            .iter()
+            .filter_map(|(_, v)| Some((v.version, v.ring.as_ref()?)))
+            .collect();
+        assert!(
+            rings.iter().any(|(_, r)| r.is_moving()),
+            "seed {seed}: no move was agreed"
+        );
+        let (version, newest) = rings.iter().max_by_key(|(v, _)| *v).unwrap();
+        assert!(!newest.is_moving(), "seed {seed}: version {version}");
+        assert_eq!(newest.members.len(), 8, "seed {seed}");
+    }
+}
+
+#[test]
 fn concurrent_schema_changes() {
     run(
         &nemesis::concurrent_schema_changes(),

@@ -284,4 +284,28 @@ impl Node {
             })
             .collect()
     }
+
+    /// Member `id`'s status as the cluster agreed it: its gossiped status,
+    /// except that a node the agreed ring does not hold on its current
+    /// ring is not yet `Normal` or `Syncing` but `Joining` (its claim is
+    /// not chosen yet), and not `Leaving` but `Left` (the ring it left is
+    /// agreed). Status displays, readiness probes and clients' routes use
+    /// this, so a node shows `Normal` only once keys are placed on it.
+    /// `None` for a node this node does not know.
+    pub fn agreed_status(&self, id: NodeId) -> Option<NodeStatus> {
+        let gossip = if id == self.id {
+            self.membership.status()
+        } else {
+            self.membership.state_of(id)?.1.status
+        };
+        let Some(ring) = &self.schema.schema().ring else {
+            return Some(gossip);
+        };
+        let (now, _) = ring.owns(id);
+        Some(match gossip {
+            NodeStatus::Normal | NodeStatus::Syncing if !now => NodeStatus::Joining,
+            NodeStatus::Leaving if !now => NodeStatus::Left,
+            s => s,
+        })
+    }
 }

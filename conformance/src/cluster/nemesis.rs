@@ -972,6 +972,38 @@ fn create(name: &str, rf: usize) -> cassio_core::schema::SchemaChange {
     }
 }
 
+/// Layouts minted at once while the ring moves: three nodes join (the
+/// claimant, node 0 with the lowest id, mints their ring changes) while
+/// two other nodes ask for keyspaces at the same instant, over a network
+/// that loses 10% of frames; the claimant crashes in the middle of the
+/// move and comes back 7 s later, so another node claims meanwhile. One
+/// content per version, every acknowledged change in its version, one
+/// placement per version, and the move completes once faults stop.
+pub fn layout_mints_race() -> Scenario {
+    let mut s = join_under_load();
+    s.name = "layout_mints_race".into();
+    s.net.loss = 0.1;
+    s.faults.extend([
+        (
+            secs(3),
+            Fault::SchemaChange {
+                by: 1,
+                change: create("orders", 3),
+            },
+        ),
+        (
+            secs(3),
+            Fault::SchemaChange {
+                by: 3,
+                change: create("users", 3),
+            },
+        ),
+        (secs(3) + Duration::from_millis(800), Fault::Crash(0)),
+        (secs(10), Fault::Restart(0)),
+    ]);
+    s
+}
+
 /// Two nodes mint schema versions at once, twice, under load: each asks
 /// for its own keyspace at the same instant, so both propose the same
 /// version. Exactly one content may be used per version, and both changes
