@@ -21,8 +21,8 @@ impl Node {
             return self.reply(id, Err(ClientError::Joining));
         }
         if self.peer_schema > self.schema.schema().version {
-            // The cluster changed its keyspaces and this node has not
-            // fetched the change yet.
+            // The cluster changed its keyspaces or its ring and this node
+            // has not fetched the change yet.
             return self.reply(id, Err(ClientError::Joining));
         }
         if self.schema.schema().keyspace(&req.keyspace).is_none() {
