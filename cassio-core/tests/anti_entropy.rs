@@ -298,3 +298,60 @@ fn storage_keys_are_in_token_order_and_split_back() {
     assert!(keys.iter().all(inside));
     assert!(!inside(&storage_key("defaulu", b"a")));
 }
+
+/// Virtual seconds from node 3's first received key to its last, when
+/// nodes 1 and 2 hold 400 keys of 1 KiB it lacks and every node sends
+/// sync items at `bytes_per_sec` at most (0: unlimited).
+fn seconds_to_stream_400_keys(bytes_per_sec: u64) -> f64 {
+    let mut c = Cluster::new(
+        3,
+        |c| {
+            c.repair.interval = Duration::from_secs(30);
+            c.repair.bytes_per_sec = bytes_per_sec;
+        },
+        |i, h| {
+            if i < 2 {
+                for k in 0..400u32 {
+                    h.store.insert(
+                        skey(k),
+                        Versioned::value(ts(1), Bytes::from(vec![b'v'; 1024])),
+                    );
+                }
+            }
+        },
+    );
+    let step = Duration::from_millis(50);
+    let (mut first, mut last) = (None, None);
+    for n in 1..=(600 * 20) {
+        c.run_for(step);
+        let held = c.hosts[2].store.len();
+        let at = n as f64 * step.as_secs_f64();
+        if held > 0 && first.is_none() {
+            first = Some(at);
+        }
+        if held == 400 {
+            last = Some(at);
+            break;
+        }
+    }
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("node 3 never received the 400 keys at {bytes_per_sec} B/s");
+    };
+    last - first
+}
+
+#[test]
+fn streaming_keeps_to_the_byte_rate_and_is_not_slowed_without_one() {
+    // ~410 KiB from two senders at 32 KiB/s each: even with a full bucket
+    // (32 KiB each) at the start, at least (410 - 64) / 64 ≈ 5.4 s.
+    let throttled = seconds_to_stream_400_keys(32 * 1024);
+    let unlimited = seconds_to_stream_400_keys(0);
+    println!(
+        "400 keys of 1 KiB: {throttled:.2}s at 32 KiB/s per sender, {unlimited:.2}s unlimited"
+    );
+    assert!(throttled >= 5.0, "throttled streaming took {throttled:.2}s");
+    assert!(
+        unlimited * 4.0 <= throttled,
+        "unlimited {unlimited:.2}s against throttled {throttled:.2}s"
+    );
+}

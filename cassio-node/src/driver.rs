@@ -65,9 +65,9 @@
 //! frames waiting for the loop hold at most [`FRAME_BUDGET_BYTES`].
 
 use crate::handle::{
-    ClusterStatus, Command, DecommissionStarted, HintInfo, KeyspaceStatus, MemberStatus,
-    PendingHints, RemoveStarted, RepairInfo, RepairRequest, RepairStarted, RequestError,
-    RingChange, RingOpError, RoundOutcome, RoundProgress,
+    ClusterStatus, Command, DecommissionStarted, HintInfo, JoinProgress, KeyspaceStatus,
+    MemberStatus, PendingHints, RemoveStarted, RepairInfo, RepairRequest, RepairStarted,
+    RequestError, RingChange, RingOpError, RoundOutcome, RoundProgress,
 };
 use crate::request_stats::RequestStats;
 use crate::storage_exec::{self, DoneBatch, StorageQueue, Workers};
@@ -113,6 +113,8 @@ pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 const MAX_PER_TURN: usize = 256;
 /// How often the store's size is read for gossip and metrics.
 const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// A joining node logs its progress every this many load ticks (10 s).
+const JOIN_LOG_EVERY_TICKS: u32 = 5;
 /// Bytes of received peer frames waiting for the event loop; past it the
 /// receive task stops taking frames from the transport (a frame is at most
 /// 16 MiB, so several always fit).
@@ -870,7 +872,20 @@ impl Running {
             schema_version,
             requests: self.request_stats.snapshot(std::time::Instant::now()),
             ring_change,
+            join_progress: self.join_progress(),
         }
+    }
+
+    /// This node's join so far, while it joins.
+    fn join_progress(&self) -> Option<JoinProgress> {
+        let elapsed = self.node.joining_for(self.clock.instant())?;
+        let s = self.node.repair_status();
+        Some(JoinProgress {
+            elapsed_secs: elapsed.as_secs_f64(),
+            items_received: s.items_pulled,
+            bytes_exchanged: s.bytes_sent,
+            keys_held: s.tree_items,
+        })
     }
 
     fn record_membership_gauges(&self) {
@@ -1200,6 +1215,7 @@ impl Driver {
         let recv_task = tokio::spawn(recv_loop(transport.clone(), frames_tx));
         let (load_tx, mut load_rx) = mpsc::unbounded_channel::<u64>();
         let mut load_tick = tokio::time::interval(LOAD_INTERVAL);
+        let mut join_ticks: u32 = 0;
         load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let mut r = Running {
@@ -1304,6 +1320,21 @@ impl Driver {
                 _ = load_tick.tick() => {
                     blocking_size(r.store.clone(), load_tx.clone());
                     r.record_membership_gauges();
+                    // The first tick fires at once; log from the second
+                    // (2 s in), then every 10 s.
+                    let log_join = join_ticks % JOIN_LOG_EVERY_TICKS == 1;
+                    join_ticks = join_ticks.wrapping_add(1);
+                    if log_join {
+                        if let Some(p) = r.join_progress() {
+                            tracing::info!(
+                                elapsed_secs = p.elapsed_secs,
+                                items_received = p.items_received,
+                                bytes_exchanged = p.bytes_exchanged,
+                                keys_held = p.keys_held,
+                                "joining: syncing the ranges this node gains"
+                            );
+                        }
+                    }
                 }
                 Some(batch) = done_rx.recv() => {
                     r.storage_done(batch);

@@ -200,6 +200,34 @@ pub struct ClusterStatus {
     /// The ring change in progress, as the answering node sees it.
     #[serde(default)]
     pub ring_change: RingChange,
+    /// The answering node's own join, while it is joining: the time so
+    /// far and the data it received.
+    #[serde(default)]
+    pub join_progress: Option<JoinProgress>,
+}
+
+/// How far a joining node has come: shown by `cassio status` on it and
+/// logged every few seconds while it joins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct JoinProgress {
+    /// Seconds since it started joining.
+    pub elapsed_secs: f64,
+    /// Items (values and tombstones) it pulled from other nodes so far.
+    pub items_received: u64,
+    /// Item bytes its anti-entropy exchanges moved so far (both ways).
+    pub bytes_exchanged: u64,
+    /// Items it holds now (its trees' count).
+    pub keys_held: u64,
+}
+
+impl std::fmt::Display for JoinProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "joining for {:.1}s: {} items received ({} bytes exchanged), {} held",
+            self.elapsed_secs, self.items_received, self.bytes_exchanged, self.keys_held
+        )
+    }
 }
 
 /// The ring change in progress: members whose ranges are moving.

@@ -34,7 +34,7 @@ pub mod storage_exec;
 
 pub use builder::{NodeBuilder, RunningNode};
 pub use handle::{
-    ClusterStatus, DecommissionStarted, HintInfo, KeyspaceStatus, MemberStatus, NodeHandle,
-    OpStats, RemoveStarted, RepairInfo, RepairRequest, RepairStarted, RequestError, RingChange,
-    RingOpError,
+    ClusterStatus, DecommissionStarted, HintInfo, JoinProgress, KeyspaceStatus, MemberStatus,
+    NodeHandle, OpStats, RemoveStarted, RepairInfo, RepairRequest, RepairStarted, RequestError,
+    RingChange, RingOpError,
 };

@@ -70,11 +70,26 @@ enum Command {
     /// Take a dead node off the ring (its ranges re-replicated among the
     /// rest) and follow it until the members no longer list it.
     Remove(cli_ring::RemoveArgs),
+    /// Run a new node in a dead node's place: it joins, syncs the dead
+    /// node's ranges from the survivors, then the dead node leaves the
+    /// ring (the same as `start --replace NODE_ID`).
+    Replace(Box<ReplaceArgs>),
     /// Make a node leave the cluster (its ranges handed over first) and
     /// follow it until it has left and stopped.
     Decommission(cli_ring::DecommissionArgs),
     /// List, create, alter or drop the cluster's keyspaces.
     Keyspace(cli_keyspace::KeyspaceArgs),
+}
+
+/// `cassio replace --dead NODE_ID` and every flag of `cassio start`.
+#[derive(Args, Debug)]
+struct ReplaceArgs {
+    /// The dead node's id, as the Node ID column of `cassio status` shows
+    /// it. The new node needs an empty data directory and seeds.
+    #[arg(long, value_name = "NODE_ID", conflicts_with = "replace")]
+    dead: String,
+    #[command(flatten)]
+    start: StartArgs,
 }
 
 /// Node settings. Each flag is also a key of the `--config` TOML file
@@ -569,6 +584,14 @@ impl From<LaunchError> for Failure {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Start(args) => start(*args).await,
+        Command::Replace(args) => {
+            let ReplaceArgs {
+                dead,
+                start: mut start_args,
+            } = *args;
+            start_args.replace = Some(dead);
+            start(start_args).await
+        }
         Command::LocalCluster(args) => local_cluster(args).await,
         Command::GenCerts(args) => gen_certs(args),
         Command::HashPassword => hash_password(),
@@ -783,6 +806,9 @@ fn render_status(s: &ClusterStatus) -> String {
     if let Some(line) = ring_change_line(&s.ring_change) {
         out.push_str(&line);
         out.push('\n');
+    }
+    if let Some(p) = &s.join_progress {
+        out.push_str(&format!("This node is {p}\n"));
     }
     out
 }
@@ -1166,6 +1192,23 @@ mod tests {
         let t = render_status(&moving);
         assert!(
             t.contains("Ring change in progress: joining [4] removing [2, 9]\n"),
+            "{t}"
+        );
+        assert!(!t.contains("This node is joining"), "{t}");
+        let joining = ClusterStatus {
+            join_progress: Some(cassio_node::JoinProgress {
+                elapsed_secs: 12.34,
+                items_received: 4567,
+                bytes_exchanged: 890_000,
+                keys_held: 5000,
+            }),
+            ..moving
+        };
+        let t = render_status(&joining);
+        assert!(
+            t.contains(
+                "This node is joining for 12.3s: 4567 items received (890000 bytes exchanged), 5000 held\n"
+            ),
             "{t}"
         );
     }

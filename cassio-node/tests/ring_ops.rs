@@ -1,5 +1,6 @@
 //! The operator's ring commands against real processes: `cassio
-//! decommission`, `cassio remove --dead` and `cassio start --replace`, on
+//! decommission`, `cassio remove --dead` and `cassio replace --dead` (and
+//! its other spelling, `cassio start --replace`), on
 //! a three-node cluster (RF 3) plus a fourth node, with 200 keys written
 //! at QUORUM that must all read back at QUORUM after every change; and
 //! the refusals (removing a live node, decommissioning below the
@@ -10,7 +11,9 @@
 
 mod process_common;
 
-use process_common::{cli, http, node_args, start_node, start_three, wait_status, Ready, Scenario};
+use process_common::{
+    cli, http, node_args, start_node, start_node_as, start_three, wait_status, Ready, Scenario,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -268,7 +271,7 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         "{out:?}"
     );
 
-    // (c) Node 2 dies; a new node takes its place with --replace.
+    // (c) Node 2 dies; a new node takes its place with `cassio replace --dead`.
     let (mut p2, r2) = nodes.remove(1);
     p2.kill();
     let dead = r2.id;
@@ -279,8 +282,21 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         |s| s.members.iter().any(|m| m.id == dead && !m.up),
     );
     let mut args = node_args(&sc, dir.path(), 6, Some(seed), None);
-    args.extend(["--replace".to_string(), dead.to_string()]);
-    let (p6, r6) = start_node("node6", dir.path(), &args);
+    args.extend(["--dead".to_string(), dead.to_string()]);
+    let (p6, r6) = start_node_as("node6", dir.path(), "replace", &args);
+    // While it joins (at least a request timeout), its status says so and
+    // how far it has come; the log says what it took once it is done.
+    let first = wait_status(
+        "the replacement's status",
+        r6.client,
+        Duration::from_secs(30),
+        |_| true,
+    );
+    let progress = first
+        .join_progress
+        .unwrap_or_else(|| panic!("no join progress: {first:#?}"));
+    assert_eq!(first.state, "Joining", "{first:#?}");
+    assert!(progress.elapsed_secs < 30.0, "{progress:?}");
     let live = [&nodes[0].1, &r5, &r6];
     for r in live {
         wait_status(
@@ -296,6 +312,21 @@ fn decommission_remove_and_replace_keep_every_quorum_write() {
         lost.is_empty(),
         "keys lost after replacing node 2: {lost:?}\nnode6 log:\n{}",
         p6.log_text()
+    );
+    let log = p6.log_text();
+    let joined = log
+        .lines()
+        .find(|l| l.contains("joined: every node of the new ring"))
+        .unwrap_or_else(|| panic!("node6 never logged its join:\n{log}"));
+    assert!(
+        joined.contains("took_secs=") && joined.contains("keys="),
+        "{joined}"
+    );
+    assert!(
+        wait_status("node6 Normal", r6.client, Duration::from_secs(5), |_| true)
+            .join_progress
+            .is_none(),
+        "a Normal node shows no join progress"
     );
     drop((p5, p6, p2, p3));
 }

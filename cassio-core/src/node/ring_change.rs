@@ -285,6 +285,13 @@ impl Node {
             .collect()
     }
 
+    /// How long this node has been joining (since it started as a new
+    /// node), while it is; `None` once it is `Normal` or if it never joined.
+    pub fn joining_for(&self, now: Instant) -> Option<std::time::Duration> {
+        self.joining_since
+            .map(|since| now.saturating_duration_since(since))
+    }
+
     /// Member `id`'s status as the cluster agreed it: its gossiped status,
     /// except that a node the agreed ring does not hold on its current
     /// ring is not yet `Normal` or `Syncing` but `Joining` (its claim is

@@ -152,6 +152,11 @@ impl Drop for Proc {
 
 /// Starts `cassio start ARGS` and waits (bounded) for its ready line.
 pub fn start_node(name: &str, dir: &Path, args: &[String]) -> (Proc, Ready) {
+    start_node_as(name, dir, "start", args)
+}
+
+/// [`start_node`] with another subcommand that runs a node (`replace`).
+pub fn start_node_as(name: &str, dir: &Path, subcommand: &str, args: &[String]) -> (Proc, Ready) {
     let log = dir.join(format!("{name}.log"));
     let stderr = std::fs::OpenOptions::new()
         .create(true)
@@ -159,7 +164,7 @@ pub fn start_node(name: &str, dir: &Path, args: &[String]) -> (Proc, Ready) {
         .open(&log)
         .unwrap();
     let mut child = Command::new(BIN)
-        .arg("start")
+        .arg(subcommand)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
