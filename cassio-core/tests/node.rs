@@ -932,3 +932,59 @@ fn a_replica_refuses_keys_it_holds_on_neither_ring() {
         "a key it holds was not applied: {out:?}"
     );
 }
+
+/// A `WriteAck` nobody waits for: a message with no effect of its own,
+/// to carry a schema version in its envelope.
+fn idle_envelope(from: u64, layout: u64) -> cassio_core::wire::Envelope {
+    cassio_core::wire::Envelope {
+        cluster: "test".into(),
+        from: NodeId(from),
+        layout,
+        msg: PeerMsg::WriteAck {
+            tag: 12_345,
+            outcome: WriteOutcome::Applied,
+        },
+    }
+}
+
+#[test]
+fn a_node_behind_a_members_layout_fetches_it_and_coordinates_nothing_until_then() {
+    let mut n = node(1);
+    let own = n.schema().version;
+    // A stranger's claim of a newer layout changes nothing: it cannot be
+    // fetched from a non-member, and must not stall the node.
+    n.handle_envelope(t(1), idle_envelope(99, own + 5));
+    drain(&mut n);
+    n.handle_client(t(2), RequestId(1), ClientRequest::put("k", "v"));
+    let out = drain(&mut n);
+    assert!(replies(&out).is_empty(), "{out:?}");
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, PeerMsg::Write { .. })),
+        "the write was not sent: {out:?}"
+    );
+    // A member's newer layout: the node asks that member for it and,
+    // until it has it, refuses to coordinate (a retryable `Joining`).
+    n.handle_envelope(t(3), idle_envelope(2, own + 1));
+    let out = drain(&mut n);
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| *to == NodeId(2) && matches!(m, PeerMsg::Schema(_))),
+        "no fetch from node 2: {out:?}"
+    );
+    n.handle_client(t(4), RequestId(2), ClientRequest::get("k"));
+    let out = drain(&mut n);
+    assert_eq!(
+        replies(&out),
+        vec![(RequestId(2), Err(ClientError::Joining))],
+        "{out:?}"
+    );
+    assert!(
+        !sends(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, PeerMsg::Read { .. })),
+        "a node behind sent a read: {out:?}"
+    );
+}

@@ -39,12 +39,15 @@ impl Node {
     /// Every message says which schema version its sender knows; a newer
     /// one is fetched (at most every [`FETCH_EVERY`]).
     pub(super) fn peer_schema_version(&mut self, now: Instant, from: NodeId, version: u64) {
-        // Only members count toward `settle_schema`; the map stays bounded
-        // by the membership.
-        if self.membership.is_member(from) {
-            let seen = self.schema_seen.entry(from).or_insert(0);
-            *seen = (*seen).max(version);
+        // Only members count: toward `settle_schema` (the map stays
+        // bounded by the membership), and as a newer version that stops
+        // this node coordinating until fetched. A stranger's claim could
+        // not be fetched from it, and would stall the node for nothing.
+        if !self.membership.is_member(from) {
+            return;
         }
+        let seen = self.schema_seen.entry(from).or_insert(0);
+        *seen = (*seen).max(version);
         if version <= self.schema.schema().version {
             return;
         }
@@ -52,7 +55,6 @@ impl Node {
         if self
             .schema_fetched
             .is_some_and(|at| now.saturating_duration_since(at) < FETCH_EVERY)
-            || !self.membership.is_member(from)
         {
             return;
         }
