@@ -148,3 +148,66 @@ impl SimOutcome {
         s
     }
 }
+
+impl SimOutcome {
+    /// The history as the linearizability checker reads it
+    /// ([`crate::linearizability`]): gets, puts and deletes on single keys.
+    ///
+    /// - An operation refused by a down node, or answered with an error
+    ///   by a coordinator that sent nothing and ran no storage for it, had
+    ///   no effect and is left out.
+    /// - One with no answer (its coordinator crashed, or the run ended),
+    ///   or an error after it was sent, has an unknown outcome: it may
+    ///   have taken effect at any later time, or never.
+    /// - Puts with a TTL are left out (the register model has no expiry).
+    ///   In a cells workload each column is a register of its own.
+    pub fn linearizability_events(&self) -> Vec<crate::linearizability::Event> {
+        use crate::linearizability::{Event, Op, Outcome};
+        let mut events = Vec::new();
+        for op in &self.history {
+            if op.ttl.is_some() {
+                continue;
+            }
+            let kind = match &op.kind {
+                OpKind::Get => Op::Read,
+                OpKind::Put(v) => Op::Write(v.clone()),
+                OpKind::Delete => Op::Delete,
+            };
+            let outcome = match &op.outcome {
+                OpOutcome::Refused => continue,
+                OpOutcome::Done(Err(_)) if !op.fanned_out => continue,
+                OpOutcome::Done(Ok(ClientResponse::Value(v))) if kind == Op::Read => {
+                    Outcome::Value(v.clone())
+                }
+                OpOutcome::Done(Ok(ClientResponse::Written { .. })) if kind != Op::Read => {
+                    Outcome::Ok
+                }
+                // Other answers (pages, cells) are not register operations.
+                OpOutcome::Done(Ok(_)) => continue,
+                OpOutcome::Done(Err(_)) | OpOutcome::Pending | OpOutcome::CoordinatorCrashed => {
+                    Outcome::Unknown
+                }
+            };
+            // An answer without a completion time cannot be placed in real
+            // time: it counts as unknown.
+            let completed = match (&outcome, op.completed) {
+                (Outcome::Unknown, _) | (_, None) => None,
+                (_, Some(at)) => Some(at.as_micros()),
+            };
+            let outcome = if completed.is_none() {
+                Outcome::Unknown
+            } else {
+                outcome
+            };
+            events.push(Event {
+                client: op.client as u64,
+                key: op.key.clone(),
+                op: kind,
+                invoked: op.invoked.as_micros(),
+                completed,
+                outcome,
+            });
+        }
+        events
+    }
+}
