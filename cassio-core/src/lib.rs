@@ -33,6 +33,7 @@ pub mod node;
 mod output;
 pub mod persist;
 pub mod placement;
+pub mod read_lease;
 mod readiness;
 pub mod reclaim;
 mod replica;
