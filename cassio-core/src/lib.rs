@@ -20,6 +20,7 @@ pub mod anti_entropy;
 mod background;
 mod budget;
 pub mod chain_config;
+pub mod chain_op;
 pub mod chain_record;
 mod client_api;
 mod clock_guard;

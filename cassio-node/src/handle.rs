@@ -210,9 +210,12 @@ pub struct ClusterStatus {
 /// logged every few seconds while it joins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct JoinProgress {
-    /// Seconds since it started joining.
+    /// Seconds since it started joining (since its process started, for
+    /// a node restarted mid-join).
     pub elapsed_secs: f64,
-    /// Items (values and tombstones) it pulled from other nodes so far.
+    /// Items (values and tombstones) it pulled from other nodes so far;
+    /// others reach it pushed by their replicas or as writes routed to it
+    /// while it joins, so `keys_held` is the better measure of progress.
     pub items_received: u64,
     /// Item bytes its anti-entropy exchanges moved so far (both ways).
     pub bytes_exchanged: u64,

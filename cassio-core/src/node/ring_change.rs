@@ -285,8 +285,9 @@ impl Node {
             .collect()
     }
 
-    /// How long this node has been joining (since it started as a new
-    /// node), while it is; `None` once it is `Normal` or if it never joined.
+    /// How long this node has been joining, while it is: since this
+    /// process started (a node restarted mid-join counts from its
+    /// restart); `None` once it is `Normal` or if it never joined.
     pub fn joining_for(&self, now: Instant) -> Option<std::time::Duration> {
         self.joining_since
             .map(|since| now.saturating_duration_since(since))
