@@ -879,12 +879,8 @@ impl Running {
     /// This node's join so far, while it joins.
     fn join_progress(&self) -> Option<JoinProgress> {
         let elapsed = self.node.joining_for(self.clock.instant())?;
-        let s = self.node.repair_status();
         Some(JoinProgress {
             elapsed_secs: elapsed.as_secs_f64(),
-            items_received: s.items_pulled,
-            bytes_exchanged: s.bytes_sent,
-            keys_held: s.tree_items,
         })
     }
 
@@ -1326,11 +1322,12 @@ impl Driver {
                     join_ticks = join_ticks.wrapping_add(1);
                     if log_join {
                         if let Some(p) = r.join_progress() {
+                            let s = r.node.repair_status();
                             tracing::info!(
                                 elapsed_secs = p.elapsed_secs,
-                                items_received = p.items_received,
-                                bytes_exchanged = p.bytes_exchanged,
-                                keys_held = p.keys_held,
+                                items_received = s.items_pulled,
+                                bytes_exchanged = s.bytes_sent,
+                                keys_held = s.tree_items,
                                 "joining: syncing the ranges this node gains"
                             );
                         }

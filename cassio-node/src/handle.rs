@@ -201,36 +201,20 @@ pub struct ClusterStatus {
     #[serde(default)]
     pub ring_change: RingChange,
     /// The answering node's own join, while it is joining: the time so
-    /// far and the data it received.
+    /// far (the data it received is in `repair`: `items_pulled`,
+    /// `bytes_sent`, `tree_items`).
     #[serde(default)]
     pub join_progress: Option<JoinProgress>,
 }
 
-/// How far a joining node has come: shown by `cassio status` on it and
-/// logged every few seconds while it joins.
+/// How long a joining node has been joining: shown by `cassio status` on
+/// it, with its repair figures, and logged every few seconds while it
+/// joins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct JoinProgress {
     /// Seconds since it started joining (since its process started, for
     /// a node restarted mid-join).
     pub elapsed_secs: f64,
-    /// Items (values and tombstones) it pulled from other nodes so far;
-    /// others reach it pushed by their replicas or as writes routed to it
-    /// while it joins, so `keys_held` is the better measure of progress.
-    pub items_received: u64,
-    /// Item bytes its anti-entropy exchanges moved so far (both ways).
-    pub bytes_exchanged: u64,
-    /// Items it holds now (its trees' count).
-    pub keys_held: u64,
-}
-
-impl std::fmt::Display for JoinProgress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "joining for {:.1}s: {} items received ({} bytes exchanged), {} held",
-            self.elapsed_secs, self.items_received, self.bytes_exchanged, self.keys_held
-        )
-    }
 }
 
 /// The ring change in progress: members whose ranges are moving.

@@ -808,7 +808,10 @@ fn render_status(s: &ClusterStatus) -> String {
         out.push('\n');
     }
     if let Some(p) = &s.join_progress {
-        out.push_str(&format!("This node is {p}\n"));
+        out.push_str(&format!(
+            "This node is joining for {:.1}s: {} items received ({} bytes exchanged), {} held\n",
+            p.elapsed_secs, r.items_pulled, r.bytes_sent, r.tree_items
+        ));
     }
     out
 }
@@ -1198,10 +1201,13 @@ mod tests {
         let joining = ClusterStatus {
             join_progress: Some(cassio_node::JoinProgress {
                 elapsed_secs: 12.34,
-                items_received: 4567,
-                bytes_exchanged: 890_000,
-                keys_held: 5000,
             }),
+            repair: cassio_node::RepairInfo {
+                items_pulled: 4567,
+                bytes_sent: 890_000,
+                tree_items: 5000,
+                ..moving.repair.clone()
+            },
             ..moving
         };
         let t = render_status(&joining);

@@ -147,9 +147,7 @@ impl SimOutcome {
         }
         s
     }
-}
 
-impl SimOutcome {
     /// The history as the linearizability checker reads it
     /// ([`crate::linearizability`]): gets, puts and deletes on single keys.
     ///
@@ -190,14 +188,14 @@ impl SimOutcome {
             };
             // An answer without a completion time cannot be placed in real
             // time: it counts as unknown.
-            let completed = match (&outcome, op.completed) {
-                (Outcome::Unknown, _) | (_, None) => None,
-                (_, Some(at)) => Some(at.as_micros()),
-            };
-            let outcome = if completed.is_none() {
-                Outcome::Unknown
-            } else {
+            let completed = op
+                .completed
+                .filter(|_| outcome != Outcome::Unknown)
+                .map(Instant::as_micros);
+            let outcome = if completed.is_some() {
                 outcome
+            } else {
+                Outcome::Unknown
             };
             events.push(Event {
                 client: op.client as u64,
