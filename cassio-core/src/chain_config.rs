@@ -12,10 +12,11 @@
 //! every node derives the same chain for a key at a given epoch.
 
 use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A member's state in a CRAQ keyspace's chains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MemberState {
     /// In its chains, in ring order; serves reads (with a lease).
     Serving,
@@ -47,12 +48,16 @@ pub enum ChainConfigError {
 
 /// One CRAQ keyspace's chain configuration at one epoch. Members it does
 /// not name are `Serving`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainConfig {
     /// The schema version that last changed it: every chain message
     /// carries it.
     pub epoch: u64,
     states: BTreeMap<NodeId, MemberState>,
+    /// The epoch each member last rejoined at (out → syncing): dirty
+    /// versions it holds from before then are dropped.
+    #[serde(default)]
+    joined: BTreeMap<NodeId, u64>,
 }
 
 impl ChainConfig {
@@ -61,6 +66,7 @@ impl ChainConfig {
         ChainConfig {
             epoch,
             states: BTreeMap::new(),
+            joined: BTreeMap::new(),
         }
     }
 
@@ -70,6 +76,16 @@ impl ChainConfig {
             .get(&node)
             .copied()
             .unwrap_or(MemberState::Serving)
+    }
+
+    /// The epoch `node` last rejoined at (0: never).
+    pub fn joined_at(&self, node: NodeId) -> u64 {
+        self.joined.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Members not serving, with their states.
+    pub fn not_serving(&self) -> impl Iterator<Item = (NodeId, MemberState)> + '_ {
+        self.states.iter().map(|(n, s)| (*n, *s))
     }
 
     /// The chain of a key whose replicas, in ring order, are `replicas`.
@@ -110,7 +126,9 @@ impl ChainConfig {
     /// after the tails as syncing.
     pub fn rejoin(&self, node: NodeId, epoch: u64) -> Result<ChainConfig, ChainConfigError> {
         self.expect(node, MemberState::Out)?;
-        Ok(self.with(node, MemberState::Syncing, epoch))
+        let mut next = self.with(node, MemberState::Syncing, epoch);
+        next.joined.insert(node, epoch);
+        Ok(next)
     }
 
     /// The next epoch's configuration with `node`, caught up, serving: it
@@ -185,6 +203,23 @@ impl Chain {
 
     fn position(&self, node: NodeId) -> Option<usize> {
         self.members().position(|m| m == node)
+    }
+
+    /// The last member: it commits writes and answers version queries
+    /// (a syncing member when one follows the serving tail: every write
+    /// committed since it rejoined passed through it).
+    pub fn last(&self) -> Option<NodeId> {
+        self.members().last()
+    }
+
+    /// Whether `node` serves reads in this chain.
+    pub fn serves(&self, node: NodeId) -> bool {
+        self.serving.contains(&node)
+    }
+
+    /// The serving members, head first.
+    pub fn serving(&self) -> &[NodeId] {
+        &self.serving
     }
 
     /// The member `node` passes writes to (the tail passes committed
@@ -294,16 +329,23 @@ mod tests {
         assert_eq!(ch.tail(), Some(NodeId(2)));
         assert_eq!(ch.role(NodeId(1)), Some(Role::Syncing));
         assert_eq!(ch.successor(NodeId(2)), Some(NodeId(1)));
+        // The syncing member is the last: it commits.
+        assert_eq!(ch.last(), Some(NodeId(1)));
+        assert!(!ch.serves(NodeId(1)));
+        assert_eq!(back.joined_at(NodeId(1)), 3);
         let promoted = back.promote(NodeId(1), 4).unwrap();
         assert_eq!(
             promoted.chain(&ids(&R)),
             ChainConfig::new(4).chain(&ids(&R))
         );
         assert_eq!(
-            promoted,
-            ChainConfig::new(4),
+            promoted.not_serving().count(),
+            0,
             "a serving member is not named"
         );
+        // When it rejoined is remembered: dirty versions from before stay
+        // dropped.
+        assert_eq!(promoted.joined_at(NodeId(1)), 3);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! of `conformance::linearizability`, which judges the histories.
 
 use crate::types::Value;
+use serde::{Deserialize, Serialize};
 
 /// A write a client asks of a CRAQ keyspace.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChainOp {
     /// Set the value.
     Put(Value),
@@ -30,7 +31,7 @@ pub enum ChainOp {
 }
 
 /// What the head answers the client, once the write (if any) committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChainReply {
     /// The put or delete is done.
     Done,
@@ -41,7 +42,7 @@ pub enum ChainReply {
 }
 
 /// Why the head refuses a write without changing anything.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ChainOpError {
     /// An increment of a value that is not a decimal `i64`.
     #[error("the value is not a decimal integer")]

@@ -93,6 +93,11 @@ pub struct ChainRecord {
     /// Newer versions not yet committed, ascending and consecutive from
     /// `committed.0 + 1`.
     dirty: Vec<(ChainVersion, Option<Value>)>,
+    /// The chain epoch in which the oldest dirty version arrived: a member
+    /// that rejoined at a later epoch drops such versions (they may never
+    /// have been committed, and the chain may have reused their numbers).
+    #[serde(default)]
+    dirty_epoch: u64,
 }
 
 impl ChainRecord {
@@ -141,6 +146,87 @@ impl ChainRecord {
         }
         self.dirty.push((version, value));
         Ok(Applied::New)
+    }
+
+    /// [`ChainRecord::apply`], noting `epoch` as the one the dirty
+    /// versions arrived in when none were dirty before.
+    pub fn apply_at(
+        &mut self,
+        epoch: u64,
+        version: ChainVersion,
+        value: Option<Value>,
+    ) -> Result<Applied, ChainError> {
+        let was_clean = self.dirty.is_empty();
+        let applied = self.apply(version, value)?;
+        if was_clean && !self.dirty.is_empty() {
+            self.dirty_epoch = epoch;
+        }
+        Ok(applied)
+    }
+
+    /// The epoch the oldest dirty version arrived in (0 when clean).
+    pub fn dirty_epoch(&self) -> u64 {
+        if self.dirty.is_empty() {
+            0
+        } else {
+            self.dirty_epoch
+        }
+    }
+
+    /// The dirty versions, oldest first.
+    pub fn dirty(&self) -> &[(ChainVersion, Option<Value>)] {
+        &self.dirty
+    }
+
+    /// Forgets every dirty version (a member that rejoined: what it held
+    /// dirty before may never have committed). Returns whether any was.
+    pub fn strip_dirty(&mut self) -> bool {
+        let had = !self.dirty.is_empty();
+        self.dirty.clear();
+        had
+    }
+
+    /// Commits every version held (a member that became the chain's last:
+    /// each passed through it towards the old last member). Returns
+    /// whether anything was dirty.
+    pub fn commit_all(&mut self) -> bool {
+        let newest = self.newest().0;
+        let had = !self.dirty.is_empty();
+        // Cannot fail: `newest` is held.
+        let _ = self.commit(newest);
+        had
+    }
+
+    /// Takes `version`, known committed, as the committed version if it is
+    /// newer (a syncing member's pull, a predecessor's catch-up): dirty
+    /// versions it covers are dropped, newer ones kept. Returns whether
+    /// anything changed.
+    pub fn install_committed(&mut self, version: ChainVersion, value: Option<Value>) -> bool {
+        if version <= self.committed.0 {
+            return false;
+        }
+        self.committed = (version, value);
+        self.dirty.retain(|(v, _)| *v > version);
+        if self.dirty.first().is_some_and(|(v, _)| *v != version + 1) {
+            // Not consecutive after the new committed version: the newer
+            // ones cannot be trusted to continue it.
+            self.dirty.clear();
+        }
+        true
+    }
+
+    /// Brings this record up to a predecessor's `other`: its committed
+    /// version if newer, then its dirty versions past ours. Returns
+    /// whether anything changed.
+    pub fn catch_up(&mut self, epoch: u64, other: &ChainRecord) -> bool {
+        let (cv, cval) = other.committed();
+        let mut changed = self.install_committed(cv, cval.cloned());
+        for (v, value) in &other.dirty {
+            if matches!(self.apply_at(epoch, *v, value.clone()), Ok(Applied::New)) {
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The tail committed `version`: it and every older version are clean.
@@ -350,6 +436,7 @@ mod tests {
         let bad = ChainRecord {
             committed: (1, val("a")),
             dirty: vec![(3, val("c"))],
+            dirty_epoch: 0,
         };
         assert!(matches!(
             ChainRecord::decode(&bad.encode().unwrap()),

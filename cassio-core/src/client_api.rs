@@ -97,6 +97,25 @@ pub enum ClientOp {
         /// answer says whether more may follow.
         limit: u32,
     },
+    /// Compare-and-set (CRAQ keyspaces only): set `new` if and only if the
+    /// current value is `expected` (`None`: only if the key is absent).
+    /// Answered with [`ClientResponse::Swapped`].
+    Cas {
+        /// The key.
+        key: Key,
+        /// The value required.
+        expected: Option<Value>,
+        /// The value set if it matches.
+        new: Value,
+    },
+    /// Add `by` to the key's value read as a decimal `i64`, absent being 0
+    /// (CRAQ keyspaces only). Answered with [`ClientResponse::Counter`].
+    Incr {
+        /// The key.
+        key: Key,
+        /// The amount (negative: a decrement).
+        by: i64,
+    },
 }
 
 /// Which columns of a row a [`ClientOp::ReadRow`] reads.
@@ -128,7 +147,9 @@ impl ClientOp {
             | ClientOp::Put { key, .. }
             | ClientOp::Delete { key }
             | ClientOp::PutExpiring { key, .. }
-            | ClientOp::GetEntry { key } => key,
+            | ClientOp::GetEntry { key }
+            | ClientOp::Cas { key, .. }
+            | ClientOp::Incr { key, .. } => key,
             ClientOp::GetCell { row, .. }
             | ClientOp::PutCell { row, .. }
             | ClientOp::DeleteCell { row, .. }
@@ -328,6 +349,10 @@ pub enum ClientResponse {
         /// The coordinator's HLC time at the answer, in micros.
         now_micros: u64,
     },
+    /// The answer to a [`ClientOp::Cas`]: whether it set the value.
+    Swapped(bool),
+    /// The answer to a [`ClientOp::Incr`]: the new value.
+    Counter(i64),
 }
 
 /// Why a request failed. A failed write may still have reached some replicas.
@@ -430,4 +455,15 @@ pub enum ClientError {
     /// A schema change was refused or could not be agreed on.
     #[error("schema change failed: {0}")]
     Schema(crate::schema_agreement::ChangeError),
+    /// The key's chain (CRAQ keyspace) is changing: a member failed or
+    /// rejoined, or this node has not yet used the newest chain epoch for
+    /// the lease period. Nothing was done. Retry shortly.
+    #[error("the key's chain is being reconfigured; nothing was done, retry shortly")]
+    ChainChanging,
+    /// The operation does not apply: compare-and-set or increment on a
+    /// keyspace that is not chain-replicated, an operation a CRAQ keyspace
+    /// does not offer (scans, cells, expiry), or an increment of a value
+    /// that is not an integer.
+    #[error("invalid operation: {0}")]
+    InvalidOp(String),
 }

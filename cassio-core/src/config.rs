@@ -89,6 +89,29 @@ pub enum ReplicationStrategy {
     /// Dynamo-style: fan out to all replicas, count acks, last write wins.
     #[default]
     Leaderless,
+    /// Chain replication with apportioned queries (CRAQ): the head orders
+    /// each key's writes, the tail commits them, and every serving replica
+    /// answers linearizable reads (see [`crate::chain`]).
+    Craq,
+}
+
+impl ReplicationStrategy {
+    /// The name operators use (`lww`, `craq`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationStrategy::Leaderless => "lww",
+            ReplicationStrategy::Craq => "craq",
+        }
+    }
+
+    /// Parses an operator's name (`lww` or `craq`, any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "lww" | "leaderless" => Some(ReplicationStrategy::Leaderless),
+            "craq" | "chain" => Some(ReplicationStrategy::Craq),
+            _ => None,
+        }
+    }
 }
 
 /// A keyspace: a namespace of keys with its own replication settings.
@@ -280,6 +303,14 @@ pub struct Mutations {
     /// Place keys by this node's gossip view of the ring, as before the
     /// ring was agreed, instead of by the ring of its schema version.
     pub place_by_gossip: bool,
+    /// CRAQ: a read of a dirty key answers the newest version without
+    /// asking the tail which one is committed.
+    pub chain_skip_version_query: bool,
+    /// CRAQ: leases and the wait before a new chain epoch are ignored, so
+    /// a member an epoch left behind keeps answering reads.
+    pub chain_ignore_leases: bool,
+    /// CRAQ: the head commits a write before it reaches the tail.
+    pub chain_commit_at_head: bool,
 }
 
 impl Config {

@@ -19,6 +19,7 @@ pub mod agreed_ring;
 pub mod anti_entropy;
 mod background;
 mod budget;
+pub mod chain;
 pub mod chain_config;
 pub mod chain_op;
 pub mod chain_record;

@@ -52,6 +52,7 @@ pub use crate::storage_key::{
     split_storage_key_token, storage_key, token_range_bounds, StoredItem,
 };
 
+mod chain_input;
 mod client_input;
 mod peer_input;
 mod ring_change;
@@ -71,6 +72,8 @@ enum Waiter {
     Scan(ScanWaiter),
     /// Reclaiming a dropped keyspace's data.
     Reclaim(crate::reclaim::ReclaimWaiter),
+    /// The chain machine (CRAQ keyspaces).
+    Chain(crate::chain::ChainWaiter),
 }
 
 /// How often a running node records that it is alive.
@@ -130,6 +133,8 @@ pub struct Node {
     ae: AntiEntropy,
     /// Hinted handoff.
     hints: Hints,
+    /// This node's part in the CRAQ chains.
+    chain: crate::chain::ChainMachine,
     /// This node's side of a ring transition (a node leaving).
     transition: Transition,
     /// When this node started joining, while it is `Joining`.
@@ -268,6 +273,7 @@ impl Node {
         let ae_keyspaces: Vec<(String, crate::topology::Replication)> = chosen
             .keyspaces
             .values()
+            .filter(|k| k.config.strategy == ReplicationStrategy::Leaderless)
             .map(|k| (k.storage.clone(), k.config.replication()))
             .collect();
         let schema = SchemaAgreement::new(
@@ -342,6 +348,7 @@ impl Node {
                 config.tombstone_grace,
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
             ),
+            chain: crate::chain::ChainMachine::new(now, config.request_timeout),
             transition: Transition::default(),
             joining_since: None,
             widest_rf: (0, BTreeMap::new()),
@@ -360,6 +367,11 @@ impl Node {
             node.coord.trust_local_clock = config.mutations.trust_local_clock;
             node.scans.skip_range_tail = config.mutations.scan_skip_range_tail;
             node.schema.promise_every_ballot = config.mutations.promise_every_ballot;
+            node.chain.mutations = crate::chain::ChainMutations {
+                skip_version_query: config.mutations.chain_skip_version_query,
+                ignore_leases: config.mutations.chain_ignore_leases,
+                commit_at_head: config.mutations.chain_commit_at_head,
+            };
         }
         #[cfg(feature = "mutations")]
         let skip_syncing = config.mutations.skip_syncing;
@@ -393,6 +405,7 @@ impl Node {
             node.layout.place_by_gossip = node.mutations.place_by_gossip;
         }
         node.rebuild_placement();
+        node.chain_with(now, |c, cx, fx| c.on_schema(cx, fx));
         node.settle(now);
         node.persist_if_changed();
         Ok(node)
@@ -562,6 +575,9 @@ impl Node {
         if let Some(s) = self.scans.next_deadline() {
             m = m.min(s);
         }
+        if let Some(c) = self.chain.poll_timeout(self.schema.schema().has_craq()) {
+            m = m.min(c);
+        }
         Some(match self.coord.next_deadline() {
             Some(d) => d.min(m),
             None => m,
@@ -631,6 +647,7 @@ impl Node {
             Waiter::Replica(w) => self.replicate(|_, fx| replica::storage_done(w, result, fx)),
             Waiter::Bg(w) => self.background_done(now, w, result),
             Waiter::Scan(w) => self.scan_with(now, |s, cx, fx| s.storage_done(w, result, cx, fx)),
+            Waiter::Chain(w) => self.chain_with(now, |c, cx, fx| c.storage_done(cx, fx, w, result)),
             Waiter::Reclaim(w) => {
                 let mut fx = Vec::new();
                 self.reclaim
@@ -659,6 +676,9 @@ impl Node {
         self.schema_tick(now);
         self.coordinate(now, |c, _, fx| c.expire(now, fx));
         self.scan_with(now, |s, _, fx| s.expire(now, fx));
+        if self.schema.schema().has_craq() || !self.chain.is_idle() {
+            self.chain_with(now, |c, cx, fx| c.tick(cx, fx));
+        }
     }
 
     /// Becomes ready to coordinate once the view has settled (see

@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 /// formats 3 and 4 are read as plain factors and default locations.
 /// 6 adds the agreed ring to the schema ([`crate::agreed_ring`]); format 5
 /// is read as a schema whose ring the claimant has yet to propose.
-const FORMAT: u8 = 6;
+/// 7 adds the CRAQ chain configuration to the schema
+/// ([`crate::chain_config`]); format 6 is read as every member serving at
+/// chain epoch 0.
+const FORMAT: u8 = 7;
 
 /// One member of the persisted view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +133,7 @@ mod v5 {
                 voters: s.voters,
                 recent: s.recent,
                 ring: None,
+                chain: Default::default(),
             }
         }
     }
@@ -151,6 +155,84 @@ mod v5 {
                         .map(|(b, s)| (b, Schema::from(s))),
                 },
                 locations: v5.locations,
+            }
+        }
+    }
+}
+
+/// Format 6: the schema without the chain configuration.
+mod v6 {
+    use crate::agreed_ring::AgreedRing;
+    use crate::schema::{KeyspaceDef, KeyspaceId, Schema};
+    use crate::schema_agreement::{AcceptorState, Ballot};
+    use crate::types::NodeId;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SchemaV6 {
+        pub(super) version: u64,
+        pub(super) minted_by: NodeId,
+        pub(super) keyspaces: BTreeMap<String, KeyspaceDef>,
+        pub(super) next_id: KeyspaceId,
+        pub(super) voters: BTreeSet<NodeId>,
+        pub(super) recent: Vec<(u64, NodeId, u64)>,
+        pub(super) ring: Option<AgreedRing>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct AcceptorStateV6 {
+        pub(super) slot: u64,
+        pub(super) promised: Ballot,
+        pub(super) accepted: Option<(Ballot, SchemaV6)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct PersistedStateV6 {
+        pub(super) clock_high_water: u64,
+        pub(super) generation: u64,
+        pub(super) members: Vec<super::PersistedMember>,
+        pub(super) alive_micros: u64,
+        pub(super) schema: Option<SchemaV6>,
+        pub(super) schema_acceptor: AcceptorStateV6,
+        pub(super) locations: Vec<(NodeId, crate::topology::Location)>,
+    }
+
+    impl From<SchemaV6> for Schema {
+        fn from(s: SchemaV6) -> Schema {
+            Schema {
+                version: s.version,
+                minted_by: s.minted_by,
+                keyspaces: s.keyspaces,
+                next_id: s.next_id,
+                voters: s.voters,
+                recent: s.recent,
+                ring: s.ring,
+                chain: Default::default(),
+            }
+        }
+    }
+
+    impl From<PersistedStateV6> for super::PersistedState {
+        fn from(v6: PersistedStateV6) -> Self {
+            super::PersistedState {
+                clock_high_water: v6.clock_high_water,
+                generation: v6.generation,
+                members: v6.members,
+                alive_micros: v6.alive_micros,
+                schema: v6.schema.map(Schema::from),
+                schema_acceptor: AcceptorState {
+                    slot: v6.schema_acceptor.slot,
+                    promised: v6.schema_acceptor.promised,
+                    accepted: v6
+                        .schema_acceptor
+                        .accepted
+                        .map(|(b, s)| (b, Schema::from(s))),
+                },
+                locations: v6.locations,
             }
         }
     }
@@ -254,6 +336,7 @@ mod v4 {
                 voters: s.voters,
                 recent: s.recent,
                 ring: None,
+                chain: Default::default(),
             }
         }
     }
@@ -349,6 +432,7 @@ mod v3 {
                 voters: s.voters,
                 recent: s.recent,
                 ring: None,
+                chain: Default::default(),
             }
         }
     }
@@ -425,6 +509,9 @@ impl PersistedState {
             FORMAT => {
                 postcard::from_bytes(&body[1..]).map_err(|e| PersistError::Malformed(e.to_string()))
             }
+            6 => postcard::from_bytes::<v6::PersistedStateV6>(&body[1..])
+                .map(PersistedState::from)
+                .map_err(|e| PersistError::Malformed(e.to_string())),
             5 => postcard::from_bytes::<v5::PersistedStateV5>(&body[1..])
                 .map(PersistedState::from)
                 .map_err(|e| PersistError::Malformed(e.to_string())),
@@ -596,6 +683,52 @@ mod tests {
         assert_eq!(got.schema.as_ref(), Some(&schema));
         assert_eq!(got.schema.as_ref().and_then(|s| s.ring.as_ref()), None);
         assert_eq!(got.locations, s.locations);
+        assert_eq!(got.schema_acceptor.accepted.map(|(_, s)| s), Some(schema));
+    }
+
+    #[test]
+    fn format_6_is_read_with_every_chain_member_serving() {
+        let mut ks = std::collections::BTreeMap::new();
+        ks.insert(
+            "default".to_string(),
+            crate::config::KeyspaceConfig::default_keyspace(3),
+        );
+        let mut schema = crate::schema::Schema::seed(NodeId(7), &ks);
+        schema.version = 9;
+        schema.ring = Some(Default::default());
+        let to_v6 = |s: &crate::schema::Schema| v6::SchemaV6 {
+            version: s.version,
+            minted_by: s.minted_by,
+            keyspaces: s.keyspaces.clone(),
+            next_id: s.next_id,
+            voters: s.voters.clone(),
+            recent: s.recent.clone(),
+            ring: s.ring.clone(),
+        };
+        let s = sample();
+        let old = v6::PersistedStateV6 {
+            clock_high_water: s.clock_high_water,
+            generation: s.generation,
+            members: s.members.clone(),
+            alive_micros: s.alive_micros,
+            schema: Some(to_v6(&schema)),
+            schema_acceptor: v6::AcceptorStateV6 {
+                slot: 10,
+                promised: Default::default(),
+                accepted: Some((Default::default(), to_v6(&schema))),
+            },
+            locations: s.locations.clone(),
+        };
+        let mut out = vec![6u8];
+        out.extend(postcard::to_allocvec(&old).unwrap());
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        let got = PersistedState::decode(&out).unwrap();
+        assert_eq!(got.schema.as_ref(), Some(&schema));
+        assert_eq!(
+            got.schema.as_ref().map(|s| s.chain.clone()),
+            Some(crate::chain_config::ChainConfig::new(0))
+        );
         assert_eq!(got.schema_acceptor.accepted.map(|(_, s)| s), Some(schema));
     }
 

@@ -13,6 +13,7 @@
 //! keys are stored under its id ([`KeyspaceDef::storage`]), not its name.
 
 use crate::agreed_ring::AgreedRing;
+use crate::chain_config::{ChainConfig, MemberState};
 use crate::config::{Consistency, KeyspaceConfig, ReplicationStrategy};
 use crate::topology::{Replication, TopologyError};
 use crate::types::NodeId;
@@ -114,6 +115,25 @@ pub enum SchemaChange {
         /// Its new replication.
         replication: Replication,
     },
+    /// Create a chain-replicated (CRAQ) keyspace: linearizable, its
+    /// writes ordered by each key's head (see [`crate::chain`]).
+    CreateCraq {
+        /// Its name.
+        name: String,
+        /// Its chain length (replication factor).
+        replication_factor: usize,
+    },
+    /// The claimant's change of one member's state in the CRAQ chains (out
+    /// when down, syncing when back, serving once caught up).
+    ChainMember {
+        /// The chain epoch the claimant read: a change against an older
+        /// one is refused, as a stale claim is.
+        base_epoch: u64,
+        /// The member.
+        node: NodeId,
+        /// Its new state.
+        state: MemberState,
+    },
 }
 
 /// Why a change cannot be applied.
@@ -181,6 +201,16 @@ pub enum SchemaError {
         /// The one asked for.
         to: String,
     },
+    /// A CRAQ keyspace's chain length cannot change yet (its members would
+    /// need a handover the chains do not make).
+    #[error(
+        "keyspace {0:?} is chain-replicated (craq): its replication factor is fixed at creation"
+    )]
+    CraqFactorFixed(String),
+    /// A chain member change refused (stale epoch, wrong state, or none
+    /// left serving).
+    #[error("chain change refused: {0}")]
+    Chain(String),
     /// A claimant's ring read against an older version than the newest.
     #[error("the ring was read against schema version {base}, but version {version} is newer")]
     StaleClaim {
@@ -229,6 +259,9 @@ pub struct Schema {
     /// [`SchemaChange::Claim`] (a node then places keys by its gossip
     /// view, see [`crate::agreed_ring`]).
     pub ring: Option<AgreedRing>,
+    /// The chain members' states of every CRAQ keyspace, and the chain
+    /// epoch (the version that last changed them or the ring).
+    pub chain: ChainConfig,
 }
 
 /// How many versions' change ids a schema remembers.
@@ -265,7 +298,15 @@ impl Schema {
             voters: BTreeSet::new(),
             recent: Vec::new(),
             ring: None,
+            chain: ChainConfig::new(0),
         }
+    }
+
+    /// Whether any keyspace is chain-replicated (CRAQ).
+    pub fn has_craq(&self) -> bool {
+        self.keyspaces
+            .values()
+            .any(|k| k.config.strategy == ReplicationStrategy::Craq)
     }
 
     /// The keyspace called `name`.
@@ -398,6 +439,11 @@ impl Schema {
                     .get_mut(name)
                     .ok_or_else(|| SchemaError::Unknown(name.clone()))?;
                 if let Some(rf) = *replication_factor {
+                    if def.config.strategy == ReplicationStrategy::Craq
+                        && rf != def.config.replication_factor
+                    {
+                        return Err(SchemaError::CraqFactorFixed(name.clone()));
+                    }
                     if !def.config.datacenters.is_empty() {
                         return Err(SchemaError::ReplicationMode(name.clone()));
                     }
@@ -423,7 +469,13 @@ impl Schema {
                     return Err(SchemaError::Unknown(name.clone()));
                 }
             }
-            SchemaChange::SetVoters(voters) => next.voters = voters.clone(),
+            SchemaChange::SetVoters(voters) => {
+                if *voters != self.voters {
+                    // Leases are renewed by the voters: new voters, new epoch.
+                    next.chain.epoch = next.version;
+                }
+                next.voters = voters.clone();
+            }
             SchemaChange::Claim { base, voters, ring } => {
                 if *base != self.version {
                     return Err(SchemaError::StaleClaim {
@@ -431,8 +483,68 @@ impl Schema {
                         version: self.version,
                     });
                 }
+                if self.ring.as_ref() != Some(ring) || self.voters != *voters {
+                    // Chains follow the ring, and leases are renewed by the
+                    // voters: either changing is a new epoch.
+                    next.chain.epoch = next.version;
+                }
                 next.voters = voters.clone();
                 next.ring = Some(ring.clone());
+            }
+            SchemaChange::CreateCraq {
+                name,
+                replication_factor,
+            } => {
+                check_name(name)?;
+                if self.keyspaces.contains_key(name) {
+                    return Err(SchemaError::Exists(name.clone()));
+                }
+                if self.keyspaces.len() >= MAX_KEYSPACES {
+                    return Err(SchemaError::TooMany(self.keyspaces.len()));
+                }
+                let config = KeyspaceConfig {
+                    name: name.clone(),
+                    replication_factor: *replication_factor,
+                    default_consistency: Consistency::Quorum,
+                    strategy: ReplicationStrategy::Craq,
+                    datacenters: Default::default(),
+                    spread_racks: false,
+                };
+                check_settings(&config)?;
+                next.keyspaces.insert(
+                    name.clone(),
+                    KeyspaceDef {
+                        id: self.next_id,
+                        storage: format!("#{}", self.next_id),
+                        config,
+                        rf_version: 0,
+                    },
+                );
+                next.next_id = self.next_id + 1;
+            }
+            SchemaChange::ChainMember {
+                base_epoch,
+                node,
+                state,
+            } => {
+                if *base_epoch != self.chain.epoch {
+                    return Err(SchemaError::Chain(format!(
+                        "read against chain epoch {base_epoch}, the newest is {}",
+                        self.chain.epoch
+                    )));
+                }
+                let owners: Vec<NodeId> = self
+                    .ring
+                    .as_ref()
+                    .map(|r| r.owners_now().into_iter().map(|(id, _)| id).collect())
+                    .unwrap_or_default();
+                let v = next.version;
+                next.chain = match state {
+                    MemberState::Out => self.chain.take_out(*node, &owners, v),
+                    MemberState::Syncing => self.chain.rejoin(*node, v),
+                    MemberState::Serving => self.chain.promote(*node, v),
+                }
+                .map_err(|e| SchemaError::Chain(e.to_string()))?;
             }
             SchemaChange::CreatePlaced {
                 name,

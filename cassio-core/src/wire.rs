@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 /// spread to its definition (in gossip and in schema messages). Version 7
 /// added each node's native client address to its gossiped state (for
 /// token-aware clients). Version 8 added the agreed ring to the schema
-/// (in schema messages).
-pub const WIRE_VERSION: u8 = 8;
+/// (in schema messages). Version 9 added the CRAQ chain configuration to
+/// the schema and the chain messages ([`crate::chain::ChainMsg`]).
+pub const WIRE_VERSION: u8 = 9;
 
 /// The default cap on a frame's size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -91,6 +92,8 @@ pub enum PeerMsg {
     Hints(crate::hints::HintMsg),
     /// The schema agreement; its module owns the content.
     Schema(crate::schema_agreement::SchemaMsg),
+    /// Chain replication (CRAQ keyspaces).
+    Chain(Box<crate::chain::ChainMsg>),
     /// Coordinator → replica: send me your entries (tombstones included)
     /// of keyspace `keyspace` with tokens `first..=last`, after key
     /// `after` of token `first`, at most `limit` of them (a paged scan,

@@ -271,7 +271,11 @@ fn op_name(op: &ClientOp) -> &'static str {
         | ClientOp::GetEntry { .. }
         | ClientOp::GetCell { .. }
         | ClientOp::ReadRow { .. } => "get",
-        ClientOp::Put { .. } | ClientOp::PutExpiring { .. } | ClientOp::PutCell { .. } => "set",
+        ClientOp::Put { .. }
+        | ClientOp::PutExpiring { .. }
+        | ClientOp::PutCell { .. }
+        | ClientOp::Cas { .. }
+        | ClientOp::Incr { .. } => "set",
         ClientOp::Delete { .. } | ClientOp::DeleteCell { .. } => "del",
         ClientOp::Scan { .. } => "scan",
     }
@@ -316,6 +320,18 @@ fn check_request(req: &ClientRequest) -> Result<(), RequestError> {
         }
         ClientOp::PutCell { row, column, value } => (row.len() + column.len(), Some(value)),
         ClientOp::ReadRow { row, .. } => (row.len(), None),
+        ClientOp::Cas {
+            key, expected, new, ..
+        } => {
+            if let Some(e) = expected.as_ref().filter(|e| e.len() > MAX_VALUE_LEN) {
+                return Err(RequestError::BadRequest(format!(
+                    "expected value of {} bytes exceeds the limit of {MAX_VALUE_LEN} bytes",
+                    e.len()
+                )));
+            }
+            (key.len(), Some(new))
+        }
+        ClientOp::Incr { key, .. } => (key.len(), None),
     };
     if key_len > MAX_KEY_LEN {
         return Err(RequestError::BadRequest(format!(

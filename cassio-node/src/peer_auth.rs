@@ -15,7 +15,7 @@ use cassio_core::{Envelope, InboundFrame, Node, NodeId, Now, WireCodec};
 pub enum Admission {
     /// Decoded, and its sender is the authenticated peer (or the transport
     /// authenticates no one): hand it to the core.
-    Accept(Envelope),
+    Accept(Box<Envelope>),
     /// Not decodable: the core reports it as a bad frame.
     Undecodable,
     /// The envelope names another sender than the peer's certificate.
@@ -49,7 +49,7 @@ pub fn admit(codec: &WireCodec, frame: &InboundFrame) -> Admission {
                 authenticated,
             }
         }
-        _ => Admission::Accept(env),
+        _ => Admission::Accept(Box::new(env)),
     }
 }
 
@@ -57,7 +57,7 @@ pub fn admit(codec: &WireCodec, frame: &InboundFrame) -> Admission {
 /// per inbound frame).
 pub fn deliver(node: &mut Node, now: impl Into<Now>, frame: &InboundFrame) {
     match admit(node.codec(), frame) {
-        Admission::Accept(env) => node.handle_envelope(now, env),
+        Admission::Accept(env) => node.handle_envelope(now, *env),
         // Decoded again by the core, which reports why it is bad; bad
         // frames are rare, so the second decode costs nothing that matters.
         Admission::Undecodable => node.handle_frame(now, &frame.payload),

@@ -318,7 +318,10 @@ async fn execute_in(
             entries,
             next: next.map(|c| bytes::Bytes::from(c.encode())),
         },
-        ClientResponse::SchemaChanged { .. } | ClientResponse::Cells { .. } => {
+        ClientResponse::SchemaChanged { .. }
+        | ClientResponse::Cells { .. }
+        | ClientResponse::Swapped(_)
+        | ClientResponse::Counter(_) => {
             return Err(RequestError::BadRequest(
                 "the node answered a request with a schema change or cells".into(),
             ))

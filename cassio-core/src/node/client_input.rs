@@ -3,6 +3,8 @@
 //! the coordinator, or a page of a scan.
 
 use super::*;
+use crate::chain::ChainRequest;
+use crate::chain_op::ChainOp;
 
 impl Node {
     /// Starts a client request; its answer comes out as `Output::Reply { id, .. }`.
@@ -83,6 +85,40 @@ impl Node {
             // at least a quorum of all replicas.
             needed = replication.datacenters.values().map(|f| f / 2 + 1).sum();
         }
+        if ks.config.strategy == ReplicationStrategy::Craq {
+            let key = req.op.key();
+            let chain_req = match &req.op {
+                ClientOp::Get { .. } => ChainRequest::Read {
+                    weak: level == Consistency::One,
+                },
+                ClientOp::Put { value, .. } => ChainRequest::Write(ChainOp::Put(value.clone())),
+                ClientOp::Delete { .. } => ChainRequest::Write(ChainOp::Delete),
+                ClientOp::Cas { expected, new, .. } => ChainRequest::Write(ChainOp::Cas {
+                    expected: expected.clone(),
+                    new: new.clone(),
+                }),
+                ClientOp::Incr { by, .. } => ChainRequest::Write(ChainOp::Incr(*by)),
+                _ => {
+                    return self.reply(
+                        id,
+                        Err(ClientError::InvalidOp(
+                            "a chain-replicated (craq) keyspace offers get, set, delete, compare-and-set and increments only".into(),
+                        )),
+                    )
+                }
+            };
+            let skey = storage_key(&ks.storage, key);
+            return self.chain_with(now, |c, cx, fx| c.client(cx, fx, id, skey, chain_req));
+        }
+        if matches!(req.op, ClientOp::Cas { .. } | ClientOp::Incr { .. }) {
+            return self.reply(
+                id,
+                Err(ClientError::InvalidOp(format!(
+                    "compare-and-set and increments need a chain-replicated keyspace; {:?} is last-write-wins (create one with --mode craq)",
+                    req.keyspace
+                ))),
+            );
+        }
         if let ClientOp::Scan {
             prefix,
             from,
@@ -116,7 +152,7 @@ impl Node {
             ),
             ClientOp::GetEntry { key } => (storage_key(&ks.storage, key), Op::ReadEntry),
             // Answered above.
-            ClientOp::Scan { .. } => return,
+            ClientOp::Scan { .. } | ClientOp::Cas { .. } | ClientOp::Incr { .. } => return,
             ClientOp::GetCell { row, column }
             | ClientOp::PutCell { row, column, .. }
             | ClientOp::DeleteCell { row, column } => {
@@ -160,11 +196,7 @@ impl Node {
                 (start, Op::ReadRange { end, limit })
             }
         };
-        match ks.config.strategy {
-            ReplicationStrategy::Leaderless => {
-                self.start_leaderless(now, id, &req, (key, op), &replication, level)
-            }
-        }
+        self.start_leaderless(now, id, &req, (key, op), &replication, level)
     }
 
     pub(super) fn start_leaderless(

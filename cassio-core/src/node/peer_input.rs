@@ -129,6 +129,7 @@ impl Node {
                 self.drain_fx();
             }
             PeerMsg::Schema(m) => self.on_schema_msg(now, from, m),
+            PeerMsg::Chain(m) => self.chain_with(now, |c, cx, fx| c.on_message(cx, fx, from, *m)),
             PeerMsg::WriteAck { tag, outcome } => {
                 let at = self.wall.0;
                 self.coordinate(at, |c, clock, fx| {

@@ -89,8 +89,10 @@ impl Node {
         }
     }
 
-    /// The claimant's proposal, if this node is the claimant and one is due.
-    fn claim(&mut self, now: Instant) {
+    /// Whether this node is the claimant: the lowest live `Normal` token
+    /// owner (before the first version, among those whose configured
+    /// keyspaces are this node's).
+    pub(super) fn is_claimant(&self) -> bool {
         // Before the first version, the claimant is the lowest live node
         // whose configured keyspaces are this node's (a node configured
         // otherwise may not found, see `founding_refusal`, so it must not
@@ -112,7 +114,13 @@ impl Node {
                         && (!founding || app.keyspaces == own_keyspaces)
                 })
             });
-        if lowest_live != Some(self.id) || (founding && self.founding_refusal().is_some()) {
+        lowest_live == Some(self.id)
+    }
+
+    /// The claimant's proposal, if this node is the claimant and one is due.
+    fn claim(&mut self, now: Instant) {
+        let founding = self.schema.schema().version == 0;
+        if !self.is_claimant() || (founding && self.founding_refusal().is_some()) {
             return;
         }
         let view = self.agreement_view();
@@ -141,6 +149,15 @@ impl Node {
                 current.voters.clone()
             }
         };
+        let ring_moves = current.ring.as_ref().is_some_and(|r| {
+            r.owners_now() != ring.owners_now() || r.is_moving() != ring.is_moving()
+        });
+        if ring_moves && current.has_craq() {
+            // CRAQ chains do not yet follow ring changes (a joining node
+            // would take over keys it holds none of): joins, leaves and
+            // removals wait while a CRAQ keyspace exists.
+            return;
+        }
         if founding || current.ring.as_ref() != Some(&ring) || voters != current.voters {
             self.run_schema(now, |a| {
                 let base = a.schema().version;
@@ -173,7 +190,7 @@ impl Node {
     /// rounds meet at an acceptor and cannot choose two first versions;
     /// and a node cut off from part of the cluster still names it, so it
     /// waits rather than founds alone.
-    fn agreement_view(&self) -> AgreementView {
+    pub(super) fn agreement_view(&self) -> AgreementView {
         let founders: BTreeSet<NodeId> = self
             .membership
             .token_owner_ids()
@@ -248,7 +265,7 @@ impl Node {
     /// Runs `f` on the agreement, then persists (before anything is sent:
     /// an acceptor's promise must survive a crash) and carries out what it
     /// asked for.
-    fn run_schema(&mut self, now: Instant, f: impl FnOnce(&mut SchemaAgreement)) {
+    pub(super) fn run_schema(&mut self, now: Instant, f: impl FnOnce(&mut SchemaAgreement)) {
         f(&mut self.schema);
         let outputs = self.schema.drain();
         if self.schema.take_dirty() {
@@ -286,13 +303,18 @@ impl Node {
         {
             self.reclaim.request_walk();
         }
+        // CRAQ keyspaces keep their replicas in step through their
+        // chains, not by anti-entropy (which would merge their records as
+        // last-write-wins values).
         let rf_changed = self.ae.set_keyspaces(
             schema
                 .keyspaces
                 .values()
+                .filter(|k| k.config.strategy == ReplicationStrategy::Leaderless)
                 .map(|k| (k.storage.clone(), k.config.replication())),
             now,
         );
+        self.chain_with(now, |c, cx, fx| c.on_schema(cx, fx));
         if rf_changed {
             self.ae.request_round(now);
         }

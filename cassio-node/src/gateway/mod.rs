@@ -168,7 +168,9 @@ pub(crate) fn op_index(req: &ClientRequest) -> usize {
         | cassio_core::ClientOp::ReadRow { .. } => 0,
         cassio_core::ClientOp::Put { .. }
         | cassio_core::ClientOp::PutExpiring { .. }
-        | cassio_core::ClientOp::PutCell { .. } => 1,
+        | cassio_core::ClientOp::PutCell { .. }
+        | cassio_core::ClientOp::Cas { .. }
+        | cassio_core::ClientOp::Incr { .. } => 1,
         cassio_core::ClientOp::Delete { .. } | cassio_core::ClientOp::DeleteCell { .. } => 2,
         cassio_core::ClientOp::Scan { .. } => 3,
     }

@@ -1188,7 +1188,9 @@ async fn get(
         ClientResponse::Written { .. }
         | ClientResponse::SchemaChanged { .. }
         | ClientResponse::Page { .. }
-        | ClientResponse::Cells { .. } => Err(RequestError::BadRequest(
+        | ClientResponse::Cells { .. }
+        | ClientResponse::Swapped(_)
+        | ClientResponse::Counter(_) => Err(RequestError::BadRequest(
             "the node answered a read with a write acknowledgement".into(),
         )),
     }

@@ -270,6 +270,8 @@ pub fn describe(op: &OpRecord) -> String {
             None => format!("put {v:?}"),
         },
         OpKind::Delete => "delete".to_string(),
+        OpKind::Cas { expected, new } => format!("cas {expected:?} -> {new:?}"),
+        OpKind::Incr(by) => format!("incr {by}"),
     };
     let ts = op.ts.map(|t| format!(" ts={t}")).unwrap_or_default();
     let done = op
@@ -406,7 +408,8 @@ fn check_scans(outcome: &SimOutcome, violations: &mut Vec<Violation>) {
                 };
                 *e = Expect::Either(v);
             }
-            (OpKind::Get, _) => {}
+            // Scans run on last-write-wins keyspaces only.
+            (OpKind::Get | OpKind::Cas { .. } | OpKind::Incr(_), _) => {}
         }
     }
     if outcome.scans.is_empty() {
@@ -737,6 +740,16 @@ fn schema_violations(outcome: &SimOutcome) -> Vec<Violation> {
             | SchemaChange::AlterReplication { name, replication } => s
                 .keyspace(name)
                 .is_some_and(|k| k.config.replication().total() == replication.total()),
+            SchemaChange::CreateCraq {
+                name,
+                replication_factor,
+            } => s.keyspace(name).is_some_and(|k| {
+                k.config.replication_factor == *replication_factor
+                    && k.config.strategy == cassio_core::ReplicationStrategy::Craq
+            }),
+            SchemaChange::ChainMember { node, state, .. } => {
+                s.chain.state(*node) == *state && s.chain.epoch == s.version
+            }
         };
         if !schemas.iter().all(|s| holds(s)) {
             violations.push(Violation::SchemaChangeLost {

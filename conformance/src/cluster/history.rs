@@ -14,6 +14,15 @@ pub enum OpKind {
     Put(Bytes),
     /// A delete.
     Delete,
+    /// A compare-and-set (CRAQ keyspaces).
+    Cas {
+        /// The value required (`None`: absent).
+        expected: Option<Bytes>,
+        /// The value set if it matches (unique across a history).
+        new: Bytes,
+    },
+    /// An increment (CRAQ keyspaces).
+    Incr(i64),
 }
 
 /// How a client operation ended.
@@ -170,6 +179,11 @@ impl SimOutcome {
                 OpKind::Get => Op::Read,
                 OpKind::Put(v) => Op::Write(v.clone()),
                 OpKind::Delete => Op::Delete,
+                OpKind::Cas { expected, new } => Op::Cas {
+                    expected: expected.clone(),
+                    new: new.clone(),
+                },
+                OpKind::Incr(by) => Op::Incr(*by),
             };
             let outcome = match &op.outcome {
                 OpOutcome::Refused => continue,
@@ -177,8 +191,16 @@ impl SimOutcome {
                 OpOutcome::Done(Ok(ClientResponse::Value(v))) if kind == Op::Read => {
                     Outcome::Value(v.clone())
                 }
-                OpOutcome::Done(Ok(ClientResponse::Written { .. })) if kind != Op::Read => {
+                OpOutcome::Done(Ok(ClientResponse::Written { .. }))
+                    if matches!(kind, Op::Write(_) | Op::Delete) =>
+                {
                     Outcome::Ok
+                }
+                OpOutcome::Done(Ok(ClientResponse::Swapped(s))) => Outcome::Cas(*s),
+                OpOutcome::Done(Ok(ClientResponse::Counter(n))) => Outcome::Counter(*n),
+                // Refused by the head without effect: not a number.
+                OpOutcome::Done(Err(ClientError::InvalidOp(_))) if matches!(kind, Op::Incr(_)) => {
+                    Outcome::NotAnInteger
                 }
                 // Other answers (pages, cells) are not register operations.
                 OpOutcome::Done(Ok(_)) => continue,

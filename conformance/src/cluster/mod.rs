@@ -153,6 +153,10 @@ pub struct Scenario {
     /// Client `c` sends every operation to a node of the `c`-th datacenter
     /// (cyclically, in name order) instead of any node.
     pub pin_clients_to_datacenter: bool,
+    /// The keyspace is chain-replicated (CRAQ): the workload adds
+    /// compare-and-set and increments, and histories are judged by the
+    /// linearizability checker ([`crate::linearizability`]).
+    pub craq: bool,
 }
 
 /// The scan workload: right after warm-up a loader writes `keys` distinct
@@ -231,6 +235,7 @@ impl Scenario {
             topology: Vec::new(),
             datacenters: BTreeMap::new(),
             pin_clients_to_datacenter: false,
+            craq: false,
         }
     }
 

@@ -345,6 +345,11 @@ impl<'a> SimCluster<'a> {
         c.keyspaces = vec![KeyspaceConfig {
             default_consistency: Consistency::Quorum,
             datacenters: self.scenario.datacenters.clone(),
+            strategy: if self.scenario.craq {
+                cassio_core::ReplicationStrategy::Craq
+            } else {
+                cassio_core::ReplicationStrategy::Leaderless
+            },
             ..KeyspaceConfig::default_keyspace(rf)
         }];
         c.datacenter = self.scenario.datacenter_of(i).to_string();
@@ -467,7 +472,9 @@ impl<'a> SimCluster<'a> {
                 self.note_write_msg(from, *tag, version.ts);
                 self.note_fan_out();
             }
-            PeerMsg::Read { .. } => self.note_fan_out(),
+            // A chain request forwarded to a key's head or a serving
+            // member: it may take effect whatever the answer.
+            PeerMsg::Read { .. } | PeerMsg::Chain(_) => self.note_fan_out(),
             _ => {}
         }
         self.frames.0 += 1;

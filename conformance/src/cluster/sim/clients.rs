@@ -141,6 +141,23 @@ impl SimCluster<'_> {
             }
             (OpKind::Put(v), true, _) => ClientRequest::hset(row, key.clone(), v.clone()),
             (OpKind::Delete, true, _) => ClientRequest::hdel(row, key.clone()),
+            (OpKind::Cas { expected, new }, _, _) => ClientRequest {
+                keyspace: cassio_core::DEFAULT_KEYSPACE.to_string(),
+                op: cassio_core::ClientOp::Cas {
+                    key: key.clone(),
+                    expected: expected.clone(),
+                    new: new.clone(),
+                },
+                consistency: None,
+            },
+            (OpKind::Incr(by), _, _) => ClientRequest {
+                keyspace: cassio_core::DEFAULT_KEYSPACE.to_string(),
+                op: cassio_core::ClientOp::Incr {
+                    key: key.clone(),
+                    by: *by,
+                },
+                consistency: None,
+            },
         }
         .with_consistency(level);
         let kind_is_put = matches!(kind, OpKind::Put(_));
@@ -236,6 +253,15 @@ impl SimCluster<'_> {
         };
         let key = Bytes::from(format!("k{}", self.rng.random_range(0..self.scenario.keys)));
         let roll = self.rng.random_range(0..100);
+        if self.scenario.craq {
+            let kind = self.craq_op(&key, roll);
+            let level = if matches!(kind, OpKind::Get) {
+                self.scenario.read_cl
+            } else {
+                self.scenario.write_cl
+            };
+            return self.issue(client, node, kind, key, level, false);
+        }
         let (kind, level) = if roll < 45 {
             (OpKind::Get, self.scenario.read_cl)
         } else if roll < 100 - self.scenario.delete_percent.min(55) {
@@ -250,6 +276,50 @@ impl SimCluster<'_> {
             && self.rng.random_range(0..100) < self.scenario.ttl_percent)
             .then_some(self.scenario.ttl);
         self.issue_ttl(client, node, kind, key, level, false, ttl);
+    }
+
+    /// A CRAQ workload's operation on `key`: counters (keys ending in an
+    /// odd digit) are read and incremented; registers are read, written,
+    /// deleted and compare-and-set against a value written earlier (or
+    /// absent).
+    fn craq_op(&mut self, key: &Bytes, roll: u32) -> OpKind {
+        let counter = key.last().is_some_and(|d| d % 2 == 1);
+        if counter {
+            return if roll < 50 {
+                OpKind::Get
+            } else {
+                OpKind::Incr(self.rng.random_range(-3..=5))
+            };
+        }
+        if roll < 45 {
+            OpKind::Get
+        } else if roll < 70 {
+            OpKind::Put(self.fresh_value())
+        } else if roll < 100 - self.scenario.delete_percent.min(25) {
+            // The value expected: one this key was last seen or written
+            // with by any client (or absent), so swaps often match.
+            let expected = self
+                .history
+                .iter()
+                .rev()
+                .filter(|o| o.key == *key)
+                .find_map(|o| match (&o.kind, &o.outcome) {
+                    (OpKind::Put(v), _) => Some(Some(v.clone())),
+                    (OpKind::Cas { new, .. }, _) => Some(Some(new.clone())),
+                    (OpKind::Delete, _) => Some(None),
+                    (OpKind::Get, OpOutcome::Done(Ok(cassio_core::ClientResponse::Value(v)))) => {
+                        Some(v.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or(None);
+            OpKind::Cas {
+                expected,
+                new: self.fresh_value(),
+            }
+        } else {
+            OpKind::Delete
+        }
     }
 
     pub(super) fn fresh_value(&mut self) -> Bytes {
