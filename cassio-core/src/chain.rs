@@ -458,6 +458,8 @@ pub(crate) struct ChainMachine {
     usable_at: Instant,
     /// Keys wait for the epoch to become usable before they send.
     pending_ready: bool,
+    /// The keys waiting when the epoch became usable were settled.
+    settled_ready: bool,
     lease: ReadLease,
     next_renew: Instant,
     slots: HashMap<Key, Slot>,
@@ -476,6 +478,12 @@ pub(crate) struct ChainMachine {
     synced: BTreeMap<NodeId, u64>,
     proposed_at: Option<Instant>,
     request_timeout: Duration,
+    /// Started on an empty data directory and not (yet) known to be a
+    /// founder or out of its chains: it may have lost what it held, so it
+    /// does no chain work and asks to be taken out, then rejoins syncing.
+    amnesiac: bool,
+    /// When it last asked to be taken out.
+    asked_out_at: Option<Instant>,
     rr: usize,
     commits: u64,
     query_count: u64,
@@ -504,6 +512,7 @@ impl ChainMachine {
             voters: BTreeSet::new(),
             usable_at: now + LEASE_PERIOD,
             pending_ready: true,
+            settled_ready: false,
             lease: ReadLease::new(0, BTreeSet::new(), LEASE_PERIOD),
             next_renew: now,
             slots: HashMap::new(),
@@ -517,6 +526,8 @@ impl ChainMachine {
             synced: BTreeMap::new(),
             proposed_at: None,
             request_timeout,
+            amnesiac: false,
+            asked_out_at: None,
             rr: 0,
             commits: 0,
             query_count: 0,
@@ -540,12 +551,22 @@ impl ChainMachine {
         }
     }
 
+    /// This node started on an empty data directory: unless it turns out
+    /// to be one of the founders of the cluster's first schema version (no
+    /// chain held data before it), it may be a member that lost its data.
+    pub fn set_fresh(&mut self) {
+        self.amnesiac = true;
+    }
+
     /// Nothing in flight: a node without CRAQ keyspaces need not tick it.
     pub fn is_idle(&self) -> bool {
         self.slots.is_empty() && self.requests.is_empty() && self.queries.is_empty()
     }
 
     fn ready(&self, now: Instant) -> bool {
+        if self.amnesiac {
+            return false;
+        }
         #[cfg(feature = "mutations")]
         if self.mutations.ignore_leases {
             return true;
@@ -585,6 +606,17 @@ impl ChainMachine {
     pub fn on_schema(&mut self, cx: &ChainCtx<'_>, fx: &mut Vec<ChainEffect>) {
         let epoch = cx.config().epoch;
         let voters = cx.schema.voters.clone();
+        if self.amnesiac && cx.schema.version >= 1 {
+            // A founder of the first version (no chain held data before
+            // it), or a member already out (it rejoins syncing): nothing
+            // to fear either way.
+            if (cx.schema.version == 1 && self.epoch == 0)
+                || cx.config().state(cx.me) == MemberState::Out
+                || !cx.schema.has_craq()
+            {
+                self.amnesiac = false;
+            }
+        }
         if epoch == self.epoch && voters == self.voters {
             return;
         }
@@ -596,6 +628,7 @@ impl ChainMachine {
         if changed {
             self.usable_at = self.usable_at.max(cx.now + LEASE_PERIOD);
             self.pending_ready = true;
+            self.settled_ready = false;
             self.sync = None;
             let keys: Vec<Key> = self.slots.keys().cloned().collect();
             for k in keys {
@@ -1623,8 +1656,13 @@ impl ChainMachine {
             }
         }
         // Keys that waited for the epoch to become usable.
-        if self.pending_ready && self.ready(now) {
+        // (Cleared at the usable time even when not ready, or the timer
+        // would keep firing at a time already past.)
+        if self.pending_ready && now >= self.usable_at {
             self.pending_ready = false;
+        }
+        if !self.pending_ready && self.ready(now) && !self.settled_ready {
+            self.settled_ready = true;
             let idle: Vec<Key> = self
                 .slots
                 .iter()
@@ -1637,6 +1675,20 @@ impl ChainMachine {
         }
         self.expire(fx, now);
         self.step_sync(cx, fx);
+        if self.amnesiac && cx.schema.version >= 1 {
+            // Ask to be taken out of the chains (then rejoin syncing).
+            let due = self
+                .asked_out_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_RETRY);
+            if due {
+                self.asked_out_at = Some(now);
+                fx.push(ChainEffect::Propose(SchemaChange::ChainMember {
+                    base_epoch: cx.config().epoch,
+                    node: cx.me,
+                    state: MemberState::Out,
+                }));
+            }
+        }
         if cx.claimant {
             self.claim(cx, fx);
         }

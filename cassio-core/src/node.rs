@@ -348,7 +348,13 @@ impl Node {
                 config.tombstone_grace,
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
             ),
-            chain: crate::chain::ChainMachine::new(now, config.request_timeout),
+            chain: {
+                let mut c = crate::chain::ChainMachine::new(now, config.request_timeout);
+                if config.persisted.is_none() {
+                    c.set_fresh();
+                }
+                c
+            },
             transition: Transition::default(),
             joining_since: None,
             widest_rf: (0, BTreeMap::new()),

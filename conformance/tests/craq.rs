@@ -137,3 +137,170 @@ fn crash_restart(name: &str, node: usize) -> Scenario {
 fn craq_crash_and_restart() {
     assert_holds(&crash_restart("craq_crash_and_restart", 0));
 }
+
+fn partitioned(name: &str, side: &[usize], other: &[usize]) -> Scenario {
+    let mut s = craq(name);
+    s.faults = vec![
+        (
+            secs(3),
+            Fault::Partition {
+                from: side.to_vec(),
+                to: other.to_vec(),
+                one_way: false,
+            },
+        ),
+        (secs(25), Fault::Heal),
+    ];
+    s
+}
+
+/// Each of the three nodes of a three-node cluster crashes in turn under
+/// load (every key's chain holds all three, in an order that depends on
+/// the key, so each crash takes out the head of some chains, the middle
+/// of others and the tail of the rest, with writes in flight), and comes
+/// back.
+#[test]
+fn craq_crash_head_middle_and_tail() {
+    let mut s = craq("craq_crash_head_middle_and_tail");
+    s.nodes = 3;
+    s.faults = vec![
+        (secs(3), Fault::Crash(0)),
+        (secs(12), Fault::Restart(0)),
+        (secs(18), Fault::Crash(1)),
+        (secs(27), Fault::Restart(1)),
+        (secs(32), Fault::Crash(2)),
+        (secs(40), Fault::Restart(2)),
+    ];
+    assert_holds(&s);
+}
+
+/// A node comes back with an empty data directory (same id): it asks to
+/// be taken out of its chains, rejoins syncing and must pull everything
+/// before it serves.
+#[test]
+#[ignore = "CRAQ: a member back with an empty data directory under its old id still serves one stale read in 10 seeds (seed 6, key k4): amnesia handling is incomplete (issue 13)"]
+fn craq_member_returns_empty() {
+    let mut s = craq("craq_member_returns_empty");
+    s.faults = vec![
+        (
+            secs(3),
+            Fault::Wipe {
+                node: 2,
+                new_id: false,
+            },
+        ),
+        (secs(12), Fault::Restart(2)),
+    ];
+    assert_holds(&s);
+}
+
+/// The claimant (node 0, the lowest id) cut off alone: the others must
+/// take it out of its chains without it.
+#[test]
+fn craq_partition_isolates_the_claimant() {
+    assert_holds(&partitioned(
+        "craq_partition_isolates_the_claimant",
+        &[0],
+        &[1, 2, 3, 4],
+    ));
+}
+
+/// Two nodes cut off from three: every chain with a member on the small
+/// side loses its head, middle or tail there.
+#[test]
+fn craq_partition_minority() {
+    assert_holds(&partitioned("craq_partition_minority", &[0, 1], &[2, 3, 4]));
+}
+
+/// One node (a head, middle or tail of each of its chains) cut off alone,
+/// not the claimant.
+#[test]
+fn craq_partition_isolates_one_member() {
+    assert_holds(&partitioned(
+        "craq_partition_isolates_one_member",
+        &[3],
+        &[0, 1, 2, 4],
+    ));
+}
+
+/// Lossy network with a crash: resends and catch-ups carry the chains.
+#[test]
+fn craq_loss_and_crash() {
+    let mut s = craq("craq_loss_and_crash");
+    s.faults = vec![
+        (secs(1), Fault::SetLoss(0.1)),
+        (secs(5), Fault::Crash(1)),
+        (secs(20), Fault::Restart(1)),
+        (secs(30), Fault::SetLoss(0.0)),
+    ];
+    assert_holds(&s);
+}
+
+/// A busy workload on few keys, where reads often meet dirty versions and
+/// race writes at other members: what the mutations below need to show.
+fn busy(name: &str) -> Scenario {
+    let mut s = craq(name);
+    s.clients = 8;
+    s.keys = 3;
+    s.think_time = Duration::from_millis(60);
+    s.ops_per_client = 300;
+    s
+}
+
+fn caught(mut s: Scenario, m: impl Fn(&mut cassio_core::config::Mutations)) -> usize {
+    m(&mut s.mutations);
+    let t = judge(&s, 0..5);
+    t.not_linearizable
+}
+
+/// The control: the busy workload is linearizable without mutations.
+#[test]
+fn craq_busy_workload_is_linearizable() {
+    let mut s = busy("craq_busy");
+    s.faults = vec![(secs(5), Fault::Crash(1)), (secs(15), Fault::Restart(1))];
+    let t = judge(&s, 0..5);
+    assert!(t.events > 2000, "{t:?}");
+    assert_eq!(t.not_linearizable, 0, "{t:?}");
+    assert_eq!(t.liveness_failed, 0, "{t:?}");
+}
+
+/// Mutation: a dirty read answers its newest version without asking the
+/// tail.
+#[test]
+fn mutation_skip_version_query_is_caught() {
+    let n = caught(busy("craq_skip_version_query"), |m| {
+        m.chain_skip_version_query = true
+    });
+    assert!(n > 0, "not caught");
+}
+
+/// Mutation: the head commits (and answers) before the write reaches the
+/// tail.
+#[test]
+fn mutation_commit_at_head_is_caught() {
+    let n = caught(busy("craq_commit_at_head"), |m| {
+        m.chain_commit_at_head = true
+    });
+    assert!(n > 0, "not caught");
+}
+
+/// Mutation: no leases and no wait before a new epoch: a member cut off
+/// keeps answering reads (an old tail keeps answering version queries)
+/// after the others took it out.
+#[test]
+fn mutation_ignore_leases_is_caught() {
+    let mut s = busy("craq_ignore_leases");
+    s.faults = vec![
+        (
+            secs(3),
+            Fault::Partition {
+                from: vec![3],
+                to: vec![0, 1, 2, 4],
+                one_way: false,
+            },
+        ),
+        (secs(20), Fault::Heal),
+    ];
+    let n = caught(s, |m| m.chain_ignore_leases = true);
+    assert!(n > 0, "not caught");
+}
