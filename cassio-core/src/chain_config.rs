@@ -1,7 +1,7 @@
 //! Which nodes form a key's chain in a chain-replicated (CRAQ) keyspace,
-//! and what each must do when a chain changes (issue 13; the protocol
-//! that uses it is not built yet: see docs/architecture.md, "Planned:
-//! CRAQ keyspaces").
+//! and what each must do when a chain changes (used by [`crate::chain`]).
+//! The machine commits at the chain's last member, a syncing one when one
+//! follows the serving tail ([`Chain::last`]).
 //!
 //! A key's chain is its replica list in ring order (placement is the
 //! keyspace's, unchanged), filtered by the keyspace's [`ChainConfig`]:

@@ -1,7 +1,6 @@
 //! What a write of a chain-replicated (CRAQ) keyspace does, decided at the
-//! head against the key's newest version, dirty included (issue 13; the
-//! protocol that uses it is not built yet: see docs/architecture.md,
-//! "Planned: CRAQ keyspaces").
+//! head against the key's newest version, dirty included (used by
+//! [`crate::chain`]).
 //!
 //! The head orders a key's writes and the chain keeps that order, so a
 //! compare-and-set or an increment decided against the newest version is

@@ -1,7 +1,6 @@
 //! One key of a chain-replicated (CRAQ) keyspace as a replica holds it:
-//! the committed version and any newer dirty ones (issue 13; the protocol
-//! that uses it is not built yet: see docs/architecture.md, "Planned:
-//! CRAQ keyspaces").
+//! the committed version and any newer dirty ones (used by
+//! [`crate::chain`]).
 //!
 //! The head gives each write of a key the next version (`u64`, from 1);
 //! writes flow down the chain in order, so a replica receives a key's

@@ -1,6 +1,5 @@
 //! Read leases with self-fencing, for chain-replicated (CRAQ) keyspaces
-//! (issue 13; the protocol that uses them is not built yet: see
-//! docs/architecture.md, "Planned: CRAQ keyspaces").
+//! (used by [`crate::chain`]).
 //!
 //! A chain replica may answer reads, and a tail version queries, only
 //! while no newer chain configuration can be in use. Configurations are
