@@ -558,6 +558,12 @@ impl ChainMachine {
         self.amnesiac = true;
     }
 
+    /// This node accepted the cluster's first schema version: it is one
+    /// of its founders, so no chain held data before it.
+    pub fn founded(&mut self) {
+        self.amnesiac = false;
+    }
+
     /// Nothing in flight: a node without CRAQ keyspaces need not tick it.
     pub fn is_idle(&self) -> bool {
         self.slots.is_empty() && self.requests.is_empty() && self.queries.is_empty()
@@ -607,13 +613,14 @@ impl ChainMachine {
         let epoch = cx.config().epoch;
         let voters = cx.schema.voters.clone();
         if self.amnesiac && cx.schema.version >= 1 {
-            // A founder of the first version (no chain held data before
-            // it), or a member already out (it rejoins syncing): nothing
-            // to fear either way.
-            if (cx.schema.version == 1 && self.epoch == 0)
-                || cx.config().state(cx.me) == MemberState::Out
-                || !cx.schema.has_craq()
-            {
+            // A member already out rejoins syncing; a node on no ring holds
+            // no chain: nothing to fear either way.
+            let owner = cx
+                .schema
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.owns(cx.me) != (false, false));
+            if cx.config().state(cx.me) == MemberState::Out || !cx.schema.has_craq() || !owner {
                 self.amnesiac = false;
             }
         }

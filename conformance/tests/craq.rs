@@ -178,7 +178,6 @@ fn craq_crash_head_middle_and_tail() {
 /// be taken out of its chains, rejoins syncing and must pull everything
 /// before it serves.
 #[test]
-#[ignore = "CRAQ: a member back with an empty data directory under its old id still serves one stale read in 10 seeds (seed 6, key k4): amnesia handling is incomplete (issue 13)"]
 fn craq_member_returns_empty() {
     let mut s = craq("craq_member_returns_empty");
     s.faults = vec![

@@ -267,6 +267,17 @@ impl Node {
     /// asked for.
     pub(super) fn run_schema(&mut self, now: Instant, f: impl FnOnce(&mut SchemaAgreement)) {
         f(&mut self.schema);
+        if self
+            .schema
+            .acceptor()
+            .accepted
+            .as_ref()
+            .is_some_and(|(_, s)| s.version == 1)
+        {
+            // A founder: its empty data directory lost nothing (see
+            // `ChainMachine::set_fresh`).
+            self.chain.founded();
+        }
         let outputs = self.schema.drain();
         if self.schema.take_dirty() {
             self.persist(true);
