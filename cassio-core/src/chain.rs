@@ -391,8 +391,11 @@ pub(crate) struct ChainCtx<'a> {
     pub me: NodeId,
     pub now: Instant,
     pub schema: &'a Schema,
-    /// A token's replicas on the current ring, in ring order.
-    pub replicas: &'a dyn Fn(Token, &Replication) -> Vec<NodeId>,
+    /// A token's replicas on the current ring, then (while the ring moves
+    /// and they differ) on the next, each in ring order.
+    pub replicas: &'a dyn Fn(Token, &Replication) -> Vec<Vec<NodeId>>,
+    /// The wall clock (microseconds), for the ring move's sync tracking.
+    pub wall: u64,
     pub alive: &'a dyn Fn(NodeId) -> bool,
     /// This node is the claimant and may propose chain changes.
     pub claimant: bool,
@@ -413,8 +416,12 @@ impl ChainCtx<'_> {
         if def.config.strategy != ReplicationStrategy::Craq {
             return None;
         }
-        let replicas = (self.replicas)(token, &def.config.replication());
-        Some(self.config().chain(&replicas))
+        let sets = (self.replicas)(token, &def.config.replication());
+        let now = sets.first().map_or(&[][..], |s| &s[..]);
+        Some(match sets.get(1) {
+            Some(next) => self.config().chain_moving(now, next),
+            None => self.config().chain(now),
+        })
     }
 }
 
@@ -432,6 +439,8 @@ struct SyncRun {
     pending: usize,
     /// When this member last said it is synced.
     reported_at: Option<Instant>,
+    /// The wall clock when the run started.
+    started_wall: u64,
 }
 
 /// Figures for status and tests.
@@ -472,6 +481,8 @@ pub(crate) struct ChainMachine {
     next_qid: u64,
     sync: Option<SyncRun>,
     next_run: u64,
+    /// The earliest start a ring move's tracking asked of a finished run.
+    sync_wanted: std::cell::Cell<u64>,
     /// The claimant's view: since when each owner is down, and which
     /// syncing members said they are synced (at which epoch).
     down_since: BTreeMap<NodeId, Instant>,
@@ -522,6 +533,7 @@ impl ChainMachine {
             next_qid: 1,
             sync: None,
             next_run: 1,
+            sync_wanted: std::cell::Cell::new(0),
             down_since: BTreeMap::new(),
             synced: BTreeMap::new(),
             proposed_at: None,
@@ -562,6 +574,20 @@ impl ChainMachine {
     /// of its founders, so no chain held data before it.
     pub fn founded(&mut self) {
         self.amnesiac = false;
+    }
+
+    /// Whether this node has pulled its CRAQ chains' committed state in a
+    /// run that started at or after wall time `wall` (true without CRAQ
+    /// keyspaces): a ring move waits for it as for anti-entropy.
+    /// A run that finished before `wall` makes the next tick start another.
+    pub fn synced_since(&self, wall: u64, has_craq: bool) -> bool {
+        if !has_craq {
+            return true;
+        }
+        self.sync_wanted.set(self.sync_wanted.get().max(wall));
+        self.sync
+            .as_ref()
+            .is_some_and(|s| s.todo.is_empty() && s.pending == 0 && s.started_wall >= wall)
     }
 
     /// Nothing in flight: a node without CRAQ keyspaces need not tick it.
@@ -615,11 +641,8 @@ impl ChainMachine {
         if self.amnesiac && cx.schema.version >= 1 {
             // A member already out rejoins syncing; a node on no ring holds
             // no chain: nothing to fear either way.
-            let owner = cx
-                .schema
-                .ring
-                .as_ref()
-                .is_some_and(|r| r.owns(cx.me) != (false, false));
+            // (A node joining the ring held none of its chains' data.)
+            let owner = cx.schema.ring.as_ref().is_some_and(|r| r.owns(cx.me).0);
             if cx.config().state(cx.me) == MemberState::Out || !cx.schema.has_craq() || !owner {
                 self.amnesiac = false;
             }
@@ -1542,12 +1565,23 @@ impl ChainMachine {
     /// Starts, continues or reports a syncing member's pull.
     fn step_sync(&mut self, cx: &ChainCtx<'_>, fx: &mut Vec<ChainEffect>) {
         let me = cx.me;
-        let syncing = cx.config().state(me) == MemberState::Syncing && cx.schema.has_craq();
-        if !syncing || !self.ready(cx.now) {
+        // A member rejoining, or a node the moving ring gives keys: each
+        // pulls what was committed before it came into their chains.
+        let rejoining = cx.config().state(me) == MemberState::Syncing;
+        let gaining = cx
+            .schema
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.is_moving() && r.owns(me).1);
+        if !(rejoining || gaining) || !cx.schema.has_craq() || !self.ready(cx.now) {
             self.sync = None;
             return;
         }
-        if self.sync.as_ref().is_none_or(|s| s.epoch != self.epoch) {
+        let stale_run = self.sync.as_ref().is_none_or(|s| {
+            s.epoch != self.epoch
+                || (s.todo.is_empty() && s.pending == 0 && s.started_wall < self.sync_wanted.get())
+        });
+        if stale_run {
             let owners: Vec<NodeId> = cx
                 .schema
                 .ring
@@ -1573,6 +1607,7 @@ impl ChainMachine {
                 asked_at: None,
                 pending: 0,
                 reported_at: None,
+                started_wall: cx.wall,
             });
             self.next_run += 1;
         }
@@ -1599,6 +1634,9 @@ impl ChainMachine {
                         },
                     ));
                 }
+            }
+            None if !rejoining => {
+                // Done: the ring move's tracking asks `synced_since`.
             }
             None => {
                 let due = run

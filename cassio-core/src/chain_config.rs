@@ -70,6 +70,21 @@ impl ChainConfig {
         }
     }
 
+    /// The chain of a key while the ring moves: `now` are its replicas on
+    /// the current ring, `next` those on the ring the cluster moves to.
+    /// Replicas only on the next ring follow, syncing (they take every
+    /// write and pull what was committed before; reads stay with the
+    /// current ring's serving members until the move completes).
+    pub fn chain_moving(&self, now: &[NodeId], next: &[NodeId]) -> Chain {
+        let mut chain = self.chain(now);
+        chain.syncing.extend(
+            next.iter()
+                .copied()
+                .filter(|n| !now.contains(n) && self.state(*n) != MemberState::Out),
+        );
+        chain
+    }
+
     /// Member `node`'s state.
     pub fn state(&self, node: NodeId) -> MemberState {
         self.states

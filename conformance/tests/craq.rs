@@ -27,12 +27,14 @@ struct Tally {
     not_linearizable: usize,
     gave_up: usize,
     liveness_failed: usize,
+    never_left: usize,
 }
 
 fn judge(s: &Scenario, seeds: std::ops::Range<u64>) -> Tally {
     let mut t = Tally::default();
     for seed in seeds {
         let outcome = simulate_mem(s, seed);
+        t.never_left += outcome.never_left.len();
         let history = outcome.linearizability_events();
         t.events += history.len();
         t.ok += outcome
@@ -85,6 +87,7 @@ fn assert_holds(s: &Scenario) {
     assert_eq!(t.not_linearizable, 0, "{t:?}");
     assert_eq!(t.gave_up, 0, "{t:?}");
     assert_eq!(t.liveness_failed, 0, "{t:?}");
+    assert_eq!(t.never_left, 0, "{t:?}");
 }
 
 #[test]
@@ -302,4 +305,43 @@ fn mutation_ignore_leases_is_caught() {
     ];
     let n = caught(s, |m| m.chain_ignore_leases = true);
     assert!(n > 0, "not caught");
+}
+
+fn on_craq(mut s: Scenario, name: &str) -> Scenario {
+    s.craq = true;
+    s.name = name.into();
+    s
+}
+
+/// Three nodes join a five-node cluster under load: each pulls the
+/// committed state of the keys it gains while it is the last member of
+/// their chains, and serves once the ring moved.
+#[test]
+fn craq_join_under_load() {
+    assert_holds(&on_craq(nemesis::join_under_load(), "craq_join_under_load"));
+}
+
+/// Two of five nodes leave under load: their chains move to nodes that
+/// never held them.
+#[test]
+fn craq_leave_under_load() {
+    assert_holds(&on_craq(
+        nemesis::leave_under_load(),
+        "craq_leave_under_load",
+    ));
+}
+
+/// A dead node is replaced by a new one under load.
+#[test]
+fn craq_replace_under_load() {
+    assert_holds(&on_craq(
+        nemesis::replace_under_load(),
+        "craq_replace_under_load",
+    ));
+}
+
+/// Three nodes join while an owner crashes and comes back.
+#[test]
+fn craq_join_with_crash() {
+    assert_holds(&on_craq(nemesis::join_with_crash(), "craq_join_with_crash"));
 }

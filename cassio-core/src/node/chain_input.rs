@@ -24,9 +24,8 @@ impl Node {
             .map_or(0, |(_, s)| s.chain.epoch);
         let layout = &self.layout;
         let membership = &self.membership;
-        let replicas = |token: Token, r: &crate::topology::Replication| {
-            layout.placement().replicas_for(token, r)
-        };
+        let replicas =
+            |token: Token, r: &crate::topology::Replication| layout.write_sets_for(token, r);
         let alive = |n: NodeId| membership.is_alive(n);
         let cx = ChainCtx {
             me: self.id,
@@ -36,6 +35,7 @@ impl Node {
             alive: &alive,
             claimant,
             accepted_epoch,
+            wall: crate::clock_guard::wall_at(self.wall, now),
         };
         let mut fx = Vec::new();
         f(&mut self.chain, &cx, &mut fx);

@@ -179,11 +179,13 @@ impl Node {
         let owners = self.transition_owners();
         let membership = &self.membership;
         let ae = &self.ae;
+        let chain = &self.chain;
+        let has_craq = self.schema.schema().has_craq();
         let before = self.transition.trackers();
         let step = self
             .transition
             .tick(now, wall, id, self.request_timeout, &owners, &|w| {
-                ae.synced_since(w, &|p| membership.is_alive(p))
+                ae.synced_since(w, &|p| membership.is_alive(p)) && chain.synced_since(w, has_craq)
             });
         let (acked, synced) = self.transition.trackers();
         self.membership.set_ring_trackers(acked, synced);

@@ -149,15 +149,6 @@ impl Node {
                 current.voters.clone()
             }
         };
-        let ring_moves = current.ring.as_ref().is_some_and(|r| {
-            r.owners_now() != ring.owners_now() || r.is_moving() != ring.is_moving()
-        });
-        if ring_moves && current.has_craq() {
-            // CRAQ chains do not yet follow ring changes (a joining node
-            // would take over keys it holds none of): joins, leaves and
-            // removals wait while a CRAQ keyspace exists.
-            return;
-        }
         if founding || current.ring.as_ref() != Some(&ring) || voters != current.voters {
             self.run_schema(now, |a| {
                 let base = a.schema().version;
