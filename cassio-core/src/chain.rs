@@ -58,7 +58,7 @@ use crate::time::Instant;
 use crate::topology::Replication;
 use crate::types::{Key, NodeId, Timestamp, Token, Value, Versioned};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -396,6 +396,9 @@ pub(crate) struct ChainCtx<'a> {
     pub replicas: &'a dyn Fn(Token, &Replication) -> Vec<Vec<NodeId>>,
     /// The wall clock (microseconds), for the ring move's sync tracking.
     pub wall: u64,
+    /// A peer remembered this node from an earlier run
+    /// ([`crate::membership::Membership::remembered_from_before`]).
+    pub remembered: bool,
     pub alive: &'a dyn Fn(NodeId) -> bool,
     /// This node is the claimant and may propose chain changes.
     pub claimant: bool,
@@ -471,7 +474,7 @@ pub(crate) struct ChainMachine {
     settled_ready: bool,
     lease: ReadLease,
     next_renew: Instant,
-    slots: HashMap<Key, Slot>,
+    slots: BTreeMap<Key, Slot>,
     /// Forwarded client requests: number → (client, deadline).
     /// (Numbers grow and the timeout is fixed: the first ends first.)
     requests: BTreeMap<u64, (RequestId, Instant)>,
@@ -493,6 +496,10 @@ pub(crate) struct ChainMachine {
     /// founder or out of its chains: it may have lost what it held, so it
     /// does no chain work and asks to be taken out, then rejoins syncing.
     amnesiac: bool,
+    /// Started on an empty data directory.
+    fresh: bool,
+    /// Accepted the cluster's first schema version.
+    founder: bool,
     /// When it last asked to be taken out.
     asked_out_at: Option<Instant>,
     rr: usize,
@@ -526,7 +533,7 @@ impl ChainMachine {
             settled_ready: false,
             lease: ReadLease::new(0, BTreeSet::new(), LEASE_PERIOD),
             next_renew: now,
-            slots: HashMap::new(),
+            slots: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_req: 1,
             queries: BTreeMap::new(),
@@ -539,6 +546,8 @@ impl ChainMachine {
             proposed_at: None,
             request_timeout,
             amnesiac: false,
+            fresh: false,
+            founder: false,
             asked_out_at: None,
             rr: 0,
             commits: 0,
@@ -568,12 +577,24 @@ impl ChainMachine {
     /// chain held data before it), it may be a member that lost its data.
     pub fn set_fresh(&mut self) {
         self.amnesiac = true;
+        self.fresh = true;
     }
 
     /// This node accepted the cluster's first schema version: it is one
-    /// of its founders, so no chain held data before it.
+    /// of its founders, so no chain held data before it (unless a peer
+    /// remembers it from an earlier run: see [`ChainCtx::remembered`]).
     pub fn founded(&mut self) {
-        self.amnesiac = false;
+        self.founder = true;
+    }
+
+    /// Whether this node may have lost chain data it held: started empty,
+    /// not (known to be) a founder, and not cleared since (see
+    /// `on_schema`).
+    fn judge_amnesia(&mut self, cx: &ChainCtx<'_>) {
+        if self.amnesiac && self.founder && !cx.remembered {
+            self.amnesiac = false;
+            self.fresh = false;
+        }
     }
 
     /// Whether this node has pulled its CRAQ chains' committed state in a
@@ -638,6 +659,7 @@ impl ChainMachine {
     pub fn on_schema(&mut self, cx: &ChainCtx<'_>, fx: &mut Vec<ChainEffect>) {
         let epoch = cx.config().epoch;
         let voters = cx.schema.voters.clone();
+        self.judge_amnesia(cx);
         if self.amnesiac && cx.schema.version >= 1 {
             // A member already out rejoins syncing; a node on no ring holds
             // no chain: nothing to fear either way.
@@ -645,6 +667,7 @@ impl ChainMachine {
             let owner = cx.schema.ring.as_ref().is_some_and(|r| r.owns(cx.me).0);
             if cx.config().state(cx.me) == MemberState::Out || !cx.schema.has_craq() || !owner {
                 self.amnesiac = false;
+                self.fresh = false;
             }
         }
         if epoch == self.epoch && voters == self.voters {
@@ -1719,6 +1742,11 @@ impl ChainMachine {
             }
         }
         self.expire(fx, now);
+        self.judge_amnesia(cx);
+        if self.fresh && !self.amnesiac && cx.remembered {
+            // Taken for a founder before a peer's gossip showed otherwise.
+            self.amnesiac = true;
+        }
         self.step_sync(cx, fx);
         if self.amnesiac && cx.schema.version >= 1 {
             // Ask to be taken out of the chains (then rejoin syncing).

@@ -381,6 +381,8 @@ pub struct Membership {
     joined_status: NodeStatus,
     /// Whether a peer has answered this node's gossip.
     answered: bool,
+    /// A peer sent this node's state from an earlier generation.
+    remembered: bool,
 }
 
 /// A generation more than this far ahead of our wall clock (in seconds) is
@@ -422,7 +424,15 @@ impl Membership {
             wall_micros: 0,
             joined_status: NodeStatus::Syncing,
             answered: false,
+            remembered: false,
         }
+    }
+
+    /// Whether a peer remembered this node from an earlier generation: it
+    /// was a member before this run (so a run on an empty data directory
+    /// lost what the earlier one held).
+    pub fn remembered_from_before(&self) -> bool {
+        self.remembered
     }
 
     /// Tells membership the wall clock at the current input; it stamps
@@ -1169,6 +1179,9 @@ impl Membership {
             if s.id == self.me {
                 // Someone remembers us from a generation we have since
                 // replaced; our own newer state wins on the next exchange.
+                if s.generation < self.own.generation {
+                    self.remembered = true;
+                }
                 continue;
             }
             if self.is_quarantined(s.id, s.generation) {

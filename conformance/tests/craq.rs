@@ -345,3 +345,69 @@ fn craq_replace_under_load() {
 fn craq_join_with_crash() {
     assert_holds(&on_craq(nemesis::join_with_crash(), "craq_join_with_crash"));
 }
+
+/// The nemesis catalog's scenarios that apply to a CRAQ keyspace (not
+/// those of cells, expiry, scans, datacenters or factor changes), each on
+/// one.
+macro_rules! craq_catalog {
+    ($($test:ident => $scenario:expr),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_holds(&on_craq($scenario, stringify!($test)));
+            }
+        )*
+    };
+}
+
+craq_catalog! {
+    craq_partition_majority => nemesis::partition_majority(),
+    craq_partition_one_way => nemesis::partition_one_way(),
+    craq_partition_flapping => nemesis::partition_flapping(),
+    craq_partition_bridge => nemesis::partition_bridge(),
+    craq_crash_majority => nemesis::crash_majority(),
+    craq_crash_all_restart_in_waves => nemesis::crash_all_restart_in_waves(),
+    craq_wipe_same_id => nemesis::wipe_same_id(),
+    craq_wipe_after_missed_writes => nemesis::wipe_after_missed_writes(),
+    craq_wipe_new_id => nemesis::wipe_new_id(),
+    craq_clock_jumps => nemesis::clock_jumps(),
+    craq_clock_one_node_hour_ahead => nemesis::clock_one_node_hour_ahead(),
+    craq_clock_skew_with_restart => nemesis::clock_skew_with_restart(),
+    craq_storage_errors => nemesis::storage_errors(),
+    craq_storage_stalls => nemesis::storage_stalls(),
+    craq_process_pauses => nemesis::process_pauses(),
+    craq_join_with_loss => nemesis::join_with_loss(),
+    craq_join_with_joiner_crash => nemesis::join_with_joiner_crash(),
+    craq_join_while_partitioned => nemesis::join_while_partitioned(),
+    craq_leave_with_loss => nemesis::leave_with_loss(),
+    craq_leave_with_crash => nemesis::leave_with_crash(),
+    craq_remove_dead_under_load => nemesis::remove_dead_under_load(),
+    craq_remove_dead_with_loss_and_crash => nemesis::remove_dead_with_loss_and_crash(),
+    craq_replace_with_loss => nemesis::replace_with_loss(),
+    craq_replace_with_crash => nemesis::replace_with_crash(),
+    craq_swarm => nemesis::swarm(7),
+}
+
+#[test]
+#[ignore = "diagnostics"]
+fn craq_diag() {
+    let s = on_craq(nemesis::replace_with_crash(), "craq_replace_with_crash");
+    for seed in 0..10 {
+        let outcome = simulate_mem(&s, seed);
+        let report = check(&outcome.linearizability_events(), Options::default()).unwrap();
+        for (key, k) in &report.keys {
+            if let Verdict::NotLinearizable(c) = &k.verdict {
+                println!("seed {seed} key {key:?}\n{c}");
+                for (id, sc) in &outcome.schema_adopted {
+                    println!("adopt {id:?} v{} chain {:?}", sc.version, sc.chain);
+                }
+                for o in outcome.history.iter().filter(|o| o.key == *key) {
+                    println!("{} {:?} {:?} {:?} {:?}", o.invoked.as_micros(), o.completed.map(|c| c.as_micros() - o.invoked.as_micros()), o.node, o.kind, o.outcome);
+                }
+                let r: Vec<_> = outcome.replicas.get(key).into_iter().flatten().map(|(n, v)| (n, v.as_ref().and_then(|v| v.value.as_ref()).map(|b| cassio_core::chain_record::ChainRecord::decode(b)))).collect();
+                println!("{r:?}");
+                return;
+            }
+        }
+    }
+}

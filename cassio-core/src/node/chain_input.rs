@@ -36,6 +36,7 @@ impl Node {
             claimant,
             accepted_epoch,
             wall: crate::clock_guard::wall_at(self.wall, now),
+            remembered: membership.remembered_from_before(),
         };
         let mut fx = Vec::new();
         f(&mut self.chain, &cx, &mut fx);

@@ -162,6 +162,14 @@ impl Node {
         if self.membership.status() != NodeStatus::Joining || !self.membership.answered() {
             return;
         }
+        if self.schema.schema().has_craq() && self.agreed_owns(self.id) == (true, true) {
+            // Back on an empty data directory under its old id, kept a
+            // current owner (see `claim`): it catches up as a restarted
+            // node does.
+            self.membership.set_status(NodeStatus::Syncing);
+            self.rebuild_placement();
+            return;
+        }
         let owners = self.membership.token_owners().len();
         let rf = self.max_replication_factor();
         if owners < rf {

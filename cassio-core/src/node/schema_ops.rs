@@ -128,7 +128,21 @@ impl Node {
         // The ring as this node's gossip has it: nodes that asked to join,
         // leave or be removed. Keys are placed by the agreed ring only, so
         // a request reaches the cluster's placement through this proposal.
-        let ring = AgreedRing::from_gossip(&self.membership);
+        let mut ring = AgreedRing::from_gossip(&self.membership);
+        if current.has_craq() {
+            if let Some(agreed) = &current.ring {
+                // A current owner back on an empty data directory under its
+                // old id gossips `Joining`: it stays a current owner (its
+                // chains leave it out until it rejoins them syncing),
+                // rather than leave its keys' chains to nodes that never
+                // held them at once.
+                for (id, m) in ring.members.iter_mut() {
+                    if !m.now && m.next && agreed.owns(*id).0 {
+                        m.now = true;
+                    }
+                }
+            }
+        }
         let voters = if founding {
             if view.founders.is_empty() {
                 return;
