@@ -314,7 +314,10 @@ async fn client_checks(addr: SocketAddr) {
         "{e:?}"
     );
 
-    // The native keyspace list names each keyspace's mode.
+    // Created over the native protocol too; the list names each mode.
+    client.create_craq_keyspace("counters", 1).await.unwrap();
+    let counters = client.keyspace("counters");
+    assert_eq!(client_retrying(|| counters.incr("c", 2)).await.unwrap(), 2);
     let list = client.list_keyspaces().await.unwrap();
     let mode = |n: &str| {
         list.keyspaces
@@ -323,6 +326,7 @@ async fn client_checks(addr: SocketAddr) {
             .map(|k| k.strategy.clone())
     };
     assert_eq!(mode("locks").as_deref(), Some("craq"));
+    assert_eq!(mode("counters").as_deref(), Some("craq"));
     assert_eq!(mode("default").as_deref(), Some("lww"));
 }
 
