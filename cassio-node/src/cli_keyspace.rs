@@ -1,11 +1,15 @@
 //! `cassio keyspace list|create|alter|drop` (part of the binary): asks a
 //! node over its HTTP admin API (`/admin/keyspaces`) and prints the answer.
+//! `cassio keyspace create NAME --rf N --mode craq` makes a chain-replicated
+//! (linearizable) keyspace; `--mode lww`, the default, a last-write-wins
+//! one. `list` shows each keyspace's mode.
 //! A change returns once the cluster agreed on it (the schema version that
 //! holds it is printed).
 
 use crate::cli_repair::{base_url, error_text, http_client_builder};
 use crate::Failure;
 use anyhow::{anyhow, Context};
+use cassio_core::ReplicationStrategy;
 use cassio_node::config::DEFAULT_HTTP_ADDR;
 use cassio_node::KeyspaceStatus;
 use clap::{Args, Subcommand};
@@ -44,9 +48,15 @@ enum KeyspaceCommand {
         #[arg(long)]
         spread_racks: bool,
         /// The level of requests that name none (one, two, three, quorum,
-        /// all, local_quorum, each_quorum).
+        /// all, local_quorum, each_quorum). A craq keyspace's is quorum.
         #[arg(long, default_value = "quorum")]
         consistency: String,
+        /// How replicas are kept in step: `lww` (leaderless, last write
+        /// wins) or `craq` (chain replication: linearizable, with atomic
+        /// compare-and-set and increments; a single factor, no scans, cells
+        /// or TTLs).
+        #[arg(long, default_value = "lww")]
+        mode: String,
     },
     /// Change a keyspace's replication factor (by one per step) or default level.
     Alter {
@@ -95,6 +105,32 @@ fn replication_body(rf: &str, spread_racks: bool) -> Result<serde_json::Value, F
     })
 }
 
+/// The JSON of a `--mode craq` create: a single factor only (a chain per
+/// key, placed by the ring), at the default level.
+fn craq_body(
+    rf: &str,
+    spread_racks: bool,
+    consistency: &str,
+) -> Result<serde_json::Value, Failure> {
+    let refuse = |why: &str| -> Failure {
+        cassio_node::config::ConfigError::new("mode", "craq", why.to_string()).into()
+    };
+    let factor: usize = rf.trim().parse().map_err(|_| {
+        refuse("a craq keyspace takes a single replication factor (--rf N); datacenter factors (dc1:3,...) are not supported with --mode craq")
+    })?;
+    if spread_racks {
+        return Err(refuse(
+            "--spread-racks is not supported with --mode craq (its chains are placed by the ring)",
+        ));
+    }
+    if !consistency.eq_ignore_ascii_case("quorum") {
+        return Err(refuse(
+            "a craq keyspace's default level is quorum (linearizable); leave --consistency out (ask for one per request for weak reads)",
+        ));
+    }
+    Ok(json!({ "replication_factor": factor, "mode": "craq" }))
+}
+
 /// `cassio keyspace`.
 pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
     let base = format!("{}/admin/keyspaces", base_url(&a.node));
@@ -118,13 +154,18 @@ pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
                 .context("the node's answer is not valid")?;
             println!("schema version {}", l.schema_version);
             println!(
-                "{:<24} {:>5} {:>4} {:<12} Replication",
-                "Keyspace", "Id", "RF", "Level"
+                "{:<24} {:>5} {:>4} {:<12} {:<5} Replication",
+                "Keyspace", "Id", "RF", "Level", "Mode"
             );
             for k in l.keyspaces {
                 println!(
-                    "{:<24} {:>5} {:>4} {:<12} {}",
-                    k.name, k.id, k.replication_factor, k.default_consistency, k.replication
+                    "{:<24} {:>5} {:>4} {:<12} {:<5} {}",
+                    k.name,
+                    k.id,
+                    k.replication_factor,
+                    k.default_consistency,
+                    k.strategy,
+                    k.replication
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -134,10 +175,20 @@ pub(crate) async fn run(a: KeyspaceArgs) -> Result<ExitCode, Failure> {
             rf,
             spread_racks,
             consistency,
+            mode,
         } => {
-            let mut body = replication_body(&rf, spread_racks)?;
+            let mode = ReplicationStrategy::parse(&mode).ok_or_else(|| {
+                cassio_node::config::ConfigError::new("mode", mode.as_str(), "use lww or craq")
+            })?;
+            let mut body = match mode {
+                ReplicationStrategy::Craq => craq_body(&rf, spread_racks, &consistency)?,
+                _ => {
+                    let mut body = replication_body(&rf, spread_racks)?;
+                    body["consistency"] = json!(consistency);
+                    body
+                }
+            };
             body["name"] = json!(name);
-            body["consistency"] = json!(consistency);
             (
                 client.post(&base).json(&body),
                 format!("created keyspace {name}"),

@@ -321,6 +321,25 @@ impl Client {
             .await
     }
 
+    /// Compare-and-set in `default`; see [`KeyspaceHandle::cas`]. `default`
+    /// is last-write-wins, so this is refused there with
+    /// `ClientError::InvalidOp`: use [`Client::keyspace`] to address a CRAQ
+    /// keyspace.
+    pub async fn cas(
+        &self,
+        key: impl Into<Bytes>,
+        expected: Option<&[u8]>,
+        new: impl Into<Bytes>,
+    ) -> Result<bool, Error> {
+        self.default_keyspace().cas(key, expected, new).await
+    }
+
+    /// Increments `key` in `default` by `by`; see [`KeyspaceHandle::incr`].
+    /// Refused on the last-write-wins `default` as [`Client::cas`] is.
+    pub async fn incr(&self, key: impl Into<Bytes>, by: i64) -> Result<i64, Error> {
+        self.default_keyspace().incr(key, by).await
+    }
+
     /// Deletes `key` in `default` (writes a tombstone); returns its
     /// timestamp.
     pub async fn del(

@@ -849,7 +849,7 @@ impl Running {
                 id: u64::from(k.id),
                 replication_factor: k.config.replication_factor as u64,
                 default_consistency: k.config.default_consistency.to_string(),
-                strategy: format!("{:?}", k.config.strategy),
+                strategy: k.config.strategy.name().to_string(),
                 replication: k.config.replication().to_string(),
             })
             .collect();

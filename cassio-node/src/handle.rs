@@ -282,7 +282,9 @@ pub struct KeyspaceStatus {
     pub replication_factor: u64,
     /// The level used when a request names none (`QUORUM`, `ONE`, ...).
     pub default_consistency: String,
-    /// How replicas are kept in step (`Leaderless`).
+    /// How replicas are kept in step, the keyspace's mode: `lww`
+    /// (leaderless, last write wins) or `craq` (chain replication,
+    /// linearizable; compare-and-set and increments).
     pub strategy: String,
     /// Its replication per datacenter (`dc1:3,dc2:2`), with a single factor
     /// the factor (`3`, or `3 (racks)` spread over racks).

@@ -128,7 +128,8 @@ pub enum RequestOp {
         consistency: Option<Consistency>,
     },
     /// Runs data operation `op` (`Get`, `Set`, `SetExpiring`, `Del`,
-    /// `Scan`, `HSet`, `HGet`, `HDel` or `HGetAll`) in keyspace `keyspace`
+    /// `Scan`, `HSet`, `HGet`, `HDel`, `HGetAll`, `Cas` or `Incr`) in
+    /// keyspace `keyspace`
     /// instead of `default`. Any other `op` (another `InKeyspace`, `Ping`,
     /// `Status`, `Auth`, the keyspace operations) is answered
     /// [`RequestError::BadRequest`]; the connection stays open. Appended
@@ -201,6 +202,41 @@ pub enum RequestOp {
     /// a login only on a node with users. Appended last so older frames
     /// decode unchanged.
     Layout,
+    /// Creates a chain-replicated (CRAQ, linearizable) keyspace, answered
+    /// [`Reply::SchemaChanged`] (as `POST /admin/keyspaces` with `"mode":
+    /// "craq"`); its default level is `QUORUM` (`ONE` reads are the weak,
+    /// non-linearizable ones). Needs the admin right on a node with users.
+    /// Appended last so older frames decode unchanged.
+    CreateCraqKeyspace {
+        /// Its name: 1 to 48 ASCII letters, digits, `_` or `-`.
+        name: String,
+        /// Its chain length (how many nodes hold each key).
+        replication_factor: u64,
+    },
+    /// Compare-and-set (CRAQ keyspaces only): sets `new` if and only if the
+    /// key's current value is `expected` (`None`: only if it is absent),
+    /// answered [`Reply::Swapped`]. On a last-write-wins keyspace it is
+    /// refused with `ClientError::InvalidOp`. Appended last so older
+    /// frames decode unchanged.
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The value required (`None`: the key must be absent).
+        expected: Option<Bytes>,
+        /// The value set if it matches.
+        new: Bytes,
+    },
+    /// Adds `by` to the key's value read as a decimal `i64` (absent: 0),
+    /// answered [`Reply::Counter`] with the new value (CRAQ keyspaces
+    /// only; elsewhere, or on a value that is not an integer,
+    /// `ClientError::InvalidOp`). Appended last so older frames decode
+    /// unchanged.
+    Incr {
+        /// The key.
+        key: Bytes,
+        /// The amount (negative: a decrement).
+        by: i64,
+    },
 }
 
 impl RequestOp {
@@ -218,6 +254,8 @@ impl RequestOp {
                 | RequestOp::HGet { .. }
                 | RequestOp::HDel { .. }
                 | RequestOp::HGetAll { .. }
+                | RequestOp::Cas { .. }
+                | RequestOp::Incr { .. }
         )
     }
 }
@@ -306,6 +344,12 @@ pub enum Reply {
     },
     /// Answer to `Layout`. Appended last so older frames decode unchanged.
     Layout(Box<crate::cluster_layout::ClusterLayout>),
+    /// Answer to `Cas`: whether the value was set. Appended last so older
+    /// frames decode unchanged.
+    Swapped(bool),
+    /// Answer to `Incr`: the key's new value. Appended last so older
+    /// frames decode unchanged.
+    Counter(i64),
 }
 
 /// The cluster's keyspaces as the answering node knows them.
@@ -491,6 +535,19 @@ mod tests {
             RequestOp::DropKeyspace {
                 name: "orders".into(),
             },
+            RequestOp::CreateCraqKeyspace {
+                name: "locks".into(),
+                replication_factor: 3,
+            },
+            RequestOp::Cas {
+                key: Bytes::from_static(b"k"),
+                expected: Some(Bytes::from_static(b"old")),
+                new: Bytes::from_static(b"new"),
+            },
+            RequestOp::Incr {
+                key: Bytes::from_static(b"n"),
+                by: -3,
+            },
         ] {
             let req = Request { id: 3, op };
             let frame = encode(&req).unwrap();
@@ -506,6 +563,14 @@ mod tests {
         assert_eq!(&ping[4..], &[PROTO_VERSION, 1, 4]);
         assert!(!wrap(1).is_data() && !RequestOp::Ping.is_data());
         assert!(wrap(0).is_data());
+        for reply in [Reply::Swapped(true), Reply::Counter(-7)] {
+            let resp = Response {
+                id: 9,
+                result: Ok(reply),
+            };
+            let frame = encode(&resp).unwrap();
+            assert_eq!(decode::<Response>(&frame[4..]).unwrap(), resp);
+        }
     }
 
     #[test]

@@ -19,9 +19,10 @@
 //! wrong password). Before it, only `Ping` and `Auth` are served; reads
 //! (`Get`, `HGet`, `HGetAll`, `Scan`) need read access to the keyspace
 //! (`default`, or the one a [`RequestOp::InKeyspace`] names), writes
-//! (`Set`, `SetExpiring`, `Del`, `HSet`, `HDel`) write access; the keyspace
-//! operations (`ListKeyspaces`, `CreateKeyspace`, `AlterKeyspace`,
-//! `DropKeyspace`) need the admin right, as `/admin/keyspaces` does.
+//! (`Set`, `SetExpiring`, `Del`, `HSet`, `HDel`, `Cas`, `Incr`) write
+//! access; the keyspace operations (`ListKeyspaces`, `CreateKeyspace`,
+//! `CreateCraqKeyspace`, `AlterKeyspace`, `DropKeyspace`) need the admin
+//! right, as `/admin/keyspaces` does.
 //! Refusals are `Unauthorized` naming the user and keyspace (or the
 //! missing admin right).
 //!
@@ -78,13 +79,18 @@ fn request_bytes(op: &RequestOp) -> usize {
                 row.len() + column.len()
             }
             RequestOp::HGetAll { row, .. } => row.len(),
+            RequestOp::Cas { key, expected, new } => {
+                key.len() + expected.as_ref().map_or(0, |e| e.len()) + new.len()
+            }
+            RequestOp::Incr { key, .. } => key.len(),
             RequestOp::Auth { user, password } => user.len() + password.len(),
             // Decoding bounds the nesting (proto::MAX_NESTING).
             RequestOp::InKeyspace { keyspace, op } => keyspace.len() + request_bytes(op),
             RequestOp::ListKeyspaces => 0,
             RequestOp::CreateKeyspace { name, .. }
             | RequestOp::AlterKeyspace { name, .. }
-            | RequestOp::DropKeyspace { name } => name.len(),
+            | RequestOp::DropKeyspace { name }
+            | RequestOp::CreateCraqKeyspace { name, .. } => name.len(),
             RequestOp::CreatePlacedKeyspace {
                 name, replication, ..
             }
@@ -111,7 +117,7 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         RequestOp::InKeyspace { keyspace, op } => {
             if !op.is_data() {
                 return Err(RequestError::BadRequest(format!(
-                    "InKeyspace wraps one data operation (get, set, del, scan, hset, hget, hdel, hgetall), not {}",
+                    "InKeyspace wraps one data operation (get, set, del, scan, hset, hget, hdel, hgetall, cas, incr), not {}",
                     op_name(&op)
                 )));
             }
@@ -174,6 +180,16 @@ pub async fn execute(handle: &NodeHandle, op: RequestOp) -> Result<Reply, crate:
         RequestOp::AlterKeyspaceReplication { name, replication } => {
             schema_change(handle, SchemaChange::AlterReplication { name, replication }).await
         }
+        RequestOp::CreateCraqKeyspace {
+            name,
+            replication_factor,
+        } => {
+            let change = SchemaChange::CreateCraq {
+                name,
+                replication_factor: factor(replication_factor)?,
+            };
+            schema_change(handle, change).await
+        }
         RequestOp::Layout => Ok(Reply::Layout(Box::new(handle.layout().await?))),
         op => execute_in(handle, op, cassio_core::DEFAULT_KEYSPACE).await,
     }
@@ -215,6 +231,9 @@ fn op_name(op: &RequestOp) -> &'static str {
         RequestOp::CreatePlacedKeyspace { .. } => "create keyspace",
         RequestOp::AlterKeyspaceReplication { .. } => "alter keyspace",
         RequestOp::Layout => "layout",
+        RequestOp::CreateCraqKeyspace { .. } => "create keyspace",
+        RequestOp::Cas { .. } => "cas",
+        RequestOp::Incr { .. } => "incr",
     }
 }
 
@@ -257,6 +276,16 @@ async fn execute_in(
             column,
             consistency,
         } => with_level(ClientRequest::hdel(row, column), consistency),
+        RequestOp::Cas { key, expected, new } => ClientRequest {
+            keyspace: keyspace.to_string(),
+            op: cassio_core::ClientOp::Cas { key, expected, new },
+            consistency: None,
+        },
+        RequestOp::Incr { key, by } => ClientRequest {
+            keyspace: keyspace.to_string(),
+            op: cassio_core::ClientOp::Incr { key, by },
+            consistency: None,
+        },
         RequestOp::HGetAll { row, consistency } => {
             return crate::gateway::rows::read_row_more(
                 handle,
@@ -303,6 +332,7 @@ async fn execute_in(
         | RequestOp::DropKeyspace { .. }
         | RequestOp::CreatePlacedKeyspace { .. }
         | RequestOp::AlterKeyspaceReplication { .. }
+        | RequestOp::CreateCraqKeyspace { .. }
         | RequestOp::Layout) => {
             return Err(RequestError::BadRequest(format!(
                 "{} cannot be run inside a keyspace",
@@ -318,10 +348,9 @@ async fn execute_in(
             entries,
             next: next.map(|c| bytes::Bytes::from(c.encode())),
         },
-        ClientResponse::SchemaChanged { .. }
-        | ClientResponse::Cells { .. }
-        | ClientResponse::Swapped(_)
-        | ClientResponse::Counter(_) => {
+        ClientResponse::Swapped(s) => Reply::Swapped(s),
+        ClientResponse::Counter(n) => Reply::Counter(n),
+        ClientResponse::SchemaChanged { .. } | ClientResponse::Cells { .. } => {
             return Err(RequestError::BadRequest(
                 "the node answered a request with a schema change or cells".into(),
             ))
@@ -515,14 +544,17 @@ fn permitted(
         | RequestOp::Del { .. }
         | RequestOp::SetExpiring { .. }
         | RequestOp::HSet { .. }
-        | RequestOp::HDel { .. } => true,
+        | RequestOp::HDel { .. }
+        | RequestOp::Cas { .. }
+        | RequestOp::Incr { .. } => true,
         // As the HTTP admin routes: the admin right.
         RequestOp::ListKeyspaces
         | RequestOp::CreateKeyspace { .. }
         | RequestOp::AlterKeyspace { .. }
         | RequestOp::DropKeyspace { .. }
         | RequestOp::CreatePlacedKeyspace { .. }
-        | RequestOp::AlterKeyspaceReplication { .. } => {
+        | RequestOp::AlterKeyspaceReplication { .. }
+        | RequestOp::CreateCraqKeyspace { .. } => {
             return Authenticator::check_admin(user)
                 .map_err(|e| RequestError::Unauthorized(e.to_string()))
         }

@@ -368,6 +368,14 @@ async fn http_basic_and_bearer() {
             body.contains("forbidden") && body.contains("keyspace 'default'"),
             "{body}"
         );
+        // An increment writes: the same refusal.
+        let w = c
+            .post(format!("{base}/incr/k"))
+            .basic_auth(who, Some(pw))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(w.status(), 403, "incr by {who}");
     }
     let admin = c
         .post(format!("{base}/admin/repair"))
@@ -527,6 +535,17 @@ async fn native_handshake_permissions_and_idle_reconnect() {
         Some(&b"v"[..])
     );
     let e = reader.set("k", "w", None).await.unwrap_err();
+    assert!(
+        unauthorized(&e).is_some_and(|m| m.contains("may not write keyspace 'default'")),
+        "{e}"
+    );
+    // Compare-and-set and increments write too.
+    let e = reader.incr("k", 1).await.unwrap_err();
+    assert!(
+        unauthorized(&e).is_some_and(|m| m.contains("may not write keyspace 'default'")),
+        "{e}"
+    );
+    let e = reader.cas("k", None, "w").await.unwrap_err();
     assert!(
         unauthorized(&e).is_some_and(|m| m.contains("may not write keyspace 'default'")),
         "{e}"

@@ -224,8 +224,16 @@ async fn unsupported_commands_get_errors_naming_them_and_the_connection_lives() 
             e.to_string().contains("not an integer or out of range"),
             "{e}"
         );
-        let e = q::<i64>(&mut c, &["INCR", "k"]).unwrap_err();
-        assert!(e.to_string().contains("'INCR'"), "{e}");
+        let e = q::<i64>(&mut c, &["LPUSH", "k", "v"]).unwrap_err();
+        assert!(e.to_string().contains("'LPUSH'"), "{e}");
+        // INCR exists (craq keyspaces); its bad arguments are refused here.
+        let e = q::<i64>(&mut c, &["INCRBY", "k", "x"]).unwrap_err();
+        assert!(
+            e.to_string().contains("not an integer or out of range"),
+            "{e}"
+        );
+        let e = q::<i64>(&mut c, &["DECR"]).unwrap_err();
+        assert!(e.to_string().contains("wrong number of arguments"), "{e}");
         let e = q::<Value>(&mut c, &["SUBSCRIBE", "chan"]).unwrap_err();
         assert!(e.to_string().contains("'SUBSCRIBE'"), "{e}");
         let e = q::<String>(&mut c, &["GET"]).unwrap_err();

@@ -98,6 +98,35 @@ fn keyspaces_are_created_used_altered_dropped_and_reused_empty() {
         "{listed}"
     );
 
+    // A chain-replicated keyspace from the CLI; the listing shows each
+    // keyspace's mode. Datacenter factors are refused with --mode craq
+    // before anything is sent.
+    let out = keyspace_cli(h[0], &["create", "locks", "--rf", "3", "--mode", "craq"]);
+    assert!(out.contains("created keyspace locks"), "{out}");
+    let listed = keyspace_cli(h[1], &["list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("locks") && l.contains(" craq ")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("orders") && l.contains(" lww ")),
+        "{listed}"
+    );
+    let node0 = h[0].to_string();
+    let failed = cli(&[
+        "keyspace", "create", "m", "--rf", "dc1:1", "--mode", "craq", "--node", &node0,
+    ]);
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("--mode craq"),
+        "{}",
+        text(&failed.stderr)
+    );
+
     // Refusals: an existing name (409), a bad name (400), a factor that
     // jumps by two (400), an unknown keyspace for data (400).
     let (code, body) = http(

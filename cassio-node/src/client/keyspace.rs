@@ -85,6 +85,26 @@ impl Client {
         .await
     }
 
+    /// Creates chain-replicated (CRAQ) keyspace `name`, each key on a chain
+    /// of `replication_factor` nodes: linearizable reads and writes, and
+    /// [`KeyspaceHandle::cas`] and [`KeyspaceHandle::incr`]. Its default
+    /// level is `QUORUM` (`ONE` reads are weak, not linearizable); it
+    /// offers no scans, cells or TTLs. Returns once the cluster agreed,
+    /// with the schema version that holds it; refusals as
+    /// [`Client::create_keyspace`]. Needs the admin right on a node with
+    /// users.
+    pub async fn create_craq_keyspace(
+        &self,
+        name: impl Into<String>,
+        replication_factor: usize,
+    ) -> Result<u64, Error> {
+        self.change(RequestOp::CreateCraqKeyspace {
+            name: name.into(),
+            replication_factor: wire_factor(replication_factor),
+        })
+        .await
+    }
+
     /// Changes keyspace `name`'s replication factor (by one per step; the
     /// next step waits until every replica was repaired under the last:
     /// [`SchemaError::RepairPending`]) and/or its default level; at least
@@ -220,7 +240,9 @@ impl<'a> KeyspaceHandle<'a> {
             RequestOp::Get { key, .. }
             | RequestOp::Set { key, .. }
             | RequestOp::SetExpiring { key, .. }
-            | RequestOp::Del { key, .. } => Some(key.clone()),
+            | RequestOp::Del { key, .. }
+            | RequestOp::Cas { key, .. }
+            | RequestOp::Incr { key, .. } => Some(key.clone()),
             RequestOp::HSet { row, .. }
             | RequestOp::HGet { row, .. }
             | RequestOp::HDel { row, .. }
@@ -300,6 +322,46 @@ impl<'a> KeyspaceHandle<'a> {
             consistency,
         })
         .await
+    }
+
+    /// Compare-and-set (CRAQ keyspaces only): sets `key` to `new` if and
+    /// only if its current value is `expected` (`None`: only if the key is
+    /// absent); returns whether it did. Linearizable. On a last-write-wins
+    /// keyspace it is refused with [`ClientError::InvalidOp`]; while the
+    /// key's chain is reconfiguring (or for a lease period after a node
+    /// started) with [`ClientError::ChainChanging`], nothing done: retry.
+    pub async fn cas(
+        &self,
+        key: impl Into<Bytes>,
+        expected: Option<&[u8]>,
+        new: impl Into<Bytes>,
+    ) -> Result<bool, Error> {
+        let op = RequestOp::Cas {
+            key: key.into(),
+            expected: expected.map(Bytes::copy_from_slice),
+            new: new.into(),
+        };
+        match self.call(op).await? {
+            Reply::Swapped(s) => Ok(s),
+            other => Err(self.client.unexpected(other).await),
+        }
+    }
+
+    /// Adds `by` (negative: subtracts) to `key`'s value read as a decimal
+    /// `i64` (an absent key counts as 0), atomically; returns the new
+    /// value. CRAQ keyspaces only: elsewhere, or when the value is not an
+    /// integer (or the sum overflows), it is refused with
+    /// [`ClientError::InvalidOp`]; [`ClientError::ChainChanging`] means
+    /// nothing was done: retry.
+    pub async fn incr(&self, key: impl Into<Bytes>, by: i64) -> Result<i64, Error> {
+        let op = RequestOp::Incr {
+            key: key.into(),
+            by,
+        };
+        match self.call(op).await? {
+            Reply::Counter(n) => Ok(n),
+            other => Err(self.client.unexpected(other).await),
+        }
     }
 
     /// Deletes `key` (writes a tombstone); returns its timestamp.

@@ -6,6 +6,8 @@
 //! | `GET /kv/{key}` | 200 with the value's bytes, or 404 |
 //! | `PUT` or `POST /kv/{key}` | stores the request body as the value; 200 `{"ok":true,"timestamp":...}` |
 //! | `DELETE /kv/{key}` | writes a tombstone; 200 `{"ok":true,"timestamp":...}` |
+//! | `GET`/`PUT /kv/{key}` on a craq keyspace (and `/ks/{keyspace}/kv/{key}`) | `GET` adds a strong `ETag: "<hex of the value>"`; `PUT` with `If-Match: "<hex>"` sets the value only if the current one is that (compare-and-set), with `If-None-Match: *` only if the key is absent: 200 `{"ok":true,"swapped":true}` or 412 `precondition_failed`; a malformed `If-Match` is 400 (see `http/conditional.rs`) |
+//! | `POST /incr/{key}?by=N` (and `/ks/{keyspace}/incr/{key}`) | adds `N` (default 1, may be negative) to the key's decimal integer value on a craq keyspace; 200 `{"ok":true,"value":NEW}`; 400 `invalid_op` on a last-write-wins keyspace or a value that is no integer |
 //! | `GET /kv?prefix=P&after=K&cursor=C&limit=N` (and `/ks/{keyspace}/kv?...`) | a page of a scan, in token order: 200 `{"entries":[{"key","value"}...],"count":N,"cursor":C\|null}` (see `http/scan.rs`) |
 //! | `GET /health` | 200 `{"status":"ok"}` while the node runs, else 503 |
 //! | `GET /ready` | 200 `{"status":"ready","state":"Normal"}` when the node coordinates requests (its view settled, a restart heard from a majority) and its state is `Normal`; otherwise 503 `{"status":"not_ready","state":...,"ready":...}` (`Joining`, `Syncing`, `Leaving`, waiting after a restart, stopped). For load balancers and Kubernetes readiness probes |
@@ -29,7 +31,10 @@
 //! `method_not_allowed`, 413 `too_large` (value over
 //! [`super::MAX_VALUE_BYTES`]), 500 `replica_failure`/`internal`, 503
 //! `unavailable` (too few replicas alive), `not_running` or `overloaded`
-//! (with `Retry-After`: back off, then retry), 504 `timeout`.
+//! (with `Retry-After`: back off, then retry), `chain_changing` (a craq
+//! key's chain is reconfiguring, or the node just started: nothing was
+//! done; `Retry-After: 1`), 504 `timeout`; 400 `invalid_op` for an
+//! operation the keyspace does not offer.
 //!
 //! At most `max_connections` ([`GatewayLimits`]) connections are served at
 //! once; past it a new connection is answered 503 `too_many_connections`
@@ -43,14 +48,15 @@
 //! `Authorization: Bearer USER:TOKEN` (the token whose argon2 hash is the
 //! user's `token_hash`). Missing or wrong credentials: 401 `unauthorized`
 //! with `WWW-Authenticate` (the same message whether the user exists or
-//! not). `GET /kv` needs read access to the keyspace (`default`), writes
-//! and deletes read-write access, `/admin/*` a user with `admin = true`;
+//! not). `GET /kv` needs read access to the keyspace (`default`), writes,
+//! deletes and `POST /incr` read-write access, `/admin/*` a user with `admin = true`;
 //! `/`, `/status` and `/metrics` any user. Refusals: 403 `forbidden`.
 //!
 //! TLS (when the node has a client certificate): the port speaks only
 //! HTTPS (`curl --cacert ca.pem https://...`).
 
 mod cells;
+mod conditional;
 mod expiry;
 mod keyspaces;
 mod openapi;
@@ -111,6 +117,8 @@ pub fn router(handle: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
             "/ks/{keyspace}/kv/{*key}",
             get(get_kv).put(put_kv).post(put_kv).delete(delete_kv),
         )
+        .route("/incr/{*key}", post(incr_kv))
+        .route("/ks/{keyspace}/incr/{*key}", post(incr_kv))
         .route(
             "/admin/keyspaces",
             get(keyspaces::list).post(keyspaces::create),
@@ -173,6 +181,9 @@ fn need(req: &Request) -> Need {
             axum::http::Method::GET | axum::http::Method::HEAD => Need::Read(keyspace),
             _ => Need::Write(keyspace),
         }
+    } else if let Some((keyspace, _)) = conditional::incr_path(path) {
+        // An increment reads and writes: read-write access.
+        Need::Write(keyspace)
     } else if path.starts_with("/admin/") {
         Need::Admin
     } else {
@@ -572,6 +583,18 @@ fn request_error(e: &RequestError) -> Response {
             }
             ClientError::Contended { .. } => (StatusCode::CONFLICT, "contended"),
             ClientError::InvalidScan(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            // Not for this keyspace or value (compare-and-set or increments
+            // on a last-write-wins keyspace, a TTL on a craq one, an
+            // increment of a value that is no integer).
+            ClientError::InvalidOp(_) => (StatusCode::BAD_REQUEST, "invalid_op"),
+            ClientError::ChainChanging => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "chain_changing", e);
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+                return r;
+            }
             ClientError::Schema(s) => keyspaces::schema_error_status(s),
             ClientError::Overloaded => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e);
@@ -698,9 +721,36 @@ async fn get_kv(
         Err(r) => return *r,
     };
     // Read with the expiry, for the `Cassio-TTL` header.
-    let mut req = ClientRequest::get_entry(key).in_keyspace(keyspace);
+    let mut req = ClientRequest::get_entry(key.clone()).in_keyspace(keyspace.clone());
     req.consistency = level;
-    match execute(&gw.handle, PROTOCOL, req).await {
+    let res = match execute(&gw.handle, PROTOCOL, req).await {
+        // A craq keyspace keeps no expiries (and refuses that read, before
+        // sending anything): a plain read, and its value's ETag.
+        Err(RequestError::Client(ClientError::InvalidOp(_))) => {
+            let mut req = ClientRequest::get(key).in_keyspace(keyspace);
+            req.consistency = level;
+            return match execute(&gw.handle, PROTOCOL, req).await {
+                Ok(ClientResponse::Value(Some(v))) => {
+                    let tag = conditional::etag(&v);
+                    let mut r =
+                        ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response();
+                    r.headers_mut().insert(header::ETAG, tag);
+                    r
+                }
+                Ok(ClientResponse::Value(None)) => {
+                    error(StatusCode::NOT_FOUND, "not_found", "key not found")
+                }
+                Ok(_) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the node answered a read with something else than a value",
+                ),
+                Err(e) => request_error(&e),
+            };
+        }
+        other => other,
+    };
+    match res {
         Ok(ClientResponse::Entry {
             value: Some(v),
             expires,
@@ -731,8 +781,13 @@ async fn put_kv(
     State(gw): State<Gateway>,
     uri: Uri,
     params: Result<Query<KvParams>, QueryRejection>,
+    headers: header::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let condition = match conditional::parse(&headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let (keyspace, key, level, ttl) = match key_level_ttl(&uri, params) {
         Ok(k) => k,
         Err(r) => return *r,
@@ -751,6 +806,9 @@ async fn put_kv(
         }
         Err(e) => return error(e.status(), "bad_request", e.body_text()),
     };
+    if let Some(expected) = condition {
+        return conditional::put(&gw, &uri, keyspace, key, expected, value, ttl.is_some()).await;
+    }
     if let Some(r) = cells::write(&gw, &uri, Some(value.clone())).await {
         return r;
     }
@@ -761,6 +819,11 @@ async fn put_kv(
     let mut req = req.in_keyspace(keyspace);
     req.consistency = level;
     written(execute(&gw.handle, PROTOCOL, req).await)
+}
+
+/// `POST /incr/{key}?by=N` and `/ks/{keyspace}/incr/{key}?by=N`.
+async fn incr_kv(State(gw): State<Gateway>, uri: Uri) -> Response {
+    conditional::incr(&gw, &uri).await
 }
 
 async fn delete_kv(

@@ -3,7 +3,8 @@
 //!
 //! Supported: `GET SET DEL EXISTS MGET MSET TYPE PING ECHO QUIT RESET HELLO
 //! AUTH INFO COMMAND CLIENT SELECT 0 CONFIG GET` (the connection commands
-//! are in `resp_conn.rs`), and
+//! are in `resp_conn.rs`), `INCR DECR INCRBY DECRBY` and `SET k v IFEQ old`
+//! (atomic, on chain-replicated `craq` keyspaces only; see below), and
 //! Cassio's own `CASSIO.CONSISTENCY [level]` and `CASSIO.KEYSPACE [name]`
 //! (the keyspace the connection's commands address from then on; `default`
 //! at first; an unknown one is refused per command).
@@ -33,7 +34,7 @@
 //! `SETEX PSETEX SETNX GETEX GETDEL EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL
 //! PTTL PERSIST`) live in `resp_expiry.rs`, with their semantics.
 //! Anything else is answered with an error that names what is unsupported
-//! (`ERR unknown or unsupported command 'INCR' ...`), never by dropping
+//! (`ERR unknown or unsupported command 'LPUSH' ...`), never by dropping
 //! the connection. Malformed protocol is answered with `-ERR Protocol
 //! error: ...` and the connection is closed, as Redis does.
 //!
@@ -48,8 +49,18 @@
 //! - `MSET` writes its keys concurrently and is not atomic: on an error some
 //!   keys may have been written.
 //! - Errors from the cluster carry their own code: `-UNAVAILABLE ...`,
-//!   `-TIMEOUT ...`, `-TRYAGAIN ...` (still joining), `-BUSY ...`
+//!   `-TIMEOUT ...`, `-TRYAGAIN ...` (still joining, or a craq key's
+//!   chain is changing: nothing was done, retry), `-BUSY ...`
 //!   (overloaded: back off and retry), otherwise `-ERR ...`.
+//! - Chain-replicated (`craq`) keyspaces are linearizable and add atomic
+//!   operations: `INCR`, `DECR`, `INCRBY n`, `DECRBY n` (the value read as
+//!   a decimal `i64`, absent as 0; integer reply), `SET k v IFEQ old`
+//!   (Valkey 8.1: set only if the current value is `old`; `+OK` or nil)
+//!   and `SET k v NX`/`SETNX` (set only if absent, one compare-and-set).
+//!   On a last-write-wins keyspace `INCR*` and `IFEQ` are refused with
+//!   `-ERR invalid operation: ...`, as is an increment of a value that is
+//!   no integer; `NX` keeps its read-then-write meaning there. A craq
+//!   keyspace offers no scans, hashes or expiries.
 //!
 //! Caps ([`GatewayLimits`]): past `max_connections` a new connection is
 //! answered `-ERR max number of clients reached` and closed (as Redis does);
@@ -510,6 +521,8 @@ enum IoKind {
     Scan(resp_scan::ScanKind),
     /// A hash command (a row of cells; see `resp_hash`).
     Hash(hash::HashOp),
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add this much (craq keyspaces).
+    Incr(Bytes, i64),
 }
 
 /// A command turned into node work at the connection's level at that point.
@@ -533,7 +546,7 @@ impl IoOp {
 
     fn writes(&self) -> impl Iterator<Item = &Bytes> {
         let (one, many, pairs): (Option<&Bytes>, &[Bytes], &[(Bytes, Bytes)]) = match &self.kind {
-            IoKind::Set(k, _) => (Some(k), &[], &[]),
+            IoKind::Set(k, _) | IoKind::Incr(k, _) => (Some(k), &[], &[]),
             IoKind::Del(ks) => (None, ks, &[]),
             IoKind::MSet(kvs) => (None, &[], kvs),
             IoKind::Expiry(e) if e.writes() => (Some(e.key()), &[], &[]),
@@ -684,7 +697,7 @@ fn gate(cmd: Vec<Bytes>, conn: &mut Conn) -> Plan {
         return planned;
     };
     let write = match &op.kind {
-        IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) => true,
+        IoKind::Set(..) | IoKind::Del(_) | IoKind::MSet(_) | IoKind::Incr(..) => true,
         IoKind::Get(_) | IoKind::Exists(_) | IoKind::MGet(_) | IoKind::Scan(_) => false,
         IoKind::Info(..) => return planned,
         IoKind::Expiry(e) => e.writes(),
@@ -907,6 +920,36 @@ fn plan(mut args: Vec<Bytes>, conn: &mut Conn) -> Plan {
             }
             io(IoKind::MSet(pairs))
         }
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
+            let by_arg = matches!(name, "INCRBY" | "DECRBY");
+            if argc != 2 + usize::from(by_arg) {
+                return wrong_arity(name);
+            }
+            let by = if by_arg {
+                let Some(n) = std::str::from_utf8(&args[2])
+                    .ok()
+                    .and_then(|a| a.parse::<i64>().ok())
+                else {
+                    return err("ERR value is not an integer or out of range");
+                };
+                n
+            } else {
+                1
+            };
+            let by = if name.starts_with('D') {
+                match by.checked_neg() {
+                    Some(b) => b,
+                    None => return err("ERR decrement would overflow"),
+                }
+            } else {
+                by
+            };
+            let key = args.swap_remove(1);
+            if let Err(p) = check_sizes([&key], []) {
+                return p;
+            }
+            io(IoKind::Incr(key, by))
+        }
         "SCAN" | "KEYS" | "DBSIZE" => match resp_scan::plan(name, &args) {
             Ok(kind) => io(kind),
             Err(e) => err(e),
@@ -1113,6 +1156,10 @@ const COMMANDS: &[CommandSpec] = &[
     ("hlen", 2, &["readonly", "fast"], 1, 1, 1),
     ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
     ("hscan", -3, &["readonly"], 1, 1, 1),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
 ];
 
 /// Every supported command, this file's and `resp_expiry.rs`'s.
@@ -1164,7 +1211,7 @@ fn request_error(e: &RequestError) -> Reply {
     let code = match e {
         RequestError::Client(ClientError::Unavailable { .. }) => "UNAVAILABLE",
         RequestError::Client(ClientError::Timeout { .. }) => "TIMEOUT",
-        RequestError::Client(ClientError::Joining) => "TRYAGAIN",
+        RequestError::Client(ClientError::Joining | ClientError::ChainChanging) => "TRYAGAIN",
         RequestError::Client(ClientError::ClockOffset { .. }) => "CLOCKOFFSET",
         RequestError::Client(ClientError::ConfigMismatch { .. }) => "CONFIGMISMATCH",
         RequestError::Client(ClientError::Contended { .. }) => "CONTENDED",
@@ -1283,6 +1330,37 @@ async fn run_io(handle: &NodeHandle, op: &IoOp) -> Reply {
         IoKind::Expiry(e) => expiry::run(handle, e, c, ks).await,
         IoKind::Scan(kind) => resp_scan::run(handle, kind, ks, c).await,
         IoKind::Hash(h) => hash::run(handle, h, c, ks).await,
+        IoKind::Incr(k, by) => {
+            let req = ClientRequest {
+                keyspace: ks.to_string(),
+                op: cassio_core::ClientOp::Incr {
+                    key: k.clone(),
+                    by: *by,
+                },
+                consistency: c,
+            };
+            match execute(handle, PROTOCOL, req).await {
+                Ok(ClientResponse::Counter(n)) => Reply::Int(n),
+                Ok(other) => Reply::Error(format!(
+                    "ERR the node answered an increment with {}",
+                    response_kind(&other)
+                )),
+                Err(e) => request_error(&e),
+            }
+        }
+    }
+}
+
+/// What kind of answer a node gave, for errors about unexpected ones.
+fn response_kind(r: &ClientResponse) -> &'static str {
+    match r {
+        ClientResponse::Value(_) | ClientResponse::Entry { .. } => "a value",
+        ClientResponse::Written { .. } => "a write acknowledgement",
+        ClientResponse::Page { .. } => "a scan page",
+        ClientResponse::Cells { .. } => "cells",
+        ClientResponse::SchemaChanged { .. } => "a schema change",
+        ClientResponse::Swapped(_) => "a compare-and-set outcome",
+        ClientResponse::Counter(_) => "a counter",
     }
 }
 

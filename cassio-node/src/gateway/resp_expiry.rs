@@ -17,6 +17,13 @@
 //! value it read back over the newer one (with the new expiry). A plain
 //! `SET ... EX` is a single write.
 //!
+//! On a chain-replicated (`craq`) keyspace, which keeps no expiries, `SET
+//! k v NX` and `SETNX` are one atomic compare-and-set against absence;
+//! `SET k v IFEQ old` (Valkey 8.1) sets only if the current value is `old`
+//! (`+OK`, or nil when it is not), atomically, and is refused on a
+//! last-write-wins keyspace; with `NX`/`XX` it is a syntax error, with
+//! `GET` or an expiry refused. The other commands here are refused there.
+//!
 //! Replies are Redis's: `TTL`/`PTTL` answer -2 for a missing key and -1 for
 //! one without expiry; `EXPIRE*`/`PERSIST` answer 1 or 0; a bad number is
 //! `ERR value is not an integer or out of range`; a zero, negative or
@@ -27,7 +34,7 @@
 use super::{err, execute, request_error, wrong_arity, IoKind, Plan, Reply, PROTOCOL};
 use crate::handle::{NodeHandle, RequestError};
 use bytes::Bytes;
-use cassio_core::{ClientOp, ClientRequest, ClientResponse, Consistency, Expiry};
+use cassio_core::{ClientError, ClientOp, ClientRequest, ClientResponse, Consistency, Expiry};
 
 /// Microseconds in a millisecond and a second.
 const MS: u64 = 1_000;
@@ -75,6 +82,13 @@ pub(super) enum ExpiryOp {
         /// `SETNX` answers 1/0 instead of OK/nil.
         int_reply: bool,
     },
+    /// `SET key value IFEQ old` (Valkey 8.1): compare-and-set, craq
+    /// keyspaces only.
+    IfEq {
+        key: Bytes,
+        value: Bytes,
+        expected: Bytes,
+    },
     /// `GETEX key [option]`.
     GetEx { key: Bytes, ttl: Option<Ttl> },
     /// `GETDEL key`.
@@ -97,6 +111,7 @@ impl ExpiryOp {
     pub(super) fn key(&self) -> &Bytes {
         match self {
             ExpiryOp::Set { key, .. }
+            | ExpiryOp::IfEq { key, .. }
             | ExpiryOp::GetEx { key, .. }
             | ExpiryOp::GetDel { key }
             | ExpiryOp::Expire { key, .. }
@@ -232,8 +247,10 @@ pub(super) fn plan(name: &str, args: &[Bytes]) -> Option<Result<ExpiryOp, Plan>>
     })
 }
 
-/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+/// `SET key value [NX|XX|IFEQ old] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`
+/// (`IFEQ` alone: Cassio's compare-and-set takes no other option).
 fn set(args: &[Bytes]) -> Result<ExpiryOp, Plan> {
+    let mut if_eq: Option<Bytes> = None;
     let mut only_if_missing = None;
     let mut get = false;
     let mut ttl = Ttl::None;
@@ -241,8 +258,15 @@ fn set(args: &[Bytes]) -> Result<ExpiryOp, Plan> {
     while i < args.len() {
         let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
         match opt.as_str() {
-            "NX" | "XX" if only_if_missing.is_none() => {
+            "NX" | "XX" if only_if_missing.is_none() && if_eq.is_none() => {
                 only_if_missing = Some(opt == "NX");
+            }
+            "IFEQ" if only_if_missing.is_none() && if_eq.is_none() => {
+                let Some(old) = args.get(i + 1) else {
+                    return Err(err(SYNTAX));
+                };
+                if_eq = Some(old.clone());
+                i += 1;
             }
             "GET" if !get => get = true,
             "KEEPTTL" if ttl == Ttl::None => ttl = Ttl::Keep,
@@ -259,6 +283,18 @@ fn set(args: &[Bytes]) -> Result<ExpiryOp, Plan> {
             _ => return Err(err(SYNTAX)),
         }
         i += 1;
+    }
+    if let Some(expected) = if_eq {
+        if get || ttl != Ttl::None {
+            return Err(err(
+                "ERR SET ... IFEQ takes no GET, EX, PX, EXAT, PXAT or KEEPTTL in Cassio (a compare-and-set of the value alone)",
+            ));
+        }
+        return Ok(ExpiryOp::IfEq {
+            key: args[1].clone(),
+            value: args[2].clone(),
+            expected,
+        });
     }
     Ok(ExpiryOp::Set {
         key: args[1].clone(),
@@ -407,6 +443,26 @@ impl Ctx<'_> {
             .map(|_| ())
     }
 
+    /// Compare-and-set (craq keyspaces): whether `value` was set.
+    async fn cas(
+        &self,
+        key: &Bytes,
+        expected: Option<&Bytes>,
+        value: &Bytes,
+    ) -> Result<bool, RequestError> {
+        let op = ClientOp::Cas {
+            key: key.clone(),
+            expected: expected.cloned(),
+            new: value.clone(),
+        };
+        match execute(self.handle, PROTOCOL, self.req(op)).await? {
+            ClientResponse::Swapped(s) => Ok(s),
+            other => Err(RequestError::BadRequest(format!(
+                "the node answered a compare-and-set with {other:?}"
+            ))),
+        }
+    }
+
     async fn delete(&self, key: &Bytes) -> Result<(), RequestError> {
         let op = ClientOp::Delete { key: key.clone() };
         execute(self.handle, PROTOCOL, self.req(op))
@@ -441,7 +497,23 @@ async fn run_inner(ctx: &Ctx<'_>, op: &ExpiryOp) -> Result<Reply, RequestError> 
         } => {
             let needs_read = only_if_missing.is_some() || *get || *ttl == Ttl::Keep;
             let old = if needs_read {
-                Some(ctx.entry(key).await?)
+                match ctx.entry(key).await {
+                    Ok(e) => Some(e),
+                    // A craq keyspace refuses the entry read (it keeps no
+                    // expiries), before sending anything: there a plain
+                    // NX is one atomic compare-and-set against absence.
+                    Err(RequestError::Client(ClientError::InvalidOp(_)))
+                        if *only_if_missing == Some(true) && !*get && *ttl == Ttl::None =>
+                    {
+                        let set = ctx.cas(key, None, value).await?;
+                        return Ok(match (int_reply, set) {
+                            (true, s) => Reply::Int(i64::from(s)),
+                            (false, true) => Reply::Simple("OK"),
+                            (false, false) => Reply::Bulk(None),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
             } else {
                 None
             };
@@ -467,6 +539,15 @@ async fn run_inner(ctx: &Ctx<'_>, op: &ExpiryOp) -> Result<Reply, RequestError> 
                 (false, false, false) => Reply::Bulk(None),
             })
         }
+        ExpiryOp::IfEq {
+            key,
+            value,
+            expected,
+        } => Ok(if ctx.cas(key, Some(expected), value).await? {
+            Reply::Simple("OK")
+        } else {
+            Reply::Bulk(None)
+        }),
         ExpiryOp::GetEx { key, ttl } => {
             let e = ctx.entry(key).await?;
             if let (Some(v), Some(ttl)) = (&e.value, ttl) {
@@ -611,6 +692,15 @@ mod tests {
             assert_eq!(planned(bad).err().as_deref(), Some(SYNTAX), "{bad}");
         }
         assert_eq!(planned("SET k v").err().as_deref(), Some("not ours"));
+        let Ok(ExpiryOp::IfEq { expected, .. }) = planned("SET k v ifeq old") else {
+            panic!("IFEQ");
+        };
+        assert_eq!(&expected[..], b"old");
+        for bad in ["SET k v IFEQ", "SET k v NX IFEQ a", "SET k v IFEQ a XX"] {
+            assert_eq!(planned(bad).err().as_deref(), Some(SYNTAX), "{bad}");
+        }
+        assert!(planned("SET k v IFEQ a GET").is_err());
+        assert!(planned("SET k v IFEQ a EX 5").is_err());
     }
 
     #[test]

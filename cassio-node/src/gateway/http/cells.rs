@@ -44,12 +44,12 @@ struct CellParams {
 }
 
 /// What a `/kv` request asks of a row, if anything.
-enum Ask {
+pub(super) enum Ask {
     Cell(Bytes),
     Row(RowSlice, usize),
 }
 
-fn ask(uri: &Uri) -> Result<Option<Ask>, Box<Response>> {
+pub(super) fn ask(uri: &Uri) -> Result<Option<Ask>, Box<Response>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", m));
     let path_column = super::keyspace_and_key(uri.path())
         .and_then(|(_, raw)| super::split_row_column(raw).1)

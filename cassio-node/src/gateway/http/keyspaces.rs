@@ -2,8 +2,8 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /admin/keyspaces` | 200 `{"schema_version": N, "keyspaces": [KeyspaceStatus...]}` |
-//! | `POST /admin/keyspaces` with `{"name", "replication_factor"?, "datacenters"?, "spread_racks"?, "consistency"?}` | 201 `{"ok": true, "schema_version": N}` once the cluster agreed on it; `datacenters` (`{"dc1": 3, "dc2": 2}`) gives a factor per datacenter instead of `replication_factor`, `spread_racks` spreads a single factor over racks |
+//! | `GET /admin/keyspaces` | 200 `{"schema_version": N, "keyspaces": [KeyspaceStatus...]}`, each with its `mode` (`lww` or `craq`) |
+//! | `POST /admin/keyspaces` with `{"name", "replication_factor"?, "datacenters"?, "spread_racks"?, "consistency"?, "mode"?}` | 201 `{"ok": true, "schema_version": N}` once the cluster agreed on it; `datacenters` (`{"dc1": 3, "dc2": 2}`) gives a factor per datacenter instead of `replication_factor`, `spread_racks` spreads a single factor over racks; `"mode": "craq"` makes a chain-replicated (linearizable) keyspace of `replication_factor` (default level `QUORUM`; no datacenters, rack spread or other level), `"lww"` (the default) a last-write-wins one |
 //! | `PATCH /admin/keyspaces/{name}` with `{"replication_factor"?, "datacenters"?, "spread_racks"?, "consistency"?}` | 200 `{"ok": true, "schema_version": N}`; the factor (or one datacenter's) moves by at most one per step |
 //! | `DELETE /admin/keyspaces/{name}` | 200 `{"ok": true, "schema_version": N}`; its id is never reused, so a keyspace created again under the name starts empty |
 //!
@@ -21,7 +21,7 @@ use axum::Json;
 use cassio_core::schema::{SchemaChange, SchemaError};
 use cassio_core::schema_agreement::ChangeError;
 use cassio_core::topology::Replication;
-use cassio_core::Consistency;
+use cassio_core::{Consistency, ReplicationStrategy};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -37,6 +37,8 @@ pub(super) struct CreateBody {
     /// Spread a single factor's replicas over distinct racks.
     spread_racks: Option<bool>,
     consistency: Option<String>,
+    /// `lww` (the default) or `craq`.
+    mode: Option<String>,
 }
 
 /// The body of an alter.
@@ -139,11 +141,22 @@ async fn change(gw: &Gateway, change: SchemaChange, created: bool) -> Response {
 /// `GET /admin/keyspaces`.
 pub(super) async fn list(State(gw): State<Gateway>) -> Response {
     match gw.handle.status().await {
-        Ok(st) => Json(json!({
-            "schema_version": st.schema_version,
-            "keyspaces": st.keyspaces,
-        }))
-        .into_response(),
+        Ok(st) => {
+            let keyspaces: Vec<serde_json::Value> = st
+                .keyspaces
+                .iter()
+                .map(|k| {
+                    let mut v = json!(k);
+                    v["mode"] = json!(k.strategy);
+                    v
+                })
+                .collect();
+            Json(json!({
+                "schema_version": st.schema_version,
+                "keyspaces": keyspaces,
+            }))
+            .into_response()
+        }
         Err(e) => request_error(&e),
     }
 }
@@ -154,6 +167,22 @@ pub(super) async fn create(State(gw): State<Gateway>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(r) => return *r,
     };
+    let mode = match body.mode.as_deref() {
+        None => ReplicationStrategy::Leaderless,
+        Some(m) => match ReplicationStrategy::parse(m) {
+            Some(s) => s,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("unknown mode {m:?}: use \"lww\" or \"craq\""),
+                )
+            }
+        },
+    };
+    if mode == ReplicationStrategy::Craq {
+        return create_craq(&gw, body).await;
+    }
     let default_consistency = match level(body.consistency) {
         Ok(l) => l.unwrap_or(Consistency::Quorum),
         Err(r) => return *r,
@@ -179,6 +208,31 @@ pub(super) async fn create(State(gw): State<Gateway>, body: Bytes) -> Response {
         },
     };
     change(&gw, c, true).await
+}
+
+/// A create with `"mode": "craq"`: a single factor, at the default level.
+async fn create_craq(gw: &Gateway, body: CreateBody) -> Response {
+    let bad = |m: &str| request_error(&RequestError::BadRequest(m.into()));
+    if body.datacenters.is_some() || body.spread_racks.is_some() {
+        return bad("a craq keyspace takes a single replication_factor: datacenters and spread_racks are not supported with mode craq");
+    }
+    match level(body.consistency) {
+        Err(r) => return *r,
+        Ok(None | Some(Consistency::Quorum)) => {}
+        Ok(Some(other)) => {
+            return bad(&format!(
+                "a craq keyspace's default level is QUORUM (linearizable); {other} cannot be chosen (ask for ONE per request for weak reads)"
+            ))
+        }
+    }
+    let Some(replication_factor) = body.replication_factor else {
+        return bad("give replication_factor");
+    };
+    let c = SchemaChange::CreateCraq {
+        name: body.name,
+        replication_factor,
+    };
+    change(gw, c, true).await
 }
 
 /// `PATCH /admin/keyspaces/{name}`.
