@@ -953,6 +953,15 @@ impl ChainMachine {
                         false
                     }
                     Ok(d) => match d.write {
+                        // A compare-and-set that does not swap writes
+                        // nothing: it is a read at the head, and answers
+                        // only under a lease as reads do (an old head cut
+                        // off from a newer epoch must not answer from its
+                        // stale record), once the version it read commits.
+                        None if !can_serve => {
+                            Self::refuse(fx, asker, true, ChainRefusal::NotReady);
+                            false
+                        }
                         None => {
                             slot.waiting.push((newest, d.reply, asker));
                             false
@@ -1845,10 +1854,14 @@ impl ChainMachine {
                 .is_some_and(|at| now.saturating_duration_since(*at) >= OUT_AFTER);
             let alive = n == cx.me || (cx.alive)(n);
             let next = match state {
-                MemberState::Serving | MemberState::Syncing if down_long => config
-                    .take_out(n, &owners, base_epoch + 1)
-                    .ok()
-                    .map(|_| MemberState::Out),
+                MemberState::Serving | MemberState::Syncing
+                    if down_long && !last_serving_somewhere(cx, ring, n) =>
+                {
+                    config
+                        .take_out(n, &owners, base_epoch + 1)
+                        .ok()
+                        .map(|_| MemberState::Out)
+                }
                 MemberState::Out if alive => Some(MemberState::Syncing),
                 MemberState::Syncing if self.synced.get(&n) == Some(&base_epoch) => {
                     Some(MemberState::Serving)
@@ -1869,6 +1882,36 @@ impl ChainMachine {
             fx.push(ChainEffect::Propose(c));
         }
     }
+}
+
+/// Whether `n` is the only serving member of some CRAQ chain: taking it
+/// out would leave that chain's keys with no member holding them (a
+/// rejoining member pulls from a serving one), so it stays in, and those
+/// keys wait for it.
+fn last_serving_somewhere(
+    cx: &ChainCtx<'_>,
+    ring: &crate::agreed_ring::AgreedRing,
+    n: NodeId,
+) -> bool {
+    let config = cx.config();
+    let replications: Vec<Replication> = cx
+        .schema
+        .keyspaces
+        .values()
+        .filter(|k| k.config.strategy == ReplicationStrategy::Craq)
+        .map(|k| k.config.replication())
+        .collect();
+    ring.members.values().flat_map(|m| &m.tokens).any(|&token| {
+        replications.iter().any(|r| {
+            let sets = (cx.replicas)(token, r);
+            sets.iter().any(|set| {
+                set.contains(&n)
+                    && !set
+                        .iter()
+                        .any(|&m| m != n && config.state(m) == MemberState::Serving)
+            })
+        })
+    })
 }
 
 /// The client's answer for a committed chain write.
