@@ -7,8 +7,9 @@
 # etcd members (Debian's etcd-server, linearizable reads and writes over
 # its JSON gateway): 1,000 keys of 100 B are loaded, then wrk runs 100/0
 # and 95/5 read/write mixes for DURATION seconds with CONNS connections to
-# each node at once. Prints, per setup and mix, the summed requests/s and
-# the median of the nodes' p99 latencies.
+# each node at once. Prints, per setup and mix, the summed requests/s, the
+# median of the nodes' p99 latencies and the answers that were not 2xx
+# (404 for a key the load missed, 503 while a chain changes).
 #
 # Usage: scripts/bench-craq.sh   (CASSIO_BIN, DURATION, CONNS, KEEP_TMP)
 # Needs: curl, jq, wrk, etcd (apt-get install wrk etcd-server).
@@ -37,6 +38,15 @@ request = function()
     return wrk.format("GET", path)
   end
   return wrk.format("PUT", path, nil, value)
+end
+EOF
+cat >"$TMP/load.lua" <<'EOF'
+local ks = os.getenv("KS")
+local value = string.rep("v", 100)
+local i = -1
+request = function()
+  i = (i + 1) % 1000
+  return wrk.format("PUT", "/ks/" .. ks .. "/kv/key" .. i, nil, value)
 end
 EOF
 cat >"$TMP/etcd.lua" <<'EOF'
@@ -86,17 +96,15 @@ run_wrk() {
   local errors
   errors=$(cat "$TMP"/wrk.*.txt | awk '/Non-2xx or 3xx/ { s += $NF } /Socket errors/ { s += 1 } END { print s + 0 }')
   printf '%-22s %3s%% %9s %8s %6s\n' "$name" "$reads" "$rps" "$p99s" "$errors"
+  for f in "$TMP"/wrk.*.txt; do cp "$f" "$TMP/kept.${name// /_}.$reads.$(basename "$f")"; done
   rm -f "$TMP"/wrk.*.txt
 }
 wait_wrk() { while pgrep -f "wrk -t1 -c$CONNS" >/dev/null; do sleep 0.2; done; }
 
-# load URL KS: PUTs every key once.
+# load URL KS: PUTs every key (in order, over and over for 3 s on one
+# connection, so each is written at least once).
 load() {
-  local url=$1 ks=$2 i
-  for i in $(seq 0 $((KEYS - 1))); do
-    printf 'url = "%s/ks/%s/kv/key%d"\nrequest = "PUT"\ndata = "%s"\n' "$url" "$ks" "$i" "$(printf 'v%.0s' $(seq 100))"
-  done >"$TMP/load.curl"
-  curl -sf --parallel --parallel-max 16 -K "$TMP/load.curl" -o /dev/null || true
+  KS=$2 wrk -t1 -c1 -d3s -s "$TMP/load.lua" "$1" >/dev/null 2>&1 || true
 }
 
 # cluster_of N CLUSTER: N nodes, each seeing N Normal members.

@@ -31,7 +31,9 @@ declare -A TAKEN=()
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    # Below the ephemeral range (32768 and up), where outgoing
+    # connections (wrk's, redis-benchmark's) cannot hold a port.
+    p=$((20000 + RANDOM % 12000))
     [ -n "${TAKEN[$p]:-}" ] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       TAKEN[$p]=1

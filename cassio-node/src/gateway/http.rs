@@ -734,7 +734,9 @@ async fn get_kv(
                     let tag = conditional::etag(&v);
                     let mut r =
                         ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response();
-                    r.headers_mut().insert(header::ETAG, tag);
+                    if let Some(tag) = tag {
+                        r.headers_mut().insert(header::ETAG, tag);
+                    }
                     r
                 }
                 Ok(ClientResponse::Value(None)) => {

@@ -26,8 +26,18 @@ use axum::Json;
 use cassio_core::{ClientOp, ClientRequest, ClientResponse};
 use serde_json::json;
 
-/// A value's strong entity tag: its bytes in lowercase hex, quoted.
-pub(super) fn etag(value: &[u8]) -> HeaderValue {
+/// The largest value given an entity tag: its hex doubles it, and HTTP
+/// stacks refuse headers of more than a few KiB (hyper: 16 KiB in all), so
+/// a longer one would make the whole answer unreadable. A larger value is
+/// compare-and-set over RESP (`SET k v IFEQ old`) or the Rust client.
+pub(super) const MAX_ETAG_VALUE: usize = 2048;
+
+/// A value's strong entity tag: its bytes in lowercase hex, quoted; `None`
+/// for a value over [`MAX_ETAG_VALUE`] bytes.
+pub(super) fn etag(value: &[u8]) -> Option<HeaderValue> {
+    if value.len() > MAX_ETAG_VALUE {
+        return None;
+    }
     let mut s = String::with_capacity(value.len() * 2 + 2);
     s.push('"');
     for b in value {
@@ -35,7 +45,7 @@ pub(super) fn etag(value: &[u8]) -> HeaderValue {
     }
     s.push('"');
     // Hex digits and quotes are always a valid header value.
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    HeaderValue::from_str(&s).ok()
 }
 
 /// The bytes of a quoted hex entity tag, or `None` if it is not one.
@@ -116,7 +126,9 @@ pub(super) async fn put(
     match execute(&gw.handle, PROTOCOL, req).await {
         Ok(ClientResponse::Swapped(true)) => {
             let mut r = Json(json!({ "ok": true, "swapped": true })).into_response();
-            r.headers_mut().insert(header::ETAG, etag(&new));
+            if let Some(tag) = etag(&new) {
+                r.headers_mut().insert(header::ETAG, tag);
+            }
             r
         }
         Ok(ClientResponse::Swapped(false)) => error(
@@ -205,7 +217,11 @@ mod tests {
 
     #[test]
     fn tags_round_trip_and_malformed_ones_are_refused() {
-        let t = etag(b"\x00ab\xff");
+        let t = etag(b"\x00ab\xff").unwrap();
+        // A value too long for a header gets none (the answer stays
+        // readable).
+        assert!(etag(&vec![7u8; MAX_ETAG_VALUE + 1]).is_none());
+        assert!(etag(&vec![7u8; MAX_ETAG_VALUE]).is_some());
         assert_eq!(t.to_str().ok(), Some("\"006162ff\""));
         assert_eq!(parse_tag("\"006162ff\""), Some(b"\x00ab\xff".to_vec()));
         assert_eq!(parse_tag("\"006162FF\""), Some(b"\x00ab\xff".to_vec()));
