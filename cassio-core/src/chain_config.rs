@@ -104,16 +104,28 @@ impl ChainConfig {
     }
 
     /// The chain of a key whose replicas, in ring order, are `replicas`.
+    ///
+    /// Serving members are in ring order, except that members that
+    /// rejoined come after those that did not, in the order they rejoined:
+    /// a member joins at the tail and stays behind every member that was
+    /// there before it (as chain replication adds members). Put back in
+    /// ring order, a rejoined member could become a head lacking dirty
+    /// versions its successors hold, and give their numbers to other
+    /// writes.
     pub fn chain(&self, replicas: &[NodeId]) -> Chain {
-        let pick = |s| {
+        let pick = |s| -> Vec<NodeId> {
             replicas
                 .iter()
                 .copied()
                 .filter(|&n| self.state(n) == s)
                 .collect()
         };
+        let mut serving = pick(MemberState::Serving);
+        // Stable: ring order among members that rejoined at one epoch (or
+        // never).
+        serving.sort_by_key(|&n| self.joined_at(n));
         Chain {
-            serving: pick(MemberState::Serving),
+            serving,
             syncing: pick(MemberState::Syncing),
         }
     }
@@ -349,9 +361,10 @@ mod tests {
         assert!(!ch.serves(NodeId(1)));
         assert_eq!(back.joined_at(NodeId(1)), 3);
         let promoted = back.promote(NodeId(1), 4).unwrap();
+        // Serving again, at the tail (not back at its ring position).
         assert_eq!(
-            promoted.chain(&ids(&R)),
-            ChainConfig::new(4).chain(&ids(&R))
+            promoted.chain(&ids(&R)).members().collect::<Vec<_>>(),
+            ids(&[3, 2, 1])
         );
         assert_eq!(
             promoted.not_serving().count(),
@@ -361,6 +374,20 @@ mod tests {
         // When it rejoined is remembered: dirty versions from before stay
         // dropped.
         assert_eq!(promoted.joined_at(NodeId(1)), 3);
+        // A member that rejoined serves at the tail, behind the members
+        // that stayed, even where the ring would put it first.
+        let out3 = ChainConfig::new(5)
+            .take_out(NodeId(3), &ids(&R), 6)
+            .unwrap();
+        let back3 = out3
+            .rejoin(NodeId(3), 7)
+            .unwrap()
+            .promote(NodeId(3), 8)
+            .unwrap();
+        let ch = back3.chain(&ids(&R));
+        assert_eq!(ch.members().collect::<Vec<_>>(), ids(&[1, 2, 3]));
+        assert_eq!(ch.head(), Some(NodeId(1)));
+        assert_eq!(ch.tail(), Some(NodeId(3)));
     }
 
     #[test]
