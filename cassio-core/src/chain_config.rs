@@ -93,6 +93,13 @@ impl ChainConfig {
             .unwrap_or(MemberState::Serving)
     }
 
+    /// Records that `node` came into its chains at `epoch` other than by
+    /// rejoining (a ring move made it a current owner): it serves behind
+    /// the members that were there before it, as a rejoined member does.
+    pub fn mark_joined(&mut self, node: NodeId, epoch: u64) {
+        self.joined.insert(node, epoch);
+    }
+
     /// The epoch `node` last rejoined at (0: never).
     pub fn joined_at(&self, node: NodeId) -> u64 {
         self.joined.get(&node).copied().unwrap_or(0)

@@ -488,6 +488,16 @@ impl Schema {
                     // voters: either changing is a new epoch.
                     next.chain.epoch = next.version;
                 }
+                if let Some(old) = &self.ring {
+                    // A node the move made a current owner joins its chains
+                    // behind the members already there (it may lack dirty
+                    // versions they hold, so it must not head them).
+                    for (id, m) in &ring.members {
+                        if m.now && !old.owns(*id).0 {
+                            next.chain.mark_joined(*id, next.version);
+                        }
+                    }
+                }
                 next.voters = voters.clone();
                 next.ring = Some(ring.clone());
             }

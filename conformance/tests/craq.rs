@@ -383,10 +383,6 @@ craq_catalog_known_failures! {
         "CRAQ ring moves under 10% frame loss: the final pass fails",
     craq_replace_with_loss => nemesis::replace_with_loss(),
         "CRAQ ring moves under 10% frame loss: the final pass fails",
-    craq_replace_with_crash => nemesis::replace_with_crash(),
-        "CRAQ replace while another owner crashes: 3 keys not linearizable in 10 seeds (two replicas committed different values as one version: a node new to a chain after a ring move can become its head without the dirty versions its successors hold)",
-    craq_join_with_joiner_crash => nemesis::join_with_joiner_crash(),
-        "CRAQ join while a joiner crashes: 3 keys not linearizable in 10 seeds (a node new to a chain after a ring move can become its head without the dirty versions its successors hold)",
 }
 
 craq_catalog! {
@@ -409,4 +405,6 @@ craq_catalog! {
     craq_leave_with_crash => nemesis::leave_with_crash(),
     craq_remove_dead_under_load => nemesis::remove_dead_under_load(),
     craq_swarm => nemesis::swarm(7),
+    craq_replace_with_crash => nemesis::replace_with_crash(),
+    craq_join_with_joiner_crash => nemesis::join_with_joiner_crash(),
 }
