@@ -96,8 +96,14 @@ impl ChainConfig {
     /// Records that `node` came into its chains at `epoch` other than by
     /// rejoining (a ring move made it a current owner): it serves behind
     /// the members that were there before it, as a rejoined member does.
+    ///
+    /// It starts `Syncing`, as a rejoining member does: it pulls what its
+    /// chains committed and serves once the claimant promotes it (a ring
+    /// move can make a node a current owner before its own pull finished,
+    /// e.g. when it restarted mid-move).
     pub fn mark_joined(&mut self, node: NodeId, epoch: u64) {
         self.joined.insert(node, epoch);
+        self.states.insert(node, MemberState::Syncing);
     }
 
     /// The epoch `node` last rejoined at (0: never).

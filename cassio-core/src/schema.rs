@@ -490,8 +490,9 @@ impl Schema {
                 }
                 if let Some(old) = &self.ring {
                     // A node the move made a current owner joins its chains
-                    // behind the members already there (it may lack dirty
-                    // versions they hold, so it must not head them).
+                    // syncing, then serves behind the members already
+                    // there (it may lack dirty versions they hold, so it
+                    // must not head them, nor serve reads before its pull).
                     for (id, m) in &ring.members {
                         if m.now && !old.owns(*id).0 {
                             next.chain.mark_joined(*id, next.version);
