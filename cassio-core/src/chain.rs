@@ -1777,42 +1777,19 @@ impl ChainMachine {
     }
 
     fn expire(&mut self, fx: &mut Vec<ChainEffect>, now: Instant) {
-        let late: Vec<u64> = self
-            .requests
-            .iter()
-            .take_while(|(_, r)| r.1 <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for req in late {
-            if let Some((id, _)) = self.requests.remove(&req) {
-                fx.push(ChainEffect::Reply(
-                    id,
-                    Err(ClientError::Timeout {
-                        acked: 0,
-                        needed: 1,
-                    }),
-                ));
-            }
+        let timeout = || {
+            Err(ClientError::Timeout {
+                acked: 0,
+                needed: 1,
+            })
+        };
+        for (id, _) in take_due(&mut self.requests, |r| r.1 <= now) {
+            fx.push(ChainEffect::Reply(id, timeout()));
         }
-        let late: Vec<u64> = self
-            .queries
-            .iter()
-            .take_while(|(_, q)| q.2 <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for qid in late {
-            if let Some((_, asker, _)) = self.queries.remove(&qid) {
-                match asker {
-                    Asker::Local(id) => fx.push(ChainEffect::Reply(
-                        id,
-                        Err(ClientError::Timeout {
-                            acked: 0,
-                            needed: 1,
-                        }),
-                    )),
-                    // The asker's own deadline answers it.
-                    Asker::Remote(..) => {}
-                }
+        for (_, asker, _) in take_due(&mut self.queries, |q| q.2 <= now) {
+            // A remote asker's own deadline answers it.
+            if let Asker::Local(id) = asker {
+                fx.push(ChainEffect::Reply(id, timeout()));
             }
         }
     }
@@ -1912,6 +1889,19 @@ fn last_serving_somewhere(
             })
         })
     })
+}
+
+/// Removes and returns the entries at the front of `map` (numbered in the
+/// order their deadlines fall) whose deadline `due` says has passed.
+fn take_due<V>(map: &mut BTreeMap<u64, V>, due: impl Fn(&V) -> bool) -> Vec<V> {
+    let mut out = Vec::new();
+    while let Some(entry) = map.first_entry() {
+        if !due(entry.get()) {
+            break;
+        }
+        out.push(entry.remove());
+    }
+    out
 }
 
 /// The client's answer for a committed chain write.

@@ -398,37 +398,17 @@ impl Schema {
                 name,
                 replication_factor,
                 default_consistency,
-            } => {
-                check_name(name)?;
-                if self.keyspaces.contains_key(name) {
-                    return Err(SchemaError::Exists(name.clone()));
-                }
-                if self.keyspaces.len() >= MAX_KEYSPACES {
-                    return Err(SchemaError::TooMany(self.keyspaces.len()));
-                }
-                let config = KeyspaceConfig {
+            } => self.create_keyspace(
+                &mut next,
+                KeyspaceConfig {
                     name: name.clone(),
                     replication_factor: *replication_factor,
                     default_consistency: *default_consistency,
                     strategy: ReplicationStrategy::Leaderless,
                     datacenters: Default::default(),
                     spread_racks: false,
-                };
-                check_settings(&config)?;
-                next.keyspaces.insert(
-                    name.clone(),
-                    KeyspaceDef {
-                        id: self.next_id,
-                        storage: format!("#{}", self.next_id),
-                        config,
-                        // A new keyspace's first step has no earlier one
-                        // to wait for: its keys were only ever written
-                        // under this factor.
-                        rf_version: 0,
-                    },
-                );
-                next.next_id = self.next_id + 1;
-            }
+                },
+            )?,
             SchemaChange::Alter {
                 name,
                 replication_factor,
@@ -505,34 +485,17 @@ impl Schema {
             SchemaChange::CreateCraq {
                 name,
                 replication_factor,
-            } => {
-                check_name(name)?;
-                if self.keyspaces.contains_key(name) {
-                    return Err(SchemaError::Exists(name.clone()));
-                }
-                if self.keyspaces.len() >= MAX_KEYSPACES {
-                    return Err(SchemaError::TooMany(self.keyspaces.len()));
-                }
-                let config = KeyspaceConfig {
+            } => self.create_keyspace(
+                &mut next,
+                KeyspaceConfig {
                     name: name.clone(),
                     replication_factor: *replication_factor,
                     default_consistency: Consistency::Quorum,
                     strategy: ReplicationStrategy::Craq,
                     datacenters: Default::default(),
                     spread_racks: false,
-                };
-                check_settings(&config)?;
-                next.keyspaces.insert(
-                    name.clone(),
-                    KeyspaceDef {
-                        id: self.next_id,
-                        storage: format!("#{}", self.next_id),
-                        config,
-                        rf_version: 0,
-                    },
-                );
-                next.next_id = self.next_id + 1;
-            }
+                },
+            )?,
             SchemaChange::ChainMember {
                 base_epoch,
                 node,
@@ -562,28 +525,11 @@ impl Schema {
                 replication,
                 default_consistency,
             } => {
-                check_name(name)?;
-                if self.keyspaces.contains_key(name) {
-                    return Err(SchemaError::Exists(name.clone()));
-                }
-                if self.keyspaces.len() >= MAX_KEYSPACES {
-                    return Err(SchemaError::TooMany(self.keyspaces.len()));
-                }
                 let mut config = KeyspaceConfig::default_keyspace(0);
                 config.name = name.clone();
                 config.default_consistency = *default_consistency;
                 config.set_replication(replication);
-                check_settings(&config)?;
-                next.keyspaces.insert(
-                    name.clone(),
-                    KeyspaceDef {
-                        id: self.next_id,
-                        storage: format!("#{}", self.next_id),
-                        config,
-                        rf_version: 0,
-                    },
-                );
-                next.next_id = self.next_id + 1;
+                self.create_keyspace(&mut next, config)?;
             }
             SchemaChange::AlterReplication { name, replication } => {
                 let def = next
@@ -604,6 +550,39 @@ impl Schema {
             }
         }
         Ok(next)
+    }
+}
+
+impl Schema {
+    /// Adds a keyspace of `config` to `next` (this version's successor)
+    /// under the next unused id, once its name and settings are checked.
+    fn create_keyspace(
+        &self,
+        next: &mut Schema,
+        config: KeyspaceConfig,
+    ) -> Result<(), SchemaError> {
+        let name = config.name.clone();
+        check_name(&name)?;
+        if self.keyspaces.contains_key(&name) {
+            return Err(SchemaError::Exists(name));
+        }
+        if self.keyspaces.len() >= MAX_KEYSPACES {
+            return Err(SchemaError::TooMany(self.keyspaces.len()));
+        }
+        check_settings(&config)?;
+        next.keyspaces.insert(
+            name,
+            KeyspaceDef {
+                id: self.next_id,
+                storage: format!("#{}", self.next_id),
+                config,
+                // A new keyspace's first step has no earlier one to wait
+                // for: its keys were only ever written under this factor.
+                rf_version: 0,
+            },
+        );
+        next.next_id = self.next_id + 1;
+        Ok(())
     }
 }
 
