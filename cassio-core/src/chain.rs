@@ -524,7 +524,10 @@ pub(crate) struct ChainMutations {
 }
 
 impl ChainMachine {
-    pub fn new(now: Instant, request_timeout: Duration) -> Self {
+    /// A machine whose request, query and sync-run numbers start at
+    /// `first_number`: unique to this run of the node (a reply meant for
+    /// an earlier run must not answer this one's request).
+    pub fn new(now: Instant, request_timeout: Duration, first_number: u64) -> Self {
         ChainMachine {
             epoch: 0,
             voters: BTreeSet::new(),
@@ -535,11 +538,11 @@ impl ChainMachine {
             next_renew: now,
             slots: BTreeMap::new(),
             requests: BTreeMap::new(),
-            next_req: 1,
+            next_req: first_number,
             queries: BTreeMap::new(),
-            next_qid: 1,
+            next_qid: first_number,
             sync: None,
-            next_run: 1,
+            next_run: first_number,
             sync_wanted: std::cell::Cell::new(0),
             down_since: BTreeMap::new(),
             synced: BTreeMap::new(),
@@ -702,6 +705,12 @@ impl ChainMachine {
         key: Key,
         request: ChainRequest,
     ) {
+        // Chains form under an agreed schema only: before the first version
+        // each node places keys by its own gossip view, which no epoch
+        // fences. (So a ring move before it has no chain data to move.)
+        if cx.schema.version == 0 {
+            return fx.push(ChainEffect::Reply(id, Err(ClientError::ChainChanging)));
+        }
         let Some(chain) = cx.chain_of(&key) else {
             return fx.push(ChainEffect::Reply(id, Err(ClientError::ChainChanging)));
         };

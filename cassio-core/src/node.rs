@@ -103,8 +103,8 @@ pub struct Node {
     /// When the lowest version adopted by every token owner rose, and to
     /// what (oldest first; see `settle_schema`).
     schema_adopted: VecDeque<(Instant, u64)>,
-    /// The seeds this node was given (other than itself): it founds the
-    /// schema only together with all of them.
+    /// The seeds this node was given (itself included if listed): it
+    /// founds the schema only together with them (see `agreement_view`).
     seeds: Vec<core::net::SocketAddr>,
     request_timeout: std::time::Duration,
     rng: ChaCha8Rng,
@@ -301,7 +301,8 @@ impl Node {
                 .seeds
                 .iter()
                 .copied()
-                .filter(|s| *s != config.listen_addr)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
@@ -349,7 +350,11 @@ impl Node {
                 ((generation & 0xFFFF_FFFF) << 32) | 1,
             ),
             chain: {
-                let mut c = crate::chain::ChainMachine::new(now, config.request_timeout);
+                let mut c = crate::chain::ChainMachine::new(
+                    now,
+                    config.request_timeout,
+                    ((generation & 0xFFFF_FFFF) << 32) | 1,
+                );
                 if config.persisted.is_none() {
                     c.set_fresh();
                 }
