@@ -370,7 +370,9 @@ pub struct Membership {
     seeds: Vec<SocketAddr>,
     cfg: GossipConfig,
     next_round: Instant,
-    forgotten: BTreeMap<NodeId, (u64, Instant)>,
+    /// Forgotten members: generation, when, and address (a seed removed
+    /// as dead no longer holds the schema's founding back).
+    forgotten: BTreeMap<NodeId, (u64, Instant, SocketAddr)>,
     ring_epoch: u64,
     next_check: Instant,
     /// Bumped whenever what [`Membership::persisted_members`] returns changes.
@@ -804,13 +806,32 @@ impl Membership {
         self.forgotten.contains_key(&id)
     }
 
+    /// Whether the node at `addr` is gone without owning tokens: a member
+    /// there is down and owns none (it died joining), or none is there and
+    /// one was forgotten lately (removed, or left long ago).
+    pub fn gone_without_tokens(&self, addr: SocketAddr) -> bool {
+        if addr == self.own_app.addr {
+            return false;
+        }
+        let mut at = self
+            .members
+            .values()
+            .filter(|m| m.app.addr == addr)
+            .peekable();
+        if at.peek().is_none() {
+            return self.forgotten.values().any(|&(_, _, a)| a == addr);
+        }
+        at.all(|m| !m.alive && !m.app.status.owns_tokens())
+    }
+
     /// Forgets member `id` now (its removal completed): it leaves the
     /// rings, and its generation is not readmitted for a while.
     pub fn forget(&mut self, id: NodeId, now: Instant, events: &mut Vec<MembershipEvent>) {
         if let Some(m) = self.members.remove(&id) {
             self.view_epoch += 1;
             self.ring_epoch += 1;
-            self.forgotten.insert(id, (m.state.generation, now));
+            self.forgotten
+                .insert(id, (m.state.generation, now, m.app.addr));
             events.push(MembershipEvent::Removed {
                 id,
                 addr: m.app.addr,
@@ -1166,7 +1187,7 @@ impl Membership {
             || self
                 .forgotten
                 .get(&id)
-                .is_some_and(|&(gen, _)| generation <= gen)
+                .is_some_and(|&(gen, _, _)| generation <= gen)
     }
 
     fn apply_states(
@@ -1373,7 +1394,7 @@ impl Membership {
         for (id, generation, owned, addr) in gone {
             self.members.remove(&id);
             self.view_epoch += 1;
-            self.forgotten.insert(id, (generation, now));
+            self.forgotten.insert(id, (generation, now, addr));
             if owned {
                 self.ring_epoch += 1;
             }
@@ -1381,7 +1402,7 @@ impl Membership {
         }
         let quarantine = self.cfg.forget_left_after.max(self.cfg.remove_dead_after);
         self.forgotten
-            .retain(|_, &mut (_, at)| now.saturating_duration_since(at) < quarantine);
+            .retain(|_, &mut (_, at, _)| now.saturating_duration_since(at) < quarantine);
 
         let syn = GossipMsg::Syn {
             reply_to: self.own_app.addr,

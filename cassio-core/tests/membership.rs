@@ -307,3 +307,37 @@ fn a_stranger_speaks_only_for_itself_and_far_future_generations_are_refused() {
     );
     assert!(!a.is_member(NodeId(3)));
 }
+
+/// A seed is excused from founding the schema only when it is gone
+/// without tokens: down while it owns none (it died joining), or
+/// forgotten (removed). A down token owner, a live joiner, an unknown
+/// address and the node itself are not.
+#[test]
+fn gone_without_tokens_is_a_dead_joiner_or_a_removed_member() {
+    let cfg = GossipConfig::default();
+    let mut a = member(1, &cfg, &[]);
+    a.insert_member(state(2, 5), Instant::ZERO);
+    let mut joiner = state(3, 5);
+    if let Some(app) = joiner.app.as_mut() {
+        app.status = NodeStatus::Joining;
+    }
+    a.insert_member(joiner, Instant::ZERO);
+    assert!(!a.gone_without_tokens(addr(3)), "a live joiner");
+    assert!(!a.gone_without_tokens(addr(2)), "a live owner");
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut ev = Vec::new();
+    let mut now = Instant::ZERO;
+    while now < Instant::from_micros(60_000_000) {
+        now = a.poll_timeout().max(now);
+        a.handle_timeout(now, &mut rng, &mut ev);
+        now = now + Duration::from_millis(1);
+    }
+    assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)), "{ev:?}");
+    assert!(a.gone_without_tokens(addr(3)), "died joining");
+    assert!(!a.gone_without_tokens(addr(2)), "a down owner still owns");
+    assert!(!a.gone_without_tokens(addr(9)), "never heard of");
+    assert!(!a.gone_without_tokens(addr(1)), "itself");
+    a.complete_removal(NodeId(2), now, &mut ev);
+    assert!(!a.is_member(NodeId(2)));
+    assert!(a.gone_without_tokens(addr(2)), "removed");
+}

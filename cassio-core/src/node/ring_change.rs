@@ -188,7 +188,12 @@ impl Node {
         let membership = &self.membership;
         let ae = &self.ae;
         let chain = &self.chain;
-        let has_craq = self.schema.schema().has_craq();
+        // Chains hold data only once a schema version was chosen (they
+        // serve under agreed versions only): a move on the gossip ring
+        // before the first version, which the founders wait for, has no
+        // chain data to pull.
+        let schema = self.schema.schema();
+        let has_craq = schema.has_craq() && (schema.version > 0 || self.peer_schema > 0);
         let before = self.transition.trackers();
         let step = self
             .transition

@@ -188,29 +188,45 @@ impl Node {
         self.schema.next_deadline()
     }
 
-    /// Who founds the first version: every `Normal` token owner this node
-    /// knows, alive or not, once every seed is among them (none before).
-    /// Any two nodes that could found share a seed (seed lists overlap
-    /// within one cluster) and need every founder's acceptance, so their
-    /// rounds meet at an acceptor and cannot choose two first versions;
-    /// and a node cut off from part of the cluster still names it, so it
-    /// waits rather than founds alone.
+    /// Who founds the first version: every `Normal` or `Syncing` token
+    /// owner this node knows, alive or not (one that took its tokens at
+    /// once when the cluster started must know it founded: see
+    /// `ChainMachine::founded`), once most seeds are among them and every other
+    /// seed is gone without tokens (none before). Any two nodes that could
+    /// found share a founding seed (a cluster's nodes share a seed list)
+    /// and need every founder's acceptance, so their rounds meet at an
+    /// acceptor and cannot choose two first versions; and a node cut off
+    /// from part of the cluster still names it, so it waits rather than
+    /// founds alone.
     pub(super) fn agreement_view(&self) -> AgreementView {
         let founders: BTreeSet<NodeId> = self
             .membership
             .token_owner_ids()
             .into_iter()
             .filter(|&id| {
-                self.membership
-                    .state_of(id)
-                    .is_some_and(|(_, app)| app.status == NodeStatus::Normal)
+                self.membership.state_of(id).is_some_and(|(_, app)| {
+                    matches!(app.status, NodeStatus::Normal | NodeStatus::Syncing)
+                })
             })
             .collect();
-        let seeds_in = self.seeds.iter().all(|addr| {
+        let founder = |addr: &core::net::SocketAddr| {
             founders
                 .iter()
                 .any(|&id| self.membership.addr_of(id) == Some(*addr))
-        });
+        };
+        // Every seed must be a founder, except one gone without tokens
+        // (it died joining, or was removed) before the first version, and
+        // most seeds must be: two founding rounds on one seed list still
+        // share a founder. (Chains serve only under a chosen version: a
+        // seed that died in a cluster's first seconds must not leave its
+        // CRAQ keyspaces unavailable for good.)
+        let present = self.seeds.iter().filter(|a| founder(a)).count();
+        let seeds_in = self.seeds.is_empty()
+            || (present * 2 > self.seeds.len()
+                && self
+                    .seeds
+                    .iter()
+                    .all(|a| founder(a) || self.membership.gone_without_tokens(*a)));
         // (Mutation: factor changes that do not wait for their repair.)
         #[cfg(feature = "mutations")]
         let repaired = if self.mutations.skip_rf_repair_gate {
