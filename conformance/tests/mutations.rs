@@ -317,9 +317,11 @@ fn mutation_cells_move_without_sync() {
 #[test]
 fn mutation_remove_without_sync() {
     // A dead node forgotten as soon as an operator removes it: its ranges
-    // move to nodes that never held them; once another old replica is down
-    // too, QUORUM reads miss writes.
-    let control = nemesis::remove_dead_with_loss_and_crash();
+    // move to nodes that never held them; once a second old replica is
+    // removed too, QUORUM reads miss writes. (On one removal with a
+    // survivor down, `remove_dead_with_loss_and_crash`, it showed in one
+    // seed of 200, and in none once the schema was founded there.)
+    let control = nemesis::remove_two_dead_in_turn();
     let mut broken = control.clone();
     broken.name = "mutation_remove_without_sync".into();
     broken.mutations.remove_without_sync = true;

@@ -400,6 +400,14 @@ fn remove_dead_with_loss_and_crash() {
 }
 
 #[test]
+fn remove_two_dead_in_turn() {
+    run(
+        &nemesis::remove_two_dead_in_turn(),
+        "remove_two_dead_in_turn",
+    );
+}
+
+#[test]
 fn replace_under_load() {
     run(&nemesis::replace_under_load(), "replace_under_load");
 }

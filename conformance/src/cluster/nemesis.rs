@@ -480,6 +480,20 @@ pub fn remove_dead_with_loss_and_crash() -> Scenario {
     s
 }
 
+/// Two nodes of five die in turn under load and an operator removes each:
+/// the first one's ranges are synced among the other four, then the
+/// second one's among the last three. Every range the two held together
+/// is left with one replica that held it: a removal that did not sync
+/// loses its writes (`mutation_remove_without_sync`).
+pub fn remove_two_dead_in_turn() -> Scenario {
+    let mut s = remove_dead_under_load();
+    s.name = "remove_two_dead_in_turn".into();
+    s.faults.push((secs(14), Fault::Crash(3)));
+    s.faults
+        .push((secs(19), Fault::RemoveDead { by: 0, dead: 3 }));
+    s
+}
+
 /// A node is replaced under load: it dies, its directory is wiped, and a
 /// new node (new id, same address) takes its place at once.
 pub fn replace_under_load() -> Scenario {
