@@ -106,6 +106,21 @@ impl ChainConfig {
         self.states.insert(node, MemberState::Syncing);
     }
 
+    /// The cluster's first CRAQ keyspace is created at `epoch`: no chain
+    /// held data before it, so members syncing have nothing to pull and
+    /// none came later than another. They serve at once (out members
+    /// stay out). Whether anything changed.
+    pub fn first_keyspace(&mut self, epoch: u64) -> bool {
+        let before = (self.states.len(), self.joined.len());
+        self.states.retain(|_, s| *s == MemberState::Out);
+        self.joined.clear();
+        let changed = before != (self.states.len(), self.joined.len());
+        if changed {
+            self.epoch = epoch;
+        }
+        changed
+    }
+
     /// The epoch `node` last rejoined at (0: never).
     pub fn joined_at(&self, node: NodeId) -> u64 {
         self.joined.get(&node).copied().unwrap_or(0)

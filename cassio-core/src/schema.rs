@@ -468,7 +468,7 @@ impl Schema {
                     // voters: either changing is a new epoch.
                     next.chain.epoch = next.version;
                 }
-                if let Some(old) = &self.ring {
+                if let Some(old) = self.ring.as_ref().filter(|_| self.has_craq()) {
                     // A node the move made a current owner joins its chains
                     // syncing, then serves behind the members already
                     // there (it may lack dirty versions they hold, so it
@@ -485,17 +485,23 @@ impl Schema {
             SchemaChange::CreateCraq {
                 name,
                 replication_factor,
-            } => self.create_keyspace(
-                &mut next,
-                KeyspaceConfig {
-                    name: name.clone(),
-                    replication_factor: *replication_factor,
-                    default_consistency: Consistency::Quorum,
-                    strategy: ReplicationStrategy::Craq,
-                    datacenters: Default::default(),
-                    spread_racks: false,
-                },
-            )?,
+            } => {
+                self.create_keyspace(
+                    &mut next,
+                    KeyspaceConfig {
+                        name: name.clone(),
+                        replication_factor: *replication_factor,
+                        default_consistency: Consistency::Quorum,
+                        strategy: ReplicationStrategy::Craq,
+                        datacenters: Default::default(),
+                        spread_racks: false,
+                    },
+                )?;
+                if !self.has_craq() {
+                    // The first one: nothing for a syncing member to pull.
+                    next.chain.first_keyspace(next.version);
+                }
+            }
             SchemaChange::ChainMember {
                 base_epoch,
                 node,
@@ -667,6 +673,62 @@ mod tests {
             replication_factor: rf,
             default_consistency: Consistency::Quorum,
         }
+    }
+
+    /// A ring of nodes `1..=n` (`joining` on the next ring only).
+    fn ring(n: u64, joining: &[u64]) -> AgreedRing {
+        AgreedRing {
+            members: (1..=n)
+                .map(|i| {
+                    let m = crate::agreed_ring::RingMember {
+                        tokens: vec![crate::types::Token(i * 1000)],
+                        location: Default::default(),
+                        now: !joining.contains(&i),
+                        next: true,
+                    };
+                    (NodeId(i), m)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chains_wait_for_a_pull_only_once_a_craq_keyspace_holds_data() {
+        let claim = |s: &Schema, r: AgreedRing| SchemaChange::Claim {
+            base: s.version,
+            voters: s.voters.clone(),
+            ring: r,
+        };
+        let craq = |name: &str| SchemaChange::CreateCraq {
+            name: name.into(),
+            replication_factor: 3,
+        };
+        let mut s = seed();
+        s = s.apply(&claim(&s, ring(3, &[])), NodeId(1)).unwrap();
+        // No CRAQ keyspace: a node the ring makes an owner has nothing to pull.
+        s = s.apply(&claim(&s, ring(4, &[4])), NodeId(1)).unwrap();
+        s = s.apply(&claim(&s, ring(4, &[])), NodeId(1)).unwrap();
+        assert_eq!(s.chain.state(NodeId(4)), MemberState::Serving);
+        s = s.apply(&craq("a"), NodeId(1)).unwrap();
+        assert_eq!(s.chain.state(NodeId(4)), MemberState::Serving);
+        // With one, it does.
+        s = s.apply(&claim(&s, ring(5, &[5])), NodeId(1)).unwrap();
+        s = s.apply(&claim(&s, ring(5, &[])), NodeId(1)).unwrap();
+        assert_eq!(s.chain.state(NodeId(5)), MemberState::Syncing);
+        assert_eq!(s.chain.joined_at(NodeId(5)), s.version);
+        // A second CRAQ keyspace leaves it syncing (the first holds data).
+        s = s.apply(&craq("b"), NodeId(1)).unwrap();
+        assert_eq!(s.chain.state(NodeId(5)), MemberState::Syncing);
+        // Dropped, none holds data: the next first one serves it at once,
+        // under a new chain epoch.
+        for name in ["a", "b"] {
+            let drop = SchemaChange::Drop { name: name.into() };
+            s = s.apply(&drop, NodeId(1)).unwrap();
+        }
+        s = s.apply(&craq("c"), NodeId(1)).unwrap();
+        assert_eq!(s.chain.state(NodeId(5)), MemberState::Serving);
+        assert_eq!(s.chain.joined_at(NodeId(5)), 0);
+        assert_eq!(s.chain.epoch, s.version);
     }
 
     #[test]
