@@ -11,38 +11,14 @@ mod process_common;
 
 use bytes::Bytes;
 use conformance::linearizability::{check, Event, Op, Options, Outcome, Verdict};
-use process_common::{node_args, start_node, start_three, Scenario};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use process_common::{node_args, start_node, start_three, try_http, Scenario};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KEYS: usize = 4;
 const CLIENTS: usize = 4;
-
-/// An HTTP request with extra headers: `None` when the node cannot be
-/// reached or does not answer in time (the outcome is then unknown).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(8))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
 
 fn hex(v: &[u8]) -> String {
     v.iter().map(|b| format!("{b:02x}")).collect()
@@ -53,14 +29,14 @@ fn run_op(addr: SocketAddr, client: u64, key: &str, op: Op, t0: Instant) -> Even
     let path = format!("/ks/lin/kv/{key}");
     let invoked = t0.elapsed().as_micros() as u64;
     let answer = match &op {
-        Op::Read => request(addr, "GET", &path, "", ""),
-        Op::Write(v) => request(addr, "PUT", &path, "", std::str::from_utf8(v).unwrap()),
+        Op::Read => try_http(addr, "GET", &path, "", ""),
+        Op::Write(v) => try_http(addr, "PUT", &path, "", std::str::from_utf8(v).unwrap()),
         Op::Cas { expected, new } => {
             let header = match expected {
                 Some(e) => format!("If-Match: \"{}\"\r\n", hex(e)),
                 None => "If-None-Match: *\r\n".to_string(),
             };
-            request(
+            try_http(
                 addr,
                 "PUT",
                 &path,
@@ -102,7 +78,7 @@ fn craq_history_with_a_node_killed_and_restarted_is_linearizable() {
     };
     let mut nodes = start_three(&sc, dir.path(), |_, _| {});
     let https: Vec<SocketAddr> = nodes.iter().map(|(_, r)| r.http.unwrap()).collect();
-    let (code, body) = request(
+    let (code, body) = try_http(
         https[0],
         "POST",
         "/admin/keyspaces",
@@ -116,7 +92,7 @@ fn craq_history_with_a_node_killed_and_restarted_is_linearizable() {
     for (i, &a) in https.iter().enumerate() {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            let r = request(a, "PUT", "/ks/lin/kv/warm", "", "w");
+            let r = try_http(a, "PUT", "/ks/lin/kv/warm", "", "w");
             if matches!(r, Some((200, _))) {
                 break;
             }

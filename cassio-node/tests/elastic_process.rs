@@ -9,30 +9,14 @@
 
 mod process_common;
 
-use process_common::{node_args, start_node, start_three, wait_status, Proc, Ready, Scenario};
+use process_common::{
+    node_args, start_node, start_three, try_http, wait_status, Proc, Ready, Scenario,
+};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// An HTTP request that tolerates a node that is gone: `None` when it
-/// cannot connect or the answer does not come.
-fn try_http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
 
 /// The `error` code of a JSON error body, or the status code.
 fn error_code(code: u16, body: &str) -> String {
@@ -93,7 +77,7 @@ impl Load {
                     for _ in 0..8 {
                         ops.fetch_add(1, Ordering::Relaxed);
                         let path = format!("/kv/{key}?consistency=quorum");
-                        match try_http(next(), "PUT", &path, &value) {
+                        match try_http(next(), "PUT", &path, "", &value) {
                             Some((200, _)) => {
                                 acked.lock().unwrap().push((key.clone(), value.clone()));
                                 break;
@@ -112,7 +96,7 @@ impl Load {
                         if let Some((k, v)) = pick {
                             ops.fetch_add(1, Ordering::Relaxed);
                             let path = format!("/kv/{k}?consistency=quorum");
-                            match try_http(next(), "GET", &path, "") {
+                            match try_http(next(), "GET", &path, "", "") {
                                 Some((200, body)) if body == v => {}
                                 Some((200, body)) => missed
                                     .lock()
@@ -235,7 +219,7 @@ fn grow_three_to_five_and_shrink_back_under_quorum_load() {
     let mut lost = Vec::new();
     for (n, (k, v)) in acked.iter().enumerate() {
         let at = http_of(&nodes[n % nodes.len()].1);
-        match try_http(at, "GET", &format!("/kv/{k}?consistency=quorum"), "") {
+        match try_http(at, "GET", &format!("/kv/{k}?consistency=quorum"), "", "") {
             Some((200, body)) if &body == v => {}
             other => lost.push(format!("{k}: {other:?}")),
         }

@@ -286,6 +286,31 @@ pub fn all_normal_and_up(s: &ClusterStatus, n: usize) -> bool {
     s.members.len() == n && s.members.iter().all(|m| m.up && m.state == "Normal")
 }
 
+/// An HTTP request over a raw socket with extra `headers` (each line
+/// ending in `\r\n`) that tolerates a node that is gone: `None` when it
+/// cannot connect or the answer does not come within 10 s (the outcome is
+/// then unknown).
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
 /// An HTTP request over a raw socket; returns (status code, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
