@@ -708,10 +708,8 @@ impl ChainMachine {
         // Chains form under an agreed schema only: before the first version
         // each node places keys by its own gossip view, which no epoch
         // fences. (So a ring move before it has no chain data to move.)
-        if cx.schema.version == 0 {
-            return fx.push(ChainEffect::Reply(id, Err(ClientError::ChainChanging)));
-        }
-        let Some(chain) = cx.chain_of(&key) else {
+        let founded = cx.schema.version > 0;
+        let Some(chain) = cx.chain_of(&key).filter(|_| founded) else {
             return fx.push(ChainEffect::Reply(id, Err(ClientError::ChainChanging)));
         };
         let target = match &request {

@@ -109,16 +109,14 @@ impl ChainConfig {
     /// The cluster's first CRAQ keyspace is created at `epoch`: no chain
     /// held data before it, so members syncing have nothing to pull and
     /// none came later than another. They serve at once (out members
-    /// stay out). Whether anything changed.
-    pub fn first_keyspace(&mut self, epoch: u64) -> bool {
+    /// stay out), under a new epoch if that changed anything.
+    pub fn first_keyspace(&mut self, epoch: u64) {
         let before = (self.states.len(), self.joined.len());
         self.states.retain(|_, s| *s == MemberState::Out);
         self.joined.clear();
-        let changed = before != (self.states.len(), self.joined.len());
-        if changed {
+        if before != (self.states.len(), self.joined.len()) {
             self.epoch = epoch;
         }
-        changed
     }
 
     /// The epoch `node` last rejoined at (0: never).

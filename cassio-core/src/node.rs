@@ -105,7 +105,7 @@ pub struct Node {
     schema_adopted: VecDeque<(Instant, u64)>,
     /// The seeds this node was given (itself included if listed): it
     /// founds the schema only together with them (see `agreement_view`).
-    seeds: Vec<core::net::SocketAddr>,
+    seeds: std::collections::BTreeSet<core::net::SocketAddr>,
     request_timeout: std::time::Duration,
     rng: ChaCha8Rng,
     next_token: u64,
@@ -188,6 +188,10 @@ impl Node {
             .generation
             .unwrap_or(wall_micros / 1_000_000)
             .max(after_persisted);
+        // Request, query and round numbers of every machine start from the
+        // generation, so a late reply to the previous run of this node can
+        // never match a request of this one.
+        let first_number = ((generation & 0xFFFF_FFFF) << 32) | 1;
         let tokens = config
             .tokens
             .clone()
@@ -297,23 +301,11 @@ impl Node {
             schema_fetched: None,
             schema_seen: BTreeMap::new(),
             schema_adopted: VecDeque::new(),
-            seeds: config
-                .seeds
-                .iter()
-                .copied()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            seeds: config.seeds.iter().copied().collect(),
             request_timeout: config.request_timeout,
             rng: ChaCha8Rng::seed_from_u64(config.rng_seed ^ id.0.rotate_left(32)),
             next_token: 1,
-            // Tags carry the generation, so a late reply to the previous
-            // run of this node can never match a request of this one.
-            coord: Coordinator::new(
-                id,
-                ((generation & 0xFFFF_FFFF) << 32) | 1,
-                config.request_timeout,
-            ),
+            coord: Coordinator::new(id, first_number, config.request_timeout),
             scans: Scans::default(),
             reclaim: crate::reclaim::Reclaim::default(),
             waiters: HashMap::new(),
@@ -337,24 +329,11 @@ impl Node {
             clock_persisted: 0,
             view_persisted: 0,
             agreement: KeyspaceCheck::default(),
-            ae: AntiEntropy::new(
-                id,
-                config.repair.clone(),
-                ae_keyspaces,
-                now,
-                ((generation & 0xFFFF_FFFF) << 32) | 1,
-            ),
-            hints: Hints::new(
-                config.hints.clone(),
-                config.tombstone_grace,
-                ((generation & 0xFFFF_FFFF) << 32) | 1,
-            ),
+            ae: AntiEntropy::new(id, config.repair.clone(), ae_keyspaces, now, first_number),
+            hints: Hints::new(config.hints.clone(), config.tombstone_grace, first_number),
             chain: {
-                let mut c = crate::chain::ChainMachine::new(
-                    now,
-                    config.request_timeout,
-                    ((generation & 0xFFFF_FFFF) << 32) | 1,
-                );
+                let mut c =
+                    crate::chain::ChainMachine::new(now, config.request_timeout, first_number);
                 if config.persisted.is_none() {
                     c.set_fresh();
                 }

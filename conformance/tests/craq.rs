@@ -276,7 +276,6 @@ fn mutation_skip_version_query_is_caught() {
     let n = caught(busy("craq_skip_version_query"), |m| {
         m.chain_skip_version_query = true
     });
-    println!("skip_version_query: {n} keys not linearizable");
     assert!(n > 0, "not caught");
 }
 

@@ -286,6 +286,22 @@ pub fn all_normal_and_up(s: &ClusterStatus, n: usize) -> bool {
     s.members.len() == n && s.members.iter().all(|m| m.up && m.state == "Normal")
 }
 
+/// The text of an HTTP/1.1 request to `addr` that closes its connection,
+/// with extra `headers` (each line ending in `\r\n`).
+fn request_text(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A response's status code and body, each if it has one.
+fn split_response(resp: &str) -> (Option<u16>, Option<String>) {
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (code, body)
+}
+
 /// An HTTP request over a raw socket with extra `headers` (each line
 /// ending in `\r\n`) that tolerates a node that is gone: `None` when it
 /// cannot connect or the answer does not come within 10 s (the outcome is
@@ -299,39 +315,26 @@ pub fn try_http(
 ) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(request_text(addr, method, path, headers, body).as_bytes())
+        .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
+    match split_response(&resp) {
+        (Some(code), Some(body)) => Some((code, body)),
+        _ => None,
+    }
 }
 
 /// An HTTP request over a raw socket; returns (status code, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(request_text(addr, method, path, "", body).as_bytes())
+        .unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let (code, body) = split_response(&resp);
+    (code.unwrap_or(0), body.unwrap_or_default())
 }
 
 pub struct Scenario {
